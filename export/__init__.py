@@ -1,0 +1,1 @@
+"""Zor → ONNX export (needs torch and onnx)."""

@@ -1,0 +1,143 @@
+"""The one exception root of the toolkit, and its family.
+
+Every error the toolkit raises on purpose is a :class:`ZorError`. Catch that to
+catch them all; catch a subclass to handle one kind. Errors about bad values also
+derive from :class:`ValueError` (bad types from :class:`TypeError`, missing files
+from :class:`FileNotFoundError`), so generic handlers keep working.
+
+This module imports nothing: the engine, the exporter, the runtime and the device
+profiles all raise from it, on machines with and without torch.
+
+Hierarchy::
+
+    ZorError
+    ├── ConfigError            (ValueError)  a layer or network configuration is invalid
+    ├── InputError             (ValueError)  data handed to a model is wrong
+    │   ├── ShapeError                       wrong rank or width, missing input name
+    │   ├── DTypeError         (TypeError)   wrong element type
+    │   └── NonFiniteError                   NaN or inf values
+    ├── CheckpointError        (ValueError)  a checkpoint is missing, truncated or foreign
+    │   └── FormatVersionError               written by a newer, unknown format version
+    ├── DataError              (ValueError)  a data set is corrupt or malformed
+    │   └── DataNotFoundError  (FileNotFoundError)  a data set is not on this machine
+    ├── ExportError                          export to ONNX failed
+    │   ├── UnsupportedLayerError            no converter for a layer kind
+    │   ├── VerificationError                ONNX output differs from the engine past tolerance
+    │   └── QuantizationError                int8 drops the task metric past the budget
+    ├── ModelFileError         (ValueError)  a file is not ONNX, truncated, or not a Zor export
+    │   └── WeightFileError                  external weights missing, short or changed
+    ├── DeviceError            (ValueError)  unknown device profile or a profile it cannot use
+    ├── StateError                           a stream used with a stateless model, or state misuse
+    └── OutputPathError        (OSError)     an output file cannot be written (missing folder, ...)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ZorError",
+    "ConfigError",
+    "InputError",
+    "ShapeError",
+    "DTypeError",
+    "NonFiniteError",
+    "CheckpointError",
+    "FormatVersionError",
+    "DataError",
+    "DataNotFoundError",
+    "ExportError",
+    "UnsupportedLayerError",
+    "VerificationError",
+    "QuantizationError",
+    "ModelFileError",
+    "WeightFileError",
+    "DeviceError",
+    "StateError",
+    "OutputPathError",
+]
+
+
+class ZorError(Exception):
+    """Root of every error the toolkit raises on purpose."""
+
+
+class ConfigError(ZorError, ValueError):
+    """A layer or network configuration is invalid (e.g. an empty layer list)."""
+
+
+class InputError(ZorError, ValueError):
+    """Data handed to a model does not fit it."""
+
+
+class ShapeError(InputError):
+    """An input has the wrong rank or width, or a named input is missing."""
+
+
+class DTypeError(InputError, TypeError):
+    """An input has the wrong element type."""
+
+
+class NonFiniteError(InputError):
+    """An input holds NaN or infinite values."""
+
+
+class CheckpointError(ZorError, ValueError):
+    """A checkpoint is missing, truncated, foreign or inconsistent."""
+
+
+class FormatVersionError(CheckpointError):
+    """A file was written by a newer format version than this code reads."""
+
+
+class DataError(ZorError, ValueError):
+    """A data set is corrupt or malformed."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data set is not on this machine; the message says how to get it."""
+
+
+class ExportError(ZorError):
+    """Export to ONNX failed."""
+
+
+class UnsupportedLayerError(ExportError):
+    """No converter is registered for a layer kind."""
+
+
+class VerificationError(ExportError):
+    """The exported graph's outputs differ from the engine's past tolerance.
+
+    ``report`` holds the full verification report (a dict) when there is one.
+    """
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class QuantizationError(ExportError):
+    """Quantization would drop the task metric past the allowed budget."""
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ModelFileError(ZorError, ValueError):
+    """A model file is not ONNX, is truncated, or is not a Zor export."""
+
+
+class WeightFileError(ModelFileError):
+    """A model's external weight file is missing, too short, or changed under it."""
+
+
+class DeviceError(ZorError, ValueError):
+    """An unknown device profile name, or a profile that cannot be used here."""
+
+
+class StateError(ZorError):
+    """State misuse: a stream on a stateless model, or state of the wrong shape."""
+
+
+class OutputPathError(ZorError, OSError):
+    """An output file cannot be written: its folder is missing or not writable."""

@@ -1,0 +1,89 @@
+"""The exported file's contract: tensor names and metadata keys.
+
+Shared by the exporter (which writes it) and the runtime (which reads it), so it
+imports nothing: both sides name the same things the same way.
+
+Graph I/O (B is a dynamic batch axis, n_i the size of layer i, L the output layer):
+
+    inputs   input            (B, n_0)  float32
+             state_in_{i}     (B, n_i)  float32   one per stateful layer i
+    outputs  output           (B, n_L)  float32   f_L(c_L): the output layer's charges
+             state_out_{i}    (B, n_i)  float32   the charge carried to the next step
+             spikes_{i}       (B, n_i)  bool      s_i = [c_i > θ_i], every layer
+             charge_{i}       (B, n_i)  float32   c_i, every layer (verification, debugging)
+
+A caller asks onnxruntime only for what it needs (``output`` and the state outputs);
+the extra outputs cost nothing unless fetched.
+
+Metadata (``metadata_props``; every value a string, JSON where structured):
+
+    zor.format            "zor-onnx"
+    zor.format_version    "1"
+    zor.engine_version    version of the engine that trained the model
+    zor.layers            JSON list, per layer: size, activation, stateful, decay,
+                          refractory, min_charge, reset_on_spike, threshold
+                          {min, max, mean}
+    zor.task              JSON: name ("reconstruct", "classify", "generic", ...),
+                          input {shape, range, preprocessing, image {height, width,
+                          channels}}, output {shape, range, meaning}, labels
+    zor.stateful          "true" or "false"
+    zor.state             JSON list of {layer, size, input, output, initial}: the
+                          state tensors and the value a fresh stream starts from
+    zor.quantization      JSON: {"mode": "none" | "int8" | "fp16", recipe, per-layer
+                          fallback}
+    zor.calibration       JSON: calibration figures (spike rates, ranges), or "{}"
+    zor.verification      JSON: the parity report stored at export
+    zor.weights_sha256    SHA-256 of the float32 weights and thresholds, in layer order
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "INPUT",
+    "OUTPUT",
+    "state_in",
+    "state_out",
+    "spikes",
+    "charge",
+    "KEYS",
+]
+
+FORMAT = "zor-onnx"
+FORMAT_VERSION = 1
+
+INPUT = "input"
+OUTPUT = "output"
+
+
+def state_in(i: int) -> str:
+    return f"state_in_{i}"
+
+
+def state_out(i: int) -> str:
+    return f"state_out_{i}"
+
+
+def spikes(i: int) -> str:
+    return f"spikes_{i}"
+
+
+def charge(i: int) -> str:
+    return f"charge_{i}"
+
+
+class KEYS:
+    """metadata_props keys."""
+
+    FORMAT = "zor.format"
+    FORMAT_VERSION = "zor.format_version"
+    ENGINE_VERSION = "zor.engine_version"
+    LAYERS = "zor.layers"
+    TASK = "zor.task"
+    STATEFUL = "zor.stateful"
+    STATE = "zor.state"
+    QUANTIZATION = "zor.quantization"
+    CALIBRATION = "zor.calibration"
+    VERIFICATION = "zor.verification"
+    WEIGHTS_SHA256 = "zor.weights_sha256"

@@ -1,0 +1,445 @@
+"""Zor: a list of layers, the forward pass, and learning without backprop.
+
+Forward, for a batch x (B, n_0), layer by layer (see :mod:`zor.neuron`):
+
+    c_i = charge(h_i)            h_0 = x, h_{i+1} = a_i W_i
+    s_i = [c_i > θ_i]
+    a_i = f_i(c_i ⊙ s_i)         what layer i sends on (and what learning uses)
+    output = f_L(c_L)            the output layer returns its charges
+
+Learning (``reinforce(error)``, error = target − output) follows
+:mod:`zor.rules`: the error goes down through the transposes of the current forward
+weights, each connection moves along (a_iᵀ δ / B) ⊙ E′ with E′ the novelty-gated
+co-activity, and every layer's thresholds drift toward their target firing rate.
+
+Example (the seed's quick start):
+    >>> import torch
+    >>> from zor import Zor, Layer
+    >>> snn = Zor([Layer(784), Layer(64), Layer(784)], seed=0)
+    >>> batch = torch.rand(48, 784)
+    >>> errors = snn.train_batch(batch, batch)          # forward + reinforce
+    >>> snn.forward(batch, train=False).shape
+    torch.Size([48, 784])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import activations, metrics, neuron, rules
+from .curriculum import CurriculumSampler
+from .errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError
+from .layer import Layer
+
+__all__ = ["Zor", "ZorConfig", "History"]
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+
+@dataclass
+class ZorConfig:
+    """Network-wide settings (per-layer settings live on :class:`Layer`)."""
+
+    rule: str = "gated"               # learning-rule variant, a name from zor.rules.RULES (measured best:
+                                      #   benchmarks/rule_variants.py)
+    optimizer: str = "adam"           # "adam", "adamw" or "sgd": applies U through grad = −U
+    lr: float = 1e-3                  # optimizer learning rate
+    betas: tuple = (0.9, 0.999)       # Adam/AdamW moment factors
+    weight_decay: float = 0.0         # AdamW/SGD weight decay (AdamW's own default is 0.01)
+    momentum: float = 0.9             # SGD momentum
+    error_scaling: bool = True        # scale U by the current error level max(mean|error|, floor)
+    min_error_scale: float = 0.01     # floor of the error-level scale
+    init_scale: float = 0.5           # W_i ~ N(0, init_scale · sqrt(2 / (n_i + n_{i+1})))
+    seed: Optional[int] = 0           # seeds weight init and fit()'s sampling; None = nondeterministic
+    device: str = "auto"              # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+
+    def __post_init__(self) -> None:
+        rules.get_rule(self.rule)  # raises ConfigError on an unknown name
+        if self.optimizer not in _OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}: expected one of {sorted(_OPTIMIZERS)}")
+        for name in ("lr", "weight_decay", "momentum", "min_error_scale", "init_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number ≥ 0, got {value!r}")
+        self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+_OPTIMIZERS = {
+    "adam": lambda params, c, f: torch.optim.Adam(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay, fused=f),
+    "adamw": lambda params, c, f: torch.optim.AdamW(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay, fused=f),
+    "sgd": lambda params, c, f: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, fused=f),
+}
+
+
+@dataclass
+class History:
+    """What :meth:`Zor.fit` did: per-step training accuracy and timings."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    train_accuracy: list = field(default_factory=list)     # 100·(1 − mean|error|) per step
+    val: list = field(default_factory=list)                # (step, metrics dict) pairs
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown torch device {device!r}: expected 'auto', 'cpu' or 'cuda[:N]'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU: use 'auto' or 'cpu'")
+    return dev
+
+
+class Zor(nn.Module):
+    """A Zor spiking network: ``Zor([Layer(784), Layer(64), Layer(784)])``."""
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        config: Optional[ZorConfig] = None,
+        task: Optional[dict] = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+            raise ConfigError(f"Zor takes a list of Layer objects, got {type(layers).__name__}")
+        if len(layers) < 2:
+            raise ConfigError(f"a Zor network needs at least 2 layers (input and output), got {len(layers)}")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ConfigError(f"layer {i} must be a zor.Layer, got {type(layer).__name__}")
+        config = config or ZorConfig()
+        if overrides:
+            known = {f.name for f in fields(ZorConfig)}
+            unknown = set(overrides) - known
+            if unknown:
+                raise ConfigError(f"unknown Zor settings {sorted(unknown)}: expected some of {sorted(known)}")
+            config = replace(config, **overrides)
+        self.layers: list[Layer] = list(layers)
+        self.config = config
+        # What the network is for (name, input/output meaning, preprocessing); plain JSON
+        # data carried by checkpoints into the exported file (see zor.format).
+        self.task: dict = dict(task) if task else {"name": "generic"}
+        self.rule = rules.get_rule(config.rule)
+        self._acts = [activations.get(layer.activation) for layer in self.layers]
+
+        gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+        weights = []
+        for pre, post in zip(self.layers[:-1], self.layers[1:]):
+            std = config.init_scale * math.sqrt(2.0 / (pre.size + post.size))
+            w = torch.randn(pre.size, post.size, generator=gen) * std           # (n_i, n_{i+1})
+            weights.append(nn.Parameter(w, requires_grad=False))
+        self.weights = nn.ParameterList(weights)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            theta = layer.threshold if layer.threshold is not None else (-math.inf if i == last else 0.0)
+            self.register_buffer(f"threshold_{i}", torch.full((layer.size,), float(theta)))
+            self.register_buffer(f"rate_{i}", torch.full((layer.size,), float(layer.target_activation)))
+        for i, w in enumerate(self.weights):
+            self.register_buffer(f"novelty_{i}", torch.zeros_like(w))
+        self.to(_resolve_device(config.device))
+        self._make_optimizer()
+        self._state: list[Optional[torch.Tensor]] = [None] * len(self.layers)  # stateful charges (B, n_i)
+        self._traces: Optional[list[rules.Trace]] = None
+        self._sampler_rng = np.random.default_rng(config.seed)
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+    @property
+    def sizes(self) -> list[int]:
+        return [layer.size for layer in self.layers]
+
+    @property
+    def stateful(self) -> bool:
+        return any(layer.stateful for layer in self.layers)
+
+    def threshold(self, i: int) -> torch.Tensor:
+        """θ_i (n_i,)"""
+        return getattr(self, f"threshold_{i}")
+
+    def rate(self, i: int) -> torch.Tensor:
+        """r_i (n_i,): EMA of each unit's firing rate during training."""
+        return getattr(self, f"rate_{i}")
+
+    def novelty_trace(self, i: int) -> torch.Tensor:
+        """R_i (n_i, n_{i+1}): EMA of |co-activity| of connection i."""
+        return getattr(self, f"novelty_{i}")
+
+    @property
+    def state(self) -> list[Optional[torch.Tensor]]:
+        """Charges carried between calls by stateful layers (None where stateless or fresh)."""
+        return list(self._state)
+
+    def set_state(self, state: Sequence[Optional[torch.Tensor]]) -> None:
+        if len(state) != len(self.layers):
+            raise StateError(f"expected {len(self.layers)} state entries (one per layer), got {len(state)}")
+        new: list[Optional[torch.Tensor]] = []
+        for i, (layer, s) in enumerate(zip(self.layers, state)):
+            if s is None or not layer.stateful:
+                new.append(None)
+                continue
+            s = torch.as_tensor(s, dtype=torch.float32, device=self.device)
+            if s.ndim != 2 or s.shape[1] != layer.size:
+                raise StateError(f"state of layer {i}: expected shape (B, {layer.size}), got {tuple(s.shape)}")
+            new.append(s.clone())
+        self._state = new
+
+    def reset_state(self) -> None:
+        """Forget the charges stateful layers carry between calls."""
+        self._state = [None] * len(self.layers)
+
+    def _make_optimizer(self) -> None:
+        make = _OPTIMIZERS[self.config.optimizer]
+        try:  # the fused kernels are several times faster for these small updates
+            self.optimizer = make(list(self.weights), self.config, True)
+        except (RuntimeError, TypeError, ValueError):
+            self.optimizer = make(list(self.weights), self.config, None)
+
+    # ------------------------------------------------------------------ input checks
+    def _as_input(self, x: ArrayLike, width: int, what: str) -> torch.Tensor:
+        if isinstance(x, np.ndarray):
+            if not (np.issubdtype(x.dtype, np.floating)):
+                raise DTypeError(f"{what}: expected a floating-point array, got dtype {x.dtype}"
+                                 + (" (scale integer images to [0, 1] first)" if np.issubdtype(x.dtype, np.integer) else ""))
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        elif not isinstance(x, torch.Tensor):
+            raise DTypeError(f"{what}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise DTypeError(f"{what}: expected a floating-point tensor, got {x.dtype}"
+                             + (" (scale integer images to [0, 1] first)" if x.dtype in (torch.uint8, torch.int32, torch.int64) else ""))
+        if x.ndim != 2 or x.shape[1] != width:
+            raise ShapeError(f"{what}: expected shape (B, {width}), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ShapeError(f"{what}: expected at least one row, got an empty batch {tuple(x.shape)}")
+        x = x.to(device=self.device, dtype=torch.float32)
+        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():  # sum first: cheap
+            bad = int((~torch.isfinite(x)).sum())
+            raise NonFiniteError(f"{what}: expected finite values, got {bad} NaN/inf entries")
+        return x
+
+    # ------------------------------------------------------------------ forward
+    @torch.no_grad()
+    def run(self, x: ArrayLike) -> tuple[torch.Tensor, list[rules.Trace]]:
+        """Forward pass returning (output, per-layer traces); learns nothing.
+
+        Stateful layers still advance their charges, as on a device.
+        """
+        x = self._as_input(x, self.layers[0].size, "input")
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[rules.Trace]]:
+        traces: list[rules.Trace] = []
+        h = x                                                   # (B, n_0)
+        last = len(self.layers) - 1
+        out = h
+        for i, layer in enumerate(self.layers):
+            prev = self._state[i]
+            if prev is not None and prev.shape[0] != h.shape[0]:
+                prev = None                                     # batch size changed: start from rest
+            c = neuron.charge(h, prev, layer.decay)             # (B, n_i)
+            s = neuron.spike(c, self.threshold(i))              # (B, n_i) bool
+            a = self._acts[i](neuron.gate(c, s))                # (B, n_i)
+            if layer.stateful:
+                self._state[i] = neuron.reset(c, s, layer.refractory, layer.min_charge, layer.reset_on_spike)
+            traces.append(rules.Trace(c=c, s=s.to(c.dtype), a=a))
+            if i < last:
+                h = a @ self.weights[i]                         # (B, n_{i+1})
+            else:
+                out = self._acts[i](c)                          # (B, n_L) output charges
+        return out, traces
+
+    @torch.no_grad()
+    def forward(self, x: ArrayLike, train: bool = True) -> torch.Tensor:
+        """Output (B, n_L) for input x (B, n_0).
+
+        With ``train=True`` the pass is kept for the next :meth:`reinforce` and the
+        firing-rate averages move; with ``train=False`` nothing learns.
+        """
+        x = self._as_input(x, self.layers[0].size, "input")
+        out, traces = self._forward(x)
+        if train:
+            self._traces = traces
+            for i, (layer, t) in enumerate(zip(self.layers, traces)):
+                rules.update_rate(self.rate(i), t.s, layer.rate_momentum)
+        return out
+
+    # ------------------------------------------------------------------ learning
+    @torch.no_grad()
+    def reinforce(self, errors: ArrayLike, return_signal: bool = False) -> Optional[torch.Tensor]:
+        """Learn from error = target − output of the last ``forward(train=True)``.
+
+        With ``return_signal=True`` returns the signal that reached the input layer
+        (B, n_0) (skipped otherwise: it costs a matmul nobody needs).
+        """
+        if self._traces is None:
+            raise StateError("reinforce() needs a forward(x, train=True) first: no training pass is pending")
+        traces = self._traces
+        batch = traces[-1].c.shape[0]
+        delta = self._as_input(errors, self.layers[-1].size, "errors")
+        if delta.shape[0] != batch:
+            raise ShapeError(f"errors: expected shape ({batch}, {self.layers[-1].size}) to match the "
+                             f"last forward batch, got {tuple(delta.shape)}")
+        self._traces = None
+        return self._learn(traces, delta, return_signal)
+
+    def _learn(self, traces: list[rules.Trace], delta: torch.Tensor, return_signal: bool) -> Optional[torch.Tensor]:
+        cfg = self.config
+        scale = max(float(delta.abs().mean()), cfg.min_error_scale) if cfg.error_scaling else 1.0
+
+        top = len(self.weights) - 1
+        for i in reversed(range(len(self.weights))):
+            layer, w = self.layers[i], self.weights[i]
+            pre, post = traces[i], traces[i + 1]
+            d = self.rule.signal(delta, post, i == top)                  # δ̂ (B, n_{i+1})
+            if i > 0 or return_signal:
+                delta = d @ w.T                                          # (B, n_i), before W_i changes
+            e, g = self.rule.correlate(pre, post, d)                     # E, a_iᵀ δ̂ / B (n_i, n_{i+1})
+            if layer.novelty_factor != 0.0:
+                e, r = rules.novelty(e, self.novelty_trace(i), layer.novelty_factor, layer.novelty_momentum)
+                self.novelty_trace(i).copy_(r)
+            else:
+                e = e.clamp(0.0, 1.0)
+            w.grad = rules.clip_norm(g * e, layer.learning_range).mul_(-scale)   # grad = −U
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for layer, w in zip(self.layers, self.weights):
+            if layer.max_weight is not None:
+                w.clamp_(-layer.max_weight, layer.max_weight)
+        for i, layer in enumerate(self.layers):
+            rules.homeostasis(self.threshold(i), self.rate(i), layer.target_activation,
+                              layer.activation_rate, layer.threshold_range)
+        return delta if return_signal else None
+
+    def train_batch(self, x: ArrayLike, target: ArrayLike) -> torch.Tensor:
+        """One step: forward(x), error = target − output, reinforce(error). Returns the error."""
+        out = self.forward(x, train=True)
+        traces, self._traces = self._traces, None
+        target = self._as_input(target, self.layers[-1].size, "target")
+        if target.shape != out.shape:
+            raise ShapeError(f"target: expected shape {tuple(out.shape)}, got {tuple(target.shape)}")
+        errors = target - out                                   # finite: both sides were checked
+        self._learn(traces, errors, False)
+        return errors
+
+    # ------------------------------------------------------------------ training loop
+    def fit(
+        self,
+        x: ArrayLike,
+        y: Optional[ArrayLike] = None,
+        steps: int = 500,
+        batch_size: int = 48,
+        curriculum: bool = True,
+        validation: Optional[tuple] = None,
+        eval_every: int = 0,
+        progress: bool = True,
+        time_budget: Optional[float] = None,
+    ) -> History:
+        """Train on (x, y) for ``steps`` batches (y defaults to x: an autoencoder).
+
+        Batches are drawn by a :class:`~zor.curriculum.CurriculumSampler` that favours
+        the samples with the highest recent error (``curriculum=False``: uniform).
+        ``validation=(x_val, y_val)`` is evaluated every ``eval_every`` steps.
+        ``time_budget`` (seconds) stops early when the wall time runs out.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"steps must be an int ≥ 0, got {steps!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+        x = self._as_input(x, self.layers[0].size, "x")
+        y = x if y is None else self._as_input(y, self.layers[-1].size, "y")
+        if y.shape[0] != x.shape[0]:
+            raise ShapeError(f"y: expected {x.shape[0]} rows to match x, got {y.shape[0]}")
+        sampler = CurriculumSampler(x.shape[0], rng=self._sampler_rng, enabled=curriculum)
+        hist = History()
+        bar = _progress(steps, progress)
+        start = time.perf_counter()
+        for step in range(steps):
+            idx = sampler.sample(batch_size)
+            idx_t = torch.as_tensor(idx, device=self.device)
+            err = self.train_batch(x[idx_t], y[idx_t])
+            per_sample = err.abs().mean(dim=1)
+            sampler.update(idx, per_sample.detach().cpu().numpy())
+            acc = 100.0 * (1.0 - float(per_sample.mean()))
+            hist.train_accuracy.append(acc)
+            hist.steps = step + 1
+            if validation is not None and eval_every and (step + 1) % eval_every == 0:
+                hist.val.append((step + 1, self.evaluate(*validation)))
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(acc=f"{acc:.1f}%")
+            if time_budget is not None and time.perf_counter() - start >= time_budget:
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        hist.seconds = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        return hist
+
+    @torch.no_grad()
+    def predict(self, x: ArrayLike, batch_size: int = 1024) -> torch.Tensor:
+        """forward(x, train=False) in chunks; stateful charges are restored afterwards."""
+        x = self._as_input(x, self.layers[0].size, "x")
+        saved = self.state
+        outs = [self._forward(x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)]
+        self._state = saved
+        return torch.cat(outs)
+
+    def evaluate(self, x: ArrayLike, y: Optional[ArrayLike] = None) -> dict[str, float]:
+        """Reconstruction metrics of the output against y (default x).
+
+        ``accuracy`` is the seed's metric 100·(1 − MAE); also ``mae``, ``mse`` and
+        ``psnr`` (dB, peak 1). Learns nothing; stateful charges are restored.
+        """
+        out = self.predict(x)
+        target = self._as_input(x if y is None else y, self.layers[-1].size, "y")
+        return metrics.reconstruction(out.cpu().numpy(), target.cpu().numpy())
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write a checkpoint (one safetensors file with a JSON config), atomically."""
+        from .checkpoint import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], device: str = "auto") -> "Zor":
+        """Read a checkpoint written by :meth:`save`; never unpickles."""
+        from .checkpoint import load
+
+        return load(path, device=device)
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}, rule={self.config.rule!r}, optimizer={self.config.optimizer!r}"
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is part of the `train` extra; train silently without it
+        return None
+    return tqdm(total=total, desc="zor fit", unit="step", leave=False)
