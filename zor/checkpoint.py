@@ -142,14 +142,15 @@ def load(path: Union[str, os.PathLike], device: str = "auto"):
     except (KeyError, TypeError, json.JSONDecodeError, ConfigError) as exc:
         raise CheckpointError(f"{path}: invalid config in checkpoint ({exc})") from exc
 
-    def take(name: str, shape: tuple) -> torch.Tensor:
+    def take(name: str, shape: tuple, allow_minus_inf: bool = False) -> torch.Tensor:
         if name not in tensors:
             raise CheckpointError(f"{path}: missing tensor {name!r} (expected shape {shape})")
         t = tensors[name]
         if tuple(t.shape) != tuple(shape) or t.dtype != torch.float32:
             raise CheckpointError(f"{path}: tensor {name!r}: expected float32 {tuple(shape)}, "
                                   f"got {t.dtype} {tuple(t.shape)}")
-        if not torch.isfinite(t).all():
+        ok = ~torch.isnan(t) & (t != float("inf")) if allow_minus_inf else torch.isfinite(t)
+        if not ok.all():
             raise CheckpointError(f"{path}: tensor {name!r} holds NaN/inf values")
         return t
 
@@ -159,7 +160,8 @@ def load(path: Union[str, os.PathLike], device: str = "auto"):
             model.novelty_trace(i).copy_(take(f"novelty.{i}", w.shape))
         state = []
         for i, layer in enumerate(model.layers):
-            model.threshold(i).copy_(take(f"threshold.{i}", (layer.size,)))
+            # a threshold of −inf is legal: the unit always spikes (the output's default)
+            model.threshold(i).copy_(take(f"threshold.{i}", (layer.size,), allow_minus_inf=True))
             model.rate(i).copy_(take(f"rate.{i}", (layer.size,)))
             key = f"state.{i}"
             state.append(tensors[key].to(model.device) if key in tensors else None)
