@@ -46,6 +46,7 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
         raise OutputPathError(f"cannot write {path}: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())   # mkstemp makes 0600; give the file normal permissions
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
@@ -54,6 +55,12 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: Union[str, os.PathLike], data: bytes) -> None:
