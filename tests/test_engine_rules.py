@@ -12,6 +12,7 @@ import torch
 
 from zor import Layer, Zor
 from zor import neuron, rules
+from zor.connections import Dense
 from zor.rules import Trace
 
 
@@ -125,7 +126,7 @@ def test_rate_ema_and_homeostasis_direction():
 def test_coactivity_variants(rule, e_expected):
     pre = Trace(c=t([1.0, 0.75]), s=t([1.0, 1.0]), a=t([1.0, 0.75]))
     post = Trace(c=t([1.375, 0.5]), s=t([1.0, 1.0]), a=t([1.375, 0.5]))
-    e, g = rules.get_rule(rule).correlate(pre, post, t([0.375, -0.1875]))
+    e, g = rules.get_rule(rule).correlate(pre, post, t([0.375, -0.1875]), Dense(2, 2))
     close(e, e_expected)
     close(g, [[0.375, -0.1875], [0.28125, -0.140625]])  # aᵢᵀ δ
 

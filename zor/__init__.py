@@ -26,6 +26,7 @@ _LAZY = {
     "ZorConfig": "zor.network",
     "History": "zor.network",
     "Layer": "zor.layer",
+    "Conv": "zor.layer",
     "RULES": "zor.rules",
 }
 

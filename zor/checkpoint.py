@@ -2,9 +2,9 @@
 
 Layout (format version 1). Tensors, all float32 unless noted:
 
-    weights.{i}      (n_i, n_{i+1})   forward weights W_i
-    threshold.{i}    (n_i,)           per-unit thresholds θ_i
-    rate.{i}         (n_i,)           homeostasis firing-rate EMA r_i
+    weights.{i}      (n_i, n_{i+1})   forward weights W_i ((C_{i+1}, C_i, k, k) into a Conv)
+    threshold.{i}    (n_i,)           per-unit thresholds θ_i ((C_i,) per channel for Conv)
+    rate.{i}         (n_i,)           homeostasis firing-rate EMA r_i (same shape as θ_i)
     novelty.{i}      (n_i, n_{i+1})   novelty trace R_i
     state.{i}        (B, n_i)         charges a stateful layer carries (when present)
     optim.{i}.{key}  any              optimizer state of W_i (Adam moments, step, ...)
@@ -161,8 +161,8 @@ def load(path: Union[str, os.PathLike], device: str = "auto"):
         state = []
         for i, layer in enumerate(model.layers):
             # a threshold of −inf is legal: the unit always spikes (the output's default)
-            model.threshold(i).copy_(take(f"threshold.{i}", (layer.size,), allow_minus_inf=True))
-            model.rate(i).copy_(take(f"rate.{i}", (layer.size,)))
+            model.threshold(i).copy_(take(f"threshold.{i}", layer.threshold_shape, allow_minus_inf=True))
+            model.rate(i).copy_(take(f"rate.{i}", layer.threshold_shape))
             key = f"state.{i}"
             state.append(tensors[key].to(model.device) if key in tensors else None)
         model.set_state(state)

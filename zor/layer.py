@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Tuple, Union
 from . import activations
 from .errors import ConfigError
 
-__all__ = ["Layer"]
+__all__ = ["Layer", "Conv"]
 
 
 @dataclass
@@ -50,6 +50,9 @@ class Layer:
     min_charge: Optional[float] = None         # stateful: a non-spiking charge below this resets to 0
     refractory: float = 0.0                    # stateful: a unit that spiked resets to −refractory
     reset_on_spike: bool = True                # stateful: a unit that spiked resets (else keeps c)
+    shape: Optional[Tuple[int, ...]] = None    # the units as a map, e.g. (1, 28, 28) before a Conv layer
+
+    kind = "dense"                             # how this layer is reached from the one before
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int):
@@ -80,6 +83,13 @@ class Layer:
                     raise ConfigError(f"{name} must be > 0 or None, got {value}")
         if self.min_charge is not None:
             _check_finite("min_charge", self.min_charge)
+        if self.shape is not None:
+            shape = tuple(self.shape)
+            if not shape or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in shape):
+                raise ConfigError(f"shape must be positive ints, got {self.shape!r}")
+            if math.prod(shape) != self.size:
+                raise ConfigError(f"shape {shape} holds {math.prod(shape)} units, expected size {self.size}")
+            self.shape = shape
         if self.threshold_range is not None:
             lo, hi = (float(v) for v in self.threshold_range)
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
@@ -96,22 +106,44 @@ class Layer:
         """The activation's name ("identity" when none)."""
         return str(self.activation_function)
 
+    @property
+    def map_shape(self) -> Tuple[int, ...]:
+        """The units' shape: ``shape`` when given, else (size,)."""
+        return self.shape if self.shape is not None else (self.size,)
+
+    @property
+    def threshold_shape(self) -> Tuple[int, ...]:
+        """Shape of θ: one per unit."""
+        return (self.size,)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if d["threshold_range"] is not None:
-            d["threshold_range"] = list(d["threshold_range"])
+        for key in ("threshold_range", "shape"):
+            if d.get(key) is not None:
+                d[key] = list(d[key])
+        d["kind"] = self.kind
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Layer":
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Layer":
+        """Rebuild a Layer or Conv from :meth:`to_dict` output."""
+        d = dict(d)
+        kind = d.pop("kind", "dense")
+        cls = {"dense": Layer, "conv": Conv}.get(kind)
+        if cls is None:
+            raise ConfigError(f"unknown layer kind {kind!r}: expected 'dense' or 'conv'")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ConfigError(f"unknown Layer fields {sorted(unknown)}: expected a subset of {sorted(known)}")
-        d = dict(d)
-        if d.get("threshold_range") is not None:
-            d["threshold_range"] = tuple(d["threshold_range"])
-        return cls(**d)
+            raise ConfigError(f"unknown {cls.__name__} fields {sorted(unknown)}: expected a subset of {sorted(known)}")
+        for key in ("threshold_range", "shape"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        if cls is Conv:
+            d.pop("size", None)
+            d.pop("shape", None)
+            return Conv(**d)
+        return Layer(**d)
 
 
 def _check_finite(name: str, value: Any) -> None:
@@ -123,3 +155,59 @@ def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
     _check_finite(name, value)
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must lie in [{lo}, {hi}], got {value}")
+
+
+@dataclass(init=False)
+class Conv(Layer):
+    """A convolutional layer: ``channels`` feature maps reached by a shared k×k kernel.
+
+    The previous layer must be a map (C, H, W) (give the input layer ``shape=``).
+    This layer's map is (channels, H′, W′), H′ = ⌊(H + 2·padding − k)/stride⌋ + 1;
+    the network fills in ``shape`` and ``size``. Thresholds, firing rates and
+    homeostasis are per channel; every other field means what it means on
+    :class:`Layer` (its learning settings apply to the connection *out of* it).
+
+    Example:
+        >>> from zor import Zor, Layer, Conv
+        >>> net = Zor([Layer(784, shape=(1, 28, 28)), Conv(4, kernel_size=5, stride=2), Layer(10)])
+        >>> net.layers[1].shape
+        (4, 12, 12)
+    """
+
+    channels: int = 1          # C: number of feature maps
+    kernel_size: int = 3       # k: the kernel is k × k
+    stride: int = 1            # s: step between applications of the kernel
+    padding: int = 0           # p: zeros added on each side of the input map
+
+    kind = "conv"
+
+    def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 0,
+                 **layer_fields: Any) -> None:
+        for name, value, lo in (("channels", channels, 1), ("kernel_size", kernel_size, 1),
+                                ("stride", stride, 1), ("padding", padding, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ConfigError(f"Conv {name} must be an int ≥ {lo}, got {value!r}")
+        for name in ("size", "shape"):
+            if name in layer_fields:
+                raise ConfigError(f"Conv {name} is derived from the previous layer; do not pass it")
+        self.channels, self.kernel_size, self.stride, self.padding = channels, kernel_size, stride, padding
+        super().__init__(size=channels, **layer_fields)   # size/shape set by place_after()
+
+    def place_after(self, prev_shape: Tuple[int, ...]) -> None:
+        """Derive this layer's map shape from the previous layer's."""
+        if len(prev_shape) != 3:
+            raise ConfigError(f"a Conv layer needs a (C, H, W) map before it, got shape {prev_shape} "
+                              "(give the previous layer shape=(C, H, W))")
+        _, h, w = prev_shape
+        ho = (h + 2 * self.padding - self.kernel_size) // self.stride + 1
+        wo = (w + 2 * self.padding - self.kernel_size) // self.stride + 1
+        if ho <= 0 or wo <= 0:
+            raise ConfigError(f"Conv kernel {self.kernel_size} (stride {self.stride}, padding {self.padding}) "
+                              f"does not fit a {h}×{w} map")
+        self.shape = (self.channels, ho, wo)
+        self.size = self.channels * ho * wo
+
+    @property
+    def threshold_shape(self) -> Tuple[int, ...]:
+        """Shape of θ: one per channel."""
+        return (self.channels,)

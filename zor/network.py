@@ -24,6 +24,7 @@ Example (the seed's quick start):
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -35,9 +36,10 @@ import torch
 from torch import nn
 
 from . import activations, metrics, neuron, rules
+from .connections import Connection, Conv2d, Dense
 from .curriculum import CurriculumSampler
 from .errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError
-from .layer import Layer
+from .layer import Conv, Layer
 
 __all__ = ["Zor", "ZorConfig", "History"]
 
@@ -133,7 +135,8 @@ class Zor(nn.Module):
             if unknown:
                 raise ConfigError(f"unknown Zor settings {sorted(unknown)}: expected some of {sorted(known)}")
             config = replace(config, **overrides)
-        self.layers: list[Layer] = list(layers)
+        self.layers: list[Layer] = _place(layers)
+        self.connections: list[Connection] = [_connect(pre, post) for pre, post in zip(self.layers[:-1], self.layers[1:])]
         self.config = config
         # What the network is for (name, input/output meaning, preprocessing); plain JSON
         # data carried by checkpoints into the exported file (see zor.format).
@@ -143,16 +146,18 @@ class Zor(nn.Module):
 
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         weights = []
-        for pre, post in zip(self.layers[:-1], self.layers[1:]):
-            std = config.init_scale * math.sqrt(2.0 / (pre.size + post.size))
-            w = torch.randn(pre.size, post.size, generator=gen) * std           # (n_i, n_{i+1})
+        for conn in self.connections:
+            fan_in, fan_out = conn.fan()
+            std = config.init_scale * math.sqrt(2.0 / (fan_in + fan_out))
+            w = torch.randn(*conn.weight_shape(), generator=gen) * std          # dense: (n_i, n_{i+1})
             weights.append(nn.Parameter(w, requires_grad=False))
         self.weights = nn.ParameterList(weights)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             theta = layer.threshold if layer.threshold is not None else (-math.inf if i == last else 0.0)
-            self.register_buffer(f"threshold_{i}", torch.full((layer.size,), float(theta)))
-            self.register_buffer(f"rate_{i}", torch.full((layer.size,), float(layer.target_activation)))
+            shape = layer.threshold_shape                   # (n_i,), or (C_i,) for a Conv layer
+            self.register_buffer(f"threshold_{i}", torch.full(shape, float(theta)))
+            self.register_buffer(f"rate_{i}", torch.full(shape, float(layer.target_activation)))
         for i, w in enumerate(self.weights):
             self.register_buffer(f"novelty_{i}", torch.zeros_like(w))
         self.to(_resolve_device(config.device))
@@ -175,11 +180,19 @@ class Zor(nn.Module):
         return any(layer.stateful for layer in self.layers)
 
     def threshold(self, i: int) -> torch.Tensor:
-        """θ_i (n_i,)"""
+        """θ_i: (n_i,) for a dense layer, (C_i,) per channel for a Conv layer."""
         return getattr(self, f"threshold_{i}")
 
+    def unit_threshold(self, i: int) -> torch.Tensor:
+        """θ_i expanded to one value per unit (n_i,)."""
+        theta = self.threshold(i)
+        layer = self.layers[i]
+        if layer.kind == "conv":
+            return theta.repeat_interleave(layer.size // layer.channels)
+        return theta
+
     def rate(self, i: int) -> torch.Tensor:
-        """r_i (n_i,): EMA of each unit's firing rate during training."""
+        """r_i: EMA of each unit's (each channel's, for Conv) firing rate during training."""
         return getattr(self, f"rate_{i}")
 
     def novelty_trace(self, i: int) -> torch.Tensor:
@@ -258,13 +271,13 @@ class Zor(nn.Module):
             if prev is not None and prev.shape[0] != h.shape[0]:
                 prev = None                                     # batch size changed: start from rest
             c = neuron.charge(h, prev, layer.decay)             # (B, n_i)
-            s = neuron.spike(c, self.threshold(i))              # (B, n_i) bool
+            s = neuron.spike(c, self.unit_threshold(i))         # (B, n_i) bool
             a = self._acts[i](neuron.gate(c, s))                # (B, n_i)
             if layer.stateful:
                 self._state[i] = neuron.reset(c, s, layer.refractory, layer.min_charge, layer.reset_on_spike)
             traces.append(rules.Trace(c=c, s=s.to(c.dtype), a=a))
             if i < last:
-                h = a @ self.weights[i]                         # (B, n_{i+1})
+                h = self.connections[i].forward(a, self.weights[i])  # (B, n_{i+1})
             else:
                 out = self._acts[i](c)                          # (B, n_L) output charges
         return out, traces
@@ -281,7 +294,10 @@ class Zor(nn.Module):
         if train:
             self._traces = traces
             for i, (layer, t) in enumerate(zip(self.layers, traces)):
-                rules.update_rate(self.rate(i), t.s, layer.rate_momentum)
+                s_units = t.s if layer.kind == "dense" else t.s.reshape(t.s.shape[0] * layer.channels, -1)
+                if layer.kind == "conv":   # per channel: (B·C, H·W) → mean over positions, back to (B, C)
+                    s_units = s_units.mean(dim=1).reshape(t.s.shape[0], layer.channels)
+                rules.update_rate(self.rate(i), s_units, layer.rate_momentum)
         return out
 
     # ------------------------------------------------------------------ learning
@@ -309,12 +325,12 @@ class Zor(nn.Module):
 
         top = len(self.weights) - 1
         for i in reversed(range(len(self.weights))):
-            layer, w = self.layers[i], self.weights[i]
+            layer, w, conn = self.layers[i], self.weights[i], self.connections[i]
             pre, post = traces[i], traces[i + 1]
             d = self.rule.signal(delta, post, i == top)                  # δ̂ (B, n_{i+1})
             if i > 0 or return_signal:
-                delta = d @ w.T                                          # (B, n_i), before W_i changes
-            e, g = self.rule.correlate(pre, post, d)                     # E, a_iᵀ δ̂ / B (n_i, n_{i+1})
+                delta = conn.backward(d, w)                              # (B, n_i), before W_i changes
+            e, g = self.rule.correlate(pre, post, d, conn)               # E, O(a_i, δ̂): shaped like W_i
             if layer.novelty_factor != 0.0:
                 e, r = rules.novelty(e, self.novelty_trace(i), layer.novelty_factor, layer.novelty_momentum)
                 self.novelty_trace(i).copy_(r)
@@ -433,6 +449,25 @@ class Zor(nn.Module):
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}, rule={self.config.rule!r}, optimizer={self.config.optimizer!r}"
+
+
+def _place(layers: Sequence[Layer]) -> list[Layer]:
+    """Copies of the layers with every Conv's map shape derived from the layer before."""
+    placed: list[Layer] = []
+    for i, layer in enumerate(layers):
+        layer = copy.copy(layer)
+        if isinstance(layer, Conv):
+            if i == 0:
+                raise ConfigError("the first layer cannot be a Conv: give Layer(n, shape=(C, H, W)) as the input")
+            layer.place_after(placed[-1].map_shape)
+        placed.append(layer)
+    return placed
+
+
+def _connect(pre: Layer, post: Layer) -> Connection:
+    if isinstance(post, Conv):
+        return Conv2d(pre.map_shape, post.map_shape, post.kernel_size, post.stride, post.padding)
+    return Dense(pre.size, post.size)
 
 
 def _progress(total: int, enabled: bool):

@@ -83,23 +83,23 @@ class Rule:
         """The pre-side factor of E.  (B, n_i)"""
         return pre.a
 
-    def scale(self, batch: int) -> float:
-        """Normalisation of E (1/B: a batch mean)."""
-        return 1.0 / batch
+    def e_scale(self, batch: int) -> float:
+        """Factor on E after the connection's batch mean (1: a mean; B: a sum)."""
+        return 1.0
 
-    def correlate(self, pre: Trace, post: Trace, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E, G) with E the co-activity and G = a_iᵀ δ̂ / B, each (n_i, n_{i+1}).
+    def correlate(self, pre: Trace, post: Trace, delta: torch.Tensor, conn) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, G): E the co-activity, G = O(a_i, δ̂), both shaped like the weight.
 
-        When both share the left factor a_i they come from one matmul.
+        ``conn`` is the connection (zor.connections) whose outer product O sums
+        pre × post over the batch (and, for a convolution, over positions).
         """
-        b = pre.a.shape[0]
-        post_x = self.post_activity(post).to(pre.a.dtype)
-        left = self.pre_activity(pre)
+        left, post_x = self.pre_activity(pre), self.post_activity(post)
         if left is pre.a:
-            both = pre.a.T @ torch.cat([post_x, delta], dim=1)   # (n_i, 2 n_{i+1})
-            e, g = both.split(post_x.shape[1], dim=1)
-            return e * self.scale(b), g / b
-        return (left.to(pre.a.dtype).T @ post_x) * self.scale(b), (pre.a.T @ delta) / b
+            e, g = conn.outer_pair(pre.a, post_x, delta)
+        else:
+            e, g = conn.outer(left, post_x), conn.outer(pre.a, delta)
+        scale = self.e_scale(pre.a.shape[0])
+        return (e * scale if scale != 1.0 else e), g
 
 
 class CoactivityRule(Rule):
@@ -125,8 +125,8 @@ class NormalizedRule(Rule):
     def pre_activity(self, pre: Trace) -> torch.Tensor:
         return pre.s
 
-    def scale(self, batch: int) -> float:
-        return 1.0
+    def e_scale(self, batch: int) -> float:
+        return float(batch)
 
 
 class PostSpikesRule(Rule):
