@@ -15,6 +15,12 @@ Graph I/O (B is a dynamic batch axis, n_i the size of layer i, L the output laye
 A caller asks onnxruntime only for what it needs (``output`` and the state outputs);
 the extra outputs cost nothing unless fetched.
 
+Initializers (float32 files; an int8 file quantizes the weights, an fp16 file stores
+them as float16 followed by a Cast):
+
+    threshold_{i}     (n_i,)            θ_i, float32 in every mode (spike decisions stay exact)
+    weight_{i}        (n_i, n_{i+1})    W_i
+
 Metadata (``metadata_props``; every value a string, JSON where structured):
 
     zor.format            "zor-onnx"
@@ -27,13 +33,19 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
                           input {shape, range, preprocessing, image {height, width,
                           channels}}, output {shape, range, meaning}, labels
     zor.stateful          "true" or "false"
-    zor.state             JSON list of {layer, size, input, output, initial}: the
-                          state tensors and the value a fresh stream starts from
+    zor.state             JSON list of {layer, size, input, output, initial, meaning}:
+                          the state tensors and the value a fresh stream starts from
+                          (``initial`` a number: every unit starts there; 0.0 = rest)
     zor.quantization      JSON: {"mode": "none" | "int8" | "fp16", recipe, per-layer
                           fallback}
     zor.calibration       JSON: calibration figures (spike rates, ranges), or "{}"
     zor.verification      JSON: the parity report stored at export
-    zor.weights_sha256    SHA-256 of the float32 weights and thresholds, in layer order
+    zor.weights_sha256    SHA-256 of the float32 weights and thresholds, in layer order:
+                          θ_0, W_0, θ_1, W_1, ..., θ_L, each as little-endian float32
+                          bytes in C order (of the trained model, also for int8 files)
+
+JSON values are strict JSON: a non-finite number (the output layer's default θ = −inf)
+is written as the string "-inf" / "inf" / "nan".
 """
 
 from __future__ import annotations
@@ -47,6 +59,8 @@ __all__ = [
     "state_out",
     "spikes",
     "charge",
+    "threshold",
+    "weight",
     "KEYS",
 ]
 
@@ -71,6 +85,14 @@ def spikes(i: int) -> str:
 
 def charge(i: int) -> str:
     return f"charge_{i}"
+
+
+def threshold(i: int) -> str:
+    return f"threshold_{i}"
+
+
+def weight(i: int) -> str:
+    return f"weight_{i}"
 
 
 class KEYS:

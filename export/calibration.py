@@ -1,0 +1,121 @@
+"""Calibration and validation data for int8/fp16 export, and the task metric.
+
+Where the data comes from (``--calibration DATA``):
+
+- a ``.npy`` file holding a float array (N, n_0), N ≥ 2: rows 0, 2, 4, ... calibrate,
+  rows 1, 3, 5, ... validate (the same rows do both when N < 20);
+- nothing, and the model's input width is 784: the bundled Fashion-MNIST subset
+  (200 training images calibrate, 500 test images with labels validate);
+- otherwise a :class:`~zor.errors.DataError` that says what to pass.
+
+The task metric (what ``--max-drop`` limits), chosen from the model's task:
+
+- ``classify``: accuracy (%) against the labels when there are labels and the output
+  width matches their classes, else agreement (%) with the float model's argmax;
+- ``reconstruct``, or ``generic`` with n_0 = n_L (an autoencoder): the seed's metric
+  100·(1 − MAE) against the input, with PSNR beside it;
+- anything else: 100·(1 − MAE) against the float model's own output, which bounds the
+  drop against any target (|MAE(q, y) − MAE(f, y)| ≤ MAE(q, f)).
+
+Example:
+    >>> import numpy as np
+    >>> task_metric({"name": "reconstruct"}, np.full((1, 4), 0.5, np.float32),
+    ...             np.ones((1, 4), np.float32), np.ones((1, 4), np.float32))["value"]
+    50.0
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from zor import metrics
+from zor.errors import DataError, DataNotFoundError, ShapeError
+
+__all__ = ["CalibrationSet", "load_calibration", "task_metric", "metric_kind"]
+
+
+@dataclass
+class CalibrationSet:
+    calibrate: np.ndarray                    # (N_c, n_0) float32
+    validate: np.ndarray                     # (N_v, n_0) float32
+    labels: Optional[np.ndarray]             # (N_v,) int for ``validate`` when known
+    source: str                              # where it came from (a file name, not a path)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "calibration_rows": int(len(self.calibrate)),
+                "validation_rows": int(len(self.validate)), "labels": self.labels is not None}
+
+
+def _from_array(x: Any, width: int, source: str) -> CalibrationSet:
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != width:
+        raise ShapeError(f"calibration data {source}: expected shape (N, {width}) to match the model's input "
+                         f"width, got {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"calibration data {source}: expected floating-point values, got dtype {x.dtype}"
+                        + (" (scale integer images to [0, 1] first)" if np.issubdtype(x.dtype, np.integer) else ""))
+    if len(x) < 2:
+        raise DataError(f"calibration data {source}: expected at least 2 rows, got {len(x)}")
+    if not np.isfinite(x).all():
+        raise DataError(f"calibration data {source}: expected finite values, got "
+                        f"{int((~np.isfinite(x)).sum())} NaN/inf entries")
+    x = x.astype(np.float32)
+    if len(x) >= 20:
+        return CalibrationSet(x[0::2], x[1::2], None, source)
+    return CalibrationSet(x, x, None, source)
+
+
+def load_calibration(data: Union[str, os.PathLike, np.ndarray, None], width: int) -> CalibrationSet:
+    """Calibration/validation data for a model with input width ``width`` (see the module docstring)."""
+    if isinstance(data, np.ndarray):
+        return _from_array(data, width, "array")
+    if data is None:
+        if width == 784:
+            from zor.datasets import load_bundled
+
+            xc, _ = load_bundled("train")
+            xv, yv = load_bundled("test")
+            return CalibrationSet(xc, xv, yv, "bundled Fashion-MNIST subset (200 train / 500 test)")
+        raise DataError(f"int8 export needs calibration data: pass --calibration DATA, a .npy file of shape "
+                        f"(N, {width}) with typical inputs (the bundled Fashion-MNIST subset only fits width 784)")
+    path = Path(data)
+    if not path.is_file():
+        raise DataNotFoundError(f"calibration data {path.name!r} does not exist: expected a .npy file of shape (N, {width})")
+    if path.suffix != ".npy":
+        raise DataError(f"calibration data {path.name!r}: expected a .npy file of shape (N, {width}), got a "
+                        f"{path.suffix or 'suffix-less'} file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"calibration data {path.name!r}: not a readable .npy array ({exc}); expected shape "
+                        f"(N, {width}) float32") from exc
+    return _from_array(x, width, path.name)
+
+
+def metric_kind(task: dict, n_in: int, n_out: int, labels: Optional[np.ndarray]) -> tuple[str, str]:
+    """(metric name, reference) for a task; see the module docstring."""
+    name = (task or {}).get("name", "generic")
+    if name == "classify":
+        if labels is not None and labels.size and int(labels.max()) < n_out:
+            return "accuracy", "labels"
+        return "accuracy", "float_predictions"
+    if name == "reconstruct" or (name == "generic" and n_in == n_out):
+        return "seed_accuracy", "input"
+    return "seed_accuracy", "float_output"
+
+
+def task_metric(task: dict, output: np.ndarray, x: np.ndarray, float_output: np.ndarray,
+                labels: Optional[np.ndarray] = None) -> dict[str, Any]:
+    """The task metric of ``output`` for inputs ``x`` (rows aligned); see the module docstring."""
+    kind, ref = metric_kind(task, x.shape[1], output.shape[1], labels)
+    if kind == "accuracy":
+        target = labels if ref == "labels" else np.argmax(float_output, axis=1)
+        return {"metric": kind, "reference": ref, "value": metrics.class_accuracy(output, target)}
+    target = x if ref == "input" else float_output
+    rec = metrics.reconstruction(output, target)
+    return {"metric": kind, "reference": ref, "value": rec["accuracy"], "psnr": rec["psnr"]}

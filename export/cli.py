@@ -1,0 +1,168 @@
+"""``zor-export``: a checkpoint in, one verified ONNX file out.
+
+    zor-export CHECKPOINT -o MODEL.onnx [--device PROFILE] [--quantize none|int8|fp16]
+               [--calibration DATA.npy] [--max-drop X] [--spike-budget F] [--steps T] [--no-verify]
+    zor-export verify MODEL.onnx --checkpoint CHECKPOINT [--data DATA.npy] [--steps T]
+    zor-export inspect MODEL.onnx [--json]
+
+Exit codes: 0 done; 2 usage errors (bad option, missing/truncated/foreign checkpoint,
+unknown device profile, calibration data of the wrong width, output folder missing,
+a file that is not a Zor export); 1 failures (verification past tolerance, int8 or
+fp16 dropping the task metric past --max-drop, a corrupt model). A failed export
+writes nothing.
+
+Example:
+    >>> from click.testing import CliRunner
+    >>> CliRunner().invoke(main, ["--help"]).exit_code
+    0
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from zor.errors import (CheckpointError, ConfigError, DataError, DeviceError, InputError, ModelFileError,
+                        OutputPathError, QuantizationError, VerificationError, ZorError)
+
+__all__ = ["main"]
+
+# bad input that the user can fix on the command line: exit 2, with the usage
+_USAGE_ERRORS = (CheckpointError, DeviceError, DataError, InputError, OutputPathError, ModelFileError, ConfigError)
+
+
+def _handle(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _USAGE_ERRORS as exc:
+            raise click.UsageError(str(exc)) from None
+        except (VerificationError, QuantizationError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            report = getattr(exc, "report", None)
+            if isinstance(report, dict):
+                for line in report.get("failures", [])[5:]:
+                    click.echo(f"  {line}", err=True)
+            sys.exit(1)
+        except ZorError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+class _ExportGroup(click.Group):
+    """``zor-export CHECKPOINT ...`` runs the ``export`` command; ``verify``/``inspect`` are subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["export", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_ExportGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Export a Zor checkpoint to one verified, self-describing ONNX file.
+
+    \b
+      zor-export CHECKPOINT -o MODEL.onnx [options]     (same as: zor-export export ...)
+      zor-export verify MODEL.onnx --checkpoint CHECKPOINT
+      zor-export inspect MODEL.onnx
+    """
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The .onnx file to write (its folder must exist).")
+@click.option("--device", default="generic", show_default=True,
+              help="Device profile whose int8 recipe to use (see zor.devices; 'auto' detects where supported).")
+@click.option("--quantize", type=click.Choice(["none", "int8", "fp16"]), default="none", show_default=True)
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="A .npy (N, n_0) of typical inputs; default: the bundled Fashion-MNIST subset for 784-wide inputs.")
+@click.option("--max-drop", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
+              help="Refuse int8/fp16 when the task metric drops by more points than this.")
+@click.option("--spike-budget", type=click.FloatRange(0.0, 1.0), default=0.99, show_default=True,
+              help="int8: minimum spike agreement per layer; a layer below it falls back to float.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Steps verified for stateful models (default 100).")
+@click.option("--no-verify", is_flag=True, help="Skip the engine-vs-onnxruntime parity check (not recommended).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@_handle
+def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calibration: Path | None,
+               max_drop: float, spike_budget: float, steps: int | None, no_verify: bool, threads: int) -> None:
+    """Export CHECKPOINT to an ONNX file (verified unless --no-verify)."""
+    from .api import export
+    from .inspect import _quantization_line, _verification_line
+
+    _threads(threads)
+    res = export(checkpoint, output, device=device, quantize=quantize, calibration=calibration, max_drop=max_drop,
+                 spike_budget=spike_budget, verify_model=not no_verify, steps=steps, threads=threads)
+    t = res.timings
+    click.echo(f"wrote {res.path} ({res.bytes:,} bytes, {'float32' if res.mode == 'none' else res.mode}) in "
+               f"{t['total_s']:.2f} s (build {t['build_s']:.2f}, verify {t['verify_s']:.2f}, "
+               f"quantize {t['quantize_s']:.2f}, write {t['write_s']:.2f})")
+    click.echo("verification: " + _verification_line(res.verification))
+    if res.mode != "none":
+        click.echo("quantization: " + _quantization_line(res.quantization))
+        for row in res.quantization.get("layers", []):
+            if row.get("layer", 0) >= 1 or res.mode == "fp16":
+                click.echo(f"  layer {row['layer']}: spike agreement {100 * row['spike_agreement']:.3f} %"
+                           + (f", {row['precision']}" if "precision" in row else "")
+                           + (f", weights {row['weight_bytes']:,} B (float {row['weight_bytes_float']:,} B)"
+                              if "weight_bytes" in row else ""))
+
+
+@main.command("verify")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="The checkpoint it was exported from.")
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="A .npy (N, n_0) of inputs to verify on.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Steps for stateful models (default 100).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@_handle
+def verify_cmd(model: Path, checkpoint: Path, data: Path | None, steps: int | None, threads: int) -> None:
+    """Re-run verification of MODEL against CHECKPOINT; exit 1 past tolerance."""
+    from .api import verify_file
+
+    _threads(threads)
+    rep = verify_file(model, checkpoint, data=data, steps=steps, threads=threads)
+    click.echo(f"{model.name}: verification passed ({rep.get('mode')})")
+    for row in rep.get("layers", []):
+        click.echo(f"  layer {row['layer']}: spike agreement {100 * row['spike_agreement']:.4f} %"
+                   + (f" ({row['ties']} ties)" if "ties" in row else "")
+                   + f", charge error max {row['charge_max_err']:.3g} mean {row['charge_mean_err']:.3g}")
+    outputs = rep.get("outputs") or {"output": rep.get("output", {})}
+    for name, acc in outputs.items():
+        click.echo(f"  {name}: max abs diff {acc.get('max_abs_diff', 0):.3g}, mean {acc.get('mean_abs_diff', 0):.3g}")
+    if "metric" in rep:
+        m = rep["metric"]
+        click.echo(f"  task metric ({m['metric']} vs {m['reference']}): float {m['float']:.3f}, "
+                   f"file {m['candidate']:.3f}, drop {m['drop']:.4f}")
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole inspection as JSON.")
+@_handle
+def inspect_cmd(model: Path, as_json: bool) -> None:
+    """Show MODEL's metadata, layer table, thresholds summary and sizes."""
+    from .inspect import format_inspection, inspect_file
+
+    info = inspect_file(model)
+    click.echo(json.dumps(info, indent=2) if as_json else format_inspection(info))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,199 @@
+"""The exported file's self-description: ``metadata_props`` under the ``zor.*`` keys.
+
+Every value is a string; structured values are strict JSON (non-finite numbers as the
+strings "-inf"/"inf"/"nan"). The keys and their meaning are the contract in
+:mod:`zor.format`; this module builds them from a model and reads them back.
+
+Weights hash (``zor.weights_sha256``): SHA-256 over θ_0, W_0, θ_1, W_1, ..., θ_L,
+each as little-endian float32 bytes in C order. It names the trained model: an int8
+or fp16 file carries the hash of the float32 weights it was made from.
+
+Example:
+    >>> from zor import Zor, Layer
+    >>> m = Zor([Layer(3), Layer(2, activation_function="sigmoid")], seed=0)
+    >>> build_metadata(m)["zor.format"]
+    'zor-onnx'
+    >>> layer_table(m)[1]["threshold"]["min"]
+    '-inf'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Optional
+
+import numpy as np
+import onnx
+
+from zor import format as fmt
+
+from .registry import kind_of
+
+__all__ = [
+    "jsonable",
+    "dumps",
+    "layer_table",
+    "weights_sha256",
+    "task_info",
+    "state_info",
+    "build_metadata",
+    "set_metadata",
+    "read_metadata",
+    "float_arrays",
+]
+
+# the range f_L maps any charge into (None: unbounded / unknown)
+_ACTIVATION_RANGE = {"sigmoid": [0.0, 1.0], "tanh": [-1.0, 1.0], "relu": [0.0, "inf"], "identity": None}
+
+
+def jsonable(x: Any) -> Any:
+    """Make ``x`` strict-JSON-safe: numpy scalars to Python, non-finite floats to strings."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        return x
+    return x
+
+
+def dumps(x: Any) -> str:
+    return json.dumps(jsonable(x), allow_nan=False, separators=(",", ":"))
+
+
+def float_arrays(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(thresholds θ_i, weights W_i) of ``model`` as float32 numpy arrays on the CPU."""
+    thetas = [model.threshold(i).detach().cpu().numpy().astype(np.float32) for i in range(len(model.layers))]
+    weights = [w.detach().cpu().numpy().astype(np.float32) for w in model.weights]
+    return thetas, weights
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 of θ_0, W_0, ..., θ_L as little-endian float32 (see the module docstring)."""
+    thetas, weights = float_arrays(model)
+    h = hashlib.sha256()
+    for i, theta in enumerate(thetas):
+        h.update(np.ascontiguousarray(theta, dtype="<f4").tobytes())
+        if i < len(weights):
+            h.update(np.ascontiguousarray(weights[i], dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+def _summary(theta: np.ndarray) -> dict[str, Any]:
+    return {"min": float(theta.min()), "max": float(theta.max()), "mean": float(theta.mean())}
+
+
+def layer_table(model) -> list[dict[str, Any]]:
+    """Per layer: index, kind, size, activation, state settings and a θ summary."""
+    thetas, _ = float_arrays(model)
+    rows = []
+    for i, layer in enumerate(model.layers):
+        rows.append({
+            "index": i,
+            "kind": kind_of(layer),
+            "size": layer.size,
+            "activation": layer.activation,
+            "stateful": layer.stateful,
+            "decay": layer.decay,
+            "refractory": layer.refractory,
+            "min_charge": layer.min_charge,
+            "reset_on_spike": layer.reset_on_spike,
+            "threshold": _summary(thetas[i]),
+        })
+    return jsonable(rows)
+
+
+def task_info(model) -> dict[str, Any]:
+    """The model's task dict, completed with what the graph itself says (shapes, ranges)."""
+    task = json.loads(json.dumps(jsonable(model.task or {"name": "generic"})))
+    task.setdefault("name", "generic")
+    n0, nl = model.layers[0].size, model.layers[-1].size
+    inp = dict(task.get("input") or {})
+    inp.setdefault("shape", ["batch", n0])
+    inp.setdefault("dtype", "float32")
+    inp.setdefault("range", None)
+    inp.setdefault("preprocessing", None)
+    out = dict(task.get("output") or {})
+    out.setdefault("shape", ["batch", nl])
+    out.setdefault("dtype", "float32")
+    out.setdefault("range", _ACTIVATION_RANGE.get(model.layers[-1].activation))
+    out.setdefault("meaning", None)
+    task["input"], task["output"] = inp, out
+    return task
+
+
+def state_info(model) -> list[dict[str, Any]]:
+    """The state tensors of a stateful model and the value a fresh stream starts from."""
+    return [
+        {"layer": i, "size": layer.size, "input": fmt.state_in(i), "output": fmt.state_out(i),
+         "initial": 0.0, "meaning": "charge carried to the next step (after reset)"}
+        for i, layer in enumerate(model.layers) if layer.stateful
+    ]
+
+
+def build_metadata(
+    model,
+    engine_version: Optional[str] = None,
+    quantization: Optional[dict] = None,
+    calibration: Optional[dict] = None,
+    verification: Optional[dict] = None,
+) -> dict[str, str]:
+    """All ``zor.*`` metadata keys for ``model`` (strings, JSON where structured)."""
+    if engine_version is None:
+        import zor
+
+        engine_version = zor.__version__
+    K = fmt.KEYS
+    return {
+        K.FORMAT: fmt.FORMAT,
+        K.FORMAT_VERSION: str(fmt.FORMAT_VERSION),
+        K.ENGINE_VERSION: str(engine_version),
+        K.LAYERS: dumps(layer_table(model)),
+        K.TASK: dumps(task_info(model)),
+        K.STATEFUL: "true" if model.stateful else "false",
+        K.STATE: dumps(state_info(model)),
+        K.QUANTIZATION: dumps(quantization or {"mode": "none"}),
+        K.CALIBRATION: dumps(calibration or {}),
+        K.VERIFICATION: dumps(verification or {}),
+        K.WEIGHTS_SHA256: weights_sha256(model),
+    }
+
+
+def set_metadata(proto: onnx.ModelProto, meta: dict[str, str]) -> None:
+    """Replace the ``zor.*`` entries of ``proto.metadata_props`` with ``meta`` (others are kept)."""
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in meta]
+    del proto.metadata_props[:]
+    for key, value in keep + sorted(meta.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+_JSON_KEYS = {fmt.KEYS.LAYERS, fmt.KEYS.TASK, fmt.KEYS.STATE, fmt.KEYS.QUANTIZATION,
+              fmt.KEYS.CALIBRATION, fmt.KEYS.VERIFICATION}
+
+
+def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
+    """``metadata_props`` as a dict, JSON values parsed (raw strings where they do not parse)."""
+    out: dict[str, Any] = {}
+    for p in proto.metadata_props:
+        value: Any = p.value
+        if p.key in _JSON_KEYS:
+            try:
+                value = json.loads(p.value)
+            except json.JSONDecodeError:
+                pass
+        out[p.key] = value
+    return out

@@ -1,0 +1,216 @@
+"""Threshold-aware int8: static QDQ quantization with per-layer fallback to float.
+
+The recipe comes from the device profile (:class:`zor.devices.Int8Recipe`: QDQ or
+QOperator, u8/s8 activations and weights, per-channel, reduce_range). Only the
+MatMul nodes are quantized (weights per output channel, axis 1; the gated, activated
+values a_i by calibrated ranges), and in QDQ format their outputs, the next layer's
+charges, stay float: onnxruntime accumulates in int32 and dequantizes, so the spike
+decision c > θ compares a float charge with a float threshold. (QOperator's
+QLinearMatMul always quantizes its output; the agreement figures show the cost.)
+
+The spike decision must survive: per layer i ≥ 1 the spike agreement with the float
+engine on validation data is measured; while the lowest layer under the budget
+(``spike_budget``, default 99 %) has a quantized connection above it, the nearest
+such connection (MatMul ``layer{j}.matmul``) is excluded, i.e. falls back to float,
+and the graph is quantized again. Then the task metric drop (engine − int8, points)
+must stay within ``max_drop``, or :class:`~zor.errors.QuantizationError` refuses.
+
+Reported per layer: spike agreement, whether its input connection is int8 or fell
+back, weight bytes float vs int8, and the task-metric drop with only that connection
+in int8.
+
+Example (needs calibration data; see the tests and benchmarks/export_fidelity.py):
+    >>> from zor.devices import get
+    >>> get("generic").int8.format
+    'QDQ'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import onnx
+
+from zor import format as fmt
+from zor.errors import QuantizationError
+
+from .calibration import CalibrationSet
+from .converters import matmul_node
+from .metadata import jsonable
+from .quality import measure
+from .session import Stepper
+
+__all__ = ["quantize_int8", "calibration_feeds", "quantize_graph", "weight_bytes"]
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime.quantization logs warnings on the root logger (pre-processing hints)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def calibration_feeds(model, float_proto: onnx.ModelProto, calib: CalibrationSet, steps: int,
+                      batch: int = 64) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+    """Feeds for the calibration reader (stateful: the float graph's states over ``steps`` steps),
+    and calibration figures per layer (spike rate, charge range) measured on the way."""
+    stepper = Stepper(float_proto)
+    n = len(model.layers)
+    names = [fmt.spikes(i) for i in range(n)] + [fmt.charge(i) for i in range(n)]
+    spikes = np.zeros(n)
+    count = np.zeros(n)
+    lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
+    feeds = []
+    for start in range(0, len(calib.calibrate), batch):
+        x = calib.calibrate[start:start + batch]
+        stepper.reset(len(x), sizes={i: l.size for i, l in enumerate(model.layers)})
+        for _ in range(steps):
+            feeds.append({k: v.copy() for k, v in stepper.feeds(x).items()})
+            out = stepper.step(x, names)
+            for i in range(n):
+                spikes[i] += out[fmt.spikes(i)].sum()
+                count[i] += out[fmt.spikes(i)].size
+                lo[i] = min(lo[i], float(out[fmt.charge(i)].min()))
+                hi[i] = max(hi[i], float(out[fmt.charge(i)].max()))
+    figures = {**calib.describe(), "steps": steps,
+               "layers": [{"layer": i, "spike_rate": spikes[i] / count[i], "charge_min": lo[i], "charge_max": hi[i]}
+                          for i in range(n)]}
+    return feeds, jsonable(figures)
+
+
+def _reader(feeds: list[dict[str, np.ndarray]]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+        def rewind(self) -> None:
+            self._it = iter(feeds)
+
+    return _Feeds()
+
+
+def quantize_graph(float_proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], recipe,
+                   exclude: Optional[list[str]] = None) -> onnx.ModelProto:
+    """quantize_static on the MatMul nodes of ``float_proto`` with ``recipe``, minus ``exclude``."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    qtype = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    qformat = {"QDQ": QuantFormat.QDQ, "QOperator": QuantFormat.QOperator}
+    with tempfile.TemporaryDirectory(prefix="zor-int8-") as tmp, _quiet():
+        src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
+        onnx.save(float_proto, src)
+        quantize_static(
+            src, dst, _reader(feeds),
+            quant_format=qformat[recipe.format],
+            op_types_to_quantize=["MatMul"],
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
+            activation_type=qtype[recipe.activation_type],
+            weight_type=qtype[recipe.weight_type],
+            nodes_to_exclude=list(exclude or []),
+            extra_options={
+                "OpTypesToExcludeOutputQuantization": ["MatMul"],   # charges stay float (QDQ)
+                "MatMulConstBOnly": True,
+                "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # one scale per output unit
+            },
+        )
+        return onnx.load(dst)
+
+
+def weight_bytes(proto: onnx.ModelProto, j: int) -> int:
+    """Bytes of the initializers that hold connection j's weights (quantized or not)."""
+    prefix = fmt.weight(j)
+    total = 0
+    for init in proto.graph.initializer:
+        if init.name == prefix or init.name.startswith(prefix + "_"):
+            total += len(init.raw_data) if init.raw_data else onnx.numpy_helper.to_array(init).nbytes
+    return total
+
+
+def quantize_int8(
+    model,
+    float_proto: onnx.ModelProto,
+    calib: CalibrationSet,
+    recipe,
+    profile: str = "generic",
+    spike_budget: float = 0.99,
+    max_drop: float = 0.5,
+    steps: Optional[int] = None,
+    per_layer_drop: bool = True,
+) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
+    """(int8 proto, quantization report, calibration figures); raises QuantizationError past ``max_drop``."""
+    if recipe.format not in ("QDQ", "QOperator") or recipe.activation_type not in ("u8", "s8") \
+            or recipe.weight_type not in ("u8", "s8"):
+        raise QuantizationError(f"profile {profile!r}: unusable int8 recipe {recipe}: expected format QDQ/QOperator "
+                                "and u8/s8 types")
+    steps = steps if steps is not None else (10 if model.stateful else 1)
+    feeds, figures = calibration_feeds(model, float_proto, calib, steps)
+    n_conn = len(model.weights)
+    excluded: list[int] = []
+    history = []
+    while True:
+        q = quantize_graph(float_proto, feeds, recipe, [matmul_node(j) for j in excluded])
+        quality = measure(model, q, calib, steps)
+        agree = {row["layer"]: row["spike_agreement"] for row in quality["layers"]}
+        history.append({"fallback": sorted(excluded), "spike_agreement": [agree[i] for i in sorted(agree)]})
+        failing = [i for i in sorted(agree) if i >= 1 and agree[i] < spike_budget]
+        fixable = [(i, [j for j in range(i) if j not in excluded]) for i in failing]
+        fixable = [(i, js) for i, js in fixable if js]
+        if not fixable:
+            break
+        excluded.append(max(fixable[0][1]))                 # the nearest quantized connection upstream
+    per_layer = []
+    for i, row in enumerate(quality["layers"]):
+        entry = {"layer": i, "spike_agreement": row["spike_agreement"], "mismatches": row["mismatches"],
+                 "charge_max_err": row["charge_max_err"], "meets_budget": i == 0 or row["spike_agreement"] >= spike_budget}
+        if i >= 1:
+            j = i - 1
+            entry.update(connection=j, precision="float" if j in excluded else "int8", fallback=j in excluded,
+                         weight_bytes_float=weight_bytes(float_proto, j), weight_bytes=weight_bytes(q, j))
+            if per_layer_drop and j not in excluded:
+                alone = quantize_graph(float_proto, feeds, recipe,
+                                       [matmul_node(k) for k in range(n_conn) if k != j])
+                entry["metric_drop_alone"] = measure(model, alone, calib, steps)["metric"]["drop"]
+        per_layer.append(entry)
+    float_size, int8_size = len(float_proto.SerializeToString()), len(q.SerializeToString())
+    report = jsonable({
+        "mode": "int8",
+        "profile": profile,
+        "recipe": recipe.to_dict(),
+        "op_types": ["MatMul"],
+        "charges": "float" if recipe.format == "QDQ" else "quantized (QLinearMatMul output)",
+        "thresholds": "float32",
+        "spike_budget": spike_budget,
+        "max_drop": max_drop,
+        "fallback": sorted(excluded),
+        "passes": history,
+        "layers": per_layer,
+        "output": quality["output"],
+        "metric": quality["metric"],
+        "validation": {"rows": quality["rows"], "steps": quality["steps"], "source": calib.source},
+        "size": {"float32_graph_bytes": float_size, "int8_graph_bytes": int8_size,
+                 "ratio": int8_size / float_size},
+    })
+    drop = report["metric"]["drop"]
+    if drop > max_drop:
+        raise QuantizationError(
+            f"int8 export refused: the task metric ({report['metric']['metric']} vs {report['metric']['reference']}) "
+            f"drops by {drop:.3f} points, more than --max-drop {max_drop:g} "
+            f"(float {report['metric']['float']:.3f}, int8 {report['metric']['candidate']:.3f}; "
+            f"fallback connections {sorted(excluded) or 'none'}); nothing was written",
+            report=report)
+    return q, report, figures
