@@ -1,36 +1,61 @@
 """Device profiles: declarative data about the machines models run on.
 
 A profile names a class of device and what suits it: the CPU architecture and ISA
-features, cores and memory, onnxruntime execution providers and thread counts, the
-int8 recipe that suits the core, and the spike rate below which the event-driven
-(sparse) path pays. The exporter picks its quantization recipe from a profile; the
-runtime configures onnxruntime from one. Torch-free (numpy not even needed).
+features, cores and memory, onnxruntime execution providers and thread settings, the
+int8 recipe that suits the core, whether int8 pays there (and how we know), and the
+spike rate below which the event-driven (sparse) path pays. The exporter picks its
+quantization recipe from a profile (``get(name).int8``); the runtime configures
+onnxruntime from one (threads, providers, graph optimization, spinning, arena).
+Torch-free, numpy-free: plain data.
+
+Every choice carries its reason in a comment next to it. The sources are the
+onnxruntime quantization guide ("Data type selection", "When to use reduce-range and
+per-channel quantization?", "Why am I not seeing performance improvements?") and
+its threading guide; the ISA facts are the vendors' published core specifications.
 
 Example:
     >>> from zor.devices import get
     >>> get("rpi4").int8.activation_type
     's8'
+    >>> get("x86-64-avx2").int8.reduce_range
+    True
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from zor.errors import DeviceError
 
-__all__ = ["Int8Recipe", "Profile", "PROFILES", "get", "names"]
+__all__ = ["Int8Recipe", "Profile", "PROFILES", "GRAPH_OPTIMIZATIONS", "get", "names"]
+
+GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 
 
 @dataclass(frozen=True)
 class Int8Recipe:
-    """How to quantize to int8 for a core (onnxruntime static quantization terms)."""
+    """How to quantize to int8 for a core (onnxruntime static quantization terms).
 
-    format: str = "QDQ"             # "QDQ" (QuantizeLinear/DequantizeLinear pairs) or "QOperator"
-    activation_type: str = "u8"     # "u8" (QUInt8) or "s8" (QInt8) for activations
-    weight_type: str = "s8"         # "s8" (QInt8) or "u8" (QUInt8) for weights
-    per_channel: bool = True        # one scale per output channel of each weight matrix
-    reduce_range: bool = False      # 7-bit weights: avoids u8×s8 int16 saturation without VNNI
+    ``format``: "QDQ" (QuantizeLinear/DequantizeLinear pairs around float ops, which
+    onnxruntime fuses into integer kernels) or "QOperator" (QLinearMatMul & co.).
+    ``activation_type`` / ``weight_type``: "u8" (QUInt8) or "s8" (QInt8).
+    ``per_channel``: one scale per output column of each weight matrix.
+    ``reduce_range``: 7-bit weights, for u8×s8 kernels that sum pairs in int16.
+    """
+
+    format: str = "QDQ"
+    activation_type: str = "u8"
+    weight_type: str = "s8"
+    per_channel: bool = True
+    reduce_range: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in ("QDQ", "QOperator"):
+            raise DeviceError(f"Int8Recipe.format: expected 'QDQ' or 'QOperator', got {self.format!r}")
+        for name in ("activation_type", "weight_type"):
+            if getattr(self, name) not in ("u8", "s8"):
+                raise DeviceError(f"Int8Recipe.{name}: expected 'u8' or 's8', got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,20 +63,37 @@ class Int8Recipe:
 
 @dataclass(frozen=True)
 class Profile:
+    """One class of device. See the module docstring; fields are documented inline."""
+
     name: str                               # profile id used on the command line
     description: str                        # one line for people
-    arch: str                               # "x86_64" or "aarch64"
-    isa: tuple = ()                         # ISA features the profile assumes ("avx2", "neon", "dotprod", ...)
+    arch: str                               # "x86_64", "aarch64" or "any"
+    isa: tuple = ()                         # ISA features assumed ("avx2", "avx512_vnni", "neon", "dotprod", "i8mm")
     cores: int = 4                          # physical cores
     memory_mb: int = 4096                   # RAM
     providers: tuple = ("CPUExecutionProvider",)  # onnxruntime execution providers, in order of preference
-    intra_op_threads: int = 0               # onnxruntime intra-op threads (0 = onnxruntime decides)
-    inter_op_threads: int = 1               # onnxruntime inter-op threads
+    intra_op_threads: int = 0               # onnxruntime intra-op threads (0 = one per physical core)
+    inter_op_threads: int = 1               # onnxruntime inter-op threads (sequential execution: a chain graph)
+    graph_optimization: str = "all"         # onnxruntime graph optimization level: disable/basic/extended/all
+    allow_spinning: bool = True             # idle intra-op threads busy-wait for the next op (faster, burns CPU)
+    memory_arena: bool = True               # onnxruntime's CPU memory arena (reuses buffers; never shrinks)
     int8: Int8Recipe = field(default_factory=Int8Recipe)  # the int8 recipe that suits this core
-    int8_pays: Optional[bool] = None        # verdict: is int8 faster than float32 here (None = unmeasured)
+    int8_pays: Optional[bool] = None        # verdict: is int8 faster than float32 here (None = unknown)
+    int8_evidence: str = ""                 # how the verdict is known: measured (where, figures) or expected (why)
     sparse_break_even: float = 0.25         # spike rate below which the sparse (event-driven) path pays
-    cpu_match: dict = field(default_factory=dict)  # how detection recognises it (see zor.devices.detect)
-    notes: str = ""                         # why the choices above (cited reasons)
+    cpu_match: dict = field(default_factory=dict)  # how detection recognises it (see zor.devices.detection)
+    notes: str = ""                         # the reasons behind the choices, in one line
+
+    def __post_init__(self) -> None:
+        if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
+            raise DeviceError(f"profile {self.name!r}: graph_optimization expected one of "
+                              f"{', '.join(GRAPH_OPTIMIZATIONS)}, got {self.graph_optimization!r}")
+        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
+            raise DeviceError(f"profile {self.name!r}: thread counts must be ≥ 0, got "
+                              f"{self.intra_op_threads}/{self.inter_op_threads}")
+        if not 0.0 <= self.sparse_break_even <= 1.0:
+            raise DeviceError(f"profile {self.name!r}: sparse_break_even expected a rate in [0, 1], "
+                              f"got {self.sparse_break_even}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -67,84 +109,142 @@ _P = [
         arch="any",
         cores=1,
         memory_mb=1024,
-        # u8 activations / s8 weights run everywhere; reduce_range keeps it safe on x86
-        # cores without VNNI, where u8×s8 products are summed in saturating int16.
+        # No spinning: on an unknown (possibly shared or battery) machine, idle threads
+        # should sleep rather than burn a core waiting for the next op.
+        allow_spinning=False,
+        # U8S8 QDQ runs on every onnxruntime CPU build. reduce_range because the core
+        # may be an x86 without VNNI, where the u8×s8 kernel (VPMADDUBSW) sums pairs in
+        # saturating int16; 7-bit weights cannot overflow it (ORT quantization guide).
+        # On ARM or VNNI cores it only costs one bit of weight precision.
         int8=Int8Recipe(format="QDQ", activation_type="u8", weight_type="s8", per_channel=True, reduce_range=True),
+        int8_pays=None,
+        int8_evidence="unknown core: ORT's guide warns int8 is often slower on hardware without VNNI "
+                      "or dot-product instructions; measure with zor-bench",
         notes="safe everywhere; slower than a matched profile",
     ),
     Profile(
         name="x86-64-avx2",
-        description="x86-64 with AVX2 and FMA, no AVX-512 VNNI (Haswell..Zen 3 class)",
+        description="x86-64 with AVX2 and FMA, no VNNI (Haswell..Skylake, Zen 1-3, EPYC Rome/Milan)",
         arch="x86_64",
         isa=("sse4_2", "avx", "avx2", "fma"),
         cores=4,
         memory_mb=8192,
-        # Without VNNI, onnxruntime's u8s8 kernels use VPMADDUBSW, whose int16 sums can
-        # saturate: reduce_range (7-bit weights) avoids it at a small accuracy cost.
+        # u8 activations / s8 weights: onnxruntime's x86 integer GEMMs are U8S8 (s8
+        # activations in QDQ are rewritten to u8 on x86), and S8S8 in QOperator form is
+        # slow on x86-64 (ORT guide). Without VNNI the U8S8 kernel uses VPMADDUBSW, whose
+        # pairwise int16 sums saturate; reduce_range (7-bit weights) is the documented
+        # fix, and per-channel on AVX2 "generally needs reduce-range as well".
         int8=Int8Recipe(format="QDQ", activation_type="u8", weight_type="s8", per_channel=True, reduce_range=True),
+        # Measured by benchmarks/runtime_bench.py on an AVX2 EPYC (no VNNI), few-shot
+        # 784-128-784 model, 1 thread: see int8_evidence.
+        int8_pays=False,
+        int8_evidence="measured (benchmarks/runtime_bench.py, AMD EPYC AVX2 no VNNI, 784-128-784, 1 thread): "
+                      "int8 QDQ not faster than float32 at batch 1 or 64; the quantize/dequantize around the "
+                      "spike gate costs more than the 7-bit GEMM saves",
+        sparse_break_even=0.15,   # estimate: wide FMA units make dense GEMM cheap; sparse must skip > 85%
         cpu_match={"flags_all": ["avx2"], "flags_none": ["avx512_vnni", "avx_vnni"]},
-        notes="u8 activations / s8 weights; reduce_range because of VPMADDUBSW saturation",
+        notes="U8S8 QDQ; reduce_range because of VPMADDUBSW int16 saturation without VNNI",
     ),
     Profile(
         name="x86-64-avx512-vnni",
-        description="x86-64 with AVX-512 VNNI (Cascade Lake, Ice Lake, Sapphire Rapids, Zen 4)",
+        description="x86-64 with VNNI (Cascade Lake, Ice Lake, Sapphire Rapids, Zen 4; AVX-VNNI: Alder Lake)",
         arch="x86_64",
         isa=("avx2", "avx512f", "avx512bw", "avx512_vnni"),
         cores=8,
         memory_mb=16384,
-        # VNNI's VPDPBUSD accumulates u8×s8 straight into int32: no saturation, full 8-bit range.
+        # VNNI's VPDPBUSD multiplies u8×s8 and accumulates straight into int32: no int16
+        # saturation, so full 8-bit weights ("reduce-range is not needed on machines
+        # supporting VNNI", ORT guide). Still U8S8: that is the x86 kernel's native form.
         int8=Int8Recipe(format="QDQ", activation_type="u8", weight_type="s8", per_channel=True, reduce_range=False),
+        int8_pays=True,
+        int8_evidence="expected, not measured here: ORT's guide lists x86-64 with VNNI among the hardware "
+                      "that gains from int8 (one VPDPBUSD does 4 u8×s8 MACs per int32 lane); "
+                      "no VNNI machine was available to measure",
+        sparse_break_even=0.1,    # estimate: VNNI makes dense int8 GEMM cheaper still
         cpu_match={"flags_any": ["avx512_vnni", "avx_vnni"]},
-        notes="u8 activations / s8 weights, full range: VNNI accumulates in int32",
+        notes="U8S8 QDQ, full range: VNNI accumulates in int32",
     ),
     Profile(
         name="rpi3",
-        description="Raspberry Pi 3 class: 4x Cortex-A53, 1 GB",
+        description="Raspberry Pi 3 class: 4x Cortex-A53 (in-order, no dot product), 1 GB",
         arch="aarch64",
         isa=("neon",),
         cores=4,
         memory_mb=1024,
-        # Arm cores multiply s8×s8 natively (SMLAL / SDOT); onnxruntime's Arm kernels
-        # favour signed activations, so s8/s8 symmetric QDQ.
+        intra_op_threads=4,       # all four cores: no SMT, and nothing else heavy runs on a Pi app box
+        # Pis throttle when hot; spinning threads keep all four cores busy between calls.
+        allow_spinning=False,
+        # 1 GB shared with the GPU: the arena keeps its peak allocation and never gives
+        # it back; for small models plain malloc/free costs little.
+        memory_arena=False,
+        # Arm: S8S8 QDQ is onnxruntime's default and first choice, and "there is no such
+        # [saturation] issue on other CPU architectures (x64 with VNNI and ARM)", so full
+        # range. On Arm, MLAS's signed kernels are its preferred path.
         int8=Int8Recipe(format="QDQ", activation_type="s8", weight_type="s8", per_channel=True, reduce_range=False),
-        sparse_break_even=0.3,
-        cpu_match={"implementer": "0x41", "part": ["0xd03"]},
-        notes="in-order A53: memory-bound, sparse pays earlier; s8/s8 on Arm",
+        int8_pays=None,
+        int8_evidence="unknown: A53 lacks SDOT; ORT's guide warns cores without dot-product instructions "
+                      "often see no gain; int8 still quarters weight memory traffic on a "
+                      "bandwidth-starved board; measure on the device",
+        sparse_break_even=0.3,    # estimate: in-order, memory-bound core; skipping rows pays earlier
+        cpu_match={"implementer": "0x41", "part": ["0xd03"], "board": ["Raspberry Pi 3"]},
+        notes="in-order A53: memory-bound, sparse pays earlier; s8/s8 on Arm; no arena in 1 GB",
     ),
     Profile(
         name="rpi4",
-        description="Raspberry Pi 4 class: 4x Cortex-A72, 2-8 GB",
+        description="Raspberry Pi 4 class: 4x Cortex-A72 (NEON, no dot product), 2-8 GB",
         arch="aarch64",
         isa=("neon",),
         cores=4,
         memory_mb=4096,
+        intra_op_threads=4,       # four cores, no SMT
+        allow_spinning=False,     # thermal throttling: let idle threads sleep
+        # s8/s8 full range on Arm (see rpi3); the A72 is Armv8.0: no SDOT/UDOT.
         int8=Int8Recipe(format="QDQ", activation_type="s8", weight_type="s8", per_channel=True, reduce_range=False),
-        cpu_match={"implementer": "0x41", "part": ["0xd08"]},
+        int8_pays=None,
+        int8_evidence="unknown: A72 has no dot-product instructions (Armv8.0); gains, if any, come from "
+                      "8-bit NEON multiply-accumulate and less memory traffic; measure on the device",
+        sparse_break_even=0.25,   # estimate
+        cpu_match={"implementer": "0x41", "part": ["0xd08"], "board": ["Raspberry Pi 4", "Raspberry Pi Compute Module 4"]},
         notes="A72 has NEON but no dot-product instructions; s8/s8 on Arm",
     ),
     Profile(
         name="rpi5",
-        description="Raspberry Pi 5 class: 4x Cortex-A76 with dot-product, 4-8 GB",
+        description="Raspberry Pi 5 class: 4x Cortex-A76 with dot product, 4-8 GB",
         arch="aarch64",
         isa=("neon", "dotprod"),
         cores=4,
         memory_mb=8192,
-        # SDOT (Armv8.2 dot product) makes s8 GEMM several times faster than float.
+        intra_op_threads=4,       # four cores, no SMT
+        allow_spinning=False,     # thermal throttling without active cooling
+        # Armv8.2 SDOT: 4 s8×s8 products summed into an int32 lane per instruction; ORT's
+        # guide names "ARM with dot-product instructions" among the int8 winners.
         int8=Int8Recipe(format="QDQ", activation_type="s8", weight_type="s8", per_channel=True, reduce_range=False),
-        cpu_match={"implementer": "0x41", "part": ["0xd0b"]},
-        notes="A76 has SDOT/UDOT: int8 pays most here",
+        int8_pays=True,
+        int8_evidence="expected, not measured here: A76 has SDOT/UDOT, which ORT's guide names among the "
+                      "hardware that gains from int8; no Pi 5 was available to time",
+        sparse_break_even=0.2,    # estimate: SDOT makes dense int8 cheap
+        cpu_match={"implementer": "0x41", "part": ["0xd0b"], "board": ["Raspberry Pi 5", "Raspberry Pi Compute Module 5"]},
+        notes="A76 has SDOT/UDOT: int8 expected to pay here",
     ),
     Profile(
         name="jetson-orin-nano",
-        description="NVIDIA Jetson Orin Nano: 6x Cortex-A78AE + Ampere GPU, 8 GB",
+        description="NVIDIA Jetson Orin Nano: 6x Cortex-A78AE + Ampere GPU, 8 GB shared",
         arch="aarch64",
         isa=("neon", "dotprod"),
         cores=6,
         memory_mb=8192,
-        # The CUDA provider is used when the onnxruntime build has it; CPU otherwise.
+        # CUDA when the onnxruntime build has it (the Jetson builds do; PyPI's aarch64
+        # wheel is CPU-only), CPU otherwise: the runtime drops providers it lacks.
         providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
+        intra_op_threads=6,       # six cores, no SMT
+        # ORT's guide: GPU int8 needs S8S8 (and Tensor Cores); on the A78AE CPU, S8S8
+        # uses SDOT. One recipe suits both paths.
         int8=Int8Recipe(format="QDQ", activation_type="s8", weight_type="s8", per_channel=True, reduce_range=False),
-        cpu_match={"implementer": "0x41", "part": ["0xd42"]},
+        int8_pays=True,
+        int8_evidence="expected on the CPU path (A78AE has SDOT), not measured here; ORT's guide does GPU "
+                      "int8 through the TensorRT EP, so with the CUDA EP keep float32",
+        sparse_break_even=0.2,    # estimate, CPU path
+        cpu_match={"implementer": "0x41", "part": ["0xd42"], "board": ["Jetson", "Orin"]},
         notes="CUDA EP when present, CPU fallback; A78AE has SDOT",
     ),
 ]
@@ -153,14 +253,18 @@ PROFILES: dict[str, Profile] = {p.name: p for p in _P}
 
 
 def names() -> list[str]:
+    """Known profile names, ``generic`` first."""
     return list(PROFILES)
 
 
-def get(name: str) -> Profile:
-    """The profile called ``name``; raises DeviceError listing the known names."""
+def get(name: Union[str, Profile]) -> Profile:
+    """The profile called ``name`` (a Profile is returned as is).
+
+    Raises :class:`~zor.errors.DeviceError` naming the known profiles.
+    """
     if isinstance(name, Profile):
         return name
-    if name not in PROFILES:
+    if not isinstance(name, str) or name not in PROFILES:
         raise DeviceError(f"unknown device profile {name!r}: expected one of {', '.join(PROFILES)} "
                           "(or 'auto' where a command detects the current machine)")
     return PROFILES[name]

@@ -1,0 +1,267 @@
+"""``zor-bench`` measurements: latency, throughput, memory, size, spikes, synaptic ops.
+
+For each model file (label from its ``zor.quantization`` mode: float32, int8, ...):
+
+- latency per ``Model.run`` call at batch 1 and batch B: p50 and p95 over ``calls``
+  calls, repeated ``repeats`` times with the models interleaved (so a noisy
+  neighbour slows all of them alike); the figures are the medians over repeats.
+- throughput: B / p50(batch B), samples per second.
+- peak RSS: ``VmHWM`` (``ru_maxrss`` off Linux) of a fresh subprocess that imports the runtime, loads
+  the model and runs batch B (one subprocess per model, so figures never mix);
+  also the RSS after the import alone, before the model is loaded.
+- model size: bytes of the file.
+- spike rate per layer r_i (share of units with c > θ, over the bench inputs) and
+  synaptic operations per inference: Σ_{i<L} r_i · n_i · n_{i+1} (each spike of
+  layer i drives n_{i+1} synapses), next to the dense multiply-accumulates
+  Σ_{i<L} n_i · n_{i+1}.
+- with a checkpoint and torch importable: the torch engine's ``Zor.run`` timed in
+  the same loop, and each model's latency as a ratio of it (torch is imported
+  lazily, inside this function only).
+
+Example:
+    >>> percentiles([1.0, 2.0, 3.0, 4.0])     # (p50, p95) in ms of seconds
+    (2500.0, 3850.0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from zor import format as fmt
+from zor.errors import ConfigError
+
+from .model import Model
+
+__all__ = ["percentiles", "time_calls", "spike_stats", "peak_rss", "torch_reference", "run_bench", "format_table"]
+
+
+def percentiles(seconds: Sequence[float]) -> tuple[float, float]:
+    """(p50, p95) of per-call times, in milliseconds."""
+    a = np.asarray(seconds, np.float64) * 1e3
+    return float(np.percentile(a, 50)), float(np.percentile(a, 95))
+
+
+def time_calls(fn: Callable[[], Any], calls: int, warmup: int = 3) -> list[float]:
+    """Per-call wall times (seconds) of ``calls`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def spike_stats(model: Model, x: np.ndarray) -> dict[str, Any]:
+    """Per-layer spike rates on ``x`` and synaptic operations per inference (see module doc)."""
+    rates = model.run(x, spikes=True)["spike_rates"]
+    sizes = model.sizes
+    synops = float(sum(rates[i] * sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1)))
+    dense = int(sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1)))
+    return {"spike_rates": [float(r) for r in rates], "synops_per_inference": synops,
+            "dense_macs_per_inference": dense, "synops_share": synops / dense if dense else 0.0}
+
+
+_RSS_CHILD = r"""
+import json, sys
+
+
+def hwm_mb():
+    # VmHWM (Linux) is this process image's own peak: ru_maxrss would carry over the
+    # parent's peak across fork+exec and report the benchmark's own memory.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # bytes on macOS, KiB elsewhere
+    return r / 2**20 if sys.platform == "darwin" else r / 1024.0
+
+
+import numpy as np
+from zor.runtime import Model
+base = hwm_mb()
+path, device, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+m = Model(path, device=device, threads=threads or None)
+x = np.random.default_rng(0).random((batch, m.sizes[0]), dtype=np.float32)
+for _ in range(20):
+    m.run(x)
+print(json.dumps({"peak_rss_mb": hwm_mb(), "import_rss_mb": base}))
+"""
+
+
+def peak_rss(path: str, device: str, threads: Optional[int], batch: int) -> dict[str, Optional[float]]:
+    """Peak RSS (MiB) of a fresh process running ``path`` at ``batch``; None figures where unmeasurable."""
+    if not Path("/proc/self/status").exists():
+        try:
+            import resource  # noqa: F401  (Unix only)
+        except ImportError:
+            return {"peak_rss_mb": None, "import_rss_mb": None}
+    proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), device, str(threads or 0), str(batch)],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        return {"peak_rss_mb": None, "import_rss_mb": None, "error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def torch_reference(checkpoint: str, threads: int) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """A function running the torch engine on a checkpoint, or None when torch is missing."""
+    try:
+        import torch
+        from zor.checkpoint import load
+    except ImportError:
+        return None
+    torch.set_num_threads(max(1, threads))
+    net = load(checkpoint, device="cpu")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        out, _ = net.run(torch.from_numpy(x))
+        return out.numpy()
+
+    return run
+
+
+def _median(values: list) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def run_bench(
+    paths: Sequence[str],
+    device: str = "auto",
+    batch: int = 64,
+    calls: int = 100,
+    repeats: int = 5,
+    threads: Optional[int] = None,
+    checkpoint: Optional[str] = None,
+    inputs: Optional[np.ndarray] = None,
+    rss: bool = True,
+    progress: Optional[Callable[[str], None]] = None,
+) -> dict[str, Any]:
+    """Measure every model in ``paths`` (see the module docstring); returns the report dict."""
+    if batch < 1 or calls < 1 or repeats < 1:
+        raise ConfigError(f"batch, calls and repeats must be ≥ 1, got {batch}, {calls}, {repeats}")
+    models = [Model(p, device=device, threads=threads) for p in paths]
+    sizes = models[0].sizes
+    for m in models[1:]:
+        if m.sizes != sizes:
+            raise ConfigError(f"{m.path.name} has layer sizes {m.sizes}: expected {sizes} like {models[0].path.name} "
+                              "(compare exports of one model)")
+    rng = np.random.default_rng(0)
+    if inputs is None:
+        data = rng.random((max(batch, 64), sizes[0]), dtype=np.float32)
+        data_note = "random uniform [0, 1) rows (pass --input for real data: spike rates depend on it)"
+    else:
+        data = np.asarray(inputs, np.float32)
+        data_note = f"{len(data)} rows from --input"
+        if len(data) < batch:
+            data = np.concatenate([data] * (batch // len(data) + 1))
+    x1, xb = data[:1], data[:batch]
+    eff_threads = threads or models[0].profile.intra_op_threads or os.cpu_count() or 1
+    ref = torch_reference(checkpoint, eff_threads) if checkpoint else None
+    labels = []
+    for m in models:
+        label = m.precision
+        while label in labels:
+            label += "'"
+        labels.append(label)
+    runners: dict[str, Callable[[np.ndarray], Any]] = {lab: m.run for lab, m in zip(labels, models)}
+    if ref is not None:
+        runners["torch"] = ref
+    samples: dict[str, dict[int, list]] = {k: {1: [], batch: []} for k in runners}
+    for r in range(repeats):
+        for name, fn in runners.items():
+            for b, x in ((1, x1), (batch, xb)):
+                samples[name][b].append(percentiles(time_calls(lambda: fn(x), calls)))
+        if progress:
+            progress(f"repeat {r + 1}/{repeats}")
+    report: dict[str, Any] = {
+        "device": models[0].profile.name,
+        "detected": models[0].detection.reason if models[0].detection else None,
+        "providers": models[0].providers,
+        "threads": eff_threads,
+        "batch": batch, "calls": calls, "repeats": repeats, "inputs": data_note,
+        "sizes": sizes, "models": {},
+    }
+    for name in runners:
+        fig = {}
+        for b, tag in ((1, "b1"), (batch, f"b{batch}")):
+            fig[f"p50_ms_{tag}"] = _median([p for p, _ in samples[name][b]])
+            fig[f"p95_ms_{tag}"] = _median([q for _, q in samples[name][b]])
+        fig["throughput_per_s"] = batch / (fig[f"p50_ms_b{batch}"] / 1e3)
+        report["models"][name] = fig
+    for lab, m in zip(labels, models):
+        fig = report["models"][lab]
+        fig["file"] = m.path.name
+        fig["size_bytes"] = m.path.stat().st_size
+        fig.update(spike_stats(m, data))
+        if rss:
+            fig.update(peak_rss(str(m.path), m.profile.name, threads, batch))
+        if ref is not None:
+            tfig = report["models"]["torch"]
+            fig["vs_torch_b1"] = fig["p50_ms_b1"] / tfig["p50_ms_b1"]
+            fig[f"vs_torch_b{batch}"] = fig[f"p50_ms_b{batch}"] / tfig[f"p50_ms_b{batch}"]
+            fig["max_abs_diff_vs_torch"] = float(np.max(np.abs(m.run(xb)[fmt.OUTPUT] - ref(xb))))
+    if "float32" in report["models"] and "int8" in report["models"]:
+        f, q = report["models"]["float32"], report["models"]["int8"]
+        s1, sb = f["p50_ms_b1"] / q["p50_ms_b1"], f[f"p50_ms_b{batch}"] / q[f"p50_ms_b{batch}"]
+        expected = models[0].profile.int8_pays
+        report["int8"] = {
+            "speedup_b1": s1, f"speedup_b{batch}": sb,
+            "pays_here": bool(sb >= 1.05),
+            "profile_verdict": expected,
+            "verdict": (f"int8 {'pays' if sb >= 1.05 else 'does not pay'} here: {sb:.2f}x float32 speed at batch "
+                        f"{batch}, {s1:.2f}x at batch 1 (profile {models[0].profile.name} says "
+                        f"{ {True: 'it pays', False: 'it does not pay', None: 'unknown'}[expected] })"),
+        }
+    return report
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a plain-text table."""
+    b = report["batch"]
+    lines = [f"device {report['device']} ({', '.join(report['providers'])}), {report['threads']} thread(s), "
+             f"sizes {report['sizes']}, medians of {report['repeats']} repeats x {report['calls']} calls",
+             f"inputs: {report['inputs']}"]
+    head = ["model", "p50 b1 ms", "p95 b1 ms", f"p50 b{b} ms", f"p95 b{b} ms", "samples/s", "size KB",
+            "peak RSS MB", "vs torch b1", f"vs torch b{b}"]
+    rows = [head]
+    for name, f in report["models"].items():
+        rows.append([name, _fmt(f[f"p50_ms_b1"]), _fmt(f["p95_ms_b1"]), _fmt(f[f"p50_ms_b{b}"]),
+                     _fmt(f[f"p95_ms_b{b}"]), _fmt(f["throughput_per_s"], ".0f"),
+                     _fmt(f["size_bytes"] / 1024, ".1f") if "size_bytes" in f else "-",
+                     _fmt(f.get("peak_rss_mb"), ".1f"), _fmt(f.get("vs_torch_b1"), ".2f"),
+                     _fmt(f.get(f"vs_torch_b{b}"), ".2f")])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines += ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    for name, f in report["models"].items():
+        if "spike_rates" in f:
+            rates = ", ".join(f"{r:.3f}" for r in f["spike_rates"])
+            lines.append(f"{name}: spike rate per layer [{rates}]; synaptic ops/inference "
+                         f"{f['synops_per_inference']:.0f} of {f['dense_macs_per_inference']} dense MACs "
+                         f"({100 * f['synops_share']:.1f}%)"
+                         + (f"; max |diff| vs torch {f['max_abs_diff_vs_torch']:.2e}" if "max_abs_diff_vs_torch" in f else "")
+                         + (f"; RSS after import {f['import_rss_mb']:.1f} MB" if f.get("import_rss_mb") else ""))
+    if "int8" in report:
+        lines.append(report["int8"]["verdict"])
+    return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""``zor-run`` and ``zor-bench``: the runtime's command lines.
+
+    zor-run MODEL INPUT... -o OUT [--device PROFILE] [--threads N] [--quiet]
+        Runs MODEL on each INPUT (.npy arrays, or .png images for image tasks).
+        OUT is a folder (created when its parent exists) receiving NAME.npy per
+        input (the output rows), NAME.json for classification (index and label per
+        row) and NAME.png for image reconstructions of PNG inputs; with a single
+        INPUT, OUT may instead be a file path ending in .npy, .png or .json.
+        A progress bar goes to stderr when there are several inputs.
+
+    zor-bench MODEL [MODEL...] [--device PROFILE] [--batch 64] [--calls 100]
+              [--repeats 5] [--threads N] [--checkpoint CKPT] [--input X.npy] [--json PATH]
+        Latency p50/p95 at batch 1 and --batch, throughput, peak RSS, size, spike
+        rates and synaptic ops per model (float32 / int8 exports of one model,
+        labelled from their metadata); with --checkpoint, the torch engine as a
+        reference and the ratios. Prints a table; --json writes the figures.
+
+Usage errors (a missing or foreign file, a bad input, an unknown device) exit 2 with
+the reason; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import numpy as np
+
+from zor import format as fmt
+from zor.errors import DataError, ZorError
+from zor.fileio import write_bytes_atomic, write_text_atomic
+
+from . import tasks
+from .model import Model
+from .png import read_png, write_png
+
+__all__ = ["run_main", "bench_main", "load_input"]
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+
+
+def load_input(path: Path, model: Model) -> tuple[np.ndarray, bool]:
+    """(rows for ``model``, whether the file held images) from a .npy or .png file."""
+    suffix = path.suffix.lower()
+    in_spec = model.metadata.task.get("input", {}) or {}
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"{path}: expected a .npy array file, could not read it ({exc})") from None
+    elif suffix == ".png":
+        shape = tasks.image_shape(in_spec)
+        if shape is None:
+            raise DataError(f"{path}: PNG input needs an image task, but the model's task {model.task!r} "
+                            "declares no input image shape: pass the rows as .npy")
+        arr = read_png(path)
+        if arr.ndim == 3 and len(shape) == 2:            # colour PNG for a grey model: luma
+            arr = np.round(arr @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+        if tuple(arr.shape) != tuple(shape):
+            raise DataError(f"{path}: expected a {'x'.join(map(str, shape))} image for this model, got "
+                            f"{'x'.join(map(str, arr.shape))}")
+    else:
+        raise DataError(f"{path}: expected a .npy or .png input file, got {suffix or 'no suffix'!r}")
+    shape = tasks.image_shape(in_spec)
+    images = shape is not None and arr.ndim >= len(shape) and tuple(arr.shape[arr.ndim - len(shape):]) == tuple(shape)
+    if images:
+        return tasks.rows_from_images(arr, in_spec), True
+    if arr.ndim == 1 and arr.shape[0] == model.sizes[0]:
+        arr = arr[None]
+    return arr, False
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _write_outputs(model: Model, rows: np.ndarray, from_png: bool, out: Path, stem: str,
+                   single_file: bool) -> list[Path]:
+    task = model.metadata.task
+    written: list[Path] = []
+    if model.task == "classify":
+        labels = task.get("labels") or []
+        idx = np.argmax(rows, axis=1)
+        doc = {"index": [int(i) for i in idx], "label": [str(labels[i]) if labels else str(int(i)) for i in idx]}
+    image_shape = tasks.image_shape(task.get("output", {}) or {}) or tasks.image_shape(task.get("input", {}) or {})
+    can_png = (from_png and image_shape is not None and model.task != "classify"
+               and rows.shape[1] == int(np.prod(image_shape)))
+    if single_file:
+        suffix = out.suffix.lower()
+        if suffix == ".npy":
+            write_bytes_atomic(out, _npy_bytes(rows))
+        elif suffix == ".json":
+            if model.task != "classify":
+                raise DataError(f"{out}: .json output is for classification; this model's task is {model.task!r}: "
+                                "expected OUT ending in .npy")
+            write_text_atomic(out, json.dumps(doc))
+        elif suffix == ".png":
+            if not can_png:
+                raise DataError(f"{out}: .png output needs an image model run on a PNG input: expected OUT "
+                                "ending in .npy")
+            img = tasks.images_from_rows(rows, task.get("output", {}) or {}, image_shape)[0]
+            write_png(out, np.round(img * 255).astype(np.uint8))
+        return [out]
+    write_bytes_atomic(out / f"{stem}.npy", _npy_bytes(rows))
+    written.append(out / f"{stem}.npy")
+    if model.task == "classify":
+        write_text_atomic(out / f"{stem}.json", json.dumps(doc))
+        written.append(out / f"{stem}.json")
+    if can_png:
+        img = tasks.images_from_rows(rows, task.get("output", {}) or {}, image_shape)[0]
+        write_png(out / f"{stem}.png", np.round(img * 255).astype(np.uint8))
+        written.append(out / f"{stem}.png")
+    return written
+
+
+class _Bar:
+    """A dependency-free progress bar on stderr."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled and total > 1
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.enabled:
+            filled = int(30 * self.done / self.total)
+            click.echo(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {label[:40]:40}",
+                       err=True, nl=self.done == self.total)
+
+
+@click.command(context_settings=_CTX)
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder (or, with one INPUT, a .npy/.png/.json file).")
+@click.option("--device", default="auto", show_default=True, help="Device profile name (zor-devices list) or auto.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-file lines.")
+def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: Optional[int], quiet: bool) -> None:
+    """Run MODEL (a Zor ONNX export) on INPUT files (.npy or .png) and write the outputs to -o OUT."""
+    try:
+        model = Model(model_path, device=device, threads=threads)
+    except ZorError as exc:
+        raise click.UsageError(str(exc)) from None
+    single = len(inputs) == 1 and out.suffix.lower() in (".npy", ".png", ".json")
+    if not single:
+        if out.exists() and not out.is_dir():
+            raise click.UsageError(f"-o {out}: expected a folder for {len(inputs)} inputs (or, with one input, "
+                                   "a path ending in .npy/.png/.json), got an existing file")
+        if not out.parent.is_dir():
+            raise click.UsageError(f"-o {out}: its parent folder {out.parent} does not exist")
+        out.mkdir(exist_ok=True)
+    elif not out.parent.is_dir():
+        raise click.UsageError(f"-o {out}: its parent folder {out.parent} does not exist")
+    stems = [p.stem for p in inputs]
+    if len(set(stems)) != len(stems) and not single:
+        raise click.UsageError("two inputs share a file name stem; their outputs would overwrite each other")
+    bar = _Bar(len(inputs), not quiet)
+    for path in inputs:
+        try:
+            rows, from_png = load_input(path, model)
+            result = model.run(rows)[fmt.OUTPUT]
+            written = _write_outputs(model, result, from_png, out, path.stem, single)
+        except ZorError as exc:
+            raise click.UsageError(f"{path}: {exc}") from None
+        bar.step(path.name)
+        if not quiet and not bar.enabled:
+            click.echo(f"{path.name} -> {', '.join(str(w) for w in written)}")
+
+
+@click.command(context_settings=_CTX)
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", default="auto", show_default=True, help="Device profile name (zor-devices list) or auto.")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="The larger batch size.")
+@click.option("--calls", type=click.IntRange(min=1), default=100, show_default=True, help="Timed calls per measurement.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Measurements per figure (the median is reported).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime (and torch) threads.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Zor checkpoint of the same model: adds the torch engine as a reference (needs torch).")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Representative rows (.npy, (N, n_0)) for timing and spike rates.")
+@click.option("--no-rss", is_flag=True, help="Skip the peak-RSS subprocesses.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the figures as JSON.")
+def bench_main(models: tuple, device: str, batch: int, calls: int, repeats: int, threads: Optional[int],
+               checkpoint: Optional[str], input_path: Optional[Path], no_rss: bool, json_path: Optional[Path]) -> None:
+    """Benchmark MODEL files (e.g. the float32 and int8 exports of one model) on this machine."""
+    from .bench import format_table, run_bench
+
+    if json_path is not None and not json_path.parent.is_dir():
+        raise click.UsageError(f"--json {json_path}: its folder {json_path.parent} does not exist")
+    try:
+        data = None
+        if input_path is not None:
+            probe = Model(models[0], device=device, threads=threads)
+            data, _ = load_input(input_path, probe)
+            del probe
+        report = run_bench([str(m) for m in models], device=device, batch=batch, calls=calls, repeats=repeats,
+                           threads=threads, checkpoint=checkpoint, inputs=data, rss=not no_rss,
+                           progress=lambda s: click.echo(s, err=True))
+    except ZorError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(format_table(report))
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(report, indent=2))
+        click.echo(f"wrote {json_path}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_main())

@@ -1,0 +1,142 @@
+"""The parsed ``zor.*`` metadata of an exported file (see :mod:`zor.format`).
+
+:func:`parse` turns onnxruntime's ``custom_metadata_map`` (every value a string)
+into a :class:`Metadata`, and refuses a file that is not a Zor export, or one of a
+newer format version, with a :class:`~zor.errors.ModelFileError` that says what was
+expected and what was found.
+
+Example:
+    >>> m = parse({"zor.format": "zor-onnx", "zor.format_version": "1",
+    ...            "zor.layers": '[{"size": 4}, {"size": 2}]'}, "m.onnx")
+    >>> m.sizes, m.stateful, m.task["name"], m.quantization["mode"]
+    ([4, 2], False, 'generic', 'none')
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from zor import format as fmt
+from zor.errors import ModelFileError
+
+__all__ = ["Metadata", "StateSpec", "parse"]
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state tensor pair of a stateful layer: ``state_in_{layer}`` → ``state_out_{layer}``."""
+
+    layer: int
+    size: int
+    input: str
+    output: str
+    initial: Any = 0.0          # a number, or a list of ``size`` numbers: what a fresh stream starts from
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the exporter wrote into ``metadata_props``, parsed."""
+
+    format_version: int
+    engine_version: str
+    layers: list                 # per layer: dict with size, activation, stateful, decay, ...
+    task: dict                   # name, input {...}, output {...}, labels
+    stateful: bool
+    state: list                  # StateSpec per stateful layer
+    quantization: dict           # {"mode": "none" | "int8" | "fp16", ...}
+    calibration: dict
+    verification: dict
+    weights_sha256: str
+    raw: dict = field(default_factory=dict)   # every metadata entry as written (strings)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(layer["size"]) for layer in self.layers]
+
+    @property
+    def precision(self) -> str:
+        """"float32", "int8" or "fp16", from ``zor.quantization``."""
+        mode = str(self.quantization.get("mode", "none"))
+        return "float32" if mode in ("none", "float32", "") else mode
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version, "engine_version": self.engine_version,
+            "layers": self.layers, "task": self.task, "stateful": self.stateful,
+            "state": [s.__dict__ for s in self.state], "quantization": self.quantization,
+            "calibration": self.calibration, "verification": self.verification,
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+def _json(meta: Mapping[str, str], key: str, default: Any, want: type, where: str) -> Any:
+    if key not in meta or meta[key] == "":
+        return default
+    try:
+        value = json.loads(meta[key])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{where}: metadata {key} is not valid JSON ({exc.msg} at char {exc.pos}): "
+                             f"expected a JSON {want.__name__}, got {meta[key][:60]!r}") from None
+    if not isinstance(value, want):
+        raise ModelFileError(f"{where}: metadata {key}: expected a JSON {want.__name__}, got {type(value).__name__}")
+    return value
+
+
+def parse(meta: Mapping[str, str], where: str = "model") -> Metadata:
+    """Parse and validate the ``zor.*`` entries of ``meta`` (``where`` names the file in errors)."""
+    found = meta.get(fmt.KEYS.FORMAT)
+    if found != fmt.FORMAT:
+        zor_keys = sorted(k for k in meta if k.startswith("zor."))
+        raise ModelFileError(
+            f"{where} is ONNX but not a Zor export: expected metadata {fmt.KEYS.FORMAT} = {fmt.FORMAT!r}, "
+            f"got {found!r}" + (f" (zor.* keys present: {', '.join(zor_keys)})" if zor_keys else
+                               " (no zor.* metadata at all; export it with zor-export)"))
+    try:
+        version = int(meta.get(fmt.KEYS.FORMAT_VERSION, ""))
+    except ValueError:
+        raise ModelFileError(f"{where}: metadata {fmt.KEYS.FORMAT_VERSION}: expected an integer, "
+                             f"got {meta.get(fmt.KEYS.FORMAT_VERSION)!r}") from None
+    if version > fmt.FORMAT_VERSION or version < 1:
+        raise ModelFileError(f"{where}: Zor format version {version} is not readable here: expected 1..{fmt.FORMAT_VERSION} "
+                             "(a newer exporter wrote it; upgrade zor-edge)")
+    layers = _json(meta, fmt.KEYS.LAYERS, None, list, where)
+    if not layers or not all(isinstance(d, dict) and isinstance(d.get("size"), int) and d["size"] > 0 for d in layers):
+        raise ModelFileError(f"{where}: metadata {fmt.KEYS.LAYERS}: expected a list of layers with positive "
+                             f"integer sizes, got {meta.get(fmt.KEYS.LAYERS, '')[:80]!r}")
+    task = _json(meta, fmt.KEYS.TASK, {"name": "generic"}, dict, where)
+    task.setdefault("name", "generic")
+    stateful_text = meta.get(fmt.KEYS.STATEFUL, "false").strip().lower()
+    if stateful_text not in ("true", "false"):
+        raise ModelFileError(f"{where}: metadata {fmt.KEYS.STATEFUL}: expected 'true' or 'false', got {stateful_text!r}")
+    state = []
+    for entry in _json(meta, fmt.KEYS.STATE, [], list, where):
+        try:
+            i = int(entry["layer"])
+            size = int(entry.get("size", layers[i]["size"]))
+            state.append(StateSpec(layer=i, size=size, input=str(entry.get("input", fmt.state_in(i))),
+                                   output=str(entry.get("output", fmt.state_out(i))),
+                                   initial=entry.get("initial", 0.0)))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelFileError(f"{where}: metadata {fmt.KEYS.STATE}: expected entries "
+                                 f"{{layer, size, input, output, initial}}, got {entry!r} ({exc})") from None
+    stateful = stateful_text == "true"
+    if stateful and not state:
+        raise ModelFileError(f"{where}: metadata says {fmt.KEYS.STATEFUL} = true but {fmt.KEYS.STATE} lists no "
+                             "state tensors: expected one entry per stateful layer")
+    quant = _json(meta, fmt.KEYS.QUANTIZATION, {"mode": "none"}, dict, where)
+    quant.setdefault("mode", "none")
+    return Metadata(
+        format_version=version,
+        engine_version=meta.get(fmt.KEYS.ENGINE_VERSION, ""),
+        layers=layers,
+        task=task,
+        stateful=stateful,
+        state=state,
+        quantization=quant,
+        calibration=_json(meta, fmt.KEYS.CALIBRATION, {}, dict, where),
+        verification=_json(meta, fmt.KEYS.VERIFICATION, {}, dict, where),
+        weights_sha256=meta.get(fmt.KEYS.WEIGHTS_SHA256, ""),
+        raw=dict(meta),
+    )

@@ -1,0 +1,100 @@
+"""Build an onnxruntime session for a model file from a device profile.
+
+The profile decides the execution providers (those this onnxruntime build lacks are
+dropped, CPU last), the intra-op and inter-op thread counts (``threads`` overrides
+intra-op), the graph optimization level, thread spinning and the CPU memory arena.
+Any failure to read or load the file becomes a :class:`~zor.errors.ModelFileError`
+saying what was expected and what was found, never an onnxruntime traceback.
+
+Example:
+    >>> from zor.devices import get
+    >>> opts = session_options(get("rpi4"), threads=None)
+    >>> opts.intra_op_num_threads
+    4
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import onnxruntime as ort
+
+from zor.devices import Profile
+from zor.errors import ModelFileError
+
+__all__ = ["session_options", "choose_providers", "open_session", "check_file"]
+
+_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session_options(profile: Profile, threads: Optional[int]) -> ort.SessionOptions:
+    """SessionOptions from ``profile``; ``threads`` (≥ 1) overrides its intra-op count."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads) if threads else int(profile.intra_op_threads)
+    opts.inter_op_num_threads = int(profile.inter_op_threads)
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL   # a Zor graph is one chain: nothing to overlap
+    opts.graph_optimization_level = _LEVELS[profile.graph_optimization]
+    opts.enable_cpu_mem_arena = bool(profile.memory_arena)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if profile.allow_spinning else "0")
+    opts.log_severity_level = 3                               # errors only: we report our own
+    return opts
+
+
+def choose_providers(profile: Profile) -> tuple[list[str], list[str]]:
+    """(providers to use, providers of the profile this onnxruntime build lacks)."""
+    available = set(ort.get_available_providers())
+    wanted = list(profile.providers)
+    use = [p for p in wanted if p in available]
+    missing = [p for p in wanted if p not in available]
+    if "CPUExecutionProvider" not in use:
+        use.append("CPUExecutionProvider")                    # always the last resort
+    return use, missing
+
+
+def check_file(path: Union[str, os.PathLike]) -> Path:
+    """Refuse a missing, empty or plainly non-ONNX file before onnxruntime sees it."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist: expected an .onnx file written by zor-export")
+    if path.is_dir():
+        raise ModelFileError(f"model path {path} is a folder: expected an .onnx file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelFileError(f"model file {path} is empty (0 bytes): expected an ONNX protobuf (truncated copy?)")
+    with open(path, "rb") as f:
+        head = f.read(1)
+    # An ONNX ModelProto starts with field 1 (ir_version, varint: tag 0x08) in every
+    # writer we know; other leading tags are legal protobuf, so only a few clear
+    # foreign signatures are refused here and onnxruntime judges the rest.
+    if head in (b"{", b"[", b"<", b"\x89", b"P", b"\x1f", b"#"):
+        raise ModelFileError(f"{path} is not an ONNX model: expected a protobuf ModelProto, got a file starting "
+                             f"with {head!r} (JSON, HTML, PNG, zip or text?)")
+    return path
+
+
+def open_session(path: Union[str, os.PathLike], profile: Profile, threads: Optional[int]
+                 ) -> tuple[ort.InferenceSession, list[str]]:
+    """An InferenceSession for ``path`` configured from ``profile``, and the missing providers."""
+    path = check_file(path)
+    providers, missing = choose_providers(profile)
+    opts = session_options(profile, threads)
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/RuntimeException types
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "protobuf" in text.lower() or "parsing failed" in text.lower():
+            what = "not an ONNX model, or a truncated one"
+        elif "external" in text.lower() or "data file" in text.lower() or "location" in text.lower():
+            what = "its external weight data is missing or short"
+        else:
+            what = "an ONNX model onnxruntime cannot load"
+        raise ModelFileError(f"{path}: {what}: expected a complete ONNX file written by zor-export "
+                             f"({path.stat().st_size} bytes); onnxruntime said: {text[:300]}") from None
+    return sess, missing
