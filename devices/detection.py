@@ -60,12 +60,19 @@ class CpuInfo:
 
 @dataclass(frozen=True)
 class Detection:
-    """The detected profile and why."""
+    """The detected profile and why; other attributes read through to the profile."""
 
     profile: Profile
     reason: str
     matched: bool                              # False: fell back to generic
     cpu: CpuInfo = field(default_factory=lambda: CpuInfo(arch="unknown"))
+
+    def __getattr__(self, name: str):
+        # A Detection reads like the profile it found (``detect().int8``, ``detect().name``),
+        # so code that wants "the profile of this machine" can use it directly.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.profile, name)
 
     def to_dict(self) -> dict:
         return {"profile": self.profile.name, "matched": self.matched, "reason": self.reason,

@@ -1,9 +1,9 @@
 """Minimal PNG reading and writing with the standard library (zlib) and numpy.
 
 The runtime may not depend on Pillow, so ``zor-run`` reads and writes PNG itself.
-Read: non-interlaced PNG, bit depth 8 or 16 (16 is scaled to 8), colour types
-grey (0), RGB (2), palette (3, 8-bit), grey+alpha (4) and RGBA (6); alpha is
-dropped. Write: 8-bit grey (H, W) or RGB (H, W, 3). Scanline filters 0-4 are
+Read: non-interlaced PNG, bit depth 8 or 16 (16 keeps the high byte), colour
+types grey (0, also 1/2/4-bit), RGB (2), palette (3, 1-8 bit), grey+alpha (4) and
+RGBA (6); alpha is dropped. Write: 8-bit grey (H, W) or RGB (H, W, 3). Scanline filters 0-4 are
 undone as the PNG specification defines them (Paeth predictor included).
 
 Example:
@@ -100,9 +100,10 @@ def read_png(path: Union[str, os.PathLike]) -> np.ndarray:
     if header is None:
         raise DataError(f"{where}: PNG has no IHDR chunk")
     width, height, depth, ctype, _, _, interlace = header
-    if ctype not in _CHANNELS or depth not in (8, 16) or (ctype == 3 and depth != 8):
+    low = depth in (1, 2, 4) and ctype in (0, 3)                 # packed grey or palette samples
+    if ctype not in _CHANNELS or not (depth in (8, 16) or low) or (ctype == 3 and depth == 16):
         raise DataError(f"{where}: PNG colour type {ctype} at bit depth {depth} is not supported: expected "
-                        "8- or 16-bit grey/RGB/grey+alpha/RGBA or 8-bit palette")
+                        "8- or 16-bit grey/RGB/grey+alpha/RGBA, or 1/2/4/8-bit grey or palette")
     if interlace:
         raise DataError(f"{where}: interlaced PNG is not supported: expected a non-interlaced PNG")
     try:
@@ -110,8 +111,18 @@ def read_png(path: Union[str, os.PathLike]) -> np.ndarray:
     except zlib.error as exc:
         raise DataError(f"{where}: corrupt PNG image data ({exc})") from None
     channels = _CHANNELS[ctype]
-    bpp = channels * depth // 8
-    pix = _unfilter(raw, height, width * bpp, bpp, where)
+    if low:
+        stride = (width * depth + 7) // 8
+        packed = _unfilter(raw, height, stride, 1, where)
+        bits = np.unpackbits(packed, axis=1).reshape(height, stride * 8 // depth, depth)
+        values = (bits * (1 << np.arange(depth - 1, -1, -1, dtype=np.uint8))).sum(axis=2)[:, :width]
+        if ctype == 0:                                            # scale grey 0..2^d−1 onto 0..255
+            values = values * (255 // ((1 << depth) - 1))
+        pix = values.astype(np.uint8)
+        depth = 8
+    else:
+        bpp = channels * depth // 8
+        pix = _unfilter(raw, height, width * bpp, bpp, where)
     if depth == 16:
         pix = (pix.reshape(height, width * channels, 2)[..., 0])   # high byte of big-endian samples
     img = pix.reshape(height, width, channels)
