@@ -1,32 +1,35 @@
-"""Converters for the dense Zor layer, stateless and stateful.
+"""Converters for the Zor layer kinds: ``dense`` and ``conv``, stateless or stateful.
 
-For layer i with input h_i (``input`` for i = 0), thresholds θ_i and, unless it is
-the output layer, weights W_i, the emitted nodes compute exactly the engine's
-forward pass (:mod:`zor.neuron`, ``Zor._forward``):
+For layer i, the converter first emits the connection into it (not for the input
+layer), then the neuron, exactly as the engine computes them (:mod:`zor.neuron`,
+:mod:`zor.connections`, ``Zor._forward``):
 
-    c_i = h_i                                   dense            Identity → charge_i
-    c_i = λ · state_in_i + h_i                  dense_stateful   Mul, Add → charge_i
-    s_i = Greater(c_i, θ_i)                     → spikes_i (bool)
-    g_i = Where(s_i, c_i, 0)
-    a_i = f_i(g_i)                              Sigmoid / Tanh / Relu, or nothing for identity
-    h_{i+1} = MatMul(a_i, W_i)                  node ``layer{i}.matmul`` (hidden layers)
-    output  = f_L(c_L)                          the output layer
+    dense   h_i = MatMul(a_{i−1}, W_{i−1})                      node connection{i−1}.matmul
+    conv    h_i = Reshape(Conv(Reshape(a_{i−1}, (B, C, H, W)), W_{i−1},
+                  strides, pads), (B, n_i))                     node connection{i−1}.conv
+
+    c_i = h_i                                   stateless       → charge_i
+    c_i = λ · state_in_i + h_i                  stateful        Mul, Add → charge_i
+    s_i = Greater(c_i, θ_i)                     → spikes_i (bool); θ_i per unit
+    g_i = Where(s_i, c_i, 0)                    hidden layers
+    a_i = f_i(g_i)                              Sigmoid / Tanh / Relu, nothing for identity
+    output = f_L(c_L)                           the output layer
 
 and for a stateful layer the charge it carries (neuron.reset):
 
     kept        = Where(Less(c, m), 0, c)       only when min_charge m is set, else c
     spiked      = −p                            reset_on_spike (p: refractory)
-                = c − p                         otherwise
+                = c + (−p)                      otherwise
     state_out_i = Where(s_i, spiked, kept)
 
-θ_i and W_i are initializers named ``threshold_{i}`` and ``weight_{i}``
-(:mod:`zor.format`). A fresh stream feeds zeros as ``state_in_i`` (the engine at
-rest: λ·0 + h = h exactly).
+θ_i and W_j are initializers ``threshold_{i}`` and ``weight_{j}`` (:mod:`zor.format`);
+a Conv layer's per-channel θ is stored expanded to one value per unit. A fresh stream
+feeds zeros as ``state_in_i`` (the engine at rest: λ·0 + h = h exactly).
 
 Example:
     >>> from zor.export.registry import REGISTRY
     >>> sorted(REGISTRY)
-    ['dense', 'dense_stateful']
+    ['conv', 'dense']
 """
 
 from __future__ import annotations
@@ -36,20 +39,15 @@ import numpy as np
 from zor import format as fmt
 from zor.errors import UnsupportedLayerError
 
-from .registry import LayerContext, register
+from .registry import LayerContext, connection_prefix, register
 
-__all__ = ["ACTIVATION_OPS", "convert_dense", "convert_dense_stateful", "matmul_node"]
+__all__ = ["ACTIVATION_OPS", "convert_dense", "convert_conv", "neuron"]
 
 # activation name → ONNX operator (None: the identity, no node)
 ACTIVATION_OPS: dict[str, str | None] = {"identity": None, "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
 
 
-def matmul_node(i: int) -> str:
-    """Name of the MatMul node of connection i (layer i → i+1): what int8 fallback excludes."""
-    return f"layer{i}.matmul"
-
-
-def _activation(ctx: LayerContext, x: str, out: str, tag: str) -> str:
+def _activation(ctx: LayerContext, x: str, out: str | None, tag: str) -> str:
     name = ctx.layer.activation
     if name not in ACTIVATION_OPS:
         raise UnsupportedLayerError(
@@ -58,51 +56,73 @@ def _activation(ctx: LayerContext, x: str, out: str, tag: str) -> str:
     op = ACTIVATION_OPS[name]
     if op is None:
         return x if out is None else ctx.graph.node("Identity", [x], [out], name=f"layer{ctx.index}.{tag}")
-    return ctx.graph.node(op, [x], [out or f"{x}_{tag}"], name=f"layer{ctx.index}.{tag}")
+    return ctx.graph.node(op, [x], [out or f"act_{ctx.index}"], name=f"layer{ctx.index}.{tag}")
 
 
-def _spike_gate_and_pass_on(ctx: LayerContext, c: str) -> tuple[str, str]:
-    """Spike, gate, activation, then MatMul (hidden) or f_L(c) (output). Returns (s, passed-on tensor)."""
-    g, i = ctx.graph, ctx.index
+def neuron(ctx: LayerContext, h: str) -> str:
+    """Charge (with state), spike, gate and activation of layer i from its input h_i.
+
+    ``h`` may already be named ``charge_i`` (a stateless layer's connection writes it
+    directly). Returns a_i for a hidden layer, ``output`` for the last one.
+    """
+    g, i, layer = ctx.graph, ctx.index, ctx.layer
+    if layer.stateful:
+        state_in = g.add_input(fmt.state_in(i), [None, layer.size])
+        decay = g.initializer(f"decay_{i}", np.array(layer.decay, dtype=np.float32))
+        decayed = g.node("Mul", [decay, state_in], [f"decayed_{i}"], name=f"layer{i}.decay")
+        c = g.node("Add", [decayed, h], [fmt.charge(i)], name=f"layer{i}.charge")
+    elif h != fmt.charge(i):
+        c = g.node("Identity", [h], [fmt.charge(i)], name=f"layer{i}.charge")
+    else:
+        c = h
     theta = g.initializer(fmt.threshold(i), ctx.threshold.astype(np.float32))
     s = g.node("Greater", [c, theta], [fmt.spikes(i)], name=f"layer{i}.spike")
+    if layer.stateful:
+        kept = c
+        if layer.min_charge is not None:
+            floor = g.initializer(f"min_charge_{i}", np.array(layer.min_charge, dtype=np.float32))
+            low = g.node("Less", [c, floor], [f"below_floor_{i}"], name=f"layer{i}.floor")
+            kept = g.node("Where", [low, g.scalar(0.0, "zero"), c], [f"kept_{i}"], name=f"layer{i}.keep")
+        refractory = g.initializer(f"refractory_{i}", np.array(-float(layer.refractory), dtype=np.float32))
+        spiked = refractory if layer.reset_on_spike else \
+            g.node("Add", [c, refractory], [f"spiked_{i}"], name=f"layer{i}.refractory")
+        g.node("Where", [s, spiked, kept], [fmt.state_out(i)], name=f"layer{i}.reset")
     if ctx.is_last:
-        return s, _activation(ctx, c, fmt.OUTPUT, "output")
-    zero = g.scalar(0.0, "zero")
-    gated = g.node("Where", [s, c, zero], [f"gated_{i}"], name=f"layer{i}.gate")
-    a = _activation(ctx, gated, None if ctx.layer.activation == "identity" else f"act_{i}", "activation")
-    w = g.initializer(fmt.weight(i), ctx.weight.astype(np.float32))
-    return s, g.node("MatMul", [a, w], [f"h_{i + 1}"], name=matmul_node(i))
+        return _activation(ctx, c, fmt.OUTPUT, "output")
+    gated = g.node("Where", [s, c, g.scalar(0.0, "zero")], [f"gated_{i}"], name=f"layer{i}.gate")
+    return _activation(ctx, gated, None, "activation")
+
+
+def _target(ctx: LayerContext) -> str:
+    """Name of the connection's output: charge_i directly when the layer is stateless."""
+    return f"h_{ctx.index}" if ctx.layer.stateful else fmt.charge(ctx.index)
 
 
 @register("dense")
 def convert_dense(ctx: LayerContext) -> str:
-    """Stateless dense layer: c = h (see the module docstring)."""
-    c = ctx.graph.node("Identity", [ctx.input_name], [fmt.charge(ctx.index)], name=f"layer{ctx.index}.charge")
-    _, out = _spike_gate_and_pass_on(ctx, c)
-    return out
+    """Dense layer: h_i = a_{i−1} W_{i−1} (none for the input layer), then the neuron."""
+    if ctx.index == 0:
+        return neuron(ctx, ctx.input_name)
+    j = ctx.index - 1
+    w = ctx.graph.initializer(fmt.weight(j), ctx.weight.astype(np.float32))
+    h = ctx.graph.node("MatMul", [ctx.input_name, w], [_target(ctx)], name=connection_prefix(j) + "matmul")
+    return neuron(ctx, h)
 
 
-@register("dense_stateful")
-def convert_dense_stateful(ctx: LayerContext) -> str:
-    """Stateful dense layer: c = λ·state_in + h, and state_out = reset(c, s) (see the module docstring)."""
-    g, i, layer = ctx.graph, ctx.index, ctx.layer
-    n = layer.size
-    state_in = g.add_input(fmt.state_in(i), [None, n])
-    decay = g.initializer(f"decay_{i}", np.array(layer.decay, dtype=np.float32))
-    decayed = g.node("Mul", [decay, state_in], [f"decayed_{i}"], name=f"layer{i}.decay")
-    c = g.node("Add", [decayed, ctx.input_name], [fmt.charge(i)], name=f"layer{i}.charge")
-    s, out = _spike_gate_and_pass_on(ctx, c)
-
-    kept = c
-    if layer.min_charge is not None:
-        floor = g.initializer(f"min_charge_{i}", np.array(layer.min_charge, dtype=np.float32))
-        low = g.node("Less", [c, floor], [f"below_floor_{i}"], name=f"layer{i}.floor")
-        kept = g.node("Where", [low, g.scalar(0.0, "zero"), c], [f"kept_{i}"], name=f"layer{i}.keep")
-    refractory = g.initializer(f"refractory_{i}", np.array(-float(layer.refractory), dtype=np.float32))
-    if layer.reset_on_spike:
-        spiked = refractory                                   # −p
-    else:
-        spiked = g.node("Add", [c, refractory], [f"spiked_{i}"], name=f"layer{i}.refractory")  # c + (−p)
-    g.node("Where", [s, spiked, kept], [fmt.state_out(i)], name=f"layer{i}.reset")
-    return out
+@register("conv")
+def convert_conv(ctx: LayerContext) -> str:
+    """Conv layer: the previous map through a shared k×k kernel (ONNX Conv), then the neuron."""
+    layer, prev, g = ctx.layer, ctx.prev_layer, ctx.graph
+    if ctx.index == 0 or prev is None or len(getattr(prev, "map_shape", ())) != 3:
+        raise UnsupportedLayerError(f"layer {ctx.index}: a conv layer needs a (C, H, W) map before it")
+    j = ctx.index - 1
+    p = connection_prefix(j)
+    w = g.initializer(fmt.weight(j), ctx.weight.astype(np.float32))
+    in_shape = g.initializer(f"map_shape_{j}", np.array([-1, *prev.map_shape], dtype=np.int64))
+    out_shape = g.initializer(f"flat_shape_{ctx.index}", np.array([-1, layer.size], dtype=np.int64))
+    x = g.node("Reshape", [ctx.input_name, in_shape], [f"map_{j}"], name=p + "to_map")
+    k, s, pad = layer.kernel_size, layer.stride, layer.padding
+    y = g.node("Conv", [x, w], [f"conv_{j}"], name=p + "conv", kernel_shape=[k, k], strides=[s, s],
+               pads=[pad, pad, pad, pad])
+    h = g.node("Reshape", [y, out_shape], [_target(ctx)], name=p + "to_flat")
+    return neuron(ctx, h)

@@ -64,13 +64,14 @@ def to_onnx(model, metadata: Optional[dict[str, str]] = None, engine_version: Op
     thetas, weights = float_arrays(model)
     g = GraphBuilder()
     g.add_input(fmt.INPUT, [None, model.layers[0].size])
-    h = fmt.INPUT
+    a = fmt.INPUT
     last = len(model.layers) - 1
     for i, layer in enumerate(model.layers):
         convert = converter_for(layer)
-        h = convert(LayerContext(index=i, layer=layer, threshold=thetas[i],
-                                 weight=weights[i] if i < last else None,
-                                 input_name=h, is_last=i == last, graph=g))
+        a = convert(LayerContext(index=i, layer=layer, threshold=thetas[i],
+                                 weight=weights[i - 1] if i > 0 else None, input_name=a,
+                                 prev_layer=model.layers[i - 1] if i > 0 else None,
+                                 is_last=i == last, graph=g))
     g.add_output(fmt.OUTPUT, [None, model.layers[-1].size])
     for i, layer in enumerate(model.layers):
         if layer.stateful:

@@ -75,14 +75,18 @@ def dumps(x: Any) -> str:
 
 
 def float_arrays(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(thresholds θ_i, weights W_i) of ``model`` as float32 numpy arrays on the CPU."""
-    thetas = [model.threshold(i).detach().cpu().numpy().astype(np.float32) for i in range(len(model.layers))]
+    """(thresholds θ_i per unit (n_i,), weights W_i) of ``model`` as float32 numpy arrays on the CPU.
+
+    A conv layer's per-channel θ is expanded to one value per unit, as in the file.
+    """
+    per_unit = getattr(model, "unit_threshold", model.threshold)
+    thetas = [per_unit(i).detach().cpu().numpy().astype(np.float32) for i in range(len(model.layers))]
     weights = [w.detach().cpu().numpy().astype(np.float32) for w in model.weights]
     return thetas, weights
 
 
 def weights_sha256(model) -> str:
-    """SHA-256 of θ_0, W_0, ..., θ_L as little-endian float32 (see the module docstring)."""
+    """SHA-256 of θ_0, W_0, ..., θ_L as little-endian float32 (see the module docstring; θ per unit)."""
     thetas, weights = float_arrays(model)
     h = hashlib.sha256()
     for i, theta in enumerate(thetas):
@@ -93,7 +97,8 @@ def weights_sha256(model) -> str:
 
 
 def _summary(theta: np.ndarray) -> dict[str, Any]:
-    return {"min": float(theta.min()), "max": float(theta.max()), "mean": float(theta.mean())}
+    with np.errstate(invalid="ignore"):           # mean of +inf and −inf is nan: reported as "nan"
+        return {"min": float(theta.min()), "max": float(theta.max()), "mean": float(theta.mean())}
 
 
 def layer_table(model) -> list[dict[str, Any]]:
@@ -101,10 +106,11 @@ def layer_table(model) -> list[dict[str, Any]]:
     thetas, _ = float_arrays(model)
     rows = []
     for i, layer in enumerate(model.layers):
-        rows.append({
+        row = {
             "index": i,
             "kind": kind_of(layer),
             "size": layer.size,
+            "shape": list(getattr(layer, "map_shape", (layer.size,))),
             "activation": layer.activation,
             "stateful": layer.stateful,
             "decay": layer.decay,
@@ -112,7 +118,11 @@ def layer_table(model) -> list[dict[str, Any]]:
             "min_charge": layer.min_charge,
             "reset_on_spike": layer.reset_on_spike,
             "threshold": _summary(thetas[i]),
-        })
+        }
+        if row["kind"] == "conv":
+            row.update(channels=layer.channels, kernel_size=layer.kernel_size, stride=layer.stride,
+                       padding=layer.padding)
+        rows.append(row)
     return jsonable(rows)
 
 

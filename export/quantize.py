@@ -3,16 +3,16 @@
 The recipe comes from the device profile (:class:`zor.devices.Int8Recipe`: QDQ or
 QOperator, u8/s8 activations and weights, per-channel, reduce_range). Only the
 MatMul nodes are quantized (weights per output channel, axis 1; the gated, activated
-values a_i by calibrated ranges), and in QDQ format their outputs, the next layer's
-charges, stay float: onnxruntime accumulates in int32 and dequantizes, so the spike
+values a_i by calibrated ranges; Conv kernels of conv layers likewise, per output
+channel), and in QDQ format their outputs, the next layer's charges, stay float: onnxruntime accumulates in int32 and dequantizes, so the spike
 decision c > θ compares a float charge with a float threshold. (QOperator's
 QLinearMatMul always quantizes its output; the agreement figures show the cost.)
 
 The spike decision must survive: per layer i ≥ 1 the spike agreement with the float
 engine on validation data is measured; while the lowest layer under the budget
-(``spike_budget``, default 99 %) has a quantized connection above it, the nearest
-such connection (MatMul ``layer{j}.matmul``) is excluded, i.e. falls back to float,
-and the graph is quantized again. Then the task metric drop (engine − int8, points)
+(``spike_budget``, default 99 %) has a quantized connection below it, the nearest
+such connection j (its nodes ``connection{j}.*``) is excluded, i.e. falls back to
+float, and the graph is quantized again. Then the task metric drop (engine − int8, points)
 must stay within ``max_drop``, or :class:`~zor.errors.QuantizationError` refuses.
 
 Reported per layer: spike agreement, whether its input connection is int8 or fell
@@ -40,12 +40,20 @@ from zor import format as fmt
 from zor.errors import QuantizationError
 
 from .calibration import CalibrationSet
-from .converters import matmul_node
 from .metadata import jsonable
 from .quality import measure
+from .registry import connection_prefix
 from .session import Stepper
 
-__all__ = ["quantize_int8", "calibration_feeds", "quantize_graph", "weight_bytes"]
+__all__ = ["quantize_int8", "calibration_feeds", "quantize_graph", "weight_bytes", "connection_nodes", "OP_TYPES"]
+
+OP_TYPES = ("MatMul", "Conv")   # the connections; spike, gate and state nodes stay float
+
+
+def connection_nodes(proto: onnx.ModelProto, connections) -> list[str]:
+    """Names of the nodes of the given connections (what falls back to float)."""
+    prefixes = tuple(connection_prefix(j) for j in connections)
+    return [n.name for n in proto.graph.node if prefixes and n.name.startswith(prefixes)]
 
 
 @contextmanager
@@ -116,14 +124,14 @@ def quantize_graph(float_proto: onnx.ModelProto, feeds: list[dict[str, np.ndarra
         quantize_static(
             src, dst, _reader(feeds),
             quant_format=qformat[recipe.format],
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=list(OP_TYPES),
             per_channel=recipe.per_channel,
             reduce_range=recipe.reduce_range,
             activation_type=qtype[recipe.activation_type],
             weight_type=qtype[recipe.weight_type],
             nodes_to_exclude=list(exclude or []),
             extra_options={
-                "OpTypesToExcludeOutputQuantization": ["MatMul"],   # charges stay float (QDQ)
+                "OpTypesToExcludeOutputQuantization": list(OP_TYPES),  # charges stay float (QDQ)
                 "MatMulConstBOnly": True,
                 "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # one scale per output unit
             },
@@ -163,7 +171,7 @@ def quantize_int8(
     excluded: list[int] = []
     history = []
     while True:
-        q = quantize_graph(float_proto, feeds, recipe, [matmul_node(j) for j in excluded])
+        q = quantize_graph(float_proto, feeds, recipe, connection_nodes(float_proto, excluded))
         quality = measure(model, q, calib, steps)
         agree = {row["layer"]: row["spike_agreement"] for row in quality["layers"]}
         history.append({"fallback": sorted(excluded), "spike_agreement": [agree[i] for i in sorted(agree)]})
@@ -183,7 +191,7 @@ def quantize_int8(
                          weight_bytes_float=weight_bytes(float_proto, j), weight_bytes=weight_bytes(q, j))
             if per_layer_drop and j not in excluded:
                 alone = quantize_graph(float_proto, feeds, recipe,
-                                       [matmul_node(k) for k in range(n_conn) if k != j])
+                                       connection_nodes(float_proto, [k for k in range(n_conn) if k != j]))
                 entry["metric_drop_alone"] = measure(model, alone, calib, steps)["metric"]["drop"]
         per_layer.append(entry)
     float_size, int8_size = len(float_proto.SerializeToString()), len(q.SerializeToString())
@@ -191,7 +199,7 @@ def quantize_int8(
         "mode": "int8",
         "profile": profile,
         "recipe": recipe.to_dict(),
-        "op_types": ["MatMul"],
+        "op_types": list(OP_TYPES),
         "charges": "float" if recipe.format == "QDQ" else "quantized (QLinearMatMul output)",
         "thresholds": "float32",
         "spike_budget": spike_budget,

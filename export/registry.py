@@ -1,22 +1,24 @@
 """The converter registry: one small converter per layer kind.
 
-A *kind* names how a layer becomes ONNX nodes. Today the dense Zor layer comes in
-two kinds, ``"dense"`` (stateless: c = x) and ``"dense_stateful"`` (c = λ·c̃ + x with
-explicit ``state_in_i``/``state_out_i`` tensors); a convolutional kind will come
-later. :func:`kind_of` maps a layer object to its kind, :func:`converter_for` gives
-the converter, and an unknown kind raises :class:`~zor.errors.UnsupportedLayerError`
-listing the supported kinds: a layer is never skipped.
+A layer's *kind* is how it is reached from the layer before (the engine's
+``Layer.kind``): ``"dense"`` (h_i = a_{i−1} W_{i−1}, a MatMul) or ``"conv"`` (a shared
+k×k kernel, an ONNX Conv between two reshapes). Whether the layer keeps state
+(decay > 0) is a property of its neuron, handled inside every converter, so each
+kind exports stateless and stateful. :func:`converter_for` gives the converter of a
+layer, and an unknown kind raises :class:`~zor.errors.UnsupportedLayerError` listing
+the supported kinds: a layer is never skipped.
 
-A converter is a function ``convert(ctx: LayerContext) -> str`` that emits the
-layer's nodes through ``ctx.graph`` and returns the name of the tensor it passes on
-(h_{i+1} = a_i W_i for a hidden layer, ``output`` for the last one).
+A converter is a function ``convert(ctx: LayerContext) -> str``: it emits the
+connection into layer i (none for the input layer) and layer i's neuron through
+``ctx.graph``, and returns the tensor it passes on (a_i for a hidden layer,
+``output`` for the last one).
 
 Example:
     >>> from zor import Layer
     >>> kind_of(Layer(4)), kind_of(Layer(4, decay=0.5))
-    ('dense', 'dense_stateful')
-    >>> sorted(supported_kinds())
-    ['dense', 'dense_stateful']
+    ('dense', 'dense')
+    >>> supported_kinds()
+    ['conv', 'dense']
 """
 
 from __future__ import annotations
@@ -28,16 +30,18 @@ import numpy as np
 
 from zor.errors import UnsupportedLayerError
 
-__all__ = ["LayerContext", "Converter", "register", "converter_for", "kind_of", "supported_kinds", "REGISTRY"]
+__all__ = ["LayerContext", "Converter", "register", "converter_for", "kind_of", "supported_kinds",
+           "connection_prefix", "REGISTRY"]
 
 
 @dataclass
 class LayerContext:
     """Everything a converter needs for layer i.
 
-    ``threshold`` is θ_i (n_i,) float32, ``weight`` W_i (n_i, n_{i+1}) float32 (None
-    for the output layer), ``input_name`` the tensor holding the layer's input h_i
-    (``input`` for layer 0, else the previous MatMul's output).
+    ``threshold`` is θ_i per unit (n_i,) float32; ``weight`` is W_{i−1}, the weight
+    of the connection *into* layer i (None for the input layer); ``input_name`` the
+    tensor the connection reads (a_{i−1}; ``input`` for layer 0, which has no
+    connection); ``prev_layer`` layer i−1 (None for i = 0).
     """
 
     index: int
@@ -45,12 +49,18 @@ class LayerContext:
     threshold: np.ndarray
     weight: Optional[np.ndarray]
     input_name: str
+    prev_layer: Any
     is_last: bool
     graph: Any  # export.builder.GraphBuilder
 
 
 Converter = Callable[[LayerContext], str]
 REGISTRY: dict[str, Converter] = {}
+
+
+def connection_prefix(j: int) -> str:
+    """Node-name prefix of connection j (layer j → j+1, weight W_j): int8 fallback excludes these nodes."""
+    return f"connection{j}."
 
 
 def register(kind: str) -> Callable[[Converter], Converter]:
@@ -72,15 +82,7 @@ def supported_kinds() -> list[str]:
 
 
 def kind_of(layer: Any) -> str:
-    """The kind of a layer object: ``dense`` / ``dense_stateful`` for :class:`zor.Layer`.
-
-    Other layer types name their own kind through a ``kind`` attribute, or fall back
-    to their class name (which then has to be registered).
-    """
-    from zor.layer import Layer
-
-    if isinstance(layer, Layer):
-        return "dense_stateful" if layer.stateful else "dense"
+    """A layer's kind: its ``kind`` attribute (``dense``, ``conv``), else its class name."""
     kind = getattr(layer, "kind", None)
     return kind if isinstance(kind, str) else type(layer).__name__
 

@@ -18,17 +18,20 @@ the extra outputs cost nothing unless fetched.
 Initializers (float32 files; an int8 file quantizes the weights, an fp16 file stores
 them as float16 followed by a Cast):
 
-    threshold_{i}     (n_i,)            θ_i, float32 in every mode (spike decisions stay exact)
-    weight_{i}        (n_i, n_{i+1})    W_i
+    threshold_{i}     (n_i,)            θ_i per unit, float32 in every mode (spike decisions stay
+                                        exact); a conv layer's per-channel θ expanded to its units
+    weight_{j}        (n_j, n_{j+1})    W_j of the connection j → j+1 ((C_{j+1}, C_j, k, k) into
+                                        a conv layer)
 
 Metadata (``metadata_props``; every value a string, JSON where structured):
 
     zor.format            "zor-onnx"
     zor.format_version    "1"
     zor.engine_version    version of the engine that trained the model
-    zor.layers            JSON list, per layer: size, activation, stateful, decay,
-                          refractory, min_charge, reset_on_spike, threshold
-                          {min, max, mean}
+    zor.layers            JSON list, per layer: index, kind ("dense", "conv"), size, shape,
+                          activation, stateful, decay, refractory, min_charge,
+                          reset_on_spike, threshold {min, max, mean} (conv: channels,
+                          kernel_size, stride, padding)
     zor.task              JSON: name ("reconstruct", "classify", "generic", ...),
                           input {shape, range, preprocessing, image {height, width,
                           channels}}, output {shape, range, meaning}, labels
@@ -41,7 +44,8 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
     zor.calibration       JSON: calibration figures (spike rates, ranges), or "{}"
     zor.verification      JSON: the parity report stored at export
     zor.weights_sha256    SHA-256 of the float32 weights and thresholds, in layer order:
-                          θ_0, W_0, θ_1, W_1, ..., θ_L, each as little-endian float32
+                          θ_0, W_0, θ_1, W_1, ..., θ_L (θ per unit, as stored in the
+                          file), each as little-endian float32
                           bytes in C order (of the trained model, also for int8 files)
 
 JSON values are strict JSON: a non-finite number (the output layer's default θ = −inf)
