@@ -136,11 +136,11 @@ _P = [
         # fix, and per-channel on AVX2 "generally needs reduce-range as well".
         int8=Int8Recipe(format="QDQ", activation_type="u8", weight_type="s8", per_channel=True, reduce_range=True),
         # Measured by benchmarks/runtime_bench.py on an AVX2 EPYC (no VNNI), few-shot
-        # 784-128-784 model, 1 thread: see int8_evidence.
-        int8_pays=False,
-        int8_evidence="measured (benchmarks/runtime_bench.py, AMD EPYC AVX2 no VNNI, 784-128-784, 1 thread): "
-                      "int8 QDQ not faster than float32 at batch 1 or 64; the quantize/dequantize around the "
-                      "spike gate costs more than the 7-bit GEMM saves",
+        # 784-128-784 model, 1 thread: int8 pays, modestly (see int8_evidence).
+        int8_pays=True,
+        int8_evidence="measured (benchmarks/runtime_bench.py, AMD EPYC with AVX2, no VNNI, few-shot 784-128-784, "
+                      "1 thread, zor.export int8 QDQ u8/s8 reduce_range): about 1.3x float32 speed at batch 64 "
+                      "and 1.1x at batch 1; a modest gain, well short of what VNNI gives",
         sparse_break_even=0.15,   # estimate: wide FMA units make dense GEMM cheap; sparse must skip > 85%
         cpu_match={"flags_all": ["avx2"], "flags_none": ["avx512_vnni", "avx_vnni"]},
         notes="U8S8 QDQ; reduce_range because of VPMADDUBSW int16 saturation without VNNI",
