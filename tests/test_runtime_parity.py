@@ -1,10 +1,13 @@
 """Parity of zor.runtime.Model with the torch engine (zor.Zor.run) on exported golden models.
 
 Golden models are small, seeded Zor networks exported by ``zor.export.export`` (the
-real exporter) and, for the hand-built test files, by ``test_runtime_support.from_zor``.
+real exporter), the committed ``tests/golden/*.zor`` checkpoints exported the same way, and,
+for the hand-built test files, ``test_runtime_support.from_zor``.
 Tolerances: float32 outputs within 1e-5 absolute (the same float32 ops in another
 order), spikes identical; int8 exports within 0.05 absolute on outputs in [0, 1].
 """
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +111,23 @@ def test_hand_built_test_files_match_the_engine(tmp_path):
     s = m.stream()
     for t, x in enumerate(xs):
         np.testing.assert_allclose(s.step(x)["output"], ref[t][0], atol=F32_TOL)
+
+
+GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.zor"))
+
+
+@pytest.mark.parametrize("ckpt", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_golden_checkpoints_exported_and_run(ckpt, tmp_path):
+    """Every committed golden checkpoint: export, then Model (or a Stream) against Zor.run over 5 steps."""
+    net = Zor.load(ckpt, device="cpu")
+    export(ckpt, tmp_path / "g.onnx")
+    m = Model(tmp_path / "g.onnx", device="generic", threads=1)
+    assert m.sizes == net.sizes and m.stateful == net.stateful
+    xs = np.random.default_rng(7).random((5, 3, net.sizes[0]), dtype=np.float32) * 2.0
+    ref = engine_steps(net, xs)
+    s = m.stream() if m.stateful else None
+    for t, x in enumerate(xs):
+        out = s.step(x, spikes=True) if s else m.run(x, spikes=True)
+        np.testing.assert_allclose(out["output"], ref[t][0], atol=F32_TOL, err_msg=f"{ckpt.stem} step {t}")
+        for i, sp in enumerate(ref[t][1]):
+            np.testing.assert_array_equal(out[f"spikes_{i}"], sp, err_msg=f"{ckpt.stem} step {t} layer {i}")
