@@ -16,7 +16,9 @@ test: $(STAMP)
 	exit $$rc
 
 bench: $(STAMP)
+	mkdir -p benchmarks/results
 	$(BIN)/python benchmarks/fashion_fewshot.py --json benchmarks/results/fashion_fewshot.json
+	$(BIN)/python benchmarks/runtime_bench.py --json benchmarks/results/runtime_bench.json
 
 $(STAMP): pyproject.toml .ci/install-torch
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
