@@ -73,7 +73,8 @@ def resolve_profile(device: Any):
         if detect is None:
             raise DeviceError("device 'auto' needs zor.devices.detect, which this install lacks: name a profile, "
                               f"one of {', '.join(devices.names())}")
-        return detect()
+        found = detect()                    # a Detection: the profile and why it was chosen
+        return getattr(found, "profile", found)
     return devices.get(device)
 
 
@@ -126,8 +127,8 @@ def export(
     _check_output(output)
     model, engine_version = load_source(source)
     n0 = model.layers[0].size
-    calib: Optional[CalibrationSet] = None
-    if calibration is not None or quantize == "int8" or (quantize == "fp16" and n0 == 784):
+    calib: Optional[CalibrationSet] = None     # also feeds half of each verification batch when there is data
+    if calibration is not None or quantize == "int8" or n0 == 784:
         calib = load_calibration(calibration, n0)
 
     timings: dict[str, float] = {}
@@ -144,7 +145,7 @@ def export(
     timings["verify_s"] = time.perf_counter() - t
 
     quant: dict[str, Any] = {"mode": "none"}
-    figures: dict[str, Any] = calib.describe() if calib is not None else {}
+    figures: dict[str, Any] = calib.describe() if calib is not None and quantize != "none" else {}
     final = float_proto
     t = time.perf_counter()
     if quantize == "int8":

@@ -105,7 +105,7 @@ def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calib
                max_drop: float, spike_budget: float, steps: int | None, no_verify: bool, threads: int) -> None:
     """Export CHECKPOINT to an ONNX file (verified unless --no-verify)."""
     from .api import export
-    from .inspect import _quantization_line, _verification_line
+    from .inspect import quantization_line, verification_line
 
     _threads(threads)
     res = export(checkpoint, output, device=device, quantize=quantize, calibration=calibration, max_drop=max_drop,
@@ -114,9 +114,9 @@ def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calib
     click.echo(f"wrote {res.path} ({res.bytes:,} bytes, {'float32' if res.mode == 'none' else res.mode}) in "
                f"{t['total_s']:.2f} s (build {t['build_s']:.2f}, verify {t['verify_s']:.2f}, "
                f"quantize {t['quantize_s']:.2f}, write {t['write_s']:.2f})")
-    click.echo("verification: " + _verification_line(res.verification))
+    click.echo("verification: " + verification_line(res.verification))
     if res.mode != "none":
-        click.echo("quantization: " + _quantization_line(res.quantization))
+        click.echo("quantization: " + quantization_line(res.quantization))
         for row in res.quantization.get("layers", []):
             if row.get("layer", 0) >= 1 or res.mode == "fp16":
                 click.echo(f"  layer {row['layer']}: spike agreement {100 * row['spike_agreement']:.3f} %"

@@ -27,8 +27,8 @@ a Conv layer's per-channel θ is stored expanded to one value per unit. A fresh 
 feeds zeros as ``state_in_i`` (the engine at rest: λ·0 + h = h exactly).
 
 Example:
-    >>> from zor.export.registry import REGISTRY
-    >>> sorted(REGISTRY)
+    >>> from zor.export.registry import supported_kinds
+    >>> supported_kinds()
     ['conv', 'dense']
 """
 

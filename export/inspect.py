@@ -30,7 +30,7 @@ from zor import format as fmt
 from .api import load_model_file
 from .metadata import read_metadata
 
-__all__ = ["inspect_file", "format_inspection"]
+__all__ = ["inspect_file", "format_inspection", "quantization_line", "verification_line"]
 
 _DTYPE = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT8: "int8",
           onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool",
@@ -85,7 +85,7 @@ def _num(x: Any, spec: str = ".4g") -> str:
     return "-" if x is None else str(x)
 
 
-def _verification_line(v: Any) -> str:
+def verification_line(v: Any) -> str:
     if not isinstance(v, dict) or not v:
         return "none stored"
     if v.get("skipped"):
@@ -104,7 +104,7 @@ def _verification_line(v: Any) -> str:
     return "; ".join(parts)
 
 
-def _quantization_line(q: Any) -> str:
+def quantization_line(q: Any) -> str:
     if not isinstance(q, dict) or q.get("mode", "none") == "none":
         return "none (float32)"
     if q["mode"] == "fp16":
@@ -132,8 +132,8 @@ def format_inspection(info: dict[str, Any]) -> str:
         f"  output {out.get('shape')} {out.get('dtype')} range {out.get('range')}; meaning: {out.get('meaning')}",
         "stateful: " + ("yes, state " + ", ".join(f"{s['input']}→{s['output']} ({s['size']}, starts at {s['initial']})"
                                                   for s in info.get("state") or []) if info["stateful"] else "no"),
-        "quantization: " + _quantization_line(info.get("quantization")),
-        "verification: " + _verification_line(info.get("verification")),
+        "quantization: " + quantization_line(info.get("quantization")),
+        "verification: " + verification_line(info.get("verification")),
         f"weights sha256: {info.get('weights_sha256')}",
         "",
         f"{'layer':>5}  {'kind':<15}{'size':>6}  {'activation':<10} {'decay':>6} {'refr.':>6} {'min_c':>6} "

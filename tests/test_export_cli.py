@@ -138,6 +138,17 @@ def test_bad_checkpoints_exit_2_with_a_clear_message(ckpt, tmp_path, case, expec
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_device_auto_uses_the_detected_profiles_recipe(ckpt, tmp_path):
+    from zor.devices import detect, names
+
+    np.save(tmp_path / "cal.npy", np.random.default_rng(1).random((40, 12), dtype=np.float32))
+    r = run(ckpt, "-o", tmp_path / "q.onnx", "--quantize", "int8", "--calibration", tmp_path / "cal.npy",
+            "--device", "auto", "--steps", 3)
+    assert r.exit_code == 0, r.output
+    info = json.loads(run("inspect", tmp_path / "q.onnx", "--json").output)
+    assert info["quantization"]["profile"] == detect().profile.name and info["quantization"]["profile"] in names()
+
+
 def test_unknown_device_profile_exits_2_listing_the_profiles(ckpt, tmp_path):
     r = run(ckpt, "-o", tmp_path / "m.onnx", "--device", "toaster")
     assert r.exit_code == 2 and "unknown device profile 'toaster'" in r.output and "rpi4" in r.output
