@@ -39,10 +39,18 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
     zor.state             JSON list of {layer, size, input, output, initial, meaning}:
                           the state tensors and the value a fresh stream starts from
                           (``initial`` a number: every unit starts there; 0.0 = rest)
-    zor.quantization      JSON: {"mode": "none" | "int8" | "fp16", recipe, per-layer
-                          fallback}
-    zor.calibration       JSON: calibration figures (spike rates, ranges), or "{}"
-    zor.verification      JSON: the parity report stored at export
+    zor.quantization      JSON: {"mode": "none" | "int8" | "fp16", ...}; int8 adds profile,
+                          recipe, spike_budget, max_drop, fallback (connections j kept in
+                          float), layers [{layer, spike_agreement, precision, ...}],
+                          metric {metric, reference, float, candidate, drop, psnr_drop},
+                          size; fp16 adds layers, metric, size
+    zor.calibration       JSON: calibration figures {source, calibration_rows, steps,
+                          layers [{layer, spike_rate, charge_min, charge_max}]}, or {}
+    zor.verification      JSON: {"passed": true, "float32": report} (the float graph's parity
+                          report: per layer spike_agreement, ties, charge errors; per
+                          output max/mean abs diff); fp16 files add "fp16": report, int8
+                          files "int8": {spike_agreement, metric_drop, fallback};
+                          {"passed": null, "skipped": true} when exported with --no-verify
     zor.weights_sha256    SHA-256 of the float32 weights and thresholds, in layer order:
                           θ_0, W_0, θ_1, W_1, ..., θ_L (θ per unit, as stored in the
                           file), each as little-endian float32
