@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 
 from zor import format as fmt
-from zor.errors import (ConfigError, DeviceError, ExportError, ModelFileError, OutputPathError,
+from zor.errors import (ConfigError, DeviceError, ModelFileError, OutputPathError, QuantizationError,
                         VerificationError)
 from zor.fileio import write_bytes_atomic
 
@@ -167,8 +167,6 @@ def export(
                           "size": {"float32_graph_bytes": len(float_proto.SerializeToString()),
                                    "fp16_graph_bytes": len(final.SerializeToString())}})
         if quant["metric"]["drop"] > max_drop:
-            from zor.errors import QuantizationError
-
             raise QuantizationError(f"fp16 export refused: the task metric drops by {quant['metric']['drop']:.3f} "
                                     f"points, more than --max-drop {max_drop:g}; nothing was written", report=quant)
     timings["quantize_s"] = time.perf_counter() - t

@@ -161,3 +161,17 @@ def test_fp16_halves_weights_and_verifies_against_rounded_engine(fewshot):
     inits = _init(onnx.load(str(d / "fp16.onnx")))
     assert inits[fmt.weight(0) + "_fp16"].dtype == np.float16 and inits[fmt.threshold(1)].dtype == np.float32
     assert 0.45 * float_res.bytes < res.bytes < 0.56 * float_res.bytes
+
+
+def test_fp16_refused_past_max_drop(tmp_path):
+    """W = 0.9996·I: float output 0.9996·x (error 0.0004·x); fp16 stores 0.99951172 (error
+    0.00048828·x), so the seed metric drops by 100·0.0000883·mean(x) ≈ 0.0044 points."""
+    net = Zor([Layer(8), Layer(8)], seed=0, device="cpu", task={"name": "reconstruct"})
+    with torch.no_grad():
+        net.weights[0].copy_(0.9996 * torch.eye(8))
+    x = np.random.default_rng(0).uniform(0.2, 1.0, size=(40, 8)).astype(np.float32)
+    with pytest.raises(QuantizationError, match=r"fp16 export refused: .* more than --max-drop 0.001") as err:
+        export(net, tmp_path / "h.onnx", quantize="fp16", calibration=x, max_drop=0.001)
+    assert err.value.report["metric"]["drop"] == pytest.approx(100 * (0.00048828 - 0.0004) * x[1::2].mean(), rel=0.02)
+    assert not (tmp_path / "h.onnx").exists()
+    assert export(net, tmp_path / "h.onnx", quantize="fp16", calibration=x, max_drop=0.01).mode == "fp16"
