@@ -65,16 +65,11 @@ class ExportResult:
 
 
 def resolve_profile(device: Any):
-    """A :class:`zor.devices.Profile` from a name (``auto``: the detected machine, when detection exists)."""
+    """A :class:`zor.devices.Profile` from a name (``auto``: the profile detected for this machine)."""
     from zor import devices
 
     if device == "auto":
-        detect = getattr(devices, "detect", None)
-        if detect is None:
-            raise DeviceError("device 'auto' needs zor.devices.detect, which this install lacks: name a profile, "
-                              f"one of {', '.join(devices.names())}")
-        found = detect()                    # a Detection: the profile and why it was chosen
-        return getattr(found, "profile", found)
+        return devices.detect().profile
     return devices.get(device)
 
 
