@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 
 from zor import format as fmt
-from zor.errors import (ConfigError, DeviceError, ModelFileError, OutputPathError, QuantizationError,
+from zor.errors import (ConfigError, ModelFileError, OutputPathError, QuantizationError,
                         VerificationError)
 from zor.fileio import write_bytes_atomic
 
