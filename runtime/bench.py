@@ -247,7 +247,7 @@ def format_table(report: dict[str, Any]) -> str:
             "peak RSS MB", "vs torch b1", f"vs torch b{b}"]
     rows = [head]
     for name, f in report["models"].items():
-        rows.append([name, _fmt(f[f"p50_ms_b1"]), _fmt(f["p95_ms_b1"]), _fmt(f[f"p50_ms_b{b}"]),
+        rows.append([name, _fmt(f["p50_ms_b1"]), _fmt(f["p95_ms_b1"]), _fmt(f[f"p50_ms_b{b}"]),
                      _fmt(f[f"p95_ms_b{b}"]), _fmt(f["throughput_per_s"], ".0f"),
                      _fmt(f["size_bytes"] / 1024, ".1f") if "size_bytes" in f else "-",
                      _fmt(f.get("peak_rss_mb"), ".1f"), _fmt(f.get("vs_torch_b1"), ".2f"),

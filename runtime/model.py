@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from . import tasks
 from .checks import check_array
 from .metadata import Metadata, StateSpec, parse
 from .session import open_session
+
+if TYPE_CHECKING:
+    from .stream import Stream
 
 __all__ = ["Model", "TensorInfo", "resolve_device"]
 

@@ -10,3 +10,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small matmuls on a shared 2-core machine: one torch thread is several times faster
+    than two fighting over cores with other processes."""
+    try:
+        import torch
+    except ImportError:  # a runtime-only environment
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

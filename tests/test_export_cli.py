@@ -12,14 +12,6 @@ from zor.export.cli import main
 from zor.export.registry import REGISTRY
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small matmuls on a shared 2-core machine: one thread is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])

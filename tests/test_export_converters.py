@@ -14,14 +14,6 @@ from zor.export.registry import REGISTRY, converter_for, kind_of, supported_kind
 from zor.export.session import Stepper
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small matmuls on a shared 2-core machine: one thread is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _dense(stateful: bool, act: str) -> Zor:
     kw = dict(decay=0.6, refractory=0.2, min_charge=-0.5) if stateful else {}

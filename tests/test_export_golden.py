@@ -5,21 +5,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from zor import Zor
 from zor import format as fmt
 from zor.export import to_onnx
 from zor.export.session import Stepper
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small matmuls on a shared 2-core machine: one thread is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -16,14 +16,6 @@ from zor.export import export
 from zor.export.api import load_model_file
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small matmuls on a shared 2-core machine: one thread is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def fewshot(tmp_path_factory):

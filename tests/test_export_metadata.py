@@ -19,14 +19,6 @@ from zor.export.metadata import dumps, jsonable, read_metadata, weights_sha256
 from zor.export.registry import REGISTRY
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small matmuls on a shared 2-core machine: one thread is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _strict(text: str):
     def bad(const):

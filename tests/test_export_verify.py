@@ -12,14 +12,6 @@ from zor.export import to_onnx, verify
 from zor.export.verify import compare_runs, make_inputs, random_state
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small matmuls on a shared 2-core machine: one thread is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _stateful() -> Zor:
     return Zor([Layer(20, decay=0.5), Layer(12, decay=0.8, refractory=0.1, min_charge=0.0),

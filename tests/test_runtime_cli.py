@@ -21,11 +21,11 @@ IMAGE_TASK = {"name": "reconstruct", "input": {"shape": [16], "range": [0, 1], "
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     rng = np.random.default_rng(0)
-    recon = build_model(d / "recon.onnx", [{"size": 16}, {"size": 8, "activation": "relu"},
+    build_model(d / "recon.onnx", [{"size": 16}, {"size": 8, "activation": "relu"},
                                            {"size": 16, "activation": "sigmoid"}],
                         [rng.normal(size=(16, 8)), rng.normal(size=(8, 16))],
                         [np.full(16, 0.2), np.zeros(8), np.full(16, -INF)], task=IMAGE_TASK)
-    cls = build_model(d / "cls.onnx", [{"size": 3}, {"size": 2}],
+    build_model(d / "cls.onnx", [{"size": 3}, {"size": 2}],
                       [np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])], [np.zeros(3), np.full(2, -INF)],
                       task={"name": "classify", "labels": ["cat", "dog"]})
     np.save(d / "rows.npy", rng.random((3, 16), dtype=np.float32))
