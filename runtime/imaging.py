@@ -1,0 +1,441 @@
+"""Whole images for patch-sized image models, torch-free: tiling, colour, resizing, task helpers.
+
+An image model sees fixed-size inputs (a 28×28 item, a 16×16 patch). This module
+turns a whole image of any size into those inputs and the outputs back into a whole
+image, driven by the model's ``zor.task`` metadata. Numpy only (plus the runtime's
+own PNG reader).
+
+Tiling (:func:`tile` / :func:`untile`), for patch size p and stride s ≤ p:
+
+    the image is padded by reflection, m = ⌊(p − s)/2⌋ on every side plus what the
+    grid needs at the bottom/right, and cut into p×p patches every s pixels; a model
+    output patch o_k is blended back with the window w(u, v) = ω(u) ω(v),
+    ω(u) = sin²(π (u + ½) / p) > 0:
+
+        out(y, x) = Σ_k w_k(y, x) o_k(y, x) / Σ_k w_k(y, x)
+
+    so overlapping predictions fade into each other without seams, and untile(tile(x))
+    = x. An image exactly p×p is one patch, unpadded.
+
+Image inputs (:func:`as_float_image`): uint8 → /255, uint16 (16-bit PNG) → /65535,
+floats must lie in [0, 1]; (H, W), (H, W, 1), grey+alpha (H, W, 2), RGB (H, W, 3),
+RGBA (H, W, 4) (alpha dropped). Colour → grey is the CIE lightness L/100 for
+colorization (what that model was trained on) and BT.601 luma elsewhere.
+
+Task helpers (the model's ``zor.task`` says what it is; see :mod:`zor.images` for the
+task dicts the examples write):
+
+    colorize(model, image)        any size: lightness patches → (a, b) patches, tiled;
+                                  returns RGB (H, W, 3) in [0, 1]
+    denoise(model, image)         any size: tiled into the model's image size; (H, W)
+    classify_images(model, imgs)  resized (:func:`resize`) to the model's size, grey;
+                                  returns :class:`~zor.runtime.tasks.Classes`
+    run_task(model, task, image)  one of the above for ``zor-run --task``, with notes
+                                  saying what was done to the input (resized, tiled, ...)
+
+Colour conversions and noise models come from :mod:`zor.images` (numpy only).
+
+Example:
+    >>> img = np.arange(30.0).reshape(5, 6) / 30
+    >>> patches, t = tile(img, patch=4, stride=2)
+    >>> patches.shape, np.allclose(untile(patches, t), img)
+    ((9, 4, 4), True)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+import numpy as np
+
+from zor import format as fmt
+from zor.errors import ConfigError, DataError, DTypeError, ShapeError
+from zor.images import (AB_SCALE, add_noise, decode_ab, encode_ab, gaussian_noise, lab_to_rgb, rgb_to_lab,
+                        rgb_to_ycbcr, salt_and_pepper, ycbcr_to_rgb)
+
+from .tasks import Classes
+
+if TYPE_CHECKING:
+    from .model import Model
+
+__all__ = [
+    "Tiling",
+    "TaskOutput",
+    "TASKS",
+    "tile",
+    "untile",
+    "window",
+    "as_float_image",
+    "luma",
+    "lightness",
+    "resize",
+    "load_image",
+    "save_image",
+    "colorize",
+    "denoise",
+    "classify_images",
+    "run_task",
+    "task_patch",
+    # re-exported from zor.images
+    "rgb_to_lab",
+    "lab_to_rgb",
+    "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
+    "encode_ab",
+    "decode_ab",
+    "gaussian_noise",
+    "salt_and_pepper",
+    "add_noise",
+]
+
+TASKS = ("classify", "colorize", "denoise")
+_LUMA = np.array([0.299, 0.587, 0.114])
+_CHUNK = 1024                     # rows per onnxruntime call
+
+
+# --------------------------------------------------------------------------- images in
+def as_float_image(image: Any, what: str = "image") -> np.ndarray:
+    """``image`` as float64 in [0, 1], (H, W) grey or (H, W, 3) RGB (see the module docstring)."""
+    if isinstance(image, (str, bytes)) or image is None:
+        raise DTypeError(f"{what}: expected an image array (H, W) or (H, W, 3), got {type(image).__name__}")
+    img = np.asarray(image)
+    if img.dtype == np.uint8:
+        img = img.astype(np.float64) / 255.0
+    elif img.dtype == np.uint16:
+        img = img.astype(np.float64) / 65535.0
+    elif img.dtype == np.bool_:
+        img = img.astype(np.float64)
+    elif img.dtype.kind == "f":
+        img = img.astype(np.float64)
+        if not np.isfinite(img).all():
+            raise DataError(f"{what}: expected finite pixels, got {int((~np.isfinite(img)).sum())} NaN/inf values")
+        if img.size and (img.min() < -1e-6 or img.max() > 1 + 1e-6):
+            raise DataError(f"{what}: expected float pixels in [0, 1], got values in [{img.min():.3g}, {img.max():.3g}]"
+                            " (scale 8-bit pixels by 1/255)")
+        img = np.clip(img, 0.0, 1.0)
+    else:
+        raise DTypeError(f"{what}: expected uint8, uint16 or float pixels, got dtype {img.dtype}")
+    if img.ndim == 3 and img.shape[2] in (1, 2):
+        img = img[..., 0]                                   # grey, or grey + alpha
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]                                  # RGBA: alpha dropped
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+        raise ShapeError(f"{what}: expected an image (H, W) grey or (H, W, 3) RGB (also (H, W, 1|2|4)), "
+                         f"got shape {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ShapeError(f"{what}: expected at least one pixel, got an empty image of shape {img.shape}")
+    return img
+
+
+def luma(image: np.ndarray) -> np.ndarray:
+    """BT.601 luma of an RGB image (H, W, 3) → (H, W); a grey image is returned as it is."""
+    return image if image.ndim == 2 else image @ _LUMA
+
+
+def lightness(image: np.ndarray) -> np.ndarray:
+    """CIE lightness L/100 ∈ [0, 1] (H, W): of each RGB pixel, or of the sRGB grey (v, v, v)."""
+    rgb = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
+    return rgb_to_lab(rgb)[..., 0] / 100.0
+
+
+def _resample_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) weights of a triangle (bilinear) filter, widened by the scale when shrinking."""
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    centres = (np.arange(n_out) + 0.5) * scale - 0.5
+    x = np.arange(n_in)
+    w = np.maximum(0.0, 1.0 - np.abs(x[None, :] - centres[:, None]) / support)   # every row reaches a pixel
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resample (H, W[, C]) to (height, width[, C]) with a triangle (bilinear) filter.
+
+    When shrinking, the filter widens by the scale factor (antialiased, as PIL's
+    bilinear does), so a big image is averaged rather than sampled.
+    """
+    if min(height, width) < 1:
+        raise ShapeError(f"resize: target size must be ≥ 1x1, got {height}x{width}")
+    img = np.asarray(image, dtype=np.float64)
+    if img.shape[:2] == (height, width):
+        return img
+    rh = _resample_matrix(height, img.shape[0])
+    rw = _resample_matrix(width, img.shape[1])
+    return np.einsum("yh,hw...,xw->yx...", rh, img, rw)
+
+
+# --------------------------------------------------------------------------- tiling
+@dataclass(frozen=True)
+class Tiling:
+    """Where the patches of :func:`tile` came from: enough to stitch outputs back."""
+
+    height: int                  # the original image
+    width: int
+    patch: int
+    stride: int
+    top: int                     # padding added before cutting
+    left: int
+    rows: int                    # patch positions down and across
+    cols: int
+
+    @property
+    def count(self) -> int:
+        return self.rows * self.cols
+
+
+def window(patch: int) -> np.ndarray:
+    """w(u, v) = ω(u) ω(v), ω(u) = sin²(π (u + ½) / p): the blending weights, all > 0.  (p, p)"""
+    w1 = np.sin(np.pi * (np.arange(patch) + 0.5) / patch) ** 2
+    return np.outer(w1, w1)
+
+
+def _check_patch(patch: Any, stride: Any) -> tuple[int, int]:
+    for name, v in (("patch", patch), ("stride", stride)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ConfigError(f"tiling: {name} must be an int ≥ 1, got {v!r}")
+    if stride > patch:
+        raise ConfigError(f"tiling: stride {stride} larger than the patch {patch} would leave gaps: expected ≤ {patch}")
+    return int(patch), int(stride)
+
+
+def _span(n: int, patch: int, stride: int, margin: int) -> tuple[int, int, int]:
+    """(patch positions, padding before, padding after) covering n pixels plus the margin."""
+    need = n + 2 * margin
+    positions = max(1, math.ceil(max(need - patch, 0) / stride) + 1)
+    total = (positions - 1) * stride + patch
+    before = margin
+    return positions, before, total - n - before
+
+
+def tile(image: np.ndarray, patch: int, stride: int) -> tuple[np.ndarray, Tiling]:
+    """Cut (H, W[, C]) into (N, p, p[, C]) overlapping patches (see the module docstring)."""
+    patch, stride = _check_patch(patch, stride)
+    img = np.asarray(image)
+    if img.ndim not in (2, 3) or img.shape[0] == 0 or img.shape[1] == 0:
+        raise ShapeError(f"tile: expected an (H, W) or (H, W, C) image, got shape {img.shape}")
+    h, w = img.shape[:2]
+    if (h, w) == (patch, patch):
+        return img[None].copy(), Tiling(h, w, patch, stride, 0, 0, 1, 1)
+    margin = (patch - stride) // 2
+    rows, top, bottom = _span(h, patch, stride, margin)
+    cols, left, right = _span(w, patch, stride, margin)
+    pad = [(top, bottom), (left, right)] + [(0, 0)] * (img.ndim - 2)
+    padded = np.pad(img, pad, mode="symmetric")
+    out = np.stack([padded[r * stride:r * stride + patch, c * stride:c * stride + patch]
+                    for r in range(rows) for c in range(cols)])
+    return out, Tiling(h, w, patch, stride, top, left, rows, cols)
+
+
+def untile(patches: np.ndarray, tiling: Tiling) -> np.ndarray:
+    """Blend (N, p, p[, C]) patches back into the (H, W[, C]) image they were cut from."""
+    p = np.asarray(patches, dtype=np.float64)
+    t = tiling
+    if p.ndim not in (3, 4) or p.shape[0] != t.count or p.shape[1:3] != (t.patch, t.patch):
+        raise ShapeError(f"untile: expected {t.count} patches of {t.patch}x{t.patch} (N, p, p[, C]), got {p.shape}")
+    if t.count == 1 and (t.height, t.width) == (t.patch, t.patch):
+        return p[0]
+    extra = p.shape[3:]
+    hp, wp = (t.rows - 1) * t.stride + t.patch, (t.cols - 1) * t.stride + t.patch
+    acc = np.zeros((hp, wp) + extra)
+    weight = np.zeros((hp, wp))
+    win = window(t.patch)
+    winx = win.reshape(win.shape + (1,) * len(extra))
+    k = 0
+    for r in range(t.rows):
+        for c in range(t.cols):
+            ys, xs = slice(r * t.stride, r * t.stride + t.patch), slice(c * t.stride, c * t.stride + t.patch)
+            acc[ys, xs] += winx * p[k]
+            weight[ys, xs] += win
+            k += 1
+    out = acc / weight.reshape(weight.shape + (1,) * len(extra))
+    return out[t.top:t.top + t.height, t.left:t.left + t.width]
+
+
+# --------------------------------------------------------------------------- files
+def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Pixels of a PNG file (uint8, (H, W) or (H, W, 3)): palette, 16-bit and alpha PNGs included.
+
+    An empty, truncated or non-PNG file raises :class:`~zor.errors.DataError` saying so.
+    """
+    from .png import read_png
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file (expected a PNG)")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes): expected a PNG image")
+    return read_png(path)
+
+
+def save_image(path: Union[str, os.PathLike], image: np.ndarray) -> None:
+    """Write a float image in [0, 1] ((H, W) or (H, W, 3)) as an 8-bit PNG, atomically."""
+    from .png import write_png
+
+    img = as_float_image(image, "save_image")
+    write_png(path, np.round(img * 255.0).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------- task helpers
+def _task(model: "Model", allowed: Sequence[str], helper: str) -> dict:
+    task = model.metadata.task
+    name = str(task.get("name", "generic"))
+    if name not in allowed:
+        raise ConfigError(f"{helper}(): the model's task is {name!r}: expected one of {', '.join(allowed)}")
+    return task
+
+
+def _model_image(task: dict) -> tuple[int, int, int]:
+    img = (task.get("input") or {}).get("image")
+    try:
+        return int(img["height"]), int(img["width"]), int(img.get("channels", 1))
+    except (TypeError, KeyError, ValueError):
+        raise ConfigError(f"the model's zor.task declares no input image (input.image {{height, width}}): "
+                          f"expected one for an image task, got {img!r}") from None
+
+
+def task_patch(task: dict) -> tuple[int, int]:
+    """(patch size, stride) from ``task.patch``, defaulting to the input image size and half of it."""
+    h, w, _ = _model_image(task)
+    if h != w:
+        raise ConfigError(f"tiling needs a square model input, the model's is {h}x{w}")
+    spec = task.get("patch") or {}
+    size = int(spec.get("size", h))
+    stride = int(spec.get("stride", max(1, size // 2)))
+    if size != h:
+        raise ConfigError(f"zor.task patch size {size} differs from the model's input image {h}x{w}")
+    return _check_patch(size, stride)
+
+
+def _run_rows(model: "Model", rows: np.ndarray) -> np.ndarray:
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    return np.concatenate([model.run(rows[k:k + _CHUNK])[fmt.OUTPUT] for k in range(0, len(rows), _CHUNK)])
+
+
+def _input_range(task: dict) -> tuple[float, float]:
+    r = (task.get("input") or {}).get("range")
+    if isinstance(r, (list, tuple)) and len(r) == 2 and r[0] is not None and r[1] is not None:
+        return float(r[0]), float(r[1])
+    return 0.0, 1.0
+
+
+def _to_range(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return x if (lo, hi) == (0.0, 1.0) else lo + x * (hi - lo)
+
+
+def colorize(model: "Model", image: Any) -> np.ndarray:
+    """RGB (H, W, 3) in [0, 1] for a grey (or colour: its lightness is used) image of any size.
+
+    Lightness patches (task.patch) → the model's encoded (a, b) planes → blended back,
+    decoded with ``task.colour.ab_scale`` and recombined with the input's own lightness.
+    """
+    task = _task(model, ("colorize",), "colorize")
+    size, stride = task_patch(task)
+    colour = task.get("colour") or {}
+    if colour.get("space", "lab") != "lab":
+        raise ConfigError(f"colorize(): the model's colour space is {colour.get('space')!r}: expected 'lab'")
+    out_width = model.sizes[-1]
+    if out_width != 2 * size * size:
+        raise ConfigError(f"colorize(): the model outputs {out_width} values per patch: expected 2·{size}² = "
+                          f"{2 * size * size} (a and b planes)")
+    scale = float(colour.get("ab_scale", AB_SCALE))
+    light = lightness(as_float_image(image))
+    pats, tiling = tile(light, size, stride)
+    lo, hi = _input_range(task)
+    codes = _run_rows(model, _to_range(pats.reshape(len(pats), -1), lo, hi))
+    ab_patches = np.moveaxis(codes.reshape(len(pats), 2, size, size), 1, -1)        # (N, p, p, 2)
+    ab = (np.clip(untile(ab_patches, tiling), 0.0, 1.0) * 2.0 - 1.0) * scale
+    lab = np.concatenate([light[..., None] * 100.0, ab], axis=-1)
+    return lab_to_rgb(lab)
+
+
+def denoise(model: "Model", image: Any) -> np.ndarray:
+    """The denoised grey image (H, W) in [0, 1], for an image of any size (tiled at the model's size)."""
+    task = _task(model, ("denoise", "reconstruct"), "denoise")
+    size, stride = task_patch(task)
+    if model.sizes[0] != size * size or model.sizes[-1] != size * size:
+        raise ConfigError(f"denoise(): expected a {size * size} → {size * size} model for {size}x{size} images, "
+                          f"got {model.sizes[0]} → {model.sizes[-1]}")
+    grey = luma(as_float_image(image))
+    pats, tiling = tile(grey, size, stride)
+    lo, hi = _input_range(task)
+    out = _run_rows(model, _to_range(pats.reshape(len(pats), -1), lo, hi))
+    olo, ohi = (((task.get("output") or {}).get("range")) or [0.0, 1.0])
+    out = (out - float(olo)) / (float(ohi) - float(olo)) if float(ohi) > float(olo) else out
+    return np.clip(untile(np.clip(out, 0.0, 1.0).reshape(len(pats), size, size), tiling), 0.0, 1.0)
+
+
+def classify_images(model: "Model", images: Any) -> Classes:
+    """Classes of one image (H, W[, C]) or several, each made grey and resized to the model's size.
+
+    Several: a list, a (B, H, W, C) stack, or a (B, H, W) stack whose last axis is not
+    a channel count (a 3-D array ending in 1–4 is one (H, W, C) image).
+    """
+    task = _task(model, ("classify",), "classify_images")
+    h, w, _ = _model_image(task)
+    arr = images if isinstance(images, (list, tuple)) else [images]
+    if not isinstance(images, (list, tuple)):
+        probe = np.asarray(images)
+        if probe.ndim == 4 or (probe.ndim == 3 and probe.shape[2] not in (1, 2, 3, 4)):
+            arr = list(probe)                                   # a stack (B, H, W[, C])
+    if len(arr) == 0:
+        raise ShapeError("classify_images(): expected at least one image, got none")
+    lo, hi = _input_range(task)
+    rows = np.stack([_to_range(resize(luma(as_float_image(a, f"image {k}")), h, w).reshape(-1), lo, hi)
+                     for k, a in enumerate(arr)])
+    scores = _run_rows(model, rows)
+    labels = task.get("labels") or []
+    if labels and len(labels) != scores.shape[1]:
+        raise ConfigError(f"classify_images(): the metadata lists {len(labels)} labels: expected one per output "
+                          f"unit ({scores.shape[1]})")
+    index = np.argmax(scores, axis=1).astype(np.int64)
+    return Classes(index=index, label=[str(labels[i]) if labels else str(int(i)) for i in index], scores=scores)
+
+
+@dataclass
+class TaskOutput:
+    """What :func:`run_task` gives ``zor-run``: an image or classes, and notes on the input handling."""
+
+    task: str
+    image: Optional[np.ndarray] = None          # colorize: (H, W, 3); denoise: (H, W); float in [0, 1]
+    classes: Optional[Classes] = None           # classify
+    notes: list = field(default_factory=list)
+
+
+def run_task(model: "Model", task: str, image: Any) -> TaskOutput:
+    """Run ``task`` ("classify", "colorize", "denoise") on one image, saying what was done to it.
+
+    The model's own ``zor.task`` must be that task (a denoiser may also be a
+    "reconstruct" model); otherwise :class:`~zor.errors.ConfigError` names both.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+    have = str(model.metadata.task.get("name", "generic"))
+    if have != task and not (task == "denoise" and have == "reconstruct"):
+        raise ConfigError(f"--task {task}: the model was trained for {have!r}: expected --task "
+                          f"{have if have in TASKS else 'matching the model'}")
+    img = as_float_image(image)
+    spec = model.metadata.task
+    h, w, _ = _model_image(spec)
+    notes = []
+    if task == "classify":
+        if img.ndim == 3:
+            notes.append("colour image: classified on its luma (the model is grey)")
+        if img.shape[:2] != (h, w):
+            notes.append(f"resized {img.shape[0]}x{img.shape[1]} → {h}x{w} (the model's input size)")
+        return TaskOutput(task, classes=classify_images(model, img), notes=notes)
+    size, stride = task_patch(spec)
+    if img.shape[:2] != (size, size):
+        t = tile(img[..., 0] if img.ndim == 3 else img, size, stride)[1]
+        notes.append(f"{img.shape[0]}x{img.shape[1]} image tiled into {t.count} overlapping {size}x{size} patches "
+                     f"(stride {stride}), blended back")
+    if task == "colorize":
+        if img.ndim == 3:
+            notes.append("colour image: re-coloured from its lightness (its own colours are ignored)")
+        return TaskOutput(task, image=colorize(model, img), notes=notes)
+    if img.ndim == 3:
+        notes.append("colour image: denoised on its luma (the model is grey)")
+    return TaskOutput(task, image=denoise(model, img), notes=notes)
