@@ -2,6 +2,7 @@
 
     zor-export CHECKPOINT -o MODEL.onnx [--device PROFILE] [--quantize none|int8|fp16]
                [--calibration DATA.npy] [--max-drop X] [--spike-budget F] [--steps T] [--no-verify]
+               [--path dense|sparse|auto] [--max-batch N] [--external-weights]
     zor-export verify MODEL.onnx --checkpoint CHECKPOINT [--data DATA.npy] [--steps T]
     zor-export inspect MODEL.onnx [--json]
 
@@ -100,21 +101,41 @@ def _threads(n: int) -> None:
               help="Steps verified for stateful models (default 100).")
 @click.option("--no-verify", is_flag=True, help="Skip the engine-vs-onnxruntime parity check (not recommended).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--path", "path", type=click.Choice(["dense", "sparse", "auto"]), default="dense", show_default=True,
+              help="Per connection: dense MatMul, sparse (event-driven: only the weight rows of units that spiked "
+                   "are read), or auto (sparse where the spike rate measured on the calibration data is below the "
+                   "device profile's break-even).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Largest batch the sparse form accepts: 1 = batch-1 streaming form; more = union of the batch's "
+                   "active units.")
+@click.option("--external-weights", is_flag=True,
+              help="Write the weights to MODEL.weights next to MODEL.onnx (ONNX external data; the runtime can then "
+                   "read only the rows of units that spike, for models larger than memory).")
 @_handle
 def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calibration: Path | None,
-               max_drop: float, spike_budget: float, steps: int | None, no_verify: bool, threads: int) -> None:
+               max_drop: float, spike_budget: float, steps: int | None, no_verify: bool, threads: int,
+               path: str, max_batch: int, external_weights: bool) -> None:
     """Export CHECKPOINT to an ONNX file (verified unless --no-verify)."""
     from .api import export
-    from .inspect import quantization_line, verification_line
+    from .inspect import paths_line, quantization_line, verification_line
 
     _threads(threads)
     res = export(checkpoint, output, device=device, quantize=quantize, calibration=calibration, max_drop=max_drop,
-                 spike_budget=spike_budget, verify_model=not no_verify, steps=steps, threads=threads)
+                 spike_budget=spike_budget, verify_model=not no_verify, steps=steps, threads=threads,
+                 path=path, max_batch=max_batch, external_weights=external_weights)
     t = res.timings
     click.echo(f"wrote {res.path} ({res.bytes:,} bytes, {'float32' if res.mode == 'none' else res.mode}) in "
                f"{t['total_s']:.2f} s (build {t['build_s']:.2f}, verify {t['verify_s']:.2f}, "
                f"quantize {t['quantize_s']:.2f}, write {t['write_s']:.2f})")
     click.echo("verification: " + verification_line(res.verification))
+    click.echo("paths: " + paths_line(res.paths))
+    for row in res.paths.get("connections", []):
+        if path != "dense":
+            click.echo(f"  connection {row['connection']}: {row['path']}"
+                       + (f" ({row['precision']} rows)" if row["path"] == "sparse" else "") + f": {row['reason']}")
+    if res.weights:
+        click.echo(f"weights: {res.weights['location']} ({res.weights['bytes']:,} bytes, "
+                   f"{len(res.weights['tensors'])} tensors)")
     if res.mode != "none":
         click.echo("quantization: " + quantization_line(res.quantization))
         for row in res.quantization.get("layers", []):

@@ -5,6 +5,8 @@ layer), then the neuron, exactly as the engine computes them (:mod:`zor.neuron`,
 :mod:`zor.connections`, ``Zor._forward``):
 
     dense   h_i = MatMul(a_{i−1}, W_{i−1})                      node connection{i−1}.matmul
+            (or, for a sparse connection, only the rows of the units that spiked:
+            :mod:`zor.export.sparse`)
     conv    h_i = Reshape(Conv(Reshape(a_{i−1}, (B, C, H, W)), W_{i−1},
                   strides, pads), (B, n_i))                     node connection{i−1}.conv
 
@@ -104,6 +106,10 @@ def convert_dense(ctx: LayerContext) -> str:
     if ctx.index == 0:
         return neuron(ctx, ctx.input_name)
     j = ctx.index - 1
+    if ctx.path is not None and ctx.path.path == "sparse":
+        from .sparse import emit_sparse
+
+        return neuron(ctx, emit_sparse(ctx, ctx.path, ctx.form, _target(ctx)))
     w = ctx.graph.initializer(fmt.weight(j), ctx.weight.astype(np.float32))
     h = ctx.graph.node("MatMul", [ctx.input_name, w], [_target(ctx)], name=connection_prefix(j) + "matmul")
     return neuron(ctx, h)
@@ -113,6 +119,8 @@ def convert_dense(ctx: LayerContext) -> str:
 def convert_conv(ctx: LayerContext) -> str:
     """Conv layer: the previous map through a shared k×k kernel (ONNX Conv), then the neuron."""
     layer, prev, g = ctx.layer, ctx.prev_layer, ctx.graph
+    if ctx.path is not None and ctx.path.path == "sparse":
+        raise UnsupportedLayerError(f"layer {ctx.index}: conv connections have no sparse form (keep them dense)")
     if ctx.index == 0 or prev is None or len(getattr(prev, "map_shape", ())) != 3:
         raise UnsupportedLayerError(f"layer {ctx.index}: a conv layer needs a (C, H, W) map before it")
     j = ctx.index - 1

@@ -58,9 +58,17 @@ def check_proto(proto: onnx.ModelProto) -> None:
         raise ExportError(f"the exported graph is not valid ONNX: {exc}") from exc
 
 
-def to_onnx(model, metadata: Optional[dict[str, str]] = None, engine_version: Optional[str] = None) -> onnx.ModelProto:
-    """The float32 per-step graph of ``model`` with its ``zor.*`` metadata."""
+def to_onnx(model, metadata: Optional[dict[str, str]] = None, engine_version: Optional[str] = None,
+            paths=None) -> onnx.ModelProto:
+    """The per-step graph of ``model`` with its ``zor.*`` metadata.
+
+    ``paths`` (a :class:`zor.export.sparse.PathPlan`) makes some connections sparse
+    (event-driven); by default every connection is a dense float32 MatMul.
+    """
     check_finite(model)
+    if paths is not None and len(paths.connections) != len(model.layers) - 1:
+        raise ExportError(f"path plan for {len(paths.connections)} connections, but the model has "
+                          f"{len(model.layers) - 1}")
     thetas, weights = float_arrays(model)
     g = GraphBuilder()
     g.add_input(fmt.INPUT, [None, model.layers[0].size])
@@ -71,7 +79,9 @@ def to_onnx(model, metadata: Optional[dict[str, str]] = None, engine_version: Op
         a = convert(LayerContext(index=i, layer=layer, threshold=thetas[i],
                                  weight=weights[i - 1] if i > 0 else None, input_name=a,
                                  prev_layer=model.layers[i - 1] if i > 0 else None,
-                                 is_last=i == last, graph=g))
+                                 is_last=i == last, graph=g,
+                                 path=paths.get(i - 1) if (paths is not None and i > 0) else None,
+                                 form=paths.form if paths is not None else "batch1"))
     g.add_output(fmt.OUTPUT, [None, model.layers[-1].size])
     for i, layer in enumerate(model.layers):
         if layer.stateful:
@@ -85,6 +95,6 @@ def to_onnx(model, metadata: Optional[dict[str, str]] = None, engine_version: Op
 
         engine_version = zor.__version__
     proto = g.model("zor", engine_version, doc="Zor spiking network, per-step graph (see zor.format)")
-    set_metadata(proto, metadata if metadata is not None else build_metadata(model, engine_version))
+    set_metadata(proto, metadata if metadata is not None else build_metadata(model, engine_version, paths=paths))
     check_proto(proto)
     return proto

@@ -30,7 +30,7 @@ from zor import format as fmt
 from .api import load_model_file
 from .metadata import read_metadata
 
-__all__ = ["inspect_file", "format_inspection", "quantization_line", "verification_line"]
+__all__ = ["inspect_file", "format_inspection", "quantization_line", "verification_line", "paths_line"]
 
 _DTYPE = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT8: "int8",
           onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool",
@@ -44,16 +44,22 @@ def _shape(vi: onnx.ValueInfoProto) -> list:
 def inspect_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
     """Everything ``zor-export inspect`` shows, as a dict (JSON-safe)."""
     path = Path(path)
-    proto = load_model_file(path)
+    proto = load_model_file(path, load_external=False)
     meta = read_metadata(proto)
     by_type: Counter = Counter()
     for init in proto.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            length = {kv.key: kv.value for kv in init.external_data}.get("length", "0")
+            by_type[_DTYPE.get(init.data_type, str(init.data_type)) + " (external)"] += int(length)
+            continue
         by_type[_DTYPE.get(init.data_type, str(init.data_type))] += numpy_helper.to_array(init).nbytes
     calib = meta.get(fmt.KEYS.CALIBRATION) or {}
     rates = {row.get("layer"): row.get("spike_rate") for row in calib.get("layers", [])} if isinstance(calib, dict) else {}
     layers = []
     for row in meta.get(fmt.KEYS.LAYERS) or []:
         layers.append({**row, "calibration_spike_rate": rates.get(row.get("index"))})
+    paths = meta.get(fmt.KEYS.PATHS) or {}
+    weights = meta.get(fmt.KEYS.WEIGHTS) or {}
     return {
         "file": path.name,
         "bytes": path.stat().st_size,
@@ -70,6 +76,8 @@ def inspect_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
         "calibration": calib,
         "verification": meta.get(fmt.KEYS.VERIFICATION),
         "weights_sha256": meta.get(fmt.KEYS.WEIGHTS_SHA256),
+        "paths": paths,
+        "weights": {k: v for k, v in weights.items() if k != "tensors"} if isinstance(weights, dict) else weights,
         "inputs": [{"name": i.name, "shape": _shape(i), "dtype": _DTYPE.get(i.type.tensor_type.elem_type)}
                    for i in proto.graph.input],
         "outputs": [{"name": o.name, "shape": _shape(o), "dtype": _DTYPE.get(o.type.tensor_type.elem_type)}
@@ -91,7 +99,7 @@ def verification_line(v: Any) -> str:
     if v.get("skipped"):
         return "skipped at export (--no-verify)"
     parts = ["passed" if v.get("passed") else "FAILED"]
-    for key in ("float32", "fp16"):
+    for key in ("float32", "sparse", "fp16"):
         rep = v.get(key)
         if isinstance(rep, dict):
             out = rep.get("outputs", {}).get("output", {})
@@ -102,6 +110,20 @@ def verification_line(v: Any) -> str:
     if isinstance(v.get("int8"), dict):
         parts.append(f"int8: metric drop {_num(v['int8'].get('metric_drop'), '.3f')} points")
     return "; ".join(parts)
+
+
+def paths_line(p: Any) -> str:
+    """One line: requested path, form and batch limit, and each connection's path."""
+    if not isinstance(p, dict) or not p:
+        return "dense (no zor.paths)"
+    conns = p.get("connections") or []
+    sparse = [c for c in conns if c.get("path") == "sparse"]
+    head = f"{p.get('requested', 'dense')}: {len(sparse)} of {len(conns)} connections sparse"
+    if sparse:
+        head += f" ({p.get('form')} form, batch ≤ {p.get('max_batch')})"
+    if p.get("break_even") is not None and p.get("requested") == "auto":
+        head += f"; profile {p.get('profile')} break-even {p.get('break_even')}"
+    return head + "".join(f"; {c.get('connection')}: {c.get('path')}" for c in conns)
 
 
 def quantization_line(q: Any) -> str:
@@ -134,6 +156,9 @@ def format_inspection(info: dict[str, Any]) -> str:
                                                   for s in info.get("state") or []) if info["stateful"] else "no"),
         "quantization: " + quantization_line(info.get("quantization")),
         "verification: " + verification_line(info.get("verification")),
+        "paths: " + paths_line(info.get("paths")),
+        "weights: " + (f"external, {info['weights'].get('location')} ({info['weights'].get('bytes'):,} bytes)"
+                       if info.get("weights") else "inside the file"),
         f"weights sha256: {info.get('weights_sha256')}",
         "",
         f"{'layer':>5}  {'kind':<15}{'size':>6}  {'activation':<10} {'decay':>6} {'refr.':>6} {'min_c':>6} "

@@ -160,8 +160,18 @@ def build_metadata(
     quantization: Optional[dict] = None,
     calibration: Optional[dict] = None,
     verification: Optional[dict] = None,
+    paths=None,
+    weights: Optional[dict] = None,
 ) -> dict[str, str]:
-    """All ``zor.*`` metadata keys for ``model`` (strings, JSON where structured)."""
+    """All ``zor.*`` metadata keys for ``model`` (strings, JSON where structured).
+
+    ``paths`` is the :class:`zor.export.sparse.PathPlan` (default: dense everywhere),
+    ``weights`` the external weight file's description (default {}: weights inline).
+    """
+    if paths is None:
+        from .sparse import dense_plan
+
+        paths = dense_plan(model)
     if engine_version is None:
         import zor
 
@@ -179,6 +189,8 @@ def build_metadata(
         K.CALIBRATION: dumps(calibration or {}),
         K.VERIFICATION: dumps(verification or {}),
         K.WEIGHTS_SHA256: weights_sha256(model),
+        K.PATHS: dumps(paths.to_dict() if hasattr(paths, "to_dict") else paths),
+        K.WEIGHTS: dumps(weights or {}),
     }
 
 
@@ -192,7 +204,7 @@ def set_metadata(proto: onnx.ModelProto, meta: dict[str, str]) -> None:
 
 
 _JSON_KEYS = {fmt.KEYS.LAYERS, fmt.KEYS.TASK, fmt.KEYS.STATE, fmt.KEYS.QUANTIZATION,
-              fmt.KEYS.CALIBRATION, fmt.KEYS.VERIFICATION}
+              fmt.KEYS.CALIBRATION, fmt.KEYS.VERIFICATION, fmt.KEYS.PATHS, fmt.KEYS.WEIGHTS}
 
 
 def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:

@@ -41,10 +41,15 @@ def validation_inputs(model, calib: CalibrationSet, steps: Optional[int] = None)
     return np.repeat(calib.validate[None], steps, axis=0)
 
 
-def measure(model, candidate, calib: CalibrationSet, steps: Optional[int] = None, threads: int = 1) -> dict[str, Any]:
-    """Compare ``candidate`` (a ModelProto, bytes or Stepper) with the engine on the validation data."""
+def measure(model, candidate, calib: CalibrationSet, steps: Optional[int] = None, threads: int = 1,
+            max_batch: Optional[int] = None) -> dict[str, Any]:
+    """Compare ``candidate`` (a ModelProto, bytes or Stepper) with the engine on the validation data.
+
+    ``max_batch``: the candidate takes at most that many rows per call (a sparse export).
+    """
     xs = validation_inputs(model, calib, steps)
-    comp = compare_runs(model, candidate, [("validation", xs, None)], excuse_ties=False, collect=True, threads=threads)
+    comp = compare_runs(model, candidate, [("validation", xs, None)], excuse_ties=False, collect=True, threads=threads,
+                        max_batch=max_batch)
     if comp.failures:
         from zor.errors import VerificationError
 

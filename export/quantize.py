@@ -139,6 +139,11 @@ def quantize_graph(float_proto: onnx.ModelProto, feeds: list[dict[str, np.ndarra
         return onnx.load(dst)
 
 
+def _dense_bytes(model, j: int) -> int:
+    """Bytes of W_j as float32."""
+    return int(model.layers[j].size) * int(model.layers[j + 1].size) * 4
+
+
 def weight_bytes(proto: onnx.ModelProto, j: int) -> int:
     """Bytes of the initializers that hold connection j's weights (quantized or not)."""
     prefix = fmt.weight(j)
@@ -159,24 +164,33 @@ def quantize_int8(
     max_drop: float = 0.5,
     steps: Optional[int] = None,
     per_layer_drop: bool = True,
+    sparse: Optional[dict[int, str]] = None,
+    max_batch: Optional[int] = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
-    """(int8 proto, quantization report, calibration figures); raises QuantizationError past ``max_drop``."""
+    """(int8 proto, quantization report, calibration figures); raises QuantizationError past ``max_drop``.
+
+    ``sparse`` {connection j: "int8" | "float32"}: connections already in sparse form
+    (:mod:`zor.export.sparse`; their rows carry their own precision, and quantize_static
+    leaves their MatMul alone since its second input is not a constant); they are
+    reported, never excluded here. ``max_batch``: the graph's row limit per call.
+    """
+    sparse = dict(sparse or {})
     if recipe.format not in ("QDQ", "QOperator") or recipe.activation_type not in ("u8", "s8") \
             or recipe.weight_type not in ("u8", "s8"):
         raise QuantizationError(f"profile {profile!r}: unusable int8 recipe {recipe}: expected format QDQ/QOperator "
                                 "and u8/s8 types")
     steps = steps if steps is not None else (10 if model.stateful else 1)
-    feeds, figures = calibration_feeds(model, float_proto, calib, steps)
+    feeds, figures = calibration_feeds(model, float_proto, calib, steps, batch=max_batch or 64)
     n_conn = len(model.weights)
     excluded: list[int] = []
     history = []
     while True:
         q = quantize_graph(float_proto, feeds, recipe, connection_nodes(float_proto, excluded))
-        quality = measure(model, q, calib, steps)
+        quality = measure(model, q, calib, steps, max_batch=max_batch)
         agree = {row["layer"]: row["spike_agreement"] for row in quality["layers"]}
         history.append({"fallback": sorted(excluded), "spike_agreement": [agree[i] for i in sorted(agree)]})
         failing = [i for i in sorted(agree) if i >= 1 and agree[i] < spike_budget]
-        fixable = [(i, [j for j in range(i) if j not in excluded]) for i in failing]
+        fixable = [(i, [j for j in range(i) if j not in excluded and j not in sparse]) for i in failing]
         fixable = [(i, js) for i, js in fixable if js]
         if not fixable:
             break
@@ -185,14 +199,19 @@ def quantize_int8(
     for i, row in enumerate(quality["layers"]):
         entry = {"layer": i, "spike_agreement": row["spike_agreement"], "mismatches": row["mismatches"],
                  "charge_max_err": row["charge_max_err"], "meets_budget": i == 0 or row["spike_agreement"] >= spike_budget}
-        if i >= 1:
+        if i >= 1 and (i - 1) in sparse:
+            j = i - 1
+            entry.update(connection=j, path="sparse",
+                         precision="int8 rows" if sparse[j] == "int8" else "float rows", fallback=False,
+                         weight_bytes_float=_dense_bytes(model, j), weight_bytes=weight_bytes(q, j))
+        elif i >= 1:
             j = i - 1
             entry.update(connection=j, precision="float" if j in excluded else "int8", fallback=j in excluded,
                          weight_bytes_float=weight_bytes(float_proto, j), weight_bytes=weight_bytes(q, j))
             if per_layer_drop and j not in excluded:
                 alone = quantize_graph(float_proto, feeds, recipe,
                                        connection_nodes(float_proto, [k for k in range(n_conn) if k != j]))
-                entry["metric_drop_alone"] = measure(model, alone, calib, steps)["metric"]["drop"]
+                entry["metric_drop_alone"] = measure(model, alone, calib, steps, max_batch=max_batch)["metric"]["drop"]
         per_layer.append(entry)
     float_size, int8_size = len(float_proto.SerializeToString()), len(q.SerializeToString())
     report = jsonable({

@@ -41,7 +41,8 @@ class LayerContext:
     ``threshold`` is θ_i per unit (n_i,) float32; ``weight`` is W_{i−1}, the weight
     of the connection *into* layer i (None for the input layer); ``input_name`` the
     tensor the connection reads (a_{i−1}; ``input`` for layer 0, which has no
-    connection); ``prev_layer`` layer i−1 (None for i = 0).
+    connection); ``prev_layer`` layer i−1 (None for i = 0); ``path`` how the
+    connection into layer i is computed (:mod:`zor.export.sparse`; None or dense: MatMul).
     """
 
     index: int
@@ -52,6 +53,8 @@ class LayerContext:
     prev_layer: Any
     is_last: bool
     graph: Any  # export.builder.GraphBuilder
+    path: Any = None     # export.sparse.ConnectionPath of the connection into layer i (None: dense)
+    form: str = "batch1"  # the sparse form ("batch1" or "union") when ``path`` is sparse
 
 
 Converter = Callable[[LayerContext], str]

@@ -42,10 +42,17 @@ def make_session(model: Union[onnx.ModelProto, bytes, str], threads: int = 1) ->
 
 
 class Stepper:
-    """Run a Zor per-step graph, carrying its state tensors between calls."""
+    """Run a Zor per-step graph, carrying its state tensors between calls.
 
-    def __init__(self, model: Union[onnx.ModelProto, bytes, str, ort.InferenceSession], threads: int = 1) -> None:
+    ``max_batch`` (a sparse export's row limit, ``zor.paths``): a larger batch is run
+    in consecutive chunks of at most ``max_batch`` rows (each row is independent, state
+    included) and the outputs are concatenated.
+    """
+
+    def __init__(self, model: Union[onnx.ModelProto, bytes, str, ort.InferenceSession], threads: int = 1,
+                 max_batch: Optional[int] = None) -> None:
         self.session = model if isinstance(model, ort.InferenceSession) else make_session(model, threads)
+        self.max_batch = max_batch
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.state_layers = sorted(int(n[len("state_in_"):]) for n in self.input_names if n.startswith("state_in_"))
@@ -74,8 +81,14 @@ class Stepper:
         for i in self.state_layers:
             if fmt.state_out(i) not in wanted:
                 wanted.append(fmt.state_out(i))
-        values = self.session.run(wanted, self.feeds(x))
-        out = dict(zip(wanted, values))
+        feeds = self.feeds(x)
+        rows = feeds[fmt.INPUT].shape[0]
+        if self.max_batch is None or rows <= self.max_batch:
+            out = dict(zip(wanted, self.session.run(wanted, feeds)))
+        else:
+            parts = [self.session.run(wanted, {k: v[a:a + self.max_batch] for k, v in feeds.items()})
+                     for a in range(0, rows, self.max_batch)]
+            out = {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(wanted)}
         for i in self.state_layers:
             self.state[i] = out[fmt.state_out(i)]
         return out

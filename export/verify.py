@@ -166,13 +166,16 @@ def compare_runs(
     rtol_state: float = RTOL_STATE,
     collect: bool = False,
     threads: int = 1,
+    max_batch: Optional[int] = None,
 ) -> Comparison:
     """Run each (name, xs (T, B, n_0), initial state or None) through both sides and compare.
 
     ``excuse_ties=False`` (int8 measurement) counts every spike flip and never drops rows.
-    The model's own carried state is restored afterwards.
+    The model's own carried state is restored afterwards. ``max_batch``: the graph
+    takes at most that many rows per call (a sparse export): batches run in chunks.
     """
-    stepper = onnx_model if isinstance(onnx_model, Stepper) else Stepper(onnx_model, threads=threads)
+    stepper = onnx_model if isinstance(onnx_model, Stepper) else Stepper(onnx_model, threads=threads,
+                                                                          max_batch=max_batch)
     n_layers = len(model.layers)
     thetas, _ = float_arrays(model)
     near_scale = [np.maximum(1.0, np.where(np.isfinite(t), np.abs(t), 1.0)) * tie_tol for t in thetas]
@@ -257,6 +260,7 @@ def verify(
     mode: str = "float32",
     raise_on_failure: bool = True,
     threads: int = 1,
+    max_batch: Optional[int] = None,
 ) -> dict[str, Any]:
     """Compare ``onnx_model`` with the engine ``model``; return the report, raise VerificationError on failure.
 
@@ -271,7 +275,7 @@ def verify(
     if model.stateful:
         runs.append(("from_random", make_inputs(model, batch, steps, data, seed + 1), random_state(model, batch, seed + 2)))
     comp = compare_runs(model, onnx_model, runs, excuse_ties=True, tie_tol=tie_tol, atol=atol,
-                        rtol_state=rtol_state, threads=threads)
+                        rtol_state=rtol_state, threads=threads, max_batch=max_batch)
     failures = list(comp.failures)
     layers, outputs = comp.layer_report(), comp.output_report()
     if not failures:

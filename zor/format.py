@@ -56,6 +56,32 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
                           file), each as little-endian float32
                           bytes in C order (of the trained model, also for int8 files)
 
+    zor.paths             JSON: how each connection j (layer j → j+1) computes h_{j+1}:
+                          {requested: "dense" | "sparse" | "auto", profile, break_even,
+                          min_synapses, form: "batch1" | "union", max_batch (largest batch
+                          the file accepts; null = any), rates {source, rows}, connections
+                          [{connection, kind, path: "dense" | "sparse", spike_rate (mean share
+                          of layer j's units spiking per row), union_rate (share spiking in
+                          any row of a max_batch group), precision: "float32" | "int8",
+                          reason}]}; a file without the key is dense everywhere
+    zor.weights           JSON: {} when every initializer is inside the .onnx file; else the
+                          external weight file: {location (file name next to the .onnx),
+                          bytes (its exact size), alignment, tensors [{name, offset, length,
+                          dtype, shape, sha256}]}: ONNX external data, one region per
+                          tensor, each tensor's bytes little-endian C order at ``offset``
+                          (a multiple of ``alignment``); ``row_crc32_{j}`` (uint32, n_j) holds
+                          the CRC-32 of each row of W_j as stored, so a reader that gathers
+                          rows can check each one the first time it reads it
+
+Sparse (event-driven) connections, built from standard operators only (``zor.paths``):
+
+    batch1  idx = Reshape(NonZero(Reshape(s_j, (n_j,))), (−1,))      only B = 1 (else an error)
+    union   idx = Reshape(NonZero(ReduceMax(Cast(s_j, int32), axis 0)), (−1,))   B ≤ max_batch
+            h_{j+1} = MatMul(Gather(a_j − f_j(0), idx, axis 1), Gather(W_j, idx, axis 0))
+                      [+ sparse_bias_{j} = f_j(0) · Σ_rows W_j, when f_j(0) ≠ 0 (sigmoid)]
+    int8    the gathered rows of ``weight_{j}_int8`` (int8, n_j × n_{j+1}) pass through
+            DequantizeLinear with ``weight_{j}_scale`` (one float32 per output unit, zero point 0)
+
 JSON values are strict JSON: a non-finite number (the output layer's default θ = −inf)
 is written as the string "-inf" / "inf" / "nan".
 """
@@ -73,6 +99,13 @@ __all__ = [
     "charge",
     "threshold",
     "weight",
+    "weight_int8",
+    "weight_scale",
+    "sparse_bias",
+    "row_crc32",
+    "weights_file",
+    "PATHS",
+    "FORMS",
     "KEYS",
 ]
 
@@ -107,6 +140,32 @@ def weight(i: int) -> str:
     return f"weight_{i}"
 
 
+def weight_int8(i: int) -> str:
+    return f"weight_{i}_int8"
+
+
+def weight_scale(i: int) -> str:
+    return f"weight_{i}_scale"
+
+
+def sparse_bias(i: int) -> str:
+    return f"sparse_bias_{i}"
+
+
+def row_crc32(i: int) -> str:
+    return f"row_crc32_{i}"
+
+
+def weights_file(model_file_name: str) -> str:
+    """The external weight file written next to ``model_file_name`` ("m.onnx" → "m.weights")."""
+    stem = model_file_name[:-5] if model_file_name.endswith(".onnx") else model_file_name
+    return stem + ".weights"
+
+
+PATHS = ("dense", "sparse", "auto")     # what ``zor-export --path`` accepts
+FORMS = ("batch1", "union")             # the sparse graph forms (see the module docstring)
+
+
 class KEYS:
     """metadata_props keys."""
 
@@ -121,3 +180,5 @@ class KEYS:
     CALIBRATION = "zor.calibration"
     VERIFICATION = "zor.verification"
     WEIGHTS_SHA256 = "zor.weights_sha256"
+    PATHS = "zor.paths"
+    WEIGHTS = "zor.weights"

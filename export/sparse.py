@@ -1,0 +1,304 @@
+"""Event-driven (sparse) connections: a layer's spikes pick the weight rows that are read.
+
+A dense connection computes h_{j+1} = a_j W_j over every row of W_j, whether 5 % or
+100 % of layer j's units spiked. A unit that did not spike sends its rest value
+a = f_j(0) (0 for identity, relu, tanh; ½ for sigmoid), so with the active set
+A = {units that spiked}
+
+    h_{j+1} = Σ_{u ∈ A} (a_u − f_j(0)) W_j[u, :]  +  f_j(0) · Σ_u W_j[u, :]
+
+and only |A| rows are read. Built from standard ONNX operators (no custom ops: any
+onnxruntime runs it), as :mod:`zor.format` names them:
+
+    batch1   mask = Reshape(s_j, (n_j,))                     B = 1 only (else Reshape fails)
+    union    mask = Cast(ReduceMax(Cast(s_j, int32), axis 0), bool)   B ≤ max_batch: the
+             units that spiked in any row of the batch
+    values   v = Compress(a_j, mask, axis 1) [− f_j(0)]     (B, |A|)
+    float32  h = MatMul(v, Compress(W_j, mask, axis 0))     [+ sparse_bias_j]
+    int8     h = Mul(MatMul(v, Cast(Compress(W_q, mask, axis 0), float)), scale) [+ bias]
+
+``int8`` is weight-only: W_q = round(W / scale) per output unit (symmetric, scale =
+max |W[:, c]| / 127), values stay float; the scale multiplies after the MatMul
+(a per-axis DequantizeLinear of the gathered rows measured 10× slower here).
+
+Which connections go sparse (:func:`plan_paths`): ``dense`` none, ``sparse`` every
+dense-kind connection (conv connections have no sparse form and stay dense),
+``auto`` those whose measured spike rate r (the union rate for the union form) is
+below the profile's break-even corrected for the fixed cost of the extra nodes:
+
+    sparse  ⇔  r < r_be · (1 − S₀ / (n_j · n_{j+1}))
+
+(r_be = ``profile.sparse_break_even``, S₀ = ``profile.sparse_min_synapses``: a
+connection of S₀ synapses costs about as much dense as the sparse form's overhead).
+
+Example:
+    >>> from zor import Zor, Layer
+    >>> from zor.devices import get
+    >>> m = Zor([Layer(8), Layer(4), Layer(2)], seed=0)
+    >>> plan = plan_paths(m, "sparse", get("generic"))
+    >>> [c.path for c in plan.connections], plan.form, plan.max_batch
+    (['sparse', 'sparse'], 'batch1', 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from onnx import TensorProto
+
+from zor import format as fmt
+from zor.errors import ConfigError, UnsupportedLayerError
+
+from .registry import LayerContext, connection_prefix, kind_of
+
+__all__ = ["REST_VALUES", "rest_value", "ConnectionPath", "PathPlan", "dense_plan", "plan_paths",
+           "effective_break_even", "measure_rates", "quantize_rows", "emit_sparse", "rest_bias", "DEFAULT_MAX_BATCH"]
+
+# f(0): what a unit that did not spike sends on (its gated charge is 0)
+REST_VALUES: dict[str, float] = {"identity": 0.0, "relu": 0.0, "tanh": 0.0, "sigmoid": 0.5}
+DEFAULT_MAX_BATCH = 1
+
+
+def rest_value(activation: str) -> float:
+    """f(0) for an activation name; UnsupportedLayerError for one without a sparse form."""
+    if activation not in REST_VALUES:
+        raise UnsupportedLayerError(f"no sparse form for activation {activation!r}: supported are "
+                                    f"{sorted(REST_VALUES)}")
+    return REST_VALUES[activation]
+
+
+@dataclass(frozen=True)
+class ConnectionPath:
+    """How connection j (layer j → j+1) is computed, and why."""
+
+    connection: int
+    kind: str                            # kind of layer j+1: "dense" or "conv"
+    path: str = "dense"                  # "dense" | "sparse"
+    spike_rate: Optional[float] = None   # mean share of layer j's units spiking per row
+    union_rate: Optional[float] = None   # share spiking in any row of a max_batch group
+    precision: str = "float32"           # of a sparse connection's rows: "float32" | "int8"
+    synapses: int = 0                    # n_j · n_{j+1}
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"connection": self.connection, "kind": self.kind, "path": self.path,
+                "spike_rate": self.spike_rate, "union_rate": self.union_rate, "precision": self.precision,
+                "synapses": self.synapses, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PathPlan:
+    """The path of every connection, and what the choice was made from (``zor.paths``)."""
+
+    requested: str
+    connections: tuple
+    form: str = "batch1"
+    max_batch: Optional[int] = None      # None: any batch (no sparse connection)
+    profile: Optional[str] = None
+    break_even: Optional[float] = None
+    min_synapses: Optional[int] = None
+    rates: dict = field(default_factory=dict)
+
+    def get(self, j: int) -> ConnectionPath:
+        return self.connections[j]
+
+    def sparse(self) -> list[int]:
+        """Indices of the sparse connections."""
+        return [c.connection for c in self.connections if c.path == "sparse"]
+
+    def with_precision(self, precisions: dict[int, str]) -> "PathPlan":
+        """A copy with the rows of the given sparse connections in the given precision."""
+        conns = tuple(replace(c, precision=precisions.get(c.connection, c.precision)) if c.path == "sparse" else c
+                      for c in self.connections)
+        return replace(self, connections=conns)
+
+    def to_dict(self) -> dict[str, Any]:
+        from .metadata import jsonable
+
+        sparse = bool(self.sparse())
+        return jsonable({"requested": self.requested, "profile": self.profile, "break_even": self.break_even,
+                         "min_synapses": self.min_synapses, "form": self.form if sparse else None,
+                         "max_batch": self.max_batch if sparse else None, "rates": self.rates,
+                         "connections": [c.to_dict() for c in self.connections]})
+
+
+def _synapses(model, j: int) -> int:
+    return int(model.layers[j].size) * int(model.layers[j + 1].size)
+
+
+def dense_plan(model, requested: str = "dense", reason: str = "requested dense") -> PathPlan:
+    """Every connection dense."""
+    conns = tuple(ConnectionPath(j, kind_of(model.layers[j + 1]), "dense", synapses=_synapses(model, j), reason=reason)
+                  for j in range(len(model.layers) - 1))
+    return PathPlan(requested=requested, connections=conns)
+
+
+def effective_break_even(profile, synapses: int) -> float:
+    """r_be · (1 − S₀/N), floored at 0: the spike rate below which the sparse form pays for N synapses."""
+    be = float(profile.sparse_break_even)
+    s0 = float(getattr(profile, "sparse_min_synapses", 0) or 0)
+    return max(0.0, be * (1.0 - s0 / max(1, synapses)))
+
+
+def measure_rates(model, float_proto, x: np.ndarray, steps: int = 1, max_batch: int = 1,
+                  threads: int = 1) -> tuple[list[float], list[float]]:
+    """(mean spike rate per layer, union rate per layer over groups of ``max_batch`` rows) on inputs x.
+
+    The dense float graph runs on ``x`` (N, n_0), each row held for ``steps`` steps from
+    rest (stateful models); every step counts. The union rate is the share of units
+    that spike in at least one row of a group of ``max_batch`` consecutive rows.
+    """
+    from .session import Stepper
+
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ConfigError(f"spike rates need inputs of shape (N, n_0) with N ≥ 1, got {x.shape}")
+    n = len(model.layers)
+    names = [fmt.spikes(i) for i in range(n)]
+    stepper = Stepper(float_proto, threads=threads)
+    group = max(1, int(max_batch))
+    total = np.zeros(n)
+    union = np.zeros(n)
+    count = np.zeros(n)
+    groups = np.zeros(n)
+    for start in range(0, len(x), 256):
+        xb = x[start:start + 256]
+        stepper.reset(len(xb), sizes={i: l.size for i, l in enumerate(model.layers)})
+        for _ in range(steps):
+            out = stepper.step(xb, names)
+            for i in range(n):
+                s = np.asarray(out[fmt.spikes(i)], bool)
+                total[i] += s.sum()
+                count[i] += s.size
+                for g0 in range(0, len(s), group):
+                    block = s[g0:g0 + group]
+                    union[i] += block.any(axis=0).mean()
+                    groups[i] += 1
+    return [float(v) for v in total / count], [float(v) for v in union / groups]
+
+
+def plan_paths(
+    model,
+    requested: str,
+    profile,
+    rates: Optional[Sequence[float]] = None,
+    union_rates: Optional[Sequence[float]] = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    rates_source: str = "",
+    rates_rows: int = 0,
+    precision: str = "float32",
+) -> PathPlan:
+    """Choose dense or sparse per connection (see the module docstring); ``auto`` needs ``rates``."""
+    if requested not in fmt.PATHS:
+        raise ConfigError(f"path must be one of {', '.join(fmt.PATHS)}, got {requested!r}")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+        raise ConfigError(f"max_batch must be an int ≥ 1 (rows per call the sparse form accepts), got {max_batch!r}")
+    if precision not in ("float32", "int8"):
+        raise ConfigError(f"sparse rows precision must be float32 or int8, got {precision!r}")
+    n_conn = len(model.layers) - 1
+    if requested == "auto" and (rates is None or len(rates) < n_conn):
+        raise ConfigError("path 'auto' needs the measured spike rate of every layer but the last")
+    max_batch = int(max_batch)
+    form = "batch1" if max_batch == 1 else "union"
+    conns = []
+    for j in range(n_conn):
+        kind = kind_of(model.layers[j + 1])
+        syn = _synapses(model, j)
+        rate = None if rates is None else float(rates[j])
+        urate = None if union_rates is None else float(union_rates[j])
+        rel = urate if (form == "union" and urate is not None) else rate
+        common = dict(connection=j, kind=kind, spike_rate=rate, union_rate=urate, synapses=syn)
+        if kind != "dense":
+            conns.append(ConnectionPath(path="dense", reason=f"{kind} connection: no sparse form", **common))
+            continue
+        rest_value(model.layers[j].activation)          # refuses activations without a sparse form
+        if requested == "dense":
+            conns.append(ConnectionPath(path="dense", reason="requested dense", **common))
+        elif requested == "sparse":
+            conns.append(ConnectionPath(path="sparse", precision=precision, reason="requested sparse", **common))
+        else:
+            be = effective_break_even(profile, syn)
+            what = "union rate" if form == "union" else "spike rate"
+            if rel is not None and rel < be:
+                conns.append(ConnectionPath(path="sparse", precision=precision,
+                                            reason=f"{what} {rel:.4f} < break-even {be:.4f}", **common))
+            else:
+                conns.append(ConnectionPath(path="dense", reason=f"{what} {rel:.4f} ≥ break-even {be:.4f}", **common))
+    sparse = any(c.path == "sparse" for c in conns)
+    return PathPlan(requested=requested, connections=tuple(conns), form=form,
+                    max_batch=max_batch if sparse else None, profile=getattr(profile, "name", None),
+                    break_even=float(profile.sparse_break_even),
+                    min_synapses=int(getattr(profile, "sparse_min_synapses", 0) or 0),
+                    rates={"source": rates_source, "rows": int(rates_rows)} if rates is not None else {})
+
+
+def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(W_q int8, scale float32 per output unit): symmetric, scale = max|W[:, c]| / 127 (1 where a column is 0)."""
+    w = np.asarray(w, np.float32)
+    peak = np.abs(w).max(axis=0)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _rest_bias(w_effective: np.ndarray, f0: float) -> np.ndarray:
+    """f(0) · Σ_u W[u, :] in float64, stored float32."""
+    return (f0 * np.asarray(w_effective, np.float64).sum(axis=0)).astype(np.float32)
+
+
+def emit_sparse(ctx: LayerContext, path: ConnectionPath, form: str, target: str) -> str:
+    """Emit connection j = ctx.index − 1 in sparse form into ``ctx.graph``; returns ``target`` (h_{j+1})."""
+    g, j = ctx.graph, ctx.index - 1
+    prev = ctx.prev_layer
+    if kind_of(ctx.layer) != "dense" or prev is None:
+        raise UnsupportedLayerError(f"connection {j}: no sparse form for a {kind_of(ctx.layer)!r} layer")
+    if form not in fmt.FORMS:
+        raise ConfigError(f"sparse form must be one of {', '.join(fmt.FORMS)}, got {form!r}")
+    p = connection_prefix(j)
+    s = fmt.spikes(j)
+    if form == "batch1":
+        flat = g.initializer(f"flat_shape_{j}", np.array([prev.size], dtype=np.int64))
+        mask = g.node("Reshape", [s, flat], [f"active_{j}"], name=p + "mask")
+    else:
+        si = g.node("Cast", [s], [f"spikes_int_{j}"], name=p + "cast", to=TensorProto.INT32)
+        anyi = g.node("ReduceMax", [si], [f"union_int_{j}"], name=p + "union", axes=[0], keepdims=0)
+        mask = g.node("Cast", [anyi], [f"active_{j}"], name=p + "mask", to=TensorProto.BOOL)
+    vals = g.node("Compress", [ctx.input_name, mask], [f"active_values_{j}"], name=p + "values", axis=1)
+    f0 = rest_value(prev.activation)
+    if f0 != 0.0:
+        vals = g.node("Sub", [vals, g.scalar(f0, f"rest_{j}")], [f"active_shifted_{j}"], name=p + "shift")
+    w = np.asarray(ctx.weight, np.float32)
+    last = target if f0 == 0.0 else f"active_sum_{j}"
+    if path.precision == "int8":
+        q, scale = quantize_rows(w)
+        wq = g.initializer(fmt.weight_int8(j), q)
+        sc = g.initializer(fmt.weight_scale(j), scale)
+        rows_q = g.node("Compress", [wq, mask], [f"active_rows_int8_{j}"], name=p + "rows", axis=0)
+        rows = g.node("Cast", [rows_q], [f"active_rows_{j}"], name=p + "rows_float", to=TensorProto.FLOAT)
+        raw = g.node("MatMul", [vals, rows], [f"active_sum_int_{j}"], name=p + "matmul")
+        h = g.node("Mul", [raw, sc], [last], name=p + "scale")
+        w_eff = q.astype(np.float32) * scale
+    elif path.precision == "float32":
+        wn = g.initializer(fmt.weight(j), w)
+        rows = g.node("Compress", [wn, mask], [f"active_rows_{j}"], name=p + "rows", axis=0)
+        h = g.node("MatMul", [vals, rows], [last], name=p + "matmul")
+        w_eff = w
+    else:
+        raise ConfigError(f"connection {j}: sparse rows precision must be float32 or int8, got {path.precision!r}")
+    if f0 != 0.0:
+        bias = g.initializer(fmt.sparse_bias(j), _rest_bias(w_eff, f0))
+        h = g.node("Add", [h, bias], [target], name=p + "rest")
+    return h
+
+
+def rest_bias(w: np.ndarray, activation: str, precision: str = "float32") -> Optional[np.ndarray]:
+    """``sparse_bias_j`` for weights ``w`` of a layer with ``activation`` (None when f(0) = 0)."""
+    f0 = rest_value(activation)
+    if f0 == 0.0:
+        return None
+    if precision == "int8":
+        q, scale = quantize_rows(w)
+        return _rest_bias(q.astype(np.float32) * scale, f0)
+    return _rest_bias(w, f0)
