@@ -171,8 +171,9 @@ def quantize_int8(
 
     ``sparse`` {connection j: "int8" | "float32"}: connections already in sparse form
     (:mod:`zor.export.sparse`; their rows carry their own precision, and quantize_static
-    leaves their MatMul alone since its second input is not a constant); they are
-    reported, never excluded here. ``max_batch``: the graph's row limit per call.
+    excludes their nodes: QDQ would otherwise quantize the gathered values and rows, with
+    calibration ranges that are empty when no unit spiked); they are reported, never
+    part of the fallback here. ``max_batch``: the graph's row limit per call.
     """
     sparse = dict(sparse or {})
     if recipe.format not in ("QDQ", "QOperator") or recipe.activation_type not in ("u8", "s8") \
@@ -185,7 +186,7 @@ def quantize_int8(
     excluded: list[int] = []
     history = []
     while True:
-        q = quantize_graph(float_proto, feeds, recipe, connection_nodes(float_proto, excluded))
+        q = quantize_graph(float_proto, feeds, recipe, connection_nodes(float_proto, excluded + list(sparse)))
         quality = measure(model, q, calib, steps, max_batch=max_batch)
         agree = {row["layer"]: row["spike_agreement"] for row in quality["layers"]}
         history.append({"fallback": sorted(excluded), "spike_agreement": [agree[i] for i in sorted(agree)]})
@@ -210,7 +211,7 @@ def quantize_int8(
                          weight_bytes_float=weight_bytes(float_proto, j), weight_bytes=weight_bytes(q, j))
             if per_layer_drop and j not in excluded:
                 alone = quantize_graph(float_proto, feeds, recipe,
-                                       connection_nodes(float_proto, [k for k in range(n_conn) if k != j]))
+                                       connection_nodes(float_proto, [k for k in range(n_conn) if k != j or k in sparse]))
                 entry["metric_drop_alone"] = measure(model, alone, calib, steps, max_batch=max_batch)["metric"]["drop"]
         per_layer.append(entry)
     float_size, int8_size = len(float_proto.SerializeToString()), len(q.SerializeToString())

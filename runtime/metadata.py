@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from zor import format as fmt
 from zor.errors import ModelFileError
@@ -50,6 +50,24 @@ class Metadata:
     verification: dict
     weights_sha256: str
     raw: dict = field(default_factory=dict)   # every metadata entry as written (strings)
+    paths: dict = field(default_factory=dict)     # zor.paths: per-connection dense/sparse, form, max_batch
+    weights: dict = field(default_factory=dict)   # zor.weights: the external weight file ({}: inline)
+
+    @property
+    def max_batch(self) -> Optional[int]:
+        """Largest batch the graph accepts (a sparse export's limit), None for any."""
+        mb = self.paths.get("max_batch")
+        return int(mb) if mb is not None else None
+
+    @property
+    def path(self) -> str:
+        """The requested path at export: "dense", "sparse" or "auto" ("dense" for files without zor.paths)."""
+        return str(self.paths.get("requested", "dense"))
+
+    @property
+    def sparse_connections(self) -> list[int]:
+        """Indices of the connections computed in sparse (event-driven) form."""
+        return [int(c["connection"]) for c in self.paths.get("connections", []) if c.get("path") == "sparse"]
 
     @property
     def sizes(self) -> list[int]:
@@ -67,7 +85,7 @@ class Metadata:
             "layers": self.layers, "task": self.task, "stateful": self.stateful,
             "state": [s.__dict__ for s in self.state], "quantization": self.quantization,
             "calibration": self.calibration, "verification": self.verification,
-            "weights_sha256": self.weights_sha256,
+            "weights_sha256": self.weights_sha256, "paths": self.paths, "weights": self.weights,
         }
 
 
@@ -127,6 +145,21 @@ def parse(meta: Mapping[str, str], where: str = "model") -> Metadata:
                              "state tensors: expected one entry per stateful layer")
     quant = _json(meta, fmt.KEYS.QUANTIZATION, {"mode": "none"}, dict, where)
     quant.setdefault("mode", "none")
+    paths = _json(meta, fmt.KEYS.PATHS, {}, dict, where)
+    mb = paths.get("max_batch")
+    if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or mb < 1):
+        raise ModelFileError(f"{where}: metadata {fmt.KEYS.PATHS} max_batch: expected an integer ≥ 1 or null, got {mb!r}")
+    conns = paths.get("connections", [])
+    if not isinstance(conns, list) or not all(isinstance(c, dict) and isinstance(c.get("connection"), int)
+                                              and c.get("path") in ("dense", "sparse") for c in conns):
+        raise ModelFileError(f"{where}: metadata {fmt.KEYS.PATHS} connections: expected a list of "
+                             "{connection: int, path: 'dense' | 'sparse', ...}, got " + repr(conns)[:80])
+    weights = _json(meta, fmt.KEYS.WEIGHTS, {}, dict, where)
+    if weights and not (isinstance(weights.get("location"), str) and isinstance(weights.get("bytes"), int)
+                        and not isinstance(weights.get("bytes"), bool) and weights["bytes"] >= 0
+                        and isinstance(weights.get("tensors"), list)):
+        raise ModelFileError(f"{where}: metadata {fmt.KEYS.WEIGHTS}: expected {{location: file name, bytes: int, "
+                             f"tensors: [...]}}, got {meta.get(fmt.KEYS.WEIGHTS, '')[:80]!r}")
     return Metadata(
         format_version=version,
         engine_version=meta.get(fmt.KEYS.ENGINE_VERSION, ""),
@@ -139,4 +172,6 @@ def parse(meta: Mapping[str, str], where: str = "model") -> Metadata:
         verification=_json(meta, fmt.KEYS.VERIFICATION, {}, dict, where),
         weights_sha256=meta.get(fmt.KEYS.WEIGHTS_SHA256, ""),
         raw=dict(meta),
+        paths=paths,
+        weights=weights,
     )

@@ -42,7 +42,9 @@ from zor.errors import ConfigError, ModelFileError, ShapeError, StateError
 from . import tasks
 from .checks import check_array
 from .metadata import Metadata, StateSpec, parse
-from .session import open_session
+from .onnxmeta import ScanError, read_metadata_props
+from .session import check_file, open_session
+from .weightfile import BACKENDS, WeightFile, choose_mode
 
 if TYPE_CHECKING:
     from .stream import Stream
@@ -86,24 +88,61 @@ class Model:
     ``Model(path, device="auto", threads=None)``: ``device`` is a profile name from
     :mod:`zor.devices`, a Profile, or "auto" (detect this machine); ``threads``
     overrides the profile's intra-op thread count.
+
+    Files with external weights (``zor-export --external-weights``): ``weights``
+    chooses how they are used: ``"load"`` (onnxruntime loads them; their SHA-256 is
+    checked first unless ``verify_weights=False``), ``"rows"`` (nothing is loaded:
+    each call reads only the rows of the units that spiked, :mod:`zor.runtime.rows`;
+    ``weights_backend`` "pread" or "mmap"), or ``"auto"`` (rows when twice the weights
+    do not fit the memory left to this process). Every call first checks that the
+    weights file has not changed since it was opened.
     """
 
     def __init__(self, path: Union[str, os.PathLike], device: Union[str, Profile, None] = "auto",
-                 threads: Optional[int] = None) -> None:
+                 threads: Optional[int] = None, weights: str = "auto", verify_weights: bool = True,
+                 weights_backend: str = "pread") -> None:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads: expected a positive int or None, got {threads!r}")
+        if weights not in ("auto", "load", "rows"):
+            raise ConfigError(f"weights: expected 'auto', 'load' or 'rows', got {weights!r}")
+        if weights_backend not in BACKENDS:
+            raise ConfigError(f"weights_backend: expected one of {', '.join(BACKENDS)}, got {weights_backend!r}")
         self.path = Path(path)
         self.profile, self.detection = resolve_device(device)
-        self._session, missing = open_session(self.path, self.profile, threads)
         self.notes: list[str] = []
+        self.threads = threads
+        self._weightfile: Optional[WeightFile] = None
+        self._rows = None
+        self.weights_mode = "inline"
+        early = _external_metadata(self.path)
+        if early is not None:
+            self._weightfile = WeightFile(self.path, early.weights,
+                                          backend=weights_backend if weights == "rows" else "pread")
+            mode, why = choose_mode(int(early.weights["bytes"]), weights)
+            self.weights_mode = mode
+            self.notes.append(f"external weights {early.weights['location']}: {why}")
+            if mode == "rows":
+                from .rows import RowRunner
+
+                self.metadata = early
+                self._session = None
+                self._rows = RowRunner(early, self._weightfile)
+                self._inputs, self._outputs = _contract_io(early)
+                self._check_graph()
+                return
+            if verify_weights:
+                self._weightfile.verify([n for n, e in self._weightfile.entries.items() if e.in_graph])
+        elif weights == "rows":
+            raise ConfigError(f"{self.path.name} keeps its weights inside the .onnx file: weights='rows' needs a "
+                              "model exported with --external-weights")
+        self._session, missing = open_session(self.path, self.profile, threads)
         if missing:
             self.notes.append(f"profile {self.profile.name} prefers {', '.join(missing)}, which this onnxruntime "
                               f"build lacks: running on {', '.join(self._session.get_providers())}")
-        self.metadata: Metadata = parse(self._session.get_modelmeta().custom_metadata_map, str(self.path))
+        self.metadata = parse(self._session.get_modelmeta().custom_metadata_map, str(self.path))
         self._inputs = [_info(a) for a in self._session.get_inputs()]
         self._outputs = [_info(a) for a in self._session.get_outputs()]
         self._check_graph()
-        self.threads = threads
 
     # ------------------------------------------------------------------ description
     @property
@@ -118,8 +157,23 @@ class Model:
 
     @property
     def providers(self) -> list[str]:
-        """The execution providers the session actually uses."""
-        return self._session.get_providers()
+        """The execution providers the session actually uses (``["rows (numpy)"]`` when reading rows)."""
+        return ["rows (numpy)"] if self._session is None else self._session.get_providers()
+
+    @property
+    def path_kind(self) -> str:
+        """How the export computes its connections: "dense", "sparse" or "auto" (``zor.paths``)."""
+        return self.metadata.path
+
+    @property
+    def max_batch(self) -> Optional[int]:
+        """The largest batch this file accepts per call (a sparse export), None for any."""
+        return None if self._rows is not None else self.metadata.max_batch
+
+    @property
+    def weights_bytes_read(self) -> int:
+        """Bytes read from the external weights file so far (rows mode), 0 otherwise."""
+        return self._weightfile.bytes_read if self._weightfile is not None else 0
 
     @property
     def task(self) -> str:
@@ -141,7 +195,8 @@ class Model:
 
     def __repr__(self) -> str:
         return (f"Model({str(self.path)!r}, sizes={self.sizes}, task={self.task!r}, precision={self.precision!r}, "
-                f"device={self.profile.name!r}, stateful={self.stateful})")
+                f"path={self.path_kind!r}, device={self.profile.name!r}, stateful={self.stateful}"
+                + (f", weights={self.weights_mode!r}" if self._weightfile is not None else "") + ")")
 
     def _check_graph(self) -> None:
         where = str(self.path)
@@ -185,6 +240,11 @@ class Model:
             given.update(state)
         feeds = {fmt.INPUT: check_array(fmt.INPUT, given[fmt.INPUT], self.sizes[0])}
         batch = feeds[fmt.INPUT].shape[0]
+        limit = self.max_batch
+        if limit is not None and batch > limit:
+            raise ShapeError(f"{fmt.INPUT}: this sparse export takes at most {limit} row{'s' if limit > 1 else ''} per "
+                             f"call ({self.metadata.paths.get('form')} form, zor-export --max-batch {limit}), got "
+                             f"{batch}: split the batch, or use a dense export (--path dense) for large batches")
         for spec in self.metadata.state:
             if spec.input in given:
                 feeds[spec.input] = check_array(spec.input, given[spec.input], spec.size, batch)
@@ -205,6 +265,14 @@ class Model:
                 raise ShapeError(f"unknown output name {name!r}: expected one of {', '.join(sorted(out_names))}")
             if name not in names:
                 names.append(name)
+        if self._weightfile is not None:
+            self._weightfile.check_unchanged()
+        if self._rows is not None:
+            values = self._rows.run(feeds, names)
+            out = dict(zip(names, values))
+            if spikes:
+                out["spike_rates"] = np.array([float(np.mean(out[n])) for n in self._spike_names])
+            return out
         try:
             values = self._session.run(names, feeds)
         except Exception as exc:  # validated inputs should never fail; report the model, not a traceback
@@ -247,6 +315,34 @@ class Model:
     def classify(self, x: Any) -> "tasks.Classes":
         """Classify inputs (rows or images); see :func:`zor.runtime.tasks.classify`."""
         return tasks.classify(self, x)
+
+
+def _external_metadata(path: Path) -> Optional[Metadata]:
+    """The parsed metadata of a file with external weights, read without onnxruntime (None: weights inline).
+
+    A file that does not scan as protobuf is left to onnxruntime, which names the problem.
+    """
+    check_file(path)
+    try:
+        props = read_metadata_props(path)
+    except (ScanError, OSError):
+        return None
+    if props.get(fmt.KEYS.WEIGHTS, "") in ("", "{}") or props.get(fmt.KEYS.FORMAT) != fmt.FORMAT:
+        return None
+    meta = parse(props, str(path))
+    return meta if meta.weights else None
+
+
+def _contract_io(meta: Metadata) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """Graph inputs and outputs as the file contract (zor.format) names them, from the metadata."""
+    sizes = meta.sizes
+    inputs = [TensorInfo(fmt.INPUT, (None, sizes[0]), np.float32)]
+    inputs += [TensorInfo(s.input, (None, s.size), np.float32) for s in meta.state]
+    outputs = [TensorInfo(fmt.OUTPUT, (None, sizes[-1]), np.float32)]
+    outputs += [TensorInfo(s.output, (None, s.size), np.float32) for s in meta.state]
+    outputs += [TensorInfo(fmt.spikes(i), (None, n), np.bool_) for i, n in enumerate(sizes)]
+    outputs += [TensorInfo(fmt.charge(i), (None, n), np.float32) for i, n in enumerate(sizes)]
+    return inputs, outputs
 
 
 def initial_state(spec: StateSpec, batch: int) -> np.ndarray:

@@ -1,0 +1,302 @@
+"""A model's external ``.weights`` file: checked on open, rows read only when asked for.
+
+The exporter's ``--external-weights`` writes ``m.onnx`` and ``m.weights``; the
+metadata (``zor.weights``, see :mod:`zor.format`) gives the file's exact size and
+each tensor's offset, length, dtype, shape and SHA-256. :class:`WeightFile`:
+
+- refuses a missing file, or one of another size than the metadata says
+  (:class:`~zor.errors.WeightFileError`), before anything reads it;
+- :meth:`~WeightFile.tensor` reads a whole tensor and checks its SHA-256;
+- :meth:`~WeightFile.rows` reads only the given rows of a 2-D tensor: one positional
+  read (``os.preadv``) per run of consecutive rows, straight into the result, so the
+  process never holds more than the rows asked for. Each row is checked against its
+  CRC-32 (``row_crc32_{j}``) the first time it is read;
+- :meth:`~WeightFile.check_unchanged` compares the file's inode, size and mtime with
+  those seen at open: a file rewritten, truncated or replaced under the model is an
+  error on the next call, never a wrong answer (a write racing the very read it
+  changes can only be caught by the CRC of a row's first read);
+- ``backend="mmap"`` maps the file read-only instead (numpy memmap; the page cache
+  serves repeated rows). Mapping counts against an address-space limit
+  (``RLIMIT_AS``) at the file's full size, so the default is ``"pread"``, which needs
+  address space only for the rows it returns.
+
+Example:
+    >>> wf = WeightFile("m.onnx", metadata.weights)                  # doctest: +SKIP
+    >>> wf.rows("weight_0", np.array([3, 4, 9])).shape              # doctest: +SKIP
+    (3, 4096)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from zor import format as fmt
+from zor.errors import ConfigError, ModelFileError, WeightFileError
+
+__all__ = ["TensorEntry", "WeightFile", "memory_budget", "choose_mode", "DTYPES", "BACKENDS"]
+
+DTYPES = {"float32": np.float32, "int8": np.int8, "uint8": np.uint8, "int32": np.int32, "uint32": np.uint32,
+          "float16": np.float16, "int64": np.int64}
+BACKENDS = ("pread", "mmap")
+_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of the weights file (an entry of ``zor.weights``'s ``tensors``)."""
+
+    name: str
+    offset: int
+    length: int
+    dtype: Any
+    shape: tuple
+    sha256: str
+    in_graph: bool = True
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+def _entries(spec: dict, where: str) -> dict[str, TensorEntry]:
+    out: dict[str, TensorEntry] = {}
+    size = spec["bytes"]
+    for t in spec.get("tensors", []):
+        try:
+            name, offset, length = str(t["name"]), int(t["offset"]), int(t["length"])
+            dtype = DTYPES[str(t["dtype"])]
+            shape = tuple(int(d) for d in t["shape"])
+            digest = str(t["sha256"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{where}: {fmt.KEYS.WEIGHTS} tensor entry {t!r}: expected name, offset, length, "
+                                 f"dtype ({', '.join(DTYPES)}), shape, sha256 ({exc!r})") from None
+        if offset < 0 or length < 0 or offset + length > size or any(d < 0 for d in shape):
+            raise ModelFileError(f"{where}: {fmt.KEYS.WEIGHTS} tensor {name}: region [{offset}, {offset + length}) "
+                                 f"does not fit the file's {size} bytes")
+        if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != length:
+            raise ModelFileError(f"{where}: {fmt.KEYS.WEIGHTS} tensor {name}: shape {shape} of {np.dtype(dtype).name} "
+                                 f"needs {int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize} bytes, "
+                                 f"the metadata says {length}")
+        out[name] = TensorEntry(name, offset, length, dtype, shape, digest, bool(t.get("in_graph", True)))
+    return out
+
+
+def _stamp(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class WeightFile:
+    """The ``.weights`` file of the model at ``model_path``, described by ``spec`` (``zor.weights``)."""
+
+    def __init__(self, model_path: Union[str, os.PathLike], spec: dict, backend: str = "pread") -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"weights backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        model_path = Path(model_path)
+        where = model_path.name
+        location = str(spec.get("location", ""))
+        if not location or Path(location).name != location or location in (".", ".."):
+            raise ModelFileError(f"{where}: {fmt.KEYS.WEIGHTS} location {location!r}: expected a plain file name "
+                                 "next to the model")
+        self.path = model_path.parent / location
+        self.size = int(spec.get("bytes", -1))
+        self.entries = _entries(spec, where)
+        self.backend = backend
+        self._model_name = where
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise WeightFileError(f"{where}: its weights file {location} is missing: expected {self.size:,} bytes "
+                                  "next to the .onnx (copy both files together)") from None
+        except OSError as exc:
+            raise WeightFileError(f"{where}: cannot open its weights file {location}: {exc.strerror or exc}") from None
+        st = os.fstat(fd)
+        if st.st_size != self.size:
+            os.close(fd)
+            raise WeightFileError(
+                f"{where}: its weights file {location} holds {st.st_size:,} bytes, expected {self.size:,} as the "
+                f"metadata says ({'shorter: truncated copy' if st.st_size < self.size else 'longer: another export'}?)")
+        self._fd = fd
+        self._stamp = _stamp(st)
+        self._map: Optional[np.memmap] = None
+        if backend == "mmap":
+            try:
+                self._map = np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.size,))
+            except (OSError, ValueError, MemoryError) as exc:
+                self.close()
+                raise WeightFileError(f"{where}: cannot map {location} ({self.size:,} bytes): {exc}; the 'pread' "
+                                      "backend needs address space only for the rows it reads") from None
+        self._crc: dict[str, np.ndarray] = {}
+        self._checked: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.bytes_read = 0
+
+    # ------------------------------------------------------------------ checks
+    def check_unchanged(self) -> None:
+        """WeightFileError when the file was rewritten, truncated or replaced since it was opened."""
+        try:
+            now = [_stamp(os.stat(self.path))]
+        except FileNotFoundError:
+            raise WeightFileError(f"{self._model_name}: its weights file {self.path.name} was removed under the model: "
+                                  "no result was computed; reload the model") from None
+        if self._fd is not None:
+            now.append(_stamp(os.fstat(self._fd)))
+        for stamp in now:
+            if stamp != self._stamp:
+                what = ("size" if stamp[2] != self._stamp[2] else
+                        "file (replaced)" if stamp[:2] != self._stamp[:2] else "modification time")
+                raise WeightFileError(f"{self._model_name}: its weights file {self.path.name} changed under the model "
+                                      f"({what} differs from when it was opened; {self._stamp[2]:,} → {stamp[2]:,} "
+                                      "bytes): no result was computed from it; reload the model")
+
+    def verify(self, names: Optional[list[str]] = None) -> None:
+        """Check the SHA-256 of the named tensors (default: all), reading them in chunks."""
+        for name in names if names is not None else list(self.entries):
+            e = self._entry(name)
+            h = hashlib.sha256()
+            done = 0
+            while done < e.length:
+                n = min(_CHUNK, e.length - done)
+                h.update(self._read(e.offset + done, n))
+                done += n
+            if h.hexdigest() != e.sha256:
+                raise WeightFileError(f"{self._model_name}: tensor {name} in {self.path.name} does not match its "
+                                      f"SHA-256 in the metadata: the file was changed or belongs to another export")
+
+    # ------------------------------------------------------------------ reads
+    def _entry(self, name: str) -> TensorEntry:
+        if name not in self.entries:
+            raise ModelFileError(f"{self._model_name}: no tensor {name!r} in its weights file: expected one of "
+                                 f"{', '.join(sorted(self.entries))}")
+        return self.entries[name]
+
+    def _read(self, offset: int, n: int) -> bytes:
+        if self._map is not None:
+            return self._map[offset:offset + n].tobytes()
+        data = os.pread(self._fd, n, offset)
+        if len(data) != n:
+            raise WeightFileError(f"{self._model_name}: {self.path.name} ended early: expected {n} bytes at offset "
+                                  f"{offset}, got {len(data)} (truncated under the model?)")
+        return data
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def tensor(self, name: str) -> np.ndarray:
+        """The whole tensor ``name``, SHA-256 checked."""
+        e = self._entry(name)
+        data = self._read(e.offset, e.length)
+        if hashlib.sha256(data).hexdigest() != e.sha256:
+            raise WeightFileError(f"{self._model_name}: tensor {name} in {self.path.name} does not match its SHA-256 "
+                                  "in the metadata: the file was changed or belongs to another export")
+        self.bytes_read += e.length
+        return np.frombuffer(data, dtype=np.dtype(e.dtype).newbyteorder("<")).astype(e.dtype).reshape(e.shape)
+
+    def _row_crc(self, name: str) -> Optional[np.ndarray]:
+        if name not in self._crc:
+            j = name.split("_")[1] if name.startswith("weight_") else None
+            crc_name = fmt.row_crc32(int(j)) if j is not None and j.isdigit() else None
+            self._crc[name] = self.tensor(crc_name) if crc_name in self.entries else None
+            self._checked[name] = np.zeros(self.entries[name].shape[0], dtype=bool)
+        return self._crc[name]
+
+    def rows(self, name: str, index: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Rows ``index`` (sorted, unique ints) of the 2-D tensor ``name``, as (k, n) of its dtype."""
+        e = self._entry(name)
+        if len(e.shape) != 2:
+            raise ModelFileError(f"{self._model_name}: tensor {name} has shape {e.shape}: expected 2-D rows")
+        index = np.asarray(index, dtype=np.int64)
+        k = len(index)
+        if k and (index[0] < 0 or index[-1] >= e.shape[0]):
+            raise ModelFileError(f"{self._model_name}: rows {index.min()}..{index.max()} of {name}: expected "
+                                 f"0..{e.shape[0] - 1}")
+        if out is None:
+            out = np.empty((k, e.shape[1]), dtype=e.dtype)
+        if k == 0:
+            return out
+        rb = e.row_bytes
+        if self._map is not None:
+            view = np.ndarray(e.shape, dtype=e.dtype, buffer=self._map, offset=e.offset)
+            np.take(view, index, axis=0, out=out)
+        else:
+            breaks = np.flatnonzero(np.diff(index) != 1) + 1
+            starts = np.concatenate(([0], breaks))
+            ends = np.concatenate((breaks, [k]))
+            flat = out.reshape(-1).view(np.uint8)
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                want = (b - a) * rb
+                got = os.preadv(self._fd, [flat[a * rb:b * rb]], e.offset + int(index[a]) * rb)
+                if got != want:
+                    raise WeightFileError(f"{self._model_name}: {self.path.name} ended early reading rows of {name}: "
+                                          f"expected {want} bytes, got {got} (truncated under the model?)")
+        self.bytes_read += k * rb
+        crc = self._row_crc(name)
+        if crc is not None:
+            checked = self._checked[name]
+            todo = np.flatnonzero(~checked[index])
+            if len(todo):
+                for t in todo.tolist():
+                    if zlib.crc32(memoryview(out[t]).cast("B")) != int(crc[index[t]]):
+                        raise WeightFileError(f"{self._model_name}: row {int(index[t])} of {name} in {self.path.name} "
+                                              "does not match its CRC-32: the file was changed or is corrupt")
+                with self._lock:
+                    checked[index[todo]] = True
+        return out
+
+    def close(self) -> None:
+        self._map = None
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def memory_budget() -> Optional[int]:
+    """Bytes this process may still take: the smaller of the address-space limit left and MemAvailable (None: unknown)."""
+    limits = []
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            used = 0
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmSize:"):
+                        used = int(line.split()[1]) * 1024
+            limits.append(soft - used)
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def choose_mode(weight_bytes: int, requested: str = "auto") -> tuple[str, str]:
+    """("load" | "rows", why): ``auto`` loads the weights unless twice their size does not fit the memory budget."""
+    if requested in ("load", "rows"):
+        return requested, f"asked for {requested!r}"
+    if requested != "auto":
+        raise ConfigError(f"weights must be 'auto', 'load' or 'rows', got {requested!r}")
+    budget = memory_budget()
+    if budget is not None and 2 * weight_bytes > budget:
+        return "rows", (f"the weights ({weight_bytes / 2**20:.0f} MiB) need more than half the memory this process "
+                        f"may still take ({budget / 2**20:.0f} MiB): reading rows on demand")
+    return "load", "the weights fit in memory: onnxruntime loads them"
