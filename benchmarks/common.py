@@ -153,6 +153,7 @@ def environment(threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # shared-machine noise
     }
     try:
         import zor

@@ -6,9 +6,12 @@ FitResult`` and ``reconstruct(x) -> np.ndarray``, for a given seed:
     zor            Zor([Layer(784), Layer(64), Layer(784)]), defaults, via Zor.fit
                    (curriculum sampling, batches of 48)
     zor-uniform    the same with uniform batches (curriculum=False)
+    zor-homeostasis  hidden-layer threshold homeostasis on (η = 0.001, target 0.75),
+                   the best homeostasis setting in benchmarks/rule_variants.py
     zor-<rule>     the same with another learning-rule variant (zor.rules.RULES)
     mlp            equal-size backprop MLP, AdamW lr 1e-3
     mlp-lr3e-3     the same at lr 3e-3
+    mlp-sigmoid    the same (lr 1e-3) with a sigmoid output (better with more data)
     leaky-bptt     seed 002's leaky neuron trained by BPTT
     lif-stdp       seed 003's LIF + STDP network with Poisson encoding
     mean           the mean training image
@@ -66,13 +69,16 @@ def _named(obj: Any, name: str) -> Any:
 METHODS: dict[str, Callable[[int], Any]] = {
     "zor": lambda seed: ZorMethod(seed=seed, name="zor"),
     "zor-uniform": lambda seed: ZorMethod(seed=seed, curriculum=False, name="zor (uniform batches)"),
+    "zor-homeostasis": lambda seed: ZorMethod(seed=seed, name="zor homeostasis η=1e-3 t=0.75",
+                                              layer_options={"activation_rate": 1e-3, "target_activation": 0.75}),
     "mlp": lambda seed: _named(MLP(SIZES, lr=1e-3, seed=seed), "mlp AdamW lr=1e-3"),
     "mlp-lr3e-3": lambda seed: _named(MLP(SIZES, lr=3e-3, seed=seed), "mlp AdamW lr=3e-3"),
+    "mlp-sigmoid": lambda seed: _named(MLP(SIZES, lr=1e-3, output="sigmoid", seed=seed), "mlp AdamW lr=1e-3 sigmoid"),
     "leaky-bptt": lambda seed: LeakyBPTT(SIZES, seed=seed),
     "lif-stdp": lambda seed: LIFSTDP(SIZES[0], SIZES[1], seed=seed),
     "mean": lambda seed: MeanImage(SIZES[0]),
 }
-DEFAULT_METHODS = ("zor", "mlp", "mlp-lr3e-3", "leaky-bptt", "lif-stdp", "mean")
+DEFAULT_METHODS = ("zor", "mlp", "mlp-lr3e-3", "mlp-sigmoid", "leaky-bptt", "lif-stdp", "mean")
 
 
 def known() -> list[str]:

@@ -30,7 +30,7 @@ def test_fashion_fewshot_quick_writes_json_and_png(tmp_path):
     assert data["benchmark"] == "fashion_fewshot"
     assert data["config"]["budgets_s"] == {"10": 0.05, "100": 0.1}
     methods = {r["method"] for r in data["rows"]}
-    assert methods == {"zor", "mlp", "mlp-lr3e-3", "leaky-bptt", "lif-stdp", "mean"}
+    assert methods == {"zor", "mlp", "mlp-lr3e-3", "mlp-sigmoid", "leaky-bptt", "lif-stdp", "mean"}
     assert {r["scale"] for r in data["rows"]} == {10, 100}
     for r in data["rows"]:
         assert 0.0 < r["accuracy"] <= 100.0 and r["steps"] >= 1
