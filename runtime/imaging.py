@@ -430,8 +430,8 @@ def run_task(model: "Model", task: str, image: Any) -> TaskOutput:
     size, stride = task_patch(spec)
     if img.shape[:2] != (size, size):
         t = tile(img[..., 0] if img.ndim == 3 else img, size, stride)[1]
-        notes.append(f"{img.shape[0]}x{img.shape[1]} image tiled into {t.count} overlapping {size}x{size} patches "
-                     f"(stride {stride}), blended back")
+        how = "side by side" if stride == size else f"overlapping every {stride} pixels, blended back"
+        notes.append(f"{img.shape[0]}x{img.shape[1]} image tiled into {t.count} {size}x{size} patches {how}")
     if task == "colorize":
         if img.ndim == 3:
             notes.append("colour image: re-coloured from its lightness (its own colours are ignored)")

@@ -79,6 +79,7 @@ __all__ = [
     "load_cifar10_samples",
     "noisy_pairs",
     "one_hot",
+    "colour_error",
     "classify_task",
     "colorize_task",
     "denoise_task",
@@ -383,6 +384,25 @@ def load_cifar10_samples(path: Union[str, os.PathLike, None] = None) -> tuple[np
 
 
 # --------------------------------------------------------------------------- tasks
+def colour_error(rgb_pred: Any, rgb_true: Any) -> dict[str, float]:
+    """How far predicted colours are from the truth, for RGB images (..., 3) in [0, 1].
+
+        psnr          10 log10(1 / MSE) of the RGB values, dB
+        delta_e_ab    mean √((a_p − a_t)² + (b_p − b_t)²) per pixel, CIE Lab units
+        chroma_ratio  mean C_p / mean C_t, C = √(a² + b²): 0 for a grey prediction, 1 when
+                      as colourful as the truth (regression to the mean desaturates)
+    """
+    p, t = np.asarray(rgb_pred, np.float64), np.asarray(rgb_true, np.float64)
+    if p.shape != t.shape:
+        raise ShapeError(f"colour_error: prediction {p.shape} and truth {t.shape} differ in shape")
+    lab_p, lab_t = rgb_to_lab(p), rgb_to_lab(t)
+    mse = float(np.mean((p - t) ** 2))
+    chroma_t = float(np.sqrt((lab_t[..., 1:] ** 2).sum(axis=-1)).mean())
+    return {"psnr": float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse)),
+            "delta_e_ab": float(np.sqrt(((lab_p[..., 1:] - lab_t[..., 1:]) ** 2).sum(axis=-1)).mean()),
+            "chroma_ratio": float(np.sqrt((lab_p[..., 1:] ** 2).sum(axis=-1)).mean() / max(chroma_t, 1e-12))}
+
+
 def one_hot(labels: Any, n_classes: int = 10) -> np.ndarray:
     """(N,) int labels → (N, n_classes) float32 one-hot rows (the classification target)."""
     labels = np.asarray(labels)
@@ -440,6 +460,9 @@ def denoise_task(noise: dict, height: int = 28, width: int = 28) -> dict[str, An
         "output": {"shape": [None, height * width], "range": [0.0, 1.0], "meaning": "the denoised image",
                    "image": _image_spec(height, width, 1)},
         "noise": dict(noise),
-        "patch": {"size": height, "stride": height // 2, "window": "hann", "padding": "reflect"},
-        "image_policy": {"size": "any: tiled into overlapping patches, blended", "colour": "luma"},
+        # whole items, not texture: tiles side by side (an image made of items on a 28-pixel grid
+        # is cut exactly at the items); overlapping tiles would show the model off-centre items
+        "patch": {"size": height, "stride": height, "window": "hann", "padding": "reflect"},
+        "image_policy": {"size": f"any: tiled into {height}x{width} tiles side by side (edges mirrored)",
+                         "colour": "luma"},
     }

@@ -1,0 +1,243 @@
+"""Fashion-MNIST classification from 10 to 60,000 labelled images: Zor vs backprop at equal wall time.
+
+Zor classifies with its output charges trained against one-hot targets (error =
+one-hot − output, the engine's own rule; no softmax, no cross-entropy):
+
+    zor        Zor([Layer(784), Layer(256), Layer(10)])                      defaults, Zor.fit
+    zor-conv   Zor([Layer(784, shape=(1, 28, 28)), Conv(16, 5, stride=2), Layer(10)])
+
+against equal-size backprop networks trained on the cross-entropy with AdamW
+(``benchmarks/image_baselines.py``):
+
+    mlp        784-256-10 ReLU MLP
+    cnn        conv 16×5×5 stride 2 → ReLU → linear 10 (the same kernel and maps as zor-conv)
+
+Every method trains **for the same wall time** on the same balanced subset (n/10 images
+per class, drawn per seed; the whole split at 60,000), batches of 48, one CPU thread,
+and is scored on the same unseen test images (accuracy, %, argmax of the scores). The
+budget grows with the data: ``--budget`` seconds at 10 and 100 labels, 2× at 1,000,
+4× from 10,000 up. Figures are medians over ``--seeds`` seeds.
+
+The issue's goals are checked and printed as they come out: Zor ahead of the best
+backprop network at 10 and 100 labels, within 2 points of it at 60,000.
+
+Usage:
+    python benchmarks/classification.py --json out.json
+    python benchmarks/classification.py --labels 10,100 --seeds 5 --budget 1
+    python benchmarks/classification.py --quick --json /tmp/q.json      # smoke test
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import click
+import numpy as np
+
+from benchmarks import common
+from benchmarks.baselines.base import FitResult, check_budget
+from benchmarks.image_baselines import CNNClassifier, MLPClassifier
+from zor.errors import ZorError
+
+__all__ = ["ZorClassifier", "METHODS", "build", "budget_for", "run", "summarise", "goals", "main"]
+
+HIDDEN = 256
+CONV = {"channels": 16, "kernel_size": 5, "stride": 2}
+
+
+class ZorClassifier:
+    """A Zor network whose output charges learn one-hot targets (``Zor.fit``, curriculum on)."""
+
+    def __init__(self, conv: bool = False, seed: int = 0, hidden: int = HIDDEN, batch_size: int = 48,
+                 device: str = "cpu", **config: Any) -> None:
+        from zor import Conv, Layer, Zor
+        from zor.datasets import CLASS_NAMES
+        from zor.images import classify_task
+
+        if conv:
+            layers = [Layer(784, shape=(1, 28, 28)), Conv(**CONV), Layer(10)]
+        else:
+            layers = [Layer(784), Layer(hidden), Layer(10)]
+        self.net = Zor(layers, seed=seed, device=device, task=classify_task(CLASS_NAMES), **config)
+        self.batch_size = batch_size
+        self.name = "zor-conv" if conv else "zor"
+
+    def fit(self, x: np.ndarray, labels: np.ndarray, *, time_budget: Optional[float] = None,
+            steps: Optional[int] = None) -> FitResult:
+        from zor.images import one_hot
+
+        check_budget(time_budget, steps)
+        hist = self.net.fit(x, one_hot(labels, 10), steps=steps if steps is not None else 10 ** 12,
+                            batch_size=self.batch_size, progress=False, time_budget=time_budget)
+        return FitResult(steps=hist.steps, seconds=hist.seconds, samples=hist.steps * self.batch_size)
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return self.net.predict(x).cpu().numpy()
+
+
+METHODS = {
+    "zor": lambda seed: ZorClassifier(conv=False, seed=seed),
+    "zor-conv": lambda seed: ZorClassifier(conv=True, seed=seed),
+    "mlp": lambda seed: MLPClassifier((784, HIDDEN, 10), seed=seed),
+    "cnn": lambda seed: CNNClassifier((1, 28, 28), n_classes=10, seed=seed, **CONV),
+}
+ZOR_METHODS = ("zor", "zor-conv")
+BACKPROP = ("mlp", "cnn")
+
+
+def build(name: str, seed: int):
+    if name not in METHODS:
+        from zor.errors import ConfigError
+
+        raise ConfigError(f"unknown method {name!r}: expected some of {', '.join(METHODS)}")
+    return METHODS[name](seed)
+
+
+def budget_for(n: int, base: float) -> float:
+    """Seconds of training for n labelled images: base at ≤ 100, 2·base at 1,000, 4·base from 10,000."""
+    return base * (1 if n <= 100 else 2 if n <= 1000 else 4)
+
+
+def run(data: dict, labels: list[int], names: list[str], seeds: list[int], base: float, eval_size: int,
+        show_progress: bool = True) -> list[dict[str, Any]]:
+    """Every method × label count × seed at equal wall time; one row each."""
+    x_train, y_train = data["train"]
+    x_test, y_test = data["test"][0][:eval_size], data["test"][1][:eval_size]
+    for name in names:                                  # untimed warm-up: lazy kernel setup costs no one
+        build(name, 0).fit(x_train[:48], y_train[:48], steps=2)
+    rows = []
+    bar = common.progress(len(labels) * len(names) * len(seeds), "classification", show_progress)
+    for seed in seeds:
+        for n in labels:
+            idx = common.balanced_subset(y_train, n, seed)
+            budget = budget_for(n, base)
+            for name in names:
+                common.seed_everything(seed)
+                model = build(name, seed)
+                fit = model.fit(x_train[idx], y_train[idx], time_budget=budget)
+                acc = float(100.0 * np.mean(np.argmax(model.scores(x_test), axis=1) == y_test))
+                rows.append({"labels": n, "method": name, "seed": seed, "budget_s": budget,
+                             "train_seconds": fit.seconds, "steps": fit.steps, "accuracy": acc})
+                bar.update(1)
+                bar.set_postfix_str(f"{name}@{n}: {acc:.1f} %")
+    bar.close()
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict[str, Any]]:
+    """Medians over seeds per (labels, method), with the min and max accuracy."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["labels"], r["method"]), []).append(r)
+    out = []
+    for (n, name), rs in groups.items():
+        accs = [r["accuracy"] for r in rs]
+        out.append({"labels": n, "method": name, "seeds": len(rs), "accuracy": common.median(accs),
+                    "acc_min": min(accs), "acc_max": max(accs), "budget_s": rs[0]["budget_s"],
+                    "train_seconds": common.median(r["train_seconds"] for r in rs),
+                    "steps": int(round(common.median(r["steps"] for r in rs)))})
+    return out
+
+
+def goals(summary: list[dict]) -> list[dict[str, Any]]:
+    """The issue's goals per label count: best Zor vs best backprop (medians)."""
+    out = []
+    for n in sorted({s["labels"] for s in summary}):
+        at = {s["method"]: s["accuracy"] for s in summary if s["labels"] == n}
+        zor = {m: a for m, a in at.items() if m in ZOR_METHODS}
+        bp = {m: a for m, a in at.items() if m in BACKPROP}
+        if not zor or not bp:
+            continue
+        zm, bm = max(zor, key=zor.get), max(bp, key=bp.get)
+        gap = zor[zm] - bp[bm]
+        goal = "ahead" if n <= 100 else ("within 2 points" if n >= 60000 else None)
+        met = None if goal is None else (gap > 0 if goal == "ahead" else gap >= -2.0)
+        out.append({"labels": n, "best_zor": zm, "zor_accuracy": zor[zm], "best_backprop": bm,
+                    "backprop_accuracy": bp[bm], "gap_points": gap, "goal": goal, "met": met})
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the rows, summary and goals as JSON here.")
+@click.option("--labels", "labels_text", default=None, help="Label counts, e.g. 10,100,1000,60000.")
+@click.option("--budget", type=click.FloatRange(min=0.01), default=None,
+              help="Seconds of training at 10 and 100 labels (2x at 1,000, 4x from 10,000). Default 2.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Seeds (medians are reported). Default 3.")
+@click.option("--methods", "methods_text", default=None, help=f"Comma-separated, some of {', '.join(METHODS)}.")
+@click.option("--eval-size", type=click.IntRange(min=1), default=None, help="Test images scored. Default 10000.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--quick", is_flag=True, help="Smoke test: bundled subset, 10 and 100 labels, tiny budgets, 1 seed.")
+@click.option("--no-progress", is_flag=True)
+def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional[float], seeds: Optional[int],
+         methods_text: Optional[str], eval_size: Optional[int], threads: int, quick: bool, no_progress: bool) -> None:
+    """Zor vs backprop (MLP, CNN) on Fashion-MNIST classification at equal wall time."""
+    if json_path is not None and not json_path.resolve().parent.is_dir():
+        raise click.BadParameter(f"folder of {json_path} does not exist", param_hint="--json")
+    try:
+        labels = common.parse_int_list(labels_text, "--labels") if labels_text else None
+        names = [m.strip() for m in methods_text.split(",") if m.strip()] if methods_text else list(METHODS)
+        unknown = [m for m in names if m not in METHODS]
+        if unknown or not names:
+            raise click.BadParameter(f"unknown methods {unknown}: expected some of {', '.join(METHODS)}",
+                                     param_hint="--methods")
+        common.set_threads(threads)
+        data = common.load_images(bundled=quick)
+        labels = labels or ([10, 100] if quick else [10, 100, 1000, 60000])
+        base = budget if budget is not None else (0.2 if quick else 2.0)
+        n_seeds = seeds or (1 if quick else 3)
+        eval_size = min(eval_size or (500 if quick else 10000), len(data["test"][0]))
+        n_train = len(data["train"][0])
+        skipped = [n for n in labels if n > n_train]
+        labels = [n for n in labels if n <= n_train]
+        for n in labels:
+            if n != n_train and n % 10:
+                raise click.BadParameter(f"{n}: a balanced subset needs a multiple of 10 (or all {n_train})",
+                                         param_hint="--labels")
+        if skipped:
+            click.echo(f"note: {skipped} labels exceed the {n_train} training images of the {data['source']}; skipped",
+                       err=True)
+        if not labels:
+            raise click.BadParameter("no label count fits the training data", param_hint="--labels")
+        env = common.environment(threads)
+        budgets = {n: budget_for(n, base) for n in labels}
+        click.echo(f"data: {data['source']}; scored on {eval_size} unseen test images; seeds {n_seeds}; "
+                   f"{threads} thread(s); {env['cpu']}")
+        click.echo("equal wall time per method and run (s): "
+                   + ", ".join(f"{n:,} labels → {b:g}" for n, b in budgets.items()))
+        rows = run(data, labels, names, list(range(n_seeds)), base, eval_size, show_progress=not no_progress)
+    except ZorError as exc:
+        raise click.UsageError(str(exc)) from None
+    summary = summarise(rows)
+    click.echo(f"\nFashion-MNIST classification, accuracy % on unseen test images (median of {n_seeds} seed(s); "
+               "min-max beside it)")
+    table = [{**s, "range": f"{s['acc_min']:.1f}-{s['acc_max']:.1f}"} for s in summary]
+    click.echo(common.format_table(table, ["labels", "method", "accuracy", "range", "steps", "train_seconds",
+                                           "budget_s"],
+                                   ["labels", "method", "accuracy %", "min-max", "steps", "train s", "budget s"]))
+    verdicts = goals(summary)
+    if verdicts:
+        click.echo("\nGoals (best Zor vs best backprop, medians):")
+        for v in verdicts:
+            status = "" if v["goal"] is None else (" -> goal '" + v["goal"] + "': " + ("met" if v["met"] else "NOT met"))
+            click.echo(f"  {v['labels']:>6,} labels: {v['best_zor']} {v['zor_accuracy']:.1f} % vs {v['best_backprop']} "
+                       f"{v['backprop_accuracy']:.1f} % ({v['gap_points']:+.1f} points){status}")
+    if json_path is not None:
+        common.write_json(json_path, {
+            "benchmark": "classification", "environment": env,
+            "config": {"labels": labels, "budgets_s": budgets, "base_budget_s": base, "seeds": n_seeds,
+                       "eval_images": eval_size, "data": data["source"], "methods": names, "batch_size": 48,
+                       "budget_rule": "base at <= 100 labels, 2x base at 1,000, 4x base from 10,000",
+                       "subset": "balanced, n/10 per class, drawn per seed (whole split at 60000)",
+                       "quick": quick},
+            "rows": rows, "summary": summary, "goals": verdicts})
+        click.echo(f"wrote {json_path}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Credit assignment with depth: the same Zor classifier at 2, 4, 8 and 12 layers.
+
+Task: Fashion-MNIST classification from ``--labels`` balanced labelled images (default
+1,000), output charges against one-hot targets, scored on unseen test images.
+
+    depth d    Zor([Layer(784)] + [Layer(W)] * (d − 2) + [Layer(10)]), defaults, Zor.fit
+    mlp        the same widths as a ReLU MLP trained by backprop (cross-entropy, AdamW)
+
+Depth d counts every layer, input and output included (d = 2 is the input wired
+straight to the output: no hidden layer). Each network trains for the same number of
+mini-batches (``--steps``, batches of 48, one CPU thread), so the table shows both
+quality and training time per depth. How the error signal reaches the lower layers
+is measured directly on Zor:
+
+    ΔW first / last   ‖W_k(end) − W_k(start)‖ / ‖W_k(start)‖ for the first and last connection:
+                      how far training moved the weights the signal must travel
+                      furthest to reach, next to those it reaches first
+    spike rate        mean share of hidden units that spike on test images (min over layers)
+
+Medians over ``--seeds`` seeds.
+
+Usage:
+    python benchmarks/depth.py --json out.json
+    python benchmarks/depth.py --quick --json /tmp/q.json      # smoke test
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import click
+import numpy as np
+
+from benchmarks import common
+from benchmarks.image_baselines import MLPClassifier
+from zor.errors import ZorError
+
+__all__ = ["zor_at_depth", "run", "summarise", "main"]
+
+
+def zor_at_depth(depth: int, width: int, seed: int):
+    """Zor with ``depth`` layers: 784, (depth − 2) hidden layers of ``width``, 10."""
+    from zor import Layer, Zor
+
+    return Zor([Layer(784)] + [Layer(width) for _ in range(depth - 2)] + [Layer(10)], seed=seed, device="cpu")
+
+
+def _zor_run(depth: int, width: int, seed: int, x, y, xt, yt, steps: int) -> dict[str, Any]:
+    import torch
+
+    from zor.images import one_hot
+
+    net = zor_at_depth(depth, width, seed)
+    start = [w.detach().clone() for w in net.weights]
+    hist = net.fit(x, one_hot(y), steps=steps, batch_size=48, progress=False)
+    acc = float(100.0 * np.mean(net.predict(xt).cpu().numpy().argmax(axis=1) == yt))
+    moved = [float(torch.linalg.vector_norm(w - w0) / torch.linalg.vector_norm(w0)) for w, w0 in zip(net.weights, start)]
+    _, traces = net.run(xt[:500])
+    rates = [float(t.s.mean()) for t in traces[1:-1]]
+    return {"accuracy": acc, "train_seconds": hist.seconds, "steps": hist.steps, "dw_first": moved[0],
+            "dw_last": moved[-1], "dw_per_connection": moved, "hidden_spike_rate": float(np.mean(rates)) if rates else None,
+            "min_layer_spike_rate": min(rates) if rates else None}
+
+
+def _mlp_run(depth: int, width: int, seed: int, x, y, xt, yt, steps: int) -> dict[str, Any]:
+    m = MLPClassifier([784] + [width] * (depth - 2) + [10], seed=seed)
+    fit = m.fit(x, y, steps=steps)
+    acc = float(100.0 * np.mean(m.scores(xt).argmax(axis=1) == yt))
+    return {"accuracy": acc, "train_seconds": fit.seconds, "steps": fit.steps}
+
+
+def run(data: dict, depths: list[int], width: int, n_labels: int, steps: int, seeds: list[int], eval_size: int,
+        show_progress: bool = True) -> list[dict[str, Any]]:
+    x_train, y_train = data["train"]
+    xt, yt = data["test"][0][:eval_size], data["test"][1][:eval_size]
+    _zor_run(2, width, 0, x_train[:48], y_train[:48], xt[:10], yt[:10], 2)          # untimed warm-up
+    _mlp_run(2, width, 0, x_train[:48], y_train[:48], xt[:10], yt[:10], 2)
+    rows = []
+    bar = common.progress(len(depths) * len(seeds) * 2, "depth", show_progress)
+    for seed in seeds:
+        idx = common.balanced_subset(y_train, n_labels, seed)
+        x, y = x_train[idx], y_train[idx]
+        for d in depths:
+            for method, fn in (("zor", _zor_run), ("mlp", _mlp_run)):
+                common.seed_everything(seed)
+                t = time.perf_counter()
+                r = fn(d, width, seed, x, y, xt, yt, steps)
+                rows.append({"depth": d, "method": method, "seed": seed, "wall_seconds": time.perf_counter() - t, **r})
+                bar.update(1)
+                bar.set_postfix_str(f"{method} d={d}: {r['accuracy']:.1f} %")
+    bar.close()
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["depth"], r["method"]), []).append(r)
+    out = []
+    for (d, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "zor")):
+        s: dict[str, Any] = {"depth": d, "method": method, "seeds": len(rs)}
+        for k in ("accuracy", "train_seconds", "dw_first", "dw_last", "hidden_spike_rate", "min_layer_spike_rate"):
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            s[k] = common.median(vals) if vals else None
+        accs = [r["accuracy"] for r in rs]
+        s["acc_min"], s["acc_max"] = min(accs), max(accs)
+        out.append(s)
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--depths", "depths_text", default=None, help="Layer counts (input and output included). Default 2,4,8,12.")
+@click.option("--width", type=click.IntRange(min=1), default=128, show_default=True, help="Hidden layer width.")
+@click.option("--labels", "n_labels", type=click.IntRange(min=10), default=None, help="Labelled images. Default 1000.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Mini-batches of 48 per network. Default 600.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Default 3.")
+@click.option("--eval-size", type=click.IntRange(min=1), default=None, help="Test images scored. Default 10000.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--quick", is_flag=True, help="Smoke test: bundled subset, depths 2 and 4, a few steps, 1 seed.")
+@click.option("--no-progress", is_flag=True)
+def main(json_path: Optional[Path], depths_text: Optional[str], width: int, n_labels: Optional[int],
+         steps: Optional[int], seeds: Optional[int], eval_size: Optional[int], threads: int, quick: bool,
+         no_progress: bool) -> None:
+    """Zor (and the same-width backprop MLP) at 2, 4, 8 and 12 layers: quality and training time."""
+    if json_path is not None and not json_path.resolve().parent.is_dir():
+        raise click.BadParameter(f"folder of {json_path} does not exist", param_hint="--json")
+    try:
+        depths = common.parse_int_list(depths_text, "--depths") if depths_text else ([2, 4] if quick else [2, 4, 8, 12])
+        if min(depths) < 2:
+            raise click.BadParameter("a network has at least 2 layers (input and output)", param_hint="--depths")
+        common.set_threads(threads)
+        data = common.load_images(bundled=quick)
+        n_labels = n_labels or (100 if quick else 1000)
+        if n_labels > len(data["train"][0]) or n_labels % 10:
+            raise click.BadParameter(f"{n_labels}: expected a multiple of 10 up to {len(data['train'][0])}",
+                                     param_hint="--labels")
+        steps = steps or (5 if quick else 600)
+        n_seeds = seeds or (1 if quick else 3)
+        eval_size = min(eval_size or (200 if quick else 10000), len(data["test"][0]))
+        env = common.environment(threads)
+        click.echo(f"data: {data['source']}: {n_labels:,} balanced labelled images, scored on {eval_size:,} unseen "
+                   f"test images; width {width}; {steps} steps of 48 per network; {threads} thread(s); {env['cpu']}")
+        rows = run(data, depths, width, n_labels, steps, list(range(n_seeds)), eval_size, not no_progress)
+    except ZorError as exc:
+        raise click.UsageError(str(exc)) from None
+    summary = summarise(rows)
+    click.echo(f"\nAccuracy % and training time per depth (median of {n_seeds} seed(s)); ΔW = relative weight change")
+    table = [{**s, "range": f"{s['acc_min']:.1f}-{s['acc_max']:.1f}"} for s in summary]
+    click.echo(common.format_table(table, ["depth", "method", "accuracy", "range", "train_seconds", "dw_first",
+                                           "dw_last", "hidden_spike_rate"],
+                                   ["layers", "method", "accuracy %", "min-max", "train s", "ΔW first", "ΔW last",
+                                    "spike rate"]))
+    if json_path is not None:
+        common.write_json(json_path, {
+            "benchmark": "depth", "environment": env,
+            "config": {"depths": depths, "width": width, "labels": n_labels, "steps": steps, "seeds": n_seeds,
+                       "eval_images": eval_size, "data": data["source"], "batch_size": 48, "quick": quick},
+            "rows": rows, "summary": summary})
+        click.echo(f"wrote {json_path}", err=True)
+
+
+if __name__ == "__main__":
+    main()
