@@ -1,0 +1,344 @@
+"""Translation with a Zor network: the step framing, training by Zor's rule, evaluation.
+
+Framing ("redesign the problem for the network"): a sentence-to-sentence task
+becomes many fixed-size classification steps. At target position t the network sees
+x_t = StepEncoder(source, y_<t, t) (:mod:`zor.textfeatures`: a bag of source
+subwords, a window of source subwords around the aligned position, the last k target
+tokens, the position) and outputs one charge per target subword; the training target
+is the one-hot vector of y_t (``</s>`` after the last token). Decoding runs the
+network once per position, greedily or with a beam (:mod:`zor.textdecode`).
+
+Why it suits Zor: every step is a plain stateless (B, D) → (B, V) mapping with
+non-negative sparse inputs and a one-hot target, exactly what Zor's forward pass and
+``train_batch(x, target)`` handle: error = one-hot − charges drives the rule of
+:mod:`zor.rules` (no autograd anywhere in Zor's training), charges trained by least
+squares estimate P(next token), and the graph exports unchanged (Greater / Where /
+MatMul per layer) because the translation-specific work is all in the numpy feature
+encoding, which the runtime repeats.
+
+Network: ``[Layer(D), Layer(H), Layer(V_t)]``; input θ = 0 (a feature spikes when
+present), hidden θ learned by homeostasis, output θ = −inf (every output charge is
+read). The equal-size baseline :class:`BackpropStepModel` has the same widths, the
+same inputs and targets, and is trained by autograd (Adam, cross-entropy, the
+standard way to train such a classifier) for the same wall time.
+
+Example (a made-up parallel text; real corpora come from :mod:`zor.textdata`):
+    >>> from zor.textdata import Pair
+    >>> pairs = [Pair("el agua", "in atl", "d"), Pair("la casa", "in calli", "d")] * 20
+    >>> cfg = TranslationConfig(source_vocab=40, target_vocab=40, hidden=32, window_dim=64, steps=150,
+    ...                         batch_size=32, device="cpu")
+    >>> model = ZorTranslator.train(pairs, cfg)
+    >>> model.translate(["la casa"])
+    ['in calli']
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, ConfigError, DataError, ModelFileError
+from .layer import Layer
+from .network import Zor
+from .textdata import Pair
+from .textdecode import TranslationSpec, translate_texts
+from .textfeatures import StepData, StepEncoder
+from .tokenizer import EOS, SubwordTokenizer
+
+__all__ = [
+    "TranslationConfig",
+    "build_spec",
+    "step_data",
+    "ZorTranslator",
+    "BackpropStepModel",
+    "one_hot",
+]
+
+
+@dataclass
+class TranslationConfig:
+    """Everything that shapes a translation model and its training."""
+
+    source_language: str = "es"
+    target_language: str = "nah"
+    source_vocab: int = 1000          # subword vocabulary sizes (tokenizers trained on the training split)
+    target_vocab: int = 1000
+    hidden: int = 256                 # H: hidden layer width
+    history: int = 2                  # k: last target tokens in the input
+    window: int = 2                   # w: aligned source window ±w
+    window_dim: int = 1024            # hashed slots of the window block
+    position_buckets: int = 16
+    max_source_tokens: int = 64       # longer sources are translated in pieces (zor.textdecode)
+    max_target_tokens: int = 128
+    train_max_tokens: int = 96        # training pairs with a longer side are left out
+    steps: int = 2000                 # training batches (time_budget stops earlier)
+    time_budget: Optional[float] = None   # seconds of training, None = run all steps
+    batch_size: int = 256
+    rule: str = "gated"               # Zor learning-rule variant (zor.rules.RULES)
+    lr: float = 1e-3                  # Zor's optimizer learning rate (applies the rule's update U)
+    error_scaling: bool = True        # Zor: scale U by the error level max(mean|error|, 0.01)
+    learning_range: Optional[float] = 1.0
+    max_weight: Optional[float] = 1.0
+    target_activation: float = 0.2    # hidden homeostasis target firing rate
+    activation_rate: float = 0.01     # hidden homeostasis speed η
+    curriculum: bool = False          # Zor's curriculum sampler over training steps
+    init_scale: float = 0.5
+    output_activation: str = "identity"  # f_L of the output layer
+    readout: str = "softmax"          # error = one-hot − softmax(c) ("softmax") or one-hot − c ("charges")
+    decoding: dict = field(default_factory=lambda: {"beam": 1, "no_repeat_ngram": 3, "length_penalty": 1.0})
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("source_vocab", "target_vocab", "hidden", "steps", "batch_size", "max_source_tokens",
+                     "max_target_tokens", "train_max_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "steps" else 1):
+                raise ConfigError(f"TranslationConfig.{name} must be a positive int, got {v!r}")
+        if self.readout not in ("softmax", "charges"):
+            raise ConfigError(f"readout must be 'softmax' or 'charges', got {self.readout!r}")
+        if self.time_budget is not None and not (isinstance(self.time_budget, (int, float)) and self.time_budget > 0):
+            raise ConfigError(f"time_budget must be seconds > 0 or None, got {self.time_budget!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_spec(train: Sequence[Pair], config: TranslationConfig) -> TranslationSpec:
+    """Tokenizers trained on the training pairs, and the step encoding that fits them.
+
+    The length ratio r is Σ target tokens / Σ source tokens over the training pairs.
+    """
+    if not train:
+        raise DataError("expected training pairs, got none")
+    src_tok = SubwordTokenizer.train([p.source for p in train], vocab_size=config.source_vocab)
+    tgt_tok = SubwordTokenizer.train([p.target for p in train], vocab_size=config.target_vocab)
+    n_src = sum(len(src_tok.encode(p.source)) for p in train)
+    n_tgt = sum(len(tgt_tok.encode(p.target)) for p in train)
+    encoder = StepEncoder(source_vocab=src_tok.vocab_size, target_vocab=tgt_tok.vocab_size,
+                          history=config.history, window=config.window, window_dim=config.window_dim,
+                          length_ratio=round(n_tgt / max(1, n_src), 4), position_buckets=config.position_buckets)
+    return TranslationSpec(src_tok, tgt_tok, encoder, config.source_language, config.target_language,
+                           config.max_source_tokens, config.max_target_tokens,
+                           "logits" if config.readout == "softmax" else "probability", dict(config.decoding))
+
+
+def step_data(pairs: Sequence[Pair], spec: TranslationSpec, max_tokens: Optional[int] = None) -> StepData:
+    """All training steps of ``pairs`` (pairs with a side over ``max_tokens`` are left out)."""
+    src, tgt = [], []
+    for p in pairs:
+        s, t = spec.source_tokenizer.encode(p.source), spec.target_tokenizer.encode(p.target)
+        if max_tokens is not None and (len(s) > max_tokens or len(t) > max_tokens):
+            continue
+        src.append(s)
+        tgt.append(t)
+    if not src:
+        raise DataError(f"no training pair fits within {max_tokens} tokens a side")
+    return spec.encoder.steps(src, tgt, EOS)
+
+
+def one_hot(labels: Union[np.ndarray, torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
+    """(B, width) float32 with 1 at each row's label."""
+    y = torch.zeros(len(labels), width, device=device)
+    y[torch.arange(len(labels), device=device), torch.as_tensor(labels, device=device)] = 1.0
+    return y
+
+
+def _batches(n: int, batch: int, rng: np.random.Generator):
+    """Endless epochs of shuffled row indices, ``batch`` at a time."""
+    while True:
+        order = rng.permutation(n)
+        for k in range(0, n - batch + 1 if n >= batch else 1, batch):
+            yield order[k:k + batch]
+
+
+class ZorTranslator:
+    """A Zor step network plus its translation spec (tokenizers, features, limits)."""
+
+    def __init__(self, net: Zor, spec: TranslationSpec) -> None:
+        if net.layers[0].size != spec.encoder.width or net.layers[-1].size != spec.encoder.target_vocab:
+            raise ConfigError(f"network {net.sizes} does not fit the step encoding: expected input "
+                              f"{spec.encoder.width} and output {spec.encoder.target_vocab}")
+        self.net, self.spec = net, spec
+        self.net.task = spec.to_task()
+        self.history: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ building and training
+    @staticmethod
+    def make_network(spec: TranslationSpec, config: TranslationConfig) -> Zor:
+        """``[Layer(D), Layer(H), Layer(V_t)]`` with the config's Zor settings."""
+        kw = dict(learning_range=config.learning_range, max_weight=config.max_weight)
+        layers = [
+            Layer(spec.encoder.width, **kw),
+            Layer(config.hidden, target_activation=config.target_activation,
+                  activation_rate=config.activation_rate, **kw),
+            Layer(spec.encoder.target_vocab, activation_function=config.output_activation, **kw),
+        ]
+        return Zor(layers, rule=config.rule, lr=config.lr, error_scaling=config.error_scaling, seed=config.seed, device=config.device, init_scale=config.init_scale,
+                   task=spec.to_task())
+
+    @classmethod
+    def train(cls, train: Sequence[Pair], config: Optional[TranslationConfig] = None,
+              spec: Optional[TranslationSpec] = None, data: Optional[StepData] = None,
+              progress: Optional[Callable[[int, float], None]] = None) -> "ZorTranslator":
+        """Build the spec (unless given), the network, and train it with Zor's rule.
+
+        One step: B training steps drawn without replacement (epoch by epoch), dense
+        inputs x (B, D), targets one-hot(y) (B, V_t), ``net.train_batch(x, target)``:
+        error = target − output, ``reinforce(error)`` (no autograd). Stops after
+        ``config.steps`` batches or ``config.time_budget`` seconds.
+        """
+        config = config or TranslationConfig()
+        spec = spec or build_spec(train, config)
+        data = data if data is not None else step_data(train, spec, config.train_max_tokens)
+        net = cls.make_network(spec, config)
+        model = cls(net, spec)
+        model.fit(data, config, progress)
+        return model
+
+    def fit(self, data: StepData, config: TranslationConfig,
+            progress: Optional[Callable[[int, float], None]] = None) -> dict[str, Any]:
+        """Train on ``data`` (see :meth:`train`); returns and keeps a history dict."""
+        net, enc = self.net, self.spec.encoder
+        rng = np.random.default_rng(config.seed)
+        sampler = None
+        if config.curriculum:
+            from .curriculum import CurriculumSampler
+
+            sampler = CurriculumSampler(len(data), rng=rng)
+        batches = _batches(len(data), config.batch_size, rng)
+        start = time.perf_counter()
+        errs: list[float] = []
+        step = 0
+        for step in range(1, config.steps + 1):
+            rows = sampler.sample(config.batch_size) if sampler is not None else next(batches)
+            x = torch.from_numpy(enc.dense(data, rows)).to(net.device)
+            y = one_hot(data.target[rows], enc.target_vocab, net.device)
+            if config.readout == "softmax":
+                out = net.forward(x, train=True)
+                err = y - torch.softmax(out, dim=1)
+                net.reinforce(err)
+            else:
+                err = net.train_batch(x, y)
+            if sampler is not None or step % 50 == 0:
+                per = err.abs().sum(dim=1)
+                if sampler is not None:
+                    sampler.update(rows, per.cpu().numpy())
+                errs.append(float(per.mean()))
+                if progress is not None:
+                    progress(step, errs[-1])
+            if config.time_budget is not None and time.perf_counter() - start >= config.time_budget:
+                break
+        if net.device.type == "cuda":
+            torch.cuda.synchronize(net.device)
+        self.history = {"steps": step, "seconds": time.perf_counter() - start, "samples": len(data),
+                        "error": errs, "device": str(net.device), "config": config.to_dict()}
+        return self.history
+
+    # ------------------------------------------------------------------ use
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """Scores (B, V_t) for step inputs x (B, D): the network's output charges."""
+        with torch.no_grad():
+            out = self.net.forward(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.net.device),
+                                   train=False)
+        return out.cpu().numpy()
+
+    def translate(self, texts: Union[str, Sequence[str]], beam: Optional[int] = None, batch_size: int = 32,
+                  long: str = "split") -> Union[str, list[str]]:
+        """Translate one text (returns a str) or a list of texts (returns a list).
+
+        Bad input follows :func:`zor.textdecode.translate_texts`: empty text → "",
+        only unknown characters → InputError, too long → translated in pieces.
+        """
+        if isinstance(texts, str):
+            return translate_texts([texts], self.spec, self.step, beam, batch_size, long)[0]
+        return translate_texts(list(texts), self.spec, self.step, beam, batch_size, long)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """A Zor checkpoint whose ``task`` carries the whole translation spec (atomic write)."""
+        self.net.task = self.spec.to_task()
+        self.net.save(path)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], device: str = "auto") -> "ZorTranslator":
+        """Read a checkpoint written by :meth:`save`; a non-translation checkpoint raises CheckpointError."""
+        net = Zor.load(path, device=device)
+        try:
+            spec = TranslationSpec.from_task(net.task, where=str(path))
+        except ModelFileError as exc:
+            raise CheckpointError(str(exc)) from None
+        return cls(net, spec)
+
+
+class BackpropStepModel:
+    """The equal-size baseline: same widths, same inputs, trained by backprop.
+
+    ``Linear(D, H) → ReLU → Linear(H, V_t)`` (no biases, like Zor's layers), Adam on the
+    cross-entropy of the next token. Its scores are logits (``output = "logits"``).
+    """
+
+    def __init__(self, spec: TranslationSpec, hidden: int, lr: float = 1e-3, seed: int = 0,
+                 device: str = "auto", loss: str = "ce") -> None:
+        if loss not in ("ce", "mse"):
+            raise ConfigError(f"loss must be 'ce' (cross-entropy) or 'mse' (squared error on one-hot), got {loss!r}")
+        self.loss = loss
+        torch.manual_seed(seed)
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                           ("cpu" if device == "auto" else device))
+        d, v = spec.encoder.width, spec.encoder.target_vocab
+        self.net = torch.nn.Sequential(torch.nn.Linear(d, hidden, bias=False), torch.nn.ReLU(),
+                                       torch.nn.Linear(hidden, v, bias=False)).to(dev)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.spec = TranslationSpec(spec.source_tokenizer, spec.target_tokenizer, spec.encoder,
+                                    spec.source_language, spec.target_language, spec.max_source_tokens,
+                                    spec.max_target_tokens, "logits" if loss == "ce" else "probability",
+                                    dict(spec.decoding))
+        self.device = dev
+        self.seed = seed
+        self.history: dict[str, Any] = {}
+
+    def fit(self, data: StepData, steps: int, batch_size: int, time_budget: Optional[float] = None) -> dict[str, Any]:
+        enc = self.spec.encoder
+        rng = np.random.default_rng(self.seed)
+        batches = _batches(len(data), batch_size, rng)
+        ce = torch.nn.CrossEntropyLoss()
+        v = enc.target_vocab
+
+        def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if self.loss == "ce":
+                return ce(out, y)
+            return 0.5 * ((out - one_hot(y, v, out.device)) ** 2).sum(dim=1).mean()
+
+        start = time.perf_counter()
+        losses: list[float] = []
+        step = 0
+        for step in range(1, steps + 1):
+            rows = next(batches)
+            x = torch.from_numpy(enc.dense(data, rows)).to(self.device)
+            y = torch.as_tensor(data.target[rows], device=self.device)
+            loss = loss_fn(self.net(x), y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if step % 50 == 0:
+                losses.append(float(loss.detach()))
+            if time_budget is not None and time.perf_counter() - start >= time_budget:
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.history = {"steps": step, "seconds": time.perf_counter() - start, "loss": losses}
+        return self.history
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.net(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)).cpu().numpy()
+
+    def translate(self, texts: Sequence[str], beam: Optional[int] = None, batch_size: int = 32) -> list[str]:
+        return translate_texts(list(texts), self.spec, self.step, beam, batch_size)
