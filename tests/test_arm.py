@@ -242,6 +242,20 @@ def test_not_root_says_so_and_exits_77():
     assert "  - root: mmdebstrap --mode=root, chroot and bind mounts need uid 0" in p.stderr
 
 
+def test_host_python_without_the_exporter_says_so_and_exits_77(tmp_path):
+    _linux_x86()
+    pre = run_script("--preflight")
+    if pre.returncode == CANNOT:
+        pytest.skip(f"the machine itself cannot run emulate.sh, so the host-Python check is not reached: "
+                    f"{pre.stderr.strip().splitlines()[-1]}")
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    p = run_script("--python", str(fake), "--cores", "cortex-a72")
+    assert p.returncode == CANNOT, p.stderr
+    assert f"no host Python with the exporter (torch, onnx, onnxruntime, zor.export) at '{fake}'" in p.stderr
+
+
 # ---------------------------------------------------------------------------------------------- emulated runs
 def _cannot(reason: str):
     if os.environ.get("ZOR_ARM", "").lower() == "require":

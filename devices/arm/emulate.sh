@@ -8,7 +8,8 @@
 # Usage (as root):
 #   devices/arm/emulate.sh [--cores "cortex-a53 cortex-a72 cortex-a76"] [--json REPORT]
 #                          [--cache DIR] [--python HOST_PYTHON] [--mirror URL] [--keep-work]
-#   devices/arm/emulate.sh --preflight     only check (and set up binfmt_misc), then exit
+#   devices/arm/emulate.sh --preflight     only check the machine (root, packages, binfmt_misc,
+#                                          which it sets up), then exit 0 or 77
 #
 # Exit status: 0 every check passed on every core; 1 a check failed (the report says
 # which); 2 bad usage; 77 this machine cannot run it (the first lines of stderr say what
@@ -99,10 +100,6 @@ preflight() {
     command -v "$MMDEBSTRAP" >/dev/null 2>&1 || missing+=("$MMDEBSTRAP: apt-get install mmdebstrap")
     command -v unshare >/dev/null 2>&1 && command -v flock >/dev/null 2>&1 \
         || missing+=("unshare/flock: apt-get install util-linux")
-    if [ -z "$PY" ] || ! "$PY" -c "import importlib.util as u, sys
-sys.exit(0 if all(u.find_spec(m) for m in ('torch', 'onnx', 'onnxruntime', 'zor.export')) else 1)" >/dev/null 2>&1; then
-        missing+=("a host Python with the exporter (torch, onnx, zor.export) for the x86-64 side: make the venv (make test) or pass --python PATH")
-    fi
     if [ ${#missing[@]} -gt 0 ]; then
         printf 'emulate.sh: cannot run here, missing:\n' >&2
         printf '  - %s\n' "${missing[@]}" >&2
@@ -130,8 +127,13 @@ sys.exit(0 if all(u.find_spec(m) for m in ('torch', 'onnx', 'onnxruntime', 'zor.
 }
 [ -n "${ZOR_ARM_IN_NS:-}" ] || preflight         # the re-run inside the namespace below skips it
 if [ "$PREFLIGHT" = 1 ]; then
-    echo "emulate.sh: ready (root, $QEMU $("$QEMU" --version | head -1 | awk '{print $3}'), $MMDEBSTRAP, binfmt qemu-aarch64 enabled)"
+    echo "emulate.sh: this machine can run it (root, $QEMU $("$QEMU" --version | head -1 | awk '{print $3}'), $MMDEBSTRAP, binfmt qemu-aarch64 enabled)"
     exit 0
+fi
+# The host side (exports) needs the project's own environment, not the machine's.
+if [ -z "$PY" ] || ! "$PY" -c "import importlib.util as u, sys
+sys.exit(0 if all(u.find_spec(m) for m in ('torch', 'onnx', 'onnxruntime', 'zor.export')) else 1)" >/dev/null 2>&1; then
+    cannot "no host Python with the exporter (torch, onnx, onnxruntime, zor.export) at '${PY:-none}': create the venv (make test does) or pass --python PATH"
 fi
 
 # Every mount below lives in a private mount namespace: it cannot outlive the script.
