@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+__all__ = ["run_emulation", "native_bench", "summarise", "format_table", "main"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "devices" / "arm" / "emulate.sh"
 BENCH_ARGS = ["--threads", "1", "--batch", "8", "--calls", "5", "--repeats", "1", "--no-rss"]   # as check.py

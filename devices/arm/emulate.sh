@@ -192,7 +192,11 @@ pick_mirror() {
               if (ok && uri != "") { print uri; exit } }' /etc/apt/sources.list.d/*.sources 2>/dev/null)
     fi
     if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
-        m=$(awk -v s="$SUITE" '$1 == "deb" { i = 2; if ($i ~ /^\[/) while ($i !~ /\]$/) i++; if ($i ~ /^\[/ || $i ~ /\]$/) i++; if ($(i + 1) == s) { print $i; exit } }' /etc/apt/sources.list)
+        m=$(awk -v s="$SUITE" '$1 == "deb" {
+                i = 2                                   # skip "[ options ]"
+                if ($i ~ /^\[/) while ($i !~ /\]$/) i++
+                if ($i ~ /^\[/ || $i ~ /\]$/) i++
+                if ($(i + 1) == s) { print $i; exit } }' /etc/apt/sources.list)
     fi
     echo "${m:-http://deb.debian.org/debian}"
 }
@@ -327,7 +331,8 @@ run_core() {  # run_core CORE: both phases; exit status in $WORK/rc-CORE, output
     local core=$1 t rc=0 f ncpu ROOT_ENV
     t=$(now)
     root_env "$core"
-    if ! "${ROOT_ENV[@]}" "$CHROOT" "$ROOT" /usr/bin/python3 /mnt/work/kernel_cpuinfo.py >"$WORK/cpuinfo-$core.txt" 2>"$WORK/cpuinfo-$core.err"; then
+    if ! "${ROOT_ENV[@]}" "$CHROOT" "$ROOT" /usr/bin/python3 /mnt/work/kernel_cpuinfo.py \
+            >"$WORK/cpuinfo-$core.txt" 2>"$WORK/cpuinfo-$core.err"; then
         cat "$WORK/cpuinfo-$core.err"
         echo "emulate.sh: $core: could not read the emulated CPU's identity"
         echo 1 >"$WORK/rc-$core"; return
@@ -339,7 +344,8 @@ run_core() {  # run_core CORE: both phases; exit status in $WORK/rc-CORE, output
     unshare --mount --propagation private "$BASH" -c 'set -e
         mount --bind -o ro "$1" "$2/proc/cpuinfo"; mount --bind -o ro "$3" "$2/sys"; shift 3; exec "$@"' _ \
         "$WORK/cpuinfo-$core.txt" "$ROOT" "$WORK/sys-$core" "${ROOT_ENV[@]}" "$CHROOT" "$ROOT" \
-        /usr/bin/python3 /mnt/work/check.py --core "$core" --expect "${PROFILE_OF[$core]}" --work /mnt/work --out "/mnt/work/out/$core.json" 2>"$WORK/check-$core.err" || rc=$?
+        /usr/bin/python3 /mnt/work/check.py --core "$core" --expect "${PROFILE_OF[$core]}" --work /mnt/work \
+        --out "/mnt/work/out/$core.json" 2>"$WORK/check-$core.err" || rc=$?
     if [ "$rc" != 0 ] && [ ! -f "$WORK/out/$core.json" ]; then
         tail -20 "$WORK/check-$core.err"; echo "emulate.sh: $core: the check crashed (exit $rc)"
     fi
