@@ -23,6 +23,9 @@
 # sources and the host's torch/onnx/onnxruntime/numpy versions). The project wheel is
 # rebuilt from the working tree and reinstalled on every run.
 #
+# System setup that stays: where binfmt_misc is not mounted, or qemu-aarch64 not enabled in
+# it, the script (and --preflight) mounts it and runs update-binfmts --enable qemu-aarch64.
+#
 # Mounts: the script runs its mounts in a private mount namespace (unshare), so they
 # vanish with it however it ends; a trap also unmounts them on any exit. Nothing of the
 # host's /proc or /sys is mounted into the root (qemu 7.2 shows the program the host's
@@ -121,6 +124,9 @@ preflight() {
         grep -qs '^enabled' "$BINFMT/qemu-aarch64" \
             || cannot "qemu-aarch64 is not registered with binfmt_misc ($BINFMT/qemu-aarch64 missing or disabled) and 'update-binfmts --enable qemu-aarch64' did not fix it: apt-get install --reinstall qemu-user-static binfmt-support"
     fi
+    local err2
+    err2=$(unshare --mount --propagation private true 2>&1) \
+        || cannot "cannot create a private mount namespace ($err2): run it as root on the host or in a privileged container"
     if command -v arch-test >/dev/null 2>&1 && ! arch-test arm64 >/dev/null 2>&1; then
         cannot "arch-test arm64 fails although qemu-aarch64 is registered: $(arch-test arm64 2>&1 | tail -1)"
     fi
