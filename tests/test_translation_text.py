@@ -213,6 +213,8 @@ def test_split_long_by_hand():
     assert split_long("a b. c d e; f", count, 3) == ["a b.", "c d e;", "f"]
     assert split_long("a b, c d, e", count, 2) == ["a b,", "c d,", "e"]
     assert split_long("a b c d e", count, 2) == ["a b", "c", "d e"]
+    assert split_long("a b. c", count, 3) == ["a b. c"]                         # within the limit: one piece
+    assert split_long("a. b c d, e", count, 2) == ["a.", "b", "c d,", "e"]      # sentence, comma, then halves
     with pytest.raises(InputError, match="single word"):
         split_long("abcdef", lambda s: len(s), 3)
 
@@ -235,8 +237,8 @@ def test_translate_texts_bad_input_behaviour():
     with pytest.raises(InputError, match="none of its characters"):
         translate_texts(["uno", "жжж"], spec, step)
     assert translate_texts(["uno жж"], spec, step) == [one]                           # some unknown: fine
-    long = "uno dos. uno dos. uno"            # ▁uno ▁dos . ×2, ▁uno: 7 tokens > 4 → "uno dos." + "uno dos. uno"
-    assert translate_texts([long], spec, step) == [" ".join([one] * 2)]
+    long = "uno dos. uno dos. uno"            # ▁uno ▁dos . ×2, ▁uno: 7 tokens > 4 → three sentences
+    assert translate_texts([long], spec, step) == [" ".join([one] * 3)]
     with pytest.raises(InputError, match="at most 4"):
         translate_texts([long], spec, step, long="error")
     with pytest.raises(DTypeError):

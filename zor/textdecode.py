@@ -27,10 +27,10 @@ Text-level behaviour (:func:`translate_texts`), documented and tested:
 - text whose characters are all unknown to the source tokenizer →
   :class:`~zor.errors.InputError` naming them; some unknown characters are fine;
 - a source longer than ``max_source_tokens`` is never truncated: with
-  ``long="split"`` (default) it is cut at sentence punctuation (. ; : ? !), then at
-  commas, then into equal runs of words, into pieces that fit, each piece is
-  translated and the translations are joined with a space; with ``long="error"`` it
-  raises :class:`~zor.errors.InputError`;
+  ``long="split"`` (default) it is cut after every sentence mark (. ; : ? !), a part
+  still too long after every comma, then in halves at spaces (:func:`split_long`);
+  each piece is translated and the translations are joined with a space; with
+  ``long="error"`` it raises :class:`~zor.errors.InputError`;
 - a task dict that is not a translation task → :class:`~zor.errors.ModelFileError`.
 
 Example (a hand-made step function that always says "token 5, then end"):
@@ -273,26 +273,17 @@ _CUTS = (re.compile(r"(?<=[.;:?!])\s+"), re.compile(r"(?<=,)\s+"))
 def split_long(text: str, count: Callable[[str], int], limit: int) -> list[str]:
     """Cut ``text`` into pieces of at most ``limit`` tokens (``count`` counts them).
 
-    Cuts at sentence punctuation first, then commas, then into equal runs of words;
-    a single word longer than the limit raises :class:`~zor.errors.InputError`.
-    Joining the pieces with spaces gives back ``text``.
+    A text within the limit is one piece. Otherwise it is cut after every sentence
+    mark (. ; : ? !); a part still too long is cut after every comma, then halved at a
+    space, recursively. A single word longer than the limit raises
+    :class:`~zor.errors.InputError`. Joining the pieces with spaces gives back ``text``.
     """
     if count(text) <= limit:
         return [text]
     for cut in _CUTS:
         parts = [p for p in cut.split(text) if p]
         if len(parts) > 1:
-            out: list[str] = []
-            cur = ""
-            for part in parts:
-                trial = f"{cur} {part}" if cur else part
-                if cur and count(trial) > limit:
-                    out.extend(split_long(cur, count, limit))
-                    cur = part
-                else:
-                    cur = trial
-            out.extend(split_long(cur, count, limit))
-            return out
+            return [piece for part in parts for piece in split_long(part, count, limit)]
     words = text.split(" ")
     if len(words) == 1:
         raise InputError(f"a single word of {count(text)} tokens is longer than the model's limit of "

@@ -150,12 +150,49 @@ def one_hot(labels: Union[np.ndarray, torch.Tensor], width: int, device: torch.d
     return y
 
 
-def _batches(n: int, batch: int, rng: np.random.Generator):
-    """Endless epochs of shuffled row indices, ``batch`` at a time."""
-    while True:
-        order = rng.permutation(n)
-        for k in range(0, n - batch + 1 if n >= batch else 1, batch):
-            yield order[k:k + batch]
+class _Rows:
+    """Training rows in shuffled epochs, ``batch`` at a time; resumable across ``fit`` calls."""
+
+    def __init__(self, n: int, batch: int, seed: int) -> None:
+        self.n, self.batch = n, batch
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(n)
+        self.pos = 0
+
+    def next(self) -> np.ndarray:
+        if self.pos + self.batch > self.n:
+            self.order, self.pos = self.rng.permutation(self.n), 0
+        rows = self.order[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return rows
+
+
+def _train(learn: Callable[[torch.Tensor, np.ndarray], Any], data: StepData, enc: StepEncoder, rows: _Rows,
+           device: torch.device, steps: int, time_budget: Optional[float], history: dict[str, Any],
+           progress: Optional[Callable[[int, float], None]] = None) -> dict[str, Any]:
+    """Run ``learn(x, rows)`` on batches until ``steps`` or ``time_budget`` (s); accumulate ``history``.
+
+    ``learn`` returns the batch's loss figure (a number or a 0-d tensor, read only every 50th
+    step so a GPU is not synchronised each step); every 50th is kept in ``history["curve"]``.
+    """
+    start = time.perf_counter()
+    done = 0
+    for done in range(1, steps + 1):
+        r = rows.next()
+        x = torch.from_numpy(enc.dense(data, r)).to(device)
+        value = learn(x, r)
+        total = history["steps"] + done
+        if total % 50 == 0:
+            history["curve"].append((total, float(value)))
+            if progress is not None:
+                progress(total, float(value))
+        if time_budget is not None and time.perf_counter() - start >= time_budget:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    history["steps"] += done
+    history["seconds"] += time.perf_counter() - start
+    return history
 
 
 class ZorTranslator:
@@ -168,6 +205,8 @@ class ZorTranslator:
         self.net, self.spec = net, spec
         self.net.task = spec.to_task()
         self.history: dict[str, Any] = {}
+        self._rows: Optional[_Rows] = None
+        self._sampler = None
 
     # ------------------------------------------------------------------ building and training
     @staticmethod
@@ -202,44 +241,43 @@ class ZorTranslator:
         model.fit(data, config, progress)
         return model
 
-    def fit(self, data: StepData, config: TranslationConfig,
-            progress: Optional[Callable[[int, float], None]] = None) -> dict[str, Any]:
-        """Train on ``data`` (see :meth:`train`); returns and keeps a history dict."""
-        net, enc = self.net, self.spec.encoder
-        rng = np.random.default_rng(config.seed)
-        sampler = None
-        if config.curriculum:
-            from .curriculum import CurriculumSampler
+    def fit(self, data: StepData, config: TranslationConfig, progress: Optional[Callable[[int, float], None]] = None,
+            steps: Optional[int] = None, time_budget: Optional[float] = None) -> dict[str, Any]:
+        """Train on ``data`` (see :meth:`train`); calls resume where the last one stopped.
 
-            sampler = CurriculumSampler(len(data), rng=rng)
-        batches = _batches(len(data), config.batch_size, rng)
-        start = time.perf_counter()
-        errs: list[float] = []
-        step = 0
-        for step in range(1, config.steps + 1):
-            rows = sampler.sample(config.batch_size) if sampler is not None else next(batches)
-            x = torch.from_numpy(enc.dense(data, rows)).to(net.device)
+        ``steps`` / ``time_budget`` default to the config's. Returns the cumulative
+        history: ``steps``, ``seconds``, ``curve`` [(step, mean Σ|error| per sample)].
+        """
+        net, enc = self.net, self.spec.encoder
+        if self._rows is None or self._rows.n != len(data):
+            self._rows = _Rows(len(data), config.batch_size, config.seed)
+            self._sampler = None
+            if config.curriculum:
+                from .curriculum import CurriculumSampler
+
+                self._sampler = CurriculumSampler(len(data), rng=np.random.default_rng(config.seed))
+            self.history = {"steps": 0, "seconds": 0.0, "curve": [], "samples": len(data),
+                            "device": str(net.device), "config": config.to_dict()}
+        sampler = self._sampler
+
+        def learn(x: torch.Tensor, rows: np.ndarray) -> float:
+            if sampler is not None:                         # the curriculum replaces the shuffled rows
+                rows = sampler.sample(config.batch_size)
+                x = torch.from_numpy(enc.dense(data, rows)).to(net.device)
             y = one_hot(data.target[rows], enc.target_vocab, net.device)
-            if config.readout == "softmax":
+            if config.readout == "softmax":                 # error = one-hot − softmax(charges), then Zor's rule
                 out = net.forward(x, train=True)
                 err = y - torch.softmax(out, dim=1)
                 net.reinforce(err)
-            else:
+            else:                                           # error = one-hot − charges
                 err = net.train_batch(x, y)
-            if sampler is not None or step % 50 == 0:
-                per = err.abs().sum(dim=1)
-                if sampler is not None:
-                    sampler.update(rows, per.cpu().numpy())
-                errs.append(float(per.mean()))
-                if progress is not None:
-                    progress(step, errs[-1])
-            if config.time_budget is not None and time.perf_counter() - start >= config.time_budget:
-                break
-        if net.device.type == "cuda":
-            torch.cuda.synchronize(net.device)
-        self.history = {"steps": step, "seconds": time.perf_counter() - start, "samples": len(data),
-                        "error": errs, "device": str(net.device), "config": config.to_dict()}
-        return self.history
+            per = err.abs().sum(dim=1)
+            if sampler is not None:
+                sampler.update(rows, per.cpu().numpy())
+            return per.mean()
+
+        return _train(learn, data, enc, self._rows, net.device, config.steps if steps is None else steps,
+                      config.time_budget if time_budget is None else time_budget, self.history, progress)
 
     # ------------------------------------------------------------------ use
     def step(self, x: np.ndarray) -> np.ndarray:
@@ -303,38 +341,31 @@ class BackpropStepModel:
         self.device = dev
         self.seed = seed
         self.history: dict[str, Any] = {}
+        self._rows: Optional[_Rows] = None
 
-    def fit(self, data: StepData, steps: int, batch_size: int, time_budget: Optional[float] = None) -> dict[str, Any]:
-        enc = self.spec.encoder
-        rng = np.random.default_rng(self.seed)
-        batches = _batches(len(data), batch_size, rng)
+    def fit(self, data: StepData, steps: int, batch_size: int, time_budget: Optional[float] = None,
+            progress: Optional[Callable[[int, float], None]] = None) -> dict[str, Any]:
+        """Adam steps on the loss; calls resume where the last one stopped (cumulative history)."""
+        enc, v = self.spec.encoder, self.spec.encoder.target_vocab
+        if self._rows is None or self._rows.n != len(data) or self._rows.batch != batch_size:
+            self._rows = _Rows(len(data), batch_size, self.seed)
+            self.history = {"steps": 0, "seconds": 0.0, "curve": [], "samples": len(data), "device": str(self.device)}
         ce = torch.nn.CrossEntropyLoss()
-        v = enc.target_vocab
 
-        def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            if self.loss == "ce":
-                return ce(out, y)
-            return 0.5 * ((out - one_hot(y, v, out.device)) ** 2).sum(dim=1).mean()
-
-        start = time.perf_counter()
-        losses: list[float] = []
-        step = 0
-        for step in range(1, steps + 1):
-            rows = next(batches)
-            x = torch.from_numpy(enc.dense(data, rows)).to(self.device)
+        def learn(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
             y = torch.as_tensor(data.target[rows], device=self.device)
-            loss = loss_fn(self.net(x), y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with torch.enable_grad():
+                out = self.net(x)
+                if self.loss == "ce":
+                    loss = ce(out, y)
+                else:
+                    loss = 0.5 * ((out - one_hot(y, v, out.device)) ** 2).sum(dim=1).mean()
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
             self.opt.step()
-            if step % 50 == 0:
-                losses.append(float(loss.detach()))
-            if time_budget is not None and time.perf_counter() - start >= time_budget:
-                break
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.history = {"steps": step, "seconds": time.perf_counter() - start, "loss": losses}
-        return self.history
+            return loss.detach()
+
+        return _train(learn, data, enc, self._rows, self.device, steps, time_budget, self.history, progress)
 
     def step(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
