@@ -104,8 +104,8 @@ def budget_for(n: int, base: float) -> float:
 
 
 def run(data: dict, labels: list[int], names: list[str], seeds: list[int], base: float, eval_size: int,
-        show_progress: bool = True) -> list[dict[str, Any]]:
-    """Every method × label count × seed at equal wall time; one row each."""
+        show_progress: bool = True, steps: Optional[int] = None) -> list[dict[str, Any]]:
+    """Every method × label count × seed at equal wall time (or, given ``steps``, equal steps); one row each."""
     x_train, y_train = data["train"]
     x_test, y_test = data["test"][0][:eval_size], data["test"][1][:eval_size]
     for name in names:                                  # untimed warm-up: lazy kernel setup costs no one
@@ -115,11 +115,11 @@ def run(data: dict, labels: list[int], names: list[str], seeds: list[int], base:
     for seed in seeds:
         for n in labels:
             idx = common.balanced_subset(y_train, n, seed)
-            budget = budget_for(n, base)
+            budget = None if steps is not None else budget_for(n, base)
             for name in names:
                 common.seed_everything(seed)
                 model = build(name, seed)
-                fit = model.fit(x_train[idx], y_train[idx], time_budget=budget)
+                fit = model.fit(x_train[idx], y_train[idx], time_budget=budget, steps=steps)
                 acc = float(100.0 * np.mean(np.argmax(model.scores(x_test), axis=1) == y_test))
                 rows.append({"labels": n, "method": name, "seed": seed, "budget_s": budget,
                              "train_seconds": fit.seconds, "steps": fit.steps, "accuracy": acc})
@@ -171,11 +171,14 @@ def goals(summary: list[dict]) -> list[dict[str, Any]]:
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Seeds (medians are reported). Default 3.")
 @click.option("--methods", "methods_text", default=None, help=f"Comma-separated, some of {', '.join(METHODS)}.")
 @click.option("--eval-size", type=click.IntRange(min=1), default=None, help="Test images scored. Default 10000.")
+@click.option("--equal-steps", type=click.IntRange(min=1), default=None,
+              help="Instead of equal wall time: every method trains this many mini-batches (time is reported).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--quick", is_flag=True, help="Smoke test: bundled subset, 10 and 100 labels, tiny budgets, 1 seed.")
 @click.option("--no-progress", is_flag=True)
 def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional[float], seeds: Optional[int],
-         methods_text: Optional[str], eval_size: Optional[int], threads: int, quick: bool, no_progress: bool) -> None:
+         methods_text: Optional[str], eval_size: Optional[int], equal_steps: Optional[int], threads: int, quick: bool,
+         no_progress: bool) -> None:
     """Zor vs backprop (MLP, CNN) on Fashion-MNIST classification at equal wall time."""
     if json_path is not None and not json_path.resolve().parent.is_dir():
         raise click.BadParameter(f"folder of {json_path} does not exist", param_hint="--json")
@@ -205,12 +208,16 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
         if not labels:
             raise click.BadParameter("no label count fits the training data", param_hint="--labels")
         env = common.environment(threads)
-        budgets = {n: budget_for(n, base) for n in labels}
+        budgets = {n: budget_for(n, base) for n in labels} if equal_steps is None else {}
         click.echo(f"data: {data['source']}; scored on {eval_size} unseen test images; seeds {n_seeds}; "
                    f"{threads} thread(s); {env['cpu']}")
-        click.echo("equal wall time per method and run (s): "
-                   + ", ".join(f"{n:,} labels → {b:g}" for n, b in budgets.items()))
-        rows = run(data, labels, names, list(range(n_seeds)), base, eval_size, show_progress=not no_progress)
+        if equal_steps is None:
+            click.echo("equal wall time per method and run (s): "
+                       + ", ".join(f"{n:,} labels → {b:g}" for n, b in budgets.items()))
+        else:
+            click.echo(f"equal steps: {equal_steps} mini-batches of 48 per method and run (not equal wall time)")
+        rows = run(data, labels, names, list(range(n_seeds)), base, eval_size, show_progress=not no_progress,
+                   steps=equal_steps)
     except ZorError as exc:
         raise click.UsageError(str(exc)) from None
     summary = summarise(rows)
@@ -222,7 +229,8 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
                                    ["labels", "method", "accuracy %", "min-max", "steps", "train s", "budget s"]))
     verdicts = goals(summary)
     if verdicts:
-        click.echo("\nGoals (best Zor vs best backprop, medians):")
+        click.echo("\nGoals (best Zor vs best backprop, medians" + (", at EQUAL STEPS: the issue's goals are set at "
+                                                                  "equal wall time" if equal_steps else "") + "):")
         for v in verdicts:
             status = "" if v["goal"] is None else (" -> goal '" + v["goal"] + "': " + ("met" if v["met"] else "NOT met"))
             click.echo(f"  {v['labels']:>6,} labels: {v['best_zor']} {v['zor_accuracy']:.1f} % vs {v['best_backprop']} "
@@ -230,7 +238,8 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
     if json_path is not None:
         common.write_json(json_path, {
             "benchmark": "classification", "environment": env,
-            "config": {"labels": labels, "budgets_s": budgets, "base_budget_s": base, "seeds": n_seeds,
+            "config": {"labels": labels, "budgets_s": budgets, "base_budget_s": base, "equal_steps": equal_steps,
+                       "seeds": n_seeds,
                        "eval_images": eval_size, "data": data["source"], "methods": names, "batch_size": 48,
                        "budget_rule": "base at <= 100 labels, 2x base at 1,000, 4x base from 10,000",
                        "subset": "balanced, n/10 per class, drawn per seed (whole split at 60000)",

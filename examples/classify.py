@@ -64,11 +64,18 @@ def figure(path: Path, images: np.ndarray, predicted: list, truth: list, title: 
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    from zor.fileio import atomic_path
+    import io
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+    from PIL import Image
+
+    from zor.fileio import write_bytes_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
+    small = io.BytesIO()                                 # a 64-colour palette keeps the README figure small
+    Image.open(buf).convert("RGB").quantize(colors=64).save(small, format="PNG", optimize=True)
+    write_bytes_atomic(path, small.getvalue())
     return True
 
 

@@ -50,11 +50,18 @@ def figure(path: Path, rows: list[tuple[str, np.ndarray]], title: str) -> bool:
                 ax.set_ylabel(label, fontsize=6)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    from zor.fileio import atomic_path
+    import io
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+    from PIL import Image
+
+    from zor.fileio import write_bytes_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
+    small = io.BytesIO()                                 # a 48-colour palette keeps the README figure small
+    Image.open(buf).convert("RGB").quantize(colors=48).save(small, format="PNG", optimize=True)
+    write_bytes_atomic(path, small.getvalue())
     return True
 
 

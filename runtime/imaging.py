@@ -143,21 +143,25 @@ def lightness(image: np.ndarray) -> np.ndarray:
 
 
 def _resample_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """(n_out, n_in) weights of a triangle (bilinear) filter, widened by the scale when shrinking."""
+    """(n_out, n_in) weights: area (box) averaging when shrinking, linear interpolation when growing.
+
+    Shrinking by s = n_in / n_out: output j averages the input interval [j·s, (j + 1)·s),
+    each input pixel weighted by how much of it lies inside. Growing: output j samples
+    the input at (j + ½)·s − ½ by linear interpolation, edges held.
+    """
     scale = n_in / n_out
-    support = max(scale, 1.0)
-    centres = (np.arange(n_out) + 0.5) * scale - 0.5
-    x = np.arange(n_in)
-    w = np.maximum(0.0, 1.0 - np.abs(x[None, :] - centres[:, None]) / support)   # every row reaches a pixel
+    if scale >= 1.0:
+        lo = np.arange(n_out)[:, None] * scale
+        x = np.arange(n_in)[None, :]
+        overlap = np.clip(np.minimum(x + 1, lo + scale) - np.maximum(x, lo), 0.0, None)
+        return overlap / scale
+    centres = np.clip((np.arange(n_out) + 0.5) * scale - 0.5, 0.0, n_in - 1)
+    w = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None, :] - centres[:, None]))
     return w / w.sum(axis=1, keepdims=True)
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resample (H, W[, C]) to (height, width[, C]) with a triangle (bilinear) filter.
-
-    When shrinking, the filter widens by the scale factor (antialiased, as PIL's
-    bilinear does), so a big image is averaged rather than sampled.
-    """
+    """Resample (H, W[, C]) to (height, width[, C]): area averaging when shrinking, bilinear when growing."""
     if min(height, width) < 1:
         raise ShapeError(f"resize: target size must be ≥ 1x1, got {height}x{width}")
     img = np.asarray(image, dtype=np.float64)

@@ -35,6 +35,16 @@ def test_classification_quick(tmp_path):
     assert "Goals (best Zor vs best backprop" in r.output
 
 
+def test_classification_equal_steps(tmp_path):
+    out = tmp_path / "s.json"
+    r = invoke(classification.main, ["--quick", "--no-progress", "--labels", "10", "--equal-steps", "3",
+                                     "--methods", "zor,mlp", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert [row["steps"] for row in data["rows"]] == [3, 3] and data["config"]["equal_steps"] == 3
+    assert "EQUAL STEPS" in r.output
+
+
 def test_classification_usage_errors():
     assert invoke(classification.main, ["--quick", "--methods", "svm"]).exit_code == 2
     r = invoke(classification.main, ["--quick", "--labels", "15", "--no-progress"])

@@ -90,11 +90,14 @@ def test_tiling_errors():
 def test_resize_by_hand():
     img = np.zeros((4, 4))
     img[:2, :2] = 1.0
-    # shrinking 4 → 2: triangle of half-width 2 around 0.5 and 2.5 → row weights (3, 3, 1, 0)/7, (0, 1, 3, 3)/7
-    np.testing.assert_allclose(R.resize(img, 2, 2), [[36 / 49, 6 / 49], [6 / 49, 1 / 49]], atol=1e-12)
+    np.testing.assert_allclose(R.resize(img, 2, 2), [[1.0, 0.0], [0.0, 0.0]], atol=1e-12)      # 2x2 block means
+    # 3 → 2: output 0 averages [0, 1.5): pixel 0 whole, half of pixel 1 → (1·a + 0.5·b) / 1.5
+    np.testing.assert_allclose(R.resize(np.array([[3.0, 6.0, 9.0]]), 1, 2), [[4.0, 8.0]], atol=1e-12)
     np.testing.assert_allclose(R.resize(np.full((5, 7, 3), 0.3), 28, 28), np.full((28, 28, 3), 0.3), atol=1e-12)
-    # growing 2 → 4: plain linear interpolation, edges held
+    # growing 2 → 4: linear interpolation at 0.25·(2j + 1) − 0.5, edges held
     np.testing.assert_allclose(R.resize(np.array([[0.0, 1.0]]), 1, 4), [[0.0, 0.25, 0.75, 1.0]])
+    big = np.repeat(np.repeat(np.random.default_rng(0).random((7, 7)), 4, axis=0), 4, axis=1)
+    np.testing.assert_allclose(R.resize(big, 7, 7), big[::4, ::4], atol=1e-12)       # exact for whole factors
     with pytest.raises(ShapeError, match="target size must be ≥ 1x1"):
         R.resize(img, 0, 2)
 
@@ -196,8 +199,8 @@ def test_classify_images_resizes_by_hand(classifier):
     img = np.zeros((4, 4))
     img[:2, :2] = 1.0
     res = R.classify_images(classifier, img)
-    # resized to [[36, 6], [6, 1]]/49 (see test_resize_by_hand): tl 36/49, br 1/49, mean 49/49/4
-    np.testing.assert_allclose(res.scores, [[36 / 49, 1 / 49, 0.25]], atol=1e-6)
+    # resized to [[1, 0], [0, 0]] (block means): tl 1, br 0, mean 1/4
+    np.testing.assert_allclose(res.scores, [[1.0, 0.0, 0.25]], atol=1e-6)
     assert res.label == ["tl"] and res.index.tolist() == [0]
     stack = np.stack([img, img[::-1, ::-1]])[..., None]               # (B, H, W, 1)
     assert R.classify_images(classifier, stack).label == ["tl", "br"]
@@ -237,3 +240,14 @@ def test_task_patch_checks(tmp_path):
     wrong = _model(tmp_path / "w.onnx", task, P * P, np.zeros((P * P, 3)))
     with pytest.raises(ConfigError, match="expected 2·4² = 32"):
         R.colorize(wrong, np.zeros((4, 4)))
+
+
+def test_imaging_stays_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys, zor.runtime.imaging, zor.images; "
+            "bad = [m for m in ('torch', 'onnx', 'skimage', 'sklearn') if m in sys.modules]; "
+            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, f"importing the imaging modules loaded {proc.stdout.strip()} {proc.stderr}"

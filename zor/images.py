@@ -429,7 +429,8 @@ def classify_task(labels: Sequence[str], height: int = 28, width: int = 28) -> d
         "output": {"shape": [None, len(labels)], "range": None,
                    "meaning": "one charge per class, trained against one-hot targets; the highest wins"},
         "labels": list(labels),
-        "image_policy": {"size": "resized (bilinear, antialiased) to the model's size", "colour": "luma"},
+        "image_policy": {"size": "resized to the model's size (area average; bilinear when growing)",
+                         "colour": "luma"},
     }
 
 
