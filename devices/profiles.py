@@ -80,7 +80,9 @@ class Profile:
     int8: Int8Recipe = field(default_factory=Int8Recipe)  # the int8 recipe that suits this core
     int8_pays: Optional[bool] = None        # verdict: is int8 faster than float32 here (None = unknown)
     int8_evidence: str = ""                 # how the verdict is known: measured (where, figures) or expected (why)
-    sparse_break_even: float = 0.25         # spike rate below which the sparse (event-driven) path pays
+    sparse_break_even: float = 0.25         # spike rate below which the sparse (event-driven) path pays (wide layers)
+    sparse_min_synapses: int = 65536        # S0: a connection of N = n_j*n_{j+1} synapses pays below r_be*(1 - S0/N)
+    sparse_evidence: str = ""               # how the break-even is known: measured (where, figures) or estimated (why)
     cpu_match: dict = field(default_factory=dict)  # how detection recognises it (see zor.devices.detection)
     notes: str = ""                         # the reasons behind the choices, in one line
 
@@ -94,6 +96,10 @@ class Profile:
         if not 0.0 <= self.sparse_break_even <= 1.0:
             raise DeviceError(f"profile {self.name!r}: sparse_break_even expected a rate in [0, 1], "
                               f"got {self.sparse_break_even}")
+        if isinstance(self.sparse_min_synapses, bool) or not isinstance(self.sparse_min_synapses, int) \
+                or self.sparse_min_synapses < 0:
+            raise DeviceError(f"profile {self.name!r}: sparse_min_synapses expected an int ≥ 0, "
+                              f"got {self.sparse_min_synapses!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -120,6 +126,8 @@ _P = [
         int8_pays=None,
         int8_evidence="unknown core: ORT's guide warns int8 is often slower on hardware without VNNI "
                       "or dot-product instructions; measure with zor-bench",
+        sparse_evidence="estimate: the default 0.25, below the 0.34 measured on x86-64-avx2, so that an unknown "
+                        "core picks sparse only where it clearly pays; measure with benchmarks/sparse_inference.py",
         notes="safe everywhere; slower than a matched profile",
     ),
     Profile(
@@ -141,7 +149,14 @@ _P = [
         int8_evidence="measured (benchmarks/runtime_bench.py, AMD EPYC with AVX2, no VNNI, few-shot 784-128-784, "
                       "1 thread, zor.export int8 QDQ u8/s8 reduce_range): about 1.3x float32 speed at batch 64 "
                       "and 1.1x at batch 1; a modest gain, well short of what VNNI gives",
-        sparse_break_even=0.15,   # estimate: wide FMA units make dense GEMM cheap; sparse must skip > 85%
+        # Measured by benchmarks/sparse_inference.py on an AVX2 EPYC (no VNNI), 1 thread, batch 1: sparse and
+        # dense cost the same at 34 % of a 4096-wide layer's units active (13x faster at 10 %, 27x at 5 %); the
+        # fixed cost of the extra nodes (S0) makes small layers cross earlier (about 19 % at 256 and 512 wide).
+        sparse_break_even=0.33,
+        sparse_min_synapses=65536,
+        sparse_evidence="measured (benchmarks/sparse_inference.py, AMD EPYC with AVX2, onnxruntime 1.32, 1 thread, "
+                        "batch 1, float32): dense and sparse cost the same at 0.34 of a 4096x4096 layer's units "
+                        "active; about 0.19 at 256 and 512 wide, 0.26 at 1024 (S0 fitted about 64K synapses)",
         cpu_match={"flags_all": ["avx2"], "flags_none": ["avx512_vnni", "avx_vnni"]},
         notes="U8S8 QDQ; reduce_range because of VPMADDUBSW int16 saturation without VNNI",
     ),
@@ -160,7 +175,10 @@ _P = [
         int8_evidence="expected, not measured here: ORT's guide lists x86-64 with VNNI among the hardware "
                       "that gains from int8 (one VPDPBUSD does 4 u8×s8 MACs per int32 lane); "
                       "no VNNI machine was available to measure",
-        sparse_break_even=0.1,    # estimate: VNNI makes dense int8 GEMM cheaper still
+        sparse_break_even=0.3,    # estimate: as x86-64-avx2 (the sparse and dense float paths use the same
+                                  # FMA kernels; VNNI speeds int8 only), slightly lower for wider vectors
+        sparse_evidence="estimate: no VNNI machine to measure; float32 GEMV and row gathers cost about as on "
+                        "x86-64-avx2 (measured 0.34 there), taken a little lower for AVX-512's wider loads",
         cpu_match={"flags_any": ["avx512_vnni", "avx_vnni"]},
         notes="U8S8 QDQ, full range: VNNI accumulates in int32",
     ),
@@ -186,6 +204,7 @@ _P = [
                       "often see no gain; int8 still quarters weight memory traffic on a "
                       "bandwidth-starved board; measure on the device",
         sparse_break_even=0.3,    # estimate: in-order, memory-bound core; skipping rows pays earlier
+        sparse_evidence="estimate: in-order, memory-bound A53 with a small cache; skipping rows pays earlier than on x86 (0.34 measured there)",
         cpu_match={"implementer": "0x41", "part": ["0xd03"], "board": ["Raspberry Pi 3"]},
         notes="in-order A53: memory-bound, sparse pays earlier; s8/s8 on Arm; no arena in 1 GB",
     ),
@@ -204,6 +223,7 @@ _P = [
         int8_evidence="unknown: A72 has no dot-product instructions (Armv8.0); gains, if any, come from "
                       "8-bit NEON multiply-accumulate and less memory traffic; measure on the device",
         sparse_break_even=0.25,   # estimate
+        sparse_evidence="estimate: A72 with NEON, between the A53 and x86; not measured on a Pi 4",
         cpu_match={"implementer": "0x41", "part": ["0xd08"], "board": ["Raspberry Pi 4", "Raspberry Pi Compute Module 4"]},
         notes="A72 has NEON but no dot-product instructions; s8/s8 on Arm",
     ),
@@ -223,6 +243,7 @@ _P = [
         int8_evidence="expected, not measured here: A76 has SDOT/UDOT, which ORT's guide names among the "
                       "hardware that gains from int8; no Pi 5 was available to time",
         sparse_break_even=0.2,    # estimate: SDOT makes dense int8 cheap
+        sparse_evidence="estimate: A76 with a larger cache and fast dense kernels; not measured on a Pi 5",
         cpu_match={"implementer": "0x41", "part": ["0xd0b"], "board": ["Raspberry Pi 5", "Raspberry Pi Compute Module 5"]},
         notes="A76 has SDOT/UDOT: int8 expected to pay here",
     ),
@@ -244,6 +265,7 @@ _P = [
         int8_evidence="expected on the CPU path (A78AE has SDOT), not measured here; ORT's guide does GPU "
                       "int8 through the TensorRT EP, so with the CUDA EP keep float32",
         sparse_break_even=0.2,    # estimate, CPU path
+        sparse_evidence="estimate, CPU path (A78AE); not measured on a Jetson",
         cpu_match={"implementer": "0x41", "part": ["0xd42"], "board": ["Jetson", "Orin"]},
         notes="CUDA EP when present, CPU fallback; A78AE has SDOT",
     ),

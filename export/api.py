@@ -177,7 +177,7 @@ def export(
             verification["sparse"] = verify(model, base, data=None if calib is None else calib.validate,
                                             steps=steps, batch=batch, threads=threads, max_batch=plan.max_batch)
     timings["paths_s"] = time.perf_counter() - t
-    if quantize == "none" and plan.sparse():
+    if quantize == "none" and path != "dense":
         figures = rate_figures
     final = base
     t = time.perf_counter()

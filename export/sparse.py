@@ -259,7 +259,7 @@ def emit_sparse(ctx: LayerContext, path: ConnectionPath, form: str, target: str)
     p = connection_prefix(j)
     s = fmt.spikes(j)
     if form == "batch1":
-        flat = g.initializer(f"flat_shape_{j}", np.array([prev.size], dtype=np.int64))
+        flat = g.initializer(f"spikes_shape_{j}", np.array([prev.size], dtype=np.int64))
         mask = g.node("Reshape", [s, flat], [f"active_{j}"], name=p + "mask")
     else:
         si = g.node("Cast", [s], [f"spikes_int_{j}"], name=p + "cast", to=TensorProto.INT32)

@@ -10,10 +10,14 @@
 
     zor-bench MODEL [MODEL...] [--device PROFILE] [--batch 64] [--calls 100]
               [--repeats 5] [--threads N] [--checkpoint CKPT] [--input X.npy] [--json PATH]
+              [--paths dense,sparse,auto [--calibration X.npy] [--max-batch N]] [--weights auto|load|rows]
         Latency p50/p95 at batch 1 and --batch, throughput, peak RSS, size, spike
-        rates and synaptic ops per model (float32 / int8 exports of one model,
-        labelled from their metadata); with --checkpoint, the torch engine as a
-        reference and the ratios. Prints a table; --json writes the figures.
+        rates and synaptic ops per model (float32 / int8, dense / sparse / auto
+        exports of one model, labelled from their metadata, side by side with the
+        speed-up over the dense file); with --checkpoint, the torch engine as a
+        reference and the ratios. --paths exports the checkpoint once per path
+        first (needs torch and onnx), so MODEL may be left out. Prints a table;
+        --json writes the figures.
 
 Usage errors (a missing or foreign file, a bad input, an unknown device) exit 2 with
 the reason; nothing prints a traceback.
@@ -175,7 +179,7 @@ def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: O
 
 
 @click.command(context_settings=_CTX)
-@click.argument("models", metavar="MODEL...", nargs=-1, required=True,
+@click.argument("models", metavar="MODEL...", nargs=-1, required=False,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--device", default="auto", show_default=True, help="Device profile name (zor-devices list) or auto.")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="The larger batch size.")
@@ -189,14 +193,40 @@ def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: O
               help="Representative rows (.npy, (N, n_0)) for timing and spike rates.")
 @click.option("--no-rss", is_flag=True, help="Skip the peak-RSS subprocesses.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the figures as JSON.")
+@click.option("--paths", "paths", default=None,
+              help="Comma-separated paths (dense,sparse,auto): export --checkpoint once per path and bench them "
+                   "side by side (needs torch and onnx).")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="With --paths: the .npy rows the exporter measures spike rates on (for auto).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --paths: the batch limit of the sparse exports.")
+@click.option("--weights", type=click.Choice(["auto", "load", "rows"]), default="auto", show_default=True,
+              help="Models with external weights: load them, read rows on demand, or choose by free memory.")
 def bench_main(models: tuple, device: str, batch: int, calls: int, repeats: int, threads: Optional[int],
-               checkpoint: Optional[str], input_path: Optional[Path], no_rss: bool, json_path: Optional[Path]) -> None:
-    """Benchmark MODEL files (e.g. the float32 and int8 exports of one model) on this machine."""
-    from .bench import format_table, run_bench
+               checkpoint: Optional[str], input_path: Optional[Path], no_rss: bool, json_path: Optional[Path],
+               paths: Optional[str], calibration: Optional[str], max_batch: int, weights: str) -> None:
+    """Benchmark MODEL files (e.g. float32 / int8, dense / sparse / auto exports of one model) on this machine."""
+    import tempfile
+
+    from .bench import export_paths, format_table, run_bench
 
     if json_path is not None and not json_path.parent.is_dir():
         raise click.UsageError(f"--json {json_path}: its folder {json_path.parent} does not exist")
+    wanted = [p.strip() for p in paths.split(",") if p.strip()] if paths else []
+    bad = [p for p in wanted if p not in fmt.PATHS]
+    if bad:
+        raise click.UsageError(f"--paths: expected a comma-separated subset of {', '.join(fmt.PATHS)}, got {bad}")
+    if paths is not None and not wanted:
+        raise click.UsageError("--paths: expected at least one of dense, sparse, auto")
+    if wanted and checkpoint is None:
+        raise click.UsageError("--paths exports a checkpoint: pass --checkpoint CKPT")
+    if not models and not wanted:
+        raise click.UsageError("Missing argument 'MODEL...': pass model files, or --paths with --checkpoint")
+    tmp = tempfile.TemporaryDirectory(prefix="zor-bench-") if wanted else None
     try:
+        if tmp is not None:
+            models = tuple(models) + tuple(Path(p) for p in export_paths(checkpoint, tmp.name, wanted, device=device,
+                                                                          calibration=calibration, max_batch=max_batch))
         data = None
         if input_path is not None:
             probe = Model(models[0], device=device, threads=threads)
@@ -204,9 +234,12 @@ def bench_main(models: tuple, device: str, batch: int, calls: int, repeats: int,
             del probe
         report = run_bench([str(m) for m in models], device=device, batch=batch, calls=calls, repeats=repeats,
                            threads=threads, checkpoint=checkpoint, inputs=data, rss=not no_rss,
-                           progress=lambda s: click.echo(s, err=True))
+                           progress=lambda s: click.echo(s, err=True), weights=weights)
     except ZorError as exc:
         raise click.UsageError(str(exc)) from None
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
     click.echo(format_table(report))
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(report, indent=2))

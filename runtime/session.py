@@ -89,6 +89,11 @@ def open_session(path: Union[str, os.PathLike], profile: Profile, threads: Optio
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/RuntimeException types
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "bad_alloc" in text or "memory" in text.lower() or "allocat" in text.lower():
+            raise ModelFileError(f"{path}: not enough memory to load it ({path.stat().st_size:,} bytes of graph plus "
+                                 "any external weights): for a model exported with --external-weights, "
+                                 f"Model(..., weights='rows') reads only the rows it needs; onnxruntime said: "
+                                 f"{text[:200]}") from None
         if "protobuf" in text.lower() or "parsing failed" in text.lower():
             what = "not an ONNX model, or a truncated one"
         elif "external" in text.lower() or "data file" in text.lower() or "location" in text.lower():

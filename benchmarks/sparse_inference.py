@@ -1,0 +1,636 @@
+"""Sparse (event-driven) inference: cost against spike rate, quality against latency, memory.
+
+    .venv/bin/python benchmarks/sparse_inference.py [--json PATH] [--png PATH] [--quick]
+        [--threads 1] [--repeats 5] [--calls 30] [--skip-memory] [--skip-quality]
+
+All timings are ``zor.runtime.Model.run`` calls at batch 1 on one onnxruntime thread,
+on the profile detected for this machine, medians over ``--repeats`` interleaved
+repeats of the p50 over ``--calls`` calls, each call on a different input drawn at the
+same activity (so the active rows differ from call to call, as in a stream).
+
+1. **Layer sweep** (``--width`` 4096): ``Zor([Layer(n, θ = 0.5), Layer(n)])``, one
+   n × n float32 connection out of a spiking layer. Inputs with exactly r·n units above
+   θ, for r from 1 % to 100 %. Files: ``dense``, ``sparse`` (batch-1 form), ``auto``
+   (exported per rate with that rate's inputs as calibration data, so it picks dense
+   or sparse from the profile's break-even), ``int8 sparse`` (int8 weight-only rows).
+   Reported per rate: latency of each, sparse speed-up over dense, auto against the
+   better of dense and sparse, the largest output difference from dense, and the
+   floor: per-call overhead (the sparse file at 0 % activity: input checks, session
+   call, the nodes with no rows) + bytes of the active rows / memory bandwidth, where
+   the bandwidth is the larger of (a) a single-thread numpy read of 256 MiB
+   (``ndarray.sum``) and (b) the dense file's own rate, n·n·4 bytes per dense call.
+2. **Break-even**: the rate where sparse and dense cost the same, interpolated on the
+   sweep, at 4096 and at smaller widths; S₀ (``sparse_min_synapses``) fitted from
+   r*(N) = r_be · (1 − S₀/N).
+3. **Small batches**: the union form (``--max-batch 8``) against dense at batch 2, 4, 8.
+4. **Quality against latency**: the few-shot autoencoder (784-128-784) and a wide one
+   (784-2048-784) trained on 10 bundled Fashion-MNIST images with threshold homeostasis
+   targets t for the input and hidden layers (``Layer(target_activation=t)``); per t the
+   spike rates and PSNR / 100·(1 − MAE) on the 500 bundled test images, and the latency
+   of the dense, sparse and auto exports. Plotted as quality against latency (PNG).
+5. **Memory**: ``Zor([Layer(4096), Layer(H), Layer(4096)])`` with H chosen so that the
+   weights are ≥ 2× the imposed limit, exported ``--path sparse --external-weights``,
+   thresholds set for ≈ 10 % activity. A child process limits its own address space
+   with ``resource.setrlimit(RLIMIT_AS)`` (every byte it maps counts: heap, stacks,
+   libraries, file mappings; so the weights can be neither loaded nor mapped whole),
+   runs the model with ``weights="rows"`` and reports its peak RSS (VmHWM) and
+   outputs, compared with the dense model (torch engine and the dense ONNX graph, in
+   this process, without limit). The same child with ``weights="load"`` must fail.
+
+Prints tables and, with ``--json``/``--png``, writes the figures and the plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import click
+import numpy as np
+
+__all__ = ["main", "inputs_at", "crossover", "fit_min_synapses", "floor_ms", "layer_sweep", "memory_demo"]
+
+RATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+QUICK_RATES = (0.05, 0.1, 0.5, 1.0)
+THETA = 0.5
+
+
+# --------------------------------------------------------------------------- helpers
+def inputs_at(n: int, rate: float, count: int, seed: int = 0, theta: float = THETA) -> np.ndarray:
+    """``count`` rows of width n, each with exactly round(rate·n) values above ``theta`` (the rest below it)."""
+    rng = np.random.default_rng(seed)
+    k = int(round(rate * n))
+    x = rng.uniform(0.0, theta * 0.9, size=(count, n)).astype(np.float32)
+    for row in x:
+        idx = rng.choice(n, size=k, replace=False)
+        row[idx] = rng.uniform(theta + 0.1, theta + 1.0, size=k)
+    return x
+
+
+def p50_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
+                    warmup: int = 3) -> dict[str, float]:
+    """Median over repeats of each runner's p50 latency (ms) over ``calls`` calls cycling through ``xs``."""
+    per: dict[str, list] = {k: [] for k in runners}
+    for fn in runners.values():
+        for i in range(warmup):
+            fn(xs[i % len(xs)][None])
+    for _ in range(repeats):
+        for name, fn in runners.items():
+            ts = []
+            for c in range(calls):
+                x = xs[c % len(xs)][None]
+                t = time.perf_counter()
+                fn(x)
+                ts.append(time.perf_counter() - t)
+            per[name].append(float(np.median(ts)) * 1e3)
+    return {k: float(np.median(v)) for k, v in per.items()}
+
+
+def crossover(rates: list[float], dense_ms: list[float], sparse_ms: list[float]) -> Optional[float]:
+    """The rate where sparse and dense cost the same: linear interpolation of log(sparse/dense) between the
+    last rate where sparse is faster and the next one (None when sparse is never faster)."""
+    ratio = [math.log(s / d) for s, d in zip(sparse_ms, dense_ms)]
+    for i in range(len(rates) - 1):
+        if ratio[i] < 0 <= ratio[i + 1]:
+            r0, r1, a, b = rates[i], rates[i + 1], ratio[i], ratio[i + 1]
+            return r0 + (r1 - r0) * (-a) / (b - a)
+    if all(r < 0 for r in ratio):
+        return rates[-1]
+    return None
+
+
+def fit_min_synapses(r_be: float, points: list[tuple[int, Optional[float]]]) -> Optional[int]:
+    """S₀ from r*(N) = r_be (1 − S₀/N): the median of N (1 − r*/r_be) over (N, r*) points (r* None: sparse never
+    paid, so S₀ ≥ N)."""
+    est = []
+    for n, r in points:
+        est.append(n if r is None else n * max(0.0, 1.0 - r / r_be))
+    return int(np.median(est)) if est else None
+
+
+def floor_ms(overhead_ms: float, active_rows: int, row_bytes: int, bandwidth_gbs: float) -> float:
+    """Per-call overhead + bytes of the active rows / bandwidth, in ms."""
+    return overhead_ms + active_rows * row_bytes / (bandwidth_gbs * 1e9) * 1e3
+
+
+def read_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+    """Single-thread read bandwidth (GB/s) of numpy summing a ``mib`` MiB float32 array (best of ``repeats``)."""
+    a = np.ones((mib << 20) // 4, dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t)
+    return a.nbytes / best / 1e9
+
+
+def _export(net, out: Path, **kw) -> Path:
+    from zor.export import export
+
+    export(net, out, threads=1, **kw)
+    return out
+
+
+def _model(path: Path, threads: int, **kw):
+    from zor.runtime import Model
+
+    return Model(path, device="auto", threads=threads, **kw)
+
+
+# --------------------------------------------------------------------------- 1-2: layer sweep, break-even
+def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, threads: int,
+                pool: int = 32) -> dict[str, Any]:
+    """Dense / sparse / auto / int8-sparse latency of one n × n connection across ``rates`` (see module doc)."""
+    from zor import Layer, Zor
+
+    net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
+    calib10 = inputs_at(n, 0.1, 64, seed=99)
+    files = {"dense": _export(net, folder / f"l{n}-dense.onnx", path="dense"),
+             "sparse": _export(net, folder / f"l{n}-sparse.onnx", path="sparse"),
+             "int8 sparse": _export(net, folder / f"l{n}-int8-sparse.onnx", path="sparse", quantize="int8",
+                                    calibration=calib10, max_drop=100.0)}
+    models = {k: _model(p, threads) for k, p in files.items()}
+    profile = models["dense"].profile
+    zero = inputs_at(n, 0.0, pool, seed=7)
+    overhead = p50_interleaved({"sparse": models["sparse"].run, "dense": models["dense"].run}, zero, calls, repeats)
+    bw_numpy = read_bandwidth()
+    rows = []
+    for r in rates:
+        xs = inputs_at(n, r, pool, seed=int(r * 1000) + 1)
+        auto_path = _export(net, folder / f"l{n}-auto-{r:g}.onnx", path="auto", calibration=xs)
+        auto = _model(auto_path, threads)
+        runners = {"dense": models["dense"].run, "sparse": models["sparse"].run, "auto": auto.run,
+                   "int8 sparse": models["int8 sparse"].run}
+        t = p50_interleaved(runners, xs, calls, repeats)
+        ref = np.concatenate([models["dense"].run(x[None])["output"] for x in xs])
+        diff = {k: float(np.max(np.abs(np.concatenate([m.run(x[None])["output"] for x in xs]) - ref)))
+                for k, m in (("sparse", models["sparse"]), ("auto", auto), ("int8 sparse", models["int8 sparse"]))}
+        auto_choice = auto.metadata.sparse_connections
+        rows.append({"rate": r, "active_rows": int(round(r * n)), "dense_ms": t["dense"], "sparse_ms": t["sparse"],
+                     "auto_ms": t["auto"], "int8_sparse_ms": t["int8 sparse"],
+                     "speedup_sparse": t["dense"] / t["sparse"], "speedup_int8_sparse": t["dense"] / t["int8 sparse"],
+                     "auto_path": "sparse" if auto_choice else "dense",
+                     "auto_vs_best": t["auto"] / min(t["dense"], t["sparse"]),
+                     "max_abs_diff_sparse": diff["sparse"], "max_abs_diff_auto": diff["auto"],
+                     "max_abs_diff_int8_sparse": diff["int8 sparse"]})
+        del auto
+    bw_dense = float(np.median([n * n * 4 / (row["dense_ms"] / 1e3) / 1e9 for row in rows]))
+    bw = max(bw_numpy, bw_dense)
+    for row in rows:
+        row["floor_ms"] = floor_ms(overhead["sparse"], row["active_rows"], n * 4, bw)
+        row["sparse_vs_floor"] = row["sparse_ms"] / row["floor_ms"]
+        row["int8_floor_ms"] = floor_ms(overhead["sparse"], row["active_rows"], n, bw)
+        row["int8_sparse_vs_floor"] = row["int8_sparse_ms"] / row["int8_floor_ms"]
+    r_star = crossover([r["rate"] for r in rows], [r["dense_ms"] for r in rows], [r["sparse_ms"] for r in rows])
+    return {"width": n, "profile": profile.name, "profile_break_even": profile.sparse_break_even,
+            "profile_min_synapses": getattr(profile, "sparse_min_synapses", None),
+            "overhead_ms": overhead, "bandwidth_gbs": {"numpy_sum_256MiB": bw_numpy, "dense_gemv": bw_dense,
+                                                       "used": bw},
+            "rows": rows, "break_even_measured": r_star}
+
+
+def width_break_even(folder: Path, widths: tuple, rates: tuple, calls: int, repeats: int, threads: int,
+                     r_be: Optional[float]) -> dict[str, Any]:
+    """Crossover rate of dense vs sparse per width, and S₀ fitted against the wide-layer break-even ``r_be``."""
+    from zor import Layer, Zor
+
+    out = []
+    for n in widths:
+        net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
+        d = _model(_export(net, folder / f"w{n}-dense.onnx", path="dense", verify_model=False), threads)
+        s = _model(_export(net, folder / f"w{n}-sparse.onnx", path="sparse", verify_model=False), threads)
+        dense_ms, sparse_ms = [], []
+        for r in rates:
+            t = p50_interleaved({"dense": d.run, "sparse": s.run}, inputs_at(n, r, 32, seed=3), calls, repeats)
+            dense_ms.append(t["dense"])
+            sparse_ms.append(t["sparse"])
+        out.append({"width": n, "synapses": n * n, "rates": list(rates), "dense_ms": dense_ms, "sparse_ms": sparse_ms,
+                    "break_even": crossover(list(rates), dense_ms, sparse_ms)})
+    s0 = fit_min_synapses(r_be, [(row["synapses"], row["break_even"]) for row in out]) if r_be else None
+    return {"widths": out, "fitted_min_synapses": s0, "r_be": r_be}
+
+
+# --------------------------------------------------------------------------- 3: small batches
+def batch_sweep(folder: Path, n: int, batches: tuple, rates: tuple, calls: int, repeats: int,
+                threads: int) -> list[dict[str, Any]]:
+    """Union form (max batch 8) against dense at small batches."""
+    from zor import Layer, Zor
+
+    net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
+    d = _model(_export(net, folder / f"b{n}-dense.onnx", path="dense", verify_model=False), threads)
+    u = _model(_export(net, folder / f"b{n}-union.onnx", path="sparse", max_batch=max(batches)), threads)
+    rows = []
+    for b in batches:
+        for r in rates:
+            xs = inputs_at(n, r, 16 * b, seed=b * 100 + int(r * 100)).reshape(16, b, n)
+            per: dict[str, list] = {"dense": [], "union": []}
+            for _ in range(repeats):
+                for name, m in (("dense", d), ("union", u)):
+                    ts = []
+                    for c in range(calls):
+                        t = time.perf_counter()
+                        m.run(xs[c % 16])
+                        ts.append(time.perf_counter() - t)
+                    per[name].append(float(np.median(ts)) * 1e3)
+            union_rate = float(np.mean([(x > THETA).any(axis=0).mean() for x in xs]))
+            diff = float(max(np.abs(u.run(x)["output"] - d.run(x)["output"]).max() for x in xs))
+            dm, um = float(np.median(per["dense"])), float(np.median(per["union"]))
+            rows.append({"batch": b, "rate": r, "union_rate": union_rate, "dense_ms": dm, "union_ms": um,
+                         "speedup": dm / um, "max_abs_diff": diff})
+    return rows
+
+
+# --------------------------------------------------------------------------- 4: quality against latency
+TASK = {"name": "reconstruct", "input": {"shape": [784], "range": [0.0, 1.0],
+                                         "image": {"height": 28, "width": 28, "channels": 1}},
+        "output": {"shape": [784], "range": [0.0, 1.0]}}
+
+
+def quality_sweep(folder: Path, hidden: int, targets: tuple, steps: int, calls: int, repeats: int,
+                  threads: int, label: str) -> list[dict[str, Any]]:
+    """Train the autoencoder 784-hidden-784 per homeostasis target; quality and dense/sparse/auto latency."""
+    import torch
+
+    from zor import Layer, Zor
+    from zor.datasets import few_shot, load_bundled
+    from zor.metrics import reconstruction
+
+    torch.set_num_threads(threads)
+    x, y = load_bundled("train")
+    test, _ = load_bundled("test")
+    rows = []
+    for t in targets:
+        net = Zor([Layer(784, target_activation=t, learning_range=0.5, activation_rate=1.0),
+                   Layer(hidden, target_activation=t, learning_range=0.5, activation_rate=1.0),
+                   Layer(784, target_activation=0.5, activation_function="sigmoid", learning_range=0.5,
+                         activation_rate=0.2)], seed=0, device="cpu", task=TASK)
+        t0 = time.perf_counter()
+        net.fit(x[few_shot(y, 1)], steps=steps, batch_size=10, progress=False)
+        train_s = time.perf_counter() - t0
+        files = {p: _export(net, folder / f"{label}-t{t:g}-{p}.onnx", path=p) for p in ("dense", "sparse", "auto")}
+        models = {p: _model(f, threads) for p, f in files.items()}
+        out = models["dense"].run(test, spikes=True)
+        q = reconstruction(out["output"], test)
+        lat = p50_interleaved({p: m.run for p, m in models.items()}, test[:64], calls, repeats)
+        diff = float(max(np.abs(models["sparse"].run(r[None])["output"] - out["output"][i]).max()
+                         for i, r in enumerate(test[:32])))
+        rows.append({"model": label, "target": t, "train_s": train_s,
+                     "spike_rates": [float(v) for v in out["spike_rates"][:-1]],
+                     "psnr": q["psnr"], "seed_accuracy": q["accuracy"],
+                     "dense_ms": lat["dense"], "sparse_ms": lat["sparse"], "auto_ms": lat["auto"],
+                     "auto_sparse_connections": models["auto"].metadata.sparse_connections,
+                     "speedup_sparse": lat["dense"] / lat["sparse"], "max_abs_diff_sparse": diff})
+    return rows
+
+
+# --------------------------------------------------------------------------- 5: memory limit
+_CHILD = r'''
+import json, resource, sys, time
+limit = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def status():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmPeak:", "VmHWM:", "VmSize:", "VmRSS:")):
+                out[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return out
+
+
+try:
+    import numpy as np
+    from zor.runtime import Model
+    x = np.load(sys.argv[2])
+    m = Model(sys.argv[1], device="generic", threads=1, weights=sys.argv[4])
+    outs, rates, times = [], [], []
+    for i in range(len(x)):
+        t = time.perf_counter()
+        r = m.run(x[i:i + 1], spikes=True)
+        times.append(time.perf_counter() - t)
+        outs.append(r["output"])
+        rates.append(r["spike_rates"].tolist())
+    np.save(sys.argv[5], np.concatenate(outs))
+    print(json.dumps({"ok": True, "mode": m.weights_mode, "rates": rates, "bytes_read": m.weights_bytes_read,
+                      "ms_per_call": [1e3 * t for t in times], **status()}))
+except Exception as exc:
+    print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:400], **status()}))
+'''
+
+
+def memory_demo(folder: Path, limit_mib: int, hidden: int, calls: int, rate: float = 0.1) -> dict[str, Any]:
+    """The memory-limit demonstration (see the module docstring, part 5)."""
+    import torch
+
+    from zor import Layer, Zor
+    from zor.export.graph import to_onnx
+    from zor.export.session import Stepper
+
+    n = 4096
+    net = Zor([Layer(n, threshold=THETA), Layer(hidden), Layer(n)], seed=0, device="cpu")
+    calib = inputs_at(n, rate, 64, seed=5)
+    with torch.no_grad():
+        a0 = torch.where(torch.from_numpy(calib) > THETA, torch.from_numpy(calib), torch.zeros(()))
+        h1 = (a0 @ net.weights[0]).flatten()
+        theta1 = float(torch.quantile(h1[torch.randperm(len(h1))[:1_000_000]], 1.0 - rate))
+        net.threshold(1).fill_(theta1)                  # ≈ rate of the hidden units spike on such inputs
+    xs = inputs_at(n, rate, calls, seed=11)
+    ref_engine, _ = net.run(torch.from_numpy(xs))
+    ref_engine = ref_engine.numpy()
+    dense = to_onnx(net, metadata={})
+    st = Stepper(dense)
+    st.reset(len(xs))
+    ref_dense = st.step(xs)["output"]
+    del st, dense
+    path = folder / "big.onnx"
+    t0 = time.perf_counter()
+    _export(net, path, path="sparse", external_weights=True, verify_model=False, calibration=calib)
+    export_s = time.perf_counter() - t0
+    del net
+    weights_bytes = (folder / "big.weights").stat().st_size
+    np.save(folder / "big-x.npy", xs)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
+    limit = limit_mib << 20
+    runs = {}
+    for mode in ("rows", "load"):
+        out_npy = folder / f"big-out-{mode}.npy"
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(folder / "big-x.npy"), str(limit), mode,
+                               str(out_npy)], capture_output=True, text=True, env=env, timeout=900)
+        line = (proc.stdout.strip().splitlines() or [""])[-1]
+        try:
+            res = json.loads(line)
+        except json.JSONDecodeError:
+            res = {"ok": False, "error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}"}
+        res["returncode"] = proc.returncode
+        if res.get("ok"):
+            got = np.load(out_npy)
+            res["max_abs_diff_vs_dense_onnx"] = float(np.abs(got - ref_dense).max())
+            res["max_abs_diff_vs_engine"] = float(np.abs(got - ref_engine).max())
+        runs[mode] = res
+    rows = runs["rows"]
+    return {"limit_bytes": limit, "limit_mib": limit_mib, "limit_kind": "RLIMIT_AS (address space) in the child",
+            "weights_bytes": weights_bytes, "weights_over_limit": weights_bytes / limit,
+            "sizes": [n, hidden, n], "hidden_threshold": theta1, "target_rate": rate, "export_s": export_s,
+            "rows": rows, "load": runs["load"],
+            "peak_rss_under_limit": bool(rows.get("ok") and rows["VmHWM"] < limit),
+            "outputs_within_1e-5": bool(rows.get("ok") and rows["max_abs_diff_vs_dense_onnx"] <= 1e-5)}
+
+
+# --------------------------------------------------------------------------- report
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    if v is None:
+        return "-"
+    return format(v, spec) if isinstance(v, float) else str(v)
+
+
+def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    head = [h for h, _, _ in cols]
+    body = [[_fmt(r.get(k), s) for _, k, s in cols] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)
+
+
+def report_text(res: dict[str, Any]) -> str:
+    out = []
+    ls = res.get("layer_sweep")
+    if ls:
+        bw = ls["bandwidth_gbs"]
+        out.append(f"1. Layer sweep: {ls['width']}x{ls['width']} float32, batch 1, {res['threads']} thread, profile "
+                   f"{ls['profile']} (break-even {ls['profile_break_even']}, S0 {ls['profile_min_synapses']}); "
+                   f"overhead {ls['overhead_ms']['sparse']:.3f} ms (sparse file, no active unit); bandwidth "
+                   f"{bw['used']:.1f} GB/s (numpy sum {bw['numpy_sum_256MiB']:.1f}, dense GEMV {bw['dense_gemv']:.1f})")
+        out.append(_table(ls["rows"], [("rate", "rate", ".2f"), ("dense ms", "dense_ms", ".3f"),
+                                       ("sparse ms", "sparse_ms", ".3f"), ("x dense", "speedup_sparse", ".1f"),
+                                       ("auto ms", "auto_ms", ".3f"), ("auto", "auto_path", ""),
+                                       ("auto/best", "auto_vs_best", ".2f"), ("floor ms", "floor_ms", ".3f"),
+                                       ("/floor", "sparse_vs_floor", ".2f"), ("int8 sp ms", "int8_sparse_ms", ".3f"),
+                                       ("x dense", "speedup_int8_sparse", ".1f"),
+                                       ("max|d| sparse", "max_abs_diff_sparse", ".1e"),
+                                       ("max|d| int8", "max_abs_diff_int8_sparse", ".1e")]))
+        out.append(f"   measured break-even (sparse = dense): {_fmt(ls['break_even_measured'])}")
+    wb = res.get("width_break_even")
+    if wb:
+        out.append("2. Break-even by width: " + "; ".join(f"{w['width']}: {_fmt(w['break_even'])}" for w in wb["widths"])
+                   + f"; fitted S0 = {wb['fitted_min_synapses']} synapses (r_be {_fmt(wb['r_be'])})")
+    bs = res.get("batch_sweep")
+    if bs:
+        out.append("3. Union form (max batch 8) vs dense")
+        out.append(_table(bs, [("batch", "batch", ""), ("rate", "rate", ".2f"), ("union rate", "union_rate", ".3f"),
+                               ("dense ms", "dense_ms", ".3f"), ("union ms", "union_ms", ".3f"),
+                               ("x dense", "speedup", ".2f"), ("max|d|", "max_abs_diff", ".1e")]))
+    qs = res.get("quality")
+    if qs:
+        out.append("4. Quality against latency (batch 1; spike rates of input and hidden layers on the test images)")
+        rows = [{**r, "rates": "/".join(f"{v:.3f}" for v in r["spike_rates"])} for r in qs]
+        out.append(_table(rows, [("model", "model", ""), ("target", "target", ".2f"), ("rates", "rates", ""),
+                                 ("PSNR", "psnr", ".2f"), ("1-MAE %", "seed_accuracy", ".2f"),
+                                 ("dense ms", "dense_ms", ".4f"), ("sparse ms", "sparse_ms", ".4f"),
+                                 ("auto ms", "auto_ms", ".4f"), ("x dense", "speedup_sparse", ".2f"),
+                                 ("auto sparse", "auto_sparse_connections", ""),
+                                 ("max|d|", "max_abs_diff_sparse", ".1e")]))
+    md = res.get("memory")
+    if md:
+        r, ld = md["rows"], md["load"]
+        out.append(f"5. Memory: sizes {md['sizes']}, weights {md['weights_bytes'] / 2**20:.0f} MiB = "
+                   f"{md['weights_over_limit']:.2f}x the limit {md['limit_mib']} MiB ({md['limit_kind']})")
+        if r.get("ok"):
+            out.append(f"   rows: peak RSS {r['VmHWM'] / 2**20:.1f} MiB, peak address space {r['VmPeak'] / 2**20:.1f} MiB, "
+                       f"spike rates {['/'.join(f'{v:.3f}' for v in x[:-1]) for x in r['rates'][:3]]}..., "
+                       f"{np.median(r['ms_per_call']):.1f} ms/call, read {r['bytes_read'] / 2**20:.0f} MiB over "
+                       f"{len(r['rates'])} calls; max |Δ| vs dense ONNX {r['max_abs_diff_vs_dense_onnx']:.2e}, vs "
+                       f"engine {r['max_abs_diff_vs_engine']:.2e}")
+        else:
+            out.append(f"   rows: FAILED: {r.get('error')}")
+        out.append(f"   load under the same limit: {'ran (unexpected)' if ld.get('ok') else 'refused: ' + str(ld.get('error'))[:160]}")
+    tg = res.get("targets")
+    if tg:
+        out.append("Targets:")
+        out += [f"  [{'x' if v['met'] else ' '}] {k}: {v['value']}" for k, v in tg.items()]
+    return "\n".join(out)
+
+
+def targets(res: dict[str, Any]) -> dict[str, Any]:
+    """The issue's figures against what was measured."""
+    t: dict[str, Any] = {}
+    ls = res.get("layer_sweep")
+    if ls:
+        by = {r["rate"]: r for r in ls["rows"]}
+        if 0.1 in by:
+            t["sparse >= 5x dense at 10 %"] = {"value": round(by[0.1]["speedup_sparse"], 2),
+                                               "met": by[0.1]["speedup_sparse"] >= 5}
+        if 0.05 in by:
+            t["sparse >= 10x dense at 5 %"] = {"value": round(by[0.05]["speedup_sparse"], 2),
+                                               "met": by[0.05]["speedup_sparse"] >= 10}
+        worst = max(r["auto_vs_best"] for r in ls["rows"])
+        t["auto <= 1.10x the better of dense/sparse, 1-100 %"] = {"value": round(worst, 3), "met": worst <= 1.10}
+        sparse_side = [r for r in ls["rows"] if r["rate"] <= 0.2]
+        if sparse_side:
+            worst_floor = max(r["sparse_vs_floor"] for r in sparse_side)
+            t["sparse latency <= 2x floor (rates <= 20 %)"] = {"value": round(worst_floor, 2), "met": worst_floor <= 2}
+        dmax = max(r["max_abs_diff_sparse"] for r in ls["rows"])
+        t["sparse outputs within 1e-5 of dense (float32)"] = {"value": dmax, "met": dmax <= 1e-5}
+    md = res.get("memory")
+    if md:
+        r = md["rows"]
+        t["weights >= 2x limit, peak RSS under it at 10 %"] = {
+            "value": f"{md['weights_over_limit']:.2f}x, peak RSS {r.get('VmHWM', 0) / 2**20:.1f} MiB < {md['limit_mib']} MiB",
+            "met": bool(md["weights_over_limit"] >= 2 and md["peak_rss_under_limit"])}
+        t["big model outputs within 1e-5 of dense"] = {"value": r.get("max_abs_diff_vs_dense_onnx"),
+                                                       "met": md["outputs_within_1e-5"]}
+    return t
+
+
+def save_png(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    qs = res.get("quality") or []
+    ls = res.get("layer_sweep")
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    labels = sorted({r["model"] for r in qs}, key=lambda m: not m.startswith("few-shot"))
+    for ax, label in zip(axes[:2], labels):
+        rows = [r for r in qs if r["model"] == label]
+        for key, style in (("dense_ms", "o-"), ("sparse_ms", "s-"), ("auto_ms", "^--")):
+            ax.plot([r[key] for r in rows], [r["psnr"] for r in rows], style, label=key.replace("_ms", ""))
+        for r in rows:
+            ax.annotate(f"t={r['target']:g}", (r["sparse_ms"], r["psnr"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_xlabel("latency per call, batch 1 (ms)")
+        ax.set_ylabel("PSNR on 500 test images (dB)")
+        ax.set_title(f"{label}: quality vs latency")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if ls:
+        rates = [r["rate"] * 100 for r in ls["rows"]]
+        ax = axes[2]
+        for key, style in (("dense_ms", "o-"), ("sparse_ms", "s-"), ("auto_ms", "^--"), ("int8_sparse_ms", "d:"),
+                           ("floor_ms", "k:")):
+            ax.plot(rates, [r[key] for r in ls["rows"]], style, label=key.replace("_ms", ""))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("units active (%)")
+        ax.set_ylabel("latency per call (ms)")
+        ax.set_title(f"{ls['width']}x{ls['width']} layer, batch 1")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    from zor.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+@click.command()
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the figures as JSON.")
+@click.option("--png", "png_path", type=click.Path(path_type=Path), default=None,
+              help="Write the quality/latency plot as PNG.")
+@click.option("--quick", is_flag=True, help="Smoke test: small widths, few rates and calls, no memory demo.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--calls", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--width", type=click.IntRange(min=8), default=4096, show_default=True)
+@click.option("--limit-mib", type=click.IntRange(min=64), default=320, show_default=True,
+              help="Address-space limit of the memory demonstration's child process.")
+@click.option("--skip-memory", is_flag=True)
+@click.option("--skip-quality", is_flag=True)
+def main(json_path: Optional[Path], png_path: Optional[Path], quick: bool, threads: int, repeats: int, calls: int,
+         width: int, limit_mib: int, skip_memory: bool, skip_quality: bool) -> None:
+    """Sparse inference benchmark (see the module docstring)."""
+    import torch
+
+    from zor.fileio import write_text_atomic
+
+    for p in (json_path, png_path):
+        if p is not None and not p.parent.is_dir():
+            raise click.UsageError(f"{p}: its folder {p.parent} does not exist")
+    torch.set_num_threads(threads)
+    if quick:
+        width, repeats, calls = min(width, 512), min(repeats, 2), min(calls, 8)
+    rates = QUICK_RATES if quick else RATES
+    res: dict[str, Any] = {"threads": threads, "repeats": repeats, "calls": calls, "quick": quick,
+                           "machine": {"cpu": _cpu_name(), "cores": os.cpu_count()}}
+    with tempfile.TemporaryDirectory(prefix="zor-sparse-bench-") as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        click.echo("layer sweep ...", err=True)
+        res["layer_sweep"] = layer_sweep(folder, width, rates, calls, repeats, threads)
+        click.echo("break-even by width ...", err=True)
+        r_be = res["layer_sweep"]["break_even_measured"]
+        res["width_break_even"] = width_break_even(folder, (128, 256) if quick else (256, 512, 1024, 2048),
+                                                   (0.05, 0.2, 0.5) if quick else (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
+                                                   calls, repeats, threads, r_be)
+        click.echo("small batches ...", err=True)
+        res["batch_sweep"] = batch_sweep(folder, width, (2, 8) if quick else (2, 4, 8), (0.05,) if quick else (0.02, 0.05, 0.1),
+                                         calls, repeats, threads)
+        if not skip_quality:
+            click.echo("quality sweep ...", err=True)
+            targets_ = (0.05, 0.5) if quick else (0.02, 0.05, 0.1, 0.2, 0.5)
+            steps = 30 if quick else 300
+            wide = 256 if quick else 2048
+            res["quality"] = (quality_sweep(folder, 128, targets_, steps, calls, repeats, threads, "few-shot 784-128-784")
+                              + quality_sweep(folder, wide, targets_, steps, calls, repeats, threads,
+                                              f"wide 784-{wide}-784"))
+        if not (skip_memory or quick):
+            click.echo("memory demonstration ...", err=True)
+            hidden = int(math.ceil(2.2 * (limit_mib << 20) / (2 * 4096 * 4) / 512) * 512)
+            res["memory"] = memory_demo(folder, limit_mib, hidden, calls=10)
+        res["seconds"] = time.perf_counter() - t0
+    res["targets"] = targets(res)
+    click.echo(report_text(res))
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(_jsonable(res), indent=2))
+        click.echo(f"wrote {json_path}", err=True)
+    if png_path is not None:
+        save_png(res, png_path)
+        click.echo(f"wrote {png_path}", err=True)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return x if math.isfinite(x) else str(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

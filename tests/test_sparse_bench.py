@@ -1,0 +1,121 @@
+"""zor-bench dense vs sparse vs auto, and the helpers of benchmarks/sparse_inference.py."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmarks import sparse_inference as sb
+from zor import Layer, Zor
+from zor.export import export
+from zor.runtime.bench import label_of, run_chunked
+from zor.runtime import Model
+from zor.runtime.cli import bench_main
+
+
+def _invoke(*args):
+    return CliRunner().invoke(bench_main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    net = Zor([Layer(128, threshold=0.9), Layer(96, threshold=0.4), Layer(16)], seed=0, device="cpu")
+    net.save(folder / "m.zor")
+    np.save(folder / "x.npy", np.random.default_rng(0).random((32, 128), dtype=np.float32))
+    return folder
+
+
+def test_bench_paths_side_by_side(ckpt, tmp_path):
+    r = _invoke("--checkpoint", ckpt / "m.zor", "--paths", "dense,sparse,auto", "--calibration", ckpt / "x.npy",
+                "--input", ckpt / "x.npy", "--device", "x86-64-avx2", "--batch", "4", "--calls", "3", "--repeats", "1",
+                "--threads", "1", "--no-rss", "--json", tmp_path / "b.json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert set(rep["models"]) == {"float32", "float32 sparse", "float32 auto", "torch"}
+    sparse = rep["models"]["float32 sparse"]
+    assert sparse["path"] == "sparse" and sparse["max_batch"] == 1 and sparse["sparse_connections"] == [0, 1]
+    assert sparse["p50_ms_b1"] > 0 and sparse["p50_ms_b4"] is None and sparse["throughput_per_s"] is None
+    assert sparse["max_abs_diff_vs_torch"] < 1e-5
+    p = rep["paths"]
+    assert p["float32"]["vs_dense_b1"] is None
+    for lab in ("float32 sparse", "float32 auto"):
+        assert p[lab]["vs_dense_b1"] > 0 and p[lab]["max_abs_diff_vs_dense"] < 1e-5
+    assert "x dense b1" in r.output and "float32 sparse: sparse, sparse connections [0, 1]" in r.output
+
+
+def test_bench_usage_errors_for_paths(ckpt):
+    r = _invoke("--paths", "dense,sparse")
+    assert r.exit_code == 2 and "pass --checkpoint" in r.output
+    r = _invoke("--checkpoint", ckpt / "m.zor", "--paths", "dense,fast")
+    assert r.exit_code == 2 and "expected a comma-separated subset" in r.output
+    r = _invoke("--checkpoint", ckpt / "m.zor", "--paths", ",")
+    assert r.exit_code == 2 and "at least one" in r.output
+    r = _invoke("--device", "generic")
+    assert r.exit_code == 2 and "Missing argument 'MODEL...'" in r.output
+
+
+def test_labels_and_chunked_runs(ckpt, tmp_path):
+    export(ckpt / "m.zor", tmp_path / "s.onnx", path="sparse", max_batch=3)
+    export(ckpt / "m.zor", tmp_path / "d.onnx")
+    s, d = Model(tmp_path / "s.onnx", device="generic"), Model(tmp_path / "d.onnx", device="generic")
+    assert (label_of(s), label_of(d)) == ("float32 sparse", "float32")
+    x = np.load(ckpt / "x.npy")[:8]
+    a, b = run_chunked(s, x, spikes=True), d.run(x, spikes=True)
+    np.testing.assert_allclose(a["output"], b["output"], atol=1e-5)
+    np.testing.assert_allclose(a["spike_rates"], b["spike_rates"])
+
+
+def test_inputs_at_has_exactly_the_asked_activity():
+    x = sb.inputs_at(200, 0.05, 7, seed=1)
+    assert x.shape == (7, 200) and x.dtype == np.float32
+    assert ((x > sb.THETA).sum(axis=1) == 10).all()
+    assert ((sb.inputs_at(50, 0.0, 3) > sb.THETA).sum() == 0) and (sb.inputs_at(50, 1.0, 3) > sb.THETA).all()
+
+
+def test_crossover_hand_derived():
+    # log(sparse/dense) = ln .5, 0, ln 2 at 0.1, 0.2, 0.3: the sign changes between 0.1 and 0.2, and the
+    # interpolation lands where the log ratio is 0: 0.1 + 0.1 · (0.693 / 0.693) = 0.2
+    assert sb.crossover([0.1, 0.2, 0.3], [1, 1, 1], [0.5, 1.0, 2.0]) == pytest.approx(0.2)
+    # ln(0.5) at 0.1 and ln(1.5) at 0.3: 0.1 + 0.2 · ln 2 / (ln 2 + ln 1.5)
+    want = 0.1 + 0.2 * math.log(2) / (math.log(2) + math.log(1.5))
+    assert sb.crossover([0.1, 0.3], [2, 2], [1, 3]) == pytest.approx(want)
+    assert sb.crossover([0.1, 0.2], [1, 1], [2, 2]) is None                  # sparse never faster
+    assert sb.crossover([0.1, 0.2], [1, 1], [0.5, 0.5]) == 0.2               # always faster: the last rate
+
+
+def test_fit_min_synapses_hand_derived():
+    # r_be = 0.4: (1000, 0.2) → 1000·(1 − 0.5) = 500; (2000, 0.3) → 2000·0.25 = 500; (100, never) → 100
+    assert sb.fit_min_synapses(0.4, [(1000, 0.2), (2000, 0.3), (100, None)]) == 500
+    assert sb.fit_min_synapses(0.4, []) is None
+
+
+def test_floor_hand_derived():
+    # 0.05 ms + 410 rows × 16 KiB / 8 GB/s = 0.05 + 6,717,440 B / 8e9 B/s = 0.05 + 0.83968 ms
+    assert sb.floor_ms(0.05, 410, 4096 * 4, 8.0) == pytest.approx(0.05 + 410 * 16384 / 8e9 * 1e3)
+
+
+def test_targets_read_the_sweep():
+    rows = [{"rate": 0.05, "speedup_sparse": 12.0, "auto_vs_best": 1.02, "sparse_vs_floor": 1.1,
+             "max_abs_diff_sparse": 2e-7},
+            {"rate": 0.1, "speedup_sparse": 4.0, "auto_vs_best": 1.2, "sparse_vs_floor": 1.5,
+             "max_abs_diff_sparse": 3e-7}]
+    t = sb.targets({"layer_sweep": {"rows": rows}})
+    assert t["sparse >= 10x dense at 5 %"]["met"] and not t["sparse >= 5x dense at 10 %"]["met"]
+    assert not t["auto <= 1.10x the better of dense/sparse, 1-100 %"]["met"]
+    assert t["sparse latency <= 2x floor (rates <= 20 %)"]["met"]
+
+
+def test_quick_benchmark_runs(tmp_path):
+    r = CliRunner().invoke(sb.main, ["--quick", "--skip-quality", "--json", str(tmp_path / "s.json"),
+                                     "--png", str(tmp_path / "s.png")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "s.json").read_text())
+    sweep = rep["layer_sweep"]
+    assert [row["rate"] for row in sweep["rows"]] == list(sb.QUICK_RATES)
+    assert all(row["max_abs_diff_sparse"] <= 1e-5 for row in sweep["rows"])
+    assert {"numpy_sum_256MiB", "dense_gemv", "used"} <= set(sweep["bandwidth_gbs"])
+    assert rep["batch_sweep"] and "targets" in rep
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
