@@ -287,3 +287,15 @@ def test_scores_by_hand():
         score(["a"], ["a", "b"])
     with pytest.raises(InputError):
         score([], [])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(0, 11), min_size=0, max_size=9),
+                          st.lists(st.integers(4, 8), min_size=0, max_size=9)), min_size=1, max_size=4),
+       st.floats(0.3, 3.0), st.integers(0, 3), st.integers(0, 3))
+def test_vectorised_training_rows_equal_decoding_rows(pairs, ratio, window, history):
+    enc = StepEncoder(source_vocab=12, target_vocab=9, history=history, window=window, window_dim=16,
+                      length_ratio=ratio, position_buckets=5)
+    data = enc.steps([s for s, _ in pairs], [t for _, t in pairs], EOS)
+    want = [enc.rows([enc.source(s)], [t[:k]], [k])[0] for s, t in pairs for k in range(len(t) + 1)]
+    np.testing.assert_array_equal(enc.dense(data, np.arange(len(data))), np.stack(want))

@@ -185,26 +185,44 @@ class StepEncoder:
 
     # ------------------------------------------------------------------ training data
     def steps(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos: int) -> StepData:
-        """Every step of every pair: predict y_0..y_{m−1}, then ``eos``."""
+        """Every step of every pair: predict y_0..y_{m−1}, then ``eos`` (vectorised per pair;
+        row for row equal to :meth:`rows`)."""
         if len(sources) != len(targets):
             raise ConfigError(f"expected as many sources as targets, got {len(sources)} and {len(targets)}")
+        o, w, k, v, nb = self.offsets, self.window, self.history, self.target_vocab, self.position_buckets
+        buckets = np.array([position_bucket(t, nb) for t in range(max(
+            [len(y) + 1 for y in targets] + [1]))], np.int64)
         fixed, pair, target, ptr, bag_idx, values = [], [], [], [0], [], []
         for p, (s, y) in enumerate(zip(sources, targets)):
             ctx = self.source(s)
             bag_idx.append(ctx.bag)
             ptr.append(ptr[-1] + ctx.bag.size)
             values.append(ctx.bag_value)
-            y = [int(v) for v in y]
-            seq = y + [eos]
-            for t, nxt in enumerate(seq):
-                fixed.append(self._fixed(ctx.ids, y[:t], t))
-                pair.append(p)
-                target.append(nxt)
+            y = np.asarray(y, np.int64).reshape(-1)
+            m, n = y.size, ctx.ids.size
+            t = np.arange(m + 1)
+            pos = (t / self.length_ratio).astype(np.int64)            # int() of a non-negative float
+            cols = []
+            padded = np.concatenate([[_BEFORE], ctx.ids, [_AFTER]])
+            for off in range(-w, w + 1):
+                j = np.clip(pos + off, -1, n) + 1                     # index into padded
+                x = padded[j].astype(np.uint64)
+                h = ((x + np.uint64(3)) * np.uint64(_H1) + np.uint64((off + w) * _H2)) & np.uint64(0xFFFFFFFF)
+                cols.append(o["window"] + (h % np.uint64(self.window_dim)).astype(np.int64))
+            prev = np.concatenate([np.full(k, BOS, np.int64), y])     # prev[t + k − j] = y_{t−j}
+            for j in range(1, k + 1):
+                cols.append(o["history"] + (j - 1) * v + prev[t + k - j])
+            cols.append(o["position"] + buckets[t])
+            prog = t / (self.length_ratio * max(1, n))
+            cols.append(o["progress"] + np.minimum(nb - 1, (nb * prog / 2).astype(np.int64)))
+            fixed.append(np.stack(cols, axis=1))
+            pair.append(np.full(m + 1, p, np.int64))
+            target.append(np.concatenate([y, [eos]]))
         f = self.fixed_count
         return StepData(
-            fixed=np.asarray(fixed, np.int64).reshape(-1, f),
-            pair=np.asarray(pair, np.int64),
-            target=np.asarray(target, np.int64),
+            fixed=np.concatenate(fixed) if fixed else np.zeros((0, f), np.int64),
+            pair=np.concatenate(pair) if pair else np.zeros(0, np.int64),
+            target=np.concatenate(target).astype(np.int64) if target else np.zeros(0, np.int64),
             bag_ptr=np.asarray(ptr, np.int64),
             bag_indices=np.concatenate(bag_idx) if bag_idx else np.zeros(0, np.int64),
             pair_value=np.asarray(values, np.float32),

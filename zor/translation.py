@@ -88,6 +88,7 @@ class TranslationConfig:
     target_activation: float = 0.2    # hidden homeostasis target firing rate
     activation_rate: float = 0.01     # hidden homeostasis speed η
     curriculum: bool = False          # Zor's curriculum sampler over training steps
+    novelty_factor: float = 0.0       # ν of subtractive novelty gating, on both connections (0 = off)
     init_scale: float = 0.5
     output_activation: str = "identity"  # f_L of the output layer
     readout: str = "softmax"          # error = one-hot − softmax(c) ("softmax") or one-hot − c ("charges")
@@ -212,7 +213,8 @@ class ZorTranslator:
     @staticmethod
     def make_network(spec: TranslationSpec, config: TranslationConfig) -> Zor:
         """``[Layer(D), Layer(H), Layer(V_t)]`` with the config's Zor settings."""
-        kw = dict(learning_range=config.learning_range, max_weight=config.max_weight)
+        kw = dict(learning_range=config.learning_range, max_weight=config.max_weight,
+                  novelty_factor=config.novelty_factor)
         layers = [
             Layer(spec.encoder.width, **kw),
             Layer(config.hidden, target_activation=config.target_activation,

@@ -1,0 +1,370 @@
+"""Low-resource translation (Spanish → Nahuatl, Spanish → Otomí): Zor vs baselines, export, runtime speed.
+
+For each language pair (``--pairs``; corpora from the ``elotl`` package, split by
+document: no document in two splits, :mod:`zor.textdata`):
+
+1. tokenizers (subword, ``--vocab`` entries a side) trained on the training split; the
+   step framing of :mod:`zor.textfeatures` (training pairs longer than 96 tokens a
+   side are left out of training, never out of the test);
+2. methods, trained **for the same wall time** (``--budget`` s each, in interleaved
+   10-second slices so a noisy neighbour slows all of them alike, one CPU thread):
+
+   ==============  =============================================================
+   zor             Zor [D, H, V] trained by Zor's rule (no autograd); error =
+                   one-hot − softmax(charges) (softmax read-out of the charges)
+   zor-charges     the same network, error = one-hot − charges (the raw charges)
+   backprop        equal-size ReLU MLP [D, H, V] (no biases), Adam, cross-entropy
+   backprop-mse    the same MLP trained on the squared error to one-hot targets
+   tm              translation memory: nearest training source by character
+                   n-gram TF-IDF cosine, output its translation
+   copy            the source sentence itself
+   ==============  =============================================================
+
+3. chrF, chrF++ and BLEU (sacrebleu, 0–100) on every test sentence, greedy decoding
+   (and ``--beam`` when > 1) with the engine;
+4. the Zor model exported with ``zor.export.export`` (the ``zor-export`` pipeline):
+   float32 (verified against the engine on real step inputs) and int8 (threshold-aware,
+   calibrated on step inputs of the dev split); both re-scored on the test set through
+   the torch-free runtime (``zor.runtime.translate``); the int8 − float32 chrF
+   difference is the quantization budget check (≤ 0.5 points);
+5. runtime speed, one thread: ms per sentence and target tokens per second at batch 1
+   (greedy) and at batch 32, for float32 and int8, on the test sentences of typical
+   length (source length within ±25 % of the median over the whole corpus; the test
+   documents may be longer than usual), next to the torch engine's
+   batch-1 figure measured in the same run (speed as a ratio, these machines are shared).
+
+Usage:
+    python benchmarks/translation.py --json benchmarks/results/translation.json
+    python benchmarks/translation.py --pairs es-nah --budget 300 --beam 4
+    python benchmarks/translation.py --quick --json /tmp/t.json          # smoke test (minutes → seconds)
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import click
+import numpy as np
+
+from benchmarks import common
+from zor.errors import ZorError
+
+__all__ = ["settings_for", "train_equal_time", "typical", "export_translation", "run_pair", "main"]
+
+GOAL_INT8_DROP = 0.5          # chrF points
+GOAL_MS = 10.0                # runtime int8, one thread, batch 1, typical sentence
+
+ZOR_SETTINGS = {"lr": 3e-3, "error_scaling": False, "target_activation": 0.5}   # chosen on the dev split
+BACKPROP_LR = 3e-3                                                                 # chosen on the dev split
+
+
+def settings_for(quick: bool, vocab: int, hidden: int) -> dict[str, Any]:
+    """TranslationConfig keywords of the run (``--quick``: a tiny model)."""
+    if quick:
+        return dict(source_vocab=200, target_vocab=200, hidden=32, window_dim=128, batch_size=64, **ZOR_SETTINGS)
+    return dict(source_vocab=vocab, target_vocab=vocab, hidden=hidden, window_dim=1024, batch_size=256,
+                **ZOR_SETTINGS)
+
+
+def train_equal_time(models: dict[str, Any], budget: float, slice_s: float = 10.0,
+                     show: bool = True) -> None:
+    """Train every model of ``models`` (name → (fit(seconds) callable, history dict getter)) for ``budget`` s,
+    in turns of ``slice_s`` seconds each."""
+    bar = common.progress(int(budget * len(models)), "train (equal time)", show)
+    while True:
+        left = {name: budget - hist()["seconds"] for name, (_, hist) in models.items()}
+        todo = [n for n, v in left.items() if v > 1e-3]
+        if not todo:
+            break
+        for name in todo:
+            fit, hist = models[name]
+            before = hist()["seconds"]
+            fit(min(slice_s, left[name]))
+            bar.update(int(hist()["seconds"] - before))
+    bar.close()
+
+
+def typical(pairs, corpus, tokenizer, spread: float = 0.25, limit: int = 64, least: int = 8) -> tuple[list, float]:
+    """Sentences of typical length, and the median source length (tokens) of the whole ``corpus``.
+
+    The pairs of ``pairs`` whose source length lies within ±``spread`` of that median, in
+    their order, at most ``limit``; when fewer than ``least`` do, the ``least`` pairs
+    closest to the median instead.
+    """
+    med = float(np.median([len(tokenizer.encode(p.source)) for p in corpus]))
+    lens = [len(tokenizer.encode(p.source)) for p in pairs]
+    keep = [p for p, n in zip(pairs, lens) if abs(n - med) <= spread * med][:limit]
+    if len(keep) < least:
+        order = sorted(range(len(pairs)), key=lambda k: (abs(lens[k] - med), k))[:least]
+        keep = [pairs[k] for k in sorted(order)]
+    return keep, med
+
+
+def export_translation(checkpoint: Path, out: Path, quantize: str, calibration: np.ndarray) -> dict[str, Any]:
+    """``zor.export.export`` of a translation checkpoint (what ``zor-export`` runs).
+
+    ``batch=1``: every verified row is a real (sparse) step input, not the exporter's
+    uniform random rows (dense noise that no step ever feeds the model). ``max_drop`` is
+    left open because the exporter's task metric for a non-image task is 100·(1 − MAE)
+    of the logits; the translation budget (chrF, int8 − float32 ≤ 0.5) is checked on
+    the translations themselves by :func:`run_pair`.
+    """
+    from zor.export import export
+
+    res = export(checkpoint, out, quantize=quantize, calibration=calibration, batch=1,
+                 steps=min(256, len(calibration)), max_drop=100.0, threads=1)
+    q = res.quantization or {}
+    return {"path": str(out.name), "bytes": res.bytes, "verification_passed": res.verification.get("passed"),
+            "spike_agreement": (res.verification.get("int8") or {}).get("spike_agreement"),
+            "fallback": q.get("fallback"), "export_s": res.timings.get("total_s")}
+
+
+def _score(name: str, hyps: list[str], refs: list[str], seconds: Optional[float] = None, **extra: Any) -> dict:
+    from zor.textmetrics import score
+
+    row = {"method": name, **score(hyps, refs), **extra}
+    if seconds is not None:
+        row["train_s"] = seconds
+    return row
+
+
+def run_pair(pair: str, budget: Any, quick: bool, vocab: int, hidden: int, beam: int, seed: int,
+             max_test: Optional[int], workdir: Path, show: bool, device: str = "cpu") -> dict[str, Any]:
+    """One language pair end to end; ``budget`` is seconds, or a function of the training step count."""
+    import torch
+
+    from zor.runtime import Model
+    from zor.runtime.translate import Translator, speed
+    from zor.textbaselines import TranslationMemory, copy_source
+    from zor.textdata import load_pairs, split_by_document, split_summary
+    from zor.translation import BackpropStepModel, TranslationConfig, ZorTranslator, build_spec, step_data
+
+    t0 = time.perf_counter()
+    splits = split_by_document(load_pairs(pair), dev=0.1, test=0.1, seed=seed)
+    summary = split_summary(splits)
+    train = splits["train"]
+    if quick:
+        train = train[:1500]
+    test = splits["test"] if max_test is None else splits["test"][:max_test]
+    dev = splits["dev"]
+    src_lang, tgt_lang = pair.split("-")
+    cfg = TranslationConfig(source_language=src_lang, target_language=tgt_lang, seed=seed, device=device,
+                            **settings_for(quick, vocab, hidden))
+    spec = build_spec(train, cfg)
+    data = step_data(train, spec, cfg.train_max_tokens)
+    prep_s = time.perf_counter() - t0
+    budget = float(budget(len(data)) if callable(budget) else budget)
+    sources, refs = [p.source for p in test], [p.target for p in test]
+    rows: list[dict] = []
+
+    # baselines without training
+    rows.append(_score("copy", copy_source(sources), refs, 0.0))
+    t = time.perf_counter()
+    tm = TranslationMemory([p.source for p in train], [p.target for p in train])
+    tm_build = time.perf_counter() - t
+    rows.append(_score("tm", tm.translate(sources), refs, tm_build))
+
+    # equal-time training
+    zor = ZorTranslator(ZorTranslator.make_network(spec, cfg), spec)
+    cfg_charges = TranslationConfig(**{**cfg.to_dict(), "readout": "charges"})
+    zor_c = ZorTranslator(ZorTranslator.make_network(spec, cfg_charges), build_spec_like(spec, "probability"))
+    bp = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=seed, device=device, loss="ce")
+    bp_mse = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=seed, device=device, loss="mse")
+    models = {
+        "zor": (lambda s: zor.fit(data, cfg, steps=10 ** 9, time_budget=s), lambda: zor.history or {"seconds": 0.0}),
+        "zor-charges": (lambda s: zor_c.fit(data, cfg_charges, steps=10 ** 9, time_budget=s),
+                        lambda: zor_c.history or {"seconds": 0.0}),
+        "backprop": (lambda s: bp.fit(data, 10 ** 9, cfg.batch_size, time_budget=s),
+                     lambda: bp.history or {"seconds": 0.0}),
+        "backprop-mse": (lambda s: bp_mse.fit(data, 10 ** 9, cfg.batch_size, time_budget=s),
+                         lambda: bp_mse.history or {"seconds": 0.0}),
+    }
+    train_equal_time(models, budget, slice_s=min(10.0, budget), show=show)
+    trained = {"zor": zor, "zor-charges": zor_c, "backprop": bp, "backprop-mse": bp_mse}
+    engine_hyps: dict[str, list[str]] = {}
+    for name, m in trained.items():
+        t = time.perf_counter()
+        hyps = m.translate(sources, beam=1)
+        dec = time.perf_counter() - t
+        engine_hyps[name] = hyps
+        rows.append(_score(name, hyps, refs, m.history["seconds"], steps=m.history["steps"], decode_s=dec,
+                           beam=1, where="engine float32"))
+        if beam > 1 and name in ("zor", "backprop"):
+            rows.append(_score(f"{name} beam{beam}", m.translate(sources, beam=beam), refs, m.history["seconds"],
+                               steps=m.history["steps"], beam=beam, where="engine float32"))
+
+    # export and the runtime
+    ckpt = workdir / f"{pair}.zor"
+    zor.save(ckpt)
+    zor = ZorTranslator.load(ckpt, device="cpu")              # export, runtime and speed figures: CPU
+    cal_data = step_data(dev, spec, cfg.train_max_tokens)
+    pick = np.random.default_rng(seed).choice(len(cal_data), size=min(512, len(cal_data)), replace=False)
+    calib = spec.encoder.dense(cal_data, np.sort(pick))
+    exports, runtime_rows, speeds = {}, [], []
+    everything = [p for v in splits.values() for p in v]
+    typ, med = typical(test, everything, spec.source_tokenizer, limit=16 if quick else 64)
+    for mode, label in (("none", "float32"), ("int8", "int8")):
+        out = workdir / f"{pair}-{label}.onnx"
+        exports[label] = export_translation(ckpt, out, mode, calib)
+        model = Model(out, threads=1)
+        tr = Translator(model)
+        hyps = tr.translate(sources, beam=1)
+        same = float(np.mean([a == b for a, b in zip(hyps, engine_hyps["zor"])]))
+        runtime_rows.append(_score(f"zor runtime {label}", hyps, refs, None, beam=1, where=f"runtime {label}",
+                                   same_as_engine=100.0 * same, bytes=exports[label]["bytes"]))
+        for batch in (1, 32):
+            fig = speed(model, [p.source for p in typ], batch_size=batch, repeats=3)
+            speeds.append({"model": f"runtime {label}", "batch": batch, **{k: fig[k] for k in
+                           ("ms_per_sentence", "tokens_per_s", "target_tokens", "sentences")}})
+    # the torch engine at batch 1 in the same run: the reference for the runtime's speed
+    torch.set_num_threads(1)
+    reps = []
+    for _ in range(3):
+        t = time.perf_counter()
+        out_e = zor.translate([p.source for p in typ], beam=1, batch_size=1)
+        reps.append(time.perf_counter() - t)
+    eng = float(np.median(reps))
+    toks = sum(len(spec.target_tokenizer.encode(o)) for o in out_e)
+    speeds.append({"model": "engine float32 (torch)", "batch": 1, "ms_per_sentence": 1e3 * eng / len(typ),
+                   "tokens_per_s": toks / eng, "target_tokens": toks, "sentences": len(typ)})
+    for s in speeds:
+        s["speedup_vs_engine"] = speeds[-1]["ms_per_sentence"] / s["ms_per_sentence"]
+
+    by = {r["method"]: r for r in rows + runtime_rows}
+    int8_drop = by["zor runtime float32"]["chrf"] - by["zor runtime int8"]["chrf"]
+    int8_b1 = next(s for s in speeds if s["model"] == "runtime int8" and s["batch"] == 1)
+    goals = {
+        "zor_chrf_ge_tm": by["zor"]["chrf"] >= by["tm"]["chrf"],
+        "zor_chrf_ge_backprop": by["zor"]["chrf"] >= by["backprop"]["chrf"],
+        "int8_chrf_drop": int8_drop,
+        "int8_within_budget": int8_drop <= GOAL_INT8_DROP,
+        "int8_batch1_ms": int8_b1["ms_per_sentence"],
+        "int8_batch1_within_10ms": int8_b1["ms_per_sentence"] <= GOAL_MS,
+    }
+    return {
+        "pair": pair, "splits": {k: {"pairs": v["pairs"], "documents": v["documents"] if k != "train" else
+                                     len(v["documents"])} for k, v in summary.items()},
+        "train_pairs_used": len(train), "train_steps": len(data), "test_sentences": len(test),
+        "typical_source_tokens": med, "typical_sentences": len(typ),
+        "typical_mean_source_tokens": float(np.mean([len(spec.source_tokenizer.encode(p.source)) for p in typ])),
+        "model": {"sizes": zor.net.sizes, "input_width": spec.encoder.width, "length_ratio": spec.encoder.length_ratio,
+                  "source_vocab": spec.source_tokenizer.vocab_size, "target_vocab": spec.target_tokenizer.vocab_size,
+                  "config": cfg.to_dict(), "backprop_lr": BACKPROP_LR},
+        "prep_s": prep_s, "budget_s": budget, "rows": rows, "runtime": runtime_rows, "exports": exports,
+        "speed": speeds, "goals": goals,
+        "examples": [{"source": s, "reference": r, "zor": h} for s, r, h in
+                     list(zip(sources, refs, engine_hyps["zor"]))[:5]],
+    }
+
+
+def build_spec_like(spec, output: str):
+    """The same spec with another output kind (the charges read-out scores probabilities)."""
+    from zor.textdecode import TranslationSpec
+
+    return TranslationSpec(spec.source_tokenizer, spec.target_tokenizer, spec.encoder, spec.source_language,
+                           spec.target_language, spec.max_source_tokens, spec.max_target_tokens, output,
+                           dict(spec.decoding))
+
+
+def _print(result: dict) -> None:
+    pair = result["pair"]
+    click.echo(f"\n== {pair}: {result['splits']['train']['pairs']} train pairs ({result['train_pairs_used']} used, "
+               f"{result['train_steps']:,} steps), {result['test_sentences']} test sentences from "
+               f"{len(result['splits']['test']['documents'])} documents; equal training time "
+               f"{result['budget_s']:g} s, one CPU thread ==")
+    cols = ["method", "chrf", "chrf++", "bleu", "train_s", "steps", "beam", "where"]
+    click.echo(common.format_table(result["rows"] + result["runtime"], cols))
+    click.echo("\nRuntime speed (one thread; typical sentences: "
+               f"{result['typical_sentences']} test sentences of {result['typical_mean_source_tokens']:.1f} source "
+               f"tokens on average; corpus median {result['typical_source_tokens']:.0f}):")
+    click.echo(common.format_table(result["speed"], ["model", "batch", "ms_per_sentence", "tokens_per_s",
+                                                     "speedup_vs_engine"]))
+    g = result["goals"]
+    click.echo(f"\nGoals: zor chrF ≥ tm: {g['zor_chrf_ge_tm']}; zor chrF ≥ backprop: {g['zor_chrf_ge_backprop']}; "
+               f"int8 − float32 chrF drop {g['int8_chrf_drop']:.2f} (≤ {GOAL_INT8_DROP}: {g['int8_within_budget']}); "
+               f"int8 batch-1 {g['int8_batch1_ms']:.2f} ms/sentence (≤ {GOAL_MS:g}: {g['int8_batch1_within_10ms']})")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--pairs", default="es-nah,es-oto", show_default=True, help="Language pairs, comma-separated.")
+@click.option("--budget", type=click.FloatRange(min=0.1), default=240.0, show_default=True,
+              help="Training seconds per method for es-nah; a smaller pair gets it times its share of "
+                   "es-nah's training steps (when es-nah runs first).")
+@click.option("--vocab", type=click.IntRange(min=50), default=1000, show_default=True, help="Subword vocabulary a side.")
+@click.option("--hidden", type=click.IntRange(min=4), default=256, show_default=True, help="Hidden width H.")
+@click.option("--beam", type=click.IntRange(min=1), default=4, show_default=True, help="Beam width (1: greedy only).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the document split and the models.")
+@click.option("--max-test", type=click.IntRange(min=1), default=None, help="Score only the first N test sentences.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the models train (export, runtime and speed figures are always CPU).")
+@click.option("--quick", is_flag=True, help="Smoke test: tiny models, 1,500 training pairs, 1 s budgets.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--no-progress", is_flag=True)
+def main(pairs: str, budget: float, vocab: int, hidden: int, beam: int, seed: int, max_test: Optional[int],
+         threads: int, device: str, quick: bool, json_path: Optional[Path], no_progress: bool) -> None:
+    """Translation benchmark: Zor vs translation memory, copy-source and equal-size backprop."""
+    from zor.textdata import LANGUAGE_PAIRS
+
+    names = [p.strip() for p in pairs.split(",") if p.strip()]
+    bad = [p for p in names if p not in LANGUAGE_PAIRS]
+    if not names or bad:
+        raise click.UsageError(f"--pairs: expected some of {', '.join(LANGUAGE_PAIRS)}, got {pairs!r}")
+    if json_path is not None and not json_path.parent.is_dir():
+        raise click.UsageError(f"--json {json_path}: folder {json_path.parent} does not exist")
+    try:
+        import elotl  # noqa: F401
+        import sacrebleu  # noqa: F401
+    except ImportError as exc:
+        raise click.UsageError(f"this benchmark needs the 'translate' extra (elotl, sacrebleu): {exc}") from None
+    common.set_threads(threads)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise click.UsageError("--device cuda: torch sees no CUDA GPU on this machine")
+    if quick:
+        budget, max_test, beam = 1.0, max_test or 40, min(beam, 2)
+    results = []
+    reference: dict[str, int] = {}
+
+    def budget_for(steps: int) -> float:
+        if quick or "es-nah" not in reference:
+            return budget
+        return budget * min(1.0, steps / reference["es-nah"])
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for pair in sorted(names, key=lambda p: p != "es-nah"):          # es-nah first: the reference size
+                res = run_pair(pair, budget_for, quick, vocab, hidden, beam, seed, max_test, Path(tmp),
+                               not no_progress, device)
+                reference.setdefault(pair, res["train_steps"])
+                results.append(res)
+                _print(res)
+    except ZorError as exc:
+        raise click.ClickException(str(exc)) from None
+    if json_path is not None:
+        common.write_json(json_path, {"benchmark": "translation", "quick": quick, "environment":
+                                      common.environment(threads), "device": device, "gpu": _gpu_note(device), "pairs": results})
+        click.echo(f"\nwrote {json_path}")
+
+
+def _gpu_note(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"trained on {torch.cuda.get_device_name(0)}"
+    if torch.cuda.is_available():
+        return f"CUDA present ({torch.cuda.get_device_name(0)}) but trained on the CPU: pass --device cuda"
+    return "no GPU on this machine: training times are CPU only"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""benchmarks/translation.py and examples/translate.py: smoke runs on the real corpus, helpers, usage errors."""
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `benchmarks`
+
+from benchmarks import translation as bench  # noqa: E402
+from zor.textdata import Pair  # noqa: E402
+from zor.tokenizer import SubwordTokenizer  # noqa: E402
+
+
+def test_train_equal_time_interleaves_slices():
+    calls = []
+
+    def model(name, speed):
+        hist = {"seconds": 0.0}
+
+        def fit(seconds):
+            calls.append((name, seconds))
+            hist["seconds"] += seconds * speed            # a model may overshoot its slice a little
+        return fit, lambda: hist
+
+    models = {"a": model("a", 1.0), "b": model("b", 1.5)}
+    bench.train_equal_time(models, budget=25.0, slice_s=10.0, show=False)
+    assert calls == [("a", 10.0), ("b", 10.0), ("a", 10.0), ("b", 10.0), ("a", 5.0)]
+    assert models["a"][1]()["seconds"] == 25.0 and models["b"][1]()["seconds"] == 30.0
+
+
+def test_typical_takes_the_corpus_median():
+    tok = SubwordTokenizer.train(["a b c d e f g h"], vocab_size=30, min_char_count=1, min_pair_count=1)
+    assert tok.encode("a b") == [tok.vocab.index("▁a"), tok.vocab.index("▁b")]      # one token per word
+    corpus = [Pair(" ".join("abcdefgh"[:n]), "x", "d") for n in (2, 4, 4, 4, 8)]      # median 4 tokens
+    keep, med = bench.typical(corpus + [Pair("a b c", "x", "d")], corpus, tok, spread=0.25, least=2)
+    assert med == 4.0 and [len(p.source.split()) for p in keep] == [4, 4, 4, 3]    # |3 − 4| ≤ 1
+    keep, _ = bench.typical([corpus[0], corpus[4]], corpus, tok, least=1)           # none typical: the closest
+    assert [len(p.source.split()) for p in keep] == [2]
+
+
+def test_quick_run_writes_json(tmp_path):
+    pytest.importorskip("elotl")
+    pytest.importorskip("sacrebleu")
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(bench.main, ["--quick", "--pairs", "es-oto", "--max-test", "8", "--beam", "1",
+                                             "--no-progress", "--json", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "translation" and data["quick"] is True
+    [pair] = data["pairs"]
+    assert pair["pair"] == "es-oto" and pair["test_sentences"] == 8
+    methods = {r["method"] for r in pair["rows"] + pair["runtime"]}
+    assert methods == {"copy", "tm", "zor", "zor-charges", "backprop", "backprop-mse", "zor runtime float32",
+                       "zor runtime int8"}
+    for r in pair["rows"] + pair["runtime"]:
+        assert 0.0 <= r["chrf"] <= 100.0 and 0.0 <= r["bleu"] <= 100.0
+    trained = [r for r in pair["rows"] if r.get("steps")]
+    assert len(trained) == 4 and all(r["train_s"] >= 1.0 for r in trained)
+    assert {(s["model"], s["batch"]) for s in pair["speed"]} == {("runtime float32", 1), ("runtime float32", 32),
+                                                                  ("runtime int8", 1), ("runtime int8", 32),
+                                                                  ("engine float32 (torch)", 1)}
+    assert set(pair["goals"]) >= {"zor_chrf_ge_tm", "zor_chrf_ge_backprop", "int8_chrf_drop", "int8_batch1_ms"}
+    assert pair["exports"]["float32"]["verification_passed"] is True
+    assert "Goals:" in result.output and "Runtime speed" in result.output
+
+
+@pytest.mark.parametrize("args, message", [(["--pairs", "es-xx"], "--pairs"), (["--pairs", ""], "--pairs"),
+                                           (["--json", "/nonexistent-folder/x.json"], "does not exist"),
+                                           (["--beam", "0"], "--beam")])
+def test_usage_errors_exit_2(args, message):
+    result = CliRunner().invoke(bench.main, args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_example_runs_quick(tmp_path):
+    pytest.importorskip("elotl")
+    pytest.importorskip("sacrebleu")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import translate as example
+
+    assert example.main(["--out", str(tmp_path / "ex"), "--quick", "--pair", "es-oto"]) == 0
+    summary = json.loads((tmp_path / "ex" / "summary.json").read_text())
+    assert summary["files"] == {"none": "es-oto-float32.onnx", "int8": "es-oto-int8.onnx"}
+    assert (tmp_path / "ex" / "es-oto.zor").is_file() and summary["speed"]["ms_per_sentence"] > 0
