@@ -138,8 +138,10 @@ def read_bandwidth(mib: int = 256, repeats: int = 5) -> float:
 
 
 def _export(net, out: Path, **kw) -> Path:
+    """Export with this machine's detected profile (its break-even decides ``auto``), one thread."""
     from zor.export import export
 
+    kw.setdefault("device", "auto")
     export(net, out, threads=1, **kw)
     return out
 

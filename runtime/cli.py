@@ -1,12 +1,13 @@
 """``zor-run`` and ``zor-bench``: the runtime's command lines.
 
-    zor-run MODEL INPUT... -o OUT [--device PROFILE] [--threads N] [--quiet]
+    zor-run MODEL INPUT... -o OUT [--device PROFILE] [--threads N] [--quiet] [--weights auto|load|rows]
         Runs MODEL on each INPUT (.npy arrays, or .png images for image tasks).
         OUT is a folder (created when its parent exists) receiving NAME.npy per
         input (the output rows), NAME.json for classification (index and label per
         row) and NAME.png for image reconstructions of PNG inputs; with a single
         INPUT, OUT may instead be a file path ending in .npy, .png or .json.
-        A progress bar goes to stderr when there are several inputs.
+        A progress bar goes to stderr when there are several inputs. A sparse export
+        that takes fewer rows per call than a file holds runs it in chunks.
 
     zor-bench MODEL [MODEL...] [--device PROFILE] [--batch 64] [--calls 100]
               [--repeats 5] [--threads N] [--checkpoint CKPT] [--input X.npy] [--json PATH]
@@ -146,10 +147,16 @@ class _Bar:
 @click.option("--device", default="auto", show_default=True, help="Device profile name (zor-devices list) or auto.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-file lines.")
-def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: Optional[int], quiet: bool) -> None:
+@click.option("--weights", type=click.Choice(["auto", "load", "rows"]), default="auto", show_default=True,
+              help="Models with external weights: load them, read only the rows of units that spike, or choose by "
+                   "free memory.")
+def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: Optional[int], quiet: bool,
+             weights: str) -> None:
     """Run MODEL (a Zor ONNX export) on INPUT files (.npy or .png) and write the outputs to -o OUT."""
+    from .bench import run_chunked
+
     try:
-        model = Model(model_path, device=device, threads=threads)
+        model = Model(model_path, device=device, threads=threads, weights=weights)
     except ZorError as exc:
         raise click.UsageError(str(exc)) from None
     single = len(inputs) == 1 and out.suffix.lower() in (".npy", ".png", ".json")
@@ -169,7 +176,7 @@ def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: O
     for path in inputs:
         try:
             rows, from_png = load_input(path, model)
-            result = model.run(rows)[fmt.OUTPUT]
+            result = run_chunked(model, rows)[fmt.OUTPUT]          # a sparse export's batch limit: in chunks
             written = _write_outputs(model, result, from_png, out, path.stem, single)
         except ZorError as exc:
             raise click.UsageError(f"{path}: {exc}") from None

@@ -168,7 +168,7 @@ class Model:
     @property
     def max_batch(self) -> Optional[int]:
         """The largest batch this file accepts per call (a sparse export), None for any."""
-        return None if self._rows is not None else self.metadata.max_batch
+        return self._limit
 
     @property
     def weights_bytes_read(self) -> int:
@@ -218,12 +218,14 @@ class Model:
                 raise ModelFileError(f"{where}: graph tensor {name!r} has shape {t.shape}: expected (B, {width}) "
                                      "from the metadata's layer sizes")
         self._spike_names = [fmt.spikes(i) for i in range(len(sizes)) if fmt.spikes(i) in names_out]
+        self._out_names = set(names_out)
+        self._limit = None if self._rows is not None else self.metadata.max_batch
 
     # ------------------------------------------------------------------ running
     def _feeds(self, x: Any, state: Optional[Mapping[str, Any]] = None) -> dict[str, np.ndarray]:
         """Validated feeds: ``input`` plus every state input (given, else initial)."""
         given: dict[str, Any]
-        if isinstance(x, Mapping):
+        if not isinstance(x, np.ndarray) and isinstance(x, Mapping):
             given = dict(x)
             known = {t.name for t in self._inputs}
             unknown = sorted(set(given) - known)
@@ -240,7 +242,7 @@ class Model:
             given.update(state)
         feeds = {fmt.INPUT: check_array(fmt.INPUT, given[fmt.INPUT], self.sizes[0])}
         batch = feeds[fmt.INPUT].shape[0]
-        limit = self.max_batch
+        limit = self._limit
         if limit is not None and batch > limit:
             raise ShapeError(f"{fmt.INPUT}: this sparse export takes at most {limit} row{'s' if limit > 1 else ''} per "
                              f"call ({self.metadata.paths.get('form')} form, zor-export --max-batch {limit}), got "
@@ -259,7 +261,7 @@ class Model:
                 raise ModelFileError(f"{self.path}: spike rates asked for, but the graph has spike outputs "
                                      f"{self._spike_names}: expected spikes_0..spikes_{len(self.sizes) - 1}")
             names += self._spike_names
-        out_names = {t.name for t in self._outputs}
+        out_names = self._out_names
         for name in extra:
             if name not in out_names:
                 raise ShapeError(f"unknown output name {name!r}: expected one of {', '.join(sorted(out_names))}")

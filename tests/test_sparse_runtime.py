@@ -194,3 +194,25 @@ def test_engine_reference_for_the_rows_path(tmp_path):
     x = _x(256, 6, seed=9)
     ref, _ = net.run(torch.from_numpy(x))
     np.testing.assert_allclose(m(x), ref.numpy(), rtol=0, atol=1e-5)
+
+
+def test_zor_run_chunks_a_sparse_export_and_reads_rows(tmp_path):
+    from click.testing import CliRunner
+
+    from zor.runtime.cli import run_main
+
+    net = _net("sigmoid")
+    export(net, tmp_path / "m.onnx", path="sparse", external_weights=True)      # batch-1 form
+    x = _x(48, 5)
+    np.save(tmp_path / "x.npy", x)
+    ref = Stepper(to_onnx(net))
+    ref.reset(5)
+    want = ref.step(x)["output"]
+    for mode in ("load", "rows"):
+        r = CliRunner().invoke(run_main, [str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), "-o",
+                                          str(tmp_path / f"{mode}.npy"), "--device", "generic", "--weights", mode])
+        assert r.exit_code == 0, r.output
+        np.testing.assert_allclose(np.load(tmp_path / f"{mode}.npy"), want, atol=1e-5)
+    r = CliRunner().invoke(run_main, [str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), "-o",
+                                      str(tmp_path / "z.npy"), "--weights", "swap"])
+    assert r.exit_code == 2

@@ -69,9 +69,11 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
                           bytes (its exact size), alignment, tensors [{name, offset, length,
                           dtype, shape, sha256}]}: ONNX external data, one region per
                           tensor, each tensor's bytes little-endian C order at ``offset``
-                          (a multiple of ``alignment``); ``row_crc32_{j}`` (uint32, n_j) holds
-                          the CRC-32 of each row of W_j as stored, so a reader that gathers
-                          rows can check each one the first time it reads it
+                          (a multiple of ``alignment``), ``in_graph`` whether the graph uses
+                          it; outside the graph: ``row_crc32_{j}`` (uint32, n_j), the CRC-32 of
+                          each row of W_j as stored, so a reader that gathers rows can check
+                          each one the first time it reads it, and ``sparse_bias_{j}`` for a
+                          dense connection out of a layer with f(0) ≠ 0
 
 Sparse (event-driven) connections, built from standard operators only (``zor.paths``):
 
