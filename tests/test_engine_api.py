@@ -239,3 +239,14 @@ def test_curriculum_unseen_samples_count_as_worst_and_disabled_is_uniform():
     u = CurriculumSampler(3, enabled=False)
     np.testing.assert_allclose(u.probabilities(), [1 / 3] * 3)
     assert set(u.sample(300)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("n", [7, 5000])    # the small path (one cumsum) and the blocked path
+def test_curriculum_draws_follow_its_probabilities(n):
+    s = CurriculumSampler(n, rng=np.random.default_rng(1))
+    s.update(np.arange(n), np.random.default_rng(2).random(n) ** 3)
+    p = s.probabilities()
+    draws = 300_000
+    freq = np.bincount(s.sample(draws), minlength=n) / draws
+    # each frequency within 5 binomial standard deviations of its probability
+    assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / draws) + 1e-6)
