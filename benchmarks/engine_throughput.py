@@ -9,7 +9,9 @@ reported as ratios: Zor / MLP on each device, and CUDA / CPU for each
 configuration (CUDA timings synchronise before the clock stops).
 
 Each figure is the median of ``--repeats`` timed runs, each run long enough
-(``--min-time``) to swamp the clock's resolution, after one warm-up run.
+(``--min-time``) to swamp the clock's resolution, after a warm-up step; the runs
+of Zor and the MLP are interleaved so that load from other processes on a shared
+machine falls on both alike.
 
 Usage:
     python benchmarks/engine_throughput.py --json speed.json
@@ -32,7 +34,7 @@ import click
 from benchmarks import common
 from zor.errors import ZorError
 
-__all__ = ["main", "measure", "throughput"]
+__all__ = ["main", "measure", "throughput", "calibrate"]
 
 
 def _sync(device: str) -> Optional[Callable[[], None]]:
@@ -41,10 +43,10 @@ def _sync(device: str) -> Optional[Callable[[], None]]:
     return torch.cuda.synchronize if device.startswith("cuda") else None
 
 
-def throughput(step: Callable[[], Any], batch: int, device: str, repeats: int, min_time: float) -> dict[str, Any]:
-    """Samples/s of ``step`` (one batch of ``batch``): median of ``repeats`` runs of k steps."""
+def calibrate(step: Callable[[], Any], device: str, min_time: float) -> int:
+    """Steps per timed run so that one run lasts about ``min_time`` (after a warm-up step)."""
     sync = _sync(device)
-    step()                                                    # warm-up and a first estimate
+    step()
     if sync:
         sync()
     start = time.perf_counter()
@@ -52,11 +54,34 @@ def throughput(step: Callable[[], Any], batch: int, device: str, repeats: int, m
     if sync:
         sync()
     one = max(time.perf_counter() - start, 1e-6)
-    k = int(min(10_000, max(2, min_time / one)))
-    t = common.time_runs(lambda: [step() for _ in range(k)], repeats=repeats, warmup=0, sync=sync)
-    per_step = t["median"] / k
-    return {"samples_per_s": batch / per_step, "ms_per_step": 1000 * per_step, "steps_per_run": k,
-            "runs_s": t["runs"]}
+    return int(min(10_000, max(2, min_time / one)))
+
+
+def throughput(steps: dict[str, Callable[[], Any]], batch: int, device: str, repeats: int,
+               min_time: float) -> dict[str, dict[str, Any]]:
+    """Samples/s of each step function (one batch of ``batch`` each).
+
+    The timed runs are interleaved (run 1 of every function, then run 2, ...), so a
+    burst of load from other processes falls on all of them alike; each figure is
+    the median over ``repeats`` runs of k steps.
+    """
+    sync = _sync(device)
+    ks = {name: calibrate(fn, device, min_time) for name, fn in steps.items()}
+    runs: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            for _ in range(ks[name]):
+                fn()
+            if sync:
+                sync()
+            runs[name].append((time.perf_counter() - start) / ks[name])
+    out = {}
+    for name in steps:
+        per_step = common.median(runs[name])
+        out[name] = {"samples_per_s": batch / per_step, "ms_per_step": 1000 * per_step, "steps_per_run": ks[name],
+                     "seconds_per_step_runs": runs[name]}
+    return out
 
 
 def measure(device: str, hidden: int, batch: int, repeats: int, min_time: float) -> dict[str, Any]:
@@ -91,8 +116,9 @@ def measure(device: str, hidden: int, batch: int, repeats: int, min_time: float)
         mlp.optimizer.step()
 
     row = {"device": device, "hidden": hidden, "batch": batch}
-    for name, fn in (("zor_train", zor_train), ("zor_infer", zor_infer), ("mlp_train", mlp_train)):
-        r = throughput(fn, batch, device, repeats, min_time)
+    timed = throughput({"zor_train": zor_train, "zor_infer": zor_infer, "mlp_train": mlp_train},
+                       batch, device, repeats, min_time)
+    for name, r in timed.items():
         row[name] = r["samples_per_s"]
         row[f"{name}_ms"] = r["ms_per_step"]
         row[f"{name}_detail"] = r

@@ -8,6 +8,7 @@ FitResult`` and ``reconstruct(x) -> np.ndarray``, for a given seed:
     zor-uniform    the same with uniform batches (curriculum=False)
     zor-homeostasis  hidden-layer threshold homeostasis on (η = 0.001, target 0.75),
                    the best homeostasis setting in benchmarks/rule_variants.py
+    zor-homeostasis-uniform  both of the above
     zor-<rule>     the same with another learning-rule variant (zor.rules.RULES)
     mlp            equal-size backprop MLP, AdamW lr 1e-3
     mlp-lr3e-3     the same at lr 3e-3
@@ -36,6 +37,7 @@ from .baselines.base import ArrayLike, FitResult, as_images, check_budget
 __all__ = ["ZorMethod", "METHODS", "DEFAULT_METHODS", "build", "known", "is_mlp", "is_zor"]
 
 SIZES = (784, 64, 784)
+HOMEOSTASIS = {"activation_rate": 1e-3, "target_activation": 0.75}   # hidden layer
 
 
 class ZorMethod:
@@ -70,7 +72,9 @@ METHODS: dict[str, Callable[[int], Any]] = {
     "zor": lambda seed: ZorMethod(seed=seed, name="zor"),
     "zor-uniform": lambda seed: ZorMethod(seed=seed, curriculum=False, name="zor (uniform batches)"),
     "zor-homeostasis": lambda seed: ZorMethod(seed=seed, name="zor homeostasis η=1e-3 t=0.75",
-                                              layer_options={"activation_rate": 1e-3, "target_activation": 0.75}),
+                                              layer_options=HOMEOSTASIS),
+    "zor-homeostasis-uniform": lambda seed: ZorMethod(seed=seed, curriculum=False, layer_options=HOMEOSTASIS,
+                                                      name="zor homeostasis, uniform batches"),
     "mlp": lambda seed: _named(MLP(SIZES, lr=1e-3, seed=seed), "mlp AdamW lr=1e-3"),
     "mlp-lr3e-3": lambda seed: _named(MLP(SIZES, lr=3e-3, seed=seed), "mlp AdamW lr=3e-3"),
     "mlp-sigmoid": lambda seed: _named(MLP(SIZES, lr=1e-3, output="sigmoid", seed=seed), "mlp AdamW lr=1e-3 sigmoid"),
