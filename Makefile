@@ -17,7 +17,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p benchmarks/results
-	$(BIN)/python benchmarks/fashion_fewshot.py --json benchmarks/results/fashion_fewshot.json
+	$(BIN)/python benchmarks/fashion_fewshot.py --json benchmarks/results/fashion_fewshot.json \
+		--png benchmarks/results/fashion_fewshot.png
 	$(BIN)/python benchmarks/runtime_bench.py --json benchmarks/results/runtime_bench.json
 
 $(STAMP): pyproject.toml .ci/install-torch

@@ -250,3 +250,9 @@ def test_curriculum_draws_follow_its_probabilities(n):
     freq = np.bincount(s.sample(draws), minlength=n) / draws
     # each frequency within 5 binomial standard deviations of its probability
     assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / draws) + 1e-6)
+
+
+def test_homeostasis_defaults_on_hidden_layers_only():
+    net = Zor([Layer(4), Layer(3), Layer(3, activation_rate=0.2), Layer(4)], device="cpu")
+    assert net._eta == [0.0, 1e-3, 0.2, 0.0]
+    assert net.layers[1].target_activation == 0.75 and net.rate(1).tolist() == [0.75] * 3

@@ -147,7 +147,7 @@ def _tiny(rule):
         [Layer(2, threshold=0.5, learning_range=None, max_weight=None),
          Layer(2, threshold=0.0, learning_range=None, max_weight=None),
          Layer(1)],
-        rule=rule, optimizer="sgd", lr=1.0, momentum=0.0, error_scaling=False, seed=0, device="cpu",
+        rule=rule, optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, error_scaling=False, seed=0, device="cpu",
     )
     with torch.no_grad():
         net.weights[0].copy_(t([1.0, -1.0], [0.5, 2.0]))
@@ -180,7 +180,7 @@ def test_one_learning_step_by_hand(rule, w0, w1):
 
 
 def test_error_scaling_and_weight_clamp():
-    net = Zor([Layer(1, learning_range=None, max_weight=0.6), Layer(1)], optimizer="sgd", lr=1.0,
+    net = Zor([Layer(1, learning_range=None, max_weight=0.6), Layer(1)], optimizer="sgd", lr=1.0, weight_decay=0.0,
               momentum=0.0, error_scaling=True, min_error_scale=0.01, seed=0, device="cpu")
     with torch.no_grad():
         net.weights[0].fill_(0.5)
@@ -194,7 +194,7 @@ def test_error_scaling_and_weight_clamp():
 
 
 def test_learning_range_clips_update_norm():
-    net = Zor([Layer(1, learning_range=0.1, max_weight=None), Layer(1)], optimizer="sgd", lr=1.0,
+    net = Zor([Layer(1, learning_range=0.1, max_weight=None), Layer(1)], optimizer="sgd", lr=1.0, weight_decay=0.0,
               momentum=0.0, error_scaling=False, seed=0, device="cpu")
     with torch.no_grad():
         net.weights[0].fill_(0.5)

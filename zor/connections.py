@@ -81,10 +81,10 @@ class Dense(Connection):
         return d @ w.T                                          # (B, n_i)
 
     def outer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (x.T @ y) / x.shape[0]                           # (n_i, n_{i+1})
+        return (x * (1.0 / x.shape[0])).T @ y                   # (n_i, n_{i+1}); 1/B on the small side
 
     def outer_pair(self, x: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        both = (x.T @ torch.cat([y1, y2], dim=1)) / x.shape[0]  # (n_i, 2 n_{i+1}): one matmul
+        both = (x * (1.0 / x.shape[0])).T @ torch.cat([y1, y2], dim=1)  # (n_i, 2 n_{i+1}): one matmul
         return both[:, : y1.shape[1]], both[:, y1.shape[1]:]
 
 

@@ -9,6 +9,7 @@ for learning.
 Every mechanism is a named field here and can be switched off:
 
 - homeostasis:   θ ← θ − η (target_activation − r)         off with ``activation_rate=0``
+                 (default: η = 1e-3 toward 0.75 on hidden layers, off on input and output)
 - novelty:       E′ = clip(E − ν R, 0, 1)                   off with ``novelty_factor=0``
 - norm clipping: U ← U · min(1, learning_range / ‖U‖)       off with ``learning_range=None``
 - weight clamp:  W ← clamp(W, −max_weight, max_weight)      off with ``max_weight=None``
@@ -38,8 +39,10 @@ class Layer:
     activation_function: Union[str, Callable, None] = None  # f applied to gated charges; stored by name
     threshold: Optional[float] = None          # initial θ (spike when c > θ); None: 0 for input and
                                                #   hidden layers, −inf for the output (every output unit learns)
-    target_activation: float = 0.5             # homeostasis: firing rate each unit drifts toward
-    activation_rate: float = 0.0               # homeostasis speed η; 0 switches homeostasis off
+    target_activation: float = 0.75            # homeostasis: firing rate each unit drifts toward
+    activation_rate: Optional[float] = None    # homeostasis speed η; 0 = off; None: 1e-3 on hidden
+                                               #   layers, 0 on input and output (measured best:
+                                               #   benchmarks/rule_variants.py)
     rate_momentum: float = 0.9                 # EMA factor of the per-unit firing rate r
     threshold_range: Optional[Tuple[float, float]] = None  # clamp θ into [lo, hi]; None = no clamp
     learning_range: Optional[float] = 1.0      # max Frobenius norm of one update U of W_i; None = no clip
@@ -64,14 +67,16 @@ class Layer:
         _check_range("rate_momentum", self.rate_momentum, 0.0, 1.0)
         _check_range("novelty_momentum", self.novelty_momentum, 0.0, 1.0)
         _check_range("decay", self.decay, 0.0, 1.0)
-        for name in ("activation_rate", "novelty_factor", "refractory"):
+        for name in ("novelty_factor", "refractory"):
             _check_finite(name, getattr(self, name))
+        if self.activation_rate is not None:
+            _check_finite("activation_rate", self.activation_rate)
         if self.threshold is not None:
             if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
                     or math.isnan(self.threshold) or self.threshold == math.inf:
                 raise ConfigError(f"threshold must be a number < inf (−inf: always spike) or None, got {self.threshold!r}")
             self.threshold = float(self.threshold)
-        if self.activation_rate < 0:
+        if self.activation_rate is not None and self.activation_rate < 0:
             raise ConfigError(f"activation_rate must be ≥ 0, got {self.activation_rate}")
         if self.refractory < 0:
             raise ConfigError(f"refractory must be ≥ 0, got {self.refractory}")

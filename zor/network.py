@@ -52,10 +52,10 @@ class ZorConfig:
 
     rule: str = "gated"               # learning-rule variant, a name from zor.rules.RULES (measured best:
                                       #   benchmarks/rule_variants.py)
-    optimizer: str = "adam"           # "adam", "adamw" or "sgd": applies U through grad = −U
+    optimizer: str = "adamw"          # "adam", "adamw" or "sgd": applies U through grad = −U
     lr: float = 1e-3                  # optimizer learning rate
     betas: tuple = (0.9, 0.999)       # Adam/AdamW moment factors
-    weight_decay: float = 0.0         # AdamW/SGD weight decay (AdamW's own default is 0.01)
+    weight_decay: float = 0.01        # AdamW/SGD weight decay (AdamW's own default)
     momentum: float = 0.9             # SGD momentum
     error_scaling: bool = True        # scale U by the current error level max(mean|error|, floor)
     min_error_scale: float = 0.01     # floor of the error-level scale
@@ -80,6 +80,8 @@ class ZorConfig:
         d["betas"] = list(self.betas)
         return d
 
+
+_HIDDEN_ETA = 1e-3   # default homeostasis speed of hidden layers (benchmarks/rule_variants.py)
 
 _OPTIMIZERS = {
     "adam": lambda params, c, f: torch.optim.Adam(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay, fused=f),
@@ -143,6 +145,10 @@ class Zor(nn.Module):
         self.task: dict = dict(task) if task else {"name": "generic"}
         self.rule = rules.get_rule(config.rule)
         self._acts = [activations.get(layer.activation) for layer in self.layers]
+        last = len(self.layers) - 1
+        # homeostasis speed η per layer; None resolves to the measured default (hidden layers only)
+        self._eta = [float(layer.activation_rate) if layer.activation_rate is not None
+                     else (_HIDDEN_ETA if 0 < i < last else 0.0) for i, layer in enumerate(self.layers)]
 
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         weights = []
@@ -152,7 +158,6 @@ class Zor(nn.Module):
             w = torch.randn(*conn.weight_shape(), generator=gen) * std          # dense: (n_i, n_{i+1})
             weights.append(nn.Parameter(w, requires_grad=False))
         self.weights = nn.ParameterList(weights)
-        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             theta = layer.threshold if layer.threshold is not None else (-math.inf if i == last else 0.0)
             shape = layer.threshold_shape                   # (n_i,), or (C_i,) for a Conv layer
@@ -335,8 +340,9 @@ class Zor(nn.Module):
                 e, r = rules.novelty(e, self.novelty_trace(i), layer.novelty_factor, layer.novelty_momentum)
                 self.novelty_trace(i).copy_(r)
             else:
-                e = e.clamp(0.0, 1.0)
-            w.grad = rules.clip_norm(g * e, layer.learning_range).mul_(-scale)   # grad = −U
+                e = e.clamp_(0.0, 1.0)                                   # E′ = clip(E, 0, 1), in place
+            u = rules.clip_norm(g * e, layer.learning_range)            # U = G ⊙ E′ (contiguous), norm-clipped
+            w.grad = u.mul_(-scale)                                      # grad = −U (error-level scaled)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         for layer, w in zip(self.layers, self.weights):
@@ -344,7 +350,7 @@ class Zor(nn.Module):
                 w.clamp_(-layer.max_weight, layer.max_weight)
         for i, layer in enumerate(self.layers):
             rules.homeostasis(self.threshold(i), self.rate(i), layer.target_activation,
-                              layer.activation_rate, layer.threshold_range)
+                              self._eta[i], layer.threshold_range)
         return delta if return_signal else None
 
     def train_batch(self, x: ArrayLike, target: ArrayLike) -> torch.Tensor:

@@ -172,11 +172,11 @@ def novelty(
 
 
 def clip_norm(u: torch.Tensor, max_norm: Optional[float]) -> torch.Tensor:
-    """U · min(1, max_norm / ‖U‖); unchanged when max_norm is None."""
+    """U ← U · min(1, max_norm / ‖U‖), in place; unchanged when max_norm is None."""
     if max_norm is None:
         return u
     norm = torch.linalg.vector_norm(u)
-    return u * torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0)
+    return u.mul_(torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0))
 
 
 def update_rate(rate: torch.Tensor, s: torch.Tensor, momentum: float) -> torch.Tensor:
