@@ -62,8 +62,7 @@ def main(argv=None) -> int:
         train = train[:1500]
     src, tgt = args.pair.split("-")
     size = dict(source_vocab=200, target_vocab=200, hidden=32, window_dim=128, batch_size=64) if args.quick else {}
-    cfg = TranslationConfig(source_language=src, target_language=tgt, lr=3e-3, error_scaling=False,
-                            target_activation=0.5, steps=10 ** 9, time_budget=3.0 if args.quick else args.budget,
+    cfg = TranslationConfig(source_language=src, target_language=tgt, steps=10 ** 9, time_budget=3.0 if args.quick else args.budget,
                             seed=args.seed, device="auto", **size)
     print(f"{args.pair}: {len(train)} training pairs, {len(test)} test sentences "
           f"({len({p.document for p in test})} held-out documents)")

@@ -10,11 +10,19 @@ network once per position, greedily or with a beam (:mod:`zor.textdecode`).
 
 Why it suits Zor: every step is a plain stateless (B, D) → (B, V) mapping with
 non-negative sparse inputs and a one-hot target, exactly what Zor's forward pass and
-``train_batch(x, target)`` handle: error = one-hot − charges drives the rule of
-:mod:`zor.rules` (no autograd anywhere in Zor's training), charges trained by least
-squares estimate P(next token), and the graph exports unchanged (Greater / Where /
-MatMul per layer) because the translation-specific work is all in the numpy feature
+``reinforce(error)`` handle, and the graph exports unchanged (Greater / Where / MatMul
+per layer) because the translation-specific work is all in the numpy feature
 encoding, which the runtime repeats.
+
+Learning: Zor's rule (:mod:`zor.rules`), no autograd anywhere in Zor's training. The
+error handed to ``reinforce`` is that of a softmax read-out of the output charges,
+error = one-hot(y) − softmax(c) (``readout="softmax"``, the default; at the output
+this equals the cross-entropy gradient, but nothing is differentiated: the rule sends
+it down through the transposes of the forward weights, gated by the hidden spikes,
+weighted by the clipped co-activity E′ and applied through Adam, as for any Zor
+task). ``readout="charges"`` uses the engine's plain error one-hot(y) − c (the charges
+then estimate P(next token) by least squares); it learns markedly slower here, as the
+benchmark shows.
 
 Network: ``[Layer(D), Layer(H), Layer(V_t)]``; input θ = 0 (a feature spikes when
 present), hidden θ learned by homeostasis, output θ = −inf (every output charge is
@@ -63,7 +71,15 @@ __all__ = [
 
 @dataclass
 class TranslationConfig:
-    """Everything that shapes a translation model and its training."""
+    """Everything that shapes a translation model and its training.
+
+    The Zor defaults (lr 3e−3, no error scaling, hidden target rate 0.5, softmax
+    read-out, ``gated`` rule) were chosen by next-token accuracy on the dev documents
+    of es-nah (750 batches each): lr 1e−3 → 11.2 %, 3e−3 → 15.9 %, 1e−2 → 15.0 %;
+    error scaling on → 11.6 %; target rate 0.2 → 15.9 %, 0.5 → 16.3 %; curriculum
+    → 15.7 %; novelty ν 0.5 / 0.9 → 16.3 / 15.6 %; rule ``coactivity`` → 10.3 %,
+    ``normalized`` diverged; read-out "charges" (one-hot − c) → 9.2 % at lr 1e−3.
+    """
 
     source_language: str = "es"
     target_language: str = "nah"
@@ -81,11 +97,12 @@ class TranslationConfig:
     time_budget: Optional[float] = None   # seconds of training, None = run all steps
     batch_size: int = 256
     rule: str = "gated"               # Zor learning-rule variant (zor.rules.RULES)
-    lr: float = 1e-3                  # Zor's optimizer learning rate (applies the rule's update U)
-    error_scaling: bool = True        # Zor: scale U by the error level max(mean|error|, 0.01)
+    lr: float = 3e-3                  # Zor's optimizer learning rate (applies the rule's update U)
+    error_scaling: bool = False       # Zor: scale U by the error level max(mean|error|, 0.01) (off: with
+                                      #   1,000 outputs the floor 0.01 shrinks U below Adam's ε)
     learning_range: Optional[float] = 1.0
     max_weight: Optional[float] = 1.0
-    target_activation: float = 0.2    # hidden homeostasis target firing rate
+    target_activation: float = 0.5    # hidden homeostasis target firing rate
     activation_rate: float = 0.01     # hidden homeostasis speed η
     curriculum: bool = False          # Zor's curriculum sampler over training steps
     novelty_factor: float = 0.0       # ν of subtractive novelty gating, on both connections (0 = off)
