@@ -102,3 +102,17 @@ def test_charges_readout_and_backprop_baseline_share_the_framing():
 def test_bad_config(kwargs):
     with pytest.raises(ConfigError):
         TranslationConfig(**kwargs)
+
+
+def test_fit_resumes_where_it_stopped():
+    cfg = TranslationConfig(**{**CFG, "steps": 20})
+    spec = build_spec(PAIRS, cfg)
+    data = step_data(PAIRS, spec)
+    once = ZorTranslator(ZorTranslator.make_network(spec, cfg), spec)
+    once.fit(data, cfg)
+    twice = ZorTranslator(ZorTranslator.make_network(spec, cfg), spec)
+    twice.fit(data, cfg, steps=8)
+    hist = twice.fit(data, cfg, steps=12)
+    assert hist["steps"] == 20 and hist["seconds"] > 0
+    for a, b in zip(once.net.weights, twice.net.weights):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)       # same batches in the same order
