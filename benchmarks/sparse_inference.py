@@ -10,9 +10,10 @@ same activity (so the active rows differ from call to call, as in a stream).
 
 1. **Layer sweep** (``--width`` 4096): ``Zor([Layer(n, θ = 0.5), Layer(n)])``, one
    n × n float32 connection out of a spiking layer. Inputs with exactly r·n units above
-   θ, for r from 1 % to 100 %. Files: ``dense``, ``sparse`` (batch-1 form), ``auto``
-   (exported per rate with that rate's inputs as calibration data, so it picks dense
-   or sparse from the profile's break-even), ``int8 sparse`` (int8 weight-only rows).
+   θ, for r from 1 % to 100 %. Files: ``dense``, ``sparse`` (batch-1 form) and ``auto``,
+   both exported per rate with that rate's inputs as calibration data (the measured rate
+   sets the sparse form's row groups, and auto picks dense or sparse from the profile's
+   break-even), ``int8 sparse`` (int8 weight-only rows, exported once at 10 %).
    Reported per rate: latency of each, sparse speed-up over dense, auto against the
    better of dense and sparse, the largest output difference from dense, and the
    floor: per-call overhead (the sparse file at 0 % activity: input checks, session
@@ -161,34 +162,36 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
     net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
     calib10 = inputs_at(n, 0.1, 64, seed=99)
     files = {"dense": _export(net, folder / f"l{n}-dense.onnx", path="dense"),
-             "sparse": _export(net, folder / f"l{n}-sparse.onnx", path="sparse"),
              "int8 sparse": _export(net, folder / f"l{n}-int8-sparse.onnx", path="sparse", quantize="int8",
                                     calibration=calib10, max_drop=100.0)}
     models = {k: _model(p, threads) for k, p in files.items()}
     profile = models["dense"].profile
     zero = inputs_at(n, 0.0, pool, seed=7)
-    overhead = p50_interleaved({"sparse": models["sparse"].run, "dense": models["dense"].run}, zero, calls, repeats)
+    sparse0 = _model(_export(net, folder / f"l{n}-sparse-0.onnx", path="sparse", calibration=zero), threads)
+    overhead = p50_interleaved({"sparse": sparse0.run, "dense": models["dense"].run}, zero, calls, repeats)
+    del sparse0
     bw_numpy = read_bandwidth()
     rows = []
     for r in rates:
         xs = inputs_at(n, r, pool, seed=int(r * 1000) + 1)
-        auto_path = _export(net, folder / f"l{n}-auto-{r:g}.onnx", path="auto", calibration=xs)
-        auto = _model(auto_path, threads)
-        runners = {"dense": models["dense"].run, "sparse": models["sparse"].run, "auto": auto.run,
+        sparse = _model(_export(net, folder / f"l{n}-sparse-{r:g}.onnx", path="sparse", calibration=xs), threads)
+        auto = _model(_export(net, folder / f"l{n}-auto-{r:g}.onnx", path="auto", calibration=xs), threads)
+        runners = {"dense": models["dense"].run, "sparse": sparse.run, "auto": auto.run,
                    "int8 sparse": models["int8 sparse"].run}
         t = p50_interleaved(runners, xs, calls, repeats)
         ref = np.concatenate([models["dense"].run(x[None])["output"] for x in xs])
         diff = {k: float(np.max(np.abs(np.concatenate([m.run(x[None])["output"] for x in xs]) - ref)))
-                for k, m in (("sparse", models["sparse"]), ("auto", auto), ("int8 sparse", models["int8 sparse"]))}
+                for k, m in (("sparse", sparse), ("auto", auto), ("int8 sparse", models["int8 sparse"]))}
         auto_choice = auto.metadata.sparse_connections
-        rows.append({"rate": r, "active_rows": int(round(r * n)), "dense_ms": t["dense"], "sparse_ms": t["sparse"],
+        rows.append({"rate": r, "active_rows": int(round(r * n)), "groups": sparse.metadata.paths["connections"][0]["groups"],
+                     "dense_ms": t["dense"], "sparse_ms": t["sparse"],
                      "auto_ms": t["auto"], "int8_sparse_ms": t["int8 sparse"],
                      "speedup_sparse": t["dense"] / t["sparse"], "speedup_int8_sparse": t["dense"] / t["int8 sparse"],
                      "auto_path": "sparse" if auto_choice else "dense",
                      "auto_vs_best": t["auto"] / min(t["dense"], t["sparse"]),
                      "max_abs_diff_sparse": diff["sparse"], "max_abs_diff_auto": diff["auto"],
                      "max_abs_diff_int8_sparse": diff["int8 sparse"]})
-        del auto
+        del auto, sparse
     bw_dense = float(np.median([n * n * 4 / (row["dense_ms"] / 1e3) / 1e9 for row in rows]))
     bw = max(bw_numpy, bw_dense)
     for row in rows:
@@ -213,10 +216,12 @@ def width_break_even(folder: Path, widths: tuple, rates: tuple, calls: int, repe
     for n in widths:
         net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
         d = _model(_export(net, folder / f"w{n}-dense.onnx", path="dense", verify_model=False), threads)
-        s = _model(_export(net, folder / f"w{n}-sparse.onnx", path="sparse", verify_model=False), threads)
         dense_ms, sparse_ms = [], []
         for r in rates:
-            t = p50_interleaved({"dense": d.run, "sparse": s.run}, inputs_at(n, r, 32, seed=3), calls, repeats)
+            xs = inputs_at(n, r, 32, seed=3)
+            s = _model(_export(net, folder / f"w{n}-sparse-{r:g}.onnx", path="sparse", verify_model=False,
+                               calibration=xs), threads)
+            t = p50_interleaved({"dense": d.run, "sparse": s.run}, xs, calls, repeats)
             dense_ms.append(t["dense"])
             sparse_ms.append(t["sparse"])
         out.append({"width": n, "synapses": n * n, "rates": list(rates), "dense_ms": dense_ms, "sparse_ms": sparse_ms,
@@ -233,10 +238,11 @@ def batch_sweep(folder: Path, n: int, batches: tuple, rates: tuple, calls: int, 
 
     net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
     d = _model(_export(net, folder / f"b{n}-dense.onnx", path="dense", verify_model=False), threads)
-    u = _model(_export(net, folder / f"b{n}-union.onnx", path="sparse", max_batch=max(batches)), threads)
     rows = []
-    for b in batches:
-        for r in rates:
+    for r in rates:
+        u = _model(_export(net, folder / f"b{n}-union-{r:g}.onnx", path="sparse", max_batch=max(batches),
+                           calibration=inputs_at(n, r, 64, seed=77)), threads)
+        for b in batches:
             xs = inputs_at(n, r, 16 * b, seed=b * 100 + int(r * 100)).reshape(16, b, n)
             per: dict[str, list] = {"dense": [], "union": []}
             for _ in range(repeats):
@@ -417,7 +423,7 @@ def report_text(res: dict[str, Any]) -> str:
                    f"{ls['profile']} (break-even {ls['profile_break_even']}, S0 {ls['profile_min_synapses']}); "
                    f"overhead {ls['overhead_ms']['sparse']:.3f} ms (sparse file, no active unit); bandwidth "
                    f"{bw['used']:.1f} GB/s (numpy sum {bw['numpy_sum_256MiB']:.1f}, dense GEMV {bw['dense_gemv']:.1f})")
-        out.append(_table(ls["rows"], [("rate", "rate", ".2f"), ("dense ms", "dense_ms", ".3f"),
+        out.append(_table(ls["rows"], [("rate", "rate", ".2f"), ("G", "groups", ""), ("dense ms", "dense_ms", ".3f"),
                                        ("sparse ms", "sparse_ms", ".3f"), ("x dense", "speedup_sparse", ".1f"),
                                        ("auto ms", "auto_ms", ".3f"), ("auto", "auto_path", ""),
                                        ("auto/best", "auto_vs_best", ".2f"), ("floor ms", "floor_ms", ".3f"),

@@ -17,6 +17,13 @@ onnxruntime runs it), as :mod:`zor.format` names them:
     float32  h = MatMul(v, Compress(W_j, mask, axis 0))     [+ sparse_bias_j]
     int8     h = Mul(MatMul(v, Cast(Compress(W_q, mask, axis 0), float)), scale) [+ bias]
 
+Row groups: a connection whose expected gathered block (r · n_j · n_{j+1} · 4 bytes)
+exceeds ``GROUP_BYTES`` splits its rows into G contiguous groups (G = that block /
+``GROUP_BYTES``, at most ``MAX_GROUPS``): group k gathers mask ∧ group_k and multiplies
+it, and ``Sum`` adds the G partial products. Each gathered block then stays in cache
+between the copy and the MatMul (on the x86 machine here a 4096-wide layer at 30 %
+activity ran 1.7× faster in 8 groups than in one), at a few µs of extra nodes.
+
 ``int8`` is weight-only: W_q = round(W / scale) per output unit (symmetric, scale =
 max |W[:, c]| / 127), values stay float; the scale multiplies after the MatMul
 (a per-axis DequantizeLinear of the gathered rows measured 10× slower here).
@@ -42,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
@@ -54,11 +62,14 @@ from zor.errors import ConfigError, UnsupportedLayerError
 from .registry import LayerContext, connection_prefix, kind_of
 
 __all__ = ["REST_VALUES", "rest_value", "ConnectionPath", "PathPlan", "dense_plan", "plan_paths",
-           "effective_break_even", "measure_rates", "quantize_rows", "emit_sparse", "rest_bias", "DEFAULT_MAX_BATCH"]
+           "effective_break_even", "measure_rates", "quantize_rows", "emit_sparse", "rest_bias", "choose_groups",
+           "DEFAULT_MAX_BATCH", "GROUP_BYTES", "MAX_GROUPS"]
 
 # f(0): what a unit that did not spike sends on (its gated charge is 0)
 REST_VALUES: dict[str, float] = {"identity": 0.0, "relu": 0.0, "tanh": 0.0, "sigmoid": 0.5}
 DEFAULT_MAX_BATCH = 1
+GROUP_BYTES = 2 << 20     # gathered bytes per row group (measured here: groups of ~2 MiB keep the copy in cache)
+MAX_GROUPS = 16
 
 
 def rest_value(activation: str) -> float:
@@ -81,11 +92,12 @@ class ConnectionPath:
     precision: str = "float32"           # of a sparse connection's rows: "float32" | "int8"
     synapses: int = 0                    # n_j · n_{j+1}
     reason: str = ""
+    groups: int = 1                      # row groups of a sparse connection (see emit_sparse)
 
     def to_dict(self) -> dict[str, Any]:
         return {"connection": self.connection, "kind": self.kind, "path": self.path,
                 "spike_rate": self.spike_rate, "union_rate": self.union_rate, "precision": self.precision,
-                "synapses": self.synapses, "reason": self.reason}
+                "synapses": self.synapses, "groups": self.groups, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,8 @@ def plan_paths(
         rate = None if rates is None else float(rates[j])
         urate = None if union_rates is None else float(union_rates[j])
         rel = urate if (form == "union" and urate is not None) else rate
+        groups = choose_groups(rel, int(model.layers[j].size), int(model.layers[j + 1].size),
+                               1 if precision == "int8" else 4)
         common = dict(connection=j, kind=kind, spike_rate=rate, union_rate=urate, synapses=syn)
         if kind != "dense":
             conns.append(ConnectionPath(path="dense", reason=f"{kind} connection: no sparse form", **common))
@@ -217,12 +231,13 @@ def plan_paths(
         if requested == "dense":
             conns.append(ConnectionPath(path="dense", reason="requested dense", **common))
         elif requested == "sparse":
-            conns.append(ConnectionPath(path="sparse", precision=precision, reason="requested sparse", **common))
+            conns.append(ConnectionPath(path="sparse", precision=precision, reason="requested sparse", groups=groups,
+                                        **common))
         else:
             be = effective_break_even(profile, syn)
             what = "union rate" if form == "union" else "spike rate"
             if rel is not None and rel < be:
-                conns.append(ConnectionPath(path="sparse", precision=precision,
+                conns.append(ConnectionPath(path="sparse", precision=precision, groups=groups,
                                             reason=f"{what} {rel:.4f} < break-even {be:.4f}", **common))
             else:
                 conns.append(ConnectionPath(path="dense", reason=f"{what} {rel:.4f} ≥ break-even {be:.4f}", **common))
@@ -248,48 +263,85 @@ def _rest_bias(w_effective: np.ndarray, f0: float) -> np.ndarray:
     return (f0 * np.asarray(w_effective, np.float64).sum(axis=0)).astype(np.float32)
 
 
+def choose_groups(rate: Optional[float], rows: int, width: int, itemsize: int = 4) -> int:
+    """Row groups of a sparse connection: the expected gathered block rate·rows·width·itemsize split into
+    pieces of about ``GROUP_BYTES`` (at most ``MAX_GROUPS``; 1 when the rate is unknown)."""
+    if rate is None or rows <= 1:
+        return 1
+    expected = float(rate) * rows * width * itemsize
+    return int(min(MAX_GROUPS, rows, max(1, math.ceil(expected / GROUP_BYTES))))
+
+
 def emit_sparse(ctx: LayerContext, path: ConnectionPath, form: str, target: str) -> str:
-    """Emit connection j = ctx.index − 1 in sparse form into ``ctx.graph``; returns ``target`` (h_{j+1})."""
+    """Emit connection j = ctx.index − 1 in sparse form into ``ctx.graph``; returns ``target`` (h_{j+1}).
+
+    With ``path.groups`` = G > 1 the rows are split into G contiguous groups; group k
+    gathers its own active rows (mask ∧ group_k) and multiplies them, and the G partial
+    sums are added (Sum): each gathered block stays small enough to be multiplied
+    while still in cache.
+    """
     g, j = ctx.graph, ctx.index - 1
     prev = ctx.prev_layer
     if kind_of(ctx.layer) != "dense" or prev is None:
         raise UnsupportedLayerError(f"connection {j}: no sparse form for a {kind_of(ctx.layer)!r} layer")
     if form not in fmt.FORMS:
         raise ConfigError(f"sparse form must be one of {', '.join(fmt.FORMS)}, got {form!r}")
+    if path.precision not in ("float32", "int8"):
+        raise ConfigError(f"connection {j}: sparse rows precision must be float32 or int8, got {path.precision!r}")
     p = connection_prefix(j)
     s = fmt.spikes(j)
+    n = prev.size
     if form == "batch1":
-        flat = g.initializer(f"spikes_shape_{j}", np.array([prev.size], dtype=np.int64))
+        flat = g.initializer(f"spikes_shape_{j}", np.array([n], dtype=np.int64))
         mask = g.node("Reshape", [s, flat], [f"active_{j}"], name=p + "mask")
     else:
         si = g.node("Cast", [s], [f"spikes_int_{j}"], name=p + "cast", to=TensorProto.INT32)
         anyi = g.node("ReduceMax", [si], [f"union_int_{j}"], name=p + "union", axes=[0], keepdims=0)
         mask = g.node("Cast", [anyi], [f"active_{j}"], name=p + "mask", to=TensorProto.BOOL)
-    vals = g.node("Compress", [ctx.input_name, mask], [f"active_values_{j}"], name=p + "values", axis=1)
     f0 = rest_value(prev.activation)
+    source = ctx.input_name
     if f0 != 0.0:
-        vals = g.node("Sub", [vals, g.scalar(f0, f"rest_{j}")], [f"active_shifted_{j}"], name=p + "shift")
+        source = g.node("Sub", [source, g.scalar(f0, f"rest_{j}")], [f"shifted_{j}"], name=p + "shift")
     w = np.asarray(ctx.weight, np.float32)
-    last = target if f0 == 0.0 else f"active_sum_{j}"
     if path.precision == "int8":
         q, scale = quantize_rows(w)
-        wq = g.initializer(fmt.weight_int8(j), q)
-        sc = g.initializer(fmt.weight_scale(j), scale)
-        rows_q = g.node("Compress", [wq, mask], [f"active_rows_int8_{j}"], name=p + "rows", axis=0)
-        rows = g.node("Cast", [rows_q], [f"active_rows_{j}"], name=p + "rows_float", to=TensorProto.FLOAT)
-        raw = g.node("MatMul", [vals, rows], [f"active_sum_int_{j}"], name=p + "matmul")
-        h = g.node("Mul", [raw, sc], [last], name=p + "scale")
+        wn = g.initializer(fmt.weight_int8(j), q)
         w_eff = q.astype(np.float32) * scale
-    elif path.precision == "float32":
-        wn = g.initializer(fmt.weight(j), w)
-        rows = g.node("Compress", [wn, mask], [f"active_rows_{j}"], name=p + "rows", axis=0)
-        h = g.node("MatMul", [vals, rows], [last], name=p + "matmul")
-        w_eff = w
     else:
-        raise ConfigError(f"connection {j}: sparse rows precision must be float32 or int8, got {path.precision!r}")
-    if f0 != 0.0:
-        bias = g.initializer(fmt.sparse_bias(j), _rest_bias(w_eff, f0))
-        h = g.node("Add", [h, bias], [target], name=p + "rest")
+        wn = g.initializer(fmt.weight(j), w)
+        w_eff = w
+    post = (["sum"] if path.groups > 1 else []) + (["scale"] if path.precision == "int8" else []) \
+        + (["rest"] if f0 != 0.0 else [])
+    groups = max(1, min(int(path.groups), n))
+    if groups == 1:
+        masks = [(mask, "", "")]
+    else:
+        bounds = np.linspace(0, n, groups + 1).astype(int)
+        masks = []
+        for k in range(groups):
+            member = np.zeros(n, dtype=bool)
+            member[bounds[k]:bounds[k + 1]] = True
+            ind = g.initializer(f"group_{j}_{k}", member)
+            mk = g.node("And", [mask, ind], [f"active_{j}_{k}"], name=p + f"group{k}.mask")
+            masks.append((mk, f"group{k}.", f"_{k}"))
+    partials = []
+    for mk, tag, suffix in masks:
+        vals = g.node("Compress", [source, mk], [f"active_values_{j}{suffix}"], name=p + tag + "values", axis=1)
+        rows = g.node("Compress", [wn, mk], [f"active_rows_{j}{suffix}"], name=p + tag + "rows", axis=0)
+        if path.precision == "int8":
+            rows = g.node("Cast", [rows], [f"active_rows_float_{j}{suffix}"], name=p + tag + "rows_float",
+                          to=TensorProto.FLOAT)
+        out = target if not post else f"active_sum_{j}{suffix}"
+        partials.append(g.node("MatMul", [vals, rows], [out], name=p + tag + "matmul"))
+    h = partials[0]
+    for step in post:
+        out = target if step == post[-1] else f"{step}_{j}"
+        if step == "sum":
+            h = g.node("Sum", partials, [out], name=p + "sum")
+        elif step == "scale":
+            h = g.node("Mul", [h, g.initializer(fmt.weight_scale(j), scale)], [out], name=p + "scale")
+        else:
+            h = g.node("Add", [h, g.initializer(fmt.sparse_bias(j), _rest_bias(w_eff, f0))], [out], name=p + "rest")
     return h
 
 

@@ -280,3 +280,33 @@ def test_dense_plan_covers_every_connection():
     plan = dense_plan(net)
     assert [c.connection for c in plan.connections] == [0, 1, 2] and not plan.sparse()
     assert [c.synapses for c in plan.connections] == [12, 20, 10]
+
+
+def test_choose_groups_hand_derived():
+    from zor.export.sparse import GROUP_BYTES, choose_groups
+
+    assert GROUP_BYTES == 2 << 20
+    # 10 % of 4096 rows × 4096 float32 = 6,710,886 B → ceil(6.71 MB / 2 MiB) = 4 groups
+    assert choose_groups(0.1, 4096, 4096) == 4
+    assert choose_groups(0.1, 4096, 4096, itemsize=1) == 1                   # int8 rows: 1.68 MB
+    assert choose_groups(1.0, 4096, 4096) == 16                              # capped
+    assert choose_groups(None, 4096, 4096) == 1 and choose_groups(0.5, 1, 10) == 1
+
+
+@pytest.mark.parametrize("act, precision", [("identity", "float32"), ("sigmoid", "float32"), ("sigmoid", "int8")])
+def test_row_groups_compute_the_same_sum(act, precision):
+    from dataclasses import replace
+
+    net = Zor([Layer(10, threshold=0.5, activation_function=act), Layer(7), Layer(3)], seed=5, device="cpu")
+    plan = plan_paths(net, "sparse", get("generic"), precision=precision, max_batch=3)
+    grouped = replace(plan, connections=tuple(replace(c, groups=3) for c in plan.connections))
+    p1, p3 = to_onnx(net, paths=plan), to_onnx(net, paths=grouped)
+    w0 = fmt.weight_int8(0) if precision == "int8" else fmt.weight(0)
+    assert sum(n.op_type == "Compress" and w0 in n.input for n in p3.graph.node) == 3
+    assert any(n.op_type == "Sum" for n in p3.graph.node)
+    x = np.random.default_rng(2).random((3, 10), dtype=np.float32)
+    (a,), (b,) = _run(p1, x), _run(p3, x)
+    np.testing.assert_allclose(b, a, atol=1e-5)
+    if precision == "float32":
+        rep = verify(net, p3, batch=6, max_batch=3)
+        assert rep["passed"]

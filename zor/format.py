@@ -63,7 +63,8 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
                           [{connection, kind, path: "dense" | "sparse", spike_rate (mean share
                           of layer j's units spiking per row), union_rate (share spiking in
                           any row of a max_batch group), precision: "float32" | "int8",
-                          reason}]}; a file without the key is dense everywhere
+                          synapses, groups (row groups of a sparse connection), reason}]};
+                          a file without the key is dense everywhere
     zor.weights           JSON: {} when every initializer is inside the .onnx file; else the
                           external weight file: {location (file name next to the .onnx),
                           bytes (its exact size), alignment, tensors [{name, offset, length,
@@ -77,12 +78,13 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
 
 Sparse (event-driven) connections, built from standard operators only (``zor.paths``):
 
-    batch1  idx = Reshape(NonZero(Reshape(s_j, (n_j,))), (−1,))      only B = 1 (else an error)
-    union   idx = Reshape(NonZero(ReduceMax(Cast(s_j, int32), axis 0)), (−1,))   B ≤ max_batch
-            h_{j+1} = MatMul(Gather(a_j − f_j(0), idx, axis 1), Gather(W_j, idx, axis 0))
+    batch1  mask = Reshape(s_j, (n_j,))                                only B = 1 (else an error)
+    union   mask = Cast(ReduceMax(Cast(s_j, int32), axis 0), bool)     B ≤ max_batch
+            h_{j+1} = MatMul(Compress(a_j − f_j(0), mask, axis 1), Compress(W_j, mask, axis 0))
                       [+ sparse_bias_{j} = f_j(0) · Σ_rows W_j, when f_j(0) ≠ 0 (sigmoid)]
-    int8    the gathered rows of ``weight_{j}_int8`` (int8, n_j × n_{j+1}) pass through
-            DequantizeLinear with ``weight_{j}_scale`` (one float32 per output unit, zero point 0)
+            with G row groups: Sum over k of the same with mask ∧ ``group_{j}_{k}``
+    int8    the gathered rows of ``weight_{j}_int8`` (int8, n_j × n_{j+1}) are Cast to float,
+            multiplied, and the product scaled by ``weight_{j}_scale`` (one float32 per output unit)
 
 JSON values are strict JSON: a non-finite number (the output layer's default θ = −inf)
 is written as the string "-inf" / "inf" / "nan".
