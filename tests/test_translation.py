@@ -9,7 +9,13 @@ import torch
 from zor import Layer, Zor
 from zor.errors import CheckpointError, ConfigError
 from zor.textdata import Pair
-from zor.translation import BackpropStepModel, TranslationConfig, ZorTranslator, build_spec, step_data
+from zor.translation import (
+    BackpropStepModel,
+    TranslationConfig,
+    ZorTranslator,
+    build_spec,
+    step_data,
+)
 
 # A made-up language: one target word per source word, same order.
 LEX = {"el": "in", "perro": "chichi", "gato": "mizton", "niño": "piltzin", "come": "quicua", "bebe": "quii",

@@ -3,16 +3,15 @@
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `benchmarks`
 
-from benchmarks import translation as bench  # noqa: E402
-from zor.textdata import Pair  # noqa: E402
-from zor.tokenizer import SubwordTokenizer  # noqa: E402
+from benchmarks import translation as bench
+from zor.textdata import Pair
+from zor.tokenizer import SubwordTokenizer
 
 
 def test_train_equal_time_interleaves_slices():

@@ -7,16 +7,15 @@ import types
 import numpy as np
 import pytest
 import torch
+from test_translation import CFG, PAIRS
 
 from zor import Layer, Zor
 from zor.errors import DTypeError, InputError, ModelFileError
 from zor.translation import TranslationConfig, ZorTranslator, step_data
 
-from test_translation import CFG, PAIRS
-
 export_api = pytest.importorskip("zor.export")
-from zor.runtime import Model  # noqa: E402
-from zor.runtime.translate import Translator, speed, translate, translator_for  # noqa: E402
+from zor.runtime import Model
+from zor.runtime.translate import Translator, speed, translate, translator_for
 
 
 @pytest.fixture(scope="module")

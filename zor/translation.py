@@ -42,10 +42,9 @@ Example (a made-up parallel text; real corpora come from :mod:`zor.textdata`):
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
