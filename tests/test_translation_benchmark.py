@@ -1,5 +1,6 @@
 """benchmarks/translation.py and examples/translate.py: smoke runs on the real corpus, helpers, usage errors."""
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -78,8 +79,10 @@ def test_usage_errors_exit_2(args, message):
 def test_example_runs_quick(tmp_path):
     pytest.importorskip("elotl")
     pytest.importorskip("sacrebleu")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    import translate as example
+    path = Path(__file__).resolve().parents[1] / "examples" / "translate.py"
+    spec = importlib.util.spec_from_file_location("zor_example_translate", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
 
     assert example.main(["--out", str(tmp_path / "ex"), "--quick", "--pair", "es-oto"]) == 0
     summary = json.loads((tmp_path / "ex" / "summary.json").read_text())
