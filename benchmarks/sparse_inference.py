@@ -21,8 +21,10 @@ same activity (so the active rows differ from call to call, as in a stream).
    the bandwidth is the larger of (a) a single-thread numpy read of 256 MiB
    (``ndarray.sum``) and (b) the dense file's own rate, n·n·4 bytes per dense call.
 2. **Break-even**: the rate where sparse and dense cost the same, interpolated on the
-   sweep, at 4096 and at smaller widths; S₀ (``sparse_min_synapses``) fitted from
-   r*(N) = r_be · (1 − S₀/N).
+   sweep, at 4096 and at smaller widths: the (synapses, rate) points of the profile's
+   ``sparse_curve``. ``auto`` is judged by its choice: the latency of the path it chose
+   over the better of the two measured (its own file is timed too, and shown; it is one
+   of the two graphs, so the difference between them is the machine's noise).
 3. **Small batches**: the union form (``--max-batch 8``) against dense at batch 2, 4, 8.
 4. **Quality against latency**: the few-shot autoencoder (784-128-784) and a wide one
    (784-2048-784) trained on 10 bundled Fashion-MNIST images with threshold homeostasis
@@ -147,6 +149,12 @@ def _export(net, out: Path, **kw) -> Path:
     return out
 
 
+def _effective(profile, synapses: int) -> float:
+    from zor.export.sparse import effective_break_even
+
+    return effective_break_even(profile, synapses)
+
+
 def _model(path: Path, threads: int, **kw):
     from zor.runtime import Model
 
@@ -189,6 +197,7 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
                      "speedup_sparse": t["dense"] / t["sparse"], "speedup_int8_sparse": t["dense"] / t["int8 sparse"],
                      "auto_path": "sparse" if auto_choice else "dense",
                      "auto_vs_best": t["auto"] / min(t["dense"], t["sparse"]),
+                     "auto_choice_vs_best": (t["sparse"] if auto_choice else t["dense"]) / min(t["dense"], t["sparse"]),
                      "max_abs_diff_sparse": diff["sparse"], "max_abs_diff_auto": diff["auto"],
                      "max_abs_diff_int8_sparse": diff["int8 sparse"]})
         del auto, sparse
@@ -202,6 +211,7 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
     r_star = crossover([r["rate"] for r in rows], [r["dense_ms"] for r in rows], [r["sparse_ms"] for r in rows])
     return {"width": n, "profile": profile.name, "profile_break_even": profile.sparse_break_even,
             "profile_min_synapses": getattr(profile, "sparse_min_synapses", None),
+            "profile_effective_break_even": _effective(profile, n * n),
             "overhead_ms": overhead, "bandwidth_gbs": {"numpy_sum_256MiB": bw_numpy, "dense_gemv": bw_dense,
                                                        "used": bw},
             "rows": rows, "break_even_measured": r_star}
@@ -227,7 +237,8 @@ def width_break_even(folder: Path, widths: tuple, rates: tuple, calls: int, repe
         out.append({"width": n, "synapses": n * n, "rates": list(rates), "dense_ms": dense_ms, "sparse_ms": sparse_ms,
                     "break_even": crossover(list(rates), dense_ms, sparse_ms)})
     s0 = fit_min_synapses(r_be, [(row["synapses"], row["break_even"]) for row in out]) if r_be else None
-    return {"widths": out, "fitted_min_synapses": s0, "r_be": r_be}
+    return {"widths": out, "fitted_min_synapses": s0, "r_be": r_be,
+            "curve": [[row["synapses"], row["break_even"]] for row in out if row["break_even"] is not None]}
 
 
 # --------------------------------------------------------------------------- 3: small batches
@@ -384,6 +395,8 @@ def memory_demo(folder: Path, limit_mib: int, hidden: int, calls: int, rate: flo
         except json.JSONDecodeError:
             res = {"ok": False, "error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}"}
         res["returncode"] = proc.returncode
+        if "error" in res:                               # no path of this machine in the report
+            res["error"] = res["error"].replace(str(folder) + os.sep, "")
         if res.get("ok"):
             got = np.load(out_npy)
             res["max_abs_diff_vs_dense_onnx"] = float(np.abs(got - ref_dense).max())
@@ -420,12 +433,13 @@ def report_text(res: dict[str, Any]) -> str:
     if ls:
         bw = ls["bandwidth_gbs"]
         out.append(f"1. Layer sweep: {ls['width']}x{ls['width']} float32, batch 1, {res['threads']} thread, profile "
-                   f"{ls['profile']} (break-even {ls['profile_break_even']}, S0 {ls['profile_min_synapses']}); "
+                   f"{ls['profile']} (break-even here {_fmt(ls.get('profile_effective_break_even'))}); "
                    f"overhead {ls['overhead_ms']['sparse']:.3f} ms (sparse file, no active unit); bandwidth "
                    f"{bw['used']:.1f} GB/s (numpy sum {bw['numpy_sum_256MiB']:.1f}, dense GEMV {bw['dense_gemv']:.1f})")
         out.append(_table(ls["rows"], [("rate", "rate", ".2f"), ("G", "groups", ""), ("dense ms", "dense_ms", ".3f"),
                                        ("sparse ms", "sparse_ms", ".3f"), ("x dense", "speedup_sparse", ".1f"),
                                        ("auto ms", "auto_ms", ".3f"), ("auto", "auto_path", ""),
+                                       ("choice/best", "auto_choice_vs_best", ".2f"),
                                        ("auto/best", "auto_vs_best", ".2f"), ("floor ms", "floor_ms", ".3f"),
                                        ("/floor", "sparse_vs_floor", ".2f"), ("int8 sp ms", "int8_sparse_ms", ".3f"),
                                        ("x dense", "speedup_int8_sparse", ".1f"),
@@ -435,7 +449,8 @@ def report_text(res: dict[str, Any]) -> str:
     wb = res.get("width_break_even")
     if wb:
         out.append("2. Break-even by width: " + "; ".join(f"{w['width']}: {_fmt(w['break_even'])}" for w in wb["widths"])
-                   + f"; fitted S0 = {wb['fitted_min_synapses']} synapses (r_be {_fmt(wb['r_be'])})")
+                   + f"; {ls['width'] if ls else '?'}: {_fmt(wb['r_be'])}  (as sparse_curve: "
+                   + ", ".join(f"({n}, {r:.2f})" for n, r in wb["curve"]) + ")")
     bs = res.get("batch_sweep")
     if bs:
         out.append("3. Union form (max batch 8) vs dense")
@@ -485,8 +500,11 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
         if 0.05 in by:
             t["sparse >= 10x dense at 5 %"] = {"value": round(by[0.05]["speedup_sparse"], 2),
                                                "met": by[0.05]["speedup_sparse"] >= 10}
-        worst = max(r["auto_vs_best"] for r in ls["rows"])
-        t["auto <= 1.10x the better of dense/sparse, 1-100 %"] = {"value": round(worst, 3), "met": worst <= 1.10}
+        worst = max(r["auto_choice_vs_best"] for r in ls["rows"])
+        t["auto's choice <= 1.10x the better of dense/sparse, 1-100 %"] = {"value": round(worst, 3),
+                                                                           "met": worst <= 1.10}
+        raw = max(r["auto_vs_best"] for r in ls["rows"])
+        t["(auto's own file timed: <= 1.10x the better)"] = {"value": round(raw, 3), "met": raw <= 1.10}
         sparse_side = [r for r in ls["rows"] if r["rate"] <= 0.2]
         if sparse_side:
             worst_floor = max(r["sparse_vs_floor"] for r in sparse_side)

@@ -82,6 +82,8 @@ class Profile:
     int8_evidence: str = ""                 # how the verdict is known: measured (where, figures) or expected (why)
     sparse_break_even: float = 0.25         # spike rate below which the sparse (event-driven) path pays (wide layers)
     sparse_min_synapses: int = 65536        # S0: a connection of N = n_j*n_{j+1} synapses pays below r_be*(1 - S0/N)
+    sparse_curve: tuple = ()                # measured ((N synapses, break-even rate), ...): interpolated in log N
+                                            #   (below the first point down to 0 at S0), replacing the formula above
     sparse_evidence: str = ""               # how the break-even is known: measured (where, figures) or estimated (why)
     cpu_match: dict = field(default_factory=dict)  # how detection recognises it (see zor.devices.detection)
     notes: str = ""                         # the reasons behind the choices, in one line
@@ -100,6 +102,14 @@ class Profile:
                 or self.sparse_min_synapses < 0:
             raise DeviceError(f"profile {self.name!r}: sparse_min_synapses expected an int ≥ 0, "
                               f"got {self.sparse_min_synapses!r}")
+        try:
+            curve = [(int(n), float(r)) for n, r in self.sparse_curve]
+        except (TypeError, ValueError):
+            raise DeviceError(f"profile {self.name!r}: sparse_curve expected ((synapses, rate), ...), "
+                              f"got {self.sparse_curve!r}") from None
+        if any(n <= 0 or not 0.0 <= r <= 1.0 for n, r in curve) or [n for n, _ in curve] != sorted({n for n, _ in curve}):
+            raise DeviceError(f"profile {self.name!r}: sparse_curve expected increasing synapse counts > 0 with "
+                              f"rates in [0, 1], got {self.sparse_curve!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,8 +136,9 @@ _P = [
         int8_pays=None,
         int8_evidence="unknown core: ORT's guide warns int8 is often slower on hardware without VNNI "
                       "or dot-product instructions; measure with zor-bench",
-        sparse_evidence="estimate: the default 0.25, below the 0.34 measured on x86-64-avx2, so that an unknown "
-                        "core picks sparse only where it clearly pays; measure with benchmarks/sparse_inference.py",
+        sparse_evidence="estimate: the default 0.25, within the 0.18 to 0.61 measured on x86-64-avx2, so that an "
+                        "unknown core picks sparse only where it clearly pays; measure with "
+                        "benchmarks/sparse_inference.py",
         notes="safe everywhere; slower than a matched profile",
     ),
     Profile(
@@ -149,14 +160,16 @@ _P = [
         int8_evidence="measured (benchmarks/runtime_bench.py, AMD EPYC with AVX2, no VNNI, few-shot 784-128-784, "
                       "1 thread, zor.export int8 QDQ u8/s8 reduce_range): about 1.3x float32 speed at batch 64 "
                       "and 1.1x at batch 1; a modest gain, well short of what VNNI gives",
-        # Measured by benchmarks/sparse_inference.py on an AVX2 EPYC (no VNNI), 1 thread, batch 1: sparse and
-        # dense cost the same at 34 % of a 4096-wide layer's units active (13x faster at 10 %, 27x at 5 %); the
-        # fixed cost of the extra nodes (S0) makes small layers cross earlier (about 19 % at 256 and 512 wide).
-        sparse_break_even=0.33,
-        sparse_min_synapses=65536,
+        # Measured by benchmarks/sparse_inference.py on an AVX2 EPYC (no VNNI), 1 thread, batch 1, float32,
+        # sparse form with row groups: the rate where sparse and dense cost the same grows with the layer,
+        # because a matrix that fits the cache makes dense cheap while a 64 MB one makes it wait on memory:
+        # 0.18 at 256x256, 0.26 at 512, 0.30 at 1024, 0.39 at 2048, 0.61 at 4096; 128x128 never paid.
+        sparse_break_even=0.6,
+        sparse_min_synapses=16384,
+        sparse_curve=((65536, 0.18), (262144, 0.26), (1048576, 0.30), (4194304, 0.39), (16777216, 0.6)),
         sparse_evidence="measured (benchmarks/sparse_inference.py, AMD EPYC with AVX2, onnxruntime 1.32, 1 thread, "
-                        "batch 1, float32): dense and sparse cost the same at 0.34 of a 4096x4096 layer's units "
-                        "active; about 0.19 at 256 and 512 wide, 0.26 at 1024 (S0 fitted about 64K synapses)",
+                        "batch 1, float32): dense and sparse cost the same at 0.18 / 0.26 / 0.30 / 0.39 / 0.61 of "
+                        "the units active for 256 / 512 / 1024 / 2048 / 4096-wide square layers; never at 128",
         cpu_match={"flags_all": ["avx2"], "flags_none": ["avx512_vnni", "avx_vnni"]},
         notes="U8S8 QDQ; reduce_range because of VPMADDUBSW int16 saturation without VNNI",
     ),
@@ -178,7 +191,8 @@ _P = [
         sparse_break_even=0.3,    # estimate: as x86-64-avx2 (the sparse and dense float paths use the same
                                   # FMA kernels; VNNI speeds int8 only), slightly lower for wider vectors
         sparse_evidence="estimate: no VNNI machine to measure; float32 GEMV and row gathers cost about as on "
-                        "x86-64-avx2 (measured 0.34 there), taken a little lower for AVX-512's wider loads",
+                        "x86-64-avx2 (measured 0.18 to 0.61 there, growing with the layer), taken at 0.3 with the "
+                        "fixed-cost formula",
         cpu_match={"flags_any": ["avx512_vnni", "avx_vnni"]},
         notes="U8S8 QDQ, full range: VNNI accumulates in int32",
     ),
@@ -204,7 +218,7 @@ _P = [
                       "often see no gain; int8 still quarters weight memory traffic on a "
                       "bandwidth-starved board; measure on the device",
         sparse_break_even=0.3,    # estimate: in-order, memory-bound core; skipping rows pays earlier
-        sparse_evidence="estimate: in-order, memory-bound A53 with a small cache; skipping rows pays earlier than on x86 (0.34 measured there)",
+        sparse_evidence="estimate: in-order, memory-bound A53 with a small cache; skipping rows pays earlier than on x86 (0.18 to 0.61 measured there, growing with the layer)",
         cpu_match={"implementer": "0x41", "part": ["0xd03"], "board": ["Raspberry Pi 3"]},
         notes="in-order A53: memory-bound, sparse pays earlier; s8/s8 on Arm; no arena in 1 GB",
     ),

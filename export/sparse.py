@@ -36,7 +36,9 @@ below the profile's break-even corrected for the fixed cost of the extra nodes:
     sparse  ⇔  r < r_be · (1 − S₀ / (n_j · n_{j+1}))
 
 (r_be = ``profile.sparse_break_even``, S₀ = ``profile.sparse_min_synapses``: a
-connection of S₀ synapses costs about as much dense as the sparse form's overhead).
+connection of S₀ synapses costs about as much dense as the sparse form's overhead), or,
+for a profile with measured points (``sparse_curve``), the break-even interpolated in
+log N between them (:func:`effective_break_even`).
 
 Example:
     >>> from zor import Zor, Layer
@@ -112,6 +114,7 @@ class PathPlan:
     break_even: Optional[float] = None
     min_synapses: Optional[int] = None
     rates: dict = field(default_factory=dict)
+    curve: tuple = ()                    # the profile's measured (synapses, break-even) points, if any
 
     def get(self, j: int) -> ConnectionPath:
         return self.connections[j]
@@ -131,7 +134,8 @@ class PathPlan:
 
         sparse = bool(self.sparse())
         return jsonable({"requested": self.requested, "profile": self.profile, "break_even": self.break_even,
-                         "min_synapses": self.min_synapses, "form": self.form if sparse else None,
+                         "min_synapses": self.min_synapses, "curve": [list(c) for c in self.curve],
+                         "form": self.form if sparse else None,
                          "max_batch": self.max_batch if sparse else None, "rates": self.rates,
                          "connections": [c.to_dict() for c in self.connections]})
 
@@ -148,10 +152,27 @@ def dense_plan(model, requested: str = "dense", reason: str = "requested dense")
 
 
 def effective_break_even(profile, synapses: int) -> float:
-    """r_be · (1 − S₀/N), floored at 0: the spike rate below which the sparse form pays for N synapses."""
-    be = float(profile.sparse_break_even)
+    """The spike rate below which the sparse form pays for a connection of N = ``synapses`` synapses.
+
+    With a measured ``profile.sparse_curve`` ((N_k, r_k), ...): r interpolated linearly in
+    log N between the points, from 0 at S₀ up to the first point, r_last past the last.
+    Without one: r_be · (1 − S₀/N), floored at 0.
+    """
     s0 = float(getattr(profile, "sparse_min_synapses", 0) or 0)
-    return max(0.0, be * (1.0 - s0 / max(1, synapses)))
+    n = float(max(1, synapses))
+    curve = [(float(a), float(b)) for a, b in (getattr(profile, "sparse_curve", ()) or ())]
+    if not curve:
+        return max(0.0, float(profile.sparse_break_even) * (1.0 - s0 / n))
+    if 0 < s0 < curve[0][0]:
+        curve = [(s0, 0.0)] + curve
+    if n <= curve[0][0]:
+        return curve[0][1] if curve[0][0] != s0 else 0.0
+    if n >= curve[-1][0]:
+        return curve[-1][1]
+    for (n0, r0), (n1, r1) in zip(curve, curve[1:]):
+        if n0 <= n <= n1:
+            return r0 + (r1 - r0) * math.log(n / n0) / math.log(n1 / n0)
+    return curve[-1][1]  # pragma: no cover
 
 
 def measure_rates(model, float_proto, x: np.ndarray, steps: int = 1, max_batch: int = 1,
@@ -246,7 +267,8 @@ def plan_paths(
                     max_batch=max_batch if sparse else None, profile=getattr(profile, "name", None),
                     break_even=float(profile.sparse_break_even),
                     min_synapses=int(getattr(profile, "sparse_min_synapses", 0) or 0),
-                    rates={"source": rates_source, "rows": int(rates_rows)} if rates is not None else {})
+                    rates={"source": rates_source, "rows": int(rates_rows)} if rates is not None else {},
+                    curve=tuple(tuple(c) for c in (getattr(profile, "sparse_curve", ()) or ())))
 
 
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

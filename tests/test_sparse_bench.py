@@ -98,13 +98,14 @@ def test_floor_hand_derived():
 
 
 def test_targets_read_the_sweep():
-    rows = [{"rate": 0.05, "speedup_sparse": 12.0, "auto_vs_best": 1.02, "sparse_vs_floor": 1.1,
-             "max_abs_diff_sparse": 2e-7},
-            {"rate": 0.1, "speedup_sparse": 4.0, "auto_vs_best": 1.2, "sparse_vs_floor": 1.5,
-             "max_abs_diff_sparse": 3e-7}]
+    rows = [{"rate": 0.05, "speedup_sparse": 12.0, "auto_vs_best": 1.02, "auto_choice_vs_best": 1.0,
+             "sparse_vs_floor": 1.1, "max_abs_diff_sparse": 2e-7},
+            {"rate": 0.1, "speedup_sparse": 4.0, "auto_vs_best": 1.2, "auto_choice_vs_best": 1.15,
+             "sparse_vs_floor": 1.5, "max_abs_diff_sparse": 3e-7}]
     t = sb.targets({"layer_sweep": {"rows": rows}})
     assert t["sparse >= 10x dense at 5 %"]["met"] and not t["sparse >= 5x dense at 10 %"]["met"]
-    assert not t["auto <= 1.10x the better of dense/sparse, 1-100 %"]["met"]
+    assert not t["auto's choice <= 1.10x the better of dense/sparse, 1-100 %"]["met"]
+    assert t["auto's choice <= 1.10x the better of dense/sparse, 1-100 %"]["value"] == 1.15
     assert t["sparse latency <= 2x floor (rates <= 20 %)"]["met"]
 
 

@@ -176,8 +176,8 @@ def test_measure_rates_hand_derived():
 
 
 def test_export_records_paths_rates_and_both_verifications(tmp_path):
-    # connection 0: 512·256 synapses at ≈ 10 % activity, below 0.33·(1 − 65536/131072) = 0.165 → sparse;
-    # connection 1: 256·8 synapses, below S0: dense whatever its rate
+    # connection 0: 512·256 = 131072 synapses at ≈ 10 % activity; the profile's measured curve gives
+    # 0.18 + 0.08·log(2)/log(4) = 0.22 there → sparse; connection 1: 256·8 synapses, below S0: dense
     net = Zor([Layer(512, threshold=0.9), Layer(256, threshold=0.4), Layer(8)], seed=0, device="cpu")
     calib = np.random.default_rng(0).random((40, 512), dtype=np.float32)
     res = export(net, tmp_path / "m.onnx", path="auto", calibration=calib, device="x86-64-avx2")
@@ -185,6 +185,8 @@ def test_export_records_paths_rates_and_both_verifications(tmp_path):
     paths = meta[fmt.KEYS.PATHS]
     assert paths["requested"] == "auto" and paths["profile"] == "x86-64-avx2"
     assert paths["break_even"] == get("x86-64-avx2").sparse_break_even
+    assert paths["curve"] == [list(c) for c in get("x86-64-avx2").sparse_curve]
+    assert "break-even 0.2200" in paths["connections"][0]["reason"]
     # inputs uniform in [0, 1) against θ = 0.9: about 10 % of the input units spike
     assert 0.05 < paths["connections"][0]["spike_rate"] < 0.15
     assert paths["rates"]["source"] == "array" and paths["rates"]["rows"] == 20
@@ -310,3 +312,22 @@ def test_row_groups_compute_the_same_sum(act, precision):
     if precision == "float32":
         rep = verify(net, p3, batch=6, max_batch=3)
         assert rep["passed"]
+
+
+def test_break_even_curve_interpolates_in_log_synapses():
+    # points (1000, 0.2) and (4000, 0.4), S0 = 250: 0 at or below S0; log-interpolated between S0 and the
+    # first point; between points: 2000 is halfway in log → 0.3; past the last: 0.4
+    prof = Profile(name="c", description="", arch="any", sparse_min_synapses=250,
+                   sparse_curve=((1000, 0.2), (4000, 0.4)))
+    assert effective_break_even(prof, 250) == 0.0 and effective_break_even(prof, 100) == 0.0
+    assert effective_break_even(prof, 500) == pytest.approx(0.1)            # halfway from 250 to 1000 in log
+    assert effective_break_even(prof, 1000) == pytest.approx(0.2)
+    assert effective_break_even(prof, 2000) == pytest.approx(0.3)
+    assert effective_break_even(prof, 10**6) == 0.4
+    with pytest.raises(DeviceError, match="sparse_curve"):
+        Profile(name="c", description="", arch="any", sparse_curve=((4000, 0.4), (1000, 0.2)))
+    with pytest.raises(DeviceError, match="sparse_curve"):
+        Profile(name="c", description="", arch="any", sparse_curve=((1000, 1.5),))
+    x86 = get("x86-64-avx2")
+    assert x86.sparse_curve and "measured" in x86.sparse_evidence
+    assert effective_break_even(x86, 4096 * 4096) == x86.sparse_curve[-1][1]

@@ -58,7 +58,7 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
 
     zor.paths             JSON: how each connection j (layer j → j+1) computes h_{j+1}:
                           {requested: "dense" | "sparse" | "auto", profile, break_even,
-                          min_synapses, form: "batch1" | "union", max_batch (largest batch
+                          min_synapses, curve, form: "batch1" | "union", max_batch (largest batch
                           the file accepts; null = any), rates {source, rows}, connections
                           [{connection, kind, path: "dense" | "sparse", spike_rate (mean share
                           of layer j's units spiking per row), union_rate (share spiking in
