@@ -177,7 +177,7 @@ def test_measure_rates_hand_derived():
 
 def test_export_records_paths_rates_and_both_verifications(tmp_path):
     # connection 0: 512·256 = 131072 synapses at ≈ 10 % activity; the profile's measured curve gives
-    # 0.18 + 0.08·log(2)/log(4) = 0.22 there → sparse; connection 1: 256·8 synapses, below S0: dense
+    # 0.19 + 0.07·log(2)/log(4) = 0.225 there → sparse; connection 1: 256·8 synapses, below S0: dense
     net = Zor([Layer(512, threshold=0.9), Layer(256, threshold=0.4), Layer(8)], seed=0, device="cpu")
     calib = np.random.default_rng(0).random((40, 512), dtype=np.float32)
     res = export(net, tmp_path / "m.onnx", path="auto", calibration=calib, device="x86-64-avx2")
@@ -186,7 +186,7 @@ def test_export_records_paths_rates_and_both_verifications(tmp_path):
     assert paths["requested"] == "auto" and paths["profile"] == "x86-64-avx2"
     assert paths["break_even"] == get("x86-64-avx2").sparse_break_even
     assert paths["curve"] == [list(c) for c in get("x86-64-avx2").sparse_curve]
-    assert "break-even 0.2200" in paths["connections"][0]["reason"]
+    assert "break-even 0.2250" in paths["connections"][0]["reason"]
     # inputs uniform in [0, 1) against θ = 0.9: about 10 % of the input units spike
     assert 0.05 < paths["connections"][0]["spike_rate"] < 0.15
     assert paths["rates"]["source"] == "array" and paths["rates"]["rows"] == 20
