@@ -27,7 +27,7 @@ For each model file (label from its ``zor.quantization`` mode: float32, int8, ..
   of its limit. :func:`export_paths` makes the three exports of one checkpoint.
 
 Example:
-    >>> percentiles([1.0, 2.0, 3.0, 4.0])     # (p50, p95) in ms of seconds
+    >>> tuple(round(v, 6) for v in percentiles([1.0, 2.0, 3.0, 4.0]))   # (p50, p95) in ms of seconds
     (2500.0, 3850.0)
 """
 

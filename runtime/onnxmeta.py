@@ -13,7 +13,8 @@ type 0 is a varint, 1 eight bytes, 2 a varint length then that many bytes, 5 fou
 Example:
     >>> import io
     >>> entry = b"\\x0a\\x01k\\x12\\x01v"                       # key "k", value "v"
-    >>> _scan(io.BytesIO(b"\\x08\\x08" + b"\\x72" + bytes([len(entry)]) + entry), 12)
+    >>> data = b"\\x08\\x08" + b"\\x72" + bytes([len(entry)]) + entry    # ir_version 8, then the entry
+    >>> _scan(io.BytesIO(data), len(data))
     {'k': 'v'}
 """
 
