@@ -11,8 +11,10 @@ For each model file (label from its ``zor.quantization`` mode: float32, int8, ..
   also the RSS after the import alone, before the model is loaded.
 - model size: bytes of the file.
 - spike rate per layer r_i (share of units with c > θ, over the bench inputs) and
-  synaptic operations per inference: Σ_{i<L} r_i · n_i · n_{i+1} (each spike of
-  layer i drives n_{i+1} synapses), next to the dense multiply-accumulates
+  synaptic operations per inference: Σ_{i<L} r_i · M_i with M_i the connection's
+  multiply-accumulates at full activity (n_i · n_{i+1} dense: each spike of layer i
+  drives n_{i+1} synapses; C_i · k² · n_{i+1} for a convolution), next to the dense
+  multiply-accumulates
   Σ_{i<L} n_i · n_{i+1}.
 - with a checkpoint and torch importable: the torch engine's ``Zor.run`` timed in
   the same loop, and each model's latency as a ratio of it (torch is imported
@@ -89,12 +91,28 @@ def label_of(model: Model) -> str:
     return model.precision if path == "dense" else f"{model.precision} {path}"
 
 
+def connection_macs(model: Model) -> list[int]:
+    """Multiply-accumulates of each connection at full activity: n_i·n_{i+1} for a dense
+    one; C_i·k²·n_{i+1} for a convolution into layer i+1 (each output unit reads a
+    k×k patch of every input channel)."""
+    sizes, layers = model.sizes, model.metadata.layers
+    macs = []
+    for i in range(len(sizes) - 1):
+        post = layers[i + 1] if i + 1 < len(layers) else {}
+        if post.get("kind") == "conv":
+            c_in = (layers[i].get("shape") or [1])[0]
+            macs.append(int(c_in * post["kernel_size"] ** 2 * sizes[i + 1]))
+        else:
+            macs.append(int(sizes[i] * sizes[i + 1]))
+    return macs
+
+
 def spike_stats(model: Model, x: np.ndarray) -> dict[str, Any]:
     """Per-layer spike rates on ``x`` and synaptic operations per inference (see module doc)."""
     rates = run_chunked(model, x, spikes=True)["spike_rates"]
-    sizes = model.sizes
-    synops = float(sum(rates[i] * sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1)))
-    dense = int(sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1)))
+    macs = connection_macs(model)
+    synops = float(sum(rates[i] * macs[i] for i in range(len(macs))))
+    dense = int(sum(macs))
     return {"spike_rates": [float(r) for r in rates], "synops_per_inference": synops,
             "dense_macs_per_inference": dense, "synops_share": synops / dense if dense else 0.0}
 

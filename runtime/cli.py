@@ -1,7 +1,13 @@
 """``zor-run`` and ``zor-bench``: the runtime's command lines.
 
     zor-run MODEL INPUT... -o OUT [--device PROFILE] [--threads N] [--quiet] [--weights auto|load|rows]
+            [--task classify|colorize|denoise|translate [--beam N]]
         Runs MODEL on each INPUT (.npy arrays, or .png images for image tasks).
+        With --task, runs the task helper instead: classify/colorize/denoise take PNG
+        images of any size (palette, 16-bit and alpha included; resized or tiled to
+        the model, with a note on stderr saying so) and write NAME.json (index,
+        label, scores) or NAME.png; translate takes .txt files, one text per line,
+        and writes NAME.txt with one translation per line.
         OUT is a folder (created when its parent exists) receiving NAME.npy per
         input (the output rows), NAME.json for classification (index and label per
         row) and NAME.png for image reconstructions of PNG inputs; with a single
@@ -124,6 +130,46 @@ def _write_outputs(model: Model, rows: np.ndarray, from_png: bool, out: Path, st
     return written
 
 
+TASK_CHOICES = ("classify", "colorize", "denoise", "translate")
+_TASK_SUFFIX = {"classify": ".json", "colorize": ".png", "denoise": ".png", "translate": ".txt"}
+
+
+def _run_task(model: Model, task: str, beam: Optional[int], path: Path, out: Path, single: bool,
+              quiet: bool) -> list[Path]:
+    """One INPUT through a task helper; writes NAME.json / NAME.png / NAME.txt."""
+    from . import imaging
+
+    suffix = _TASK_SUFFIX[task]
+    target = out if single else out / f"{path.stem}{suffix}"
+    if single and out.suffix.lower() != suffix:
+        raise DataError(f"-o {out}: --task {task} writes {suffix} files: expected OUT ending in {suffix} or a folder")
+    if task == "translate":
+        if path.suffix.lower() != ".txt":
+            raise DataError(f"expected a .txt file (one text per line) for --task translate, got {path.suffix!r}")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"expected UTF-8 text, could not decode it ({exc.reason})") from None
+        if not any(line.strip() for line in lines):
+            raise DataError("the file holds no text to translate (empty or blank lines only)")
+        texts = [line for line in lines if line.strip()]
+        write_text_atomic(target, "\n".join(model.translate(texts, beam=beam)) + "\n")
+        return [target]
+    if path.suffix.lower() != ".png":
+        raise DataError(f"expected a .png image for --task {task}, got {path.suffix or 'no suffix'!r}")
+    result = imaging.run_task(model, task, imaging.load_image(path))
+    if not quiet:
+        for note in result.notes:
+            click.echo(f"{path.name}: {note}", err=True)
+    if task == "classify":
+        c = result.classes
+        write_text_atomic(target, json.dumps({"index": int(c.index[0]), "label": c.label[0],
+                                              "scores": [float(v) for v in c.scores[0]]}))
+    else:
+        imaging.save_image(target, result.image)
+    return [target]
+
+
 class _Bar:
     """A dependency-free progress bar on stderr."""
 
@@ -150,16 +196,23 @@ class _Bar:
 @click.option("--weights", type=click.Choice(["auto", "load", "rows"]), default="auto", show_default=True,
               help="Models with external weights: load them, read only the rows of units that spike, or choose by "
                    "free memory.")
+@click.option("--task", type=click.Choice(TASK_CHOICES), default=None,
+              help="Run a task helper instead of raw rows: classify/colorize/denoise take PNG images of any size "
+                   "(resized or tiled to the model), translate takes .txt files (one text per line).")
+@click.option("--beam", type=click.IntRange(min=1), default=None,
+              help="With --task translate: beam width (1 = greedy; default: the model's own).")
 def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: Optional[int], quiet: bool,
-             weights: str) -> None:
+             weights: str, task: Optional[str], beam: Optional[int]) -> None:
     """Run MODEL (a Zor ONNX export) on INPUT files (.npy or .png) and write the outputs to -o OUT."""
     from .bench import run_chunked
 
+    if beam is not None and task != "translate":
+        raise click.UsageError("--beam is for --task translate")
     try:
         model = Model(model_path, device=device, threads=threads, weights=weights)
     except ZorError as exc:
         raise click.UsageError(str(exc)) from None
-    single = len(inputs) == 1 and out.suffix.lower() in (".npy", ".png", ".json")
+    single = len(inputs) == 1 and out.suffix.lower() in (".npy", ".png", ".json", ".txt")
     if not single:
         if out.exists() and not out.is_dir():
             raise click.UsageError(f"-o {out}: expected a folder for {len(inputs)} inputs (or, with one input, "
@@ -175,9 +228,12 @@ def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: O
     bar = _Bar(len(inputs), not quiet)
     for path in inputs:
         try:
-            rows, from_png = load_input(path, model)
-            result = run_chunked(model, rows)[fmt.OUTPUT]          # a sparse export's batch limit: in chunks
-            written = _write_outputs(model, result, from_png, out, path.stem, single)
+            if task is not None:
+                written = _run_task(model, task, beam, path, out, single, quiet)
+            else:
+                rows, from_png = load_input(path, model)
+                result = run_chunked(model, rows)[fmt.OUTPUT]      # a sparse export's batch limit: in chunks
+                written = _write_outputs(model, result, from_png, out, path.stem, single)
         except ZorError as exc:
             raise click.UsageError(f"{path}: {exc}") from None
         bar.step(path.name)

@@ -315,8 +315,41 @@ class Model:
         return tasks.reconstruct(self, x)
 
     def classify(self, x: Any) -> "tasks.Classes":
-        """Classify inputs (rows or images); see :func:`zor.runtime.tasks.classify`."""
-        return tasks.classify(self, x)
+        """Classify inputs: rows (B, n_0) or images of the model's size (see
+        :func:`zor.runtime.tasks.classify`), or images of any size and colour, which
+        are made grey and resized first (:func:`zor.runtime.imaging.classify_images`)."""
+        from . import imaging
+
+        arr = x if isinstance(x, np.ndarray) else None
+        if arr is not None and arr.ndim == 2 and arr.shape[1] == self.sizes[0]:
+            return tasks.classify(self, x)                      # rows
+        try:
+            return tasks.classify(self, x)                      # images of exactly the model's size
+        except ShapeError:
+            return imaging.classify_images(self, x)             # any other size: resized
+
+    def colorize(self, image: Any) -> np.ndarray:
+        """Colour (H, W, 3) for a grey or colour image of any size, tiled into the
+        model's patches (:func:`zor.runtime.imaging.colorize`)."""
+        from . import imaging
+
+        return imaging.colorize(self, image)
+
+    def denoise(self, image: Any) -> np.ndarray:
+        """A denoised (H, W) image of any size, tiled into the model's patches
+        (:func:`zor.runtime.imaging.denoise`)."""
+        from . import imaging
+
+        return imaging.denoise(self, image)
+
+    def translate(self, texts: Union[str, Sequence[str]], beam: Optional[int] = None,
+                  batch_size: int = 32) -> Union[str, list[str]]:
+        """Translate a text (→ str) or a list of texts (→ list) with a translation
+        model; ``beam`` 1 is greedy, None the model's default
+        (:func:`zor.runtime.translate.translate`)."""
+        from .translate import translate
+
+        return translate(self, texts, beam=beam, batch_size=batch_size)
 
 
 def _external_metadata(path: Path) -> Optional[Metadata]:

@@ -122,3 +122,18 @@ def test_conv_output_denoiser_runs_any_size(tmp_path):
     out = R.denoise(model, mosaic)
     expected = np.clip(net.predict(x[:2]).numpy(), 0, 1).reshape(2, 28, 28)
     np.testing.assert_allclose(out, np.concatenate(list(expected), axis=1), atol=1e-5)
+
+
+def test_bench_counts_conv_synapses_per_kernel_not_dense(tmp_path):
+    from zor.runtime.bench import connection_macs, spike_stats
+
+    net = Zor([Layer(784, shape=(1, 28, 28)), Conv(4, kernel_size=5, stride=2), Layer(10)], seed=0, device="cpu")
+    net.save(tmp_path / "c.zor")
+    export(tmp_path / "c.zor", tmp_path / "c.onnx")
+    m = Model(tmp_path / "c.onnx", device="generic", threads=1)
+    # conv: each of the 4·12·12 output units reads a 5×5 patch of 1 channel = 14,400 MACs,
+    # not 784·576; dense 576 → 10 = 5,760
+    assert connection_macs(m) == [1 * 25 * 4 * 144, 576 * 10]
+    stats = spike_stats(m, np.ones((2, 784), np.float32))
+    assert stats["dense_macs_per_inference"] == 14400 + 5760
+    assert stats["synops_per_inference"] <= stats["dense_macs_per_inference"]

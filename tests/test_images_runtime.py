@@ -251,3 +251,56 @@ def test_imaging_stays_torch_free():
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, f"importing the imaging modules loaded {proc.stdout.strip()} {proc.stderr}"
+
+
+# --------------------------------------------------------------------------- Model helpers and zor-run --task
+def test_model_methods_match_the_imaging_helpers(colorizer, denoiser, classifier):
+    rng = np.random.default_rng(3)
+    img = rng.random((9, 7))
+    np.testing.assert_array_equal(colorizer.colorize(img), R.colorize(colorizer, img))
+    np.testing.assert_array_equal(denoiser.denoise(img), R.denoise(denoiser, img))
+    big = rng.random((6, 6, 3))                      # not the model's 2x2: resized and made grey
+    c = classifier.classify(big)
+    assert c.label == R.classify_images(classifier, big).label
+    rows = rng.random((3, 4)).astype(np.float32)     # rows of the model's width go straight through
+    np.testing.assert_allclose(classifier.classify(rows).scores, classifier.run(rows)["output"])
+
+
+def test_zor_run_task_on_png_files(colorizer, denoiser, classifier, tmp_path):
+    from click.testing import CliRunner
+
+    from zor.runtime.cli import run_main
+
+    rng = np.random.default_rng(4)
+    Image.fromarray((rng.random((10, 6)) * 255).astype(np.uint8)).save(tmp_path / "grey.png")
+    Image.fromarray((rng.random((5, 5, 3)) * 255).astype(np.uint8)).convert("P").save(tmp_path / "pal.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+
+    def run(model, task, *args):
+        return CliRunner().invoke(run_main, [str(model.path), *map(str, args), "--task", task,
+                                             "--device", "generic"])
+
+    res = run(colorizer, "colorize", tmp_path / "grey.png", tmp_path / "pal.png", "-o", tmp_path / "col")
+    assert res.exit_code == 0, res.output
+    out = R.load_image(tmp_path / "col" / "grey.png")
+    assert out.shape == (10, 6, 3)
+    expected = R.colorize(colorizer, R.load_image(tmp_path / "grey.png"))
+    np.testing.assert_allclose(out / 255.0, expected, atol=0.5 / 255 + 1e-9)
+    assert "tiled" in res.output                     # the note about what was done to the input
+
+    res = run(denoiser, "denoise", tmp_path / "grey.png", "-o", tmp_path / "den.png")
+    assert res.exit_code == 0 and R.load_image(tmp_path / "den.png").shape == (10, 6)
+
+    res = run(classifier, "classify", tmp_path / "pal.png", "-o", tmp_path / "cls.json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "cls.json").read_text())
+    assert doc["label"] in ("tl", "br", "mean") and len(doc["scores"]) == 3 and "resized" in res.output
+
+    for bad, match in ((tmp_path / "empty.png", "empty"), ):
+        res = run(classifier, "classify", bad, "-o", tmp_path / "x.json")
+        assert res.exit_code == 2 and match in res.output
+    res = run(classifier, "colorize", tmp_path / "grey.png", "-o", tmp_path / "y.png")
+    assert res.exit_code == 2 and "trained for 'classify'" in res.output
+    np.save(tmp_path / "rows.npy", np.zeros((1, 4), np.float32))
+    res = run(classifier, "classify", tmp_path / "rows.npy", "-o", tmp_path / "z.json")
+    assert res.exit_code == 2 and "expected a .png image" in res.output

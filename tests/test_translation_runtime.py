@@ -13,7 +13,7 @@ from zor import Layer, Zor
 from zor.errors import DTypeError, InputError, ModelFileError
 from zor.translation import TranslationConfig, ZorTranslator, step_data
 
-export_api = pytest.importorskip("zor.export")
+import zor.export as export_api
 from zor.runtime import Model
 from zor.runtime.translate import Translator, speed, translate, translator_for
 
@@ -117,3 +117,32 @@ def test_text_modules_stay_torch_free(module):
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, f"import {module} loaded {proc.stdout.strip()} {proc.stderr[-500:]}"
+
+
+def test_model_translate_and_zor_run_task_translate(exported, tmp_path):
+    from click.testing import CliRunner
+
+    from zor.runtime.cli import run_main
+
+    model, paths, _ = exported
+    m = Model(paths["none"], device="generic", threads=1)
+    texts = [p.source for p in PAIRS[:3]]
+    expected = m.translate(texts, beam=1)
+    assert m.translate(texts[0], beam=1) == expected[0]           # a str in, a str out
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n\n", encoding="utf-8")   # a blank line is skipped
+    res = CliRunner().invoke(run_main, [str(paths["none"]), str(src), "-o", str(tmp_path / "out.txt"),
+                                        "--task", "translate", "--beam", "1", "--device", "generic", "-q"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines() == expected
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n", encoding="utf-8")
+    res = CliRunner().invoke(run_main, [str(paths["none"]), str(empty), "-o", str(tmp_path / "o2.txt"),
+                                        "--task", "translate", "--device", "generic"])
+    assert res.exit_code == 2 and "no text to translate" in res.output
+    res = CliRunner().invoke(run_main, [str(paths["none"]), str(src), "-o", str(tmp_path / "o3.npy"),
+                                        "--task", "translate", "--device", "generic"])
+    assert res.exit_code == 2 and "expected OUT ending in .txt" in res.output
+    res = CliRunner().invoke(run_main, [str(paths["none"]), str(src), "-o", str(tmp_path / "o4.txt"),
+                                        "--beam", "2", "--device", "generic"])
+    assert res.exit_code == 2 and "--beam is for --task translate" in res.output
