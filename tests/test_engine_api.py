@@ -256,3 +256,17 @@ def test_homeostasis_defaults_on_hidden_layers_only():
     net = Zor([Layer(4), Layer(3), Layer(3, activation_rate=0.2), Layer(4)], device="cpu")
     assert net._eta == [0.0, 1e-3, 0.2, 0.0]
     assert net.layers[1].target_activation == 0.75 and net.rate(1).tolist() == [0.75] * 3
+
+
+def test_set_threshold():
+    net = Zor([Layer(4), Layer(3), Layer(2)], device="cpu")
+    net.set_threshold(1, 0.5)
+    assert net.threshold(1).tolist() == [0.5] * 3
+    net.set_threshold(1, np.array([0.1, 0.2, float("-inf")]))
+    assert net.threshold(1)[2].item() == float("-inf")
+    with pytest.raises(ShapeError, match=r"expected a number or shape \(3,\), got shape \(2,\)"):
+        net.set_threshold(1, [1.0, 2.0])
+    with pytest.raises(NonFiniteError):
+        net.set_threshold(0, float("nan"))
+    with pytest.raises(ConfigError, match="layer index"):
+        net.set_threshold(3, 0.0)

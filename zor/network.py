@@ -188,6 +188,24 @@ class Zor(nn.Module):
         """θ_i: (n_i,) for a dense layer, (C_i,) per channel for a Conv layer."""
         return getattr(self, f"threshold_{i}")
 
+    @torch.no_grad()
+    def set_threshold(self, i: int, value: Union[float, ArrayLike]) -> None:
+        """Set θ_i to a number (every unit or channel) or an array of θ_i's shape.
+
+        Thresholds set the spike rate (and with it the cost of the sparse path);
+        homeostasis keeps moving them while training unless ``activation_rate=0``.
+        """
+        if not 0 <= i < len(self.layers):
+            raise ConfigError(f"layer index must be in [0, {len(self.layers) - 1}], got {i}")
+        theta = self.threshold(i)
+        v = torch.as_tensor(np.asarray(value, dtype=np.float32)).to(theta.device)
+        if v.ndim and tuple(v.shape) != tuple(theta.shape):
+            raise ShapeError(f"threshold of layer {i}: expected a number or shape {tuple(theta.shape)}, "
+                             f"got shape {tuple(v.shape)}")
+        if torch.isnan(v).any() or (v == float("inf")).any():
+            raise NonFiniteError(f"threshold of layer {i}: expected numbers < inf (−inf: always spike), got NaN/+inf")
+        theta.copy_(v.expand_as(theta))
+
     def unit_threshold(self, i: int) -> torch.Tensor:
         """θ_i expanded to one value per unit (n_i,)."""
         theta = self.threshold(i)
