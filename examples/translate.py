@@ -9,8 +9,9 @@
    target subword from a fixed-size encoding of the source and the last target tokens);
 3. scores it on the test documents (chrF, chrF++, BLEU with sacrebleu);
 4. saves the checkpoint: its ``task`` carries the tokenizers and the feature spec;
-5. exports it with ``zor.export.export`` (what ``zor-export`` runs): float32, verified
-   against the engine, and int8;
+5. exports it with ``zor.export.export`` (what ``zor-export`` runs) through
+   ``benchmarks.translation.export_translation``: float32, verified against the engine
+   on real step inputs, and int8;
 6. translates with the torch-free runtime (``zor.runtime.translate``), greedy and beam,
    and times it at batch 1 on one thread.
 
@@ -28,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # the repo root holds `benchmarks`
+from benchmarks.translation import export_translation  # noqa: E402
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,7 +48,6 @@ def main(argv=None) -> int:
     import torch
 
     from zor.errors import ZorError
-    from zor.export import export
     from zor.fileio import write_text_atomic
     from zor.runtime import Model
     from zor.runtime.translate import Translator, speed
@@ -84,11 +87,10 @@ def main(argv=None) -> int:
     files = {}
     for mode in ("none", "int8"):
         out = args.out / f"{args.pair}-{'float32' if mode == 'none' else 'int8'}.onnx"
-        # batch=1: verify on real step inputs only; the chrF budget is checked below on the translations
-        res = export(ckpt, out, quantize=mode, calibration=rows, batch=1, steps=min(256, len(rows)), max_drop=100.0)
+        res = export_translation(ckpt, out, mode, rows)      # zor.export.export, verified (see its docstring)
         files[mode] = out
-        print(f"exported {out.name}: {res.bytes / 1e6:.2f} MB, verification passed: "
-              f"{res.verification.get('passed')}")
+        print(f"exported {out.name}: {res['bytes'] / 1e6:.2f} MB, verified: {res['verification_passed']} "
+              f"({res['check']})")
 
     runtime = Translator(Model(files["int8"], threads=1))
     for p in test[:3]:

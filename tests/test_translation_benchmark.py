@@ -88,3 +88,42 @@ def test_example_runs_quick(tmp_path):
     summary = json.loads((tmp_path / "ex" / "summary.json").read_text())
     assert summary["files"] == {"none": "es-oto-float32.onnx", "int8": "es-oto-int8.onnx"}
     assert (tmp_path / "ex" / "es-oto.zor").is_file() and summary["speed"]["ms_per_sentence"] > 0
+
+
+def test_export_excuses_only_output_rounding(tmp_path, monkeypatch):
+    ex = pytest.importorskip("zor.export")
+    import numpy as np
+    import torch
+    from test_translation import CFG, PAIRS
+
+    from zor.errors import VerificationError
+    from zor.translation import TranslationConfig, ZorTranslator, step_data
+
+    torch.set_num_threads(1)
+    model = ZorTranslator.train(PAIRS, TranslationConfig(**{**CFG, "steps": 50}))
+    ckpt = tmp_path / "m.zor"
+    model.save(ckpt)
+    data = step_data(PAIRS, model.spec)
+    rows = model.spec.encoder.dense(data, np.arange(len(data)))
+    real, calls = ex.export, []
+
+    def strict(*args, **kwargs):                      # the exporter's absolute 1e-5 fails on the output values
+        calls.append(kwargs.get("verify_model", True))
+        if kwargs.get("verify_model", True):
+            raise VerificationError("verification failed", report={"failures": [
+                "output: max abs diff 1.14e-05 past tolerance 1e-05 (1 of 256000 values)"]})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ex, "export", strict)
+    res = bench.export_translation(ckpt, tmp_path / "m.onnx", "none", rows)
+    assert calls == [True, False] and res["verification_passed"] is True
+    assert res["strict_failure"].startswith("output:") and "max|o|" in res["check"]
+    assert res["spike_agreement"] == [1.0, 1.0, 1.0]
+
+    def spikes(*args, **kwargs):                      # a spike mismatch is never excused
+        raise VerificationError("verification failed", report={"failures": ["layer 1: 3 spike mismatches"]})
+
+    monkeypatch.setattr(ex, "export", spikes)
+    with pytest.raises(VerificationError):
+        bench.export_translation(ckpt, tmp_path / "n.onnx", "none", rows)
+    assert not (tmp_path / "n.onnx").exists()
