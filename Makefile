@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test bench clean
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py --out demo-out
+	$(BIN)/python examples/demo.py --out demo-out --tour
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest -q; rc=$$?; \

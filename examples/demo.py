@@ -1,13 +1,21 @@
 """The end-to-end demo behind `make demo`.
 
-Trains the Zor author's quick-start network (784-64-784, default settings) on one
-Fashion-MNIST image per class, evaluates it on unseen test images against the
-mean-image baseline, saves a checkpoint and a PNG of originals and reconstructions,
-and prints what it did. Uses the full Fashion-MNIST when it is on the machine
-(Debian's dataset-fashion-mnist, or $ZOR_FASHION_MNIST), else the subset bundled in
-the package, so it runs anywhere offline.
+1. Trains the Zor author's quick-start network (784-64-784, default settings) on one
+   Fashion-MNIST image per class and evaluates it on unseen test images against the
+   mean-image baseline; saves the checkpoint and a PNG of originals and reconstructions.
+2. Exports it with zor-export to float32 and int8 ONNX files (each verified against
+   the engine at export).
+3. Runs both files on the torch-free runtime: the metric on the same test images,
+   the largest difference from the engine, and the batch-1 latency against the torch
+   engine's forward.
+4. With ``--tour``: a short tour of the other image tasks (classification,
+   colorization, denoising: each trained, exported and served by the runtime).
 
-    python examples/demo.py --out demo-out [--steps 500]
+Uses the full Fashion-MNIST when it is on the machine (Debian's
+dataset-fashion-mnist, or $ZOR_FASHION_MNIST), else the subset bundled in the
+package, so it runs anywhere offline.
+
+    python examples/demo.py --out demo-out [--steps 500] [--tour]
 """
 
 from __future__ import annotations
@@ -74,6 +82,9 @@ def run_demo(out: Path, steps: int = STEPS, n_test: int = 1000, progress: bool =
     from zor import Layer, Zor, metrics
     from zor.fileio import write_text_atomic
 
+    # Networks this small run fastest on one thread; with more, torch's threads wait on
+    # each other for every small op whenever another process holds a core (100x slower).
+    torch.set_num_threads(1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     x10, xt, source = load_data(n_test)
@@ -115,14 +126,83 @@ def run_demo(out: Path, steps: int = STEPS, n_test: int = 1000, progress: bool =
     snn.save(ckpt)
     png = out / "reconstructions.png"
     drew = save_grid(png, xt, {"Zor": recon, "mean image": np.broadcast_to(x10.mean(0), xt.shape)})
+    deployed = export_and_serve(snn, ckpt, x10, xt, recon, out)
     summary = {
         "data": source, "train_images": len(x10), "test_images": len(xt), "steps": steps, "batch": BATCH,
         "train_seconds": seconds, "zor": zor_m, "mean_image": mean_m,
-        "checkpoint": ckpt.name, "png": png.name if drew else None,
+        "checkpoint": ckpt.name, "png": png.name if drew else None, "runtime": deployed,
     }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     print(f"wrote {ckpt}, {out / 'summary.json'}" + (f", {png}" if drew else " (no matplotlib: no PNG)"))
     return summary
+
+
+def _p50_ms(fn, calls: int = 200) -> float:
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def export_and_serve(snn, ckpt: Path, calibration: np.ndarray, xt: np.ndarray, recon: np.ndarray,
+                     out: Path) -> dict:
+    """Export float32 and int8, run both on the runtime, compare with the engine."""
+    import torch
+
+    from zor import metrics
+    from zor.export import export
+    from zor.runtime import Model
+
+    print("\nexport (zor-export) and the torch-free runtime:")
+    print(f"{'file':18s}{'size KB':>9s}{'export s':>10s}{'seed metric':>13s}{'PSNR':>9s}{'max |Δ| vs engine':>20s}"
+          f"{'p50 batch 1':>13s}")
+    x1 = xt[:1]
+    torch_ms = _p50_ms(lambda: snn.forward(torch.from_numpy(x1), train=False))
+    rows = {}
+    for mode, name in (("none", "fewshot.onnx"), ("int8", "fewshot-int8.onnx")):
+        t0 = time.perf_counter()
+        export(ckpt, out / name, quantize=mode, calibration=calibration if mode == "int8" else None,
+               device="auto")
+        seconds = time.perf_counter() - t0
+        model = Model(out / name, device="auto", threads=1)
+        y = model.run(xt)["output"]
+        m = metrics.reconstruction(y, xt)
+        ms = _p50_ms(lambda: model.run(x1))
+        rows[mode] = {"file": name, "bytes": (out / name).stat().st_size, "export_seconds": seconds,
+                      "metric": m, "max_abs_diff_vs_engine": float(np.abs(y - recon).max()),
+                      "p50_ms_batch1": ms, "profile": model.profile.name}
+        r = rows[mode]
+        print(f"{name:18s}{r['bytes'] / 1024:9.1f}{seconds:10.2f}{m['accuracy']:12.2f}%{m['psnr']:6.2f} dB"
+              f"{r['max_abs_diff_vs_engine']:20.2e}{ms:10.3f} ms")
+    print(f"{'torch engine':18s}{'':9s}{'':10s}{'':13s}{'':9s}{'':20s}{torch_ms:10.3f} ms")
+    print(f"runtime profile: {rows['none']['profile']}; float32 runtime / torch latency "
+          f"{rows['none']['p50_ms_batch1'] / torch_ms:.2f}; int8 / float32 "
+          f"{rows['int8']['p50_ms_batch1'] / rows['none']['p50_ms_batch1']:.2f} (one thread, batch 1)")
+    rows["torch_p50_ms_batch1"] = torch_ms
+    return rows
+
+
+TOUR = [  # (script, arguments): short runs of the task examples (about a minute in all)
+    ("classify.py", ["--labels", "100", "--steps", "300"]),
+    ("colorize.py", ["--steps", "1500"]),
+    ("denoise.py", ["--steps", "800", "--train-images", "2000"]),
+]
+
+
+def tour(out: Path, quick: bool = False) -> None:
+    """Run the image-task examples, each into its own folder under ``out``."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    for script, args in TOUR:
+        name = script.removesuffix(".py")
+        cmd = [sys.executable, str(here / script), "--out", str(out / name)] + (["--quick"] if quick else args)
+        print(f"\n== tour: {name} ({' '.join(cmd[2:])}) ==", flush=True)
+        subprocess.run(cmd, check=True)
 
 
 def main(argv=None) -> int:
@@ -130,10 +210,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="demo-out", help="folder for the checkpoint, PNG and summary")
     parser.add_argument("--steps", type=int, default=STEPS, help="training steps (default: the seed's 500)")
     parser.add_argument("--test", type=int, default=1000, help="number of unseen test images")
+    parser.add_argument("--tour", action="store_true", help="then a short tour of classify, colorize and denoise")
     args = parser.parse_args(argv)
     if args.steps < 0 or args.test < 1:
         parser.error("--steps must be ≥ 0 and --test ≥ 1")
     run_demo(Path(args.out), steps=args.steps, n_test=args.test)
+    if args.tour:
+        tour(Path(args.out))
     return 0
 
 
