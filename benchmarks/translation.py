@@ -150,10 +150,13 @@ def export_translation(checkpoint: Path, out: Path, quantize: str, calibration: 
             report = verify_file(out, checkpoint, data=calibration)
             check = "verify_file (int8: spike budget and metric drop)"
     q = res.quantization or {}
-    layers = (report.get("float32") or report).get("layers") if isinstance(report, dict) else None
+    if quantize == "int8" and isinstance(report.get("int8"), dict):          # the exporter's int8 measurement
+        agreement = report["int8"].get("spike_agreement")
+    else:                                                                      # a parity report's layers
+        layers = (report.get("float32") or report).get("layers") or []
+        agreement = [r.get("spike_agreement") for r in layers] or None
     return {"path": str(out.name), "bytes": res.bytes, "verification_passed": bool(report.get("passed", True)),
-            "check": check, "strict_failure": strict_failure,
-            "spike_agreement": [r.get("spike_agreement") for r in layers] if layers else None,
+            "check": check, "strict_failure": strict_failure, "spike_agreement": agreement,
             "fallback": q.get("fallback"), "export_s": res.timings.get("total_s")}
 
 

@@ -65,6 +65,8 @@ def test_quick_run_writes_json(tmp_path):
                                                                   ("engine float32 (torch)", 1)}
     assert set(pair["goals"]) >= {"zor_chrf_ge_tm", "zor_chrf_ge_backprop", "int8_chrf_drop", "int8_batch1_ms"}
     assert pair["exports"]["float32"]["verification_passed"] is True
+    agreement = pair["exports"]["int8"]["spike_agreement"]
+    assert len(agreement) >= 2 and all(0.9 <= a <= 1.0 for a in agreement)    # the exporter's int8 measurement
     assert "Goals:" in result.output and "Runtime speed" in result.output
 
 
