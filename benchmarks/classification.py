@@ -3,8 +3,12 @@
 Zor classifies with its output charges trained against one-hot targets (error =
 one-hot − output, the engine's own rule; no softmax, no cross-entropy):
 
-    zor        Zor([Layer(784), Layer(256), Layer(10)])                      defaults, Zor.fit
-    zor-conv   Zor([Layer(784, shape=(1, 28, 28)), Conv(16, 5, stride=2), Layer(10)])
+    zor        Zor([Layer(784), Layer(256), Layer(10, sigmoid)])      engine defaults, Zor.fit
+    zor-conv   Zor([Layer(784, shape=(1, 28, 28)), Conv(16, 5, stride=2), Layer(10, sigmoid)])
+
+The sigmoid output keeps the charges in the targets' [0, 1] range: against an
+identity output it measured +4.0 points at 100 labels (71.2 vs 67.2 %) and +1.3 at
+60,000 (85.7 vs 84.4 %), medians of 3 and 2 seeds at equal wall time.
 
 against equal-size backprop networks trained on the cross-entropy with AdamW
 (``benchmarks/image_baselines.py``):
@@ -60,9 +64,9 @@ class ZorClassifier:
         from zor.images import classify_task
 
         if conv:
-            layers = [Layer(784, shape=(1, 28, 28)), Conv(**CONV), Layer(10)]
+            layers = [Layer(784, shape=(1, 28, 28)), Conv(**CONV), Layer(10, activation_function="sigmoid")]
         else:
-            layers = [Layer(784), Layer(hidden), Layer(10)]
+            layers = [Layer(784), Layer(hidden), Layer(10, activation_function="sigmoid")]
         self.net = Zor(layers, seed=seed, device=device, task=classify_task(CLASS_NAMES), **config)
         self.batch_size = batch_size
         self.name = "zor-conv" if conv else "zor"
