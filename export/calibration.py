@@ -12,6 +12,8 @@ The task metric (what ``--max-drop`` limits), chosen from the model's task:
 
 - ``classify``: accuracy (%) against the labels when there are labels and the output
   width matches their classes, else agreement (%) with the float model's argmax;
+- ``translate`` (a next-token step model): agreement (%) of the next token, the
+  argmax, with the float model's;
 - ``reconstruct``, or ``generic`` with n_0 = n_L (an autoencoder): the seed's metric
   100·(1 − MAE) against the input, with PSNR beside it;
 - anything else: 100·(1 − MAE) against the float model's own output, which bounds the
@@ -100,6 +102,8 @@ def load_calibration(data: Union[str, os.PathLike, np.ndarray, None], width: int
 def metric_kind(task: dict, n_in: int, n_out: int, labels: Optional[np.ndarray]) -> tuple[str, str]:
     """(metric name, reference) for a task; see the module docstring."""
     name = (task or {}).get("name", "generic")
+    if name == "translate":      # a step model: the next token is its argmax, so agreement on it
+        return "accuracy", "float_predictions"
     if name == "classify":
         if labels is not None and labels.size and int(labels.max()) < n_out:
             return "accuracy", "labels"

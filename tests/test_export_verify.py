@@ -113,3 +113,21 @@ def test_the_same_flip_far_from_the_threshold_is_a_mismatch():
     x = np.array([[[0.6, 0.9]]], np.float32)                           # engine spikes at 0.6 > 0.5, file not
     comp = compare_runs(model, proto, [("far", x, None)])
     assert comp.layers[0].mismatches == 1 and comp.layers[0].ties == 0
+
+
+def test_output_tolerance_is_relative_for_large_outputs():
+    """Logit-sized outputs (|o| ~ 30) differ by float32 rounding ~ 1e-5·|o|: not a failure;
+    the same difference on an output within ±1 is."""
+    from zor.export.verify import ATOL, _Acc
+
+    big, small = _Acc(), _Acc()
+    o = np.array([30.0, -25.0], np.float32)
+    big.add(np.array([2e-4, 1e-4], np.float32), np.float32(ATOL) * np.maximum(np.float32(1), np.abs(o)))
+    small.add(np.array([2e-4], np.float32), np.float32(ATOL) * np.maximum(np.float32(1), np.abs(np.float32([0.5]))))
+    assert big.over == 0 and small.over == 1
+
+
+def test_translate_models_are_judged_on_next_token_agreement():
+    from zor.export.calibration import metric_kind
+
+    assert metric_kind({"name": "translate"}, 4056, 1000, None) == ("accuracy", "float_predictions")
