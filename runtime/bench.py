@@ -314,6 +314,34 @@ def _paths_report(labels: list[str], models: list[Model], figs: dict[str, Any], 
     return out
 
 
+def translation_speed(paths: Sequence[str], texts: Sequence[str], device: str, threads: Optional[int],
+                      batch: int, repeats: int = 3) -> dict[str, Any]:
+    """ms per sentence and target tokens per second of translation models, at batch 1 and ``batch``
+    (greedy decoding; :func:`zor.runtime.translate.speed`). Models that are not translation
+    models are left out."""
+    from .translate import speed
+
+    out: dict[str, Any] = {}
+    for path in paths:
+        model = Model(path, device=device, threads=threads)
+        if model.task != "translate":
+            continue
+        label = f"{Path(path).name} ({label_of(model)})"
+        out[label] = {f"batch{b}": speed(model, texts, batch_size=b, beam=1, repeats=repeats)
+                      for b in sorted({1, batch})}
+    return out
+
+
+def format_translation(figs: dict[str, Any]) -> str:
+    rows = [["model", "batch", "ms/sentence", "tokens/s", "model calls/pass"]]
+    for label, per_batch in figs.items():
+        for key, f in per_batch.items():
+            rows.append([label, key.removeprefix("batch"), _fmt(f["ms_per_sentence"]),
+                         _fmt(f["tokens_per_s"], ".0f"), str(f["calls_per_pass"])])
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
 def export_paths(checkpoint: str, folder: str, paths: Sequence[str] = ("dense", "sparse", "auto"),
                  device: str = "auto", calibration: Optional[str] = None, max_batch: int = 1,
                  quantize: str = "none") -> list[str]:

@@ -18,11 +18,13 @@
     zor-bench MODEL [MODEL...] [--device PROFILE] [--batch 64] [--calls 100]
               [--repeats 5] [--threads N] [--checkpoint CKPT] [--input X.npy] [--json PATH]
               [--paths dense,sparse,auto [--calibration X.npy] [--max-batch N]] [--weights auto|load|rows]
+              [--sentences TEXTS.txt]
         Latency p50/p95 at batch 1 and --batch, throughput, peak RSS, size, spike
         rates and synaptic ops per model (float32 / int8, dense / sparse / auto
         exports of one model, labelled from their metadata, side by side with the
         speed-up over the dense file); with --checkpoint, the torch engine as a
-        reference and the ratios. --paths exports the checkpoint once per path
+        reference and the ratios. --sentences adds ms per sentence and tokens per
+        second for translation models. --paths exports the checkpoint once per path
         first (needs torch and onnx), so MODEL may be left out. Prints a table;
         --json writes the figures.
 
@@ -152,8 +154,8 @@ def _run_task(model: Model, task: str, beam: Optional[int], path: Path, out: Pat
             raise DataError(f"expected UTF-8 text, could not decode it ({exc.reason})") from None
         if not any(line.strip() for line in lines):
             raise DataError("the file holds no text to translate (empty or blank lines only)")
-        texts = [line for line in lines if line.strip()]
-        write_text_atomic(target, "\n".join(model.translate(texts, beam=beam)) + "\n")
+        # line i of the output translates line i of the input (a blank line stays blank)
+        write_text_atomic(target, "\n".join(model.translate(lines, beam=beam)) + "\n")
         return [target]
     if path.suffix.lower() != ".png":
         raise DataError(f"expected a .png image for --task {task}, got {path.suffix or 'no suffix'!r}")
@@ -265,13 +267,16 @@ def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: O
               help="With --paths: the batch limit of the sparse exports.")
 @click.option("--weights", type=click.Choice(["auto", "load", "rows"]), default="auto", show_default=True,
               help="Models with external weights: load them, read rows on demand, or choose by free memory.")
+@click.option("--sentences", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Translation models: a .txt file, one sentence per line, for ms/sentence and tokens/s.")
 def bench_main(models: tuple, device: str, batch: int, calls: int, repeats: int, threads: Optional[int],
                checkpoint: Optional[str], input_path: Optional[Path], no_rss: bool, json_path: Optional[Path],
-               paths: Optional[str], calibration: Optional[str], max_batch: int, weights: str) -> None:
+               paths: Optional[str], calibration: Optional[str], max_batch: int, weights: str,
+               sentences: Optional[Path]) -> None:
     """Benchmark MODEL files (e.g. float32 / int8, dense / sparse / auto exports of one model) on this machine."""
     import tempfile
 
-    from .bench import export_paths, format_table, run_bench
+    from .bench import export_paths, format_table, format_translation, run_bench, translation_speed
 
     if json_path is not None and not json_path.parent.is_dir():
         raise click.UsageError(f"--json {json_path}: its folder {json_path.parent} does not exist")
@@ -298,12 +303,22 @@ def bench_main(models: tuple, device: str, batch: int, calls: int, repeats: int,
         report = run_bench([str(m) for m in models], device=device, batch=batch, calls=calls, repeats=repeats,
                            threads=threads, checkpoint=checkpoint, inputs=data, rss=not no_rss,
                            progress=lambda s: click.echo(s, err=True), weights=weights)
+        if sentences is not None:
+            texts = [t for t in sentences.read_text(encoding="utf-8").splitlines() if t.strip()]
+            if not texts:
+                raise click.UsageError(f"--sentences {sentences}: expected one sentence per line, the file has none")
+            report["translation"] = translation_speed([str(m) for m in models], texts, device, threads, batch,
+                                                      repeats=min(repeats, 3))
+            if not report["translation"]:
+                raise click.UsageError("--sentences is for translation models; none of the MODEL files is one")
     except ZorError as exc:
         raise click.UsageError(str(exc)) from None
     finally:
         if tmp is not None:
             tmp.cleanup()
     click.echo(format_table(report))
+    if report.get("translation"):
+        click.echo("\ntranslation (greedy):\n" + format_translation(report["translation"]))
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(report, indent=2))
         click.echo(f"wrote {json_path}", err=True)

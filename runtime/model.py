@@ -343,13 +343,14 @@ class Model:
         return imaging.denoise(self, image)
 
     def translate(self, texts: Union[str, Sequence[str]], beam: Optional[int] = None,
-                  batch_size: int = 32) -> Union[str, list[str]]:
+                  batch_size: int = 32, long: str = "split") -> Union[str, list[str]]:
         """Translate a text (→ str) or a list of texts (→ list) with a translation
-        model; ``beam`` 1 is greedy, None the model's default
-        (:func:`zor.runtime.translate.translate`)."""
+        model; ``beam`` 1 is greedy, None the model's default; a text longer than
+        the model's limit is translated in pieces (``long="split"``) or refused
+        (``long="error"``) (:func:`zor.runtime.translate.translate`)."""
         from .translate import translate
 
-        return translate(self, texts, beam=beam, batch_size=batch_size)
+        return translate(self, texts, beam=beam, batch_size=batch_size, long=long)
 
 
 def _external_metadata(path: Path) -> Optional[Metadata]:

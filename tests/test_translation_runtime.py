@@ -130,11 +130,11 @@ def test_model_translate_and_zor_run_task_translate(exported, tmp_path):
     expected = m.translate(texts, beam=1)
     assert m.translate(texts[0], beam=1) == expected[0]           # a str in, a str out
     src = tmp_path / "in.txt"
-    src.write_text("\n".join(texts) + "\n\n", encoding="utf-8")   # a blank line is skipped
+    src.write_text("\n".join(texts[:2]) + "\n\n" + texts[2] + "\n", encoding="utf-8")   # a blank line stays
     res = CliRunner().invoke(run_main, [str(paths["none"]), str(src), "-o", str(tmp_path / "out.txt"),
                                         "--task", "translate", "--beam", "1", "--device", "generic", "-q"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines() == expected
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines() == expected[:2] + [""] + expected[2:]
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n", encoding="utf-8")
     res = CliRunner().invoke(run_main, [str(paths["none"]), str(empty), "-o", str(tmp_path / "o2.txt"),
@@ -146,3 +146,24 @@ def test_model_translate_and_zor_run_task_translate(exported, tmp_path):
     res = CliRunner().invoke(run_main, [str(paths["none"]), str(src), "-o", str(tmp_path / "o4.txt"),
                                         "--beam", "2", "--device", "generic"])
     assert res.exit_code == 2 and "--beam is for --task translate" in res.output
+
+
+def test_zor_bench_reports_ms_per_sentence(exported, tmp_path):
+    from click.testing import CliRunner
+
+    from zor.runtime.cli import bench_main
+
+    _, paths, _ = exported
+    texts = tmp_path / "s.txt"
+    texts.write_text("\n".join(p.source for p in PAIRS[:4]) + "\n", encoding="utf-8")
+    out = tmp_path / "b.json"
+    res = CliRunner().invoke(bench_main, [str(paths["none"]), str(paths["int8"]), "--sentences", str(texts),
+                                          "--calls", "3", "--repeats", "1", "--batch", "4", "--no-rss",
+                                          "--device", "generic", "--threads", "1", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    import json
+
+    figs = json.loads(out.read_text())["translation"]
+    assert len(figs) == 2 and all({"batch1", "batch4"} <= set(f) for f in figs.values())
+    assert all(f["batch1"]["ms_per_sentence"] > 0 and f["batch1"]["tokens_per_s"] > 0 for f in figs.values())
+    assert "ms/sentence" in res.output
