@@ -184,15 +184,10 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
          methods_text: Optional[str], eval_size: Optional[int], equal_steps: Optional[int], threads: int, quick: bool,
          no_progress: bool) -> None:
     """Zor vs backprop (MLP, CNN) on Fashion-MNIST classification at equal wall time."""
-    if json_path is not None and not json_path.resolve().parent.is_dir():
-        raise click.BadParameter(f"folder of {json_path} does not exist", param_hint="--json")
+    common.check_json_folder(json_path)
     try:
         labels = common.parse_int_list(labels_text, "--labels") if labels_text else None
-        names = [m.strip() for m in methods_text.split(",") if m.strip()] if methods_text else list(METHODS)
-        unknown = [m for m in names if m not in METHODS]
-        if unknown or not names:
-            raise click.BadParameter(f"unknown methods {unknown}: expected some of {', '.join(METHODS)}",
-                                     param_hint="--methods")
+        names = common.parse_methods(methods_text, list(METHODS))
         common.set_threads(threads)
         data = common.load_images(bundled=quick)
         labels = labels or ([10, 100] if quick else [10, 100, 1000, 60000])

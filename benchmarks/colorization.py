@@ -212,13 +212,8 @@ def main(json_path: Optional[Path], budget: Optional[float], seeds: Optional[int
     """Zor vs backprop vs grey on colourising held-out photo patches (and CIFAR-10 images)."""
     from zor.images import colorization_data
 
-    if json_path is not None and not json_path.resolve().parent.is_dir():
-        raise click.BadParameter(f"folder of {json_path} does not exist", param_hint="--json")
-    names = [m.strip() for m in methods_text.split(",") if m.strip()] if methods_text else list(METHODS)
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        raise click.BadParameter(f"unknown methods {unknown}: expected some of {', '.join(METHODS)}",
-                                 param_hint="--methods")
+    common.check_json_folder(json_path)
+    names = common.parse_methods(methods_text, list(METHODS))
     common.set_threads(threads)
     budget = budget if budget is not None else (0.3 if quick else 20.0)
     n_seeds = seeds or (1 if quick else 3)

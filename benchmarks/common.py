@@ -233,3 +233,24 @@ def parse_int_list(text: str, what: str) -> list[int]:
     if not values or min(values) <= 0:
         raise ConfigError(f"{what}: expected comma-separated positive integers like 10,100, got {text!r}")
     return values
+
+
+def parse_methods(text: Optional[str], known: Sequence[str]) -> list[str]:
+    """"zor,mlp" → ["zor", "mlp"] (all of ``known`` when empty); a click usage error
+    naming the known methods on anything else."""
+    import click
+
+    names = [m.strip() for m in text.split(",") if m.strip()] if text else list(known)
+    unknown = [m for m in names if m not in known]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown methods {unknown}: expected some of {', '.join(known)}",
+                                 param_hint="--methods")
+    return names
+
+
+def check_json_folder(path: Optional[Path]) -> None:
+    """A click usage error when ``--json PATH``'s folder does not exist (checked before any work)."""
+    import click
+
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise click.BadParameter(f"folder of {path} does not exist", param_hint="--json")

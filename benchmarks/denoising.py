@@ -163,13 +163,8 @@ def main(json_path: Optional[Path], budget: Optional[float], seeds: Optional[int
          copies: int, eval_size: Optional[int], methods_text: Optional[str], threads: int, quick: bool,
          no_progress: bool) -> None:
     """Zor vs backprop vs the median filter on denoising Fashion-MNIST."""
-    if json_path is not None and not json_path.resolve().parent.is_dir():
-        raise click.BadParameter(f"folder of {json_path} does not exist", param_hint="--json")
-    names = [m.strip() for m in methods_text.split(",") if m.strip()] if methods_text else list(METHODS)
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        raise click.BadParameter(f"unknown methods {unknown}: expected some of {', '.join(METHODS)}",
-                                 param_hint="--methods")
+    common.check_json_folder(json_path)
+    names = common.parse_methods(methods_text, list(METHODS))
     common.set_threads(threads)
     budget = budget if budget is not None else (0.2 if quick else 10.0)
     n_seeds = seeds or (1 if quick else 3)

@@ -129,8 +129,7 @@ def main(json_path: Optional[Path], depths_text: Optional[str], width: int, n_la
          steps: Optional[int], seeds: Optional[int], eval_size: Optional[int], threads: int, quick: bool,
          no_progress: bool) -> None:
     """Zor (and the same-width backprop MLP) at 2, 4, 8 and 12 layers: quality and training time."""
-    if json_path is not None and not json_path.resolve().parent.is_dir():
-        raise click.BadParameter(f"folder of {json_path} does not exist", param_hint="--json")
+    common.check_json_folder(json_path)
     try:
         depths = common.parse_int_list(depths_text, "--depths") if depths_text else ([2, 4] if quick else [2, 4, 8, 12])
         if min(depths) < 2:

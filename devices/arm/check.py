@@ -157,7 +157,6 @@ def run_checks(core: str, expect: str, work: Path) -> dict[str, Any]:
     from parity import float_parity, int8_parity
 
     x = np.load(work / manifest["models"]["fewshot"]["inputs"], allow_pickle=False)
-    n_layers = len(manifest["models"]["fewshot"]["sizes"])
 
     def fewshot_f32() -> dict:
         spec = manifest["models"]["fewshot"]
