@@ -98,6 +98,8 @@ def test_clip_norm():
     close(rules.clip_norm(t([3.0, 4.0]), 1.0), [[0.6, 0.8]])
     close(rules.clip_norm(t([0.3, 0.4]), 1.0), [[0.3, 0.4]])
     close(rules.clip_norm(t([3.0, 4.0]), None), [[3.0, 4.0]])
+    close(rules.clip_norm(t([3.0, 4.0]), 1.0, scale=-2.0), [[-1.2, -1.6]])     # clip, then × scale
+    close(rules.clip_norm(t([3.0, 4.0]), None, scale=0.5), [[1.5, 2.0]])
 
 
 def test_rate_ema_and_homeostasis_direction():

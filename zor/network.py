@@ -359,8 +359,9 @@ class Zor(nn.Module):
                 self.novelty_trace(i).copy_(r)
             else:
                 e = e.clamp_(0.0, 1.0)                                   # E′ = clip(E, 0, 1), in place
-            u = rules.clip_norm(g * e, layer.learning_range)            # U = G ⊙ E′ (contiguous), norm-clipped
-            w.grad = u.mul_(-scale)                                      # grad = −U (error-level scaled)
+            # grad = −U: U = G ⊙ E′ (a fresh, contiguous tensor), norm-clipped and
+            # error-level scaled in one multiply
+            w.grad = rules.clip_norm(g * e, layer.learning_range, -scale)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         for layer, w in zip(self.layers, self.weights):

@@ -171,12 +171,13 @@ def novelty(
     return (e - factor * r).clamp(0.0, 1.0), r
 
 
-def clip_norm(u: torch.Tensor, max_norm: Optional[float]) -> torch.Tensor:
-    """U ← U · min(1, max_norm / ‖U‖), in place; unchanged when max_norm is None."""
+def clip_norm(u: torch.Tensor, max_norm: Optional[float], scale: float = 1.0) -> torch.Tensor:
+    """U ← scale · U · min(1, max_norm / ‖U‖), in place, in one pass over U (the clip
+    factor and any further scale fold into one multiply); no clip when max_norm is None."""
     if max_norm is None:
-        return u
+        return u.mul_(scale) if scale != 1.0 else u
     norm = torch.linalg.vector_norm(u)
-    return u.mul_(torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0))
+    return u.mul_(torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0) * scale)
 
 
 def update_rate(rate: torch.Tensor, s: torch.Tensor, momentum: float) -> torch.Tensor:
