@@ -3,7 +3,10 @@
 Task: Fashion-MNIST classification from ``--labels`` balanced labelled images (default
 1,000), output charges against one-hot targets, scored on unseen test images.
 
-    depth d    Zor([Layer(784)] + [Layer(W)] * (d − 2) + [Layer(10, sigmoid)]), defaults, Zor.fit
+    depth d    Zor([Layer(784)] + [Layer(W)] * (d − 2) + [Layer(10)]), defaults, Zor.fit
+
+(identity output here: a sigmoid output, which helps the 3-layer classifier, measured
+61.5 against 77.7 % at 8 layers and chance at 12, where identity reaches 45.5 %)
     mlp        the same widths as a ReLU MLP trained by backprop (cross-entropy, AdamW)
 
 Depth d counts every layer, input and output included (d = 2 is the input wired
@@ -48,7 +51,7 @@ def zor_at_depth(depth: int, width: int, seed: int):
     """Zor with ``depth`` layers: 784, (depth − 2) hidden layers of ``width``, 10."""
     from zor import Layer, Zor
 
-    return Zor([Layer(784)] + [Layer(width) for _ in range(depth - 2)] + [Layer(10, activation_function="sigmoid")], seed=seed, device="cpu")
+    return Zor([Layer(784)] + [Layer(width) for _ in range(depth - 2)] + [Layer(10)], seed=seed, device="cpu")
 
 
 def _zor_run(depth: int, width: int, seed: int, x, y, xt, yt, steps: int) -> dict[str, Any]:
