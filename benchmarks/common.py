@@ -254,3 +254,15 @@ def check_json_folder(path: Optional[Path]) -> None:
 
     if path is not None and not Path(path).resolve().parent.is_dir():
         raise click.BadParameter(f"folder of {path} does not exist", param_hint="--json")
+
+
+def int_list_option(ctx, param, value):
+    """click callback: "10,100" → [10, 100] (None stays None); a usage error otherwise."""
+    import click
+
+    from zor.errors import ZorError
+
+    try:
+        return parse_int_list(value, param.opts[0]) if value is not None else None
+    except ZorError as exc:
+        raise click.BadParameter(str(exc)) from None

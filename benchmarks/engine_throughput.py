@@ -32,7 +32,6 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import click
 
 from benchmarks import common
-from zor.errors import ZorError
 
 __all__ = ["main", "measure", "throughput", "calibrate"]
 
@@ -126,17 +125,10 @@ def measure(device: str, hidden: int, batch: int, repeats: int, min_time: float)
     return row
 
 
-def _ints(ctx, param, value):
-    try:
-        return common.parse_int_list(value, param.opts[0]) if value is not None else None
-    except ZorError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON here.")
-@click.option("--widths", callback=_ints, default=None, help="Hidden widths H [64,256,1024].")
-@click.option("--batches", callback=_ints, default=None, help="Batch sizes [1,48,256,1024].")
+@click.option("--widths", callback=common.int_list_option, default=None, help="Hidden widths H [64,256,1024].")
+@click.option("--batches", callback=common.int_list_option, default=None, help="Batch sizes [1,48,256,1024].")
 @click.option("--repeats", type=click.IntRange(1, 100), default=None, help="Timed runs per figure (median) [5].")
 @click.option("--min-time", type=click.FloatRange(min=0.0), default=None, help="Seconds per timed run [0.2].")
 @click.option("--cpu-only", is_flag=True, help="Skip CUDA even when it is available.")

@@ -45,7 +45,6 @@ import click
 import numpy as np
 
 from benchmarks import common
-from zor.errors import ZorError
 
 __all__ = ["main", "NOVELTY_ON", "HOMEOSTASIS_ON", "OPTIMIZERS", "grid", "run_one", "rank"]
 
@@ -146,17 +145,10 @@ def factor_effects(ranked: list[dict[str, Any]], scales: list[int]) -> list[dict
     return out
 
 
-def _ints(ctx, param, value):
-    try:
-        return common.parse_int_list(value, param.opts[0]) if value is not None else None
-    except ZorError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON here.")
-@click.option("--scales", callback=_ints, default=None, help="Two (or more) training-set sizes [10,1000].")
-@click.option("--steps", callback=_ints, default=None, help="Training steps per scale [500,1000].")
+@click.option("--scales", callback=common.int_list_option, default=None, help="Two (or more) training-set sizes [10,1000].")
+@click.option("--steps", callback=common.int_list_option, default=None, help="Training steps per scale [500,1000].")
 @click.option("--seeds", type=click.IntRange(1, 100), default=None, help="Seeds per configuration [3].")
 @click.option("--eval-size", type=click.IntRange(1), default=None, help="Unseen test images [1000].")
 @click.option("--no-sweep", is_flag=True, help="Skip the homeostasis (η × target) sweep.")
