@@ -3,7 +3,7 @@
 Zor classifies with its output charges trained against one-hot targets (error =
 one-hot − output, the engine's own rule; no softmax, no cross-entropy):
 
-    zor        Zor([Layer(784), Layer(256), Layer(10, sigmoid)])      engine defaults, Zor.fit
+    zor        Zor([Layer(784), Layer(256), Layer(10, sigmoid)])      Zor.fit
     zor-conv   Zor([Layer(784, shape=(1, 28, 28)), Conv(16, 5, stride=2), Layer(10, sigmoid)])
 
 The sigmoid output keeps the charges in the targets' [0, 1] range: against an
@@ -24,6 +24,39 @@ budget grows with the data: ``--budget`` seconds at 10 and 100 labels, 2× at 1,
 
 The issue's goals are checked and printed as they come out: Zor ahead of the best
 backprop network at 10 and 100 labels, within 2 points of it at 60,000.
+
+Settings. At 10 and 100 labels each method uses the settings in ``FEW_LABEL_SETTINGS``,
+chosen on a validation split held out of the training images, never the test set:
+subsets drawn from the first 50,000 training images, scored on the last 10,000, 2 s
+each, batches of 48, one thread, medians of 5 seeds. Every method's grid had the
+learning rate {3e-4, 1e-3, 3e-3} and two knobs of its own: weight decay {0.01, 0.1}
+for the backprop networks; the fit curriculum (on/off) and the hidden layer's
+homeostasis target {0.75, 0.5} for Zor (then weight decay 0.1 at the best, which did
+not help). The rule: the best validation median at 100 labels, unless its median at
+10 labels falls below the method's defaults'. Validation accuracy %, 100 / 10 labels:
+
+    zor        curriculum off, hidden target 0.5     72.1 / 46.7   (defaults 71.3 / 46.3)
+    zor-conv   curriculum off                        71.5 / 47.8   (defaults 70.5 / 45.4)
+    mlp        defaults (AdamW lr 1e-3, decay 0.01)  71.9 / 45.9   (lr 3e-4: 71.8 / 46.7; 3e-3: 71.8 / 45.2)
+    cnn        lr 3e-4, weight decay 0.1             71.0 / 47.9   (defaults 70.7 / 46.9; lr 3e-3 with
+                                                                    decay 0.1: 71.2 but 45.0 at 10 labels)
+
+The differences are about a point or less, well inside the seeds' spread (4-7 points
+of validation accuracy at 100 labels, 12-16 at 10). From 1,000 labels up every method
+keeps its defaults (AdamW lr 1e-3, weight decay 0.01; Zor's engine defaults with the
+curriculum on): nothing was tuned there.
+
+Measured (5 seeds, 2/2/4/8 s, test accuracy %, medians, min-max):
+
+    labels     zor               zor-conv          mlp               cnn
+    10         49.1 (46.7-53.6)  46.5 (45.5-53.6)  49.3 (46.9-52.0)  48.3 (45.4-54.7)
+    100        70.2 (68.5-71.7)  68.9 (68.5-72.0)  69.4 (68.7-71.8)  70.1 (68.9-72.8)
+    1,000      80.7 (79.8-81.0)  79.8 (79.3-80.4)  80.8 (80.1-81.0)  80.1 (79.6-80.6)
+    60,000     85.7 (84.8-86.5)  84.5 (83.3-84.7)  87.9 (87.4-88.2)  87.7 (87.5-87.9)
+
+Against the goals: 0.2 points behind the MLP at 10 labels (not met), level with the
+CNN at 100 (+0.02: met only as a tie), 2.2 points behind the MLP at 60,000 (not met;
+settings unchanged there, the 3-seed run before measured 86.1 vs 87.9).
 
 Usage:
     python benchmarks/classification.py --json out.json
@@ -48,27 +81,37 @@ from benchmarks.baselines.base import FitResult, check_budget
 from benchmarks.image_baselines import CNNClassifier, MLPClassifier
 from zor.errors import ZorError
 
-__all__ = ["ZorClassifier", "METHODS", "build", "budget_for", "run", "summarise", "goals", "main"]
+__all__ = ["ZorClassifier", "METHODS", "FEW_LABEL_SETTINGS", "settings", "build", "budget_for", "run", "summarise",
+           "goals", "main"]
 
 HIDDEN = 256
 CONV = {"channels": 16, "kernel_size": 5, "stride": 2}
 
 
 class ZorClassifier:
-    """A Zor network whose output charges learn one-hot targets (``Zor.fit``, curriculum on)."""
+    """A Zor network whose output charges learn one-hot targets (``Zor.fit``).
+
+    ``curriculum`` is ``Zor.fit``'s sampler switch (on by default); ``target_activation``
+    sets the hidden (or Conv) layer's homeostasis target (None: the Layer default, 0.75);
+    any other keyword is a Zor setting (lr, weight_decay, ...).
+    """
 
     def __init__(self, conv: bool = False, seed: int = 0, hidden: int = HIDDEN, batch_size: int = 48,
-                 device: str = "cpu", **config: Any) -> None:
+                 device: str = "cpu", curriculum: bool = True, target_activation: Optional[float] = None,
+                 **config: Any) -> None:
         from zor import Conv, Layer, Zor
         from zor.datasets import CLASS_NAMES
         from zor.images import classify_task
 
+        hidden_fields = {} if target_activation is None else {"target_activation": target_activation}
         if conv:
-            layers = [Layer(784, shape=(1, 28, 28)), Conv(**CONV), Layer(10, activation_function="sigmoid")]
+            layers = [Layer(784, shape=(1, 28, 28)), Conv(**CONV, **hidden_fields),
+                      Layer(10, activation_function="sigmoid")]
         else:
-            layers = [Layer(784), Layer(hidden), Layer(10, activation_function="sigmoid")]
+            layers = [Layer(784), Layer(hidden, **hidden_fields), Layer(10, activation_function="sigmoid")]
         self.net = Zor(layers, seed=seed, device=device, task=classify_task(CLASS_NAMES), **config)
         self.batch_size = batch_size
+        self.curriculum = curriculum
         self.name = "zor-conv" if conv else "zor"
 
     def fit(self, x: np.ndarray, labels: np.ndarray, *, time_budget: Optional[float] = None,
@@ -77,7 +120,8 @@ class ZorClassifier:
 
         check_budget(time_budget, steps)
         hist = self.net.fit(x, one_hot(labels, 10), steps=steps if steps is not None else 10 ** 12,
-                            batch_size=self.batch_size, progress=False, time_budget=time_budget)
+                            batch_size=self.batch_size, progress=False, time_budget=time_budget,
+                            curriculum=self.curriculum)
         return FitResult(steps=hist.steps, seconds=hist.seconds, samples=hist.steps * self.batch_size)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
@@ -85,21 +129,38 @@ class ZorClassifier:
 
 
 METHODS = {
-    "zor": lambda seed: ZorClassifier(conv=False, seed=seed),
-    "zor-conv": lambda seed: ZorClassifier(conv=True, seed=seed),
-    "mlp": lambda seed: MLPClassifier((784, HIDDEN, 10), seed=seed),
-    "cnn": lambda seed: CNNClassifier((1, 28, 28), n_classes=10, seed=seed, **CONV),
+    "zor": lambda seed, **cfg: ZorClassifier(conv=False, seed=seed, **cfg),
+    "zor-conv": lambda seed, **cfg: ZorClassifier(conv=True, seed=seed, **cfg),
+    "mlp": lambda seed, **cfg: MLPClassifier((784, HIDDEN, 10), seed=seed, **cfg),
+    "cnn": lambda seed, **cfg: CNNClassifier((1, 28, 28), n_classes=10, seed=seed, **CONV, **cfg),
 }
 ZOR_METHODS = ("zor", "zor-conv")
 BACKPROP = ("mlp", "cnn")
 
+# Per-method settings for few labels (≤ FEW_LABELS), chosen on a validation split held
+# out of the training images, never the test set (see the module docstring); from
+# 1,000 labels up every method keeps its defaults.
+FEW_LABELS = 100
+FEW_LABEL_SETTINGS: dict[str, dict[str, Any]] = {
+    "zor": {"curriculum": False, "target_activation": 0.5},   # lr 1e-3, weight decay 0.01 (defaults)
+    "zor-conv": {"curriculum": False},                         # lr 1e-3, target 0.75, weight decay 0.01
+    "mlp": {},                                                 # AdamW lr 1e-3, weight decay 0.01 (defaults)
+    "cnn": {"lr": 3e-4, "weight_decay": 0.1},
+}
 
-def build(name: str, seed: int):
+
+def settings(name: str, labels: Optional[int] = None) -> dict[str, Any]:
+    """The settings ``name`` trains with on ``labels`` labelled images (its defaults when None or > FEW_LABELS)."""
+    return dict(FEW_LABEL_SETTINGS.get(name, {})) if labels is not None and labels <= FEW_LABELS else {}
+
+
+def build(name: str, seed: int, labels: Optional[int] = None):
+    """Method ``name`` with the settings for ``labels`` labelled images (:func:`settings`)."""
     if name not in METHODS:
         from zor.errors import ConfigError
 
         raise ConfigError(f"unknown method {name!r}: expected some of {', '.join(METHODS)}")
-    return METHODS[name](seed)
+    return METHODS[name](seed, **settings(name, labels))
 
 
 def budget_for(n: int, base: float) -> float:
@@ -113,7 +174,8 @@ def run(data: dict, labels: list[int], names: list[str], seeds: list[int], base:
     x_train, y_train = data["train"]
     x_test, y_test = data["test"][0][:eval_size], data["test"][1][:eval_size]
     for name in names:                                  # untimed warm-up: lazy kernel setup costs no one
-        build(name, 0).fit(x_train[:48], y_train[:48], steps=2)
+        for n in labels:
+            build(name, 0, n).fit(x_train[:48], y_train[:48], steps=2)
     rows = []
     bar = common.progress(len(labels) * len(names) * len(seeds), "classification", show_progress)
     for seed in seeds:
@@ -122,7 +184,7 @@ def run(data: dict, labels: list[int], names: list[str], seeds: list[int], base:
             budget = None if steps is not None else budget_for(n, base)
             for name in names:
                 common.seed_everything(seed)
-                model = build(name, seed)
+                model = build(name, seed, n)
                 fit = model.fit(x_train[idx], y_train[idx], time_budget=budget, steps=steps)
                 acc = float(100.0 * np.mean(np.argmax(model.scores(x_test), axis=1) == y_test))
                 rows.append({"labels": n, "method": name, "seed": seed, "budget_s": budget,
@@ -215,6 +277,10 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
                        + ", ".join(f"{n:,} labels → {b:g}" for n, b in budgets.items()))
         else:
             click.echo(f"equal steps: {equal_steps} mini-batches of 48 per method and run (not equal wall time)")
+        few = {m: settings(m, FEW_LABELS) for m in names if settings(m, FEW_LABELS)}
+        if few and min(labels) <= FEW_LABELS:
+            click.echo(f"settings at <= {FEW_LABELS} labels (chosen on a validation split of the training images): "
+                       + "; ".join(f"{m} {cfg}" for m, cfg in few.items()))
         rows = run(data, labels, names, list(range(n_seeds)), base, eval_size, show_progress=not no_progress,
                    steps=equal_steps)
     except ZorError as exc:
@@ -242,6 +308,7 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
                        "eval_images": eval_size, "data": data["source"], "methods": names, "batch_size": 48,
                        "budget_rule": "base at <= 100 labels, 2x base at 1,000, 4x base from 10,000",
                        "subset": "balanced, n/10 per class, drawn per seed (whole split at 60000)",
+                       "settings": {str(n): {m: settings(m, n) for m in names} for n in labels},
                        "quick": quick},
             "rows": rows, "summary": summary, "goals": verdicts})
         click.echo(f"wrote {json_path}", err=True)

@@ -53,6 +53,16 @@ def test_classification_usage_errors():
     assert classification.budget_for(60000, 2.0) == 8.0
 
 
+def test_classification_few_label_settings():
+    # settings chosen on validation apply up to FEW_LABELS; every method keeps its defaults above
+    assert classification.settings("cnn", 100) == classification.FEW_LABEL_SETTINGS["cnn"]
+    assert classification.settings("cnn", 1000) == {} and classification.settings("zor") == {}
+    few, many = classification.build("zor", 0, 10), classification.build("zor", 0, 60000)
+    assert few.curriculum is False and many.curriculum is True
+    assert classification.build("cnn", 0, 10).optimizer.param_groups[0]["lr"] == 3e-4
+    assert classification.build("cnn", 0, 1000).optimizer.param_groups[0]["lr"] == 1e-3
+
+
 def test_classification_goals_by_hand():
     summary = [{"labels": 10, "method": "zor", "accuracy": 50.0}, {"labels": 10, "method": "mlp", "accuracy": 49.0},
                {"labels": 60000, "method": "zor", "accuracy": 84.0}, {"labels": 60000, "method": "cnn", "accuracy": 86.5}]
