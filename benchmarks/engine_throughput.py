@@ -88,6 +88,7 @@ def measure(device: str, hidden: int, batch: int, repeats: int, min_time: float)
     import torch
 
     from benchmarks.baselines import MLP
+    from benchmarks.baselines.base import make_adamw
     from zor import Layer, Zor
 
     gen = torch.Generator().manual_seed(0)
@@ -96,11 +97,8 @@ def measure(device: str, hidden: int, batch: int, repeats: int, min_time: float)
     mlp = MLP((784, hidden, 784), seed=0)
     mlp.fc1.to(device)
     mlp.fc2.to(device)
-    params = list(mlp.fc1.parameters()) + list(mlp.fc2.parameters())
-    try:  # the optimizer must be rebuilt for parameters moved to another device
-        mlp.optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        mlp.optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    # the optimizer must be rebuilt for parameters moved to another device
+    mlp.optimizer = make_adamw(list(mlp.fc1.parameters()) + list(mlp.fc2.parameters()), 1e-3, 0.01)
 
     def zor_train():
         net.train_batch(x, x)

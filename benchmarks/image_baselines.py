@@ -31,20 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from zor.errors import ConfigError, ShapeError
+from zor.errors import ConfigError, DTypeError, ShapeError
 
-from .baselines.base import ArrayLike, FitResult, as_images, timed_loop
+from .baselines.base import ArrayLike, FitResult, as_images, make_adamw, minibatch_fit, paired_images
 
-__all__ = ["MLPClassifier", "CNNClassifier", "MLPRegressor", "make_adamw"]
-
-
-def make_adamw(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW, fused where this torch build has the kernel."""
-    params = list(params)
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+__all__ = ["MLPClassifier", "CNNClassifier", "MLPRegressor"]
 
 
 def _labels(y: ArrayLike, n: int, n_classes: int) -> torch.Tensor:
@@ -73,16 +64,8 @@ class _Classifier:
         """Train on (x, labels) with cross-entropy for ``steps`` batches or ``time_budget`` seconds."""
         x = as_images(x, self.n_in, "x")
         y = _labels(labels, x.shape[0], self.n_classes)
-        n, opt, gen = x.shape[0], self.optimizer, self.generator
-
-        def step(_: int) -> None:
-            idx = torch.randint(0, n, (self.batch_size,), generator=gen)
-            loss = nn.functional.cross_entropy(self.net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return timed_loop(step, time_budget=time_budget, steps=steps, batch_size=self.batch_size)
+        return minibatch_fit(lambda xb, yb: nn.functional.cross_entropy(self.net(xb), yb), x, y,
+                             self.optimizer, self.generator, self.batch_size, time_budget=time_budget, steps=steps)
 
     @torch.no_grad()
     def scores(self, x: ArrayLike) -> np.ndarray:
@@ -154,20 +137,11 @@ class MLPRegressor:
     def fit(self, x: ArrayLike, y: ArrayLike, *, time_budget: Optional[float] = None,
             steps: Optional[int] = None) -> FitResult:
         """Train on (x, y) with the MSE for ``steps`` batches or ``time_budget`` seconds."""
-        x = as_images(x, self.sizes[0], "x")
-        y = as_images(y, self.sizes[-1], "y")
-        if y.shape[0] != x.shape[0]:
-            raise ShapeError(f"y: expected {x.shape[0]} rows to match x, got {y.shape[0]}")
-        n, opt, gen = x.shape[0], self.optimizer, self.generator
-
-        def step(_: int) -> None:
-            idx = torch.randint(0, n, (self.batch_size,), generator=gen)
-            loss = nn.functional.mse_loss(self.forward(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return timed_loop(step, time_budget=time_budget, steps=steps, batch_size=self.batch_size)
+        if y is None:
+            raise DTypeError("y: expected a numpy array or torch tensor, got NoneType")
+        x, y = paired_images(x, y, self.sizes[0], self.sizes[-1])
+        return minibatch_fit(lambda xb, yb: nn.functional.mse_loss(self.forward(xb), yb), x, y,
+                             self.optimizer, self.generator, self.batch_size, time_budget=time_budget, steps=steps)
 
     @torch.no_grad()
     def predict(self, x: ArrayLike) -> np.ndarray:

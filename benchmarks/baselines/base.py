@@ -1,4 +1,4 @@
-"""What every baseline shares: input checks, the timed training loop, its result.
+"""What every baseline shares: input checks, the optimizer, the timed training loop, its result.
 
 A baseline is any object with
 
@@ -28,7 +28,7 @@ import torch
 
 from zor.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 
-__all__ = ["FitResult", "as_images", "timed_loop", "check_budget"]
+__all__ = ["FitResult", "as_images", "paired_images", "make_adamw", "minibatch_fit", "timed_loop", "check_budget"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -64,6 +64,48 @@ def as_images(x: Any, width: int, what: str = "x") -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
         raise NonFiniteError(f"{what}: expected finite values, got {int((~torch.isfinite(x)).sum())} NaN/inf entries")
     return x
+
+
+def paired_images(x: Any, y: Any, n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) checked as by :func:`as_images` (y defaults to x) and with the same row count."""
+    x = as_images(x, n_in, "x")
+    y = x if y is None else as_images(y, n_out, "y")
+    if y.shape[0] != x.shape[0]:
+        raise ShapeError(f"y: expected {x.shape[0]} rows to match x, got {y.shape[0]}")
+    return x, y
+
+
+def make_adamw(params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW, fused where this torch build has the kernel."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel in this build
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def minibatch_fit(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    batch_size: int,
+    *,
+    time_budget: Optional[float] = None,
+    steps: Optional[int] = None,
+) -> FitResult:
+    """Backprop on ``loss(x[idx], y[idx])``, idx drawn uniformly with replacement, under :func:`timed_loop`."""
+    n = x.shape[0]
+
+    def step(_: int) -> None:
+        idx = torch.randint(0, n, (batch_size,), generator=generator)
+        value = loss(x[idx], y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+
+    return timed_loop(step, time_budget=time_budget, steps=steps, batch_size=batch_size)
 
 
 def check_budget(time_budget: Optional[float], steps: Optional[int]) -> None:

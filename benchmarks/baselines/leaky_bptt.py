@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from zor.errors import ConfigError, ShapeError
+from zor.errors import ConfigError
 
-from .base import ArrayLike, FitResult, as_images, timed_loop
+from .base import ArrayLike, FitResult, as_images, make_adamw, minibatch_fit, paired_images
 
 __all__ = ["LeakyLayer", "LeakyBPTT"]
 
@@ -114,11 +114,7 @@ class LeakyBPTT:
             torch.manual_seed(seed)
             self.hidden = LeakyLayer(sizes[0], sizes[1], decay, hidden_threshold, hidden_penalty)
             self.out = LeakyLayer(sizes[1], sizes[2], decay, output_threshold, output_penalty)
-        params = list(self.hidden.parameters()) + list(self.out.parameters())
-        try:
-            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        self.optimizer = make_adamw(list(self.hidden.parameters()) + list(self.out.parameters()), lr, weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_seed = seed + 10_000
 
@@ -137,20 +133,9 @@ class LeakyBPTT:
     def fit(self, x: ArrayLike, y: Optional[ArrayLike] = None, *, time_budget: Optional[float] = None,
             steps: Optional[int] = None) -> FitResult:
         """BPTT on the MSE of (x, y) (y defaults to x), one mini-batch per step."""
-        x = as_images(x, self.sizes[0], "x")
-        y = x if y is None else as_images(y, self.sizes[2], "y")
-        if y.shape[0] != x.shape[0]:
-            raise ShapeError(f"y: expected {x.shape[0]} rows to match x, got {y.shape[0]}")
-        n, opt, gen = x.shape[0], self.optimizer, self.generator
-
-        def step(_: int) -> None:
-            idx = torch.randint(0, n, (self.batch_size,), generator=gen)
-            loss = torch.nn.functional.mse_loss(self.forward(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return timed_loop(step, time_budget=time_budget, steps=steps, batch_size=self.batch_size)
+        x, y = paired_images(x, y, self.sizes[0], self.sizes[2])
+        return minibatch_fit(lambda xb, yb: torch.nn.functional.mse_loss(self.forward(xb), yb), x, y,
+                             self.optimizer, self.generator, self.batch_size, time_budget=time_budget, steps=steps)
 
     @torch.no_grad()
     def reconstruct(self, x: ArrayLike, batch_size: int = 1000) -> np.ndarray:

@@ -34,7 +34,7 @@ from torch import nn
 
 from zor.errors import ConfigError
 
-from .base import ArrayLike, FitResult, as_images, timed_loop
+from .base import ArrayLike, FitResult, as_images, make_adamw, minibatch_fit, paired_images
 
 __all__ = ["MLP"]
 
@@ -65,11 +65,7 @@ class MLP:
             torch.manual_seed(seed)
             self.fc1 = nn.Linear(sizes[0], sizes[1])
             self.fc2 = nn.Linear(sizes[1], sizes[2])
-        params = list(self.fc1.parameters()) + list(self.fc2.parameters())
-        try:
-            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-        except (RuntimeError, TypeError, ValueError):  # no fused kernel in this build
-            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        self.optimizer = make_adamw(list(self.fc1.parameters()) + list(self.fc2.parameters()), lr, weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,22 +76,9 @@ class MLP:
     def fit(self, x: ArrayLike, y: Optional[ArrayLike] = None, *, time_budget: Optional[float] = None,
             steps: Optional[int] = None) -> FitResult:
         """Train on (x, y) (y defaults to x) for ``steps`` batches or ``time_budget`` seconds."""
-        x = as_images(x, self.sizes[0], "x")
-        y = x if y is None else as_images(y, self.sizes[2], "y")
-        if y.shape[0] != x.shape[0]:
-            from zor.errors import ShapeError
-
-            raise ShapeError(f"y: expected {x.shape[0]} rows to match x, got {y.shape[0]}")
-        n, opt, gen = x.shape[0], self.optimizer, self.generator
-
-        def step(_: int) -> None:
-            idx = torch.randint(0, n, (self.batch_size,), generator=gen)
-            loss = torch.nn.functional.mse_loss(self.forward(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return timed_loop(step, time_budget=time_budget, steps=steps, batch_size=self.batch_size)
+        x, y = paired_images(x, y, self.sizes[0], self.sizes[2])
+        return minibatch_fit(lambda xb, yb: torch.nn.functional.mse_loss(self.forward(xb), yb), x, y,
+                             self.optimizer, self.generator, self.batch_size, time_budget=time_budget, steps=steps)
 
     @torch.no_grad()
     def reconstruct(self, x: ArrayLike) -> np.ndarray:
