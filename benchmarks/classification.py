@@ -77,7 +77,7 @@ import click
 import numpy as np
 
 from benchmarks import common
-from benchmarks.baselines.base import FitResult, check_budget
+from benchmarks.baselines.base import FitResult, fit_zor
 from benchmarks.image_baselines import CNNClassifier, MLPClassifier
 from zor.errors import ZorError
 
@@ -118,11 +118,8 @@ class ZorClassifier:
             steps: Optional[int] = None) -> FitResult:
         from zor.images import one_hot
 
-        check_budget(time_budget, steps)
-        hist = self.net.fit(x, one_hot(labels, 10), steps=steps if steps is not None else 10 ** 12,
-                            batch_size=self.batch_size, progress=False, time_budget=time_budget,
-                            curriculum=self.curriculum)
-        return FitResult(steps=hist.steps, seconds=hist.seconds, samples=hist.steps * self.batch_size)
+        return fit_zor(self.net, x, one_hot(labels, 10), self.batch_size, time_budget=time_budget, steps=steps,
+                       curriculum=self.curriculum)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         return self.net.predict(x).cpu().numpy()

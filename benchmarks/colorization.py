@@ -48,7 +48,7 @@ import click
 import numpy as np
 
 from benchmarks import common
-from benchmarks.baselines.base import FitResult, check_budget
+from benchmarks.baselines.base import FitResult, fit_zor
 from benchmarks.image_baselines import MLPRegressor
 from zor.errors import DataNotFoundError, ZorError
 
@@ -73,10 +73,7 @@ class ZorColorizer:
 
     def fit(self, x: np.ndarray, y: np.ndarray, *, time_budget: Optional[float] = None,
             steps: Optional[int] = None) -> FitResult:
-        check_budget(time_budget, steps)
-        hist = self.net.fit(x, y, steps=steps if steps is not None else 10 ** 12, batch_size=self.batch_size,
-                            progress=False, time_budget=time_budget)
-        return FitResult(steps=hist.steps, seconds=hist.seconds, samples=hist.steps * self.batch_size)
+        return fit_zor(self.net, x, y, self.batch_size, time_budget=time_budget, steps=steps)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.net.predict(x).cpu().numpy()

@@ -32,7 +32,7 @@ import numpy as np
 from zor.errors import ConfigError
 
 from .baselines import LIFSTDP, MLP, LeakyBPTT, MeanImage
-from .baselines.base import ArrayLike, FitResult, as_images, check_budget
+from .baselines.base import ArrayLike, FitResult, as_images, fit_zor
 
 __all__ = ["ZorMethod", "METHODS", "DEFAULT_METHODS", "build", "known", "is_mlp", "is_zor"]
 
@@ -53,11 +53,8 @@ class ZorMethod:
 
     def fit(self, x: ArrayLike, y: Optional[ArrayLike] = None, *, time_budget: Optional[float] = None,
             steps: Optional[int] = None) -> FitResult:
-        check_budget(time_budget, steps)
-        x = as_images(x, SIZES[0], "x")
-        hist = self.net.fit(x, y, steps=steps if steps is not None else 10**12, batch_size=self.batch_size,
-                            curriculum=self.curriculum, progress=False, time_budget=time_budget)
-        return FitResult(steps=hist.steps, seconds=hist.seconds, samples=hist.steps * self.batch_size)
+        return fit_zor(self.net, as_images(x, SIZES[0], "x"), y, self.batch_size, time_budget=time_budget,
+                       steps=steps, curriculum=self.curriculum)
 
     def reconstruct(self, x: ArrayLike) -> np.ndarray:
         return self.net.predict(as_images(x, SIZES[0], "x")).cpu().numpy()

@@ -28,7 +28,7 @@ import torch
 
 from zor.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 
-__all__ = ["FitResult", "as_images", "paired_images", "make_adamw", "minibatch_fit", "timed_loop", "check_budget"]
+__all__ = ["FitResult", "as_images", "paired_images", "make_adamw", "minibatch_fit", "fit_zor", "timed_loop", "check_budget"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -106,6 +106,15 @@ def minibatch_fit(
         optimizer.step()
 
     return timed_loop(step, time_budget=time_budget, steps=steps, batch_size=batch_size)
+
+
+def fit_zor(net: Any, x: Any, y: Any, batch_size: int, *, time_budget: Optional[float] = None,
+            steps: Optional[int] = None, curriculum: bool = True) -> FitResult:
+    """:meth:`zor.Zor.fit` behind the baselines' interface: ``steps`` batches or ``time_budget`` seconds."""
+    check_budget(time_budget, steps)
+    hist = net.fit(x, y, steps=steps if steps is not None else 10 ** 12, batch_size=batch_size,
+                   curriculum=curriculum, progress=False, time_budget=time_budget)
+    return FitResult(steps=hist.steps, seconds=hist.seconds, samples=hist.steps * batch_size)
 
 
 def check_budget(time_budget: Optional[float], steps: Optional[int]) -> None:
