@@ -248,12 +248,13 @@ def parse_methods(text: Optional[str], known: Sequence[str]) -> list[str]:
     return names
 
 
-def check_json_folder(path: Optional[Path]) -> None:
-    """A click usage error when ``--json PATH``'s folder does not exist (checked before any work)."""
+def check_json_folder(path: Optional[Path], option: str = "--json") -> None:
+    """A click usage error when the folder of ``option PATH`` (an output file) does not exist (checked before
+    any work)."""
     import click
 
     if path is not None and not Path(path).resolve().parent.is_dir():
-        raise click.BadParameter(f"folder of {path} does not exist", param_hint="--json")
+        raise click.BadParameter(f"folder of {path} does not exist", param_hint=option)
 
 
 def int_list_option(ctx, param, value):

@@ -137,8 +137,7 @@ def main(json_path, widths, batches, repeats, min_time, cpu_only, threads, quick
     """Zor forward+learn throughput (samples/s) against the equal-size MLP, CPU and CUDA."""
     import torch
 
-    if json_path is not None and not Path(json_path).resolve().parent.is_dir():
-        raise click.BadParameter(f"folder of {json_path} does not exist", param_hint="--json")
+    common.check_json_folder(json_path)
     common.set_threads(threads)
     widths = widths or ([64] if quick else [64, 256, 1024])
     batches = batches or ([1, 48] if quick else [1, 48, 256, 1024])

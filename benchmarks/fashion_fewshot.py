@@ -292,9 +292,8 @@ def _methods(ctx, param, value):
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def main(json_path, png_path, scales, budget, seeds, method_names, eval_size, threads, quick, no_progress):
     """Zor vs baselines on Fashion-MNIST reconstruction at equal wall time."""
-    for p in (json_path, png_path):
-        if p is not None and not Path(p).resolve().parent.is_dir():
-            raise click.BadParameter(f"folder of {p} does not exist", param_hint="--json/--png")
+    common.check_json_folder(json_path)
+    common.check_json_folder(png_path, "--png")
     common.set_threads(threads)
     if quick:
         scales = scales or [10, 100]

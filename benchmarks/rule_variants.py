@@ -157,8 +157,7 @@ def factor_effects(ranked: list[dict[str, Any]], scales: list[int]) -> list[dict
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def main(json_path, scales, steps, seeds, eval_size, no_sweep, threads, quick, no_progress):
     """Every Zor rule variant × novelty × homeostasis × optimizer, ranked."""
-    if json_path is not None and not Path(json_path).resolve().parent.is_dir():
-        raise click.BadParameter(f"folder of {json_path} does not exist", param_hint="--json")
+    common.check_json_folder(json_path)
     common.set_threads(threads)
     scales = scales or ([10, 100] if quick else [10, 1000])
     steps = steps or ([4, 4] if quick else [500, 1000])

@@ -583,11 +583,11 @@ def main(json_path: Optional[Path], png_path: Optional[Path], quick: bool, threa
     """Sparse inference benchmark (see the module docstring)."""
     import torch
 
+    from benchmarks import common
     from zor.fileio import write_text_atomic
 
-    for p in (json_path, png_path):
-        if p is not None and not p.parent.is_dir():
-            raise click.UsageError(f"{p}: its folder {p.parent} does not exist")
+    common.check_json_folder(json_path)
+    common.check_json_folder(png_path, "--png")
     torch.set_num_threads(threads)
     if quick:
         width, repeats, calls = min(width, 512), min(repeats, 2), min(calls, 8)

@@ -376,8 +376,7 @@ def main(pairs: str, budget: float, vocab: int, hidden: int, beam: int, seed: in
     bad = [p for p in names if p not in LANGUAGE_PAIRS]
     if not names or bad:
         raise click.UsageError(f"--pairs: expected some of {', '.join(LANGUAGE_PAIRS)}, got {pairs!r}")
-    if json_path is not None and not json_path.parent.is_dir():
-        raise click.UsageError(f"--json {json_path}: folder {json_path.parent} does not exist")
+    common.check_json_folder(json_path)
     if out_dir is not None and not out_dir.is_dir():
         raise click.UsageError(f"--out {out_dir}: expected an existing folder")
     try:
