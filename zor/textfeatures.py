@@ -49,7 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ConfigError, ModelFileError
-from .tokenizer import BOS
+from .tokenizer import BOS, check_spec_header
 
 __all__ = ["StepEncoder", "SourceContext", "StepData", "position_bucket"]
 
@@ -249,12 +249,7 @@ class StepEncoder:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "features") -> "StepEncoder":
-        if not isinstance(data, dict) or data.get("kind") != _KIND:
-            found = data.get("kind") if isinstance(data, dict) else type(data).__name__
-            raise ModelFileError(f"{where}: expected a {_KIND!r} feature spec, got {found!r}")
-        if not isinstance(data.get("version"), int) or data["version"] > _VERSION:
-            raise ModelFileError(f"{where}: feature spec version {data.get('version')!r} is not readable here "
-                                 f"(expected ≤ {_VERSION})")
+        check_spec_header(data, _KIND, _VERSION, where, "feature spec")
         names = {f.name for f in fields(cls)}
         missing = sorted(names - set(data))
         if missing:

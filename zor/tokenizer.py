@@ -63,6 +63,16 @@ MARK = "\u2581"                     # ▁ : this unit starts a new space-separat
 _KIND = "zor-bpe"
 _VERSION = 1
 
+
+def check_spec_header(data: Any, kind: str, version: int, where: str, noun: str) -> None:
+    """ModelFileError unless ``data`` is a dict of this ``kind`` whose ``version`` is at most ``version``."""
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        found = data.get("kind") if isinstance(data, dict) else type(data).__name__
+        raise ModelFileError(f"{where}: expected a {kind!r} {noun}, got {found!r}")
+    if not isinstance(data.get("version"), int) or data["version"] > version:
+        raise ModelFileError(f"{where}: {noun} version {data.get('version')!r} is not readable here "
+                             f"(expected ≤ {version})")
+
 _TRANSLATE = str.maketrans({
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u02bc": "'", "\u00b4": "'", "`": "'",
     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
@@ -295,12 +305,7 @@ class SubwordTokenizer:
     @classmethod
     def from_dict(cls, data: Any, where: str = "tokenizer") -> "SubwordTokenizer":
         """Rebuild from :meth:`to_dict` data; a malformed dict raises ModelFileError."""
-        if not isinstance(data, dict) or data.get("kind") != _KIND:
-            found = data.get("kind") if isinstance(data, dict) else type(data).__name__
-            raise ModelFileError(f"{where}: expected a {_KIND!r} tokenizer dict, got {found!r}")
-        if not isinstance(data.get("version"), int) or data["version"] > _VERSION:
-            raise ModelFileError(f"{where}: tokenizer version {data.get('version')!r} is not readable here "
-                                 f"(expected ≤ {_VERSION})")
+        check_spec_header(data, _KIND, _VERSION, where, "tokenizer")
         alphabet, merges = data.get("alphabet"), data.get("merges")
         if not isinstance(alphabet, str) or not isinstance(merges, list):
             raise ModelFileError(f"{where}: expected 'alphabet' (str) and 'merges' (list of pairs)")
