@@ -41,20 +41,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def train_and_export(folder: Path) -> tuple[Path, Path, Path, np.ndarray]:
-    from zor import Layer, Zor
     from zor.datasets import few_shot, load_bundled
     from zor.export import export
+    from zor.presets import seed_autoencoder
 
     x, y = load_bundled("train")
     test, _ = load_bundled("test")
-    net = Zor([Layer(784, target_activation=0.9, learning_range=0.5, activation_rate=0.2),
-               Layer(128, target_activation=0.5, learning_range=0.5, activation_rate=0.2),
-               Layer(784, target_activation=0.5, activation_function="sigmoid", learning_range=0.5,
-                     activation_rate=0.2)],
-              seed=0, device="cpu",
-              task={"name": "reconstruct",
-                    "input": {"shape": [784], "range": [0.0, 1.0], "image": {"height": 28, "width": 28, "channels": 1}},
-                    "output": {"shape": [784], "range": [0.0, 1.0]}})
+    net = seed_autoencoder(
+        seed=0, device="cpu",
+        task={"name": "reconstruct",
+              "input": {"shape": [784], "range": [0.0, 1.0], "image": {"height": 28, "width": 28, "channels": 1}},
+              "output": {"shape": [784], "range": [0.0, 1.0]}})
     net.fit(x[few_shot(y, 1)], steps=200, batch_size=10, progress=False)
     ckpt = folder / "fewshot.zor"
     net.save(ckpt)

@@ -17,6 +17,7 @@ from test_runtime_support import from_zor
 from zor import Conv, Layer, Zor
 from zor.datasets import few_shot, load_bundled
 from zor.export import export
+from zor.presets import seed_autoencoder
 from zor.runtime import Model
 
 F32_TOL = 1e-5
@@ -37,10 +38,7 @@ def engine_steps(net, xs, state=None):
 def fewshot(tmp_path_factory):
     """The seed's few-shot autoencoder (784-128-784, sigmoid), trained briefly on 10 images."""
     x, y = load_bundled("train")
-    net = Zor([Layer(784, target_activation=0.9, learning_range=0.5, activation_rate=0.2),
-               Layer(128, target_activation=0.5, learning_range=0.5, activation_rate=0.2),
-               Layer(784, target_activation=0.5, activation_function="sigmoid", learning_range=0.5,
-                     activation_rate=0.2)], seed=0, device="cpu")
+    net = seed_autoencoder(seed=0, device="cpu")
     net.fit(x[few_shot(y, 1)], steps=30, batch_size=10, progress=False)
     d = tmp_path_factory.mktemp("golden")
     export(net, d / "fewshot.onnx")

@@ -60,14 +60,11 @@ def _npz(path: Path, arrays: dict) -> None:
 
 
 def _fewshot_net():
-    from zor import Layer, Zor
     from zor.datasets import few_shot, load_bundled
+    from zor.presets import seed_autoencoder
 
     x, y = load_bundled("train")
-    net = Zor([Layer(784, target_activation=0.9, learning_range=0.5, activation_rate=0.2),
-               Layer(128, target_activation=0.5, learning_range=0.5, activation_rate=0.2),
-               Layer(784, target_activation=0.5, activation_function="sigmoid", learning_range=0.5,
-                     activation_rate=0.2)], seed=0, device="cpu")
+    net = seed_autoencoder(seed=0, device="cpu")
     net.fit(x[few_shot(y, 1)], steps=30, batch_size=10, progress=False)
     return net, x
 
