@@ -65,18 +65,10 @@ def figure(path: Path, images: np.ndarray, predicted: list, truth: list, title: 
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    import io
+    from zor.fileio import write_figure_png
 
-    from PIL import Image
-
-    from zor.fileio import write_bytes_atomic
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    write_figure_png(fig, path, dpi=80, colors=64)    # a small palette keeps the README figure small
     plt.close(fig)
-    small = io.BytesIO()                                 # a 64-colour palette keeps the README figure small
-    Image.open(buf).convert("RGB").quantize(colors=64).save(small, format="PNG", optimize=True)
-    write_bytes_atomic(path, small.getvalue())
     return True
 
 

@@ -53,18 +53,10 @@ def figure(path: Path, rows: list[tuple[str, list[np.ndarray]]], names: list[str
                 ax.set_title(names[c], fontsize=6)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    import io
+    from zor.fileio import write_figure_png
 
-    from PIL import Image
-
-    from zor.fileio import write_bytes_atomic
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    write_figure_png(fig, path, dpi=80, colors=128)    # a small palette keeps the README figure small
     plt.close(fig)
-    small = io.BytesIO()                                 # a 128-colour palette keeps the README figure small
-    Image.open(buf).convert("RGB").quantize(colors=128).save(small, format="PNG", optimize=True)
-    write_bytes_atomic(path, small.getvalue())
     return True
 
 

@@ -50,18 +50,10 @@ def figure(path: Path, rows: list[tuple[str, np.ndarray]], title: str) -> bool:
                 ax.set_ylabel(label, fontsize=6)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    import io
+    from zor.fileio import write_figure_png
 
-    from PIL import Image
-
-    from zor.fileio import write_bytes_atomic
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    write_figure_png(fig, path, dpi=80, colors=48)    # a small palette keeps the README figure small
     plt.close(fig)
-    small = io.BytesIO()                                 # a 48-colour palette keeps the README figure small
-    Image.open(buf).convert("RGB").quantize(colors=48).save(small, format="PNG", optimize=True)
-    write_bytes_atomic(path, small.getvalue())
     return True
 
 

@@ -16,11 +16,11 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 from .errors import OutputPathError
 
-__all__ = ["write_bytes_atomic", "write_text_atomic", "atomic_path"]
+__all__ = ["write_bytes_atomic", "write_text_atomic", "atomic_path", "write_figure_png"]
 
 
 def _check_parent(path: Path) -> None:
@@ -70,3 +70,19 @@ def write_bytes_atomic(path: Union[str, os.PathLike], data: bytes) -> None:
 
 def write_text_atomic(path: Union[str, os.PathLike], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_figure_png(fig: Any, path: Union[str, os.PathLike], dpi: int = 80, colors: Optional[int] = None) -> None:
+    """Save a matplotlib figure as a PNG, atomically; ``colors`` quantizes it to a palette of that many
+    colours (needs Pillow), which keeps figures committed to the repository small."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    if colors is not None:
+        from PIL import Image
+
+        small = io.BytesIO()
+        Image.open(buf).convert("RGB").quantize(colors=colors).save(small, format="PNG", optimize=True)
+        buf = small
+    write_bytes_atomic(path, buf.getvalue())
