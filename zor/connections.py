@@ -59,6 +59,11 @@ class Connection:
         """(O(x, y1), O(x, y2)); one product where the connection can fuse them."""
         return self.outer(x, y1), self.outer(x, y2)
 
+    def outer_ones(self, x: torch.Tensor) -> torch.Tensor:
+        """O(x, 1): the outer product with a post side that is 1 everywhere, in a shape that
+        broadcasts against the weight (it is the same for every post unit)."""
+        raise NotImplementedError
+
 
 class Dense(Connection):
     """Every unit of layer i to every unit of layer i+1."""
@@ -67,6 +72,7 @@ class Dense(Connection):
 
     def __init__(self, n_in: int = 0, n_out: int = 0) -> None:
         self.n_in, self.n_out = n_in, n_out
+        self._scratch = torch.empty(0)   # reused output of the sparse outer product (a cache, not state)
 
     def weight_shape(self) -> tuple:
         return (self.n_in, self.n_out)
@@ -75,17 +81,39 @@ class Dense(Connection):
         return self.n_in, self.n_out
 
     def forward(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if a.is_sparse:                                         # event input (zor.events): ∝ nonzeros
+            return torch.sparse.mm(a, w)                        # (B, n_{i+1})
         return a @ w                                            # (B, n_{i+1})
 
     def backward(self, d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return d @ w.T                                          # (B, n_i)
 
     def outer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.is_sparse:                                         # COO (B, n_i): xᵀ y over its nonzeros
+            out = torch.empty(x.shape[1], y.shape[1], dtype=y.dtype, device=y.device)
+            return torch.addmm(out, x.t(), y, beta=0.0, alpha=1.0 / x.shape[0], out=out)
         return (x * (1.0 / x.shape[0])).T @ y                   # (n_i, n_{i+1}); 1/B on the small side
 
     def outer_pair(self, x: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        both = (x * (1.0 / x.shape[0])).T @ torch.cat([y1, y2], dim=1)  # (n_i, 2 n_{i+1}): one matmul
+        y = torch.cat([y1, y2], dim=1)
+        if x.is_sparse:
+            # into a buffer reused across steps: a fresh multi-MB tensor each step costs page
+            # faults that can exceed the product itself. The two halves stay valid until the
+            # next outer_pair on this connection (the rule uses them within the step).
+            n = x.shape[1] * y.shape[1]
+            if self._scratch.numel() < n or self._scratch.device != y.device:
+                self._scratch = torch.empty(n, dtype=y.dtype, device=y.device)
+            out = self._scratch[:n].view(x.shape[1], y.shape[1])
+            both = torch.addmm(out, x.t(), y, beta=0.0, alpha=1.0 / x.shape[0], out=out)
+        else:
+            both = self.outer(x, y)                             # (n_i, 2 n_{i+1}): one matmul
         return both[:, : y1.shape[1]], both[:, y1.shape[1]:]
+
+    def outer_ones(self, x: torch.Tensor) -> torch.Tensor:
+        """mean_b x as a column (n_i, 1)."""
+        if x.is_sparse:
+            return (torch.sparse.sum(x, dim=0).to_dense() / x.shape[0])[:, None]
+        return x.mean(dim=0)[:, None]
 
 
 class Conv2d(Connection):
@@ -135,3 +163,8 @@ class Conv2d(Connection):
         both = self.outer(x, torch.cat([y1, y2], dim=1))        # flat concat = channel concat
         c = self.out_shape[0]
         return both[:c], both[c:]
+
+    def outer_ones(self, x: torch.Tensor) -> torch.Tensor:
+        """One all-ones output channel: (1, C_i, k, k), broadcast over the C_{i+1} channels."""
+        ones = torch.ones(x.shape[0], self.out_shape[1] * self.out_shape[2], dtype=x.dtype, device=x.device)
+        return self.outer(x, ones)

@@ -7,6 +7,10 @@ Forward, for a batch x (B, n_0), layer by layer (see :mod:`zor.neuron`):
     a_i = f_i(c_i ⊙ s_i)         what layer i sends on (and what learning uses)
     output = f_L(c_L)            the output layer returns its charges
 
+A batch that is mostly zeros can come as a torch sparse tensor (COO/CSR): the input
+layer then works on its nonzeros only and learning touches only the rows of W_0 whose
+units had an event (:mod:`zor.events`; same results as the dense path).
+
 Learning (``reinforce(error)``, error = target − output) follows
 :mod:`zor.rules`: the error goes down through the transposes of the current forward
 weights, each connection moves along (a_iᵀ δ / B) ⊙ E′ with E′ the novelty-gated
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import activations, metrics, neuron, rules
+from . import activations, events, metrics, neuron, rules
 from .connections import Connection, Conv2d, Dense
 from .curriculum import CurriculumSampler
 from .errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError
@@ -170,6 +174,7 @@ class Zor(nn.Module):
         self._state: list[Optional[torch.Tensor]] = [None] * len(self.layers)  # stateful charges (B, n_i)
         self._traces: Optional[list[rules.Trace]] = None
         self._sampler_rng = np.random.default_rng(config.seed)
+        self._grad_buffers: dict[int, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -253,7 +258,15 @@ class Zor(nn.Module):
             self.optimizer = make(list(self.weights), self.config, None)
 
     # ------------------------------------------------------------------ input checks
-    def _as_input(self, x: ArrayLike, width: int, what: str) -> torch.Tensor:
+    def _as_input(self, x: ArrayLike, width: int, what: str, allow_sparse: bool = False) -> torch.Tensor:
+        if events.is_sparse(x):
+            if not allow_sparse:
+                raise DTypeError(f"{what}: expected a dense tensor or array, got a sparse {x.layout} tensor "
+                                 "(only the input batch may be sparse)")
+            x = events.as_events(x, width, self.device, what)
+            events.check_input_layer(self.layers[0].stateful, self.unit_threshold(0), self._acts[0],
+                                     self.connections[0].kind)
+            return x
         if isinstance(x, np.ndarray):
             if not (np.issubdtype(x.dtype, np.floating)):
                 raise DTypeError(f"{what}: expected a floating-point array, got dtype {x.dtype}"
@@ -281,7 +294,7 @@ class Zor(nn.Module):
 
         Stateful layers still advance their charges, as on a device.
         """
-        x = self._as_input(x, self.layers[0].size, "input")
+        x = self._as_input(x, self.layers[0].size, "input", allow_sparse=True)
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[rules.Trace]]:
@@ -290,6 +303,11 @@ class Zor(nn.Module):
         last = len(self.layers) - 1
         out = h
         for i, layer in enumerate(self.layers):
+            if h.is_sparse:                                     # event input (i = 0): see zor.events
+                s, a = events.gate(h.coalesce(), self.unit_threshold(0), self._acts[0])
+                traces.append(rules.Trace(c=h, s=s, a=a))       # COO (B, n_0)
+                h = self.connections[0].forward(a, self.weights[0])  # (B, n_1)
+                continue
             prev = self._state[i]
             if prev is not None and prev.shape[0] != h.shape[0]:
                 prev = None                                     # batch size changed: start from rest
@@ -310,9 +328,10 @@ class Zor(nn.Module):
         """Output (B, n_L) for input x (B, n_0).
 
         With ``train=True`` the pass is kept for the next :meth:`reinforce` and the
-        firing-rate averages move; with ``train=False`` nothing learns.
+        firing-rate averages move; with ``train=False`` nothing learns. x may be a
+        torch sparse (COO/CSR) tensor: the event-driven input path of :mod:`zor.events`.
         """
-        x = self._as_input(x, self.layers[0].size, "input")
+        x = self._as_input(x, self.layers[0].size, "input", allow_sparse=True)
         out, traces = self._forward(x)
         if train:
             self._traces = traces
@@ -353,15 +372,27 @@ class Zor(nn.Module):
             d = self.rule.signal(delta, post, i == top)                  # δ̂ (B, n_{i+1})
             if i > 0 or return_signal:
                 delta = conn.backward(d, w)                              # (B, n_i), before W_i changes
-            e, g = self.rule.correlate(pre, post, d, conn)               # E, O(a_i, δ̂): shaped like W_i
+            units = None
+            if pre.a.is_sparse:             # event input: only the rows of the active units (zor.events)
+                units, (c0, s0, a0) = events.compact(pre.c.coalesce(), pre.s, pre.a)
+                pre = rules.Trace(c=c0, s=s0, a=a0)                      # (B, n_u)
+            if self._always_spikes(i + 1):  # θ = −inf: s_{i+1} ≡ 1, O(a_i, s_{i+1}) is a column
+                post = rules.Trace(c=post.c, s=post.s, a=post.a, always=True)
+            e, g = self.rule.correlate(pre, post, d, conn)               # E, O(a_i, δ̂): like W_i (rows: units)
             if layer.novelty_factor != 0.0:
-                e, r = rules.novelty(e, self.novelty_trace(i), layer.novelty_factor, layer.novelty_momentum)
-                self.novelty_trace(i).copy_(r)
+                trace = self.novelty_trace(i)
+                if units is None:
+                    e, r = rules.novelty(e, trace, layer.novelty_factor, layer.novelty_momentum)
+                    trace.copy_(r)
+                else:                       # rows without events: E = 0, so R ← ρ R there
+                    e, r = rules.novelty(e, trace[units], layer.novelty_factor, layer.novelty_momentum)
+                    trace.mul_(layer.novelty_momentum).index_copy_(0, units, r)
             else:
                 e = e.clamp_(0.0, 1.0)                                   # E′ = clip(E, 0, 1), in place
             # grad = −U: U = G ⊙ E′ (a fresh, contiguous tensor), norm-clipped and
             # error-level scaled in one multiply
-            w.grad = rules.clip_norm(g * e, layer.learning_range, -scale)
+            u = rules.clip_norm(g * e, layer.learning_range, -scale)
+            w.grad = u if units is None else self._row_grad(i, w).index_copy_(0, units, u)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         for layer, w in zip(self.layers, self.weights):
@@ -371,6 +402,18 @@ class Zor(nn.Module):
             rules.homeostasis(self.threshold(i), self.rate(i), layer.target_activation,
                               self._eta[i], layer.threshold_range)
         return delta if return_signal else None
+
+    def _row_grad(self, i: int, w: torch.Tensor) -> torch.Tensor:
+        """A zeroed gradient buffer for W_i, reused between event-input steps (no fresh 4-byte·|W_i|
+        allocation, and with it no page faults, per step)."""
+        buf = self._grad_buffers.get(i)
+        if buf is None or buf.shape != w.shape or buf.device != w.device:
+            buf = self._grad_buffers[i] = torch.empty_like(w)
+        return buf.zero_()
+
+    def _always_spikes(self, i: int) -> bool:
+        """Whether every unit of layer i spikes on every input (all θ_i = −inf, e.g. the output)."""
+        return bool(torch.isneginf(self.threshold(i)).all())
 
     def train_batch(self, x: ArrayLike, target: ArrayLike) -> torch.Tensor:
         """One step: forward(x), error = target − output, reinforce(error). Returns the error."""
@@ -407,8 +450,11 @@ class Zor(nn.Module):
             raise ConfigError(f"steps must be an int ≥ 0, got {steps!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
-        x = self._as_input(x, self.layers[0].size, "x")
-        y = x if y is None else self._as_input(y, self.layers[-1].size, "y")
+        x = self._as_input(x, self.layers[0].size, "x", allow_sparse=True)
+        if y is None:
+            y = x.to_dense() if x.is_sparse else x
+        else:
+            y = self._as_input(y, self.layers[-1].size, "y")
         if y.shape[0] != x.shape[0]:
             raise ShapeError(f"y: expected {x.shape[0]} rows to match x, got {y.shape[0]}")
         sampler = CurriculumSampler(x.shape[0], rng=self._sampler_rng, enabled=curriculum)
@@ -418,7 +464,7 @@ class Zor(nn.Module):
         for step in range(steps):
             idx = sampler.sample(batch_size)
             idx_t = torch.as_tensor(idx, device=self.device)
-            err = self.train_batch(x[idx_t], y[idx_t])
+            err = self.train_batch(x.index_select(0, idx_t), y[idx_t])
             per_sample = err.abs().mean(dim=1)
             sampler.update(idx, per_sample.detach().cpu().numpy())
             acc = 100.0 * (1.0 - float(per_sample.mean()))
@@ -442,9 +488,10 @@ class Zor(nn.Module):
     @torch.no_grad()
     def predict(self, x: ArrayLike, batch_size: int = 1024) -> torch.Tensor:
         """forward(x, train=False) in chunks; stateful charges are restored afterwards."""
-        x = self._as_input(x, self.layers[0].size, "x")
+        x = self._as_input(x, self.layers[0].size, "x", allow_sparse=True)
         saved = self.state
-        outs = [self._forward(x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)]
+        outs = [self._forward(x.narrow_copy(0, i, min(batch_size, x.shape[0] - i)) if x.is_sparse
+                              else x[i:i + batch_size])[0] for i in range(0, x.shape[0], batch_size)]
         self._state = saved
         return torch.cat(outs)
 
@@ -455,6 +502,8 @@ class Zor(nn.Module):
         ``psnr`` (dB, peak 1). Learns nothing; stateful charges are restored.
         """
         out = self.predict(x)
+        if y is None and events.is_sparse(x):
+            x = x.to_dense()
         target = self._as_input(x if y is None else y, self.layers[-1].size, "y")
         return metrics.reconstruction(out.cpu().numpy(), target.cpu().numpy())
 

@@ -64,6 +64,7 @@ class Trace:
     c: torch.Tensor   # (B, n) charges
     s: torch.Tensor   # (B, n) spikes as 0./1. floats
     a: torch.Tensor   # (B, n) f(c ⊙ s): the gated, activated values sent on
+    always: bool = False   # every unit spiked for every sample (θ = −inf), so s ≡ 1
 
 
 class Rule:
@@ -130,12 +131,21 @@ class NormalizedRule(Rule):
 
 
 class PostSpikesRule(Rule):
-    """E = a_iᵀ s_{i+1} / B: analog pre activity where the post unit spiked."""
+    """E = a_iᵀ s_{i+1} / B: analog pre activity where the post unit spiked.
+
+    Where every post unit always spikes (θ = −inf, as at the output), s ≡ 1 and
+    E[j, k] = mean_b a_i[b, j] for every k: one column, computed as such and broadcast.
+    """
 
     name = "post_spikes"
 
     def post_activity(self, post: Trace) -> torch.Tensor:
         return post.s
+
+    def correlate(self, pre: Trace, post: Trace, delta: torch.Tensor, conn) -> tuple[torch.Tensor, torch.Tensor]:
+        if not post.always:
+            return super().correlate(pre, post, delta, conn)
+        return conn.outer_ones(pre.a), conn.outer(pre.a, delta)   # E broadcasts along the post units
 
 
 class GatedRule(PostSpikesRule):
@@ -181,8 +191,11 @@ def clip_norm(u: torch.Tensor, max_norm: Optional[float], scale: float = 1.0) ->
 
 
 def update_rate(rate: torch.Tensor, s: torch.Tensor, momentum: float) -> torch.Tensor:
-    """r ← m r + (1 − m) mean_b(s), in place: per-unit EMA of the firing rate.  (n,)"""
-    return rate.mul_(momentum).add_(s.mean(dim=0), alpha=1.0 - momentum)
+    """r ← m r + (1 − m) mean_b(s), in place: per-unit EMA of the firing rate.  (n,)
+
+    ``s`` may be a sparse COO batch (event input, :mod:`zor.events`)."""
+    mean = torch.sparse.sum(s, dim=0).to_dense() / s.shape[0] if s.is_sparse else s.mean(dim=0)
+    return rate.mul_(momentum).add_(mean, alpha=1.0 - momentum)
 
 
 def homeostasis(
