@@ -122,3 +122,35 @@ def test_fit_resumes_where_it_stopped():
     assert hist["steps"] == 20 and hist["seconds"] > 0
     for a, b in zip(once.net.weights, twice.net.weights):
         torch.testing.assert_close(a, b, rtol=0, atol=0)       # same batches in the same order
+
+
+def test_sparse_batches_train_zor_like_dense_batches():
+    from zor.translation import batch_input
+
+    cfg = TranslationConfig(**{**CFG, "steps": 25})
+    spec = build_spec(PAIRS, cfg)
+    data = step_data(PAIRS, spec)
+    rows = np.array([5, 1, 9])
+    xs = batch_input(spec.encoder, data, rows, torch.device("cpu"), sparse=True)
+    assert xs.is_sparse and xs.shape == (3, spec.encoder.width)
+    np.testing.assert_array_equal(xs.to_dense().numpy(), spec.encoder.dense(data, rows))
+    models = []
+    for sparse in (False, True):
+        c = TranslationConfig(**{**CFG, "steps": 25, "sparse_input": sparse})
+        models.append(ZorTranslator.train(PAIRS, c, spec=spec, data=data))
+    for a, b in zip(models[0].net.weights, models[1].net.weights):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_backprop_baseline_on_sparse_batches_learns_the_same_way():
+    cfg = TranslationConfig(**CFG)
+    spec = build_spec(PAIRS, cfg)
+    data = step_data(PAIRS, spec)
+    dense = BackpropStepModel(spec, hidden=64, lr=3e-3, seed=0, device="cpu")
+    sparse = BackpropStepModel(spec, hidden=64, lr=3e-3, seed=0, device="cpu", sparse_input=True)
+    dense.fit(data, steps=30, batch_size=32)
+    sparse.fit(data, steps=30, batch_size=32)
+    for a, b in zip(dense.net.parameters(), sparse.net.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    sparse.fit(data, steps=270, batch_size=32)
+    assert sparse.translate([p.source for p in PAIRS]) == [p.target for p in PAIRS]

@@ -306,3 +306,18 @@ def test_vectorised_training_rows_equal_decoding_rows(pairs, ratio, window, hist
     data = enc.steps([s for s, _ in pairs], [t for _, t in pairs], EOS)
     want = [enc.rows([enc.source(s)], [t[:k]], [k])[0] for s, t in pairs for k in range(len(t) + 1)]
     np.testing.assert_array_equal(enc.dense(data, np.arange(len(data))), np.stack(want))
+
+
+def test_events_are_the_nonzeros_of_dense_and_colliding_window_slots_hold_one():
+    # window_dim 2: the 5 window tokens of a step must collide; the dense form holds 1 there, not a sum
+    enc = StepEncoder(source_vocab=12, target_vocab=9, history=2, window=2, window_dim=2, length_ratio=1.0)
+    data = enc.steps([[4, 5, 6, 7], [8]], [[4, 5, 6], [7]], EOS)
+    rows = np.array([3, 0, 5, 1])
+    r, c, v = enc.events(data, rows)
+    dense = enc.dense(data, rows)
+    assert (np.diff(r * enc.width + c) > 0).all()               # sorted, each (row, column) once
+    rebuilt = np.zeros_like(dense)
+    rebuilt[r, c] = v
+    np.testing.assert_array_equal(rebuilt, dense)
+    assert np.count_nonzero(dense) == r.size
+    assert set(np.unique(dense[:, enc.offsets["window"]:enc.offsets["window"] + 2])) <= {0.0, 1.0}

@@ -228,17 +228,28 @@ class StepEncoder:
             pair_value=np.asarray(values, np.float32),
         )
 
-    def dense(self, data: StepData, rows: np.ndarray) -> np.ndarray:
-        """Dense inputs (len(rows), D) float32 of the given training steps."""
+    def events(self, data: StepData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The nonzeros of :meth:`dense` as (row, column, value), sorted by row then column,
+        each (row, column) once (window slots that collide hold 1, as in the dense form)."""
         rows = np.asarray(rows, np.int64)
-        x = np.zeros((rows.size, self.width), np.float32)
-        x[np.arange(rows.size)[:, None], data.fixed[rows]] = 1.0
+        f = data.fixed[rows]                                        # (n, fixed_count)
+        r_fixed = np.repeat(np.arange(rows.size), f.shape[1])
         p = data.pair[rows]
         start, stop = data.bag_ptr[p], data.bag_ptr[p + 1]
         counts = stop - start
-        r = np.repeat(np.arange(rows.size), counts)
+        r_bag = np.repeat(np.arange(rows.size), counts)
         pos = np.repeat(start - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-        x[r, data.bag_indices[pos]] = np.repeat(data.pair_value[p], counts)
+        r = np.concatenate([r_fixed, r_bag])
+        c = np.concatenate([f.reshape(-1), data.bag_indices[pos]])
+        v = np.concatenate([np.ones(f.size, np.float32), np.repeat(data.pair_value[p], counts)])
+        key, first = np.unique((r * self.width + c)[::-1], return_index=True)   # the last write wins
+        return key // self.width, key % self.width, v[::-1][first]
+
+    def dense(self, data: StepData, rows: np.ndarray) -> np.ndarray:
+        """Dense inputs (len(rows), D) float32 of the given training steps."""
+        r, c, v = self.events(data, rows)
+        x = np.zeros((len(rows), self.width), np.float32)
+        x[r, c] = v
         return x
 
     # ------------------------------------------------------------------ persistence
