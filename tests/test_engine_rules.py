@@ -34,6 +34,15 @@ def test_gate_passes_charge_only_where_it_spiked():
     close(neuron.gate(c, s), [[0.0, 0.7, 1.5], [0.0, 0.0, 0.51]])
 
 
+def test_fire_gives_float_spikes_and_gate_accepts_them():
+    c = t([0.2, 0.7, 1.5], [-1.0, 0.5, 0.51])
+    s = neuron.fire(c, torch.tensor([0.5, 0.5, 0.5]))
+    assert s.dtype == torch.float32
+    close(s, [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])              # 0.5 is not > 0.5
+    close(neuron.gate(c, s), [[0.0, 0.7, 1.5], [0.0, 0.0, 0.51]])
+    close(neuron.fire(c, torch.full((3,), -math.inf)), [[1.0] * 3] * 2)   # θ = −inf: every unit
+
+
 def test_stateless_charge_is_the_input():
     x = t([1.0, 2.0])
     assert neuron.charge(x, t([5.0, 5.0]), decay=0.0) is x

@@ -54,16 +54,17 @@ def test_quick_run_writes_json(tmp_path):
     [pair] = data["pairs"]
     assert pair["pair"] == "es-oto" and pair["test_sentences"] == 8
     methods = {r["method"] for r in pair["rows"] + pair["runtime"]}
-    assert methods == {"copy", "tm", "zor", "zor-charges", "backprop", "backprop-mse", "zor runtime float32",
-                       "zor runtime int8"}
+    assert methods == {"copy", "tm", "zor", "zor-charges", "backprop", "backprop-mse", "backprop-sparse",
+                       "zor runtime float32", "zor runtime int8"}
     for r in pair["rows"] + pair["runtime"]:
         assert 0.0 <= r["chrf"] <= 100.0 and 0.0 <= r["bleu"] <= 100.0
     trained = [r for r in pair["rows"] if r.get("steps")]
-    assert len(trained) == 4 and all(r["train_s"] >= 1.0 for r in trained)
+    assert len(trained) == 5 and all(r["train_s"] >= 1.0 for r in trained)
     assert {(s["model"], s["batch"]) for s in pair["speed"]} == {("runtime float32", 1), ("runtime float32", 32),
                                                                   ("runtime int8", 1), ("runtime int8", 32),
                                                                   ("engine float32 (torch)", 1)}
-    assert set(pair["goals"]) >= {"zor_chrf_ge_tm", "zor_chrf_ge_backprop", "int8_chrf_drop", "int8_batch1_ms"}
+    assert set(pair["goals"]) >= {"zor_chrf_ge_tm", "zor_chrf_ge_backprop", "zor_chrf_ge_backprop_sparse",
+                                  "int8_chrf_drop", "int8_batch1_ms"}
     assert pair["exports"]["float32"]["verification_passed"] is True
     agreement = pair["exports"]["int8"]["spike_agreement"]
     assert len(agreement) >= 2 and all(0.9 <= a <= 1.0 for a in agreement)    # the exporter's int8 measurement

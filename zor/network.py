@@ -312,11 +312,11 @@ class Zor(nn.Module):
             if prev is not None and prev.shape[0] != h.shape[0]:
                 prev = None                                     # batch size changed: start from rest
             c = neuron.charge(h, prev, layer.decay)             # (B, n_i)
-            s = neuron.spike(c, self.unit_threshold(i))         # (B, n_i) bool
+            s = neuron.fire(c, self.unit_threshold(i))          # (B, n_i) 0./1.
             a = self._acts[i](neuron.gate(c, s))                # (B, n_i)
             if layer.stateful:
-                self._state[i] = neuron.reset(c, s, layer.refractory, layer.min_charge, layer.reset_on_spike)
-            traces.append(rules.Trace(c=c, s=s.to(c.dtype), a=a))
+                self._state[i] = neuron.reset(c, s > 0, layer.refractory, layer.min_charge, layer.reset_on_spike)
+            traces.append(rules.Trace(c=c, s=s, a=a))
             if i < last:
                 h = self.connections[i].forward(a, self.weights[i])  # (B, n_{i+1})
             else:
@@ -332,15 +332,20 @@ class Zor(nn.Module):
         torch sparse (COO/CSR) tensor: the event-driven input path of :mod:`zor.events`.
         """
         x = self._as_input(x, self.layers[0].size, "input", allow_sparse=True)
-        out, traces = self._forward(x)
-        if train:
-            self._traces = traces
-            for i, (layer, t) in enumerate(zip(self.layers, traces)):
-                s_units = t.s if layer.kind == "dense" else t.s.reshape(t.s.shape[0] * layer.channels, -1)
-                if layer.kind == "conv":   # per channel: (B·C, H·W) → mean over positions, back to (B, C)
-                    s_units = s_units.mean(dim=1).reshape(t.s.shape[0], layer.channels)
-                rules.update_rate(self.rate(i), s_units, layer.rate_momentum)
+        if not train:
+            return self._forward(x)[0]
+        out, self._traces = self._forward_train(x)
         return out
+
+    def _forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, list[rules.Trace]]:
+        """Forward pass on a checked input, moving the firing-rate averages; returns (output, traces)."""
+        out, traces = self._forward(x)
+        for i, (layer, t) in enumerate(zip(self.layers, traces)):
+            s_units = t.s if layer.kind == "dense" else t.s.reshape(t.s.shape[0] * layer.channels, -1)
+            if layer.kind == "conv":   # per channel: (B·C, H·W) → mean over positions, back to (B, C)
+                s_units = s_units.mean(dim=1).reshape(t.s.shape[0], layer.channels)
+            rules.update_rate(self.rate(i), s_units, layer.rate_momentum)
+        return out, traces
 
     # ------------------------------------------------------------------ learning
     @torch.no_grad()
@@ -417,11 +422,17 @@ class Zor(nn.Module):
 
     def train_batch(self, x: ArrayLike, target: ArrayLike) -> torch.Tensor:
         """One step: forward(x), error = target − output, reinforce(error). Returns the error."""
-        out = self.forward(x, train=True)
-        traces, self._traces = self._traces, None
+        x = self._as_input(x, self.layers[0].size, "input", allow_sparse=True)
         target = self._as_input(target, self.layers[-1].size, "target")
-        if target.shape != out.shape:
-            raise ShapeError(f"target: expected shape {tuple(out.shape)}, got {tuple(target.shape)}")
+        if target.shape[0] != x.shape[0]:
+            raise ShapeError(f"target: expected shape {(x.shape[0], self.layers[-1].size)}, "
+                             f"got {tuple(target.shape)}")
+        self._traces = None
+        return self._train_step(x, target)
+
+    def _train_step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """train_batch on checked inputs (fit checks its whole data set once, not every batch)."""
+        out, traces = self._forward_train(x)
         errors = target - out                                   # finite: both sides were checked
         self._learn(traces, errors, False)
         return errors
@@ -464,7 +475,7 @@ class Zor(nn.Module):
         for step in range(steps):
             idx = sampler.sample(batch_size)
             idx_t = torch.as_tensor(idx, device=self.device)
-            err = self.train_batch(x.index_select(0, idx_t), y[idx_t])
+            err = self._train_step(x.index_select(0, idx_t), y[idx_t])
             per_sample = err.abs().mean(dim=1)
             sampler.update(idx, per_sample.detach().cpu().numpy())
             acc = 100.0 * (1.0 - float(per_sample.mean()))

@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["charge", "spike", "gate", "reset"]
+__all__ = ["charge", "spike", "fire", "gate", "reset"]
 
 
 def charge(x: torch.Tensor, prev: Optional[torch.Tensor], decay: float) -> torch.Tensor:
@@ -45,9 +45,22 @@ def spike(c: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     return c > threshold
 
 
+def fire(c: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """s = [c > θ] as 0./1. floats in c's dtype (the form learning uses).  (B, n)
+
+    Written straight into a float tensor: several times faster on a CPU than a bool
+    comparison followed by a conversion."""
+    return torch.gt(c, threshold, out=torch.empty_like(c))
+
+
 def gate(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """g = c ⊙ s: the charge where the unit spiked, 0 elsewhere.  (B, n)"""
-    return torch.where(s, c, 0.0)
+    """g = c ⊙ s: the charge where the unit spiked, 0 elsewhere; s bool or 0./1. floats.  (B, n)
+
+    With float spikes this is a product (a spike-free negative charge gives −0.0, equal
+    to 0); charges are finite, as every input is checked."""
+    if s.dtype == torch.bool:
+        return torch.where(s, c, 0.0)
+    return c * s
 
 
 def reset(
