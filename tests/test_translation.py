@@ -154,3 +154,13 @@ def test_backprop_baseline_on_sparse_batches_learns_the_same_way():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     sparse.fit(data, steps=270, batch_size=32)
     assert sparse.translate([p.source for p in PAIRS]) == [p.target for p in PAIRS]
+
+
+def test_weight_decay_reaches_both_optimizers():
+    cfg = TranslationConfig(**{**CFG, "weight_decay": 0.1})
+    spec = build_spec(PAIRS, cfg)
+    net = ZorTranslator.make_network(spec, cfg)
+    assert net.optimizer.param_groups[0]["weight_decay"] == 0.1
+    assert isinstance(BackpropStepModel(spec, hidden=8, device="cpu").opt, torch.optim.Adam)
+    bp = BackpropStepModel(spec, hidden=8, device="cpu", weight_decay=0.1)
+    assert isinstance(bp.opt, torch.optim.AdamW) and bp.opt.param_groups[0]["weight_decay"] == 0.1
