@@ -75,6 +75,7 @@ def test_always_spiking_post_on_a_conv_connection_broadcasts_over_channels():
 
 
 # ----------------------------------------------------------------------------- parity with the dense path
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")   # torch's own note on CSR
 @pytest.mark.parametrize("rule", ["gated", "post_spikes", "coactivity", "normalized"])
 @pytest.mark.parametrize("novelty", [0.0, 0.5])
 def test_sparse_training_matches_dense_training(rule, novelty):
