@@ -209,6 +209,18 @@ def test_greedy_and_beam_by_hand():
         beam_search(step, spec.encoder, ctx, [10], beam=0)
 
 
+def test_length_penalty_by_hand():
+    spec = _spec()
+    a, c, d = 10, 12, 13
+    # [a] </s>: log .55 = −0.598 over 2 tokens; [c, d] </s>: log .45 = −0.799 over 3
+    table = {BOS: {a: 0.55, c: 0.45}, a: {EOS: 1.0}, c: {d: 1.0}, d: {EOS: 1.0}}
+    step = _table_step(spec, table)
+    ctx = [spec.encoder.source([5, 6])]
+    assert beam_search(step, spec.encoder, ctx, [10], beam=2, length_penalty=0.0) == [[a]]      # −0.598 > −0.799
+    assert beam_search(step, spec.encoder, ctx, [10], beam=2, length_penalty=1.0) == [[c, d]]   # −0.266 > −0.299
+    assert spec.decoding["length_penalty"] == 3.0                                 # the default (dev-chosen)
+
+
 def test_step_function_of_wrong_shape():
     spec = _spec()
     with pytest.raises(ConfigError, match="shape"):

@@ -19,7 +19,10 @@ tokens for a source of n tokens. With ``no_repeat_ngram = q > 0`` a token that w
 repeat a q-gram already in the hypothesis is skipped (step models with a short
 history otherwise loop). Greedy decoding takes the best token each step; beam search
 keeps the ``beam`` best prefixes by summed log-probability and ranks finished ones by
-sum / length^α (α = ``length_penalty``).
+sum / length^α (α = ``length_penalty``). The default α = 3 was chosen on 400 es-nah dev
+sentences with beam 4 (models trained 120 s): α = 1 left the output 20 % shorter than
+the references, and chrF rose from 26.6 to 28.2 for Zor (26.3 to 27.8 for the
+backprop baseline) at α = 3; α = 1.5 / 2 / 4 / 6 gave 27.7 / 28.0 / 28.2 / 28.2.
 
 Text-level behaviour (:func:`translate_texts`), documented and tested:
 
@@ -86,7 +89,7 @@ class TranslationSpec:
     max_source_tokens: int = 64
     max_target_tokens: int = 128
     output: str = "probability"                  # "probability" (Zor charges) or "logits"
-    decoding: dict = field(default_factory=lambda: {"beam": 1, "no_repeat_ngram": 3, "length_penalty": 1.0})
+    decoding: dict = field(default_factory=lambda: {"beam": 1, "no_repeat_ngram": 3, "length_penalty": 3.0})
 
     def __post_init__(self) -> None:
         if self.output not in ("probability", "logits"):

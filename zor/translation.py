@@ -117,7 +117,7 @@ class TranslationConfig:
     init_scale: float = 0.5
     output_activation: str = "identity"  # f_L of the output layer
     readout: str = "softmax"          # error = one-hot − softmax(c) ("softmax") or one-hot − c ("charges")
-    decoding: dict = field(default_factory=lambda: {"beam": 1, "no_repeat_ngram": 3, "length_penalty": 1.0})
+    decoding: dict = field(default_factory=lambda: {"beam": 1, "no_repeat_ngram": 3, "length_penalty": 3.0})
     seed: int = 0
     device: str = "auto"
 
