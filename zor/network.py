@@ -304,8 +304,9 @@ class Zor(nn.Module):
         out = h
         for i, layer in enumerate(self.layers):
             if h.is_sparse:                                     # event input (i = 0): see zor.events
-                s, a = events.gate(h.coalesce(), self.unit_threshold(0), self._acts[0])
-                traces.append(rules.Trace(c=h, s=s, a=a))       # COO (B, n_0)
+                h = h.coalesce()                                # a no-op when already coalesced
+                s, a = events.gate(h, self.unit_threshold(0), self._acts[0])
+                traces.append(rules.Trace(c=h, s=s, a=a))       # COO (B, n_0), one set of indices
                 h = self.connections[0].forward(a, self.weights[0])  # (B, n_1)
                 continue
             prev = self._state[i]
@@ -379,7 +380,7 @@ class Zor(nn.Module):
                 delta = conn.backward(d, w)                              # (B, n_i), before W_i changes
             units = None
             if pre.a.is_sparse:             # event input: only the rows of the active units (zor.events)
-                units, (c0, s0, a0) = events.compact(pre.c.coalesce(), pre.s, pre.a)
+                units, (c0, s0, a0) = events.compact(pre.c, pre.s, pre.a)
                 pre = rules.Trace(c=c0, s=s0, a=a0)                      # (B, n_u)
             if self._always_spikes(i + 1):  # θ = −inf: s_{i+1} ≡ 1, O(a_i, s_{i+1}) is a column
                 post = rules.Trace(c=post.c, s=post.s, a=post.a, always=True)
