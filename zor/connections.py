@@ -28,10 +28,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .events import batch_mean
 
 __all__ = ["Connection", "Dense", "Conv2d"]
 
@@ -88,14 +90,16 @@ class Dense(Connection):
     def backward(self, d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return d @ w.T                                          # (B, n_i)
 
-    def outer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def outer(self, x: torch.Tensor, y: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         if x.is_sparse:                                         # COO (B, n_i): xᵀ y over its nonzeros
-            out = torch.empty(x.shape[1], y.shape[1], dtype=y.dtype, device=y.device)
+            if out is None:
+                out = torch.empty(x.shape[1], y.shape[1], dtype=y.dtype, device=y.device)
             return torch.addmm(out, x.t(), y, beta=0.0, alpha=1.0 / x.shape[0], out=out)
         return (x * (1.0 / x.shape[0])).T @ y                   # (n_i, n_{i+1}); 1/B on the small side
 
     def outer_pair(self, x: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.cat([y1, y2], dim=1)
+        out = None
         if x.is_sparse:
             # into a buffer reused across steps: a fresh multi-MB tensor each step costs page
             # faults that can exceed the product itself. The two halves stay valid until the
@@ -104,16 +108,12 @@ class Dense(Connection):
             if self._scratch.numel() < n or self._scratch.device != y.device:
                 self._scratch = torch.empty(n, dtype=y.dtype, device=y.device)
             out = self._scratch[:n].view(x.shape[1], y.shape[1])
-            both = torch.addmm(out, x.t(), y, beta=0.0, alpha=1.0 / x.shape[0], out=out)
-        else:
-            both = self.outer(x, y)                             # (n_i, 2 n_{i+1}): one matmul
+        both = self.outer(x, y, out)                            # (n_i, 2 n_{i+1}): one matmul
         return both[:, : y1.shape[1]], both[:, y1.shape[1]:]
 
     def outer_ones(self, x: torch.Tensor) -> torch.Tensor:
         """mean_b x as a column (n_i, 1)."""
-        if x.is_sparse:
-            return (torch.sparse.sum(x, dim=0).to_dense() / x.shape[0])[:, None]
-        return x.mean(dim=0)[:, None]
+        return batch_mean(x)[:, None]
 
 
 class Conv2d(Connection):

@@ -32,6 +32,8 @@ from typing import Callable
 import torch
 
 from .errors import ConfigError, DTypeError, NonFiniteError, ShapeError
+from .neuron import gate as gate_values
+from .neuron import spike
 
 __all__ = ["is_sparse", "as_events", "check_input_layer", "gate", "compact", "batch_mean"]
 
@@ -82,8 +84,8 @@ def gate(x: torch.Tensor, theta: torch.Tensor, act: Callable[[torch.Tensor], tor
          ) -> tuple[torch.Tensor, torch.Tensor]:
     """(s, a) of a coalesced COO batch, on its values: s = [x > θ], a = f(x ⊙ s); same indices as x."""
     idx, v = x.indices(), x.values()                           # (2, nnz), (nnz,)
-    s = v > theta[idx[1]]
-    a = act(torch.where(s, v, 0.0))
+    s = spike(v, theta[idx[1]])
+    a = act(gate_values(v, s))
     make = lambda vals: torch.sparse_coo_tensor(idx, vals, x.shape, is_coalesced=True,  # noqa: E731
                                                    check_invariants=False)
     return make(s.to(v.dtype)), make(a)

@@ -40,6 +40,7 @@ from typing import Optional
 import torch
 
 from .errors import ConfigError
+from .events import batch_mean
 
 __all__ = [
     "Trace",
@@ -194,8 +195,7 @@ def update_rate(rate: torch.Tensor, s: torch.Tensor, momentum: float) -> torch.T
     """r ← m r + (1 − m) mean_b(s), in place: per-unit EMA of the firing rate.  (n,)
 
     ``s`` may be a sparse COO batch (event input, :mod:`zor.events`)."""
-    mean = torch.sparse.sum(s, dim=0).to_dense() / s.shape[0] if s.is_sparse else s.mean(dim=0)
-    return rate.mul_(momentum).add_(mean, alpha=1.0 - momentum)
+    return rate.mul_(momentum).add_(batch_mean(s), alpha=1.0 - momentum)
 
 
 def homeostasis(
