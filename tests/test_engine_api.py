@@ -45,6 +45,10 @@ def test_bad_layer_lists(layers, match):
         (dict(size=4, threshold=float("nan")), "threshold"),
         (dict(size=4, learning_range=0.0), "learning_range must be > 0"),
         (dict(size=4, threshold_range=(2.0, 1.0)), "lo ≤ hi"),
+        (dict(size=4, threshold_range=(None, None)), "at least one side"),
+        (dict(size=4, threshold_range=(0.0, float("inf"))), "finite numbers or None"),
+        (dict(size=4, threshold_range=("0", 1.0)), "finite numbers or None"),
+        (dict(size=4, threshold_range=(0.0,)), "finite numbers or None"),
         (dict(size=4, refractory=-1.0), "refractory"),
     ],
 )

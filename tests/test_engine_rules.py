@@ -122,6 +122,12 @@ def test_rate_ema_and_homeostasis_direction():
     close(theta, [0.97, 1.03])
     rules.homeostasis(theta, torch.tensor([0.2, 0.8]), target=0.5, eta=0.0, bounds=(0.98, 2.0))
     close(theta, [0.98, 1.03])
+    # one open side: θ ≥ 0 only; the too-quiet unit stops at 0, the busy one keeps rising
+    theta = torch.tensor([0.01, 1.0])
+    rules.homeostasis(theta, torch.tensor([0.2, 0.8]), target=0.5, eta=0.1, bounds=(0.0, None))
+    close(theta, [0.0, 1.03])
+    rules.homeostasis(theta, torch.tensor([0.2, 0.8]), target=0.5, eta=0.1, bounds=(None, 1.0))
+    close(theta, [-0.03, 1.0])
 
 
 @pytest.mark.parametrize(
@@ -228,6 +234,19 @@ def test_homeostasis_moves_thresholds_during_training():
         before = net.threshold(1).clone()
         net.train_batch(t([1.0]), t([0.0]))
         assert net.threshold(1)[0] > before[0] and net.threshold(1)[1] < before[1]
+
+
+def test_threshold_floor_keeps_gated_values_non_negative_while_training():
+    # hidden unit 1 never fires (weight −1): homeostasis would lower θ below 0, the floor stops it at 0
+    net = Zor([Layer(1), Layer(2, activation_rate=0.5, target_activation=0.9, threshold_range=(0.0, None)),
+               Layer(1)], lr=0.0, seed=0, device="cpu")
+    with torch.no_grad():
+        net.weights[0].copy_(t([1.0, -1.0]))
+    for _ in range(5):
+        net.train_batch(t([1.0]), t([0.0]))
+    assert net.threshold(1)[0] > 0 and net.threshold(1)[1] == 0.0   # busy unit rises, quiet one floors
+    _, traces = net.run(t([1.0], [-2.0]))
+    assert (traces[1].a >= 0).all()          # c ≤ 0 never passes the gate
 
 
 def test_output_threshold_defaults_to_minus_inf():

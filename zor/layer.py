@@ -44,7 +44,9 @@ class Layer:
                                                #   layers, 0 on input and output (measured best:
                                                #   benchmarks/rule_variants.py)
     rate_momentum: float = 0.9                 # EMA factor of the per-unit firing rate r
-    threshold_range: Optional[Tuple[float, float]] = None  # clamp θ into [lo, hi]; None = no clamp
+    threshold_range: Optional[Tuple[Optional[float], Optional[float]]] = None  # clamp θ into [lo, hi]; None =
+                                               #   no clamp; a None bound leaves that side open, e.g.
+                                               #   (0.0, None): θ ≥ 0, so only positive charges pass
     learning_range: Optional[float] = 1.0      # max Frobenius norm of one update U of W_i; None = no clip
     max_weight: Optional[float] = 1.0          # clamp |W_i| ≤ max_weight; None = no clamp
     novelty_factor: float = 0.0                # ν in E′ = clip(E − ν R, 0, 1); 0 = no novelty gating
@@ -96,10 +98,7 @@ class Layer:
                 raise ConfigError(f"shape {shape} holds {math.prod(shape)} units, expected size {self.size}")
             self.shape = shape
         if self.threshold_range is not None:
-            lo, hi = (float(v) for v in self.threshold_range)
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise ConfigError(f"threshold_range must be (lo, hi) with lo ≤ hi, got {self.threshold_range}")
-            self.threshold_range = (lo, hi)
+            self.threshold_range = _bounds(self.threshold_range)
 
     @property
     def stateful(self) -> bool:
@@ -149,6 +148,25 @@ class Layer:
             d.pop("shape", None)
             return Conv(**d)
         return Layer(**d)
+
+
+def _bounds(value: Any) -> Tuple[Optional[float], Optional[float]]:
+    """(lo, hi) of threshold_range: finite numbers or None (no bound on that side), lo ≤ hi."""
+    expected = "(lo, hi) of finite numbers or None (no bound on that side) with lo ≤ hi"
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ConfigError(f"threshold_range must be {expected}, got {value!r}") from None
+    bounds = []
+    for v in (lo, hi):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ConfigError(f"threshold_range must be {expected}, got {value!r}")
+        bounds.append(None if v is None else float(v))
+    if bounds[0] is None and bounds[1] is None:
+        raise ConfigError(f"threshold_range must bound at least one side (or be None), got {value!r}")
+    if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+        raise ConfigError(f"threshold_range must be {expected}, got {value!r}")
+    return bounds[0], bounds[1]
 
 
 def _check_finite(name: str, value: Any) -> None:

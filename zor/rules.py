@@ -203,12 +203,13 @@ def homeostasis(
     rate: torch.Tensor,
     target: float,
     eta: float,
-    bounds: Optional[tuple[float, float]] = None,
+    bounds: Optional[tuple[Optional[float], Optional[float]]] = None,
 ) -> torch.Tensor:
     """θ ← θ − η (target − r), then clamp into bounds when given; in place.  (n,)
 
     A unit firing less often than the target lowers its threshold; one firing more
-    often raises it. With η = 0 the thresholds stay where they are.
+    often raises it. With η = 0 the thresholds stay where they are. A None bound
+    leaves that side open.
     """
     if eta != 0.0:
         threshold.add_(rate - target, alpha=eta)
