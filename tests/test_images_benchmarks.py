@@ -138,8 +138,14 @@ def test_depth_quick(tmp_path):
     assert [row["depth"] for row in zor] == [2, 4]
     assert len(zor[1]["dw_per_connection"]) == 3 and zor[0]["hidden_spike_rate"] is None
     assert all(v > 0 for v in zor[1]["dw_per_connection"])
+    assert sorted({row["method"] for row in data["rows"]}) == ["mlp", "zor", "zor-init1"]
+    assert [s["method"] for s in data["summary"] if s["depth"] == 4] == ["zor", "zor-init1", "mlp"]
+    wide = [row for row in data["rows"] if row["method"] == "zor-init1"]
+    # the same seed and draw, only the scale differs: the output charges start twice as large
+    assert [r["out_std0"] / z["out_std0"] for r, z in zip(wide, zor)][0] == pytest.approx(2.0, rel=1e-4)
     assert invoke(depth.main, ["--quick", "--depths", "1,4"]).exit_code == 2
     assert [len(depth.zor_at_depth(d, 8, 0).layers) for d in (2, 5)] == [2, 5]
+    assert depth.zor_at_depth(3, 8, 0, init_scale=1.0).config.init_scale == 1.0
 
 
 def test_backprop_classifiers_learn_a_separable_problem():
