@@ -10,7 +10,7 @@ from zor import Layer, Zor, ZorConfig
 from zor.activations import sigmoid
 from zor.curriculum import CurriculumSampler
 from zor.datasets import load_bundled
-from zor.errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError, ZorError
+from zor.errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError, ZorError, ZorWarning
 
 
 def small(**kw):
@@ -274,3 +274,27 @@ def test_set_threshold():
         net.set_threshold(0, float("nan"))
     with pytest.raises(ConfigError, match="layer index"):
         net.set_threshold(3, 0.0)
+
+
+# ----------------------------------------------------------------------------- forward-signal check
+def deep(n_layers, init_scale):
+    return Zor([Layer(64)] + [Layer(32) for _ in range(n_layers - 2)] + [Layer(4)], seed=0, device="cpu",
+               init_scale=init_scale)
+
+
+def test_fit_warns_once_when_the_forward_signal_dies_out():
+    x = torch.rand(32, 64, generator=torch.Generator().manual_seed(0))
+    y = torch.rand(32, 4, generator=torch.Generator().manual_seed(1))
+    net = deep(14, 0.5)       # each 32-wide gated layer passes on a fraction: ~1e-6 of it reaches the top
+    _, traces = net.run(x)
+    assert float(traces[-1].c.std()) < 1e-3 * float(traces[1].c.std())
+    with pytest.warns(ZorWarning, match=r"dies out across 14 layers.*Raise init_scale \(now 0.5"):
+        net.fit(x, y, steps=1, progress=False)
+    assert not issubclass(ZorWarning, ZorError) and issubclass(ZorWarning, UserWarning)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # once per network: a second fit stays quiet
+        net.fit(x, y, steps=1, progress=False)
+        deep(14, 2.0).fit(x, y, steps=1, progress=False)     # a larger scale carries the signal up
+        deep(3, 0.5).fit(x, y, steps=1, progress=False)      # shallow networks are never checked

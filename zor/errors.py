@@ -29,6 +29,8 @@ Hierarchy::
     ├── DeviceError            (ValueError)  unknown device profile or a profile it cannot use
     ├── StateError                           a stream used with a stateless model, or state misuse
     └── OutputPathError        (OSError)     an output file cannot be written (missing folder, ...)
+
+    ZorWarning                 (UserWarning) not an error: a setting that will likely train badly
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "DeviceError",
     "StateError",
     "OutputPathError",
+    "ZorWarning",
 ]
 
 
@@ -141,3 +144,7 @@ class StateError(ZorError):
 
 class OutputPathError(ZorError, OSError):
     """An output file cannot be written: its folder is missing or not writable."""
+
+
+class ZorWarning(UserWarning):
+    """A setting that works but will likely train badly (e.g. a forward signal that dies out)."""
