@@ -88,8 +88,7 @@ def _zor_run(depth: int, width: int, seed: int, x, y, xt, yt, steps: int, init_s
     _, traces = net.run(xt[:500])
     rates = [float(t.s.mean()) for t in traces[1:-1]]
     return {"accuracy": acc, "train_seconds": hist.seconds, "steps": hist.steps, "out_std0": out_std0,
-            "dw_first": moved[0],
-            "dw_last": moved[-1], "dw_per_connection": moved, "hidden_spike_rate": float(np.mean(rates)) if rates else None,
+            "dw_first": moved[0], "dw_last": moved[-1], "dw_per_connection": moved, "hidden_spike_rate": float(np.mean(rates)) if rates else None,
             "min_layer_spike_rate": min(rates) if rates else None}
 
 
@@ -136,8 +135,7 @@ def summarise(rows: list[dict]) -> list[dict[str, Any]]:
         groups.setdefault((r["depth"], r["method"]), []).append(r)
     out = []
     order = list(METHODS)
-    for (d, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1])
-                                                                    if kv[0][1] in order else len(order))):
+    for (d, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))):
         s: dict[str, Any] = {"depth": d, "method": method, "seeds": len(rs)}
         for k in ("accuracy", "train_seconds", "out_std0", "dw_first", "dw_last", "hidden_spike_rate",
                   "min_layer_spike_rate"):

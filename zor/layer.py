@@ -157,20 +157,20 @@ def _bounds(value: Any) -> Tuple[Optional[float], Optional[float]]:
         lo, hi = value
     except (TypeError, ValueError):
         raise ConfigError(f"threshold_range must be {expected}, got {value!r}") from None
-    bounds = []
-    for v in (lo, hi):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-            raise ConfigError(f"threshold_range must be {expected}, got {value!r}")
-        bounds.append(None if v is None else float(v))
-    if bounds[0] is None and bounds[1] is None:
+    if lo is None and hi is None:
         raise ConfigError(f"threshold_range must bound at least one side (or be None), got {value!r}")
-    if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+    if not all(v is None or _is_finite(v) for v in (lo, hi)) or (lo is not None and hi is not None and lo > hi):
         raise ConfigError(f"threshold_range must be {expected}, got {value!r}")
-    return bounds[0], bounds[1]
+    return (None if lo is None else float(lo)), (None if hi is None else float(hi))
+
+
+def _is_finite(value: Any) -> bool:
+    """A real, finite number (bools excluded)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _check_finite(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not _is_finite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
