@@ -11,7 +11,9 @@ Regressors (mean squared error, for colorization and denoising):
 
 Every one trains with AdamW (lr 1e-3 by default, weight decay 0.01, batches of 48 drawn
 uniformly with replacement), for ``steps`` mini-batches or ``time_budget`` seconds,
-whichever comes first (:func:`benchmarks.baselines.base.timed_loop`). "Equal size"
+whichever comes first (:func:`benchmarks.baselines.base.timed_loop`); the classifiers'
+``weight_average`` = β > 0 ends the run with the moving average of the weights, as
+``ZorConfig.weight_average`` does for Zor. "Equal size"
 means the same layer widths as the Zor network it is compared with (and the same
 kernel for the CNN); the backprop networks have biases on top.
 
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zor.averaging import check_beta
 from zor.errors import ConfigError, DTypeError, ShapeError
 
 from .baselines.base import ArrayLike, FitResult, as_images, make_adamw, minibatch_fit, paired_images
@@ -52,10 +55,11 @@ class _Classifier:
     n_in: int
     n_classes: int
 
-    def _setup(self, lr: float, weight_decay: float, batch_size: int, seed: int) -> None:
+    def _setup(self, lr: float, weight_decay: float, batch_size: int, seed: int, weight_average: float) -> None:
         if not (lr > 0 and batch_size > 0):
             raise ConfigError(f"lr and batch_size must be > 0, got lr={lr}, batch_size={batch_size}")
         self.batch_size = batch_size
+        self.weight_average = check_beta(weight_average)
         self.optimizer = make_adamw(self.net.parameters(), lr, weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -65,7 +69,8 @@ class _Classifier:
         x = as_images(x, self.n_in, "x")
         y = _labels(labels, x.shape[0], self.n_classes)
         return minibatch_fit(lambda xb, yb: nn.functional.cross_entropy(self.net(xb), yb), x, y,
-                             self.optimizer, self.generator, self.batch_size, time_budget=time_budget, steps=steps)
+                             self.optimizer, self.generator, self.batch_size, time_budget=time_budget, steps=steps,
+                             average=self.weight_average)
 
     @torch.no_grad()
     def scores(self, x: ArrayLike) -> np.ndarray:
@@ -79,7 +84,7 @@ class MLPClassifier(_Classifier):
     name = "mlp"
 
     def __init__(self, sizes: Sequence[int] = (784, 256, 10), lr: float = 1e-3, weight_decay: float = 0.01,
-                 batch_size: int = 48, seed: int = 0) -> None:
+                 batch_size: int = 48, seed: int = 0, weight_average: float = 0.0) -> None:
         sizes = tuple(int(s) for s in sizes)
         if len(sizes) < 2 or min(sizes) <= 0:
             raise ConfigError(f"sizes must be at least two positive widths, got {sizes}")
@@ -92,7 +97,7 @@ class MLPClassifier(_Classifier):
                     layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
         self.sizes, self.n_in, self.n_classes = sizes, sizes[0], sizes[-1]
-        self._setup(lr, weight_decay, batch_size, seed)
+        self._setup(lr, weight_decay, batch_size, seed, weight_average)
 
 
 class CNNClassifier(_Classifier):
@@ -102,7 +107,7 @@ class CNNClassifier(_Classifier):
 
     def __init__(self, in_shape: Sequence[int] = (1, 28, 28), channels: int = 16, kernel_size: int = 5,
                  stride: int = 2, padding: int = 0, n_classes: int = 10, lr: float = 1e-3,
-                 weight_decay: float = 0.01, batch_size: int = 48, seed: int = 0) -> None:
+                 weight_decay: float = 0.01, batch_size: int = 48, seed: int = 0, weight_average: float = 0.0) -> None:
         c, h, w = (int(v) for v in in_shape)
         ho = (h + 2 * padding - kernel_size) // stride + 1
         wo = (w + 2 * padding - kernel_size) // stride + 1
@@ -114,7 +119,7 @@ class CNNClassifier(_Classifier):
                                      nn.Conv2d(c, channels, kernel_size, stride=stride, padding=padding),
                                      nn.ReLU(), nn.Flatten(), nn.Linear(channels * ho * wo, n_classes))
         self.n_in, self.n_classes = c * h * w, n_classes
-        self._setup(lr, weight_decay, batch_size, seed)
+        self._setup(lr, weight_decay, batch_size, seed, weight_average)
 
 
 class MLPRegressor:

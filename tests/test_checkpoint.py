@@ -16,7 +16,7 @@ from zor.errors import CheckpointError, FormatVersionError, OutputPathError
 def trained(stateful=False):
     layers = [Layer(12, decay=0.5 if stateful else 0.0), Layer(8, activation_rate=0.01, novelty_factor=0.2, threshold_range=(0.0, None)),
               Layer(12, activation_function="sigmoid")]
-    net = Zor(layers, seed=1, device="cpu", task={"name": "reconstruct", "note": "test"})
+    net = Zor(layers, seed=1, device="cpu", weight_average=0.9, task={"name": "reconstruct", "note": "test"})
     x = torch.rand(16, 12, generator=torch.Generator().manual_seed(0))
     for _ in range(5):
         net.train_batch(x, x)
@@ -31,6 +31,7 @@ def test_round_trip_is_bit_exact_and_training_continues_identically(tmp_path, st
     back = Zor.load(path, device="cpu")
     assert back.sizes == net.sizes and back.task == net.task and back.config == net.config
     assert back.layers[1].threshold_range == (0.0, None)      # an open bound survives the JSON
+    assert back.config.weight_average == 0.9
     for i in range(len(net.layers)):
         assert torch.equal(back.threshold(i), net.threshold(i))
         assert torch.equal(back.rate(i), net.rate(i))

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from . import activations, events, metrics, neuron, rules
+from .averaging import WeightAverage, check_beta
 from .connections import Connection, Conv2d, Dense
 from .curriculum import CurriculumSampler
 from .errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError, ZorWarning
@@ -67,6 +68,8 @@ class ZorConfig:
     init_scale: float = 0.5           # W_i ~ N(0, init_scale · sqrt(2 / (n_i + n_{i+1}))); 1.0 for networks
                                       #   deeper than ~8 layers, where 0.5 lets the forward signal die out
                                       #   (benchmarks/depth.py: 12 layers 40.8 → 75.1 %)
+    weight_average: float = 0.0       # β of fit()'s moving average of the weights, which fit() ends with
+                                      #   (zor.averaging; 0 = off: the last iterate; 0.995 ≈ the last 200 steps)
     seed: Optional[int] = 0           # seeds weight init and fit()'s sampling; None = nondeterministic
     device: str = "auto"              # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
 
@@ -78,6 +81,7 @@ class ZorConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite number ≥ 0, got {value!r}")
+        self.weight_average = check_beta(self.weight_average)
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
@@ -462,6 +466,9 @@ class Zor(nn.Module):
         the samples with the highest recent error (``curriculum=False``: uniform).
         ``validation=(x_val, y_val)`` is evaluated every ``eval_every`` steps.
         ``time_budget`` (seconds) stops early when the wall time runs out.
+        With ``config.weight_average`` = β > 0 the weights are averaged over the run
+        (:mod:`zor.averaging`) and fit ends with that average in place of the last
+        iterate; ``validation`` scores along the way see the iterates.
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"steps must be an int ≥ 0, got {steps!r}")
@@ -477,12 +484,15 @@ class Zor(nn.Module):
         sampler = CurriculumSampler(x.shape[0], rng=self._sampler_rng, enabled=curriculum)
         self._check_signal(x[: min(batch_size, x.shape[0])] if not x.is_sparse else x.narrow_copy(0, 0, 1))
         hist = History()
+        average = WeightAverage(self.weights, self.config.weight_average) if self.config.weight_average else None
         bar = _progress(steps, progress)
         start = time.perf_counter()
         for step in range(steps):
             idx = sampler.sample(batch_size)
             idx_t = torch.as_tensor(idx, device=self.device)
             err = self._train_step(x.index_select(0, idx_t), y[idx_t])
+            if average is not None:
+                average.update()
             per_sample = err.abs().mean(dim=1)
             sampler.update(idx, per_sample.detach().cpu().numpy())
             acc = 100.0 * (1.0 - float(per_sample.mean()))
@@ -496,6 +506,8 @@ class Zor(nn.Module):
                     bar.set_postfix(acc=f"{acc:.1f}%")
             if time_budget is not None and time.perf_counter() - start >= time_budget:
                 break
+        if average is not None:
+            average.apply()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         hist.seconds = time.perf_counter() - start

@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 
+from zor.averaging import WeightAverage
 from zor.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 
 __all__ = ["FitResult", "as_images", "paired_images", "make_adamw", "minibatch_fit", "fit_zor", "timed_loop", "check_budget"]
@@ -94,9 +95,17 @@ def minibatch_fit(
     *,
     time_budget: Optional[float] = None,
     steps: Optional[int] = None,
+    average: float = 0.0,
 ) -> FitResult:
-    """Backprop on ``loss(x[idx], y[idx])``, idx drawn uniformly with replacement, under :func:`timed_loop`."""
+    """Backprop on ``loss(x[idx], y[idx])``, idx drawn uniformly with replacement, under :func:`timed_loop`.
+
+    ``average`` = β > 0 averages the parameters over the run and ends with the average,
+    as ``ZorConfig.weight_average`` does for Zor (:class:`zor.averaging.WeightAverage`).
+    """
     n = x.shape[0]
+    avg = None
+    if average:
+        avg = WeightAverage([p for group in optimizer.param_groups for p in group["params"]], average)
 
     def step(_: int) -> None:
         idx = torch.randint(0, n, (batch_size,), generator=generator)
@@ -104,8 +113,13 @@ def minibatch_fit(
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
+        if avg is not None:
+            avg.update()
 
-    return timed_loop(step, time_budget=time_budget, steps=steps, batch_size=batch_size)
+    result = timed_loop(step, time_budget=time_budget, steps=steps, batch_size=batch_size)
+    if avg is not None:
+        avg.apply()
+    return result
 
 
 def fit_zor(net: Any, x: Any, y: Any, batch_size: int, *, time_budget: Optional[float] = None,
