@@ -43,6 +43,12 @@ def test_classification_equal_steps(tmp_path):
     data = json.loads(out.read_text())
     assert [row["steps"] for row in data["rows"]] == [3, 3] and data["config"]["equal_steps"] == 3
     assert "EQUAL STEPS" in r.output
+    assert data["config"]["weight_average"] == classification.WEIGHT_AVERAGE and "β = 0.995" in r.output
+    r = invoke(classification.main, ["--quick", "--no-progress", "--labels", "10", "--equal-steps", "2",
+                                     "--methods", "mlp", "--weight-average", "0"])
+    assert r.exit_code == 0 and "last iterate (no weight average)" in r.output
+    r = invoke(classification.main, ["--quick", "--no-progress", "--weight-average", "1"])
+    assert r.exit_code == 2 and "--weight-average" in r.output
 
 
 def test_classification_usage_errors():
@@ -54,13 +60,20 @@ def test_classification_usage_errors():
 
 
 def test_classification_few_label_settings():
-    # settings chosen on validation apply up to FEW_LABELS; every method keeps its defaults above
-    assert classification.settings("cnn", 100) == classification.FEW_LABEL_SETTINGS["cnn"]
-    assert classification.settings("cnn", 1000) == {} and classification.settings("zor") == {}
+    # settings chosen on validation apply up to FEW_LABELS; every method keeps its defaults above;
+    # every method gets the same weight average, and 0 turns it off
+    beta = classification.WEIGHT_AVERAGE
+    assert classification.settings("cnn", 100) == {**classification.FEW_LABEL_SETTINGS["cnn"], "weight_average": beta}
+    assert classification.settings("cnn", 1000) == {"weight_average": beta}
+    assert classification.settings("zor", weight_average=0.0) == {}
+    assert classification.settings("cnn", 100, 0.0) == classification.FEW_LABEL_SETTINGS["cnn"]
     few, many = classification.build("zor", 0, 10), classification.build("zor", 0, 60000)
     assert few.curriculum is False and many.curriculum is True
+    assert few.net.config.weight_average == beta
+    assert classification.build("zor", 0, 10, 0.0).net.config.weight_average == 0.0
     assert classification.build("cnn", 0, 10).optimizer.param_groups[0]["lr"] == 3e-4
     assert classification.build("cnn", 0, 1000).optimizer.param_groups[0]["lr"] == 1e-3
+    assert classification.build("mlp", 0, 1000).weight_average == beta
 
 
 def test_classification_goals_by_hand():
