@@ -130,3 +130,47 @@ def test_export_excuses_only_output_rounding(tmp_path, monkeypatch):
     with pytest.raises(VerificationError):
         bench.export_translation(ckpt, tmp_path / "n.onnx", "none", rows)
     assert not (tmp_path / "n.onnx").exists()
+
+
+# ----------------------------------------------------------------------------- benchmarks/translation_seeds.py
+def test_seeds_summary_by_hand():
+    from benchmarks import translation_seeds as ts
+
+    def run(seed, zor, bp, bps, tm):
+        rows = [{"method": "copy", "chrf": 20.0}, {"method": "tm", "chrf": tm}, {"method": "zor", "chrf": zor},
+                {"method": "backprop", "chrf": bp}, {"method": "backprop-sparse", "chrf": bps}]
+        return {"seed": seed, "rows": rows}
+
+    s = ts.summarise([run(0, 25.0, 26.0, 26.5, 20.0), run(1, 30.0, 29.0, 28.0, 22.0), run(2, 27.0, 27.5, 26.0, 21.0)])
+    assert [(g["best_backprop"], g["gap"]) for g in s["gaps"]] == [("backprop-sparse", -1.5), ("backprop", 1.0),
+                                                                     ("backprop", -0.5)]
+    assert s["median_gap"] == -0.5 and s["zor_ahead_splits"] == 1 and s["splits"] == 3
+    assert s["median_chrf"]["zor"] == 27.0 and s["median_chrf"]["backprop"] == 27.5
+    assert [g["zor_vs_tm"] for g in s["gaps"]] == [5.0, 8.0, 6.0]
+
+
+def test_seeds_quick_run_writes_json(tmp_path):
+    pytest.importorskip("elotl")
+    pytest.importorskip("sacrebleu")
+    from benchmarks import translation_seeds as ts
+
+    out = tmp_path / "s.json"
+    result = CliRunner().invoke(ts.main, ["--quick", "--pair", "es-oto", "--seeds", "0,3", "--no-progress",
+                                          "--json", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [r["seed"] for r in data["runs"]] == [0, 3]
+    assert data["runs"][0]["test_documents"] != data["runs"][1]["test_documents"]     # other splits
+    for run in data["runs"]:
+        assert [r["method"] for r in run["rows"]] == ["copy", "tm", "zor", "backprop", "backprop-sparse"]
+        assert all(0.0 <= r["chrf"] <= 100.0 for r in run["rows"])
+    assert data["summary"]["splits"] == 2 and "median gap" in result.output
+
+
+@pytest.mark.parametrize("args, message", [(["--seeds", "1,x"], "--seeds"), (["--seeds", "-1"], "--seeds"),
+                                           (["--seeds", "2,2"], "distinct"), (["--pair", "en-fr"], "--pair")])
+def test_seeds_usage_errors_exit_2(args, message):
+    from benchmarks import translation_seeds as ts
+
+    result = CliRunner().invoke(ts.main, ["--quick", *args])
+    assert result.exit_code == 2 and message in result.output

@@ -1,0 +1,166 @@
+"""Translation quality over several document splits: how much of a gap is the split?
+
+    .venv/bin/python benchmarks/translation_seeds.py [--pair es-nah] [--seeds 0,1,2,3] [--budget 240]
+        [--json PATH] [--quick]
+
+``benchmarks/translation.py`` measures one split (``--seed``, default 0). Its test set
+is a handful of documents, so one split can favour one method by more than the gap
+being measured. This benchmark repeats the quality part of that run on several
+splits: for each seed s, ``split_by_document(seed=s)`` (other test documents), the
+tokenizers and step data of that split, and
+
+    zor              Zor [D, H, V] trained by Zor's rule, softmax read-out
+    backprop         the equal-size ReLU MLP, Adam, cross-entropy, dense batches
+    backprop-sparse  the same MLP on the same sparse batches as Zor
+    tm, copy         translation memory and copy-source (no training)
+
+trained for the same wall time (``--budget`` s each, interleaved 10-second slices,
+one thread) with the settings of ``benchmarks/translation.py`` and scored greedily
+(chrF, chrF++, BLEU; sacrebleu) on that split's test sentences. Printed: chrF per
+seed, the median over seeds, and per seed the gap zor − best backprop. No export or
+runtime part: those are measured by ``benchmarks/translation.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import click
+
+from benchmarks import common
+from benchmarks.translation import BACKPROP_LR, settings_for, train_equal_time
+
+__all__ = ["run_split", "summarise", "main"]
+
+TRAINED = ("zor", "backprop", "backprop-sparse")
+BACKPROP = ("backprop", "backprop-sparse")
+
+
+def run_split(pair: str, seed: int, budget: float, quick: bool, vocab: int, hidden: int,
+              show: bool = True) -> dict[str, Any]:
+    """One document split: train the methods for ``budget`` s each, score them on its test set."""
+    from zor.textbaselines import TranslationMemory, copy_source
+    from zor.textdata import load_pairs, split_by_document
+    from zor.textmetrics import score
+    from zor.translation import BackpropStepModel, TranslationConfig, ZorTranslator, build_spec, step_data
+
+    splits = split_by_document(load_pairs(pair), dev=0.1, test=0.1, seed=seed)
+    train, test = splits["train"], splits["test"]
+    if quick:
+        train, test = train[:1500], test[:40]
+    src, tgt = pair.split("-")
+    cfg = TranslationConfig(source_language=src, target_language=tgt, seed=seed, device="cpu",
+                            **settings_for(quick, vocab, hidden))
+    spec = build_spec(train, cfg)
+    data = step_data(train, spec, cfg.train_max_tokens)
+    sources, refs = [p.source for p in test], [p.target for p in test]
+    zor = ZorTranslator(ZorTranslator.make_network(spec, cfg), spec)
+    bp = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=seed, device="cpu", loss="ce")
+    bp_sp = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=seed, device="cpu", loss="ce",
+                              sparse_input=True)
+    models = {
+        "zor": (lambda s: zor.fit(data, cfg, steps=10 ** 9, time_budget=s), lambda: zor.history or {"seconds": 0.0}),
+        "backprop": (lambda s: bp.fit(data, 10 ** 9, cfg.batch_size, time_budget=s),
+                     lambda: bp.history or {"seconds": 0.0}),
+        "backprop-sparse": (lambda s: bp_sp.fit(data, 10 ** 9, cfg.batch_size, time_budget=s),
+                            lambda: bp_sp.history or {"seconds": 0.0}),
+    }
+    train_equal_time(models, budget, slice_s=min(10.0, budget), show=show)
+    rows = [{"method": "copy", **score(copy_source(sources), refs)},
+            {"method": "tm", **score(TranslationMemory([p.source for p in train],
+                                                       [p.target for p in train]).translate(sources), refs)}]
+    for name, m in (("zor", zor), ("backprop", bp), ("backprop-sparse", bp_sp)):
+        t = time.perf_counter()
+        hyps = m.translate(sources, beam=1)
+        rows.append({"method": name, **score(hyps, refs), "steps": m.history["steps"],
+                     "train_s": m.history["seconds"], "decode_s": time.perf_counter() - t})
+    return {"pair": pair, "seed": seed, "budget_s": budget, "train_pairs": len(train), "test_sentences": len(test),
+            "test_documents": sorted({p.document for p in test}), "rows": rows}
+
+
+def summarise(runs: list[dict]) -> dict[str, Any]:
+    """Median chrF per method over the splits, and per split the gap zor − best backprop (chrF points)."""
+    methods = [r["method"] for r in runs[0]["rows"]]
+    median = {m: common.median(row["chrf"] for run in runs for row in run["rows"] if row["method"] == m)
+              for m in methods}
+    gaps = []
+    for run in runs:
+        at = {row["method"]: row["chrf"] for row in run["rows"]}
+        best = max(BACKPROP, key=lambda m: at[m])
+        gaps.append({"seed": run["seed"], "zor": at["zor"], "best_backprop": best, "backprop": at[best],
+                     "gap": at["zor"] - at[best], "zor_vs_tm": at["zor"] - at["tm"]})
+    return {"median_chrf": median, "gaps": gaps, "median_gap": common.median(g["gap"] for g in gaps),
+            "zor_ahead_splits": sum(g["gap"] >= 0 for g in gaps), "splits": len(gaps)}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--pair", default="es-nah", show_default=True, help="Language pair (zor.textdata.LANGUAGE_PAIRS).")
+@click.option("--seeds", "seeds_text", default="0,1,2,3", show_default=True,
+              help="Split seeds, comma-separated (each its own test documents).")
+@click.option("--budget", type=click.FloatRange(min=0.1), default=240.0, show_default=True,
+              help="Seconds of training per method and split.")
+@click.option("--vocab", type=click.IntRange(min=50), default=1000, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=4), default=256, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--quick", is_flag=True, help="Smoke test: tiny models, 1,500 training pairs, 40 test sentences.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--no-progress", is_flag=True)
+def main(pair: str, seeds_text: str, budget: float, vocab: int, hidden: int, threads: int, quick: bool,
+         json_path: Optional[Path], no_progress: bool) -> None:
+    """Zor vs backprop translation chrF over several document splits."""
+    from zor.errors import ZorError
+    from zor.textdata import LANGUAGE_PAIRS
+
+    if pair not in LANGUAGE_PAIRS:
+        raise click.UsageError(f"--pair: expected one of {', '.join(LANGUAGE_PAIRS)}, got {pair!r}")
+    try:
+        seeds = [int(v) for v in seeds_text.split(",") if v.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise click.UsageError(f"--seeds: expected distinct comma-separated integers ≥ 0 like 0,1,2, got {seeds_text!r}")
+    common.check_json_folder(json_path)
+    try:
+        import elotl  # noqa: F401
+        import sacrebleu  # noqa: F401
+    except ImportError as exc:
+        raise click.UsageError(f"this benchmark needs the 'translate' extra (elotl, sacrebleu): {exc}") from None
+    common.set_threads(threads)
+    if quick:
+        budget = min(budget, 1.0)
+    runs: list[dict] = []
+    try:
+        for seed in seeds:
+            runs.append(run_split(pair, seed, budget, quick, vocab, hidden, show=not no_progress))
+            at = {r["method"]: r["chrf"] for r in runs[-1]["rows"]}
+            click.echo(f"split {seed}: {runs[-1]['test_sentences']} test sentences from "
+                       f"{len(runs[-1]['test_documents'])} documents; chrF "
+                       + ", ".join(f"{m} {v:.2f}" for m, v in at.items()))
+            if json_path is not None:                                      # after every split
+                common.write_json(json_path, {"benchmark": "translation_seeds", "quick": quick,
+                                              "environment": common.environment(threads), "runs": runs,
+                                              "summary": summarise(runs)})
+    except ZorError as exc:
+        raise click.ClickException(str(exc)) from None
+    s = summarise(runs)
+    table = [{"split": g["seed"], **{r["method"]: r["chrf"] for r in run["rows"]}, "gap": g["gap"]}
+             for g, run in zip(s["gaps"], runs)]
+    table.append({"split": "median", **s["median_chrf"], "gap": s["median_gap"]})
+    cols = ["split", "copy", "tm", *TRAINED, "gap"]
+    click.echo(f"\n{pair}: test chrF per document split, {budget:g} s of training each, greedy; "
+               "gap = zor − best backprop")
+    click.echo(common.format_table(table, cols))
+    click.echo(f"zor ≥ best backprop on {s['zor_ahead_splits']} of {s['splits']} splits; median gap "
+               f"{s['median_gap']:+.2f} chrF")
+    if json_path is not None:
+        click.echo(f"wrote {json_path}", err=True)
+
+
+if __name__ == "__main__":
+    main()
