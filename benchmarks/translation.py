@@ -46,8 +46,9 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,7 +59,8 @@ import numpy as np
 from benchmarks import common
 from zor.errors import ZorError
 
-__all__ = ["settings_for", "train_equal_time", "typical", "export_translation", "run_pair", "main"]
+__all__ = ["settings_for", "train_equal_time", "Split", "prepare_split", "METHOD_NAMES", "train_methods", "typical",
+           "export_translation", "run_pair", "main"]
 
 GOAL_INT8_DROP = 0.5          # chrF points
 GOAL_MS = 10.0                # runtime int8, one thread, batch 1, typical sentence
@@ -173,27 +175,75 @@ def _score(name: str, hyps: list[str], refs: list[str], seconds: Optional[float]
     return row
 
 
+@dataclass
+class Split:
+    """One document split of a language pair, and the tokenizers and step data built on its training part."""
+
+    splits: dict            # "train" / "dev" / "test" → pairs (zor.textdata.split_by_document)
+    train: list             # the training pairs used (the first 1,500 with ``quick``)
+    test: list              # the test pairs scored (the first ``max_test`` when given)
+    cfg: Any                # TranslationConfig of the run
+    spec: Any               # TranslationSpec: tokenizers and step encoding, from ``train``
+    data: Any               # StepData of ``train``
+
+
+def prepare_split(pair: str, seed: int, quick: bool, vocab: int, hidden: int, device: str = "cpu",
+                  max_test: Optional[int] = None) -> Split:
+    """Split ``pair`` by document with ``seed``, then build the run's config, spec and training steps."""
+    from zor.textdata import load_pairs, split_by_document
+    from zor.translation import TranslationConfig, build_spec, step_data
+
+    splits = split_by_document(load_pairs(pair), dev=0.1, test=0.1, seed=seed)
+    train = splits["train"][:1500] if quick else splits["train"]
+    test = splits["test"] if max_test is None else splits["test"][:max_test]
+    src_lang, tgt_lang = pair.split("-")
+    cfg = TranslationConfig(source_language=src_lang, target_language=tgt_lang, seed=seed, device=device,
+                            **settings_for(quick, vocab, hidden))
+    spec = build_spec(train, cfg)
+    return Split(splits, train, test, cfg, spec, step_data(train, spec, cfg.train_max_tokens))
+
+
+METHOD_NAMES = ("zor", "zor-charges", "backprop", "backprop-mse", "backprop-sparse")
+
+
+def train_methods(names: Sequence[str], sp: Split, budget: float, show: bool = True) -> dict[str, Any]:
+    """The named methods (some of ``METHOD_NAMES``, see the module docstring) built for split ``sp`` and
+    trained for ``budget`` s each with :func:`train_equal_time`; name → trained model."""
+    from zor.translation import BackpropStepModel, TranslationConfig, ZorTranslator
+
+    cfg, spec, data = sp.cfg, sp.spec, sp.data
+
+    def build(name: str) -> tuple[Any, Callable[[float], Any]]:
+        if name in ("zor", "zor-charges"):
+            c = cfg if name == "zor" else TranslationConfig(**{**cfg.to_dict(), "readout": "charges"})
+            m = ZorTranslator(ZorTranslator.make_network(spec, c),
+                              spec if name == "zor" else build_spec_like(spec, "probability"))
+            return m, lambda s: m.fit(data, c, steps=10 ** 9, time_budget=s)
+        if name not in METHOD_NAMES:
+            raise ValueError(f"unknown method {name!r}: expected some of {', '.join(METHOD_NAMES)}")
+        m = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=cfg.seed, device=cfg.device,
+                              loss="mse" if name == "backprop-mse" else "ce",
+                              sparse_input=name == "backprop-sparse")
+        return m, lambda s: m.fit(data, 10 ** 9, cfg.batch_size, time_budget=s)
+
+    built = {name: build(name) for name in names}
+    train_equal_time({name: (fit, lambda m=m: m.history or {"seconds": 0.0}) for name, (m, fit) in built.items()},
+                     budget, slice_s=min(10.0, budget), show=show)
+    return {name: m for name, (m, _) in built.items()}
+
+
 def run_pair(pair: str, budget: Any, quick: bool, vocab: int, hidden: int, beam: int, seed: int,
              max_test: Optional[int], workdir: Path, show: bool, device: str = "cpu",
              show_table: bool = True) -> dict[str, Any]:
     """One language pair end to end; ``budget`` is seconds, or a function of the training step count."""
     from zor.textbaselines import TranslationMemory, copy_source
-    from zor.textdata import load_pairs, split_by_document, split_summary
-    from zor.translation import BackpropStepModel, TranslationConfig, ZorTranslator, build_spec, step_data
+    from zor.textdata import split_summary
 
     t0 = time.perf_counter()
-    splits = split_by_document(load_pairs(pair), dev=0.1, test=0.1, seed=seed)
+    sp = prepare_split(pair, seed, quick, vocab, hidden, device, max_test)
+    splits, train, test, cfg, spec, data = sp.splits, sp.train, sp.test, sp.cfg, sp.spec, sp.data
     summary = split_summary(splits)
-    train = splits["train"]
-    if quick:
-        train = train[:1500]
-    test = splits["test"] if max_test is None else splits["test"][:max_test]
     dev = splits["dev"]
-    src_lang, tgt_lang = pair.split("-")
-    cfg = TranslationConfig(source_language=src_lang, target_language=tgt_lang, seed=seed, device=device,
-                            **settings_for(quick, vocab, hidden))
-    spec = build_spec(train, cfg)
-    data = step_data(train, spec, cfg.train_max_tokens)
     prep_s = time.perf_counter() - t0
     budget = float(budget(len(data)) if callable(budget) else budget)
     sources, refs = [p.source for p in test], [p.target for p in test]
@@ -207,26 +257,8 @@ def run_pair(pair: str, budget: Any, quick: bool, vocab: int, hidden: int, beam:
     rows.append(_score("tm", tm.translate(sources), refs, tm_build))
 
     # equal-time training
-    zor = ZorTranslator(ZorTranslator.make_network(spec, cfg), spec)
-    cfg_charges = TranslationConfig(**{**cfg.to_dict(), "readout": "charges"})
-    zor_c = ZorTranslator(ZorTranslator.make_network(spec, cfg_charges), build_spec_like(spec, "probability"))
-    bp = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=seed, device=device, loss="ce")
-    bp_mse = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=seed, device=device, loss="mse")
-    bp_sp = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=seed, device=device, loss="ce",
-                              sparse_input=True)
-    models = {
-        "zor": (lambda s: zor.fit(data, cfg, steps=10 ** 9, time_budget=s), lambda: zor.history or {"seconds": 0.0}),
-        "zor-charges": (lambda s: zor_c.fit(data, cfg_charges, steps=10 ** 9, time_budget=s),
-                        lambda: zor_c.history or {"seconds": 0.0}),
-        "backprop": (lambda s: bp.fit(data, 10 ** 9, cfg.batch_size, time_budget=s),
-                     lambda: bp.history or {"seconds": 0.0}),
-        "backprop-mse": (lambda s: bp_mse.fit(data, 10 ** 9, cfg.batch_size, time_budget=s),
-                         lambda: bp_mse.history or {"seconds": 0.0}),
-        "backprop-sparse": (lambda s: bp_sp.fit(data, 10 ** 9, cfg.batch_size, time_budget=s),
-                            lambda: bp_sp.history or {"seconds": 0.0}),
-    }
-    train_equal_time(models, budget, slice_s=min(10.0, budget), show=show)
-    trained = {"zor": zor, "zor-charges": zor_c, "backprop": bp, "backprop-mse": bp_mse, "backprop-sparse": bp_sp}
+    trained = train_methods(METHOD_NAMES, sp, budget, show)
+    zor = trained["zor"]
     engine_hyps: dict[str, list[str]] = {}
     for name, m in trained.items():
         t = time.perf_counter()

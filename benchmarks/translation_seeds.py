@@ -48,7 +48,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import click
 
 from benchmarks import common
-from benchmarks.translation import BACKPROP_LR, settings_for, train_equal_time
+from benchmarks.translation import _score, prepare_split, train_methods
 
 __all__ = ["run_split", "summarise", "main"]
 
@@ -60,42 +60,20 @@ def run_split(pair: str, seed: int, budget: float, quick: bool, vocab: int, hidd
               show: bool = True) -> dict[str, Any]:
     """One document split: train the methods for ``budget`` s each, score them on its test set."""
     from zor.textbaselines import TranslationMemory, copy_source
-    from zor.textdata import load_pairs, split_by_document
-    from zor.textmetrics import score
-    from zor.translation import BackpropStepModel, TranslationConfig, ZorTranslator, build_spec, step_data
 
-    splits = split_by_document(load_pairs(pair), dev=0.1, test=0.1, seed=seed)
-    train, test = splits["train"], splits["test"]
-    if quick:
-        train, test = train[:1500], test[:40]
-    src, tgt = pair.split("-")
-    cfg = TranslationConfig(source_language=src, target_language=tgt, seed=seed, device="cpu",
-                            **settings_for(quick, vocab, hidden))
-    spec = build_spec(train, cfg)
-    data = step_data(train, spec, cfg.train_max_tokens)
-    sources, refs = [p.source for p in test], [p.target for p in test]
-    zor = ZorTranslator(ZorTranslator.make_network(spec, cfg), spec)
-    bp = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=seed, device="cpu", loss="ce")
-    bp_sp = BackpropStepModel(spec, cfg.hidden, lr=BACKPROP_LR, seed=seed, device="cpu", loss="ce",
-                              sparse_input=True)
-    models = {
-        "zor": (lambda s: zor.fit(data, cfg, steps=10 ** 9, time_budget=s), lambda: zor.history or {"seconds": 0.0}),
-        "backprop": (lambda s: bp.fit(data, 10 ** 9, cfg.batch_size, time_budget=s),
-                     lambda: bp.history or {"seconds": 0.0}),
-        "backprop-sparse": (lambda s: bp_sp.fit(data, 10 ** 9, cfg.batch_size, time_budget=s),
-                            lambda: bp_sp.history or {"seconds": 0.0}),
-    }
-    train_equal_time(models, budget, slice_s=min(10.0, budget), show=show)
-    rows = [{"method": "copy", **score(copy_source(sources), refs)},
-            {"method": "tm", **score(TranslationMemory([p.source for p in train],
-                                                       [p.target for p in train]).translate(sources), refs)}]
-    for name, m in (("zor", zor), ("backprop", bp), ("backprop-sparse", bp_sp)):
+    sp = prepare_split(pair, seed, quick, vocab, hidden, max_test=40 if quick else None)
+    sources, refs = [p.source for p in sp.test], [p.target for p in sp.test]
+    trained = train_methods(TRAINED, sp, budget, show)
+    rows = [_score("copy", copy_source(sources), refs),
+            _score("tm", TranslationMemory([p.source for p in sp.train],
+                                           [p.target for p in sp.train]).translate(sources), refs)]
+    for name, m in trained.items():
         t = time.perf_counter()
         hyps = m.translate(sources, beam=1)
-        rows.append({"method": name, **score(hyps, refs), "steps": m.history["steps"],
-                     "train_s": m.history["seconds"], "decode_s": time.perf_counter() - t})
-    return {"pair": pair, "seed": seed, "budget_s": budget, "train_pairs": len(train), "test_sentences": len(test),
-            "test_documents": sorted({p.document for p in test}), "rows": rows}
+        rows.append(_score(name, hyps, refs, m.history["seconds"], steps=m.history["steps"],
+                           decode_s=time.perf_counter() - t))
+    return {"pair": pair, "seed": seed, "budget_s": budget, "train_pairs": len(sp.train),
+            "test_sentences": len(sp.test), "test_documents": sorted({p.document for p in sp.test}), "rows": rows}
 
 
 def summarise(runs: list[dict]) -> dict[str, Any]:
