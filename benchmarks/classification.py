@@ -319,7 +319,7 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
                        + ", ".join(f"{n:,} labels → {b:g}" for n, b in budgets.items()))
         else:
             click.echo(f"equal steps: {equal_steps} mini-batches of 48 per method and run (not equal wall time)")
-        few = {m: settings(m, FEW_LABELS, 0.0) for m in names if settings(m, FEW_LABELS, 0.0)}
+        few = {m: FEW_LABEL_SETTINGS[m] for m in names if FEW_LABEL_SETTINGS.get(m)}
         if few and min(labels) <= FEW_LABELS:
             click.echo(f"settings at <= {FEW_LABELS} labels (chosen on a validation split of the training images): "
                        + "; ".join(f"{m} {cfg}" for m, cfg in few.items()))

@@ -70,7 +70,7 @@ class _Classifier:
         y = _labels(labels, x.shape[0], self.n_classes)
         return minibatch_fit(lambda xb, yb: nn.functional.cross_entropy(self.net(xb), yb), x, y,
                              self.optimizer, self.generator, self.batch_size, time_budget=time_budget, steps=steps,
-                             average=self.weight_average)
+                             weight_average=self.weight_average)
 
     @torch.no_grad()
     def scores(self, x: ArrayLike) -> np.ndarray:

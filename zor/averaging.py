@@ -72,5 +72,7 @@ class WeightAverage:
     @torch.no_grad()
     def apply(self) -> None:
         """Write ŵ into the parameters (nothing changes before the first update)."""
+        if self.steps == 0:
+            return
         for p, a in zip(self.params, self.averages()):
             p.copy_(a)

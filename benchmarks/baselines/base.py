@@ -95,17 +95,17 @@ def minibatch_fit(
     *,
     time_budget: Optional[float] = None,
     steps: Optional[int] = None,
-    average: float = 0.0,
+    weight_average: float = 0.0,
 ) -> FitResult:
     """Backprop on ``loss(x[idx], y[idx])``, idx drawn uniformly with replacement, under :func:`timed_loop`.
 
-    ``average`` = β > 0 averages the parameters over the run and ends with the average,
+    ``weight_average`` = β > 0 averages the parameters over the run and ends with the average,
     as ``ZorConfig.weight_average`` does for Zor (:class:`zor.averaging.WeightAverage`).
     """
     n = x.shape[0]
     avg = None
-    if average:
-        avg = WeightAverage([p for group in optimizer.param_groups for p in group["params"]], average)
+    if weight_average:
+        avg = WeightAverage([p for group in optimizer.param_groups for p in group["params"]], weight_average)
 
     def step(_: int) -> None:
         idx = torch.randint(0, n, (batch_size,), generator=generator)
