@@ -60,15 +60,18 @@ def test_classification_usage_errors():
 
 
 def test_classification_few_label_settings():
-    # settings chosen on validation apply up to FEW_LABELS; every method keeps its defaults above;
+    # SETTINGS apply at every label count, FEW_LABEL_SETTINGS replace them up to FEW_LABELS;
     # every method gets the same weight average, and 0 turns it off
     beta = classification.WEIGHT_AVERAGE
     assert classification.settings("cnn", 100) == {**classification.FEW_LABEL_SETTINGS["cnn"], "weight_average": beta}
     assert classification.settings("cnn", 1000) == {"weight_average": beta}
-    assert classification.settings("zor", weight_average=0.0) == {}
+    assert classification.settings("zor", 60000) == {"target_activation": 0.5, "weight_average": beta}
+    assert classification.settings("zor", weight_average=0.0) == {"target_activation": 0.5}
+    assert classification.settings("zor", 100, 0.0) == {"target_activation": 0.5, "curriculum": False}
     assert classification.settings("cnn", 100, 0.0) == classification.FEW_LABEL_SETTINGS["cnn"]
     few, many = classification.build("zor", 0, 10), classification.build("zor", 0, 60000)
     assert few.curriculum is False and many.curriculum is True
+    assert few.net.layers[1].target_activation == many.net.layers[1].target_activation == 0.5
     assert few.net.config.weight_average == beta
     assert classification.build("zor", 0, 10, 0.0).net.config.weight_average == 0.0
     assert classification.build("cnn", 0, 10).optimizer.param_groups[0]["lr"] == 3e-4
@@ -82,6 +85,19 @@ def test_classification_goals_by_hand():
     g = classification.goals(summary)
     assert (g[0]["gap_points"], g[0]["met"]) == (1.0, True)
     assert (g[1]["gap_points"], g[1]["goal"], g[1]["met"]) == (-2.5, "within 2 points", False)
+
+
+def test_classification_paired_by_hand():
+    # seed by seed: zor − mlp = +2, −1, +0.5 → median +0.5, ahead on 2 of 3; a seed the backprop
+    # method lacks is left out; a label count with no verdict gives no row
+    rows = [{"labels": 10, "method": m, "seed": s, "accuracy": a}
+            for m, s, a in [("zor", 0, 50.0), ("mlp", 0, 48.0), ("zor", 1, 47.0), ("mlp", 1, 48.0),
+                            ("zor", 2, 49.5), ("mlp", 2, 49.0), ("zor", 3, 60.0)]]
+    verdicts = [{"labels": 10, "best_zor": "zor", "best_backprop": "mlp"}]
+    p = classification.paired(rows, verdicts)
+    assert p == [{"labels": 10, "zor": "zor", "backprop": "mlp", "seeds": 3, "median_difference": 0.5,
+                  "zor_ahead": 2}]
+    assert classification.paired(rows, [{"labels": 100, "best_zor": "zor", "best_backprop": "mlp"}]) == []
 
 
 def _fake_wheel(folder: Path, n: int = 2) -> None:
