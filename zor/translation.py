@@ -85,7 +85,9 @@ class TranslationConfig:
     24.6. Next-token accuracy peaks early (17.1 % after 60 s, 14.9 % at 240 s), but
     dev chrF does not follow it. At 16,000 batches (about the benchmark's budget) the
     defaults give dev chrF 26.3; init_scale 0.25 / 1.0 gave 26.2 / 25.8, and a hidden
-    threshold floor θ ≥ 0 (``threshold_range=(0, None)``) 25.8.
+    threshold floor θ ≥ 0 (``threshold_range=(0, None)``) 25.8. The hidden target rate
+    again at 15,000 batches (dev chrF, 400 sentences): 0.25 → 25.0, 0.35 → 25.0,
+    0.5 → 25.4, 0.7 → 25.0.
     """
 
     source_language: str = "es"
