@@ -394,6 +394,7 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
                                            "budget_s"],
                                    ["labels", "method", "accuracy %", "min-max", "steps", "train s", "budget s"]))
     verdicts = goals(summary)
+    pairs = paired(rows, verdicts)
     if verdicts:
         click.echo("\nGoals (best Zor vs best backprop, medians" + (", at EQUAL STEPS: the issue's goals are set at "
                                                                   "equal wall time" if equal_steps else "") + "):")
@@ -401,7 +402,6 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
             status = "" if v["goal"] is None else (" -> goal '" + v["goal"] + "': " + ("met" if v["met"] else "NOT met"))
             click.echo(f"  {v['labels']:>6,} labels: {v['best_zor']} {v['zor_accuracy']:.1f} % vs {v['best_backprop']} "
                        f"{v['backprop_accuracy']:.1f} % ({v['gap_points']:+.1f} points){status}")
-        pairs = paired(rows, verdicts)
         click.echo("\nSeed by seed (every method trains on the same subset per seed), Zor − backprop:")
         for p in pairs:
             click.echo(f"  {p['labels']:>6,} labels: {p['zor']} − {p['backprop']}: median "
@@ -417,7 +417,7 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
                        "weight_average": weight_average,
                        "settings": {str(n): {m: settings(m, n, weight_average) for m in names} for n in labels},
                        "quick": quick},
-            "rows": rows, "summary": summary, "goals": verdicts, "paired": paired(rows, verdicts)})
+            "rows": rows, "summary": summary, "goals": verdicts, "paired": pairs})
         click.echo(f"wrote {json_path}", err=True)
 
 

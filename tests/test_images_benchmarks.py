@@ -33,6 +33,13 @@ def test_classification_quick(tmp_path):
     assert all(0.0 < row["accuracy"] <= 100.0 and row["steps"] >= 1 for row in data["rows"])
     assert [g["labels"] for g in data["goals"]] == [10, 100] and all(g["goal"] == "ahead" for g in data["goals"])
     assert "Goals (best Zor vs best backprop" in r.output
+    # one seed: the seed-by-seed difference is the difference of the two accuracies
+    acc = {(row["labels"], row["method"]): row["accuracy"] for row in data["rows"]}
+    for g, p in zip(data["goals"], data["paired"]):
+        assert (p["labels"], p["zor"], p["backprop"], p["seeds"]) == (g["labels"], g["best_zor"], g["best_backprop"], 1)
+        assert p["median_difference"] == pytest.approx(acc[(g["labels"], g["best_zor"])]
+                                                       - acc[(g["labels"], g["best_backprop"])])
+    assert "Seed by seed" in r.output
 
 
 def test_classification_equal_steps(tmp_path):
