@@ -32,7 +32,10 @@ Measured (es-nah, ``--seeds 0,1,2,3``, 240 s each, one thread; test chrF, greedy
 Zor trails the better backprop model on all four splits (it did 14,400–15,600
 steps in the time, backprop 9,500–10,100 and backprop-sparse 12,600–13,500). Split
 0 is the split of ``benchmarks/translation.py``; its figures moved by up to 0.6
-chrF between the two runs, which stopped at different step counts.
+chrF between the two runs, which stopped at different step counts. A second run of
+the four splits (two processes side by side, the same 240 s; Zor 12,800–15,800 steps)
+gave zor / best backprop 26.37 / 26.77, 19.94 / 20.68, 22.92 / 23.29, 28.99 / 28.69:
+gaps −0.41, −0.73, −0.38, +0.31 (median −0.40). Zor trails on 7 of the 8 split-runs.
 """
 
 from __future__ import annotations
