@@ -77,6 +77,8 @@ class Profile:
     graph_optimization: str = "all"         # onnxruntime graph optimization level: disable/basic/extended/all
     allow_spinning: bool = True             # idle intra-op threads busy-wait for the next op (faster, burns CPU)
     memory_arena: bool = True               # onnxruntime's CPU memory arena (reuses buffers; never shrinks)
+    huge_pages: bool = True                 # sparse connections' weight rows in transparent huge pages (Linux):
+                                            #   fewer TLB misses per row gather (zor.runtime.hugepages)
     int8: Int8Recipe = field(default_factory=Int8Recipe)  # the int8 recipe that suits this core
     int8_pays: Optional[bool] = None        # verdict: is int8 faster than float32 here (None = unknown)
     int8_evidence: str = ""                 # how the verdict is known: measured (where, figures) or expected (why)

@@ -42,7 +42,7 @@ from zor.errors import ConfigError, ModelFileError, ShapeError, StateError
 from . import tasks
 from .checks import check_array
 from .metadata import Metadata, StateSpec, parse
-from .onnxmeta import ScanError, read_metadata_props
+from .onnxmeta import ScanError, find_initializers, read_metadata_props
 from .session import check_file, open_session
 from .weightfile import BACKENDS, WeightFile, choose_mode
 
@@ -135,7 +135,8 @@ class Model:
         elif weights == "rows":
             raise ConfigError(f"{self.path.name} keeps its weights inside the .onnx file: weights='rows' needs a "
                               "model exported with --external-weights")
-        self._session, missing = open_session(self.path, self.profile, threads)
+        pinned = {} if early is not None else _huge_page_rows(self.path, self.profile, self.notes)
+        self._session, missing = open_session(self.path, self.profile, threads, pinned)
         if missing:
             self.notes.append(f"profile {self.profile.name} prefers {', '.join(missing)}, which this onnxruntime "
                               f"build lacks: running on {', '.join(self._session.get_providers())}")
@@ -367,6 +368,34 @@ def _external_metadata(path: Path) -> Optional[Metadata]:
         return None
     meta = parse(props, str(path))
     return meta if meta.weights else None
+
+
+def _huge_page_rows(path: Path, profile: Profile, notes: list[str]) -> dict[str, np.ndarray]:
+    """The row tensors of the file's sparse connections (inline weights, ≥ 2 MiB each), read into
+    huge pages (:mod:`zor.runtime.hugepages`); {} when the profile turns it off, the platform has
+    none, the file has no sparse connection, or it does not scan (onnxruntime then names the problem)."""
+    from . import hugepages
+    from zor.errors import ZorError
+
+    if not (getattr(profile, "huge_pages", False) and hugepages.SUPPORTED):
+        return {}
+    try:
+        props = read_metadata_props(path)
+        if props.get(fmt.KEYS.FORMAT) != fmt.FORMAT:
+            return {}
+        meta = parse(props, str(path))
+        names = [name for j in meta.sparse_connections for name in (fmt.weight(j), fmt.weight_int8(j))]
+        if not names:
+            return {}
+        found = find_initializers(path, names)
+        rows = {name: hugepages.read_tensor(path, raw) for name, raw in found.items()
+                if raw.nbytes >= hugepages.MIN_BYTES}
+    except (ScanError, OSError, ZorError):
+        return {}
+    if rows:
+        notes.append(f"sparse rows in huge pages: {', '.join(sorted(rows))} "
+                     f"({sum(a.nbytes for a in rows.values()) / 2 ** 20:.1f} MiB)")
+    return rows
 
 
 def _contract_io(meta: Metadata) -> tuple[list[TensorInfo], list[TensorInfo]]:

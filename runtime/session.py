@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
+import numpy as np
 import onnxruntime as ort
 
 from zor.devices import Profile
@@ -79,12 +80,23 @@ def check_file(path: Union[str, os.PathLike]) -> Path:
     return path
 
 
-def open_session(path: Union[str, os.PathLike], profile: Profile, threads: Optional[int]
-                 ) -> tuple[ort.InferenceSession, list[str]]:
-    """An InferenceSession for ``path`` configured from ``profile``, and the missing providers."""
+def open_session(path: Union[str, os.PathLike], profile: Profile, threads: Optional[int],
+                 initializers: Optional[Mapping[str, np.ndarray]] = None) -> tuple[ort.InferenceSession, list[str]]:
+    """An InferenceSession for ``path`` configured from ``profile``, and the missing providers.
+
+    ``initializers`` (name → C-contiguous array) replace the file's initializers of those
+    names; onnxruntime uses their memory in place, so the session keeps them (and their
+    OrtValues) alive for as long as it lives.
+    """
     path = check_file(path)
     providers, missing = choose_providers(profile)
     opts = session_options(profile, threads)
+    held = []
+    for name, array in (initializers or {}).items():
+        array = np.ascontiguousarray(array)
+        value = ort.OrtValue.ortvalue_from_numpy(array)
+        opts.add_initializer(name, value)
+        held.append((array, value))
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/RuntimeException types
@@ -102,4 +114,5 @@ def open_session(path: Union[str, os.PathLike], profile: Profile, threads: Optio
             what = "an ONNX model onnxruntime cannot load"
         raise ModelFileError(f"{path}: {what}: expected a complete ONNX file written by zor-export "
                              f"({path.stat().st_size} bytes); onnxruntime said: {text[:300]}") from None
+    sess._zor_held = (opts, held)   # onnxruntime reads these arrays for the session's whole life
     return sess, missing
