@@ -91,7 +91,8 @@ class TranslationConfig:
     (dev chrF, greedy, 400 dev sentences; document splits 0 and 1): Zor 26.4 → 25.5 and
     16.7 → 16.6, the backprop model on sparse batches 25.5 → 26.3 and 17.7 → 17.0; for
     Zor on split 0 a decay over the last half only gave 25.9 and twice the rate with
-    the decay 24.9. The rate stays constant.
+    the decay 24.9. The rate stays constant. Zor's batch on split 0 (dev chrF, 240 s):
+    128 → 25.9 (23,000 batches), 256 → 26.4, 512 → 26.0 (9,200 batches).
     """
 
     source_language: str = "es"
