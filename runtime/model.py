@@ -130,12 +130,15 @@ class Model:
                 self._inputs, self._outputs = _contract_io(early)
                 self._check_graph()
                 return
-            if verify_weights:
-                self._weightfile.verify([n for n, e in self._weightfile.entries.items() if e.in_graph])
+            pinned = _huge_page_rows(self.path, self.profile, self.notes, early, self._weightfile)
+            if verify_weights:                              # the pinned tensors were checked as they were read
+                self._weightfile.verify([n for n, e in self._weightfile.entries.items()
+                                         if e.in_graph and n not in pinned])
         elif weights == "rows":
             raise ConfigError(f"{self.path.name} keeps its weights inside the .onnx file: weights='rows' needs a "
                               "model exported with --external-weights")
-        pinned = {} if early is not None else _huge_page_rows(self.path, self.profile, self.notes)
+        else:
+            pinned = _huge_page_rows(self.path, self.profile, self.notes)
         self._session, missing = open_session(self.path, self.profile, threads, pinned)
         if missing:
             self.notes.append(f"profile {self.profile.name} prefers {', '.join(missing)}, which this onnxruntime "
@@ -370,28 +373,50 @@ def _external_metadata(path: Path) -> Optional[Metadata]:
     return meta if meta.weights else None
 
 
-def _huge_page_rows(path: Path, profile: Profile, notes: list[str]) -> dict[str, np.ndarray]:
-    """The row tensors of the file's sparse connections (inline weights, ≥ 2 MiB each), read into
-    huge pages (:mod:`zor.runtime.hugepages`); {} when the profile turns it off, the platform has
-    none, the file has no sparse connection, or it does not scan (onnxruntime then names the problem)."""
+def _huge_page_rows(path: Path, profile: Profile, notes: list[str], meta: Optional[Metadata] = None,
+                    weightfile: Optional[WeightFile] = None) -> dict[str, np.ndarray]:
+    """The row tensors of the file's sparse connections (≥ 2 MiB each) read into huge pages
+    (:mod:`zor.runtime.hugepages`), from the .onnx file itself, or from its external
+    ``weightfile`` (``meta`` its metadata), where each is checked against its SHA-256 as it is
+    read. {} when the profile turns it off, the platform has none, the file has no sparse
+    connection, or it does not scan (onnxruntime then names the problem)."""
+    import hashlib
+
     from . import hugepages
-    from zor.errors import ZorError
+    from .onnxmeta import RawTensor
+    from zor.errors import WeightFileError, ZorError
 
     if not (getattr(profile, "huge_pages", False) and hugepages.SUPPORTED):
         return {}
     try:
-        props = read_metadata_props(path)
-        if props.get(fmt.KEYS.FORMAT) != fmt.FORMAT:
-            return {}
-        meta = parse(props, str(path))
+        if meta is None:
+            props = read_metadata_props(path)
+            if props.get(fmt.KEYS.FORMAT) != fmt.FORMAT:
+                return {}
+            meta = parse(props, str(path))
         names = [name for j in meta.sparse_connections for name in (fmt.weight(j), fmt.weight_int8(j))]
         if not names:
             return {}
-        found = find_initializers(path, names)
-        rows = {name: hugepages.read_tensor(path, raw) for name, raw in found.items()
+        if weightfile is None:
+            source, found = path, find_initializers(path, names)
+        else:
+            source = weightfile.path
+            found = {n: RawTensor(n, e.dtype, tuple(e.shape), e.offset, e.length)
+                     for n, e in weightfile.entries.items() if n in names and e.in_graph}
+        rows = {name: hugepages.read_tensor(source, raw) for name, raw in found.items()
                 if raw.nbytes >= hugepages.MIN_BYTES}
-    except (ScanError, OSError, ZorError):
+    except (ScanError, OSError) as exc:
+        if weightfile is not None:
+            raise WeightFileError(f"{path.name}: reading the sparse rows from {weightfile.path.name} failed ({exc}): "
+                                  "expected the complete weights file written by zor-export") from None
         return {}
+    except ZorError:
+        return {}
+    if weightfile is not None:
+        for name, array in rows.items():
+            if hashlib.sha256(array.view(np.uint8).reshape(-1)).hexdigest() != weightfile.entries[name].sha256:
+                raise WeightFileError(f"{path.name}: tensor {name} in {weightfile.path.name} does not match its "
+                                      "SHA-256 in the metadata: the file was changed or belongs to another export")
     if rows:
         notes.append(f"sparse rows in huge pages: {', '.join(sorted(rows))} "
                      f"({sum(a.nbytes for a in rows.values()) / 2 ** 20:.1f} MiB)")

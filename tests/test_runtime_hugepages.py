@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from zor import Layer, Zor
 from zor import format as fmt
-from zor.errors import ModelFileError
+from zor.errors import ModelFileError, WeightFileError
 from zor.export import export
 from zor.runtime import Model, hugepages
 from zor.runtime.onnxmeta import RawTensor, ScanError, find_initializers
@@ -143,3 +143,38 @@ def test_scan_of_an_in_memory_model_matches_onnx(wide):
     assert fmt.weight(0) in found and found[fmt.weight(0)].nbytes == 1024 * 1024 * 4
     for name, raw in found.items():
         np.testing.assert_array_equal(_read(path, raw), want[name])
+
+
+@pytest.fixture(scope="module")
+def external(wide):
+    """The same wide net exported sparse with --external-weights."""
+    folder, calib = wide
+    net = Zor([Layer(1024, threshold=0.5), Layer(1024, threshold=0.0), Layer(8)], seed=0, device="cpu")
+    export(net, folder / "e.onnx", path="sparse", calibration=calib, external_weights=True)
+    return folder / "e.onnx", calib
+
+
+def test_external_weights_loaded_whole_use_huge_pages_too(external):
+    path, x = external
+    on = Model(path, device="generic", threads=1, weights="load")
+    off = Model(path, device=dataclasses.replace(on.profile, huge_pages=False), threads=1, weights="load")
+    assert on.weights_mode == "load"
+    assert any("huge pages: weight_0" in n for n in on.notes) == hugepages.SUPPORTED, on.notes
+    for row in range(len(x)):
+        np.testing.assert_array_equal(on.run(x[row:row + 1])["output"], off.run(x[row:row + 1])["output"])
+
+
+@pytest.mark.skipif(not hugepages.SUPPORTED, reason="no transparent huge pages on this platform")
+def test_external_rows_read_into_huge_pages_are_checked(external, tmp_path):
+    # one flipped byte inside W_0 (the tensor read into huge pages): refused by its SHA-256, never a wrong answer
+    path, _ = external
+    model = Model(path, device="generic", threads=1, weights="load")
+    weights = path.with_suffix(".weights")
+    entry = model._weightfile.entries[fmt.weight(0)]
+    copy_model, copy_weights = tmp_path / path.name, tmp_path / weights.name
+    copy_model.write_bytes(path.read_bytes())
+    data = bytearray(weights.read_bytes())
+    data[entry.offset + 100] ^= 0xFF
+    copy_weights.write_bytes(bytes(data))
+    with pytest.raises(WeightFileError, match="SHA-256"):
+        Model(copy_model, device="generic", threads=1, weights="load", verify_weights=False)
