@@ -35,7 +35,10 @@ steps in the time, backprop 9,500–10,100 and backprop-sparse 12,600–13,500).
 chrF between the two runs, which stopped at different step counts. A second run of
 the four splits (two processes side by side, the same 240 s; Zor 12,800–15,800 steps)
 gave zor / best backprop 26.37 / 26.77, 19.94 / 20.68, 22.92 / 23.29, 28.99 / 28.69:
-gaps −0.41, −0.73, −0.38, +0.31 (median −0.40). Zor trails on 7 of the 8 split-runs.
+gaps −0.41, −0.73, −0.38, +0.31 (median −0.40). A third run (two processes side by
+side, each training four models: these three and Zor without its update norm clip)
+gave zor / best backprop 26.14 / 26.56, 20.73 / 20.86, 22.37 / 22.74, 28.29 / 29.32:
+gaps −0.42, −0.13, −0.37, −1.03. Zor trails on 11 of the 12 split-runs.
 """
 
 from __future__ import annotations

@@ -92,7 +92,11 @@ class TranslationConfig:
     16.7 → 16.6, the backprop model on sparse batches 25.5 → 26.3 and 17.7 → 17.0; for
     Zor on split 0 a decay over the last half only gave 25.9 and twice the rate with
     the decay 24.9. The rate stays constant. Zor's batch on split 0 (dev chrF, 240 s):
-    128 → 25.9 (23,000 batches), 256 → 26.4, 512 → 26.0 (9,200 batches).
+    128 → 25.9 (23,000 batches), 256 → 26.4, 512 → 26.0 (9,200 batches). No norm clip
+    on U (``learning_range=None``): dev 26.3 / 17.2 / 29.5 / 13.8 against 26.4 / 16.7 /
+    28.8 / 13.8 on splits 0-3, but on their test documents (the same run as the
+    defaults and both backprop models) 26.15 / 20.04 / 22.17 / 28.95 against 26.14 /
+    20.73 / 22.37 / 28.29: no gain, so the clip stays.
     """
 
     source_language: str = "es"
