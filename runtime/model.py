@@ -380,6 +380,7 @@ def _huge_page_rows(path: Path, profile: Profile, notes: list[str], meta: Option
     ``weightfile`` (``meta`` its metadata), where each is checked against its SHA-256 as it is
     read. {} when the profile turns it off, the platform has none, the file has no sparse
     connection, or it does not scan (onnxruntime then names the problem)."""
+    import errno
     import hashlib
 
     from . import hugepages
@@ -405,7 +406,11 @@ def _huge_page_rows(path: Path, profile: Profile, notes: list[str], meta: Option
                      for n, e in weightfile.entries.items() if n in names and e.in_graph}
         rows = {name: hugepages.read_tensor(source, raw) for name, raw in found.items()
                 if raw.nbytes >= hugepages.MIN_BYTES}
+    except MemoryError:                     # no room for a copy: onnxruntime loads (or refuses) as before
+        return {}
     except (ScanError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+            return {}
         if weightfile is not None:
             raise WeightFileError(f"{path.name}: reading the sparse rows from {weightfile.path.name} failed ({exc}): "
                                   "expected the complete weights file written by zor-export") from None

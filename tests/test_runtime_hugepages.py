@@ -178,3 +178,17 @@ def test_external_rows_read_into_huge_pages_are_checked(external, tmp_path):
     copy_weights.write_bytes(bytes(data))
     with pytest.raises(WeightFileError, match="SHA-256"):
         Model(copy_model, device="generic", threads=1, weights="load", verify_weights=False)
+
+
+@pytest.mark.parametrize("failure", [MemoryError(), OSError(12, "Cannot allocate memory")])
+def test_no_memory_for_huge_pages_leaves_loading_to_onnxruntime(external, wide, monkeypatch, failure):
+    # under a tight address-space limit the mapping fails: the model loads as before, or fails with
+    # onnxruntime's own "not enough memory" advice, never with an error about huge pages
+    def refuse(nbytes):
+        raise failure
+
+    monkeypatch.setattr(hugepages, "advised_buffer", refuse)
+    for path, kw in ((external[0], {"weights": "load"}), (wide[0] / "s.onnx", {})):
+        m = Model(path, device="generic", threads=1, **kw)
+        assert not any("huge pages" in n for n in m.notes)
+        assert m.run(wide[1][:1])["output"].shape == (1, 8)
