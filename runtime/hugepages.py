@@ -14,12 +14,14 @@ are not the guest's to choose, so bare hardware may gain more. Loading costs abo
 
 On Linux the kernel backs an anonymous mapping with huge pages when asked
 (``madvise(MADV_HUGEPAGE)``; transparent huge pages in "madvise" or "always" mode).
-:func:`read_tensor` reads an initializer's bytes from the model file (or from its
-external ``.weights`` file, when that is loaded whole) straight into such a mapping,
-aligned to 2 MiB, and the runtime hands that array to onnxruntime in place of the
-file's copy (``SessionOptions.add_initializer``, which uses the memory in place). Where the kernel or the platform offers no huge pages the mapping is ordinary
-memory and only the copy's cost remains: :data:`SUPPORTED` is False off Linux, and
-the device profile's ``huge_pages`` turns the whole thing off.
+:func:`read_tensor` reads an initializer's bytes from the model file straight into
+such a mapping, aligned to 2 MiB, and the runtime hands that array to onnxruntime in
+place of the file's copy (``SessionOptions.add_initializer``, which uses the memory in
+place); an external ``.weights`` file loaded whole is read into :func:`advised_buffer`
+by :meth:`~zor.runtime.weightfile.WeightFile.tensor`, SHA-256 checked. Where the
+kernel or the platform offers no huge pages the mapping is ordinary memory and only
+the copy's cost remains: :data:`SUPPORTED` is False off Linux, and the device
+profile's ``huge_pages`` turns the whole thing off.
 
 Example:
     >>> buf = advised_buffer(3 << 20)

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,8 @@ class Model:
         self._weightfile: Optional[WeightFile] = None
         self._rows = None
         self.weights_mode = "inline"
-        early = _external_metadata(self.path)
+        scanned = _early_metadata(self.path)
+        early = scanned if scanned is not None and scanned.weights else None
         if early is not None:
             self._weightfile = WeightFile(self.path, early.weights,
                                           backend=weights_backend if weights == "rows" else "pread")
@@ -130,7 +132,7 @@ class Model:
                 self._inputs, self._outputs = _contract_io(early)
                 self._check_graph()
                 return
-            pinned = _huge_page_rows(self.path, self.profile, self.notes, early, self._weightfile)
+            pinned = _huge_page_rows(early, self.profile, self.notes, self._weightfile)
             if verify_weights:                              # the pinned tensors were checked as they were read
                 self._weightfile.verify([n for n, e in self._weightfile.entries.items()
                                          if e.in_graph and n not in pinned])
@@ -138,7 +140,7 @@ class Model:
             raise ConfigError(f"{self.path.name} keeps its weights inside the .onnx file: weights='rows' needs a "
                               "model exported with --external-weights")
         else:
-            pinned = _huge_page_rows(self.path, self.profile, self.notes)
+            pinned = _huge_page_rows(scanned, self.profile, self.notes, path=self.path)
         self._session, missing = open_session(self.path, self.profile, threads, pinned)
         if missing:
             self.notes.append(f"profile {self.profile.name} prefers {', '.join(missing)}, which this onnxruntime "
@@ -357,71 +359,54 @@ class Model:
         return translate(self, texts, beam=beam, batch_size=batch_size, long=long)
 
 
-def _external_metadata(path: Path) -> Optional[Metadata]:
-    """The parsed metadata of a file with external weights, read without onnxruntime (None: weights inline).
+def _early_metadata(path: Path) -> Optional[Metadata]:
+    """The file's parsed metadata, read without onnxruntime; None when it does not scan as
+    protobuf, is not a Zor file, or (weights inline) its metadata does not parse: onnxruntime
+    and the parse after loading then name the problem. Metadata that names external weights
+    must parse here (its errors are raised)."""
+    from zor.errors import ZorError
 
-    A file that does not scan as protobuf is left to onnxruntime, which names the problem.
-    """
     check_file(path)
     try:
         props = read_metadata_props(path)
     except (ScanError, OSError):
         return None
-    if props.get(fmt.KEYS.WEIGHTS, "") in ("", "{}") or props.get(fmt.KEYS.FORMAT) != fmt.FORMAT:
+    if props.get(fmt.KEYS.FORMAT) != fmt.FORMAT:
         return None
-    meta = parse(props, str(path))
-    return meta if meta.weights else None
-
-
-def _huge_page_rows(path: Path, profile: Profile, notes: list[str], meta: Optional[Metadata] = None,
-                    weightfile: Optional[WeightFile] = None) -> dict[str, np.ndarray]:
-    """The row tensors of the file's sparse connections (≥ 2 MiB each) read into huge pages
-    (:mod:`zor.runtime.hugepages`), from the .onnx file itself, or from its external
-    ``weightfile`` (``meta`` its metadata), where each is checked against its SHA-256 as it is
-    read. {} when the profile turns it off, the platform has none, the file has no sparse
-    connection, or it does not scan (onnxruntime then names the problem)."""
-    import errno
-    import hashlib
-
-    from . import hugepages
-    from .onnxmeta import RawTensor
-    from zor.errors import WeightFileError, ZorError
-
-    if not (getattr(profile, "huge_pages", False) and hugepages.SUPPORTED):
-        return {}
     try:
-        if meta is None:
-            props = read_metadata_props(path)
-            if props.get(fmt.KEYS.FORMAT) != fmt.FORMAT:
-                return {}
-            meta = parse(props, str(path))
-        names = [name for j in meta.sparse_connections for name in (fmt.weight(j), fmt.weight_int8(j))]
-        if not names:
-            return {}
-        if weightfile is None:
-            source, found = path, find_initializers(path, names)
-        else:
-            source = weightfile.path
-            found = {n: RawTensor(n, e.dtype, tuple(e.shape), e.offset, e.length)
-                     for n, e in weightfile.entries.items() if n in names and e.in_graph}
-        rows = {name: hugepages.read_tensor(source, raw) for name, raw in found.items()
-                if raw.nbytes >= hugepages.MIN_BYTES}
-    except MemoryError:                     # no room for a copy: onnxruntime loads (or refuses) as before
-        return {}
-    except (ScanError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
-            return {}
-        if weightfile is not None:
-            raise WeightFileError(f"{path.name}: reading the sparse rows from {weightfile.path.name} failed ({exc}): "
-                                  "expected the complete weights file written by zor-export") from None
-        return {}
+        return parse(props, str(path))
     except ZorError:
+        if props.get(fmt.KEYS.WEIGHTS, "") not in ("", "{}"):
+            raise
+        return None
+
+
+def _huge_page_rows(meta: Optional[Metadata], profile: Profile, notes: list[str],
+                    weightfile: Optional[WeightFile] = None, path: Optional[Path] = None) -> dict[str, np.ndarray]:
+    """The row tensors of the sparse connections (≥ 2 MiB each) read into huge pages
+    (:mod:`zor.runtime.hugepages`): from the external ``weightfile`` (SHA-256 checked as they
+    are read), else from the .onnx file at ``path``. {} when the profile turns it off, the
+    platform has none, there is no sparse connection, there is no memory for the copy, or the
+    .onnx file does not scan (onnxruntime then loads, or names the problem, as before)."""
+    from . import hugepages
+
+    if meta is None or not profile.huge_pages or not hugepages.SUPPORTED:
         return {}
-    if weightfile is not None:
-        for name, array in rows.items():
-            if hashlib.sha256(array.view(np.uint8).reshape(-1)).hexdigest() != weightfile.entries[name].sha256:
-                raise WeightFileError(f"{path.name}: tensor {name} in {weightfile.path.name} does not match its "
-                                      "SHA-256 in the metadata: the file was changed or belongs to another export")
+    names = {name for j in meta.sparse_connections for name in (fmt.weight(j), fmt.weight_int8(j))}
+    try:
+        if weightfile is not None:
+            rows = {n: weightfile.tensor(n, out=hugepages.advised_buffer(e.length))
+                    for n, e in weightfile.entries.items() if n in names and e.in_graph
+                    and e.length >= hugepages.MIN_BYTES}
+        else:
+            rows = {n: hugepages.read_tensor(path, raw) for n, raw in find_initializers(path, names).items()
+                    if raw.nbytes >= hugepages.MIN_BYTES}
+    except MemoryError:
+        return {}
+    except (ScanError, OSError) as exc:     # a file that does not scan, or no address space for the copy
+        if weightfile is not None and not (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+            raise
+        return {}
     if rows:
         notes.append(f"sparse rows in huge pages: {', '.join(sorted(rows))} "
                      f"({sum(a.nbytes for a in rows.values()) / 2 ** 20:.1f} MiB)")

@@ -34,7 +34,7 @@ __all__ = ["read_metadata_props", "find_initializers", "RawTensor", "ScanError"]
 _METADATA_PROPS = 14
 _GRAPH, _INITIALIZER = 7, 5                                   # ModelProto.graph, GraphProto.initializer
 _DIMS, _DATA_TYPE, _NAME, _RAW_DATA, _DATA_LOCATION = 1, 2, 8, 9, 14   # TensorProto fields
-ONNX_DTYPES = {1: "float32", 3: "int8", 2: "uint8", 6: "int32", 7: "int64", 10: "float16"}
+_ONNX_DTYPES = {1: "float32", 3: "int8", 2: "uint8", 6: "int32", 7: "int64", 10: "float16"}
 
 
 class ScanError(ValueError):
@@ -165,9 +165,9 @@ def _tensor(f: BinaryIO, end: int) -> RawTensor | None:
             _skip(f, wire, end, field)
     if f.tell() != end:
         raise ScanError("a tensor runs past its message")
-    if raw is None or external or dtype not in ONNX_DTYPES:
+    if raw is None or external or dtype not in _ONNX_DTYPES:
         return None
-    return RawTensor(name, ONNX_DTYPES[dtype], tuple(dims), raw[0], raw[1])
+    return RawTensor(name, _ONNX_DTYPES[dtype], tuple(dims), raw[0], raw[1])
 
 
 def _messages(f: BinaryIO, end: int, number: int) -> Iterator[int]:

@@ -167,8 +167,11 @@ class WeightFile:
                 h.update(self._read(e.offset + done, n))
                 done += n
             if h.hexdigest() != e.sha256:
-                raise WeightFileError(f"{self._model_name}: tensor {name} in {self.path.name} does not match its "
-                                      f"SHA-256 in the metadata: the file was changed or belongs to another export")
+                raise self._sha_mismatch(name)
+
+    def _sha_mismatch(self, name: str) -> WeightFileError:
+        return WeightFileError(f"{self._model_name}: tensor {name} in {self.path.name} does not match its SHA-256 "
+                               "in the metadata: the file was changed or belongs to another export")
 
     # ------------------------------------------------------------------ reads
     def _entry(self, name: str) -> TensorEntry:
@@ -189,15 +192,28 @@ class WeightFile:
     def __contains__(self, name: str) -> bool:
         return name in self.entries
 
-    def tensor(self, name: str) -> np.ndarray:
-        """The whole tensor ``name``, SHA-256 checked."""
+    def tensor(self, name: str, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """The whole tensor ``name``, SHA-256 checked; read straight into ``out`` (a uint8 buffer of
+        the tensor's byte length, e.g. huge pages) when given, whose memory the result then shares."""
         e = self._entry(name)
-        data = self._read(e.offset, e.length)
-        if hashlib.sha256(data).hexdigest() != e.sha256:
-            raise WeightFileError(f"{self._model_name}: tensor {name} in {self.path.name} does not match its SHA-256 "
-                                  "in the metadata: the file was changed or belongs to another export")
+        if out is None:
+            out = np.empty(e.length, dtype=np.uint8)
+        elif out.dtype != np.uint8 or out.shape != (e.length,):
+            raise ValueError(f"out: expected a uint8 buffer of {e.length} bytes, got {out.dtype} {out.shape}")
+        if self._map is not None:
+            out[:] = self._map[e.offset:e.offset + e.length]
+        else:
+            done = 0
+            while done < e.length:
+                got = os.preadv(self._fd, [out[done:]], e.offset + done)
+                if got <= 0:
+                    raise WeightFileError(f"{self._model_name}: {self.path.name} ended early: expected {e.length} "
+                                          f"bytes of {name} at offset {e.offset}, got {done} (truncated under the model?)")
+                done += got
+        if hashlib.sha256(out).hexdigest() != e.sha256:
+            raise self._sha_mismatch(name)
         self.bytes_read += e.length
-        return np.frombuffer(data, dtype=np.dtype(e.dtype).newbyteorder("<")).astype(e.dtype).reshape(e.shape)
+        return out.view(np.dtype(e.dtype).newbyteorder("<")).astype(e.dtype, copy=False).reshape(e.shape)
 
     def _row_crc(self, name: str) -> Optional[np.ndarray]:
         if name not in self._crc:
