@@ -14,7 +14,9 @@ same activity (so the active rows differ from call to call, as in a stream).
    both exported per rate with that rate's inputs as calibration data (the measured rate
    sets the sparse form's row groups, and auto picks dense or sparse from the profile's
    break-even), ``int8 sparse`` (int8 weight-only rows, exported once at 10 %).
-   Reported per rate: latency of each, sparse speed-up over dense, auto against the
+   Reported per rate: latency of each, sparse speed-up over dense (the median over the
+   repeats of dense / sparse within each repeat, :func:`paired_ratio`; the ratio of the
+   two medians is kept in the JSON beside it), auto against the
    better of dense and sparse, the largest output difference from dense, and the
    floor: per-call overhead (the sparse file at 0 % activity: input checks, session
    call, the nodes with no rows) + bytes of the active rows / memory bandwidth, where
@@ -64,7 +66,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import click
 import numpy as np
 
-__all__ = ["main", "inputs_at", "crossover", "fit_min_synapses", "floor_ms", "layer_sweep", "memory_demo"]
+__all__ = ["main", "inputs_at", "p50_repeats", "p50_interleaved", "paired_ratio", "crossover", "fit_min_synapses",
+           "floor_ms", "layer_sweep", "memory_demo"]
 
 RATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 QUICK_RATES = (0.05, 0.1, 0.5, 1.0)
@@ -83,9 +86,11 @@ def inputs_at(n: int, rate: float, count: int, seed: int = 0, theta: float = THE
     return x
 
 
-def p50_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
-                    warmup: int = 3) -> dict[str, float]:
-    """Median over repeats of each runner's p50 latency (ms) over ``calls`` calls cycling through ``xs``."""
+def p50_repeats(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
+                warmup: int = 3) -> dict[str, list[float]]:
+    """Each runner's p50 latency (ms) over ``calls`` calls cycling through ``xs``, in every one of
+    ``repeats`` rounds; within a round the runners take turns, so round k's figures were taken
+    within a fraction of a second of each other."""
     per: dict[str, list] = {k: [] for k in runners}
     for fn in runners.values():
         for i in range(warmup):
@@ -99,7 +104,25 @@ def p50_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndar
                 fn(x)
                 ts.append(time.perf_counter() - t)
             per[name].append(float(np.median(ts)) * 1e3)
-    return {k: float(np.median(v)) for k, v in per.items()}
+    return per
+
+
+def p50_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
+                    warmup: int = 3) -> dict[str, float]:
+    """Median over repeats of each runner's p50 latency (ms) over ``calls`` calls cycling through ``xs``."""
+    return {k: float(np.median(v)) for k, v in p50_repeats(runners, xs, calls, repeats, warmup).items()}
+
+
+def paired_ratio(reference: list[float], other: list[float]) -> float:
+    """Median over rounds of reference_k / other_k: a speed-up from figures taken side by side.
+
+    On a shared machine the speed of memory drifts between rounds; both figures of a
+    round see the same drift, so their ratio varies less than the ratio of the medians.
+    E.g. rounds (5, 0.5), (6, 0.55), (4, 0.45) → median(10, 10.9, 8.9) = 10.
+    """
+    if len(reference) != len(other) or not reference:
+        raise ValueError(f"expected two equally long, non-empty lists of rounds, got {len(reference)} and {len(other)}")
+    return float(np.median(np.asarray(reference, float) / np.asarray(other, float)))
 
 
 def crossover(rates: list[float], dense_ms: list[float], sparse_ms: list[float]) -> Optional[float]:
@@ -186,7 +209,8 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
         auto = _model(_export(net, folder / f"l{n}-auto-{r:g}.onnx", path="auto", calibration=xs), threads)
         runners = {"dense": models["dense"].run, "sparse": sparse.run, "auto": auto.run,
                    "int8 sparse": models["int8 sparse"].run}
-        t = p50_interleaved(runners, xs, calls, repeats)
+        rounds = p50_repeats(runners, xs, calls, repeats)
+        t = {k: float(np.median(v)) for k, v in rounds.items()}
         ref = np.concatenate([models["dense"].run(x[None])["output"] for x in xs])
         diff = {k: float(np.max(np.abs(np.concatenate([m.run(x[None])["output"] for x in xs]) - ref)))
                 for k, m in (("sparse", sparse), ("auto", auto), ("int8 sparse", models["int8 sparse"]))}
@@ -194,7 +218,10 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
         rows.append({"rate": r, "active_rows": int(round(r * n)), "groups": sparse.metadata.paths["connections"][0]["groups"],
                      "dense_ms": t["dense"], "sparse_ms": t["sparse"],
                      "auto_ms": t["auto"], "int8_sparse_ms": t["int8 sparse"],
-                     "speedup_sparse": t["dense"] / t["sparse"], "speedup_int8_sparse": t["dense"] / t["int8 sparse"],
+                     "speedup_sparse": paired_ratio(rounds["dense"], rounds["sparse"]),
+                     "speedup_int8_sparse": paired_ratio(rounds["dense"], rounds["int8 sparse"]),
+                     "speedup_sparse_of_medians": t["dense"] / t["sparse"],
+                     "speedup_sparse_rounds": [d / v for d, v in zip(rounds["dense"], rounds["sparse"])],
                      "auto_path": "sparse" if auto_choice else "dense",
                      "auto_vs_best": t["auto"] / min(t["dense"], t["sparse"]),
                      "auto_choice_vs_best": (t["sparse"] if auto_choice else t["dense"]) / min(t["dense"], t["sparse"]),

@@ -97,6 +97,28 @@ def test_floor_hand_derived():
     assert sb.floor_ms(0.05, 410, 4096 * 4, 8.0) == pytest.approx(0.05 + 410 * 16384 / 8e9 * 1e3)
 
 
+def test_paired_ratio_hand_derived():
+    # rounds (dense, sparse): (5, 0.5), (6, 0.5), (4, 0.5) → ratios 10, 12, 8 → median 10
+    assert sb.paired_ratio([5.0, 6.0, 4.0], [0.5, 0.5, 0.5]) == pytest.approx(10.0)
+    # a round where both slowed together counts as the ratio it had, not as two outliers:
+    # medians 5 / 0.5 would say 10 too, but (5, 0.5), (10, 1.0), (5, 0.55) → 10, 10, 9.09 → 10
+    assert sb.paired_ratio([5.0, 10.0, 5.0], [0.5, 1.0, 0.55]) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="equally long"):
+        sb.paired_ratio([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        sb.paired_ratio([], [])
+
+
+def test_p50_repeats_keeps_every_round():
+    calls = []
+    rounds = sb.p50_repeats({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},
+                            np.zeros((4, 3), np.float32), calls=5, repeats=3, warmup=1)
+    assert {k: len(v) for k, v in rounds.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in rounds.values() for t in v)
+    # one warm-up call each, then the runners take turns round by round, 5 calls at a time
+    assert calls[2:] == (["a"] * 5 + ["b"] * 5) * 3
+
+
 def test_targets_read_the_sweep():
     rows = [{"rate": 0.05, "speedup_sparse": 12.0, "auto_vs_best": 1.02, "auto_choice_vs_best": 1.0,
              "sparse_vs_floor": 1.1, "max_abs_diff_sparse": 2e-7},
