@@ -226,6 +226,8 @@ class Model:
         self._spike_names = [fmt.spikes(i) for i in range(len(sizes)) if fmt.spikes(i) in names_out]
         self._out_names = set(names_out)
         self._limit = None if self._rows is not None else self.metadata.max_batch
+        self._width = sizes[0]
+        self._base_names = [fmt.OUTPUT] + [s.output for s in self.metadata.state]   # fetched by every call
 
     # ------------------------------------------------------------------ running
     def _feeds(self, x: Any, state: Optional[Mapping[str, Any]] = None) -> dict[str, np.ndarray]:
@@ -246,7 +248,7 @@ class Model:
             given = {fmt.INPUT: x}
         if state:
             given.update(state)
-        feeds = {fmt.INPUT: check_array(fmt.INPUT, given[fmt.INPUT], self.sizes[0])}
+        feeds = {fmt.INPUT: check_array(fmt.INPUT, given[fmt.INPUT], self._width)}
         batch = feeds[fmt.INPUT].shape[0]
         limit = self._limit
         if limit is not None and batch > limit:
@@ -261,7 +263,7 @@ class Model:
         return feeds
 
     def _run(self, feeds: dict[str, np.ndarray], spikes: bool, extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        names = [fmt.OUTPUT] + [s.output for s in self.metadata.state]
+        names = list(self._base_names)
         if spikes:
             if len(self._spike_names) != len(self.sizes):
                 raise ModelFileError(f"{self.path}: spike rates asked for, but the graph has spike outputs "

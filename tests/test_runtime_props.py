@@ -76,3 +76,31 @@ def test_dict_inputs_with_random_names(model, keys, batch, state_batch):
             model.run(feeds)
     else:
         assert model.run(feeds)["output"].shape == (batch, 3)
+
+
+def test_check_array_fast_path_keeps_every_check():
+    """The short path (C-contiguous native float32 of the right width, all finite) returns the
+    array itself; everything else, and every bad value, still takes the full path and its messages."""
+    from runtime.checks import check_array
+
+    x = np.arange(10, dtype=np.float32).reshape(2, WIDTH)
+    assert check_array("input", x, WIDTH) is x                              # no copy
+    big = np.full((1, WIDTH), 3e38, np.float32)                             # finite, near the float32 limit
+    assert check_array("input", big, WIDTH) is big
+    fortran = np.asfortranarray(np.arange(15, dtype=np.float32).reshape(3, WIDTH))
+    strided = np.arange(20, dtype=np.float32).reshape(2, 2 * WIDTH)[:, ::2]
+    swapped = x.astype(">f4")                                               # big-endian float32
+    for odd in (fortran, strided, swapped):
+        out = check_array("input", odd, WIDTH)
+        assert out.flags.c_contiguous and out.dtype == np.float32 and out.dtype.isnative
+        np.testing.assert_array_equal(out, odd)
+    for bad, counts in (([np.nan], "1 NaN and 0 inf"), ([np.inf], "0 NaN and 1 inf"),
+                        ([np.inf, -np.inf], "0 NaN and 2 inf")):
+        y = np.zeros((2, WIDTH), np.float32)
+        y.flat[[3, 7][:len(bad)]] = bad
+        with pytest.raises(NonFiniteError, match=counts + r" entries \(first at \(0, 3\)\)"):
+            check_array("input", y, WIDTH)
+    with pytest.raises(ShapeError, match=r"expected shape \(3, 5\) to match the input's batch"):
+        check_array("state_in_1", x, WIDTH, batch=3)
+    with pytest.raises(ShapeError, match="empty batch"):
+        check_array("input", np.zeros((0, WIDTH), np.float32), WIDTH)
