@@ -285,9 +285,13 @@ def test_dense_plan_covers_every_connection():
 
 
 def test_choose_groups_hand_derived():
-    from zor.export.sparse import GROUP_BYTES, choose_groups
+    from zor.export.sparse import GROUP_BYTES, SINGLE_GROUP_BYTES, choose_groups
 
-    assert GROUP_BYTES == 2 << 20
+    assert GROUP_BYTES == 2 << 20 and SINGLE_GROUP_BYTES == 4 << 20
+    # 5 % of 4096 rows × 4096 float32 = 3,355,443 B ≤ 4 MiB → one group
+    assert choose_groups(0.05, 4096, 4096) == 1
+    # 6.3 %: 4,227,858 B > 4 MiB (4,194,304) → ceil(4.23 MB / 2 MiB) = 3 groups
+    assert choose_groups(0.063, 4096, 4096) == 3
     # 10 % of 4096 rows × 4096 float32 = 6,710,886 B → ceil(6.71 MB / 2 MiB) = 4 groups
     assert choose_groups(0.1, 4096, 4096) == 4
     assert choose_groups(0.1, 4096, 4096, itemsize=1) == 1                   # int8 rows: 1.68 MB
