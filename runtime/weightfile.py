@@ -180,14 +180,24 @@ class WeightFile:
                                  f"{', '.join(sorted(self.entries))}")
         return self.entries[name]
 
-    def _read(self, offset: int, n: int) -> bytes:
+    def _read(self, offset: int, n: int) -> np.ndarray:
+        """Bytes offset..offset+n of the file, as a uint8 array."""
+        return self._read_into(offset, np.empty(n, dtype=np.uint8))
+
+    def _read_into(self, offset: int, buf: np.ndarray, what: str = "") -> np.ndarray:
+        """Fill the contiguous uint8 array ``buf`` from the file at ``offset``; WeightFileError (naming
+        ``what`` was read) when the file ends first."""
         if self._map is not None:
-            return self._map[offset:offset + n].tobytes()
-        data = os.pread(self._fd, n, offset)
-        if len(data) != n:
-            raise WeightFileError(f"{self._model_name}: {self.path.name} ended early: expected {n} bytes at offset "
-                                  f"{offset}, got {len(data)} (truncated under the model?)")
-        return data
+            buf[:] = self._map[offset:offset + len(buf)]
+            return buf
+        done = 0
+        while done < len(buf):
+            got = os.preadv(self._fd, [buf[done:]], offset + done)
+            if got <= 0:
+                raise WeightFileError(f"{self._model_name}: {self.path.name} ended early{what}: expected {len(buf)} "
+                                      f"bytes at offset {offset}, got {done} (truncated under the model?)")
+            done += got
+        return buf
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -200,16 +210,7 @@ class WeightFile:
             out = np.empty(e.length, dtype=np.uint8)
         elif out.dtype != np.uint8 or out.shape != (e.length,):
             raise ValueError(f"out: expected a uint8 buffer of {e.length} bytes, got {out.dtype} {out.shape}")
-        if self._map is not None:
-            out[:] = self._map[e.offset:e.offset + e.length]
-        else:
-            done = 0
-            while done < e.length:
-                got = os.preadv(self._fd, [out[done:]], e.offset + done)
-                if got <= 0:
-                    raise WeightFileError(f"{self._model_name}: {self.path.name} ended early: expected {e.length} "
-                                          f"bytes of {name} at offset {e.offset}, got {done} (truncated under the model?)")
-                done += got
+        self._read_into(e.offset, out, f" reading {name}")
         if hashlib.sha256(out).hexdigest() != e.sha256:
             raise self._sha_mismatch(name)
         self.bytes_read += e.length
@@ -247,11 +248,7 @@ class WeightFile:
             ends = np.concatenate((breaks, [k]))
             flat = out.reshape(-1).view(np.uint8)
             for a, b in zip(starts.tolist(), ends.tolist()):
-                want = (b - a) * rb
-                got = os.preadv(self._fd, [flat[a * rb:b * rb]], e.offset + int(index[a]) * rb)
-                if got != want:
-                    raise WeightFileError(f"{self._model_name}: {self.path.name} ended early reading rows of {name}: "
-                                          f"expected {want} bytes, got {got} (truncated under the model?)")
+                self._read_into(e.offset + int(index[a]) * rb, flat[a * rb:b * rb], f" reading rows of {name}")
         self.bytes_read += k * rb
         crc = self._row_crc(name)
         if crc is not None:
