@@ -110,7 +110,11 @@ def p50_repeats(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray,
 def p50_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
                     warmup: int = 3) -> dict[str, float]:
     """Median over repeats of each runner's p50 latency (ms) over ``calls`` calls cycling through ``xs``."""
-    return {k: float(np.median(v)) for k, v in p50_repeats(runners, xs, calls, repeats, warmup).items()}
+    return _medians(p50_repeats(runners, xs, calls, repeats, warmup))
+
+
+def _medians(rounds: dict[str, list[float]]) -> dict[str, float]:
+    return {k: float(np.median(v)) for k, v in rounds.items()}
 
 
 def paired_ratio(reference: list[float], other: list[float]) -> float:
@@ -210,7 +214,7 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
         runners = {"dense": models["dense"].run, "sparse": sparse.run, "auto": auto.run,
                    "int8 sparse": models["int8 sparse"].run}
         rounds = p50_repeats(runners, xs, calls, repeats)
-        t = {k: float(np.median(v)) for k, v in rounds.items()}
+        t = _medians(rounds)
         ref = np.concatenate([models["dense"].run(x[None])["output"] for x in xs])
         diff = {k: float(np.max(np.abs(np.concatenate([m.run(x[None])["output"] for x in xs]) - ref)))
                 for k, m in (("sparse", sparse), ("auto", auto), ("int8 sparse", models["int8 sparse"]))}
