@@ -71,11 +71,13 @@ BACKPROP_LR = 3e-3      # chosen on the dev split like Zor's settings (Translati
                         # lr 3e-3 26.3; AdamW 3e-3 decay 0.01 26.3, decay 0.1 24.5; 1e-3: 26.0 / 24.2
 
 
-def settings_for(quick: bool, vocab: int, hidden: int) -> dict[str, Any]:
-    """TranslationConfig keywords of the run (``--quick``: a tiny model)."""
+def settings_for(quick: bool, vocab: int, hidden: Optional[int]) -> dict[str, Any]:
+    """TranslationConfig keywords of the run (``--quick``: a tiny model; ``hidden`` None:
+    TranslationConfig's width)."""
     if quick:
         return dict(source_vocab=200, target_vocab=200, hidden=32, window_dim=128, batch_size=64)
-    return dict(source_vocab=vocab, target_vocab=vocab, hidden=hidden, window_dim=1024, batch_size=256)
+    width = {} if hidden is None else {"hidden": hidden}
+    return dict(source_vocab=vocab, target_vocab=vocab, window_dim=1024, batch_size=256, **width)
 
 
 def train_equal_time(models: dict[str, Any], budget: float, slice_s: float = 10.0,
@@ -187,7 +189,7 @@ class Split:
     data: Any               # StepData of ``train``
 
 
-def prepare_split(pair: str, seed: int, quick: bool, vocab: int, hidden: int, device: str = "cpu",
+def prepare_split(pair: str, seed: int, quick: bool, vocab: int, hidden: Optional[int], device: str = "cpu",
                   max_test: Optional[int] = None) -> Split:
     """Split ``pair`` by document with ``seed``, then build the run's config, spec and training steps."""
     from zor.textdata import load_pairs, split_by_document
@@ -232,7 +234,7 @@ def train_methods(names: Sequence[str], sp: Split, budget: float, show: bool = T
     return {name: m for name, (m, _) in built.items()}
 
 
-def run_pair(pair: str, budget: Any, quick: bool, vocab: int, hidden: int, beam: int, seed: int,
+def run_pair(pair: str, budget: Any, quick: bool, vocab: int, hidden: Optional[int], beam: int, seed: int,
              max_test: Optional[int], workdir: Path, show: bool, device: str = "cpu",
              show_table: bool = True) -> dict[str, Any]:
     """One language pair end to end; ``budget`` is seconds, or a function of the training step count."""
@@ -396,7 +398,8 @@ def _print(result: dict) -> None:
               help="Training seconds per method for es-nah; a smaller pair gets it times its share of "
                    "es-nah's training steps (when es-nah runs first).")
 @click.option("--vocab", type=click.IntRange(min=50), default=1000, show_default=True, help="Subword vocabulary a side.")
-@click.option("--hidden", type=click.IntRange(min=4), default=256, show_default=True, help="Hidden width H.")
+@click.option("--hidden", type=click.IntRange(min=4), default=None,
+              help="Hidden width H (default: TranslationConfig's, 512).")
 @click.option("--beam", type=click.IntRange(min=1), default=4, show_default=True, help="Beam width (1: greedy only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the document split and the models.")
 @click.option("--max-test", type=click.IntRange(min=1), default=None, help="Score only the first N test sentences.")
@@ -408,7 +411,7 @@ def _print(result: dict) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the checkpoints and ONNX files in this existing folder (default: a temporary one).")
 @click.option("--no-progress", is_flag=True)
-def main(pairs: str, budget: float, vocab: int, hidden: int, beam: int, seed: int, max_test: Optional[int],
+def main(pairs: str, budget: float, vocab: int, hidden: Optional[int], beam: int, seed: int, max_test: Optional[int],
          threads: int, device: str, quick: bool, json_path: Optional[Path], out_dir: Optional[Path],
          no_progress: bool) -> None:
     """Translation benchmark: Zor vs translation memory, copy-source and equal-size backprop."""

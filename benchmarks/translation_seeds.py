@@ -62,7 +62,7 @@ TRAINED = ("zor", "backprop", "backprop-sparse")
 BACKPROP = ("backprop", "backprop-sparse")
 
 
-def run_split(pair: str, seed: int, budget: float, quick: bool, vocab: int, hidden: int,
+def run_split(pair: str, seed: int, budget: float, quick: bool, vocab: int, hidden: Optional[int],
               show: bool = True) -> dict[str, Any]:
     """One document split: train the methods for ``budget`` s each, score them on its test set."""
     from zor.textbaselines import TranslationMemory, copy_source
@@ -104,12 +104,13 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
 @click.option("--budget", type=click.FloatRange(min=0.1), default=240.0, show_default=True,
               help="Seconds of training per method and split.")
 @click.option("--vocab", type=click.IntRange(min=50), default=1000, show_default=True)
-@click.option("--hidden", type=click.IntRange(min=4), default=256, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=4), default=None,
+              help="Hidden width H (default: TranslationConfig's, 512).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--quick", is_flag=True, help="Smoke test: tiny models, 1,500 training pairs, 40 test sentences.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--no-progress", is_flag=True)
-def main(pair: str, seeds_text: str, budget: float, vocab: int, hidden: int, threads: int, quick: bool,
+def main(pair: str, seeds_text: str, budget: float, vocab: int, hidden: Optional[int], threads: int, quick: bool,
          json_path: Optional[Path], no_progress: bool) -> None:
     """Zor vs backprop translation chrF over several document splits."""
     from zor.errors import ZorError

@@ -32,6 +32,14 @@ def test_train_equal_time_interleaves_slices():
     assert models["a"][1]()["seconds"] == 25.0 and models["b"][1]()["seconds"] == 30.0
 
 
+def test_settings_for_takes_the_config_width_unless_given():
+    from zor.translation import TranslationConfig
+
+    assert TranslationConfig(**bench.settings_for(False, 1000, None)).hidden == TranslationConfig().hidden == 512
+    assert TranslationConfig(**bench.settings_for(False, 1000, 300)).hidden == 300
+    assert bench.settings_for(True, 1000, 300)["hidden"] == 32                       # --quick: a tiny model
+
+
 def test_typical_takes_the_corpus_median():
     tok = SubwordTokenizer.train(["a b c d e f g h"], vocab_size=30, min_char_count=1, min_pair_count=1)
     assert tok.encode("a b") == [tok.vocab.index("▁a"), tok.vocab.index("▁b")]      # one token per word
