@@ -32,8 +32,9 @@ document: no document in two splits, :mod:`zor.textdata`):
 5. runtime speed, one thread: ms per sentence and target tokens per second at batch 1
    (greedy) and at batch 32, for float32 and int8, on the test sentences of typical
    length (source length within ±25 % of the median over the whole corpus; the test
-   documents may be longer than usual), next to the torch engine's
-   batch-1 figure measured in the same run (speed as a ratio, these machines are shared).
+   documents may be longer than usual), next to the torch engine's batch-1 figure; the
+   five are timed in turn, one pass each per round, over 5 rounds (medians; the speed-up
+   is the median of the per-round ratios to the engine: these machines are shared).
 
 Usage:
     python benchmarks/translation.py --json benchmarks/results/translation.json
@@ -60,7 +61,7 @@ from benchmarks import common
 from zor.errors import ZorError
 
 __all__ = ["settings_for", "train_equal_time", "Split", "prepare_split", "METHOD_NAMES", "train_methods", "typical",
-           "export_translation", "run_pair", "main"]
+           "export_translation", "run_pair", "interleaved_speeds", "main"]
 
 GOAL_INT8_DROP = 0.5          # chrF points
 GOAL_MS = 10.0                # runtime int8, one thread, batch 1, typical sentence
@@ -328,34 +329,61 @@ def _runtime_part(pair, ckpt, spec, cfg, dev, typ, sources, refs, engine_hyps, w
     cal_data = step_data(dev, spec, cfg.train_max_tokens)
     pick = np.random.default_rng(seed).choice(len(cal_data), size=min(512, len(cal_data)), replace=False)
     calib = spec.encoder.dense(cal_data, np.sort(pick))
-    exports, runtime_rows, speeds = {}, [], []
+    exports, runtime_rows, models = {}, [], {}
     for mode, label in (("none", "float32"), ("int8", "int8")):
         out = workdir / f"{pair}-{label}.onnx"
         exports[label] = export_translation(ckpt, out, mode, calib)
-        model = Model(out, threads=1)
-        tr = Translator(model)
-        hyps = tr.translate(sources, beam=1)
+        model = models[label] = Model(out, threads=1)
+        hyps = Translator(model).translate(sources, beam=1)
         same = float(np.mean([a == b for a, b in zip(hyps, engine_hyps)]))
         runtime_rows.append(_score(f"zor runtime {label}", hyps, refs, None, beam=1, where=f"runtime {label}",
                                    same_as_engine=100.0 * same, bytes=exports[label]["bytes"]))
-        for batch in (1, 32):
-            fig = speed(model, [p.source for p in typ], batch_size=batch, repeats=3)
-            speeds.append({"model": f"runtime {label}", "batch": batch, **{k: fig[k] for k in
-                           ("ms_per_sentence", "tokens_per_s", "target_tokens", "sentences")}})
-    # the torch engine at batch 1 in the same run: the reference for the runtime's speed
+    texts = [p.source for p in typ]
     torch.set_num_threads(1)
-    reps = []
-    for _ in range(3):
+
+    def engine_pass() -> tuple[float, int]:
         t = time.perf_counter()
-        out_e = zor.translate([p.source for p in typ], beam=1, batch_size=1)
-        reps.append(time.perf_counter() - t)
-    eng = float(np.median(reps))
-    toks = sum(len(spec.target_tokenizer.encode(o)) for o in out_e)
-    speeds.append({"model": "engine float32 (torch)", "batch": 1, "ms_per_sentence": 1e3 * eng / len(typ),
-                   "tokens_per_s": toks / eng, "target_tokens": toks, "sentences": len(typ)})
-    for s in speeds:
-        s["speedup_vs_engine"] = speeds[-1]["ms_per_sentence"] / s["ms_per_sentence"]
-    return exports, runtime_rows, speeds
+        out_e = zor.translate(texts, beam=1, batch_size=1)
+        return time.perf_counter() - t, sum(len(spec.target_tokenizer.encode(o)) for o in out_e)
+
+    def runtime_pass(model, batch: int) -> tuple[float, int]:
+        fig = speed(model, texts, batch_size=batch, repeats=1)
+        return fig["seconds"][0], fig["target_tokens"]
+
+    passes: dict[tuple[str, int], Callable[[], tuple[float, int]]] = {
+        (f"runtime {label}", batch): (lambda m=m, b=batch: runtime_pass(m, b))
+        for label, m in models.items() for batch in (1, 32)}
+    passes[("engine float32 (torch)", 1)] = engine_pass       # the reference, timed in every round
+    engine_pass()                                                # untimed warm-up
+    return exports, runtime_rows, interleaved_speeds(passes, len(texts), SPEED_ROUNDS)
+
+
+SPEED_ROUNDS = 5
+
+
+def interleaved_speeds(passes: dict[tuple[str, int], Callable[[], tuple[float, int]]], sentences: int,
+                       rounds: int) -> list[dict[str, Any]]:
+    """Time every pass once per round, ``rounds`` rounds, in turn (a noisy neighbour slows
+    them alike); the last pass is the reference.
+
+    Per pass: ``ms_per_sentence`` and ``tokens_per_s`` from the median pass time, and
+    ``speedup_vs_engine``, the median over rounds of reference time / pass time.
+    """
+    times: dict[tuple[str, int], list[float]] = {k: [] for k in passes}
+    tokens: dict[tuple[str, int], int] = {}
+    for _ in range(rounds):
+        for key, run in passes.items():
+            seconds, tokens[key] = run()
+            times[key].append(seconds)
+    ref = list(passes)[-1]
+    out = []
+    for (model, batch), ts in times.items():
+        med = common.median(ts)
+        out.append({"model": model, "batch": batch, "ms_per_sentence": 1e3 * med / sentences,
+                    "tokens_per_s": tokens[(model, batch)] / med, "target_tokens": tokens[(model, batch)],
+                    "sentences": sentences, "seconds": ts,
+                    "speedup_vs_engine": common.median(r / t for r, t in zip(times[ref], ts))})
+    return out
 
 
 _COLS = ["method", "chrf", "chrf++", "bleu", "train_s", "steps", "beam", "where"]

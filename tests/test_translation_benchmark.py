@@ -40,6 +40,24 @@ def test_settings_for_takes_the_config_width_unless_given():
     assert bench.settings_for(True, 1000, 300)["hidden"] == 32                       # --quick: a tiny model
 
 
+def test_interleaved_speeds_by_hand():
+    calls = []
+    clock = {"a": iter([0.2, 0.4, 0.1]), "ref": iter([2.0, 1.0, 1.0])}
+
+    def run(name, tokens):
+        def one():
+            calls.append(name)
+            return next(clock[name]), tokens
+        return one
+
+    out = bench.interleaved_speeds({("a", 1): run("a", 50), ("ref", 1): run("ref", 40)}, sentences=10, rounds=3)
+    assert calls == ["a", "ref"] * 3                                               # one pass each, in turn
+    a, ref = out
+    assert a["ms_per_sentence"] == pytest.approx(20.0) and a["tokens_per_s"] == pytest.approx(250.0)  # median 0.2 s
+    assert a["speedup_vs_engine"] == pytest.approx(10.0)   # per round 10, 2.5, 10 → 10 (the medians' ratio is 5)
+    assert ref["speedup_vs_engine"] == 1.0 and ref["seconds"] == [2.0, 1.0, 1.0]
+
+
 def test_typical_takes_the_corpus_median():
     tok = SubwordTokenizer.train(["a b c d e f g h"], vocab_size=30, min_char_count=1, min_pair_count=1)
     assert tok.encode("a b") == [tok.vocab.index("▁a"), tok.vocab.index("▁b")]      # one token per word
