@@ -20,25 +20,23 @@ one thread) with the settings of ``benchmarks/translation.py`` and scored greedi
 seed, the median over seeds, and per seed the gap zor − best backprop. No export or
 runtime part: those are measured by ``benchmarks/translation.py``.
 
-Measured (es-nah, ``--seeds 0,1,2,3``, 240 s each, one thread; test chrF, greedy):
+Measured at H = 512 (es-nah, ``--seeds 0,1,2,3``, 240 s each, one thread, two runs of
+two processes side by side, seeds 0,1 and 2,3; test chrF, greedy):
 
-    split (test docs)  copy   tm     zor    backprop  backprop-sparse  gap
-    0 (3)              26.31  19.98  25.72  26.66     26.07            −0.94
-    1 (2)              16.24  13.55  20.38  20.50     21.18            −0.80
-    2 (2)              16.06  14.99  22.28  22.24     23.48            −1.20
-    3 (9)              19.40  25.63  28.71  29.48     29.33            −0.77
-    median             17.82  17.49  24.00  24.45     24.78            −0.87
+    split (test docs)  copy   tm     zor           backprop      backprop-sparse  gap
+    0 (3)              26.31  19.98  25.65  25.82  25.32  26.17  26.21  25.95    −0.56  −0.35
+    1 (2)              16.24  13.55  20.53  20.54  20.21  19.97  19.94  20.54    +0.32  −0.00
+    2 (2)              16.06  14.99  22.68  22.34  21.67  22.37  22.16  22.17    +0.53  −0.03
+    3 (9)              19.40  25.63  29.07  29.20  28.27  28.50  28.74  28.68    +0.33  +0.52
 
-Zor trails the better backprop model on all four splits (it did 14,400–15,600
-steps in the time, backprop 9,500–10,100 and backprop-sparse 12,600–13,500). Split
-0 is the split of ``benchmarks/translation.py``; its figures moved by up to 0.6
-chrF between the two runs, which stopped at different step counts. A second run of
-the four splits (two processes side by side, the same 240 s; Zor 12,800–15,800 steps)
-gave zor / best backprop 26.37 / 26.77, 19.94 / 20.68, 22.92 / 23.29, 28.99 / 28.69:
-gaps −0.41, −0.73, −0.38, +0.31 (median −0.40). A third run (two processes side by
-side, each training four models: these three and Zor without its update norm clip)
-gave zor / best backprop 26.14 / 26.56, 20.73 / 20.86, 22.37 / 22.74, 28.29 / 29.32:
-gaps −0.42, −0.13, −0.37, −1.03. Zor trails on 11 of the 12 split-runs.
+Zor is ahead of the better backprop model on 4 of the 8 split-runs, level (within
+0.03) on 2 and behind on split 0 in both runs; the median gap is +0.16 chrF. Zor did
+7,200-8,800 steps in the time, backprop 4,200-5,000 and backprop-sparse 4,900-6,400.
+
+At the former width H = 256 (``--hidden 256``) Zor trailed on 11 of 12 split-runs over
+three runs: gaps −0.94 / −0.80 / −1.20 / −0.77 (median −0.87), −0.41 / −0.73 / −0.38 /
++0.31 (median −0.40) and −0.42 / −0.13 / −0.37 / −1.03, with Zor at 25.7 / 20.4 /
+22.3 / 28.7 in the first run (14,400-15,600 steps).
 """
 
 from __future__ import annotations
