@@ -65,6 +65,7 @@ __all__ = ["settings_for", "train_equal_time", "Split", "prepare_split", "METHOD
 
 GOAL_INT8_DROP = 0.5          # chrF points
 GOAL_MS = 10.0                # runtime int8, one thread, batch 1, typical sentence
+SPEED_ROUNDS = 5              # runtime and engine speed: rounds of one pass each, timed in turn
 
 BACKPROP_LR = 3e-3      # chosen on the dev split like Zor's settings (TranslationConfig): 1e-3 → 13.2 %,
                         # 3e-3 → 17.1 %, 1e-2 → 16.0 % next-token accuracy after 750 batches; at the full
@@ -357,8 +358,6 @@ def _runtime_part(pair, ckpt, spec, cfg, dev, typ, sources, refs, engine_hyps, w
     engine_pass()                                                # untimed warm-up
     return exports, runtime_rows, interleaved_speeds(passes, len(texts), SPEED_ROUNDS)
 
-
-SPEED_ROUNDS = 5
 
 
 def interleaved_speeds(passes: dict[tuple[str, int], Callable[[], tuple[float, int]]], sentences: int,
