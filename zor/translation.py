@@ -107,7 +107,8 @@ class TranslationConfig:
     240 s, below backprop's peak, so a longer budget would not close the gap either.
     The hidden width H (dev chrF, 240 s, one process per method, document splits 0-3):
     Zor at 256 26.22 / 17.02 / 29.56 / 13.90, at 512 26.78 / 17.46 / 29.87 / 14.32, at
-    1024 25.43 / 16.82 (splits 0 / 1; 5,000 steps in the time against 8,500-9,000 at 512).
+    768 25.15 / 17.75 and at 1024 25.43 / 16.82 (splits 0 / 1; 5,500 and 5,000 steps in the
+    time against 8,500-9,000 at 512).
     512 is Zor's best width on all four splits, so H = 512; the backprop baselines follow
     it (equal size). Backprop on sparse batches at 512: 25.58 / 17.87 / 29.59 / 14.03
     (at 256, splits 0 / 1: 25.52 / 17.00).
