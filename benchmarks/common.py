@@ -29,6 +29,7 @@ __all__ = [
     "set_threads",
     "seed_everything",
     "median",
+    "paired_ratio",
     "time_runs",
     "format_value",
     "format_table",
@@ -63,6 +64,18 @@ def median(values: Iterable[float]) -> float:
     """Median of the finite values (nan when there are none)."""
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return statistics.median(vals) if vals else float("nan")
+
+
+def paired_ratio(reference: list[float], other: list[float]) -> float:
+    """Median over rounds of reference_k / other_k: a speed-up from figures taken side by side.
+
+    On a shared machine the speed of memory drifts between rounds; both figures of a
+    round see the same drift, so their ratio varies less than the ratio of the medians.
+    E.g. rounds (5, 0.5), (6, 0.55), (4, 0.45) → median(10, 10.9, 8.9) = 10.
+    """
+    if len(reference) != len(other) or not reference:
+        raise ValueError(f"expected two equally long, non-empty lists of rounds, got {len(reference)} and {len(other)}")
+    return float(np.median(np.asarray(reference, float) / np.asarray(other, float)))
 
 
 def time_runs(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,

@@ -15,7 +15,7 @@ same activity (so the active rows differ from call to call, as in a stream).
    sets the sparse form's row groups, and auto picks dense or sparse from the profile's
    break-even), ``int8 sparse`` (int8 weight-only rows, exported once at 10 %).
    Reported per rate: latency of each, sparse speed-up over dense (the median over the
-   repeats of dense / sparse within each repeat, :func:`paired_ratio`; the ratio of the
+   repeats of dense / sparse within each repeat, :func:`benchmarks.common.paired_ratio`; the ratio of the
    two medians is kept in the JSON beside it), auto against the
    better of dense and sparse, the largest output difference from dense, and the
    floor: per-call overhead (the sparse file at 0 % activity: input checks, session
@@ -66,8 +66,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import click
 import numpy as np
 
-__all__ = ["main", "inputs_at", "p50_repeats", "p50_interleaved", "paired_ratio", "crossover", "fit_min_synapses",
-           "floor_ms", "layer_sweep", "memory_demo"]
+from benchmarks.common import paired_ratio
+
+__all__ = ["main", "inputs_at", "p50_repeats", "p50_interleaved", "crossover", "fit_min_synapses", "floor_ms",
+           "layer_sweep", "memory_demo"]
 
 RATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 QUICK_RATES = (0.05, 0.1, 0.5, 1.0)
@@ -115,18 +117,6 @@ def p50_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndar
 
 def _medians(rounds: dict[str, list[float]]) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in rounds.items()}
-
-
-def paired_ratio(reference: list[float], other: list[float]) -> float:
-    """Median over rounds of reference_k / other_k: a speed-up from figures taken side by side.
-
-    On a shared machine the speed of memory drifts between rounds; both figures of a
-    round see the same drift, so their ratio varies less than the ratio of the medians.
-    E.g. rounds (5, 0.5), (6, 0.55), (4, 0.45) → median(10, 10.9, 8.9) = 10.
-    """
-    if len(reference) != len(other) or not reference:
-        raise ValueError(f"expected two equally long, non-empty lists of rounds, got {len(reference)} and {len(other)}")
-    return float(np.median(np.asarray(reference, float) / np.asarray(other, float)))
 
 
 def crossover(rates: list[float], dense_ms: list[float], sparse_ms: list[float]) -> Optional[float]:

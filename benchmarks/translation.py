@@ -381,7 +381,7 @@ def interleaved_speeds(passes: dict[tuple[str, int], Callable[[], tuple[float, i
         out.append({"model": model, "batch": batch, "ms_per_sentence": 1e3 * med / sentences,
                     "tokens_per_s": tokens[(model, batch)] / med, "target_tokens": tokens[(model, batch)],
                     "sentences": sentences, "seconds": ts,
-                    "speedup_vs_engine": common.median(r / t for r, t in zip(times[ref], ts))})
+                    "speedup_vs_engine": common.paired_ratio(times[ref], ts)})
     return out
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from benchmarks import common
 from benchmarks import sparse_inference as sb
 from zor import Layer, Zor
 from zor.export import export
@@ -99,14 +100,14 @@ def test_floor_hand_derived():
 
 def test_paired_ratio_hand_derived():
     # rounds (dense, sparse): (5, 0.5), (6, 0.5), (4, 0.5) → ratios 10, 12, 8 → median 10
-    assert sb.paired_ratio([5.0, 6.0, 4.0], [0.5, 0.5, 0.5]) == pytest.approx(10.0)
+    assert common.paired_ratio([5.0, 6.0, 4.0], [0.5, 0.5, 0.5]) == pytest.approx(10.0)
     # a round where both slowed together counts as the ratio it had, not as two outliers:
     # medians 5 / 0.5 would say 10 too, but (5, 0.5), (10, 1.0), (5, 0.55) → 10, 10, 9.09 → 10
-    assert sb.paired_ratio([5.0, 10.0, 5.0], [0.5, 1.0, 0.55]) == pytest.approx(10.0)
+    assert common.paired_ratio([5.0, 10.0, 5.0], [0.5, 1.0, 0.55]) == pytest.approx(10.0)
     with pytest.raises(ValueError, match="equally long"):
-        sb.paired_ratio([1.0, 2.0], [1.0])
+        common.paired_ratio([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="non-empty"):
-        sb.paired_ratio([], [])
+        common.paired_ratio([], [])
 
 
 def test_p50_repeats_keeps_every_round():
