@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/translation_seeds.py [--pair es-nah] [--seeds 0,1,2,3] [--budget 240]
         [--json PATH] [--quick]
+    .venv/bin/python benchmarks/translation_seeds.py --pool run1.json --pool run2.json ...   # runs taken together
 
 ``benchmarks/translation.py`` measures one split (``--seed``, default 0). Its test set
 is a handful of documents, so one split can favour one method by more than the gap
@@ -20,18 +21,29 @@ one thread) with the settings of ``benchmarks/translation.py`` and scored greedi
 seed, the median over seeds, and per seed the gap zor − best backprop. No export or
 runtime part: those are measured by ``benchmarks/translation.py``.
 
-Measured at H = 512 (es-nah, ``--seeds 0,1,2,3``, 240 s each, one thread, two runs of
-two processes side by side, seeds 0,1 and 2,3; test chrF, greedy):
+One run is one sample per split, and runs differ by up to a point. ``--pool`` takes
+the ``--json`` files of several runs together (nothing is trained): the mean chrF of
+each method per split, and over every split-run the gaps zor − backprop and zor −
+backprop-sparse with their mean and how many are ahead, level (within 0.05) or behind.
 
-    split (test docs)  copy   tm     zor           backprop      backprop-sparse  gap
-    0 (3)              26.31  19.98  25.65  25.82  25.32  26.17  26.21  25.95    −0.56  −0.35
-    1 (2)              16.24  13.55  20.53  20.54  20.21  19.97  19.94  20.54    +0.32  −0.00
-    2 (2)              16.06  14.99  22.68  22.34  21.67  22.37  22.16  22.17    +0.53  −0.03
-    3 (9)              19.40  25.63  29.07  29.20  28.27  28.50  28.74  28.68    +0.33  +0.52
+Measured at H = 512 (es-nah, ``--seeds 0,1,2,3``, 240 s each, one thread; four runs,
+each as two processes side by side, seeds 0,1 and 2,3; test chrF, greedy; the
+runs taken together with ``--pool``):
 
-Zor is ahead of the better backprop model on 4 of the 8 split-runs, level (within
-0.03) on 2 and behind on split 0 in both runs; the median gap is +0.16 chrF. Zor did
-7,200-8,800 steps in the time, backprop 4,200-5,000 and backprop-sparse 4,900-6,400.
+    split (test docs)  copy   tm     zor    backprop  backprop-sparse   zor − better backprop, runs 1-4
+    0 (3)              26.31  19.98  25.76  25.53     25.93             −0.56  −0.35  −0.04  +0.07
+    1 (2)              16.24  13.55  20.56  20.16     20.31             +0.32  −0.00  +0.40  −0.05
+    2 (2)              16.06  14.99  22.24  21.67     22.09             +0.53  −0.03  +0.99  −1.09
+    3 (9)              19.40  25.63  28.98  28.29     28.60             +0.33  +0.52  −0.82  +0.64
+    mean of 16         19.50  18.54  24.38  23.91     24.23
+
+(chrF columns: means over the four runs.) Over the 16 split-runs Zor − backprop is
++0.47 chrF on average (ahead on 13, level within 0.05 on 1, behind on 2) and Zor −
+backprop-sparse +0.15 (ahead on 9, level on 2, behind on 5). Zor's mean is at or
+above both backprop models' on splits 1-3 and 0.17 below backprop-sparse on split 0.
+The same model on the same split moves by up to 1.1 chrF from run to run (split 2:
+Zor 21.58-22.68, backprop-sparse 21.38-22.67), more than the mean gaps. Zor did
+6,700-8,800 steps in the time, backprop 4,000-5,000 and backprop-sparse 4,900-6,400.
 
 At the former width H = 256 (``--hidden 256``) Zor trailed on 11 of 12 split-runs over
 three runs: gaps −0.94 / −0.80 / −1.20 / −0.77 (median −0.87), −0.41 / −0.73 / −0.38 /
@@ -54,10 +66,11 @@ import click
 from benchmarks import common
 from benchmarks.translation import _score, prepare_split, train_methods
 
-__all__ = ["run_split", "summarise", "main"]
+__all__ = ["run_split", "summarise", "read_runs", "pool", "main"]
 
 TRAINED = ("zor", "backprop", "backprop-sparse")
 BACKPROP = ("backprop", "backprop-sparse")
+LEVEL = 0.05      # chrF points: a gap smaller than this counts as level when pooling runs
 
 
 def run_split(pair: str, seed: int, budget: float, quick: bool, vocab: int, hidden: Optional[int],
@@ -95,6 +108,67 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
             "zor_ahead_splits": sum(g["gap"] >= 0 for g in gaps), "splits": len(gaps)}
 
 
+def read_runs(path: Path) -> list[dict]:
+    """The split runs of one ``--json`` file of this benchmark (a :class:`click.UsageError` otherwise)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise click.UsageError(f"--pool: expected a JSON file written by this benchmark, got {path} ({exc})") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if (not isinstance(data, dict) or data.get("benchmark") != "translation_seeds" or not isinstance(runs, list)
+            or not runs):
+        raise click.UsageError(f"--pool: expected the JSON of a translation_seeds run (benchmark "
+                               f"'translation_seeds', a non-empty 'runs' list), got {path}")
+    for k, run in enumerate(runs):
+        rows = run.get("rows") if isinstance(run, dict) else None
+        methods = [r.get("method") for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        if "seed" not in (run if isinstance(run, dict) else {}) or any(m not in methods for m in TRAINED):
+            raise click.UsageError(f"--pool: {path}: expected each run to have a seed and rows for "
+                                   f"{', '.join(TRAINED)}, got run {k} with methods {methods}")
+    if data.get("quick"):
+        raise click.UsageError(f"--pool: {path} is a --quick smoke run; pool full runs only")
+    return runs
+
+
+def pool(runs: list[dict]) -> dict[str, Any]:
+    """Several runs of the same splits taken together (one entry per split-run in ``runs``).
+
+    Per split: how many runs, and the mean chrF of each method over them. Per backprop
+    model b: the gaps zor − b of every split-run, their mean, and how many are ahead
+    (gap ≥ +LEVEL), level (|gap| < LEVEL) and behind (gap ≤ −LEVEL).
+    """
+    pairs = {run.get("pair") for run in runs}
+    if len(pairs) > 1:
+        raise click.UsageError(f"--pool: expected runs of one language pair, got {', '.join(sorted(map(str, pairs)))}")
+    chrf = [{row["method"]: float(row["chrf"]) for row in run["rows"]} for run in runs]
+    methods = [m for m in chrf[0] if all(m in c for c in chrf)]
+    splits: dict[int, list[dict]] = {}
+    for run, c in zip(runs, chrf):
+        splits.setdefault(int(run["seed"]), []).append(c)
+    per_split = [{"split": seed, "runs": len(cs), **{m: sum(c[m] for c in cs) / len(cs) for m in methods}}
+                 for seed, cs in sorted(splits.items())]
+    versus = {}
+    for b in BACKPROP:
+        gaps = [c["zor"] - c[b] for c in chrf]
+        versus[b] = {"gaps": gaps, "mean_gap": sum(gaps) / len(gaps),
+                     "ahead": sum(g >= LEVEL for g in gaps), "level": sum(abs(g) < LEVEL for g in gaps),
+                     "behind": sum(g <= -LEVEL for g in gaps)}
+    overall = {m: sum(c[m] for c in chrf) / len(chrf) for m in methods}
+    return {"split_runs": len(runs), "per_split": per_split, "mean_chrf": overall, "versus": versus}
+
+
+def show_pool(p: dict[str, Any]) -> None:
+    cols = ["split", "runs", "copy", "tm", *TRAINED]
+    click.echo(f"test chrF per document split, mean over runs ({p['split_runs']} split-runs in all)")
+    click.echo(common.format_table(p["per_split"] + [{"split": "mean", "runs": p["split_runs"], **p["mean_chrf"]}],
+                                   cols))
+    for b, v in p["versus"].items():
+        click.echo(f"zor − {b}: mean {v['mean_gap']:+.2f} chrF; ahead on {v['ahead']}, level (±{LEVEL}) on "
+                   f"{v['level']}, behind on {v['behind']} of {len(v['gaps'])} split-runs")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--pair", default="es-nah", show_default=True, help="Language pair (zor.textdata.LANGUAGE_PAIRS).")
 @click.option("--seeds", "seeds_text", default="0,1,2,3", show_default=True,
@@ -108,11 +182,24 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
 @click.option("--quick", is_flag=True, help="Smoke test: tiny models, 1,500 training pairs, 40 test sentences.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--no-progress", is_flag=True)
+@click.option("--pool", "pool_paths", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Train nothing: take the --json files of earlier runs together (repeat the option) and print "
+                   "the mean per split and the gaps to each backprop model over every split-run.")
 def main(pair: str, seeds_text: str, budget: float, vocab: int, hidden: Optional[int], threads: int, quick: bool,
-         json_path: Optional[Path], no_progress: bool) -> None:
+         json_path: Optional[Path], no_progress: bool, pool_paths: tuple[Path, ...]) -> None:
     """Zor vs backprop translation chrF over several document splits."""
     from zor.errors import ZorError
     from zor.textdata import LANGUAGE_PAIRS
+
+    if pool_paths:
+        pooled = pool([run for path in pool_paths for run in read_runs(path)])
+        show_pool(pooled)
+        if json_path is not None:
+            common.check_json_folder(json_path)
+            common.write_json(json_path, {"benchmark": "translation_seeds_pool",
+                                          "files": [p.name for p in pool_paths], "pool": pooled})
+            click.echo(f"wrote {json_path}", err=True)
+        return
 
     if pair not in LANGUAGE_PAIRS:
         raise click.UsageError(f"--pair: expected one of {', '.join(LANGUAGE_PAIRS)}, got {pair!r}")

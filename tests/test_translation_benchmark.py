@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -173,6 +174,63 @@ def test_seeds_summary_by_hand():
     assert s["median_gap"] == -0.5 and s["zor_ahead_splits"] == 1 and s["splits"] == 3
     assert s["median_chrf"]["zor"] == 27.0 and s["median_chrf"]["backprop"] == 27.5
     assert [g["zor_vs_tm"] for g in s["gaps"]] == [5.0, 8.0, 6.0]
+
+
+def _seeds_run(seed, zor, bp, bps, pair="es-nah"):
+    rows = [{"method": "copy", "chrf": 20.0}, {"method": "tm", "chrf": 18.0}, {"method": "zor", "chrf": zor},
+            {"method": "backprop", "chrf": bp}, {"method": "backprop-sparse", "chrf": bps}]
+    return {"pair": pair, "seed": seed, "rows": rows}
+
+
+def test_seeds_pool_by_hand():
+    from benchmarks import translation_seeds as ts
+
+    # split 0 twice, split 1 once: gaps to backprop +1.0, -0.02, +0.5; to backprop-sparse -1.0, -0.52, -0.5
+    p = ts.pool([_seeds_run(0, 25.0, 24.0, 26.0), _seeds_run(1, 30.0, 29.5, 30.5), _seeds_run(0, 26.0, 26.02, 26.52)])
+    assert p["split_runs"] == 3
+    assert [(r["split"], r["runs"]) for r in p["per_split"]] == [(0, 2), (1, 1)]
+    assert p["per_split"][0]["zor"] == pytest.approx(25.5) and p["per_split"][0]["backprop"] == pytest.approx(25.01)
+    assert p["mean_chrf"]["zor"] == pytest.approx(27.0) and p["mean_chrf"]["tm"] == pytest.approx(18.0)
+    bp, bps = p["versus"]["backprop"], p["versus"]["backprop-sparse"]
+    assert bp["gaps"] == pytest.approx([1.0, 0.5, -0.02])
+    assert bp["mean_gap"] == pytest.approx(1.48 / 3)
+    assert (bp["ahead"], bp["level"], bp["behind"]) == (2, 1, 0)
+    assert (bps["ahead"], bps["level"], bps["behind"]) == (0, 0, 3)
+    with pytest.raises(click.UsageError, match="one language pair"):
+        ts.pool([_seeds_run(0, 1.0, 1.0, 1.0), _seeds_run(0, 1.0, 1.0, 1.0, pair="es-oto")])
+
+
+def test_seeds_pool_cli(tmp_path):
+    from benchmarks import translation_seeds as ts
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path, run in ((a, _seeds_run(0, 25.0, 24.0, 26.0)), (b, _seeds_run(0, 27.0, 26.0, 26.0))):
+        path.write_text(json.dumps({"benchmark": "translation_seeds", "quick": False, "runs": [run]}))
+    out = tmp_path / "pool.json"
+    result = CliRunner().invoke(ts.main, ["--pool", str(a), "--pool", str(b), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "zor − backprop: mean +1.00 chrF; ahead on 2" in result.output
+    assert "zor − backprop-sparse: mean +0.00 chrF; ahead on 1, level (±0.05) on 0, behind on 1" in result.output
+    assert json.loads(out.read_text())["pool"]["per_split"][0]["zor"] == 26.0
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "expected a JSON file"),
+    (json.dumps({"benchmark": "translation", "runs": []}), "translation_seeds run"),
+    (json.dumps({"benchmark": "translation_seeds", "runs": [{"seed": 0, "rows": [{"method": "zor", "chrf": 1}]}]}),
+     "rows for zor, backprop, backprop-sparse"),
+    (json.dumps({"benchmark": "translation_seeds", "quick": True, "runs": [_seeds_run(0, 1.0, 1.0, 1.0)]}), "--quick"),
+    (json.dumps({"benchmark": "translation_seeds", "runs": [7]}), "got run 0 with methods []"),
+])
+def test_seeds_pool_rejects_foreign_files(tmp_path, content, message):
+    from benchmarks import translation_seeds as ts
+
+    f = tmp_path / "x.json"
+    f.write_text(content)
+    result = CliRunner().invoke(ts.main, ["--pool", str(f)])
+    assert result.exit_code == 2 and message in result.output
+    missing = CliRunner().invoke(ts.main, ["--pool", str(tmp_path / "none.json")])
+    assert missing.exit_code == 2 and "expected a JSON file" in missing.output
 
 
 def test_seeds_quick_run_writes_json(tmp_path):
