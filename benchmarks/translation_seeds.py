@@ -123,10 +123,11 @@ def read_runs(path: Path) -> list[dict]:
                                f"'translation_seeds', a non-empty 'runs' list), got {path}")
     for k, run in enumerate(runs):
         rows = run.get("rows") if isinstance(run, dict) else None
-        methods = [r.get("method") for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        methods = [r.get("method") for r in rows if isinstance(r, dict) and isinstance(r.get("chrf"), (int, float))
+                   and not isinstance(r.get("chrf"), bool)] if isinstance(rows, list) else []
         if "seed" not in (run if isinstance(run, dict) else {}) or any(m not in methods for m in TRAINED):
-            raise click.UsageError(f"--pool: {path}: expected each run to have a seed and rows for "
-                                   f"{', '.join(TRAINED)}, got run {k} with methods {methods}")
+            raise click.UsageError(f"--pool: {path}: expected each run to have a seed and rows with a chrF "
+                                   f"number for {', '.join(TRAINED)}, got run {k} with methods {methods}")
     if data.get("quick"):
         raise click.UsageError(f"--pool: {path} is a --quick smoke run; pool full runs only")
     return runs

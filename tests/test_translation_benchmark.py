@@ -218,7 +218,11 @@ def test_seeds_pool_cli(tmp_path):
     ("{not json", "expected a JSON file"),
     (json.dumps({"benchmark": "translation", "runs": []}), "translation_seeds run"),
     (json.dumps({"benchmark": "translation_seeds", "runs": [{"seed": 0, "rows": [{"method": "zor", "chrf": 1}]}]}),
-     "rows for zor, backprop, backprop-sparse"),
+     "number for zor, backprop, backprop-sparse"),
+    (json.dumps({"benchmark": "translation_seeds", "runs": [{"seed": 0, "rows": [
+        {"method": "zor", "chrf": None}, {"method": "backprop", "chrf": 1.0},
+        {"method": "backprop-sparse", "chrf": 1.0}]}]}),
+     "got run 0 with methods ['backprop', 'backprop-sparse']"),
     (json.dumps({"benchmark": "translation_seeds", "quick": True, "runs": [_seeds_run(0, 1.0, 1.0, 1.0)]}), "--quick"),
     (json.dumps({"benchmark": "translation_seeds", "runs": [7]}), "got run 0 with methods []"),
 ])
