@@ -108,6 +108,10 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
             "zor_ahead_splits": sum(g["gap"] >= 0 for g in gaps), "splits": len(gaps)}
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def read_runs(path: Path) -> list[dict]:
     """The split runs of one ``--json`` file of this benchmark (a :class:`click.UsageError` otherwise)."""
     import json
@@ -121,11 +125,11 @@ def read_runs(path: Path) -> list[dict]:
             or not runs):
         raise click.UsageError(f"--pool: expected the JSON of a translation_seeds run (benchmark "
                                f"'translation_seeds', a non-empty 'runs' list), got {path}")
-    for k, run in enumerate(runs):
-        rows = run.get("rows") if isinstance(run, dict) else None
-        methods = [r.get("method") for r in rows if isinstance(r, dict) and isinstance(r.get("chrf"), (int, float))
-                   and not isinstance(r.get("chrf"), bool)] if isinstance(rows, list) else []
-        if "seed" not in (run if isinstance(run, dict) else {}) or any(m not in methods for m in TRAINED):
+    for k, entry in enumerate(runs):
+        run = entry if isinstance(entry, dict) else {}
+        rows = run.get("rows") if isinstance(run.get("rows"), list) else []
+        methods = [r.get("method") for r in rows if isinstance(r, dict) and _is_number(r.get("chrf"))]
+        if "seed" not in run or any(m not in methods for m in TRAINED):
             raise click.UsageError(f"--pool: {path}: expected each run to have a seed and rows with a chrF "
                                    f"number for {', '.join(TRAINED)}, got run {k} with methods {methods}")
     if data.get("quick"):
@@ -193,10 +197,10 @@ def main(pair: str, seeds_text: str, budget: float, vocab: int, hidden: Optional
     from zor.textdata import LANGUAGE_PAIRS
 
     if pool_paths:
+        common.check_json_folder(json_path)
         pooled = pool([run for path in pool_paths for run in read_runs(path)])
         show_pool(pooled)
         if json_path is not None:
-            common.check_json_folder(json_path)
             common.write_json(json_path, {"benchmark": "translation_seeds_pool",
                                           "files": [p.name for p in pool_paths], "pool": pooled})
             click.echo(f"wrote {json_path}", err=True)
