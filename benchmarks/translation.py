@@ -359,7 +359,6 @@ def _runtime_part(pair, ckpt, spec, cfg, dev, typ, sources, refs, engine_hyps, w
     return exports, runtime_rows, interleaved_speeds(passes, len(texts), SPEED_ROUNDS)
 
 
-
 def interleaved_speeds(passes: dict[tuple[str, int], Callable[[], tuple[float, int]]], sentences: int,
                        rounds: int) -> list[dict[str, Any]]:
     """Time every pass once per round, ``rounds`` rounds, in turn (a noisy neighbour slows
