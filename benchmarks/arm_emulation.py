@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python benchmarks/arm_emulation.py [--json PATH] [--warm 3] [--cache DIR] [--keep-cache]
 
-What it does (as root, like ``devices/arm/emulate.sh``, which it runs):
+What it does (as root, like ``benchmarks/arm/emulate.sh``, which it runs):
 
 1. cold: ``emulate.sh`` with an empty cache folder (a temporary one unless ``--cache``):
    the arm64 Debian root is built with mmdebstrap, the aarch64 wheels downloaded (pip's
@@ -41,7 +41,7 @@ from typing import Any, Optional
 __all__ = ["run_emulation", "native_bench", "summarise", "format_table", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "devices" / "arm" / "emulate.sh"
+SCRIPT = ROOT / "benchmarks" / "arm" / "emulate.sh"
 BENCH_ARGS = ["--threads", "1", "--batch", "8", "--calls", "5", "--repeats", "1", "--no-rss"]   # as check.py
 
 
@@ -129,7 +129,7 @@ def summarise(cold: dict, warm: list[dict], native: Optional[dict]) -> dict[str,
                 label: {k: m[k] / native[label][k] for k in ("p50_ms_b1", "p50_ms_b8") if native.get(label)}
                 for label, m in entry["emulated_bench_ms"].items() if label in native}
         cores[name] = entry
-    return {"what": "zor runtime on emulated Raspberry Pi cores (devices/arm/emulate.sh)",
+    return {"what": "zor runtime on emulated Raspberry Pi cores (benchmarks/arm/emulate.sh)",
             "note": "wall and CPU seconds on this shared x86-64 host; emulated latencies are not Pi speed figures",
             "setup": setup, "cores": cores, "installed": last["installed"], "host": last.get("host"),
             "native_bench_ms": native, "passed": bool(last["passed"]) and bool(cold["report"]["passed"])}
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
             shutil.rmtree(cache, ignore_errors=True)
     print(format_table(summary))
     if args.json is not None:
-        from zor.fileio import write_text_atomic
+        from zor.common.fileio import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(summary, indent=2, default=str))
         print(f"wrote {args.json}", file=sys.stderr)

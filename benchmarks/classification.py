@@ -150,8 +150,8 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.baselines.base import FitResult, fit_zor
-from benchmarks.image_baselines import CNNClassifier, MLPClassifier
-from zor.errors import ZorError
+from benchmarks.baselines.images import CNNClassifier, MLPClassifier
+from zor.common.errors import ZorError
 
 __all__ = ["ZorClassifier", "METHODS", "SETTINGS", "FEW_LABEL_SETTINGS", "settings", "build", "budget_for", "run",
            "summarise", "goals", "paired", "main"]
@@ -172,8 +172,8 @@ class ZorClassifier:
                  device: str = "cpu", curriculum: bool = True, target_activation: Optional[float] = None,
                  **config: Any) -> None:
         from zor import Conv, Layer, Zor
-        from zor.datasets import CLASS_NAMES
-        from zor.images import classify_task
+        from zor.tasks.datasets import CLASS_NAMES
+        from zor.tasks.images import classify_task
 
         hidden_fields = {} if target_activation is None else {"target_activation": target_activation}
         if conv:
@@ -188,7 +188,7 @@ class ZorClassifier:
 
     def fit(self, x: np.ndarray, labels: np.ndarray, *, time_budget: Optional[float] = None,
             steps: Optional[int] = None) -> FitResult:
-        from zor.images import one_hot
+        from zor.common.imagemath import one_hot
 
         return fit_zor(self.net, x, one_hot(labels, 10), self.batch_size, time_budget=time_budget, steps=steps,
                        curriculum=self.curriculum)
@@ -225,7 +225,7 @@ FEW_LABEL_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-# Every method ends its run with the moving average of its weights (zor.averaging, β per
+# Every method ends its run with the moving average of its weights (zor.engine.averaging, β per
 # step; ``--weight-average 0`` turns it off): on the validation split it lifted every
 # method at 50,000 labels (Zor 86.0 → 87.2, MLP 88.1 → 89.2, CNN 87.6 → 88.3) and cut
 # Zor's seed spread from 1.7 to 0.25 points; at 10-1,000 labels it moved nothing by
@@ -247,7 +247,7 @@ def settings(name: str, labels: Optional[int] = None, weight_average: float = WE
 def build(name: str, seed: int, labels: Optional[int] = None, weight_average: float = WEIGHT_AVERAGE):
     """Method ``name`` with the settings for ``labels`` labelled images (:func:`settings`)."""
     if name not in METHODS:
-        from zor.errors import ConfigError
+        from zor.common.errors import ConfigError
 
         raise ConfigError(f"unknown method {name!r}: expected some of {', '.join(METHODS)}")
     return METHODS[name](seed, **settings(name, labels, weight_average))

@@ -1,11 +1,11 @@
 """Colorization (grey → colour) on patches of photos: Zor vs backprop vs predicting grey, at equal wall time.
 
-Data (``zor.images.colorization_data``): the colour photos bundled with scikit-image
+Data (``zor.tasks.images.colorization_data``): the colour photos bundled with scikit-image
 and scikit-learn, area-downscaled by 2, 4 and 8 and cut into 16×16 patches. Training
 photos: astronaut, coffee, rocket, china, immunohistochemistry (overlapping patches,
 plus mirror images); **held out**, never trained on: chelsea (the cat) and flower
 (non-overlapping patches). Also the 20 CIFAR-10 test images shipped in the foolbox
-wheel, colourised whole (32×32) by tiling (``zor.runtime.imaging.colorize``: 16×16
+wheel, colourised whole (32×32) by tiling (``zor.runtime.tasks.colorize``: 16×16
 patches every 8 pixels, blended), when the wheel is given (``--cifar DIR`` or
 $ZOR_FOOLBOX).
 
@@ -49,8 +49,8 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.baselines.base import FitResult, fit_zor
-from benchmarks.image_baselines import MLPRegressor
-from zor.errors import DataNotFoundError, ZorError
+from benchmarks.baselines.images import MLPRegressor
+from zor.common.errors import DataNotFoundError, ZorError
 
 __all__ = ["PATCH", "HIDDEN", "ZorColorizer", "EngineModel", "patch_metrics", "image_metrics", "build", "run", "main"]
 
@@ -64,7 +64,7 @@ class ZorColorizer:
     def __init__(self, seed: int = 0, size: int = PATCH, hidden: int = HIDDEN, batch_size: int = 48,
                  device: str = "cpu") -> None:
         from zor import Layer, Zor
-        from zor.images import colorize_task
+        from zor.tasks.images import colorize_task
 
         n = size * size
         self.net = Zor([Layer(n), Layer(hidden), Layer(2 * n, activation_function="sigmoid")], seed=seed,
@@ -94,7 +94,7 @@ class _Constant:
 
 
 class EngineModel:
-    """A trained predictor dressed as a :class:`zor.runtime.Model` for the :mod:`zor.runtime.imaging`
+    """A trained predictor dressed as a :class:`zor.runtime.Model` for the :mod:`zor.runtime.tasks`
     helpers: ``metadata.task``, ``sizes`` and ``run(rows)["output"]``."""
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], task: dict, n_in: int, n_out: int) -> None:
@@ -117,14 +117,14 @@ TRAINED = ("zor", "mlp")
 
 def build(name: str, seed: int):
     if name not in METHODS:
-        from zor.errors import ConfigError
+        from zor.common.errors import ConfigError
 
         raise ConfigError(f"unknown method {name!r}: expected some of {', '.join(METHODS)}")
     return METHODS[name](seed)
 
 
 def patch_metrics(model, grey: np.ndarray, rgb: np.ndarray) -> dict[str, float]:
-    from zor.images import colour_error, rgb_from_planes
+    from zor.common.imagemath import colour_error, rgb_from_planes
 
     pred = rgb_from_planes(grey, model.predict(grey), PATCH, PATCH)
     return colour_error(pred, rgb)
@@ -132,8 +132,10 @@ def patch_metrics(model, grey: np.ndarray, rgb: np.ndarray) -> dict[str, float]:
 
 def image_metrics(model, images: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """Whole images colourised by tiling; (metrics, the colourised images)."""
-    from zor.images import colorize_task, colour_error
-    from zor.runtime.imaging import colorize
+    from zor.runtime.tasks import colorize
+
+    from zor.common.imagemath import colour_error
+    from zor.tasks.images import colorize_task
 
     adapter = EngineModel(model.predict, colorize_task(PATCH), PATCH * PATCH, 2 * PATCH * PATCH)
     out = np.stack([colorize(adapter, img) for img in images])
@@ -182,7 +184,7 @@ def summarise(rows: list[dict]) -> list[dict[str, Any]]:
 
 
 def load_cifar(path: Optional[str]) -> tuple[Optional[np.ndarray], str]:
-    from zor.images import FOOLBOX_ENV, load_cifar10_samples
+    from zor.tasks.images import FOOLBOX_ENV, load_cifar10_samples
 
     if path is None and not os.environ.get(FOOLBOX_ENV):
         return None, f"no foolbox wheel given (--cifar DIR or ${FOOLBOX_ENV}): CIFAR-10 rows skipped"
@@ -207,7 +209,7 @@ def load_cifar(path: Optional[str]) -> tuple[Optional[np.ndarray], str]:
 def main(json_path: Optional[Path], budget: Optional[float], seeds: Optional[int], methods_text: Optional[str],
          cifar_path: Optional[Path], threads: int, quick: bool, no_progress: bool) -> None:
     """Zor vs backprop vs grey on colourising held-out photo patches (and CIFAR-10 images)."""
-    from zor.images import colorization_data
+    from zor.tasks.images import colorization_data
 
     common.check_json_folder(json_path)
     names = common.parse_methods(methods_text, list(METHODS))

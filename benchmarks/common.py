@@ -139,8 +139,8 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: Union[str, os.PathLike], data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically (``zor.fileio``)."""
-    from zor.fileio import write_text_atomic
+    """Write ``data`` as indented JSON, atomically (``zor.common.fileio``)."""
+    from zor.common.fileio import write_text_atomic
 
     write_text_atomic(path, json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
 
@@ -180,11 +180,11 @@ def environment(threads: int) -> dict[str, Any]:
 def load_images(bundled: bool = False) -> dict[str, Any]:
     """Fashion-MNIST {"train": (x, y), "test": (x, y), "source": ...}.
 
-    The full set when it is on this machine (``zor.datasets.find_fashion_mnist``),
+    The full set when it is on this machine (``zor.tasks.datasets.find_fashion_mnist``),
     else (or with ``bundled=True``) the 700-image subset shipped in the package.
     """
-    from zor import datasets
-    from zor.errors import DataNotFoundError
+    from zor.common.errors import DataNotFoundError
+    from zor.tasks import datasets
 
     if not bundled:
         try:
@@ -201,7 +201,7 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int, n_classes: int = 10) 
 
     n equal to the whole set returns every index (in order).
     """
-    from zor.errors import ConfigError, DataError
+    from zor.common.errors import ConfigError, DataError
 
     labels = np.asarray(labels)
     if n == len(labels):
@@ -236,8 +236,8 @@ def progress(total: int, desc: str, enabled: bool = True):
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
-    """"10,100,1000" → [10, 100, 1000]; a :class:`zor.errors.ConfigError` on anything else."""
-    from zor.errors import ConfigError
+    """"10,100,1000" → [10, 100, 1000]; a :class:`zor.common.errors.ConfigError` on anything else."""
+    from zor.common.errors import ConfigError
 
     try:
         values = [int(part.strip().replace("_", "")) for part in str(text).split(",") if part.strip()]
@@ -274,7 +274,7 @@ def int_list_option(ctx, param, value):
     """click callback: "10,100" → [10, 100] (None stays None); a usage error otherwise."""
     import click
 
-    from zor.errors import ZorError
+    from zor.common.errors import ZorError
 
     try:
         return parse_int_list(value, param.opts[0]) if value is not None else None

@@ -1,6 +1,6 @@
 """Fashion-MNIST denoising (Gaussian and salt-and-pepper noise): PSNR gain, Zor vs backprop, equal wall time.
 
-Each clean training image appears ``--copies`` times with fresh noise (``zor.images``):
+Each clean training image appears ``--copies`` times with fresh noise (``zor.tasks.images``):
 
     gaussian          x̃ = clip(x + σ n, 0, 1), σ = 0.3
     salt_and_pepper   a pixel becomes 0 or 1 with probability p = 0.2
@@ -36,8 +36,8 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.baselines.base import FitResult, fit_zor
-from benchmarks.image_baselines import MLPRegressor
-from zor.errors import ZorError
+from benchmarks.baselines.images import MLPRegressor
+from zor.common.errors import ZorError
 
 __all__ = ["NOISE_LEVELS", "ZorDenoiser", "median3", "build", "run", "summarise", "main"]
 
@@ -51,7 +51,7 @@ class ZorDenoiser:
     def __init__(self, noise: dict, seed: int = 0, hidden: int = HIDDEN, batch_size: int = 48,
                  device: str = "cpu") -> None:
         from zor import Layer, Zor
-        from zor.images import denoise_task
+        from zor.tasks.images import denoise_task
 
         self.net = Zor([Layer(784), Layer(hidden), Layer(784)], seed=seed, device=device, task=denoise_task(noise))
         self.batch_size, self.name = batch_size, "zor"
@@ -94,7 +94,7 @@ TRAINED = ("zor", "mlp")
 
 def build(name: str, noise: dict, seed: int):
     if name not in METHODS:
-        from zor.errors import ConfigError
+        from zor.common.errors import ConfigError
 
         raise ConfigError(f"unknown method {name!r}: expected some of {', '.join(METHODS)}")
     return METHODS[name](noise, seed)
@@ -102,8 +102,8 @@ def build(name: str, noise: dict, seed: int):
 
 def run(x_train: np.ndarray, x_test: np.ndarray, noises: dict, names: list[str], seeds: list[int], budget: float,
         copies: int, show_progress: bool = True) -> list[dict[str, Any]]:
-    from zor.images import noisy_pairs
-    from zor.metrics import psnr
+    from zor.common.imagemath import noisy_pairs
+    from zor.common.metrics import psnr
 
     rows = []
     bar = common.progress(len(noises) * len(names) * len(seeds), "denoising", show_progress)

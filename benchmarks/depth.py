@@ -60,8 +60,8 @@ import click
 import numpy as np
 
 from benchmarks import common
-from benchmarks.image_baselines import MLPClassifier
-from zor.errors import ZorError
+from benchmarks.baselines.images import MLPClassifier
+from zor.common.errors import ZorError
 
 __all__ = ["zor_at_depth", "run", "summarise", "main"]
 
@@ -77,7 +77,7 @@ def zor_at_depth(depth: int, width: int, seed: int, init_scale: float = 0.5):
 def _zor_run(depth: int, width: int, seed: int, x, y, xt, yt, steps: int, init_scale: float = 0.5) -> dict[str, Any]:
     import torch
 
-    from zor.images import one_hot
+    from zor.common.imagemath import one_hot
 
     net = zor_at_depth(depth, width, seed, init_scale)
     start = [w.detach().clone() for w in net.weights]

@@ -78,8 +78,9 @@ def extended_float_check(net, proto, test_x: np.ndarray, steps: int, mode: str) 
 
 def quality(net, proto, test_x: np.ndarray, steps: int, seed: int = 0) -> dict[str, Any]:
     """Spike agreement (every flip counts) and seed metric / PSNR of engine vs file on test images."""
-    from zor import metrics
     from zor.export.verify import compare_runs
+
+    from zor.common import metrics
 
     if net.stateful:
         rng = np.random.default_rng(seed)
@@ -105,10 +106,10 @@ def quality(net, proto, test_x: np.ndarray, steps: int, seed: int = 0) -> dict[s
 def bench_model(kind: str, data: dict, steps_train: int, steps_verify: int, repeats: int, tmp: Path,
                 test_rows: int) -> list[dict[str, Any]]:
     import onnx
+    from zor.export import export
 
     from zor import Zor
-    from zor.datasets import few_shot
-    from zor.export import export
+    from zor.tasks.datasets import few_shot
 
     x_train, y_train = data["train"]
     test_x = data["test"][0][:test_rows]

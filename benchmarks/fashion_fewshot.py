@@ -45,7 +45,7 @@ import click
 import numpy as np
 
 from benchmarks import common, methods
-from zor.errors import ZorError
+from zor.common.errors import ZorError
 
 __all__ = ["main", "budget_for", "run_quick_start", "run_scales", "summarise", "compare", "save_png"]
 
@@ -67,7 +67,7 @@ def run_quick_start(x10: np.ndarray, x_eval: np.ndarray, seed: int, steps: int =
     import torch
 
     from zor import Layer, Zor
-    from zor.metrics import reconstruction, seed_accuracy
+    from zor.common.metrics import reconstruction, seed_accuracy
 
     X = torch.tensor(x10)
     XE = torch.tensor(x_eval)
@@ -138,7 +138,7 @@ def run_scales(data: dict, scales: list[int], names: list[str], seeds: list[int]
     ``keep``: indices into the eval set whose reconstructions (first seed) are returned
     for the PNG grid, as {scale: {method: array}}.
     """
-    from zor.metrics import reconstruction
+    from zor.common.metrics import reconstruction
 
     x_train, y_train = data["train"]
     x_eval = data["test"][0][:eval_size]
@@ -232,7 +232,7 @@ def save_png(path: str, originals: np.ndarray, kept: dict, labels: dict[str, str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from zor.fileio import atomic_path
+    from zor.common.fileio import atomic_path
 
     rows = [("original", originals)]
     for n in sorted(kept):
@@ -337,7 +337,7 @@ def main(json_path, png_path, scales, budget, seeds, method_names, eval_size, th
     click.echo("budgets (s): " + ", ".join(f"{n:,} images → {b:g}" for n, b in config["budgets_s"].items()))
 
     # ---- the seed's quick start
-    from zor.datasets import few_shot
+    from zor.tasks.datasets import few_shot
 
     x10 = x_train[few_shot(y_train, 1)]
     qs_rows = []

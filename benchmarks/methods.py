@@ -9,7 +9,7 @@ FitResult`` and ``reconstruct(x) -> np.ndarray``, for a given seed:
     zor-homeostasis  hidden-layer threshold homeostasis on (η = 0.001, target 0.75),
                    the best homeostasis setting in benchmarks/rule_variants.py
     zor-homeostasis-uniform  both of the above
-    zor-<rule>     the same with another learning-rule variant (zor.rules.RULES)
+    zor-<rule>     the same with another learning-rule variant (zor.engine.rules.RULES)
     mlp            equal-size backprop MLP, AdamW lr 1e-3
     mlp-lr3e-3     the same at lr 3e-3
     mlp-sigmoid    the same (lr 1e-3) with a sigmoid output (better with more data)
@@ -29,10 +29,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from zor.errors import ConfigError
-
-from .baselines import LIFSTDP, MLP, LeakyBPTT, MeanImage
-from .baselines.base import ArrayLike, FitResult, as_images, fit_zor
+from benchmarks.baselines import LIFSTDP, MLP, LeakyBPTT, MeanImage
+from benchmarks.baselines.base import ArrayLike, FitResult, as_images, fit_zor
+from zor.common.errors import ConfigError
 
 __all__ = ["ZorMethod", "METHODS", "DEFAULT_METHODS", "build", "known", "is_mlp", "is_zor"]
 
@@ -84,7 +83,7 @@ DEFAULT_METHODS = ("zor", "mlp", "mlp-lr3e-3", "mlp-sigmoid", "leaky-bptt", "lif
 
 def known() -> list[str]:
     """Every name :func:`build` accepts (the zor-<rule> names included)."""
-    from zor.rules import RULES
+    from zor.engine.rules import RULES
 
     return sorted(set(METHODS) | {f"zor-{r}" for r in RULES})
 
@@ -94,7 +93,7 @@ def build(name: str, seed: int) -> Any:
     if name in METHODS:
         return METHODS[name](seed)
     if name.startswith("zor-"):
-        from zor.rules import RULES
+        from zor.engine.rules import RULES
 
         rule = name[4:]
         if rule in RULES:

@@ -1,6 +1,6 @@
 """Which learning rule and mechanisms work best: the measurement Zor's defaults rest on.
 
-Grid: every rule variant in ``zor.rules.RULES`` (coactivity, normalized,
+Grid: every rule variant in ``zor.engine.rules.RULES`` (coactivity, normalized,
 post_spikes, gated) × subtractive novelty off/on × threshold homeostasis off/on ×
 optimizer (Adam, AdamW, SGD), for a 784-64-784 autoencoder trained by ``Zor.fit``
 (curriculum sampling, batches of 48) at two data scales, evaluated on 1,000 unseen
@@ -61,7 +61,7 @@ SWEEP_TARGET = (0.25, 0.5, 0.75, 0.9)
 
 def grid() -> list[dict[str, Any]]:
     """Every (rule, novelty, homeostasis, optimizer) configuration, the default first."""
-    from zor.rules import RULES
+    from zor.engine.rules import RULES
 
     default_rule = _default_rule()
     rules = [default_rule] + [r for r in RULES if r != default_rule]

@@ -41,9 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def train_and_export(folder: Path) -> tuple[Path, Path, Path, np.ndarray]:
-    from zor.datasets import few_shot, load_bundled
     from zor.export import export
-    from zor.presets import seed_autoencoder
+
+    from zor.engine.presets import seed_autoencoder
+    from zor.tasks.datasets import few_shot, load_bundled
 
     x, y = load_bundled("train")
     test, _ = load_bundled("test")
@@ -133,8 +134,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from zor.devices import PROFILES, detect
-    from zor.fileio import write_text_atomic
     from zor.runtime.bench import format_table, run_bench
+
+    from zor.common.fileio import write_text_atomic
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt, f32, q8, test = train_and_export(Path(tmp))

@@ -305,8 +305,8 @@ def quality_sweep(folder: Path, hidden: int, targets: tuple, steps: int, calls: 
     import torch
 
     from zor import Layer, Zor
-    from zor.datasets import few_shot, load_bundled
-    from zor.metrics import reconstruction
+    from zor.common.metrics import reconstruction
+    from zor.tasks.datasets import few_shot, load_bundled
 
     torch.set_num_threads(threads)
     x, y = load_bundled("train")
@@ -375,10 +375,10 @@ except Exception as exc:
 def memory_demo(folder: Path, limit_mib: int, hidden: int, calls: int, rate: float = 0.1) -> dict[str, Any]:
     """The memory-limit demonstration (see the module docstring, part 5)."""
     import torch
-
-    from zor import Layer, Zor
     from zor.export.graph import to_onnx
     from zor.export.session import Stepper
+
+    from zor import Layer, Zor
 
     n = 4096
     net = Zor([Layer(n, threshold=THETA), Layer(hidden), Layer(n)], seed=0, device="cpu")
@@ -579,7 +579,7 @@ def save_png(res: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    from zor.fileio import atomic_path
+    from zor.common.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -605,7 +605,7 @@ def main(json_path: Optional[Path], png_path: Optional[Path], quick: bool, threa
     import torch
 
     from benchmarks import common
-    from zor.fileio import write_text_atomic
+    from zor.common.fileio import write_text_atomic
 
     common.check_json_folder(json_path)
     common.check_json_folder(png_path, "--png")

@@ -1,10 +1,10 @@
 """Low-resource translation (Spanish → Nahuatl, Spanish → Otomí): Zor vs baselines, export, runtime speed.
 
 For each language pair (``--pairs``; corpora from the ``elotl`` package, split by
-document: no document in two splits, :mod:`zor.textdata`):
+document: no document in two splits, :mod:`zor.tasks.textdata`):
 
 1. tokenizers (subword, ``--vocab`` entries a side) trained on the training split; the
-   step framing of :mod:`zor.textfeatures` (training pairs longer than 96 tokens a
+   step framing of :mod:`zor.common.textfeatures` (training pairs longer than 96 tokens a
    side are left out of training, never out of the test);
 2. methods, trained **for the same wall time** (``--budget`` s each, in interleaved
    10-second slices so a noisy neighbour slows all of them alike, one CPU thread):
@@ -27,7 +27,7 @@ document: no document in two splits, :mod:`zor.textdata`):
 4. the Zor model exported with ``zor.export.export`` (the ``zor-export`` pipeline):
    float32 (verified against the engine on real step inputs) and int8 (threshold-aware,
    calibrated on step inputs of the dev split); both re-scored on the test set through
-   the torch-free runtime (``zor.runtime.translate``); the int8 − float32 chrF
+   the torch-free runtime (``zor.runtime.tasks.translate``); the int8 − float32 chrF
    difference is the quantization budget check (≤ 0.5 points);
 5. runtime speed, one thread: ms per sentence and target tokens per second at batch 1
    (greedy) and at batch 32, for float32 and int8, on the test sentences of typical
@@ -58,7 +58,7 @@ import click
 import numpy as np
 
 from benchmarks import common
-from zor.errors import ZorError
+from zor.common.errors import ZorError
 
 __all__ = ["settings_for", "train_equal_time", "Split", "prepare_split", "METHOD_NAMES", "train_methods", "typical",
            "export_translation", "run_pair", "interleaved_speeds", "main"]
@@ -133,9 +133,10 @@ def export_translation(checkpoint: Path, out: Path, quantize: str, calibration: 
     (atol = 1e−5 · max(1, max|o|)); int8 files are re-verified with ``verify_file``
     (spike budget). The result says which check passed.
     """
-    from zor.errors import VerificationError
     from zor.export import export, load_model_file, verify, verify_file
-    from zor.network import Zor
+
+    from zor.common.errors import VerificationError
+    from zor.engine.network import Zor
 
     kw = dict(quantize=quantize, calibration=calibration, batch=1, steps=min(256, len(calibration)),
               max_drop=100.0, threads=1)
@@ -171,7 +172,7 @@ def export_translation(checkpoint: Path, out: Path, quantize: str, calibration: 
 
 
 def _score(name: str, hyps: list[str], refs: list[str], seconds: Optional[float] = None, **extra: Any) -> dict:
-    from zor.textmetrics import score
+    from zor.common.textmetrics import score
 
     row = {"method": name, **score(hyps, refs), **extra}
     if seconds is not None:
@@ -183,7 +184,7 @@ def _score(name: str, hyps: list[str], refs: list[str], seconds: Optional[float]
 class Split:
     """One document split of a language pair, and the tokenizers and step data built on its training part."""
 
-    splits: dict            # "train" / "dev" / "test" → pairs (zor.textdata.split_by_document)
+    splits: dict            # "train" / "dev" / "test" → pairs (zor.tasks.textdata.split_by_document)
     train: list             # the training pairs used (the first 1,500 with ``quick``)
     test: list              # the test pairs scored (the first ``max_test`` when given)
     cfg: Any                # TranslationConfig of the run
@@ -194,8 +195,8 @@ class Split:
 def prepare_split(pair: str, seed: int, quick: bool, vocab: int, hidden: Optional[int], device: str = "cpu",
                   max_test: Optional[int] = None) -> Split:
     """Split ``pair`` by document with ``seed``, then build the run's config, spec and training steps."""
-    from zor.textdata import load_pairs, split_by_document
-    from zor.translation import TranslationConfig, build_spec, step_data
+    from zor.tasks.textdata import load_pairs, split_by_document
+    from zor.tasks.translation import TranslationConfig, build_spec, step_data
 
     splits = split_by_document(load_pairs(pair), dev=0.1, test=0.1, seed=seed)
     train = splits["train"][:1500] if quick else splits["train"]
@@ -213,7 +214,8 @@ METHOD_NAMES = ("zor", "zor-charges", "backprop", "backprop-mse", "backprop-spar
 def train_methods(names: Sequence[str], sp: Split, budget: float, show: bool = True) -> dict[str, Any]:
     """The named methods (some of ``METHOD_NAMES``, see the module docstring) built for split ``sp`` and
     trained for ``budget`` s each with :func:`train_equal_time`; name → trained model."""
-    from zor.translation import BackpropStepModel, TranslationConfig, ZorTranslator
+    from benchmarks.baselines.translation import BackpropStepModel
+    from zor.tasks.translation import TranslationConfig, ZorTranslator
 
     cfg, spec, data = sp.cfg, sp.spec, sp.data
 
@@ -240,8 +242,8 @@ def run_pair(pair: str, budget: Any, quick: bool, vocab: int, hidden: Optional[i
              max_test: Optional[int], workdir: Path, show: bool, device: str = "cpu",
              show_table: bool = True) -> dict[str, Any]:
     """One language pair end to end; ``budget`` is seconds, or a function of the training step count."""
-    from zor.textbaselines import TranslationMemory, copy_source
-    from zor.textdata import split_summary
+    from benchmarks.baselines.text import TranslationMemory, copy_source
+    from zor.tasks.textdata import split_summary
 
     t0 = time.perf_counter()
     sp = prepare_split(pair, seed, quick, vocab, hidden, device, max_test)
@@ -321,10 +323,10 @@ def run_pair(pair: str, budget: Any, quick: bool, vocab: int, hidden: Optional[i
 def _runtime_part(pair, ckpt, spec, cfg, dev, typ, sources, refs, engine_hyps, workdir, seed):
     """Export float32 and int8, score both through the runtime, time them and the engine."""
     import torch
-
     from zor.runtime import Model
-    from zor.runtime.translate import Translator, speed
-    from zor.translation import ZorTranslator, step_data
+    from zor.runtime.tasks import Translator, speed
+
+    from zor.tasks.translation import ZorTranslator, step_data
 
     zor = ZorTranslator.load(ckpt, device="cpu")              # export, runtime and speed figures: CPU
     cal_data = step_data(dev, spec, cfg.train_max_tokens)
@@ -389,7 +391,7 @@ _COLS = ["method", "chrf", "chrf++", "bleu", "train_s", "steps", "beam", "where"
 
 def build_spec_like(spec, output: str):
     """The same spec with another output kind (the charges read-out scores probabilities)."""
-    from zor.textdecode import TranslationSpec
+    from zor.common.textdecode import TranslationSpec
 
     return TranslationSpec(spec.source_tokenizer, spec.target_tokenizer, spec.encoder, spec.source_language,
                            spec.target_language, spec.max_source_tokens, spec.max_target_tokens, output,
@@ -441,7 +443,7 @@ def main(pairs: str, budget: float, vocab: int, hidden: Optional[int], beam: int
          threads: int, device: str, quick: bool, json_path: Optional[Path], out_dir: Optional[Path],
          no_progress: bool) -> None:
     """Translation benchmark: Zor vs translation memory, copy-source and equal-size backprop."""
-    from zor.textdata import LANGUAGE_PAIRS
+    from zor.tasks.textdata import LANGUAGE_PAIRS
 
     names = [p.strip() for p in pairs.split(",") if p.strip()]
     bad = [p for p in names if p not in LANGUAGE_PAIRS]

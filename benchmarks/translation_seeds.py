@@ -76,7 +76,7 @@ LEVEL = 0.05      # chrF points: a gap smaller than this counts as level when po
 def run_split(pair: str, seed: int, budget: float, quick: bool, vocab: int, hidden: Optional[int],
               show: bool = True) -> dict[str, Any]:
     """One document split: train the methods for ``budget`` s each, score them on its test set."""
-    from zor.textbaselines import TranslationMemory, copy_source
+    from benchmarks.baselines.text import TranslationMemory, copy_source
 
     sp = prepare_split(pair, seed, quick, vocab, hidden, max_test=40 if quick else None)
     sources, refs = [p.source for p in sp.test], [p.target for p in sp.test]
@@ -175,7 +175,7 @@ def show_pool(p: dict[str, Any]) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--pair", default="es-nah", show_default=True, help="Language pair (zor.textdata.LANGUAGE_PAIRS).")
+@click.option("--pair", default="es-nah", show_default=True, help="Language pair (zor.tasks.textdata.LANGUAGE_PAIRS).")
 @click.option("--seeds", "seeds_text", default="0,1,2,3", show_default=True,
               help="Split seeds, comma-separated (each its own test documents).")
 @click.option("--budget", type=click.FloatRange(min=0.1), default=240.0, show_default=True,
@@ -193,8 +193,8 @@ def show_pool(p: dict[str, Any]) -> None:
 def main(pair: str, seeds_text: str, budget: float, vocab: int, hidden: Optional[int], threads: int, quick: bool,
          json_path: Optional[Path], no_progress: bool, pool_paths: tuple[Path, ...]) -> None:
     """Zor vs backprop translation chrF over several document splits."""
-    from zor.errors import ZorError
-    from zor.textdata import LANGUAGE_PAIRS
+    from zor.common.errors import ZorError
+    from zor.tasks.textdata import LANGUAGE_PAIRS
 
     if pool_paths:
         common.check_json_folder(json_path)

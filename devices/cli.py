@@ -14,7 +14,7 @@ from typing import Optional
 
 import click
 
-from zor.errors import DeviceError
+from zor.common.errors import DeviceError
 
 from .detection import detect
 from .profiles import PROFILES, Profile, get

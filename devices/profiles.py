@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Union
 
-from zor.errors import DeviceError
+from zor.common.errors import DeviceError
 
 __all__ = ["Int8Recipe", "Profile", "PROFILES", "GRAPH_OPTIMIZATIONS", "get", "names"]
 
@@ -300,7 +300,7 @@ def names() -> list[str]:
 def get(name: Union[str, Profile]) -> Profile:
     """The profile called ``name`` (a Profile is returned as is).
 
-    Raises :class:`~zor.errors.DeviceError` naming the known profiles.
+    Raises :class:`~zor.common.errors.DeviceError` naming the known profiles.
     """
     if isinstance(name, Profile):
         return name

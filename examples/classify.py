@@ -6,11 +6,11 @@
    shape=(1, 28, 28)), Conv(16, kernel_size=5, stride=2), Layer(10, activation_function="sigmoid")])``) on ``--labels``
    balanced labelled images: the output charges learn one-hot targets (error = one-hot − output);
 2. scores it on unseen test images (accuracy %);
-3. saves the checkpoint with its task (``zor.images.classify_task``: labels, image size);
+3. saves the checkpoint with its task (``zor.tasks.images.classify_task``: labels, image size);
 4. exports it with ``zor.export.export``: float32 (verified against the engine) and
    int8 (threshold-aware, refused past a 0.5-point accuracy drop);
 5. serves both with the torch-free runtime (``zor.runtime.Model``,
-   ``zor.runtime.imaging.run_task``: a 56×56 colour PNG is made grey and resized);
+   ``zor.runtime.tasks.run_task``: a 56×56 colour PNG is made grey and resized);
 6. times them at batch 1 with ``zor-bench`` (``zor.runtime.bench.run_bench``);
 7. writes ``classify.png``: test images with the predicted and the true class.
 
@@ -30,7 +30,7 @@ import numpy as np
 
 
 def load(n_labels: int, quick: bool, seed: int = 0):
-    from zor import datasets
+    from zor.tasks import datasets
 
     try:
         if quick:
@@ -65,7 +65,7 @@ def figure(path: Path, images: np.ndarray, predicted: list, truth: list, title: 
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    from zor.fileio import write_figure_png
+    from zor.common.fileio import write_figure_png
 
     write_figure_png(fig, path, dpi=80, colors=64)    # a small palette keeps the README figure small
     plt.close(fig)
@@ -84,15 +84,16 @@ def main(argv=None) -> int:
         parser.error("--labels must be a positive multiple of 10 and --steps ≥ 1")
 
     import torch
-
-    from zor import Conv, Layer, Zor
-    from zor.datasets import CLASS_NAMES
     from zor.export import export
-    from zor.fileio import write_text_atomic
-    from zor.images import classify_task, one_hot
     from zor.runtime import Model
     from zor.runtime.bench import format_table, run_bench
-    from zor.runtime.imaging import load_image, run_task, save_image
+    from zor.runtime.tasks import load_image, run_task, save_image
+
+    from zor import Conv, Layer, Zor
+    from zor.common.fileio import write_text_atomic
+    from zor.common.imagemath import one_hot
+    from zor.tasks.datasets import CLASS_NAMES
+    from zor.tasks.images import classify_task
 
     torch.set_num_threads(1)
     out = Path(args.out)

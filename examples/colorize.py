@@ -3,13 +3,13 @@
     python examples/colorize.py --out out/colorize [--steps 4000] [--cifar DIR] [--quick]
 
 1. cuts the colour photos bundled with scikit-image and scikit-learn into 16×16 patches
-   (``zor.images.colorization_data``; chelsea and flower are held out, never trained on);
+   (``zor.tasks.images.colorization_data``; chelsea and flower are held out, never trained on);
 2. trains ``Zor([Layer(256), Layer(256), Layer(512, activation_function="sigmoid")])``:
    the lightness L/100 of a patch in, its CIE Lab a and b planes out;
 3. scores it on held-out patches against predicting grey: PSNR, ΔE_ab (colour error in
    Lab units) and chroma (colourfulness relative to the truth);
 4. exports float32 (verified) and int8 (calibrated on training patches);
-5. colourises whole images with the torch-free runtime (``zor.runtime.imaging.colorize``
+5. colourises whole images with the torch-free runtime (``zor.runtime.tasks.colorize``
    tiles them into overlapping patches and blends them back): the held-out photos and,
    given the foolbox wheel (``--cifar DIR``, or $ZOR_FOOLBOX), the 20 CIFAR-10 test images;
 6. times float32 vs int8 at batch 1 with ``zor-bench``;
@@ -53,7 +53,7 @@ def figure(path: Path, rows: list[tuple[str, list[np.ndarray]]], names: list[str
                 ax.set_title(names[c], fontsize=6)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    from zor.fileio import write_figure_png
+    from zor.common.fileio import write_figure_png
 
     write_figure_png(fig, path, dpi=80, colors=128)    # a small palette keeps the README figure small
     plt.close(fig)
@@ -71,16 +71,22 @@ def main(argv=None) -> int:
         parser.error("--steps must be ≥ 1")
 
     import torch
-
-    from zor import Layer, Zor
-    from zor.errors import DataNotFoundError
     from zor.export import export
-    from zor.fileio import write_text_atomic
-    from zor.images import (FOOLBOX_ENV, colorization_data, colorize_task, colour_error, downscale,
-                            load_cifar10_samples, load_photo, rgb_from_planes)
     from zor.runtime import Model
     from zor.runtime.bench import format_table, run_bench
-    from zor.runtime.imaging import colorize, lightness, load_image, run_task, save_image
+    from zor.runtime.tasks import colorize, lightness, load_image, run_task, save_image
+
+    from zor import Layer, Zor
+    from zor.common.errors import DataNotFoundError
+    from zor.common.fileio import write_text_atomic
+    from zor.common.imagemath import colour_error, downscale, rgb_from_planes
+    from zor.tasks.images import (
+        FOOLBOX_ENV,
+        colorization_data,
+        colorize_task,
+        load_cifar10_samples,
+        load_photo,
+    )
 
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -176,7 +182,7 @@ def main(argv=None) -> int:
 
 def colorize_grey(rgb: np.ndarray) -> np.ndarray:
     """The 'predict grey' answer for an RGB image: its own lightness with a = b = 0."""
-    from zor.images import lab_to_rgb, rgb_to_lab
+    from zor.common.imagemath import lab_to_rgb, rgb_to_lab
 
     lab = rgb_to_lab(rgb)
     lab[..., 1:] = 0.0

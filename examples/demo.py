@@ -34,7 +34,7 @@ BATCH = 48         # ... of random batches of 48 drawn from the 10 training imag
 
 def load_data(n_test: int = 1000):
     """(train10, test images, where the data came from)."""
-    from zor import datasets
+    from zor.tasks import datasets
 
     try:
         x, y = datasets.load_fashion_mnist("train")
@@ -68,7 +68,7 @@ def save_grid(path: Path, originals: np.ndarray, outputs: dict[str, np.ndarray],
                 ax.set_ylabel(name, fontsize=8)
     fig.suptitle("Zor 10-shot Fashion-MNIST reconstruction (unseen test images)", fontsize=9)
     fig.tight_layout()
-    from zor.fileio import atomic_path
+    from zor.common.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
@@ -79,8 +79,9 @@ def save_grid(path: Path, originals: np.ndarray, outputs: dict[str, np.ndarray],
 def run_demo(out: Path, steps: int = STEPS, n_test: int = 1000, progress: bool = True) -> dict:
     import torch
 
-    from zor import Layer, Zor, metrics
-    from zor.fileio import write_text_atomic
+    from zor import Layer, Zor
+    from zor.common import metrics
+    from zor.common.fileio import write_text_atomic
 
     # Networks this small run fastest on one thread; with more, torch's threads wait on
     # each other for every small op whenever another process holds a core (100x slower).
@@ -152,10 +153,10 @@ def export_and_serve(snn, ckpt: Path, calibration: np.ndarray, xt: np.ndarray, r
                      out: Path) -> dict:
     """Export float32 and int8, run both on the runtime, compare with the engine."""
     import torch
-
-    from zor import metrics
     from zor.export import export
     from zor.runtime import Model
+
+    from zor.common import metrics
 
     print("\nexport (zor-export) and the torch-free runtime:")
     print(f"{'file':18s}{'size KB':>9s}{'export s':>10s}{'seed metric':>13s}{'PSNR':>9s}{'max |Δ| vs engine':>20s}"

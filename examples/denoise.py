@@ -3,11 +3,11 @@
     python examples/denoise.py --out out/denoise [--steps 3000] [--train-images 10000] [--quick]
 
 1. gives every clean training image two noisy copies, one with Gaussian noise (σ 0.3)
-   and one with salt-and-pepper noise (p 0.2) (``zor.images``), so one model learns both;
+   and one with salt-and-pepper noise (p 0.2) (``zor.tasks.images``), so one model learns both;
 2. trains ``Zor([Layer(784), Layer(256), Layer(784)])`` noisy → clean;
 3. scores it on unseen test images with each noise: PSNR, and the gain over the noisy input;
 4. exports float32 (verified) and int8 (calibrated on noisy training images);
-5. serves it with the torch-free runtime (``zor.runtime.imaging.denoise``: an image of
+5. serves it with the torch-free runtime (``zor.runtime.tasks.denoise``: an image of
    any size is tiled into overlapping 28×28 patches and blended back): a noisy 56×56
    mosaic of four items through a PNG file, as ``zor-run --task denoise`` does;
 6. times float32 vs int8 at batch 1 with ``zor-bench``;
@@ -50,7 +50,7 @@ def figure(path: Path, rows: list[tuple[str, np.ndarray]], title: str) -> bool:
                 ax.set_ylabel(label, fontsize=6)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    from zor.fileio import write_figure_png
+    from zor.common.fileio import write_figure_png
 
     write_figure_png(fig, path, dpi=80, colors=48)    # a small palette keeps the README figure small
     plt.close(fig)
@@ -68,15 +68,17 @@ def main(argv=None) -> int:
         parser.error("--steps and --train-images must be ≥ 1")
 
     import torch
-
-    from zor import Layer, Zor, datasets
     from zor.export import export
-    from zor.fileio import write_text_atomic
-    from zor.images import add_noise, denoise_task
-    from zor.metrics import psnr
     from zor.runtime import Model
     from zor.runtime.bench import format_table, run_bench
-    from zor.runtime.imaging import denoise, load_image, run_task, save_image
+    from zor.runtime.tasks import denoise, load_image, run_task, save_image
+
+    from zor import Layer, Zor
+    from zor.common.fileio import write_text_atomic
+    from zor.common.imagemath import add_noise
+    from zor.common.metrics import psnr
+    from zor.tasks import datasets
+    from zor.tasks.images import denoise_task
 
     torch.set_num_threads(1)
     out = Path(args.out)

@@ -3,16 +3,16 @@
     python examples/translate.py --out out/translate [--pair es-nah|es-oto] [--budget 120] [--quick]
 
 1. loads the parallel corpus through ``elotl`` (``pip install elotl``; the texts are
-   never copied into this repository) and splits it by document (``zor.textdata``);
+   never copied into this repository) and splits it by document (``zor.tasks.textdata``);
 2. trains subword tokenizers on the training split and a Zor step model with Zor's
-   rule for ``--budget`` seconds (``zor.translation``: the network predicts the next
+   rule for ``--budget`` seconds (``zor.tasks.translation``: the network predicts the next
    target subword from a fixed-size encoding of the source and the last target tokens);
 3. scores it on the test documents (chrF, chrF++, BLEU with sacrebleu);
 4. saves the checkpoint: its ``task`` carries the tokenizers and the feature spec;
 5. exports it with ``zor.export.export`` (what ``zor-export`` runs) through
    ``benchmarks.translation.export_translation``: float32, verified against the engine
    on real step inputs, and int8;
-6. translates with the torch-free runtime (``zor.runtime.translate``), greedy and beam,
+6. translates with the torch-free runtime (``zor.runtime.tasks.translate``), greedy and beam,
    and times it at batch 1 on one thread.
 
 Only the flag ``--pair`` changes between language pairs. ``--quick`` is a smoke run of
@@ -46,14 +46,19 @@ def main(argv=None) -> int:
     args.out.mkdir(exist_ok=True)
 
     import torch
-
-    from zor.errors import ZorError
-    from zor.fileio import write_text_atomic
     from zor.runtime import Model
-    from zor.runtime.translate import Translator, speed
-    from zor.textdata import load_pairs, split_by_document
-    from zor.textmetrics import score
-    from zor.translation import TranslationConfig, ZorTranslator, build_spec, step_data
+    from zor.runtime.tasks import Translator, speed
+
+    from zor.common.errors import ZorError
+    from zor.common.fileio import write_text_atomic
+    from zor.common.textmetrics import score
+    from zor.tasks.textdata import load_pairs, split_by_document
+    from zor.tasks.translation import (
+        TranslationConfig,
+        ZorTranslator,
+        build_spec,
+        step_data,
+    )
 
     torch.set_num_threads(1)
     try:

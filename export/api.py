@@ -42,15 +42,27 @@ from typing import Any, Optional, Union
 import numpy as np
 import onnx
 
-from zor import format as fmt
-from zor.errors import (ConfigError, ModelFileError, OutputPathError, QuantizationError, WeightFileError,
-                        VerificationError)
-from zor.fileio import write_bytes_atomic
+from zor.common import format as fmt
+from zor.common.errors import (
+    ConfigError,
+    ModelFileError,
+    OutputPathError,
+    QuantizationError,
+    VerificationError,
+    WeightFileError,
+)
+from zor.common.fileio import write_bytes_atomic
 
 from .calibration import CalibrationSet, load_calibration
 from .fp16 import rounded_model, to_fp16
 from .graph import check_proto, to_onnx
-from .metadata import build_metadata, jsonable, read_metadata, set_metadata, weights_sha256
+from .metadata import (
+    build_metadata,
+    jsonable,
+    read_metadata,
+    set_metadata,
+    weights_sha256,
+)
 from .quality import measure
 from .quantize import quantize_int8
 from .sparse import DEFAULT_MAX_BATCH, PathPlan, dense_plan, measure_rates, plan_paths
@@ -87,7 +99,7 @@ def resolve_profile(device: Any):
 
 def load_source(source: Any):
     """(model on the CPU, engine version) from a Zor model or a checkpoint path."""
-    from zor.network import Zor
+    from zor.engine.network import Zor
 
     if isinstance(source, Zor):
         import zor
@@ -95,7 +107,7 @@ def load_source(source: Any):
         return source, zor.__version__
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"expected a Zor model or a checkpoint path, got {type(source).__name__}")
-    from zor.checkpoint import read_config
+    from zor.engine.checkpoint import read_config
 
     meta = read_config(source)             # CheckpointError for missing / truncated / foreign / newer files
     return Zor.load(source, device="cpu"), str(meta.get("engine_version", "unknown"))

@@ -1,7 +1,7 @@
 """A tiny ONNX graph builder: nodes, initializers and I/O with unique names.
 
 Converters add nodes through it; :mod:`zor.export.graph` turns it into a
-``ModelProto``. Names are explicit (the file contract in :mod:`zor.format` fixes
+``ModelProto``. Names are explicit (the file contract in :mod:`zor.common.format` fixes
 the I/O names), and a name used twice raises instead of silently aliasing.
 
 Example:

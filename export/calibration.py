@@ -6,7 +6,7 @@ Where the data comes from (``--calibration DATA``):
   rows 1, 3, 5, ... validate (the same rows do both when N < 20);
 - nothing, and the model's input width is 784: the bundled Fashion-MNIST subset
   (200 training images calibrate, 500 test images with labels validate);
-- otherwise a :class:`~zor.errors.DataError` that says what to pass.
+- otherwise a :class:`~zor.common.errors.DataError` that says what to pass.
 
 The task metric (what ``--max-drop`` limits), chosen from the model's task:
 
@@ -35,8 +35,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from zor import metrics
-from zor.errors import DataError, DataNotFoundError, ShapeError
+from zor.common import metrics
+from zor.common.errors import DataError, DataNotFoundError, ShapeError
 
 __all__ = ["CalibrationSet", "load_calibration", "task_metric", "metric_kind"]
 
@@ -78,7 +78,7 @@ def load_calibration(data: Union[str, os.PathLike, np.ndarray, None], width: int
         return _from_array(data, width, "array")
     if data is None:
         if width == 784:
-            from zor.datasets import load_bundled
+            from zor.tasks.datasets import load_bundled
 
             xc, _ = load_bundled("train")
             xv, yv = load_bundled("test")

@@ -28,8 +28,18 @@ from typing import Any, Callable
 
 import click
 
-from zor.errors import (CheckpointError, ConfigError, DataError, DeviceError, InputError, ModelFileError,
-                        OutputPathError, QuantizationError, VerificationError, ZorError)
+from zor.common.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DeviceError,
+    InputError,
+    ModelFileError,
+    OutputPathError,
+    QuantizationError,
+    VerificationError,
+    ZorError,
+)
 
 __all__ = ["main"]
 

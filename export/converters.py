@@ -1,8 +1,8 @@
 """Converters for the Zor layer kinds: ``dense`` and ``conv``, stateless or stateful.
 
 For layer i, the converter first emits the connection into it (not for the input
-layer), then the neuron, exactly as the engine computes them (:mod:`zor.neuron`,
-:mod:`zor.connections`, ``Zor._forward``):
+layer), then the neuron, exactly as the engine computes them (:mod:`zor.engine.neuron`,
+:mod:`zor.engine.connections`, ``Zor._forward``):
 
     dense   h_i = MatMul(a_{i−1}, W_{i−1})                      node connection{i−1}.matmul
             (or, for a sparse connection, only the rows of the units that spiked:
@@ -24,7 +24,7 @@ and for a stateful layer the charge it carries (neuron.reset):
                 = c + (−p)                      otherwise
     state_out_i = Where(s_i, spiked, kept)
 
-θ_i and W_j are initializers ``threshold_{i}`` and ``weight_{j}`` (:mod:`zor.format`);
+θ_i and W_j are initializers ``threshold_{i}`` and ``weight_{j}`` (:mod:`zor.common.format`);
 a Conv layer's per-channel θ is stored expanded to one value per unit. A fresh stream
 feeds zeros as ``state_in_i`` (the engine at rest: λ·0 + h = h exactly).
 
@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zor import format as fmt
-from zor.errors import UnsupportedLayerError
+from zor.common import format as fmt
+from zor.common.errors import UnsupportedLayerError
 
 from .registry import LayerContext, connection_prefix, register
 

@@ -12,7 +12,7 @@ holds, outside the graph:
     sparse_bias_{j}  float32         f_j(0) · Σ rows of W_j, when f_j(0) ≠ 0 and the graph
                                      has none (a dense connection of a sigmoid layer)
 
-``zor.weights`` (:mod:`zor.format`) lists every tensor with its offset, length, dtype,
+``zor.weights`` (:mod:`zor.common.format`) lists every tensor with its offset, length, dtype,
 shape, SHA-256 and whether the graph uses it; ``bytes`` is the file's exact size.
 
 Both files are written atomically (the weights first, then the graph): a failed
@@ -41,9 +41,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from zor import format as fmt
-from zor.errors import ExportError
-from zor.fileio import atomic_path
+from zor.common import format as fmt
+from zor.common.errors import ExportError
+from zor.common.fileio import atomic_path
 
 from .metadata import dumps, set_metadata
 

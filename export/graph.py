@@ -1,6 +1,6 @@
 """Zor model → ONNX ``ModelProto`` (float32), through the converter registry.
 
-Graph (names from :mod:`zor.format`; B dynamic):
+Graph (names from :mod:`zor.common.format`; B dynamic):
 
     inputs   input (B, n_0) float32, state_in_i (B, n_i) per stateful layer
     outputs  output (B, n_L), state_out_i per stateful layer, spikes_i (B, n_i) bool,
@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from zor import format as fmt
-from zor.errors import ExportError
+from zor.common import format as fmt
+from zor.common.errors import ExportError
 
 from .builder import GraphBuilder
 from .metadata import build_metadata, float_arrays, set_metadata
@@ -94,7 +94,7 @@ def to_onnx(model, metadata: Optional[dict[str, str]] = None, engine_version: Op
         import zor
 
         engine_version = zor.__version__
-    proto = g.model("zor", engine_version, doc="Zor spiking network, per-step graph (see zor.format)")
+    proto = g.model("zor", engine_version, doc="Zor spiking network, per-step graph (see zor.common.format)")
     set_metadata(proto, metadata if metadata is not None else build_metadata(model, engine_version, paths=paths))
     check_proto(proto)
     return proto

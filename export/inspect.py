@@ -25,7 +25,7 @@ from typing import Any, Union
 import onnx
 from onnx import numpy_helper
 
-from zor import format as fmt
+from zor.common import format as fmt
 
 from .api import load_model_file
 from .metadata import read_metadata

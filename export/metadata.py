@@ -2,7 +2,7 @@
 
 Every value is a string; structured values are strict JSON (non-finite numbers as the
 strings "-inf"/"inf"/"nan"). The keys and their meaning are the contract in
-:mod:`zor.format`; this module builds them from a model and reads them back.
+:mod:`zor.common.format`; this module builds them from a model and reads them back.
 
 Weights hash (``zor.weights_sha256``): SHA-256 over θ_0, W_0, θ_1, W_1, ..., θ_L,
 each as little-endian float32 bytes in C order. It names the trained model: an int8
@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 import onnx
 
-from zor import format as fmt
+from zor.common import format as fmt
 
 from .registry import kind_of
 

@@ -51,7 +51,7 @@ def measure(model, candidate, calib: CalibrationSet, steps: Optional[int] = None
     comp = compare_runs(model, candidate, [("validation", xs, None)], excuse_ties=False, collect=True, threads=threads,
                         max_batch=max_batch)
     if comp.failures:
-        from zor.errors import VerificationError
+        from zor.common.errors import VerificationError
 
         raise VerificationError("the reduced-precision graph does not fit the model: " + "; ".join(comp.failures))
     ref = np.concatenate(comp.reference)

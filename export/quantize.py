@@ -13,7 +13,7 @@ engine on validation data is measured; while the lowest layer under the budget
 (``spike_budget``, default 99 %) has a quantized connection below it, the nearest
 such connection j (its nodes ``connection{j}.*``) is excluded, i.e. falls back to
 float, and the graph is quantized again. Then the task metric drop (engine − int8, points)
-must stay within ``max_drop``, or :class:`~zor.errors.QuantizationError` refuses.
+must stay within ``max_drop``, or :class:`~zor.common.errors.QuantizationError` refuses.
 
 Reported per layer: spike agreement, whether its input connection is int8 or fell
 back, weight bytes float vs int8, and the task-metric drop with only that connection
@@ -36,8 +36,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import onnx
 
-from zor import format as fmt
-from zor.errors import QuantizationError
+from zor.common import format as fmt
+from zor.common.errors import QuantizationError
 
 from .calibration import CalibrationSet
 from .metadata import jsonable

@@ -5,7 +5,7 @@ A layer's *kind* is how it is reached from the layer before (the engine's
 k×k kernel, an ONNX Conv between two reshapes). Whether the layer keeps state
 (decay > 0) is a property of its neuron, handled inside every converter, so each
 kind exports stateless and stateful. :func:`converter_for` gives the converter of a
-layer, and an unknown kind raises :class:`~zor.errors.UnsupportedLayerError` listing
+layer, and an unknown kind raises :class:`~zor.common.errors.UnsupportedLayerError` listing
 the supported kinds: a layer is never skipped.
 
 A converter is a function ``convert(ctx: LayerContext) -> str``: it emits the
@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from zor.errors import UnsupportedLayerError
+from zor.common.errors import UnsupportedLayerError
 
 __all__ = ["LayerContext", "Converter", "register", "converter_for", "kind_of", "supported_kinds",
            "connection_prefix", "REGISTRY"]

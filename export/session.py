@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from zor import format as fmt
-from zor.errors import ModelFileError
+from zor.common import format as fmt
+from zor.common.errors import ModelFileError
 
 __all__ = ["make_session", "Stepper"]
 

@@ -8,7 +8,7 @@ A = {units that spiked}
     h_{j+1} = Σ_{u ∈ A} (a_u − f_j(0)) W_j[u, :]  +  f_j(0) · Σ_u W_j[u, :]
 
 and only |A| rows are read. Built from standard ONNX operators (no custom ops: any
-onnxruntime runs it), as :mod:`zor.format` names them:
+onnxruntime runs it), as :mod:`zor.common.format` names them:
 
     batch1   mask = Reshape(s_j, (n_j,))                     B = 1 only (else Reshape fails)
     union    mask = Cast(ReduceMax(Cast(s_j, int32), axis 0), bool)   B ≤ max_batch: the
@@ -60,8 +60,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from onnx import TensorProto
 
-from zor import format as fmt
-from zor.errors import ConfigError, UnsupportedLayerError
+from zor.common import format as fmt
+from zor.common.errors import ConfigError, UnsupportedLayerError
 
 from .registry import LayerContext, connection_prefix, kind_of
 

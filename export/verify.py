@@ -6,7 +6,7 @@ per float output (``output`` and each ``state_out_i``) the max/mean absolute
 difference. Stateful models run T steps from rest (zeros) and again from a random
 state. Checks go as in optimum's exporter validation: I/O names first, then
 shapes, then values with explicit tolerances; every failure is collected and
-:class:`~zor.errors.VerificationError` carries the full report.
+:class:`~zor.common.errors.VerificationError` carries the full report.
 
 Tolerances (float32):
 
@@ -41,8 +41,8 @@ import numpy as np
 import onnx
 import torch
 
-from zor import format as fmt
-from zor.errors import VerificationError
+from zor.common import format as fmt
+from zor.common.errors import VerificationError
 
 from .metadata import float_arrays, jsonable
 from .session import Stepper

@@ -45,8 +45,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from zor import format as fmt
-from zor.errors import ConfigError
+from zor.common import format as fmt
+from zor.common.errors import ConfigError
 
 from .model import Model
 
@@ -171,7 +171,8 @@ def torch_reference(checkpoint: str, threads: int) -> Optional[Callable[[np.ndar
     """A function running the torch engine on a checkpoint, or None when torch is missing."""
     try:
         import torch
-        from zor.checkpoint import load
+
+        from zor.engine.checkpoint import load
     except ImportError:
         return None
     torch.set_num_threads(max(1, threads))
@@ -317,9 +318,9 @@ def _paths_report(labels: list[str], models: list[Model], figs: dict[str, Any], 
 def translation_speed(paths: Sequence[str], texts: Sequence[str], device: str, threads: Optional[int],
                       batch: int, repeats: int = 3) -> dict[str, Any]:
     """ms per sentence and target tokens per second of translation models, at batch 1 and ``batch``
-    (greedy decoding; :func:`zor.runtime.translate.speed`). Models that are not translation
+    (greedy decoding; :func:`zor.runtime.tasks.translate.speed`). Models that are not translation
     models are left out."""
-    from .translate import speed
+    from .tasks.translate import speed
 
     out: dict[str, Any] = {}
     for path in paths:

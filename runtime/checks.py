@@ -2,9 +2,9 @@
 
 A model input is a 2-D floating array (B, n) with B ≥ 1. Any floating dtype
 (float16/32/64) is accepted and converted to float32; integers, bools, complex
-numbers, strings and objects are refused (:class:`~zor.errors.DTypeError`), as are
-other ranks or widths (:class:`~zor.errors.ShapeError`) and NaN/inf
-(:class:`~zor.errors.NonFiniteError`).
+numbers, strings and objects are refused (:class:`~zor.common.errors.DTypeError`), as are
+other ranks or widths (:class:`~zor.common.errors.ShapeError`) and NaN/inf
+(:class:`~zor.common.errors.NonFiniteError`).
 
 Example:
     >>> import numpy as np
@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from zor.errors import DTypeError, NonFiniteError, ShapeError
+from zor.common.errors import DTypeError, NonFiniteError, ShapeError
 
 __all__ = ["check_array"]
 

@@ -43,9 +43,9 @@ from typing import Optional
 import click
 import numpy as np
 
-from zor import format as fmt
-from zor.errors import DataError, ZorError
-from zor.fileio import write_bytes_atomic, write_text_atomic
+from zor.common import format as fmt
+from zor.common.errors import DataError, ZorError
+from zor.common.fileio import write_bytes_atomic, write_text_atomic
 
 from . import tasks
 from .model import Model
@@ -139,8 +139,6 @@ _TASK_SUFFIX = {"classify": ".json", "colorize": ".png", "denoise": ".png", "tra
 def _run_task(model: Model, task: str, beam: Optional[int], path: Path, out: Path, single: bool,
               quiet: bool) -> list[Path]:
     """One INPUT through a task helper; writes NAME.json / NAME.png / NAME.txt."""
-    from . import imaging
-
     suffix = _TASK_SUFFIX[task]
     target = out if single else out / f"{path.stem}{suffix}"
     if single and out.suffix.lower() != suffix:
@@ -155,11 +153,11 @@ def _run_task(model: Model, task: str, beam: Optional[int], path: Path, out: Pat
         if not any(line.strip() for line in lines):
             raise DataError("the file holds no text to translate (empty or blank lines only)")
         # line i of the output translates line i of the input (a blank line stays blank)
-        write_text_atomic(target, "\n".join(model.translate(lines, beam=beam)) + "\n")
+        write_text_atomic(target, "\n".join(tasks.translate(model, lines, beam=beam)) + "\n")
         return [target]
     if path.suffix.lower() != ".png":
         raise DataError(f"expected a .png image for --task {task}, got {path.suffix or 'no suffix'!r}")
-    result = imaging.run_task(model, task, imaging.load_image(path))
+    result = tasks.run_task(model, task, tasks.load_image(path))
     if not quiet:
         for note in result.notes:
             click.echo(f"{path.name}: {note}", err=True)
@@ -168,7 +166,7 @@ def _run_task(model: Model, task: str, beam: Optional[int], path: Path, out: Pat
         write_text_atomic(target, json.dumps({"index": int(c.index[0]), "label": c.label[0],
                                               "scores": [float(v) for v in c.scores[0]]}))
     else:
-        imaging.save_image(target, result.image)
+        tasks.save_image(target, result.image)
     return [target]
 
 
@@ -276,7 +274,13 @@ def bench_main(models: tuple, device: str, batch: int, calls: int, repeats: int,
     """Benchmark MODEL files (e.g. float32 / int8, dense / sparse / auto exports of one model) on this machine."""
     import tempfile
 
-    from .bench import export_paths, format_table, format_translation, run_bench, translation_speed
+    from .bench import (
+        export_paths,
+        format_table,
+        format_translation,
+        run_bench,
+        translation_speed,
+    )
 
     if json_path is not None and not json_path.parent.is_dir():
         raise click.UsageError(f"--json {json_path}: its folder {json_path.parent} does not exist")

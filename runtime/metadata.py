@@ -1,8 +1,8 @@
-"""The parsed ``zor.*`` metadata of an exported file (see :mod:`zor.format`).
+"""The parsed ``zor.*`` metadata of an exported file (see :mod:`zor.common.format`).
 
 :func:`parse` turns onnxruntime's ``custom_metadata_map`` (every value a string)
 into a :class:`Metadata`, and refuses a file that is not a Zor export, or one of a
-newer format version, with a :class:`~zor.errors.ModelFileError` that says what was
+newer format version, with a :class:`~zor.common.errors.ModelFileError` that says what was
 expected and what was found.
 
 Example:
@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from zor import format as fmt
-from zor.errors import ModelFileError
+from zor.common import format as fmt
+from zor.common.errors import ModelFileError
 
 __all__ = ["Metadata", "StateSpec", "parse"]
 

@@ -1,6 +1,6 @@
 """``Model``: load a Zor export and run it on onnxruntime, torch-free.
 
-The file is a per-step graph (see :mod:`zor.format`): for layer i with charge c_i,
+The file is a per-step graph (see :mod:`zor.common.format`): for layer i with charge c_i,
 
     s_i = [c_i > θ_i]          (``spikes_{i}``, bool)
     a_i = f_i(c_i ⊙ s_i)       next layer's input is a_i W_i
@@ -32,23 +32,28 @@ import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
-
-from zor import format as fmt
 from zor.devices import Detection, Profile, detect, get
-from zor.errors import ConfigError, ModelFileError, ShapeError, StateError
 
-from . import tasks
+from zor.common import format as fmt
+from zor.common.errors import (
+    ConfigError,
+    ModelFileError,
+    ShapeError,
+    StateError,
+    ZorError,
+)
+
+from . import hugepages
 from .checks import check_array
 from .metadata import Metadata, StateSpec, parse
 from .onnxmeta import ScanError, find_initializers, read_metadata_props
+from .rows import RowRunner
 from .session import check_file, open_session
+from .stream import Stream
 from .weightfile import BACKENDS, WeightFile, choose_mode
-
-if TYPE_CHECKING:
-    from .stream import Stream
 
 __all__ = ["Model", "TensorInfo", "resolve_device"]
 
@@ -124,8 +129,6 @@ class Model:
             self.weights_mode = mode
             self.notes.append(f"external weights {early.weights['location']}: {why}")
             if mode == "rows":
-                from .rows import RowRunner
-
                 self.metadata = early
                 self._session = None
                 self._rows = RowRunner(early, self._weightfile)
@@ -308,57 +311,12 @@ class Model:
         """``model(x)`` is ``model.run(x)["output"]``."""
         return self.run(x)[fmt.OUTPUT]
 
-    def stream(self) -> "Stream":
+    def stream(self) -> Stream:
         """A :class:`Stream` carrying state between calls (stateful models only)."""
-        from .stream import Stream
-
         if not self.stateful:
             raise StateError(f"{self.path.name} is stateless ({fmt.KEYS.STATEFUL} = false): expected a stateful "
                              "model for stream(); call run(x) instead, every call is independent")
         return Stream(self)
-
-    # ------------------------------------------------------------------ task helpers
-    def reconstruct(self, x: Any) -> np.ndarray:
-        """Reconstruct inputs (rows or images); see :func:`zor.runtime.tasks.reconstruct`."""
-        return tasks.reconstruct(self, x)
-
-    def classify(self, x: Any) -> "tasks.Classes":
-        """Classify inputs: rows (B, n_0) or images of the model's size (see
-        :func:`zor.runtime.tasks.classify`), or images of any size and colour, which
-        are made grey and resized first (:func:`zor.runtime.imaging.classify_images`)."""
-        from . import imaging
-
-        arr = x if isinstance(x, np.ndarray) else None
-        if arr is not None and arr.ndim == 2 and arr.shape[1] == self.sizes[0]:
-            return tasks.classify(self, x)                      # rows
-        try:
-            return tasks.classify(self, x)                      # images of exactly the model's size
-        except ShapeError:
-            return imaging.classify_images(self, x)             # any other size: resized
-
-    def colorize(self, image: Any) -> np.ndarray:
-        """Colour (H, W, 3) for a grey or colour image of any size, tiled into the
-        model's patches (:func:`zor.runtime.imaging.colorize`)."""
-        from . import imaging
-
-        return imaging.colorize(self, image)
-
-    def denoise(self, image: Any) -> np.ndarray:
-        """A denoised (H, W) image of any size, tiled into the model's patches
-        (:func:`zor.runtime.imaging.denoise`)."""
-        from . import imaging
-
-        return imaging.denoise(self, image)
-
-    def translate(self, texts: Union[str, Sequence[str]], beam: Optional[int] = None,
-                  batch_size: int = 32, long: str = "split") -> Union[str, list[str]]:
-        """Translate a text (→ str) or a list of texts (→ list) with a translation
-        model; ``beam`` 1 is greedy, None the model's default; a text longer than
-        the model's limit is translated in pieces (``long="split"``) or refused
-        (``long="error"``) (:func:`zor.runtime.translate.translate`)."""
-        from .translate import translate
-
-        return translate(self, texts, beam=beam, batch_size=batch_size, long=long)
 
 
 def _early_metadata(path: Path) -> Optional[Metadata]:
@@ -366,8 +324,6 @@ def _early_metadata(path: Path) -> Optional[Metadata]:
     protobuf, is not a Zor file, or (weights inline) its metadata does not parse: onnxruntime
     and the parse after loading then name the problem. Metadata that names external weights
     must parse here (its errors are raised)."""
-    from zor.errors import ZorError
-
     check_file(path)
     try:
         props = read_metadata_props(path)
@@ -390,8 +346,6 @@ def _huge_page_rows(meta: Optional[Metadata], profile: Profile, notes: list[str]
     are read), else from the .onnx file at ``path``. {} when the profile turns it off, the
     platform has none, there is no sparse connection, there is no memory for the copy, or the
     .onnx file does not scan (onnxruntime then loads, or names the problem, as before)."""
-    from . import hugepages
-
     if meta is None or not profile.huge_pages or not hugepages.SUPPORTED:
         return {}
     names = {name for j in meta.sparse_connections for name in (fmt.weight(j), fmt.weight_int8(j))}
@@ -416,7 +370,7 @@ def _huge_page_rows(meta: Optional[Metadata], profile: Profile, notes: list[str]
 
 
 def _contract_io(meta: Metadata) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    """Graph inputs and outputs as the file contract (zor.format) names them, from the metadata."""
+    """Graph inputs and outputs as the file contract (zor.common.format) names them, from the metadata."""
     sizes = meta.sizes
     inputs = [TensorInfo(fmt.INPUT, (None, sizes[0]), np.float32)]
     inputs += [TensorInfo(s.input, (None, s.size), np.float32) for s in meta.state]

@@ -24,8 +24,8 @@ from typing import Union
 
 import numpy as np
 
-from zor.errors import DataError
-from zor.fileio import write_bytes_atomic
+from zor.common.errors import DataError
+from zor.common.fileio import write_bytes_atomic
 
 __all__ = ["read_png", "write_png", "SIGNATURE"]
 

@@ -1,7 +1,7 @@
 """Row-streaming inference: weights stay on disk, only the rows of units that spike are read.
 
 For a model exported with ``--external-weights``, :class:`RowRunner` computes the
-same per-step graph as the ``.onnx`` file (:mod:`zor.format`) in numpy, reading each
+same per-step graph as the ``.onnx`` file (:mod:`zor.common.format`) in numpy, reading each
 connection's weight rows from the ``.weights`` file (:class:`~zor.runtime.weightfile.WeightFile`)
 only for the units that spiked in any row of the batch:
 
@@ -32,8 +32,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from zor import format as fmt
-from zor.errors import ModelFileError
+from zor.common import format as fmt
+from zor.common.errors import ModelFileError
 
 from .weightfile import WeightFile
 

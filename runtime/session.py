@@ -3,7 +3,7 @@
 The profile decides the execution providers (those this onnxruntime build lacks are
 dropped, CPU last), the intra-op and inter-op thread counts (``threads`` overrides
 intra-op), the graph optimization level, thread spinning and the CPU memory arena.
-Any failure to read or load the file becomes a :class:`~zor.errors.ModelFileError`
+Any failure to read or load the file becomes a :class:`~zor.common.errors.ModelFileError`
 saying what was expected and what was found, never an onnxruntime traceback.
 
 Example:
@@ -21,9 +21,9 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 import onnxruntime as ort
-
 from zor.devices import Profile
-from zor.errors import ModelFileError
+
+from zor.common.errors import ModelFileError
 
 __all__ = ["session_options", "choose_providers", "open_session", "check_file"]
 

@@ -6,7 +6,7 @@ Each step feeds the previous step's ``state_out_{i}`` back as ``state_in_{i}``:
 
 A fresh (or reset) stream starts from the metadata's initial state and takes the
 batch size of its first step; later steps must keep that batch size (a
-:class:`~zor.errors.StateError` says so otherwise). Streams of one model are
+:class:`~zor.common.errors.StateError` says so otherwise). Streams of one model are
 isolated from each other; a stream's steps are serialised by its own lock, so
 sharing one stream between threads is safe but makes them take turns.
 
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 
-from zor import format as fmt
-from zor.errors import StateError
+from zor.common import format as fmt
+from zor.common.errors import StateError
 
 from .checks import check_array
 

@@ -1,11 +1,11 @@
 """A model's external ``.weights`` file: checked on open, rows read only when asked for.
 
 The exporter's ``--external-weights`` writes ``m.onnx`` and ``m.weights``; the
-metadata (``zor.weights``, see :mod:`zor.format`) gives the file's exact size and
+metadata (``zor.weights``, see :mod:`zor.common.format`) gives the file's exact size and
 each tensor's offset, length, dtype, shape and SHA-256. :class:`WeightFile`:
 
 - refuses a missing file, or one of another size than the metadata says
-  (:class:`~zor.errors.WeightFileError`), before anything reads it;
+  (:class:`~zor.common.errors.WeightFileError`), before anything reads it;
 - :meth:`~WeightFile.tensor` reads a whole tensor and checks its SHA-256;
 - :meth:`~WeightFile.rows` reads only the given rows of a 2-D tensor: one positional
   read (``os.preadv``) per run of consecutive rows, straight into the result, so the
@@ -38,8 +38,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from zor import format as fmt
-from zor.errors import ConfigError, ModelFileError, WeightFileError
+from zor.common import format as fmt
+from zor.common.errors import ConfigError, ModelFileError, WeightFileError
 
 __all__ = ["TensorEntry", "WeightFile", "memory_budget", "choose_mode", "DTYPES", "BACKENDS"]
 

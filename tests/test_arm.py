@@ -1,4 +1,4 @@
-"""The ARM path: the runtime on emulated Raspberry Pi cores (devices/arm/emulate.sh).
+"""The ARM path: the runtime on emulated Raspberry Pi cores (benchmarks/arm/emulate.sh).
 
 Two groups:
 
@@ -34,11 +34,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from zor.devices import detect
 
 REPO = Path(__file__).resolve().parents[1]
-ARM = REPO / "devices" / "arm"
+ARM = REPO / "benchmarks" / "arm"
 SCRIPT = ARM / "emulate.sh"
 CANNOT = 77
 CORES = {"cortex-a53": "rpi3", "cortex-a72": "rpi4", "cortex-a76": "rpi5"}

@@ -1,4 +1,4 @@
-"""Weight averaging (zor.averaging): the debiased moving average, in Zor.fit and the backprop baselines."""
+"""Weight averaging (zor.engine.averaging): the debiased moving average, in Zor.fit and the backprop baselines."""
 
 import math
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.image_baselines import CNNClassifier, MLPClassifier
+from benchmarks.baselines.images import CNNClassifier, MLPClassifier
 from zor import Layer, Zor, ZorConfig
-from zor.averaging import WeightAverage, check_beta
-from zor.errors import ConfigError
+from zor.common.errors import ConfigError
+from zor.engine.averaging import WeightAverage, check_beta
 
 
 def test_hand_derived_average():

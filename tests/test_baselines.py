@@ -16,9 +16,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root ho
 from benchmarks.baselines import LIFSTDP, MLP, LeakyBPTT, LeakyLayer, MeanImage  # noqa: E402
 from benchmarks.baselines.base import as_images, check_budget, timed_loop  # noqa: E402
 from benchmarks.baselines.lif_stdp import lif_step, poisson_spikes, stdp_update  # noqa: E402
-from zor.datasets import load_bundled  # noqa: E402
-from zor.errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError  # noqa: E402
-from zor.metrics import reconstruction  # noqa: E402
+from zor.common.errors import (  # noqa: E402
+    ConfigError,
+    DTypeError,
+    NonFiniteError,
+    ShapeError,
+    StateError,
+)
+from zor.common.metrics import reconstruction  # noqa: E402
+from zor.tasks.datasets import load_bundled  # noqa: E402
 
 torch.set_num_threads(1)
 

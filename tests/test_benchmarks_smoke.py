@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root ho
 
 from benchmarks import engine_throughput, fashion_fewshot, rule_variants  # noqa: E402
 from benchmarks.common import balanced_subset, format_table, parse_int_list, to_jsonable  # noqa: E402
-from zor.errors import ConfigError  # noqa: E402
+from zor.common.errors import ConfigError  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

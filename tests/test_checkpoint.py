@@ -9,8 +9,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from zor import Layer, Zor
-from zor.checkpoint import FORMAT_VERSION, read_config
-from zor.errors import CheckpointError, FormatVersionError, OutputPathError
+from zor.common.errors import CheckpointError, FormatVersionError, OutputPathError
+from zor.engine.checkpoint import FORMAT_VERSION, read_config
 
 
 def trained(stateful=False):

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from zor import Conv, Layer, Zor
-from zor.connections import Conv2d, Dense
-from zor.datasets import load_bundled
-from zor.errors import ConfigError
+from zor.common.errors import ConfigError
+from zor.engine.connections import Conv2d, Dense
+from zor.tasks.datasets import load_bundled
 
 
 def test_conv_shapes_are_derived_from_the_layer_before():

@@ -10,14 +10,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from zor import Conv, Layer, Zor
-from zor.datasets import CLASS_NAMES, load_bundled
 from zor.export import export
 from zor.export.registry import kind_of
-from zor.images import classify_task, colorize_task, denoise_task, one_hot
 from zor.runtime import Model
-from zor.runtime import imaging as R
+from zor.runtime import tasks as R
+
+from zor import Conv, Layer, Zor
+from zor.common.imagemath import one_hot
+from zor.tasks.datasets import CLASS_NAMES, load_bundled
+from zor.tasks.images import classify_task, colorize_task, denoise_task
 
 
 @pytest.fixture(scope="module")

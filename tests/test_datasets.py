@@ -6,8 +6,9 @@ import struct
 import numpy as np
 import pytest
 
-from zor import datasets, metrics
-from zor.errors import DataError, DataNotFoundError
+from zor.common import metrics
+from zor.common.errors import DataError, DataNotFoundError
+from zor.tasks import datasets
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:

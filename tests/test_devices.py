@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-
 from zor.devices import PROFILES, Int8Recipe, Profile, detect, get, names, parse_cpuinfo
-from zor.errors import DeviceError, ZorError
+
+from zor.common.errors import DeviceError, ZorError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cpuinfo"
 

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-
 from zor.devices import PROFILES
 from zor.devices.cli import main
 

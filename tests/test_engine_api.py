@@ -7,10 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zor import Layer, Zor, ZorConfig
-from zor.activations import sigmoid
-from zor.curriculum import CurriculumSampler
-from zor.datasets import load_bundled
-from zor.errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError, ZorError, ZorWarning
+from zor.common.errors import (
+    ConfigError,
+    DTypeError,
+    NonFiniteError,
+    ShapeError,
+    StateError,
+    ZorError,
+    ZorWarning,
+)
+from zor.engine.activations import sigmoid
+from zor.engine.curriculum import CurriculumSampler
+from zor.tasks.datasets import load_bundled
 
 
 def small(**kw):

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from zor import Layer, Zor, events, rules
-from zor.connections import Conv2d, Dense
-from zor.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
-from zor.layer import Conv
-from zor.rules import Trace
+from zor import Layer, Zor
+from zor.common.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
+from zor.engine import events, rules
+from zor.engine.connections import Conv2d, Dense
+from zor.engine.layer import Conv
+from zor.engine.rules import Trace
 
 TOL = 1e-6
 

@@ -1,7 +1,7 @@
 """Hand-derived expected values for every rule of the engine.
 
 Each expected number below was worked out by hand from the equations in the module
-docstrings (zor/neuron.py, zor/rules.py, zor/network.py); the comments show the sums.
+docstrings (zor/neuron.py, zor/engine/rules.py, zor/engine/network.py); the comments show the sums.
 """
 
 import math
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from zor import Layer, Zor
-from zor import neuron, rules
-from zor.connections import Dense
-from zor.rules import Trace
+from zor.engine import neuron, rules
+from zor.engine.connections import Dense
+from zor.engine.rules import Trace
 
 
 def t(*rows):

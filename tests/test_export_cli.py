@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-from zor import Layer, Zor
 from zor.export.cli import main
 from zor.export.registry import REGISTRY
 
+from zor import Layer, Zor
 
 
 def run(*args):

@@ -4,15 +4,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from zor import Conv, Layer, Zor
-from zor import format as fmt
-from zor.errors import UnsupportedLayerError
 from zor.export import to_onnx, verify
 from zor.export.builder import OPSET
 from zor.export.registry import REGISTRY, converter_for, kind_of, supported_kinds
 from zor.export.session import Stepper
 
+from zor import Conv, Layer, Zor
+from zor.common import format as fmt
+from zor.common.errors import UnsupportedLayerError
 
 
 def _dense(stateful: bool, act: str) -> Zor:

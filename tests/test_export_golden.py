@@ -5,12 +5,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
-from zor import Zor
-from zor import format as fmt
 from zor.export import to_onnx
 from zor.export.session import Stepper
 
+from zor import Zor
+from zor.common import format as fmt
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -6,15 +6,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from zor import Layer, Zor
-from zor import format as fmt
-from zor.datasets import few_shot, load_bundled
 from zor.devices import get as get_profile
-from zor.errors import DataError, QuantizationError, ShapeError
 from zor.export import export
 from zor.export.api import load_model_file
 
+from zor import Layer, Zor
+from zor.common import format as fmt
+from zor.common.errors import DataError, QuantizationError, ShapeError
+from zor.tasks.datasets import few_shot, load_bundled
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,20 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from zor import Layer, Zor
-from zor import format as fmt
-from zor.errors import DataError, ExportError, OutputPathError, ShapeError, VerificationError
 from zor.export import export, to_onnx
 from zor.export.calibration import load_calibration
 from zor.export.metadata import dumps, jsonable, read_metadata, weights_sha256
 from zor.export.registry import REGISTRY
 
+from zor import Layer, Zor
+from zor.common import format as fmt
+from zor.common.errors import (
+    DataError,
+    ExportError,
+    OutputPathError,
+    ShapeError,
+    VerificationError,
+)
 
 
 def _strict(text: str):
@@ -153,7 +158,7 @@ def test_a_write_that_fails_midway_leaves_nothing(tmp_path, monkeypatch):
     import zor.export.api as api
 
     def failing_write(path, data):
-        from zor.fileio import atomic_path
+        from zor.common.fileio import atomic_path
 
         with atomic_path(path) as tmp:
             tmp.write_bytes(data[: len(data) // 2])

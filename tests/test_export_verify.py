@@ -4,13 +4,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from zor import Layer, Zor
-from zor import format as fmt
-from zor.errors import VerificationError
 from zor.export import to_onnx, verify
 from zor.export.verify import compare_runs, make_inputs, random_state
 
+from zor import Layer, Zor
+from zor.common import format as fmt
+from zor.common.errors import VerificationError
 
 
 def _stateful() -> Zor:

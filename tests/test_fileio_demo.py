@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from zor.errors import OutputPathError
-from zor.fileio import atomic_path, write_bytes_atomic
+from zor.common.errors import OutputPathError
+from zor.common.fileio import atomic_path, write_bytes_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `benchmarks`
 
 from benchmarks import classification, colorization, denoising, depth  # noqa: E402
-from benchmarks.image_baselines import CNNClassifier, MLPClassifier, MLPRegressor  # noqa: E402
-from zor.errors import ConfigError, ShapeError  # noqa: E402
+from benchmarks.baselines.images import CNNClassifier, MLPClassifier, MLPRegressor  # noqa: E402
+from zor.common.errors import ConfigError, ShapeError  # noqa: E402
 
 
 def invoke(main, args):

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["zor", "zor.runtime", "zor.devices", "zor.errors", "zor.datasets", "zor.metrics"])
+@pytest.mark.parametrize("module", ["zor", "zor.runtime", "zor.devices", "zor.common.errors", "zor.tasks.datasets", "zor.common.metrics"])
 def test_import_does_not_load_torch_or_onnx(module):
     code = (
         f"import sys, {module}; "

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from test_runtime_support import build_model, quantize_int8
-from zor import Layer, Zor
 from zor.runtime import Model
 from zor.runtime.cli import bench_main, run_main
 from zor.runtime.png import read_png, write_png
+
+from zor import Layer, Zor
 
 INF = float("inf")
 IMAGE_TASK = {"name": "reconstruct", "input": {"shape": [16], "range": [0, 1], "image": {"height": 4, "width": 4}},

@@ -3,7 +3,6 @@
 import threading
 
 import numpy as np
-
 from test_runtime_support import build_model
 from zor.runtime import Model
 

@@ -6,11 +6,19 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-
 from test_runtime_support import build_model, set_metadata
-from zor.errors import (ConfigError, DeviceError, DTypeError, ModelFileError, NonFiniteError, ShapeError,
-                        StateError, ZorError)
 from zor.runtime import Model
+
+from zor.common.errors import (
+    ConfigError,
+    DeviceError,
+    DTypeError,
+    ModelFileError,
+    NonFiniteError,
+    ShapeError,
+    StateError,
+    ZorError,
+)
 
 INF = float("inf")
 

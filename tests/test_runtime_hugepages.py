@@ -7,13 +7,13 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-from zor import Layer, Zor
-from zor import format as fmt
-from zor.errors import ModelFileError, WeightFileError
 from zor.export import export
 from zor.runtime import Model, hugepages
 from zor.runtime.onnxmeta import RawTensor, ScanError, find_initializers
+
+from zor import Layer, Zor
+from zor.common import format as fmt
+from zor.common.errors import ModelFileError, WeightFileError
 
 
 def _file(tmp_path, tensors, name="m.onnx"):

@@ -18,7 +18,6 @@ def test_runtime_modules_stay_light(module):
 
 def test_running_a_model_loads_no_torch(tmp_path):
     import numpy as np
-
     from test_runtime_support import build_model
 
     path = build_model(tmp_path / "m.onnx", [{"size": 3}, {"size": 2}], [np.ones((3, 2))],

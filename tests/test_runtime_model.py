@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from test_runtime_support import build_model
 from zor.devices import get
 from zor.runtime import Model, TensorInfo
@@ -27,7 +26,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def leaky(tmp_path_factory):
-    """[1 (stateful: λ = 0.5, θ = 1, p = 0.1) → 1 output], W = [[1]] (zor.neuron's example)."""
+    """[1 (stateful: λ = 0.5, θ = 1, p = 0.1) → 1 output], W = [[1]] (zor.engine.neuron's example)."""
     path = tmp_path_factory.mktemp("m") / "leaky.onnx"
     return build_model(
         path,

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from test_runtime_support import from_zor
-from zor import Conv, Layer, Zor
-from zor.datasets import few_shot, load_bundled
 from zor.export import export
-from zor.presets import seed_autoencoder
 from zor.runtime import Model
+
+from zor import Conv, Layer, Zor
+from zor.engine.presets import seed_autoencoder
+from zor.tasks.datasets import few_shot, load_bundled
 
 F32_TOL = 1e-5
 

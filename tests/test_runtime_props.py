@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
 from test_runtime_support import build_model
-from zor.errors import DTypeError, NonFiniteError, ShapeError, ZorError
 from zor.runtime import Model
+
+from zor.common.errors import DTypeError, NonFiniteError, ShapeError, ZorError
 
 WIDTH = 5
 DTYPES = [np.float16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64, np.bool_, np.complex64]

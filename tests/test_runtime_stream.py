@@ -4,17 +4,17 @@ import threading
 
 import numpy as np
 import pytest
-
 from test_runtime_support import build_model
-from zor.errors import StateError
 from zor.runtime import Model
+
+from zor.common.errors import StateError
 
 INF = float("inf")
 
 
 @pytest.fixture(scope="module")
 def leaky(tmp_path_factory):
-    """[1 (λ = 0.5, θ = 1, p = 0.1) → 1], W = [[1]]: zor.neuron's worked example."""
+    """[1 (λ = 0.5, θ = 1, p = 0.1) → 1], W = [[1]]: zor.engine.neuron's worked example."""
     path = tmp_path_factory.mktemp("s") / "leaky.onnx"
     return Model(build_model(path, [{"size": 1, "decay": 0.5, "refractory": 0.1}, {"size": 1}],
                              [np.array([[1.0]])], [np.array([1.0]), np.array([-INF])]), device="generic", threads=1)

@@ -1,4 +1,4 @@
-"""Test support (no tests here): hand-built Zor ONNX files following zor.format exactly.
+"""Test support (no tests here): hand-built Zor ONNX files following zor.common.format exactly.
 
 Until a file from ``zor.export`` is needed, the runtime's tests build their models
 here with ``onnx.helper``. Per layer i (h_0 = input):
@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from zor import format as fmt
+from zor.common import format as fmt
 
 __all__ = ["build_model", "from_zor", "quantize_int8", "set_metadata", "LAYER_DEFAULTS"]
 
@@ -158,7 +158,12 @@ def from_zor(net, path: Path, task: Optional[dict] = None) -> Path:
 def quantize_int8(src: Path, dst: Path, calibration: np.ndarray, reduce_range: bool = True,
                   activation: str = "u8", weight: str = "s8") -> Path:
     """Static QDQ int8 (MatMuls only, per-channel) of a Zor file, metadata kept and marked int8."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_runtime_support import build_model
-from zor.errors import ConfigError, DataError, DTypeError
-from zor.runtime import Model
+from zor.runtime import Model, tasks
 from zor.runtime.png import read_png, write_png
 from zor.runtime.tasks import images_from_rows, rows_from_images
+
+from zor.common.errors import ConfigError, DataError, DTypeError
 
 INF = float("inf")
 
@@ -39,12 +39,12 @@ def test_images_from_rows_maps_back_to_unit_range():
 
 def test_reconstruct_images_round_trip(identity_image_model):
     imgs = np.stack([np.array([0, 51, 102, 255] * 4, np.uint8).reshape(4, 4)] * 2)
-    out = identity_image_model.reconstruct(imgs)
+    out = tasks.reconstruct(identity_image_model, imgs)
     assert out.shape == (2, 4, 4)
     np.testing.assert_allclose(out, imgs / 255.0, atol=1e-6)
-    single = identity_image_model.reconstruct(imgs[0])
+    single = tasks.reconstruct(identity_image_model, imgs[0])
     assert single.shape == (4, 4)
-    rows = identity_image_model.reconstruct(np.full((1, 16), 5.0, np.float32))
+    rows = tasks.reconstruct(identity_image_model, np.full((1, 16), 5.0, np.float32))
     np.testing.assert_allclose(rows, np.ones((1, 16)))                         # clipped to output.range
 
 
@@ -53,16 +53,16 @@ def test_classify_labels_and_task_checks(tmp_path, identity_image_model):
                        [np.full(3, -INF), np.full(3, -INF)],
                        task={"name": "classify", "labels": ["a", "b", "c"]})
     m = Model(path, device="generic", threads=1)
-    res = m.classify(np.array([[0.1, 0.9, 0.0], [0.0, 0.0, 0.2]], np.float32))
+    res = tasks.classify(m, np.array([[0.1, 0.9, 0.0], [0.0, 0.0, 0.2]], np.float32))
     assert res.index.tolist() == [1, 2] and res.label == ["b", "c"] and res.scores.shape == (2, 3)
     with pytest.raises(ConfigError, match="task is 'classify': expected one of reconstruct"):
-        m.reconstruct(np.zeros((1, 3), np.float32))
+        tasks.reconstruct(m, np.zeros((1, 3), np.float32))
     with pytest.raises(ConfigError, match="task is 'reconstruct': expected one of classify"):
-        identity_image_model.classify(np.zeros((1, 16), np.float32))
+        tasks.classify(identity_image_model, np.zeros((1, 16), np.float32))
     bad = build_model(tmp_path / "b.onnx", [{"size": 3}, {"size": 3}], [np.eye(3)],
                       [np.zeros(3), np.full(3, -INF)], task={"name": "classify", "labels": ["a"]})
     with pytest.raises(ConfigError, match="lists 1 labels: expected one per output unit"):
-        Model(bad, device="generic", threads=1).classify(np.zeros((1, 3), np.float32))
+        tasks.classify(Model(bad, device="generic", threads=1), np.zeros((1, 3), np.float32))
 
 
 @pytest.mark.parametrize("mode, shape", [("L", (9, 7)), ("RGB", (9, 7, 3)), ("RGBA", (9, 7, 4)), ("P", (9, 7, 3)),

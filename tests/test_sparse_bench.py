@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from zor.export import export
+from zor.runtime import Model
+from zor.runtime.bench import label_of, run_chunked
+from zor.runtime.cli import bench_main
 
 from benchmarks import common
 from benchmarks import sparse_inference as sb
 from zor import Layer, Zor
-from zor.export import export
-from zor.runtime.bench import label_of, run_chunked
-from zor.runtime import Model
-from zor.runtime.cli import bench_main
 
 
 def _invoke(*args):

@@ -9,18 +9,24 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-
-from zor import Conv, Layer, Zor
-from zor import format as fmt
 from zor.devices import Profile, get
-from zor.errors import ConfigError, DeviceError, ShapeError
 from zor.export import export, to_onnx, verify, verify_file
 from zor.export.cli import main as export_cli
 from zor.export.metadata import read_metadata
 from zor.export.session import Stepper
-from zor.export.sparse import (dense_plan, effective_break_even, measure_rates, plan_paths, quantize_rows,
-                               rest_value)
+from zor.export.sparse import (
+    dense_plan,
+    effective_break_even,
+    measure_rates,
+    plan_paths,
+    quantize_rows,
+    rest_value,
+)
 from zor.runtime import Model
+
+from zor import Conv, Layer, Zor
+from zor.common import format as fmt
+from zor.common.errors import ConfigError, DeviceError, ShapeError
 
 
 def _set_weights(net: Zor, *mats) -> Zor:

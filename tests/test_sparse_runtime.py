@@ -10,16 +10,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
-from zor import Conv, Layer, Zor
-from zor import format as fmt
-from zor.errors import ConfigError, ModelFileError
 from zor.export import export, to_onnx
 from zor.export.external import ALIGNMENT, row_crc32
 from zor.export.session import Stepper
-from zor.runtime import Model
-from zor.runtime import weightfile
+from zor.runtime import Model, weightfile
 from zor.runtime.onnxmeta import ScanError, _scan, read_metadata_props
+
+from zor import Conv, Layer, Zor
+from zor.common import format as fmt
+from zor.common.errors import ConfigError, ModelFileError
 
 
 def _net(act="identity", stateful=False, seed=0, n=(48, 32, 6)):
@@ -198,7 +197,6 @@ def test_engine_reference_for_the_rows_path(tmp_path):
 
 def test_zor_run_chunks_a_sparse_export_and_reads_rows(tmp_path):
     from click.testing import CliRunner
-
     from zor.runtime.cli import run_main
 
     net = _net("sigmoid")

@@ -11,14 +11,14 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from zor import Layer, Zor
-from zor import format as fmt
-from zor.errors import ModelFileError, WeightFileError
 from zor.export import export, load_model_file
 from zor.export.cli import main as export_cli
 from zor.runtime import Model
 from zor.runtime.weightfile import WeightFile
+
+from zor import Layer, Zor
+from zor.common import format as fmt
+from zor.common.errors import ModelFileError, WeightFileError
 
 
 @pytest.fixture(scope="module")

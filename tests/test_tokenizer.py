@@ -6,8 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zor.errors import ConfigError, DTypeError, InputError, ModelFileError
-from zor.tokenizer import BOS, EOS, MARK, UNK, SubwordTokenizer, normalize, split_units
+from zor.common.errors import ConfigError, DTypeError, InputError, ModelFileError
+from zor.common.tokenizer import (
+    BOS,
+    EOS,
+    MARK,
+    UNK,
+    SubwordTokenizer,
+    normalize,
+    split_units,
+)
 
 
 def test_normalize_quotes_dashes_spaces():

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.baselines.translation import BackpropStepModel
 from zor import Layer, Zor
-from zor.errors import CheckpointError, ConfigError
-from zor.textdata import Pair
-from zor.translation import (
-    BackpropStepModel,
+from zor.common.errors import CheckpointError, ConfigError
+from zor.tasks.textdata import Pair
+from zor.tasks.translation import (
     TranslationConfig,
     ZorTranslator,
     build_spec,
@@ -125,7 +125,7 @@ def test_fit_resumes_where_it_stopped():
 
 
 def test_sparse_batches_train_zor_like_dense_batches():
-    from zor.translation import batch_input
+    from zor.tasks.translation import batch_input
 
     cfg = TranslationConfig(**{**CFG, "steps": 25})
     spec = build_spec(PAIRS, cfg)

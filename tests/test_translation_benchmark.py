@@ -12,8 +12,8 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `benchmarks`
 
 from benchmarks import translation as bench
-from zor.textdata import Pair
-from zor.tokenizer import SubwordTokenizer
+from zor.common.tokenizer import SubwordTokenizer
+from zor.tasks.textdata import Pair
 
 
 def test_train_equal_time_interleaves_slices():
@@ -34,7 +34,7 @@ def test_train_equal_time_interleaves_slices():
 
 
 def test_settings_for_takes_the_config_width_unless_given():
-    from zor.translation import TranslationConfig
+    from zor.tasks.translation import TranslationConfig
 
     assert TranslationConfig(**bench.settings_for(False, 1000, None)).hidden == TranslationConfig().hidden == 512
     assert TranslationConfig(**bench.settings_for(False, 1000, 300)).hidden == 300
@@ -126,8 +126,8 @@ def test_export_excuses_only_output_rounding(tmp_path, monkeypatch):
     import torch
     from test_translation import CFG, PAIRS
 
-    from zor.errors import VerificationError
-    from zor.translation import TranslationConfig, ZorTranslator, step_data
+    from zor.common.errors import VerificationError
+    from zor.tasks.translation import TranslationConfig, ZorTranslator, step_data
 
     torch.set_num_threads(1)
     model = ZorTranslator.train(PAIRS, TranslationConfig(**{**CFG, "steps": 50}))

@@ -7,15 +7,14 @@ import types
 import numpy as np
 import pytest
 import torch
+import zor.export as export_api
 from test_translation import CFG, PAIRS
+from zor.runtime import Model
+from zor.runtime.tasks.translate import Translator, speed, translate, translator_for
 
 from zor import Layer, Zor
-from zor.errors import DTypeError, InputError, ModelFileError
-from zor.translation import TranslationConfig, ZorTranslator, step_data
-
-import zor.export as export_api
-from zor.runtime import Model
-from zor.runtime.translate import Translator, speed, translate, translator_for
+from zor.common.errors import DTypeError, InputError, ModelFileError
+from zor.tasks.translation import TranslationConfig, ZorTranslator, step_data
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +109,8 @@ def test_speed_figures(exported):
     assert fig["ms_per_sentence"] > 0 and fig["tokens_per_s"] > 0 and len(fig["seconds"]) == 2
 
 
-@pytest.mark.parametrize("module", ["zor.runtime.translate", "zor.tokenizer", "zor.textfeatures", "zor.textdecode",
-                                    "zor.textbaselines", "zor.textmetrics", "zor.textdata"])
+@pytest.mark.parametrize("module", ["zor.runtime.tasks.translate", "zor.common.tokenizer", "zor.common.textfeatures", "zor.common.textdecode",
+                                    "benchmarks.baselines.text", "zor.common.textmetrics", "zor.tasks.textdata"])
 def test_text_modules_stay_torch_free(module):
     code = (f"import sys, {module}; bad = [m for m in ('torch', 'onnx') if m in sys.modules]; "
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
@@ -121,14 +120,13 @@ def test_text_modules_stay_torch_free(module):
 
 def test_model_translate_and_zor_run_task_translate(exported, tmp_path):
     from click.testing import CliRunner
-
     from zor.runtime.cli import run_main
 
     model, paths, _ = exported
     m = Model(paths["none"], device="generic", threads=1)
     texts = [p.source for p in PAIRS[:3]]
-    expected = m.translate(texts, beam=1)
-    assert m.translate(texts[0], beam=1) == expected[0]           # a str in, a str out
+    expected = translate(m, texts, beam=1)
+    assert translate(m, texts[0], beam=1) == expected[0]           # a str in, a str out
     src = tmp_path / "in.txt"
     src.write_text("\n".join(texts[:2]) + "\n\n" + texts[2] + "\n", encoding="utf-8")   # a blank line stays
     res = CliRunner().invoke(run_main, [str(paths["none"]), str(src), "-o", str(tmp_path / "out.txt"),
@@ -150,7 +148,6 @@ def test_model_translate_and_zor_run_task_translate(exported, tmp_path):
 
 def test_zor_bench_reports_ms_per_sentence(exported, tmp_path):
     from click.testing import CliRunner
-
     from zor.runtime.cli import bench_main
 
     _, paths, _ = exported

@@ -7,10 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zor.errors import ConfigError, DataError, DTypeError, InputError, ModelFileError
-from zor.textbaselines import TranslationMemory, char_ngrams, copy_source
-from zor.textdata import Pair, load_pairs, pairs_from_rows, split_by_document
-from zor.textdecode import (
+from benchmarks.baselines.text import TranslationMemory, char_ngrams, copy_source
+from zor.common.errors import (
+    ConfigError,
+    DataError,
+    DTypeError,
+    InputError,
+    ModelFileError,
+)
+from zor.common.textdecode import (
     TranslationSpec,
     beam_search,
     greedy,
@@ -18,9 +23,10 @@ from zor.textdecode import (
     split_long,
     translate_texts,
 )
-from zor.textfeatures import StepEncoder, position_bucket
-from zor.textmetrics import score
-from zor.tokenizer import BOS, EOS, SubwordTokenizer
+from zor.common.textfeatures import StepEncoder, position_bucket
+from zor.common.textmetrics import score
+from zor.common.tokenizer import BOS, EOS, SubwordTokenizer
+from zor.tasks.textdata import Pair, load_pairs, pairs_from_rows, split_by_document
 
 # ---------------------------------------------------------------------- corpus
 

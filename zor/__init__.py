@@ -16,18 +16,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import ZorError
+from zor.common.errors import ZorError
 
 __version__ = "0.1.0"
 
 # name -> module that defines it; loaded on first attribute access (PEP 562).
 _LAZY = {
-    "Zor": "zor.network",
-    "ZorConfig": "zor.network",
-    "History": "zor.network",
-    "Layer": "zor.layer",
-    "Conv": "zor.layer",
-    "RULES": "zor.rules",
+    "Zor": "zor.engine.network",
+    "ZorConfig": "zor.engine.network",
+    "History": "zor.engine.network",
+    "Layer": "zor.engine.layer",
+    "Conv": "zor.engine.layer",
+    "RULES": "zor.engine.rules",
 }
 
 __all__ = ["ZorError", "__version__", *_LAZY]

@@ -26,8 +26,8 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import torch
 
-from zor.averaging import WeightAverage
-from zor.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
+from zor.common.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
+from zor.engine.averaging import WeightAverage
 
 __all__ = ["FitResult", "as_images", "paired_images", "make_adamw", "minibatch_fit", "fit_zor", "timed_loop", "check_budget"]
 
@@ -47,7 +47,7 @@ class FitResult:
 
 
 def as_images(x: Any, width: int, what: str = "x") -> torch.Tensor:
-    """``x`` as a float32 CPU tensor (N, width), or a :mod:`zor.errors` error saying why not."""
+    """``x`` as a float32 CPU tensor (N, width), or a :mod:`zor.common.errors` error saying why not."""
     if isinstance(x, np.ndarray):
         if not np.issubdtype(x.dtype, np.floating):
             raise DTypeError(f"{what}: expected a floating-point array (images scaled to [0, 1]), got dtype {x.dtype}")
@@ -100,7 +100,7 @@ def minibatch_fit(
     """Backprop on ``loss(x[idx], y[idx])``, idx drawn uniformly with replacement, under :func:`timed_loop`.
 
     ``weight_average`` = β > 0 averages the parameters over the run and ends with the average,
-    as ``ZorConfig.weight_average`` does for Zor (:class:`zor.averaging.WeightAverage`).
+    as ``ZorConfig.weight_average`` does for Zor (:class:`zor.engine.averaging.WeightAverage`).
     """
     n = x.shape[0]
     avg = None

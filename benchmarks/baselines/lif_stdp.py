@@ -64,7 +64,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from zor.errors import ConfigError, ShapeError
+from zor.common.errors import ConfigError, ShapeError
 
 from .base import ArrayLike, FitResult, as_images, timed_loop
 

@@ -47,7 +47,7 @@ class MeanImage:
     def reconstruct(self, x: ArrayLike) -> np.ndarray:
         """The stored mean, once per row of x.  (N, width)"""
         if self.mean is None:
-            from zor.errors import StateError
+            from zor.common.errors import StateError
 
             raise StateError("MeanImage.reconstruct() needs fit() first")
         x = as_images(x, self.width, "x")

@@ -32,9 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from zor.errors import ConfigError
+from zor.common.errors import ConfigError
 
-from .base import ArrayLike, FitResult, as_images, make_adamw, minibatch_fit, paired_images
+from .base import (
+    ArrayLike,
+    FitResult,
+    as_images,
+    make_adamw,
+    minibatch_fit,
+    paired_images,
+)
 
 __all__ = ["MLP"]
 

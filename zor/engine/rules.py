@@ -1,0 +1,219 @@
+"""Zor's learning rule, written as its equations, and its variants.
+
+Learning runs layer by layer from the top, without autograd. For the connection
+W_i (n_i, n_{i+1}) from layer i (pre) to layer i+1 (post), with a_i = f(g_i) the
+gated, activated values the forward pass sent, and δ (B, n_{i+1}) the error signal
+that reached layer i+1 (at the top: δ = target − output):
+
+    δ_below = δ̂ W_iᵀ                              sent on down, before W_i changes
+    E       = co-activity of pre and post          (n_i, n_{i+1}), variant-specific
+    R       ← ρ R + (1 − ρ)|E|                    novelty trace (EMA of |E|)
+    E′      = clip(E − ν R, 0, 1)                  familiar co-activity down-weighted
+    U       = (a_iᵀ δ̂ / B) ⊙ E′                    update direction
+    U       ← U · min(1, learning_range / ‖U‖)      norm clip
+    U       ← U · max(ε̄, min_error_scale)          error-level scaling (ε̄ = mean |error|)
+    W_i.grad = −U; optimizer.step()                Adam/AdamW/SGD moves W_i along U
+    W_i     ← clamp(W_i, −max_weight, max_weight)
+
+Threshold homeostasis per layer (r: EMA of each unit's firing rate):
+
+    r ← m r + (1 − m) mean_b(s)
+    θ ← θ − η (target_activation − r)             a unit firing too rarely lowers θ
+
+The variants differ in the co-activity E and the signal δ̂ (the author's code went
+through all three; ``benchmarks/rule_variants.py`` measures them):
+
+- ``coactivity``  E = a_iᵀ a_{i+1} / B, δ̂ = δ            analog pre × analog post
+- ``normalized``  E = s_iᵀ a_{i+1}, δ̂ = δ / ‖δ‖_batch    binary pre spikes × analog post,
+                                                        signal normalised per unit
+- ``post_spikes`` E = a_iᵀ s_{i+1} / B, δ̂ = δ            analog pre × |post spikes|
+
+Example (``coactivity``, B = 1, one pre and one post unit, ν = 0):
+a_i = 2, a_{i+1} = 0.25, δ = 0.5 → E = 0.5, E′ = 0.5, U = 2·0.5·0.5 = 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from zor.common.errors import ConfigError
+
+from .events import batch_mean
+
+__all__ = [
+    "Trace",
+    "Rule",
+    "CoactivityRule",
+    "NormalizedRule",
+    "PostSpikesRule",
+    "GatedRule",
+    "RULES",
+    "get_rule",
+    "novelty",
+    "clip_norm",
+    "update_rate",
+    "homeostasis",
+]
+
+
+@dataclass
+class Trace:
+    """What the forward pass kept of one layer for learning."""
+
+    c: torch.Tensor   # (B, n) charges
+    s: torch.Tensor   # (B, n) spikes as 0./1. floats
+    a: torch.Tensor   # (B, n) f(c ⊙ s): the gated, activated values sent on
+    always: bool = False   # every unit spiked for every sample (θ = −inf), so s ≡ 1
+
+
+class Rule:
+    """One learning-rule variant: the signal it sends and the co-activity it uses."""
+
+    name = "base"
+
+    def signal(self, delta: torch.Tensor, post: Trace, top: bool) -> torch.Tensor:
+        """δ̂: the signal used for this connection's update and sent down.  (B, n_{i+1})"""
+        return delta
+
+    def post_activity(self, post: Trace) -> torch.Tensor:
+        """The post-side factor of the co-activity E.  (B, n_{i+1})"""
+        raise NotImplementedError
+
+    def pre_activity(self, pre: Trace) -> torch.Tensor:
+        """The pre-side factor of E.  (B, n_i)"""
+        return pre.a
+
+    def e_scale(self, batch: int) -> float:
+        """Factor on E after the connection's batch mean (1: a mean; B: a sum)."""
+        return 1.0
+
+    def correlate(self, pre: Trace, post: Trace, delta: torch.Tensor, conn) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, G): E the co-activity, G = O(a_i, δ̂), both shaped like the weight.
+
+        ``conn`` is the connection (zor.engine.connections) whose outer product O sums
+        pre × post over the batch (and, for a convolution, over positions).
+        """
+        left, post_x = self.pre_activity(pre), self.post_activity(post)
+        if left is pre.a:
+            e, g = conn.outer_pair(pre.a, post_x, delta)
+        else:
+            e, g = conn.outer(left, post_x), conn.outer(pre.a, delta)
+        scale = self.e_scale(pre.a.shape[0])
+        return (e * scale if scale != 1.0 else e), g
+
+
+class CoactivityRule(Rule):
+    """E = a_iᵀ a_{i+1} / B: how strongly pre and post were active together, in analog values."""
+
+    name = "coactivity"
+
+    def post_activity(self, post: Trace) -> torch.Tensor:
+        return post.a
+
+
+class NormalizedRule(Rule):
+    """δ̂ = δ / ‖δ‖ per unit over the batch; E = s_iᵀ a_{i+1} (binary pre, summed)."""
+
+    name = "normalized"
+
+    def signal(self, delta: torch.Tensor, post: Trace, top: bool) -> torch.Tensor:
+        return delta / delta.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+    def post_activity(self, post: Trace) -> torch.Tensor:
+        return post.a
+
+    def pre_activity(self, pre: Trace) -> torch.Tensor:
+        return pre.s
+
+    def e_scale(self, batch: int) -> float:
+        return float(batch)
+
+
+class PostSpikesRule(Rule):
+    """E = a_iᵀ s_{i+1} / B: analog pre activity where the post unit spiked.
+
+    Where every post unit always spikes (θ = −inf, as at the output), s ≡ 1 and
+    E[j, k] = mean_b a_i[b, j] for every k: one column, computed as such and broadcast.
+    """
+
+    name = "post_spikes"
+
+    def post_activity(self, post: Trace) -> torch.Tensor:
+        return post.s
+
+    def correlate(self, pre: Trace, post: Trace, delta: torch.Tensor, conn) -> tuple[torch.Tensor, torch.Tensor]:
+        if not post.always:
+            return super().correlate(pre, post, delta, conn)
+        return conn.outer_ones(pre.a), conn.outer(pre.a, delta)   # E broadcasts along the post units
+
+
+class GatedRule(PostSpikesRule):
+    """``post_spikes`` plus per-sample spike gating of the signal below the top:
+    δ̂ = δ ⊙ s_{i+1}: a hidden unit that did not spike for a sample passes no error
+    for that sample (the spike decides what flows, forward and backward)."""
+
+    name = "gated"
+
+    def signal(self, delta: torch.Tensor, post: Trace, top: bool) -> torch.Tensor:
+        return delta if top else delta * post.s
+
+
+RULES: dict[str, type[Rule]] = {r.name: r for r in (CoactivityRule, NormalizedRule, PostSpikesRule, GatedRule)}
+
+
+def get_rule(name: str) -> Rule:
+    if name not in RULES:
+        raise ConfigError(f"unknown learning rule {name!r}: expected one of {sorted(RULES)}")
+    return RULES[name]()
+
+
+def novelty(
+    e: torch.Tensor, r: torch.Tensor, factor: float, momentum: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Subtractive novelty gating.
+
+        R ← ρ R + (1 − ρ)|E|;  E′ = clip(E − ν R, 0, 1)
+
+    Returns (E′, new R). With ν = 0 this is clip(E, 0, 1) and R still tracks |E|.
+    """
+    r = momentum * r + (1.0 - momentum) * e.abs()
+    return (e - factor * r).clamp(0.0, 1.0), r
+
+
+def clip_norm(u: torch.Tensor, max_norm: Optional[float], scale: float = 1.0) -> torch.Tensor:
+    """U ← scale · U · min(1, max_norm / ‖U‖), in place, in one pass over U (the clip
+    factor and any further scale fold into one multiply); no clip when max_norm is None."""
+    if max_norm is None:
+        return u.mul_(scale) if scale != 1.0 else u
+    norm = torch.linalg.vector_norm(u)
+    return u.mul_(torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0) * scale)
+
+
+def update_rate(rate: torch.Tensor, s: torch.Tensor, momentum: float) -> torch.Tensor:
+    """r ← m r + (1 − m) mean_b(s), in place: per-unit EMA of the firing rate.  (n,)
+
+    ``s`` may be a sparse COO batch (event input, :mod:`zor.engine.events`)."""
+    return rate.mul_(momentum).add_(batch_mean(s), alpha=1.0 - momentum)
+
+
+def homeostasis(
+    threshold: torch.Tensor,
+    rate: torch.Tensor,
+    target: float,
+    eta: float,
+    bounds: Optional[tuple[Optional[float], Optional[float]]] = None,
+) -> torch.Tensor:
+    """θ ← θ − η (target − r), then clamp into bounds when given; in place.  (n,)
+
+    A unit firing less often than the target lowers its threshold; one firing more
+    often raises it. With η = 0 the thresholds stay where they are. A None bound
+    leaves that side open.
+    """
+    if eta != 0.0:
+        threshold.add_(rate - target, alpha=eta)
+    if bounds is not None:
+        threshold.clamp_(bounds[0], bounds[1])
+    return threshold
