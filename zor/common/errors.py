@@ -5,30 +5,37 @@ catch them all; catch a subclass to handle one kind. Errors about bad values als
 derive from :class:`ValueError` (bad types from :class:`TypeError`, missing files
 from :class:`FileNotFoundError`), so generic handlers keep working.
 
+Each class carries the exit code a command-line tool ends with when it stops on that
+error (``exit_code``, as click does): 2 for a usage error, something the user can fix
+in what they passed (a bad value, a missing or foreign file, an unknown device, an
+unwritable output); 1 for a failure of the work itself (a verification or
+quantization past its budget, an unsupported layer). :func:`zor.common.cli.cli_errors`
+applies the rule in every CLI.
+
 This module imports nothing: the engine, the exporter, the runtime and the device
 profiles all raise from it, on machines with and without torch.
 
-Hierarchy::
+Hierarchy (exit code)::
 
-    ZorError
-    ├── ConfigError            (ValueError)  a layer or network configuration is invalid
-    ├── InputError             (ValueError)  data handed to a model is wrong
-    │   ├── ShapeError                       wrong rank or width, missing input name
-    │   ├── DTypeError         (TypeError)   wrong element type
-    │   └── NonFiniteError                   NaN or inf values
-    ├── CheckpointError        (ValueError)  a checkpoint is missing, truncated or foreign
-    │   └── FormatVersionError               written by a newer, unknown format version
-    ├── DataError              (ValueError)  a data set is corrupt or malformed
-    │   └── DataNotFoundError  (FileNotFoundError)  a data set is not on this machine
-    ├── ExportError                          export to ONNX failed
-    │   ├── UnsupportedLayerError            no converter for a layer kind
-    │   ├── VerificationError                ONNX output differs from the engine past tolerance
-    │   └── QuantizationError                int8 drops the task metric past the budget
-    ├── ModelFileError         (ValueError)  a file is not ONNX, truncated, or not a Zor export
-    │   └── WeightFileError                  external weights missing, short or changed
-    ├── DeviceError            (ValueError)  unknown device profile or a profile it cannot use
-    ├── StateError                           a stream used with a stateless model, or state misuse
-    └── OutputPathError        (OSError)     an output file cannot be written (missing folder, ...)
+    ZorError                                     1
+    ├── ConfigError            (ValueError)      2  a layer or network configuration is invalid
+    ├── InputError             (ValueError)      2  data handed to a model is wrong
+    │   ├── ShapeError                           2  wrong rank or width, missing input name
+    │   ├── DTypeError         (TypeError)       2  wrong element type
+    │   └── NonFiniteError                       2  NaN or inf values
+    ├── CheckpointError        (ValueError)      2  a checkpoint is missing, truncated or foreign
+    │   └── FormatVersionError                   2  written by a newer, unknown format version
+    ├── DataError              (ValueError)      2  a data set is corrupt or malformed
+    │   └── DataNotFoundError  (FileNotFoundError) 2  a data set is not on this machine
+    ├── ExportError                              1  export to ONNX failed
+    │   ├── UnsupportedLayerError                1  no converter for a layer kind
+    │   ├── VerificationError                    1  ONNX output differs from the engine past tolerance
+    │   └── QuantizationError                    1  int8 drops the task metric past the budget
+    ├── ModelFileError         (ValueError)      2  a file is not ONNX, truncated, or not a Zor export
+    │   └── WeightFileError                      2  external weights missing, short or changed
+    ├── DeviceError            (ValueError)      2  unknown device profile or a profile it cannot use
+    ├── StateError                               2  a stream used with a stateless model, or state misuse
+    └── OutputPathError        (OSError)         2  an output file cannot be written (missing folder, ...)
 
     ZorWarning                 (UserWarning) not an error: a setting that will likely train badly
 """
@@ -62,13 +69,19 @@ __all__ = [
 class ZorError(Exception):
     """Root of every error the toolkit raises on purpose."""
 
+    exit_code: int = 1          # a failure of the work itself; usage errors override it with 2
+
 
 class ConfigError(ZorError, ValueError):
     """A layer or network configuration is invalid (e.g. an empty layer list)."""
 
+    exit_code = 2
+
 
 class InputError(ZorError, ValueError):
     """Data handed to a model does not fit it."""
+
+    exit_code = 2
 
 
 class ShapeError(InputError):
@@ -86,6 +99,8 @@ class NonFiniteError(InputError):
 class CheckpointError(ZorError, ValueError):
     """A checkpoint is missing, truncated, foreign or inconsistent."""
 
+    exit_code = 2
+
 
 class FormatVersionError(CheckpointError):
     """A file was written by a newer format version than this code reads."""
@@ -93,6 +108,8 @@ class FormatVersionError(CheckpointError):
 
 class DataError(ZorError, ValueError):
     """A data set is corrupt or malformed."""
+
+    exit_code = 2
 
 
 class DataNotFoundError(DataError, FileNotFoundError):
@@ -129,6 +146,8 @@ class QuantizationError(ExportError):
 class ModelFileError(ZorError, ValueError):
     """A model file is not ONNX, is truncated, or is not a Zor export."""
 
+    exit_code = 2
+
 
 class WeightFileError(ModelFileError):
     """A model's external weight file is missing, too short, or changed under it."""
@@ -137,13 +156,19 @@ class WeightFileError(ModelFileError):
 class DeviceError(ZorError, ValueError):
     """An unknown device profile name, or a profile that cannot be used here."""
 
+    exit_code = 2
+
 
 class StateError(ZorError):
     """State misuse: a stream on a stateless model, or state of the wrong shape."""
 
+    exit_code = 2
+
 
 class OutputPathError(ZorError, OSError):
     """An output file cannot be written: its folder is missing or not writable."""
+
+    exit_code = 2
 
 
 class ZorWarning(UserWarning):
