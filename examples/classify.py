@@ -73,7 +73,8 @@ def figure(path: Path, images: np.ndarray, predicted: list, truth: list, title: 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="out/classify", help="folder for the checkpoint, exports, PNG, summary")
     parser.add_argument("--labels", type=int, default=1000, help="balanced labelled training images (multiple of 10)")
     parser.add_argument("--steps", type=int, default=1500, help="training mini-batches of 48")

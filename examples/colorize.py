@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 
-def figure(path: Path, rows: list[tuple[str, list[np.ndarray]]], names: list[str], title: str) -> bool:
-    """A grid: one row per (label, images), one column per image name."""
+def figure(path: Path, columns: list[tuple[str, list[np.ndarray]]], names: list[str], title: str) -> bool:
+    """A grid legible at its display size: one row per image (named on the left), one column per
+    (label, images): grey input, Zor's colours, the original."""
     try:
         import matplotlib
 
@@ -40,31 +41,38 @@ def figure(path: Path, rows: list[tuple[str, list[np.ndarray]]], names: list[str
     except ImportError:
         return False
     n = len(names)
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 1.2, len(rows) * 1.25), squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for c, img in enumerate(images):
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.2 * len(columns), 1.7 * n + 0.6), squeeze=False)
+    for c, (label, images) in enumerate(columns):
+        for r, img in enumerate(images):
             ax = axes[r, c]
             ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(label, fontsize=7)
+                ax.set_ylabel(names[r], fontsize=9)
             if r == 0:
-                ax.set_title(names[c], fontsize=6)
-    fig.suptitle(title, fontsize=8)
+                ax.set_title(label, fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     from zor.common.fileio import write_figure_png
 
-    write_figure_png(fig, path, dpi=80, colors=128)    # a small palette keeps the README figure small
+    write_figure_png(fig, path, dpi=100, colors=128)    # a small palette keeps the figure small
     plt.close(fig)
     return True
 
 
+# what the export calls its reconstruction metric, for people
+METRIC_NAMES = {"seed_accuracy": "100·(1 − MAE)"}
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="out/colorize", help="folder for the checkpoint, exports, PNG, summary")
     parser.add_argument("--steps", type=int, default=4000, help="training mini-batches of 48")
-    parser.add_argument("--cifar", default=None, help="folder with the foolbox wheel (pip download foolbox --no-deps)")
+    parser.add_argument("--cifar", default=None,
+                        help="also colourise the 20 CIFAR-10 test images that ship inside the foolbox wheel: "
+                             "a folder holding that wheel (pip download foolbox --no-deps -d DIR)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one photo, few steps, small benchmark")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -120,7 +128,8 @@ def main(argv=None) -> int:
     int8 = export(ckpt, out / "colorize-int8.onnx", quantize="int8", calibration=calib, max_drop=0.5)
     m8 = int8.quantization["metric"]
     print(f"export float32 {fp32.bytes:,} bytes (verified: {fp32.verification['passed']}); int8 {int8.bytes:,} bytes, "
-          f"{m8['metric']} vs the float output {m8['candidate']:.2f} (drop {m8['drop']:.2f}, budget 0.5)")
+          f"{METRIC_NAMES.get(m8['metric'], m8['metric'])} of int8 against the float output {m8['candidate']:.2f} "
+          f"(drop {m8['drop']:.2f}, budget 0.5)")
 
     model = Model(out / "colorize.onnx", device="auto", threads=1)
     model8 = Model(out / "colorize-int8.onnx", device="auto", threads=1)
@@ -146,8 +155,6 @@ def main(argv=None) -> int:
         print(f"  20 CIFAR-10 test images (32x32, tiled): Zor ΔE_ab {cifar_metrics['zor']['delta_e_ab']:.2f}, "
               f"PSNR {cifar_metrics['zor']['psnr']:.2f} dB; grey ΔE_ab {cifar_metrics['grey']['delta_e_ab']:.2f}, "
               f"PSNR {cifar_metrics['grey']['psnr']:.2f} dB")
-    else:
-        print("note: no foolbox wheel (--cifar DIR or $ZOR_FOOLBOX): CIFAR-10 images skipped")
 
     name0 = data["photos"]["held_out"][0]
     save_image(out / f"{name0}-grey.png", lightness(photos[name0]))
@@ -168,8 +175,8 @@ def main(argv=None) -> int:
     rows = [("grey input", [lightness(shown[n]) for n in names]),
             ("Zor", [colorize(model, lightness(shown[n])) for n in names]),
             ("original", [shown[n] for n in names])]
-    drew = figure(out / "colorize.png", rows, names,
-                  "Zor colorization of images never trained on (16x16 patches, tiled and blended)")
+    drew = figure(out / "colorize.png", rows, names, "Zor colorization of photos never trained on\n"
+                  "(16x16 patches, tiled and blended)")
     summary = {"photos": data["photos"], "train_patches": len(xg), "held_out_patches": len(tg), "steps": steps,
                "train_seconds": seconds, "held_out": {"zor": zor_m, "grey": grey_m},
                "whole_photos": {"float32": whole, "int8": whole8}, "cifar": cifar_metrics,

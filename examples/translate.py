@@ -34,11 +34,12 @@ from benchmarks.translation import export_translation  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="Folder for the checkpoint and the ONNX files.")
     ap.add_argument("--pair", default="es-nah", help="Language pair: es-nah, es-oto, es-mix (and the reverses).")
     ap.add_argument("--budget", type=float, default=120.0, help="Training seconds.")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="Seed of the document split and the training.")
     ap.add_argument("--quick", action="store_true", help="Smoke run: a tiny model, 1,500 pairs, 3 s.")
     args = ap.parse_args(argv)
     if not args.out.parent.is_dir():
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     cal = step_data(dev, spec, cfg.train_max_tokens)
     rows = spec.encoder.dense(cal, np.sort(np.random.default_rng(0).choice(len(cal), min(512, len(cal)), False)))
     files = {}
-    for mode in ("none", "int8"):
+    for mode in ("none", "int8"):              # summary.json keys the files by quantize mode ("none" = float32)
         out = args.out / f"{args.pair}-{'float32' if mode == 'none' else 'int8'}.onnx"
         res = export_translation(ckpt, out, mode, rows)      # zor.export.export, verified (see its docstring)
         files[mode] = out
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
     write_text_atomic(args.out / "summary.json", json.dumps(
         {"pair": args.pair, "checkpoint": ckpt.name, "files": {k: v.name for k, v in files.items()},
          "speed": {k: v for k, v in fig.items() if k != "seconds"}}, indent=2) + "\n")
+    print(f"wrote {args.out}/ ({ckpt.name}, {files['none'].name}, {files['int8'].name}, summary.json)")
     return 0
 
 
