@@ -14,7 +14,7 @@ from zor.engine.checkpoint import FORMAT_VERSION, read_config
 
 
 def trained(stateful=False):
-    layers = [Layer(12, decay=0.5 if stateful else 0.0), Layer(8, activation_rate=0.01, novelty_factor=0.2, threshold_range=(0.0, None)),
+    layers = [Layer(12, decay=0.5 if stateful else 0.0), Layer(8, homeostasis_rate=0.01, novelty_factor=0.2, threshold_range=(0.0, None)),
               Layer(12, activation_function="sigmoid")]
     net = Zor(layers, seed=1, device="cpu", weight_average=0.9, task={"name": "reconstruct", "note": "test"})
     x = torch.rand(16, 12, generator=torch.Generator().manual_seed(0))

@@ -93,7 +93,7 @@ def test_dense_outer_and_pair():
 def test_conv_network_learns_and_round_trips(tmp_path):
     x, _ = load_bundled("train")
     xt, _ = load_bundled("test")
-    net = Zor([Layer(784, shape=(1, 28, 28)), Conv(8, kernel_size=5, stride=2, activation_rate=0.01),
+    net = Zor([Layer(784, shape=(1, 28, 28)), Conv(8, kernel_size=5, stride=2, homeostasis_rate=0.01),
                Layer(784)], seed=0, device="cpu")
     before = net.evaluate(xt[:100])["psnr"]
     net.fit(x[:50], steps=60, batch_size=16, progress=False)

@@ -51,7 +51,7 @@ def test_bad_layer_lists(layers, match):
         (dict(size=4, target_activation=1.5), r"target_activation must lie in \[0.0, 1.0\]"),
         (dict(size=4, decay=-0.1), "decay"),
         (dict(size=4, threshold=float("nan")), "threshold"),
-        (dict(size=4, learning_range=0.0), "learning_range must be > 0"),
+        (dict(size=4, max_update_norm=0.0), "max_update_norm must be > 0"),
         (dict(size=4, threshold_range=(2.0, 1.0)), "lo ≤ hi"),
         (dict(size=4, threshold_range=(None, None)), "at least one side"),
         (dict(size=4, threshold_range=(0.0, float("inf"))), "finite numbers or None"),
@@ -85,9 +85,9 @@ def test_activation_given_as_function_or_torch_function_is_stored_by_name():
 def test_seed_quick_start_api_with_layer_kwargs():
     # the seed's README example, verbatim in spirit
     snn = Zor([
-        Layer(784, target_activation=0.9, learning_range=0.5, activation_rate=0.2),
-        Layer(128, target_activation=0.5, learning_range=0.5, activation_rate=0.2),
-        Layer(784, target_activation=0.5, activation_function=sigmoid, learning_range=0.5, activation_rate=0.2),
+        Layer(784, target_activation=0.9, max_update_norm=0.5, homeostasis_rate=0.2),
+        Layer(128, target_activation=0.5, max_update_norm=0.5, homeostasis_rate=0.2),
+        Layer(784, target_activation=0.5, activation_function=sigmoid, max_update_norm=0.5, homeostasis_rate=0.2),
     ], device="cpu")
     x = torch.rand(8, 784)
     out = snn.forward(x)
@@ -265,7 +265,7 @@ def test_curriculum_draws_follow_its_probabilities(n):
 
 
 def test_homeostasis_defaults_on_hidden_layers_only():
-    net = Zor([Layer(4), Layer(3), Layer(3, activation_rate=0.2), Layer(4)], device="cpu")
+    net = Zor([Layer(4), Layer(3), Layer(3, homeostasis_rate=0.2), Layer(4)], device="cpu")
     assert net._eta == [0.0, 1e-3, 0.2, 0.0]
     assert net.layers[1].target_activation == 0.75 and net.rate(1).tolist() == [0.75] * 3
 

@@ -161,8 +161,8 @@ def test_normalized_signal_and_gated_signal():
 # ----------------------------------------------------------------------------- whole step
 def _tiny(rule):
     net = Zor(
-        [Layer(2, threshold=0.5, learning_range=None, max_weight=None),
-         Layer(2, threshold=0.0, learning_range=None, max_weight=None),
+        [Layer(2, threshold=0.5, max_update_norm=None, max_weight=None),
+         Layer(2, threshold=0.0, max_update_norm=None, max_weight=None),
          Layer(1)],
         rule=rule, optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, error_scaling=False, seed=0, device="cpu",
     )
@@ -197,7 +197,7 @@ def test_one_learning_step_by_hand(rule, w0, w1):
 
 
 def test_error_scaling_and_weight_clamp():
-    net = Zor([Layer(1, learning_range=None, max_weight=0.6), Layer(1)], optimizer="sgd", lr=1.0, weight_decay=0.0,
+    net = Zor([Layer(1, max_update_norm=None, max_weight=0.6), Layer(1)], optimizer="sgd", lr=1.0, weight_decay=0.0,
               momentum=0.0, error_scaling=True, min_error_scale=0.01, seed=0, device="cpu")
     with torch.no_grad():
         net.weights[0].fill_(0.5)
@@ -210,8 +210,8 @@ def test_error_scaling_and_weight_clamp():
     assert net.weights[0].item() == pytest.approx(0.6)
 
 
-def test_learning_range_clips_update_norm():
-    net = Zor([Layer(1, learning_range=0.1, max_weight=None), Layer(1)], optimizer="sgd", lr=1.0, weight_decay=0.0,
+def test_max_update_norm_clips_update_norm():
+    net = Zor([Layer(1, max_update_norm=0.1, max_weight=None), Layer(1)], optimizer="sgd", lr=1.0, weight_decay=0.0,
               momentum=0.0, error_scaling=False, seed=0, device="cpu")
     with torch.no_grad():
         net.weights[0].fill_(0.5)
@@ -222,7 +222,7 @@ def test_learning_range_clips_update_norm():
 
 def test_homeostasis_moves_thresholds_during_training():
     # weights frozen (lr 0): hidden unit 0 always fires, unit 1 never does
-    net = Zor([Layer(1), Layer(2, activation_rate=0.05, target_activation=0.2), Layer(1)],
+    net = Zor([Layer(1), Layer(2, homeostasis_rate=0.05, target_activation=0.2), Layer(1)],
               lr=0.0, seed=0, device="cpu")
     with torch.no_grad():
         net.weights[0].copy_(t([1.0, -1.0]))
@@ -238,7 +238,7 @@ def test_homeostasis_moves_thresholds_during_training():
 
 def test_threshold_floor_keeps_gated_values_non_negative_while_training():
     # hidden unit 1 never fires (weight −1): homeostasis would lower θ below 0, the floor stops it at 0
-    net = Zor([Layer(1), Layer(2, activation_rate=0.5, target_activation=0.9, threshold_range=(0.0, None)),
+    net = Zor([Layer(1), Layer(2, homeostasis_rate=0.5, target_activation=0.9, threshold_range=(0.0, None)),
                Layer(1)], lr=0.0, seed=0, device="cpu")
     with torch.no_grad():
         net.weights[0].copy_(t([1.0, -1.0]))

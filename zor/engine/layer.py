@@ -8,16 +8,20 @@ for learning.
 
 Every mechanism is a named field here and can be switched off:
 
-- homeostasis:   θ ← θ − η (target_activation − r)         off with ``activation_rate=0``
+- homeostasis:   θ ← θ − η (target_activation − r)         off with ``homeostasis_rate=0``
                  (default: η = 1e-3 toward 0.75 on hidden layers, off on input and output)
 - novelty:       E′ = clip(E − ν R, 0, 1)                   off with ``novelty_factor=0``
-- norm clipping: U ← U · min(1, learning_range / ‖U‖)       off with ``learning_range=None``
+- norm clipping: U ← U · min(1, max_update_norm / ‖U‖)      off with ``max_update_norm=None``
 - weight clamp:  W ← clamp(W, −max_weight, max_weight)      off with ``max_weight=None``
 - state:         c_t = λ c̃_{t−1} + x_t                      stateless with ``decay=0``
 
+Renamed (the old names still work until the next release, with a DeprecationWarning;
+checkpoints that use them still load): ``activation_rate`` → ``homeostasis_rate``,
+``learning_range`` → ``max_update_norm``.
+
 Example:
     >>> from zor import Layer
-    >>> Layer(64, target_activation=0.5, activation_rate=0.05).size
+    >>> Layer(64, target_activation=0.5, homeostasis_rate=0.05).size
     64
 """
 
@@ -27,13 +31,18 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Optional, Tuple, Union
 
+from zor.common.deprecation import rename_keys, renamed_parameters
 from zor.common.errors import ConfigError
 
 from . import activations
 
-__all__ = ["Layer", "Conv"]
+__all__ = ["Layer", "Conv", "RENAMED"]
+
+# old parameter name -> new name (the old ones are accepted until the next release)
+RENAMED = {"activation_rate": "homeostasis_rate", "learning_range": "max_update_norm"}
 
 
+@renamed_parameters(RENAMED)
 @dataclass
 class Layer:
     size: int                                  # n_i: number of units
@@ -41,14 +50,14 @@ class Layer:
     threshold: Optional[float] = None          # initial θ (spike when c > θ); None: 0 for input and
                                                #   hidden layers, −inf for the output (every output unit learns)
     target_activation: float = 0.75            # homeostasis: firing rate each unit drifts toward
-    activation_rate: Optional[float] = None    # homeostasis speed η; 0 = off; None: 1e-3 on hidden
+    homeostasis_rate: Optional[float] = None   # homeostasis speed η; 0 = off; None: 1e-3 on hidden
                                                #   layers, 0 on input and output (measured best:
                                                #   benchmarks/rule_variants.py)
     rate_momentum: float = 0.9                 # EMA factor of the per-unit firing rate r
     threshold_range: Optional[Tuple[Optional[float], Optional[float]]] = None  # clamp θ into [lo, hi]; None =
                                                #   no clamp; a None bound leaves that side open, e.g.
                                                #   (0.0, None): θ ≥ 0, so only positive charges pass
-    learning_range: Optional[float] = 1.0      # max Frobenius norm of one update U of W_i; None = no clip
+    max_update_norm: Optional[float] = 1.0     # max Frobenius norm of one update U of W_i; None = no clip
     max_weight: Optional[float] = 1.0          # clamp |W_i| ≤ max_weight; None = no clamp
     novelty_factor: float = 0.0                # ν in E′ = clip(E − ν R, 0, 1); 0 = no novelty gating
     novelty_momentum: float = 0.9              # ρ in R ← ρ R + (1 − ρ)|E|
@@ -72,18 +81,18 @@ class Layer:
         _check_range("decay", self.decay, 0.0, 1.0)
         for name in ("novelty_factor", "refractory"):
             _check_finite(name, getattr(self, name))
-        if self.activation_rate is not None:
-            _check_finite("activation_rate", self.activation_rate)
+        if self.homeostasis_rate is not None:
+            _check_finite("homeostasis_rate", self.homeostasis_rate)
         if self.threshold is not None:
             if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
                     or math.isnan(self.threshold) or self.threshold == math.inf:
                 raise ConfigError(f"threshold must be a number < inf (−inf: always spike) or None, got {self.threshold!r}")
             self.threshold = float(self.threshold)
-        if self.activation_rate is not None and self.activation_rate < 0:
-            raise ConfigError(f"activation_rate must be ≥ 0, got {self.activation_rate}")
+        if self.homeostasis_rate is not None and self.homeostasis_rate < 0:
+            raise ConfigError(f"homeostasis_rate must be ≥ 0, got {self.homeostasis_rate}")
         if self.refractory < 0:
             raise ConfigError(f"refractory must be ≥ 0, got {self.refractory}")
-        for name in ("learning_range", "max_weight"):
+        for name in ("max_update_norm", "max_weight"):
             value = getattr(self, name)
             if value is not None:
                 _check_finite(name, value)
@@ -131,8 +140,8 @@ class Layer:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "Layer":
-        """Rebuild a Layer or Conv from :meth:`to_dict` output."""
-        d = dict(d)
+        """Rebuild a Layer or Conv from :meth:`to_dict` output (old parameter names are read too)."""
+        d = rename_keys("Layer", d, RENAMED, warn=False)   # checkpoints written before the renames
         kind = d.pop("kind", "dense")
         cls = {"dense": Layer, "conv": Conv}.get(kind)
         if cls is None:
@@ -181,6 +190,7 @@ def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
         raise ConfigError(f"{name} must lie in [{lo}, {hi}], got {value}")
 
 
+@renamed_parameters(RENAMED)
 @dataclass(init=False)
 class Conv(Layer):
     """A convolutional layer: ``channels`` feature maps reached by a shared k×k kernel.

@@ -168,7 +168,7 @@ class Zor(nn.Module):
         self._acts = [activations.get(layer.activation) for layer in self.layers]
         last = len(self.layers) - 1
         # homeostasis speed η per layer; None resolves to the measured default (hidden layers only)
-        self._eta = [float(layer.activation_rate) if layer.activation_rate is not None
+        self._eta = [float(layer.homeostasis_rate) if layer.homeostasis_rate is not None
                      else (_HIDDEN_ETA if 0 < i < last else 0.0) for i, layer in enumerate(self.layers)]
 
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
@@ -216,7 +216,7 @@ class Zor(nn.Module):
         """Set θ_i to a number (every unit or channel) or an array of θ_i's shape.
 
         Thresholds set the spike rate (and with it the cost of the sparse path);
-        homeostasis keeps moving them while training unless ``activation_rate=0``.
+        homeostasis keeps moving them while training unless ``homeostasis_rate=0``.
         """
         if not 0 <= i < len(self.layers):
             raise ConfigError(f"layer index must be in [0, {len(self.layers) - 1}], got {i}")
@@ -415,7 +415,7 @@ class Zor(nn.Module):
                 e = e.clamp_(0.0, 1.0)                                   # E′ = clip(E, 0, 1), in place
             # grad = −U: U = G ⊙ E′ (a fresh, contiguous tensor), norm-clipped and
             # error-level scaled in one multiply
-            u = rules.clip_norm(g * e, layer.learning_range, -scale)
+            u = rules.clip_norm(g * e, layer.max_update_norm, -scale)
             w.grad = u if units is None else self._row_grad(i, w).index_copy_(0, units, u)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

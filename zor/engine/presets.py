@@ -24,7 +24,7 @@ def seed_autoencoder(seed: int = 0, device: str = "cpu", **config: Any):
     from .layer import Layer
     from .network import Zor
 
-    return Zor([Layer(784, target_activation=0.9, learning_range=0.5, activation_rate=0.2),
-                Layer(128, target_activation=0.5, learning_range=0.5, activation_rate=0.2),
-                Layer(784, target_activation=0.5, activation_function="sigmoid", learning_range=0.5,
-                      activation_rate=0.2)], seed=seed, device=device, **config)
+    return Zor([Layer(784, target_activation=0.9, max_update_norm=0.5, homeostasis_rate=0.2),
+                Layer(128, target_activation=0.5, max_update_norm=0.5, homeostasis_rate=0.2),
+                Layer(784, target_activation=0.5, activation_function="sigmoid", max_update_norm=0.5,
+                      homeostasis_rate=0.2)], seed=seed, device=device, **config)

@@ -10,7 +10,7 @@ that reached layer i+1 (at the top: δ = target − output):
     R       ← ρ R + (1 − ρ)|E|                    novelty trace (EMA of |E|)
     E′      = clip(E − ν R, 0, 1)                  familiar co-activity down-weighted
     U       = (a_iᵀ δ̂ / B) ⊙ E′                    update direction
-    U       ← U · min(1, learning_range / ‖U‖)      norm clip
+    U       ← U · min(1, max_update_norm / ‖U‖)     norm clip
     U       ← U · max(ε̄, min_error_scale)          error-level scaling (ε̄ = mean |error|)
     W_i.grad = −U; optimizer.step()                Adam/AdamW/SGD moves W_i along U
     W_i     ← clamp(W_i, −max_weight, max_weight)
@@ -20,13 +20,15 @@ Threshold homeostasis per layer (r: EMA of each unit's firing rate):
     r ← m r + (1 − m) mean_b(s)
     θ ← θ − η (target_activation − r)             a unit firing too rarely lowers θ
 
-The variants differ in the co-activity E and the signal δ̂ (the author's code went
-through all three; ``benchmarks/rule_variants.py`` measures them):
+The four variants differ in the co-activity E and the signal δ̂ (the first three
+are the author's; ``benchmarks/rule_variants.py`` measures all four):
 
 - ``coactivity``  E = a_iᵀ a_{i+1} / B, δ̂ = δ            analog pre × analog post
 - ``normalized``  E = s_iᵀ a_{i+1}, δ̂ = δ / ‖δ‖_batch    binary pre spikes × analog post,
                                                         signal normalised per unit
 - ``post_spikes`` E = a_iᵀ s_{i+1} / B, δ̂ = δ            analog pre × |post spikes|
+- ``gated``       E = a_iᵀ s_{i+1} / B, δ̂ = δ ⊙ s_{i+1}  ``post_spikes``, the signal gated by the
+                                                        post spikes below the top (the default)
 
 Example (``coactivity``, B = 1, one pre and one post unit, ν = 0):
 a_i = 2, a_{i+1} = 0.25, δ = 0.5 → E = 0.5, E′ = 0.5, U = 2·0.5·0.5 = 0.5.

@@ -50,11 +50,13 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from zor.common.deprecation import renamed_parameters
 from zor.common.errors import CheckpointError, ConfigError, DataError, ModelFileError
 from zor.common.textdecode import TranslationSpec, translate_texts
 from zor.common.textfeatures import StepData, StepEncoder
 from zor.common.tokenizer import EOS, SubwordTokenizer
-from zor.engine.layer import Layer
+from zor.engine.curriculum import CurriculumSampler
+from zor.engine.layer import RENAMED, Layer
 from zor.engine.network import Zor
 
 from .textdata import Pair
@@ -71,55 +73,12 @@ __all__ = [
 ]
 
 
+@renamed_parameters(RENAMED)
 @dataclass
 class TranslationConfig:
-    """Everything that shapes a translation model and its training.
+    """Everything that shapes a translation model and its training (the Zor and step-encoding settings).
 
-    The Zor defaults (lr 3e−3, no error scaling, hidden target rate 0.5, softmax
-    read-out, ``gated`` rule) were chosen by next-token accuracy on the dev documents
-    of es-nah (750 batches each): lr 1e−3 → 11.2 %, 3e−3 → 15.9 %, 1e−2 → 15.0 %;
-    error scaling on → 11.6 %; target rate 0.2 → 15.9 %, 0.5 → 16.3 %; curriculum
-    → 15.7 %; novelty ν 0.5 / 0.9 → 16.3 / 15.6 %; rule ``coactivity`` → 10.3 %,
-    ``normalized`` diverged; read-out "charges" (one-hot − c) → 9.2 % at lr 1e−3.
-    Checked again at the benchmark's full budget (240 s on one thread, ~15,000 sparse
-    batches; dev chrF on 400 dev sentences, greedy): lr 3e−3 with weight decay 0.01
-    (the defaults) 26.3; lr 1e−3: 25.9 (decay 0.01), 25.2 (0.1); lr 3e−3, decay 0.1:
-    24.6. Next-token accuracy peaks early (17.1 % after 60 s, 14.9 % at 240 s), but
-    dev chrF does not follow it. At 16,000 batches (about the benchmark's budget) the
-    defaults give dev chrF 26.3; init_scale 0.25 / 1.0 gave 26.2 / 25.8, and a hidden
-    threshold floor θ ≥ 0 (``threshold_range=(0, None)``) 25.8. The hidden target rate
-    again at 15,000 batches (dev chrF, 400 sentences): 0.25 → 25.0, 0.35 → 25.0,
-    0.5 → 25.4, 0.7 → 25.0. A learning rate decaying linearly to 0 over the 240 s
-    (dev chrF, greedy, 400 dev sentences; document splits 0 and 1): Zor 26.4 → 25.5 and
-    16.7 → 16.6, the backprop model on sparse batches 25.5 → 26.3 and 17.7 → 17.0; for
-    Zor on split 0 a decay over the last half only gave 25.9 and twice the rate with
-    the decay 24.9. The rate stays constant. Zor's batch on split 0 (dev chrF, 240 s):
-    128 → 25.9 (23,000 batches), 256 → 26.4, 512 → 26.0 (9,200 batches). No norm clip
-    on U (``learning_range=None``): dev 26.3 / 17.2 / 29.5 / 13.8 against 26.4 / 16.7 /
-    28.8 / 13.8 on splits 0-3, but on their test documents (the same run as the
-    defaults and both backprop models) 26.15 / 20.04 / 22.17 / 28.95 against 26.14 /
-    20.73 / 22.37 / 28.29: no gain, so the clip stays. A moving average of the weights
-    (:mod:`zor.engine.averaging`, β 0.995 / 0.999 / 0.9995, its cost inside the 240 s; dev chrF,
-    splits 0 and 1, last iterate → averaged): Zor 26.22 → 26.35 / 25.55 / 25.88 and
-    17.02 → 16.81 / 16.78 / 16.13; the backprop model on sparse batches 25.52 → 26.33 /
-    26.32 / 26.49 and 17.00 → 17.03 / 16.84 / 16.71. It helps backprop, not Zor, so
-    neither uses it. Dev chrF against training time (split 0, two processes side by side;
-    30 / 60 / 120 / 240 / 480 s): Zor 21.5 / 23.9 / 24.8 / 26.1 / 26.0, backprop on
-    sparse batches 23.1 / 25.7 / 26.4 / 25.8 / 25.8. Backprop peaks by 120 s and Zor by
-    240 s, below backprop's peak, so a longer budget would not close the gap either.
-    The hidden width H (dev chrF, 240 s, one process per method, document splits 0-3):
-    Zor at 256 26.22 / 17.02 / 29.56 / 13.90, at 512 26.78 / 17.46 / 29.87 / 14.32, at
-    768 25.15 / 17.75 and at 1024 25.43 / 16.82 (splits 0 / 1; 5,500 and 5,000 steps in the
-    time against 8,500-9,000 at 512).
-    512 is Zor's best width on all four splits, so H = 512; the backprop baselines follow
-    it (equal size). Backprop on sparse batches at 512: 25.58 / 17.87 / 29.59 / 14.03
-    (at 256, splits 0 / 1: 25.52 / 17.00).
-    Every other setting above was chosen at H = 256. At 512, a few of them again (dev
-    chrF, 240 s, two processes side by side): split 0, defaults 25.58 (7,200 batches),
-    lr 5e−3 25.10, lr 2e−3 26.29, batch 128 26.50 (10,200 batches); split 1, defaults
-    16.78, batch 128 16.55. The defaults score 25.6 here and 26.8 in the width search
-    (one process alone, 8,500-9,000 batches), and test chrF moves by up to a point from
-    run to run, so none of these differences is clear of the noise; the defaults stay.
+    How the defaults were chosen, with every figure tried: ``docs/notes/translation-settings.md``.
     """
 
     source_language: str = "es"
@@ -142,10 +101,10 @@ class TranslationConfig:
     weight_decay: float = 0.01        # AdamW weight decay of Zor's optimizer
     error_scaling: bool = False       # Zor: scale U by the error level max(mean|error|, 0.01) (off: with
                                       #   1,000 outputs the floor 0.01 shrinks U below Adam's ε)
-    learning_range: Optional[float] = 1.0
-    max_weight: Optional[float] = 1.0
+    max_update_norm: Optional[float] = 1.0  # max Frobenius norm of one update U (Layer.max_update_norm); None = no clip
+    max_weight: Optional[float] = 1.0   # clamp |W_i| ≤ max_weight; None = no clamp
     target_activation: float = 0.5    # hidden homeostasis target firing rate
-    activation_rate: float = 0.01     # hidden homeostasis speed η
+    homeostasis_rate: float = 0.01    # hidden homeostasis speed η (Layer.homeostasis_rate)
     curriculum: bool = False          # Zor's curriculum sampler over training steps
     sparse_input: bool = True         # train on sparse event batches (zor.engine.events; same results as dense,
                                       #   ~2.5x less time per step here: the inputs are < 1 % nonzero)
@@ -285,12 +244,12 @@ class ZorTranslator:
     @staticmethod
     def make_network(spec: TranslationSpec, config: TranslationConfig) -> Zor:
         """``[Layer(D), Layer(H), Layer(V_t)]`` with the config's Zor settings."""
-        kw = dict(learning_range=config.learning_range, max_weight=config.max_weight,
+        kw = dict(max_update_norm=config.max_update_norm, max_weight=config.max_weight,
                   novelty_factor=config.novelty_factor)
         layers = [
             Layer(spec.encoder.width, **kw),
             Layer(config.hidden, target_activation=config.target_activation,
-                  activation_rate=config.activation_rate, **kw),
+                  homeostasis_rate=config.homeostasis_rate, **kw),
             Layer(spec.encoder.target_vocab, activation_function=config.output_activation, **kw),
         ]
         return Zor(layers, rule=config.rule, lr=config.lr, weight_decay=config.weight_decay,
@@ -328,8 +287,6 @@ class ZorTranslator:
             self._rows = BatchRows(len(data), config.batch_size, config.seed)
             self._sampler = None
             if config.curriculum:
-                from zor.engine.curriculum import CurriculumSampler
-
                 self._sampler = CurriculumSampler(len(data), rng=np.random.default_rng(config.seed))
             self.history = {"steps": 0, "seconds": 0.0, "curve": [], "samples": len(data),
                             "device": str(net.device), "config": config.to_dict()}
