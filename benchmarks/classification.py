@@ -6,12 +6,9 @@ one-hot − output, the engine's own rule; no softmax, no cross-entropy):
     zor        Zor([Layer(784), Layer(256), Layer(10, sigmoid)])      Zor.fit
     zor-conv   Zor([Layer(784, shape=(1, 28, 28)), Conv(16, 5, stride=2), Layer(10, sigmoid)])
 
-The sigmoid output keeps the charges in the targets' [0, 1] range: against an
-identity output it measured +4.0 points at 100 labels (71.2 vs 67.2 %) and +1.3 at
-60,000 (85.7 vs 84.4 %), medians of 3 and 2 seeds at equal wall time.
-
-against equal-size backprop networks trained on the cross-entropy with AdamW
-(``benchmarks/image_baselines.py``):
+The sigmoid output keeps the charges in the targets' [0, 1] range. Against them,
+equal-size backprop networks trained on the cross-entropy with AdamW
+(``benchmarks/baselines/images.py``):
 
     mlp        784-256-10 ReLU MLP
     cnn        conv 16×5×5 stride 2 → ReLU → linear 10 (the same kernel and maps as zor-conv)
@@ -20,130 +17,30 @@ Every method trains **for the same wall time** on the same balanced subset (n/10
 per class, drawn per seed; the whole split at 60,000), batches of 48, one CPU thread,
 and is scored on the same unseen test images (accuracy, %, argmax of the scores). The
 budget grows with the data: ``--budget`` seconds at 10 and 100 labels, 2× at 1,000,
-4× from 10,000 up. Figures are medians over ``--seeds`` seeds.
+4× from 10,000 up. Figures are medians over ``--seeds`` seeds, with their range, and
+seed by seed (every method trains on the same subset per seed) the difference
+between the best Zor and the best backprop network.
 
 The issue's goals are checked and printed as they come out: Zor ahead of the best
 backprop network at 10 and 100 labels, within 2 points of it at 60,000.
 
-Settings. At 10 and 100 labels each method uses the settings in ``FEW_LABEL_SETTINGS``,
-chosen on a validation split held out of the training images, never the test set:
-subsets drawn from the first 50,000 training images, scored on the last 10,000, 2 s
-each, batches of 48, one thread, medians of 5 seeds. Every method's grid had the
-learning rate {3e-4, 1e-3, 3e-3} and two knobs of its own: weight decay {0.01, 0.1}
-for the backprop networks; the fit curriculum (on/off) and the hidden layer's
-homeostasis target {0.75, 0.5} for Zor (then weight decay 0.1 at the best, which did
-not help). The rule: the best validation median at 100 labels, unless its median at
-10 labels falls below the method's defaults'. Validation accuracy %, 100 / 10 labels:
+Settings: each method trains with ``SETTINGS`` at every label count and
+``FEW_LABEL_SETTINGS`` at 10 and 100 labels, chosen on a validation split held out
+of the training images (subsets of the first 50,000 training images, scored on the
+last 10,000), never on the test set; every method ends its run with the moving
+average of its weights (``WEIGHT_AVERAGE``; ``--weight-average 0`` for the last
+iterate).
 
-    zor        curriculum off, hidden target 0.5     72.1 / 46.7   (defaults 71.3 / 46.3)
-    zor-conv   curriculum off                        71.5 / 47.8   (defaults 70.5 / 45.4)
-    mlp        defaults (AdamW lr 1e-3, decay 0.01)  71.9 / 45.9   (lr 3e-4: 71.8 / 46.7; 3e-3: 71.8 / 45.2)
-    cnn        lr 3e-4, weight decay 0.1             71.0 / 47.9   (defaults 70.7 / 46.9; lr 3e-3 with
-                                                                    decay 0.1: 71.2 but 45.0 at 10 labels)
-
-The differences are about a point or less, well inside the seeds' spread (4-7 points
-of validation accuracy at 100 labels, 12-16 at 10).
-
-From 1,000 labels up the settings are ``SETTINGS``, chosen on the same validation split
-at 50,000 labels (8 s each, 5 seeds, medians), one knob per method: Zor's hidden
-homeostasis target {0.75, 0.5, 0.25} → 87.1 / **87.6** / 87.3 (0.5 was ahead of 0.75
-on all 5 seeds, with the same step count); the MLP's learning rate {5e-4, 1e-3, 2e-3}
-→ 88.6 / **89.2** / 89.1 (its default kept). At 1,000 labels the target moved nothing
-(0.75: 81.5, 0.5: 81.4, 4 s, 5 seeds), so Zor's dense net fires half of its hidden
-units at every label count (the target it already had at 10 and 100). Otherwise every
-method keeps its defaults there (AdamW lr 1e-3, weight decay 0.01; the curriculum on).
-At 50,000 a batch of 96 or 192 instead of 48 moved neither method (Zor 86.8 / 87.0 /
-87.0, MLP 89.0 / 89.0 / 88.8; 3 seeds), nor did turning Zor's curriculum off (86.7
-against 86.8: its 0.3 ms a step buys as much as it costs).
-
-Tried for Zor on the same validation split and not adopted (equal time, 5 seeds,
-medians; validation accuracy % at 10 / 100 / 1,000 / 50,000 labels, the current
-settings first: 46.5 / 72.0 / 81.4 / 86.6):
-
-    hidden θ ≥ 0 (threshold_range=(0, None))     46.7 / 72.0 / 81.1 / 86.5
-    init_scale 1.0 / 0.25 (default 0.5)          46.8 / 71.5 / 81.2 / 86.0  and  46.8 / 71.3 / 81.5 / 86.4
-    novelty ν 0.25 / 0.5 / 0.9, both connections 47.9 / 71.3,  47.8 / 71.9,  47.6 / 71.8  (10 / 100 only)
-
-Novelty gains at 10 labels but not at 100, so under the rule above it stays off.
-A learning rate decaying linearly to 0 over the run (equal steps, 50,000 labels,
-3 seeds) gave Zor 86.1 → 86.2 and the MLP 87.9 → 88.8: it helps backprop more, and
-neither method uses it.
-
-Weight averaging. Every method ends its run with the moving average of its weights
-(``WEIGHT_AVERAGE``, β = 0.995 per step, about the last 200 steps; ``--weight-average
-0`` for the last iterate). On the validation split (equal time, 5 seeds, medians,
-validation accuracy % at 10 / 100 / 1,000 / 50,000 labels, without → with):
-
-    zor        46.5 → 46.2   72.1 → 72.3   81.5 → 81.5   86.0 → 87.2  (spread 1.7 → 0.25)
-    zor-conv   48.0 → 48.7   70.8 → 71.9   80.8 → 81.1   84.6 → 84.6
-    mlp        45.9 → 46.2   71.9 → 71.8   81.6 → 81.6   88.1 → 89.2
-    cnn        48.2 → 48.6   71.2 → 71.0   80.8 → 81.3   87.6 → 88.3
-
-It lifts every method at 50,000 and moves none by more than the seeds' spread below,
-so all of them use it; it leaves the gap at 50,000 where it was (−2.1 → −2.0).
-
-Measured (5 seeds, 2/2/4/8 s, weight average on, Zor's hidden target 0.5 at every
-label count; test accuracy %, medians, min-max):
-
-    labels     zor               zor-conv          mlp               cnn
-    10         49.1 (46.6-53.4)  46.5 (45.7-53.8)  49.1 (46.9-52.0)  48.4 (45.5-54.8)
-    100        70.3 (68.5-71.6)  69.4 (68.8-71.8)  69.6 (68.6-71.8)  70.3 (69.8-73.2)
-    1,000      80.6 (80.3-80.9)  80.6 (79.9-81.7)  80.7 (80.1-80.9)  80.6 (80.1-80.9)
-    60,000     86.9 (86.8-87.2)  84.5 (84.1-84.8)  88.5 (88.4-88.6)  88.2 (87.8-88.4)
-
-At 60,000 Zor is 1.5 points behind the MLP (goal within 2: met; Zor ahead of the
-MLP on 0 of 5 seeds, median −1.49 seed by seed; the worst Zor seed is 1.8 behind the
-best MLP seed). Against the last run (86.3) Zor gained 0.6, part of it from the target
-(+0.5 on validation) and part from a faster machine (3,483 steps against 2,912; the
-MLP 6,567 against 5,634). At 10 and 100 labels the 5-seed medians are ties (+0.0 and −0.05),
-so those label counts were run again with 20 seeds (``--seeds 20 --labels 10,100``),
-every method on the same subset per seed:
-
-    labels     zor    zor-conv  mlp    cnn    best Zor − best backprop, seed by seed
-    10         49.4   48.7      49.4   50.1   zor − cnn: median −0.95, Zor ahead on 9 of 20
-    100        70.2   69.7      70.0   70.3   zor − cnn: median −0.97, Zor ahead on 6 of 20
-
-Against the equal-size MLP Zor is level (10 labels: median −0.24, ahead on 8 of 20;
-100: +0.11, ahead on 12 of 20); the small CNN is about a point ahead of both Zor nets
-at 10 and 100 labels. The goal "Zor ahead at 10 and 100 labels" is not met.
-
-Looked for a Zor setting that changes this, on the validation split with 20 seeds
-(seeds 100-119, 2 s; Zor with its few-label settings against the CNN with its own;
-validation accuracy %, medians, 10 / 100 labels): Zor 52.7 / 71.4, CNN 52.6 / 71.5;
-Zor with lr 5e-4 52.4 / 71.3, lr 2e-3 51.8 / 71.4, hidden target 0.35 53.5 / 71.4,
-batch 24 51.6 / 71.6, batch 96 53.1 / 71.5, error scaling off 52.9 / 71.5, Adam (L2
-decay) instead of AdamW 48.8 / 65.1. On validation Zor and the CNN are level, and no
-setting moves Zor at 100 labels by more than 0.15, so nothing was adopted. On 100
-labels every method is past its best by 2 s (6 s: Zor 71.6 → 70.7, CNN 71.2 → 70.8,
-8 seeds), so more steps would not help either. Unlabelled images did not change it
-either: each dense net's hidden layer first learned to reconstruct 20,000 unlabelled
-images of the validation split's training part (784-256-784, 8 s; Zor by its own
-rule, the MLP by backprop on the squared error), then the labels as above (5 seeds,
-medians, validation accuracy % at 10 / 100 labels, without → with): Zor 46.2 / 72.2
-→ 47.9 / 71.5, MLP 46.3 / 71.8 → 46.5 / 71.5.
-A softmax read-out for Zor, as in translation (identity output, error = one-hot −
-softmax(charges) handed to Zor's rule, in place of the sigmoid output and one-hot −
-output; seeds 100-119, 2 s, validation accuracy %, medians, 10 / 100 labels): the
-current Zor 52.5 / 71.5, softmax read-out 53.0 / 71.3 (without error scaling 52.5 /
-71.4), against the MLP 51.9 / 71.4 and the CNN 52.7 / 71.5 in the same run. All five
-are within 1.1 points at 10 labels and 0.2 at 100, and seed by seed they rise and
-fall together: at these label counts the drawn images decide the accuracy, not the
-learner. The sigmoid output stays.
-
-Usage:
-    python benchmarks/classification.py --json out.json
-    python benchmarks/classification.py --labels 10,100 --seeds 5 --budget 1
-    python benchmarks/classification.py --quick --json /tmp/q.json      # smoke test
+Usage (from the repository root):
+    python -m benchmarks.classification --json out.json
+    python -m benchmarks.classification --labels 10,100 --seeds 5 --budget 1
+    python -m benchmarks.classification --quick --json /tmp/q.json      # smoke test
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Optional
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click
 import numpy as np
@@ -151,10 +48,9 @@ import numpy as np
 from benchmarks import common
 from benchmarks.baselines.base import FitResult, fit_zor
 from benchmarks.baselines.images import CNNClassifier, MLPClassifier
-from zor.common.errors import ZorError
 
 __all__ = ["ZorClassifier", "METHODS", "SETTINGS", "FEW_LABEL_SETTINGS", "settings", "build", "budget_for", "run",
-           "summarise", "goals", "paired", "main"]
+           "goals", "paired", "main"]
 
 HIDDEN = 256
 CONV = {"channels": 16, "kernel_size": 5, "stride": 2}
@@ -207,14 +103,14 @@ ZOR_METHODS = ("zor", "zor-conv")
 BACKPROP = ("mlp", "cnn")
 
 # Per-method settings at every label count, chosen on the validation split at 50,000
-# labels (see the module docstring): Zor's hidden homeostasis target 0.5 (87.6 against
+# labels: Zor's hidden homeostasis target 0.5 (87.6 against
 # 87.1 at the default 0.75; neutral at 1,000); the MLP's grid kept its defaults.
 SETTINGS: dict[str, dict[str, Any]] = {
     "zor": {"target_activation": 0.5},
 }
 
 # Per-method settings for few labels (≤ FEW_LABELS), chosen on a validation split held
-# out of the training images, never the test set (see the module docstring); they
+# out of the training images, never the test set; they
 # replace SETTINGS there.
 FEW_LABELS = 100
 FEW_LABEL_SETTINGS: dict[str, dict[str, Any]] = {
@@ -229,7 +125,7 @@ FEW_LABEL_SETTINGS: dict[str, dict[str, Any]] = {
 # step; ``--weight-average 0`` turns it off): on the validation split it lifted every
 # method at 50,000 labels (Zor 86.0 → 87.2, MLP 88.1 → 89.2, CNN 87.6 → 88.3) and cut
 # Zor's seed spread from 1.7 to 0.25 points; at 10-1,000 labels it moved nothing by
-# more than the seeds' spread (see the module docstring).
+# more than the seeds' spread.
 WEIGHT_AVERAGE = 0.995
 
 
@@ -267,38 +163,20 @@ def run(data: dict, labels: list[int], names: list[str], seeds: list[int], base:
     for name in names:                                  # untimed warm-up: lazy kernel setup costs no one
         for n in labels:
             build(name, 0, n, weight_average).fit(x_train[:48], y_train[:48], steps=2)
-    rows = []
-    bar = common.progress(len(labels) * len(names) * len(seeds), "classification", show_progress)
-    for seed in seeds:
-        for n in labels:
-            idx = common.balanced_subset(y_train, n, seed)
-            budget = None if steps is not None else budget_for(n, base)
-            for name in names:
-                common.seed_everything(seed)
-                model = build(name, seed, n, weight_average)
-                fit = model.fit(x_train[idx], y_train[idx], time_budget=budget, steps=steps)
-                acc = float(100.0 * np.mean(np.argmax(model.scores(x_test), axis=1) == y_test))
-                rows.append({"labels": n, "method": name, "seed": seed, "budget_s": budget,
-                             "train_seconds": fit.seconds, "steps": fit.steps, "accuracy": acc})
-                bar.update(1)
-                bar.set_postfix_str(f"{name}@{n}: {acc:.1f} %")
-    bar.close()
-    return rows
 
+    def measure(cell: dict[str, Any]) -> dict[str, Any]:
+        n, name, seed = cell["labels"], cell["method"], cell["seed"]
+        idx = common.balanced_subset(y_train, n, seed)
+        budget = None if steps is not None else budget_for(n, base)
+        common.seed_everything(seed)
+        model = build(name, seed, n, weight_average)
+        fit = model.fit(x_train[idx], y_train[idx], time_budget=budget, steps=steps)
+        acc = float(100.0 * np.mean(np.argmax(model.scores(x_test), axis=1) == y_test))
+        return {"labels": n, "method": name, "seed": seed, "budget_s": budget, "train_seconds": fit.seconds,
+                "steps": fit.steps, "accuracy": acc}
 
-def summarise(rows: list[dict]) -> list[dict[str, Any]]:
-    """Medians over seeds per (labels, method), with the min and max accuracy."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["labels"], r["method"]), []).append(r)
-    out = []
-    for (n, name), rs in groups.items():
-        accs = [r["accuracy"] for r in rs]
-        out.append({"labels": n, "method": name, "seeds": len(rs), "accuracy": common.median(accs),
-                    "acc_min": min(accs), "acc_max": max(accs), "budget_s": rs[0]["budget_s"],
-                    "train_seconds": common.median(r["train_seconds"] for r in rs),
-                    "steps": int(round(common.median(r["steps"] for r in rs)))})
-    return out
+    return common.run_grid(common.grid(seed=seeds, labels=labels, method=names), measure, "classification",
+                           show_progress, note=lambda r: f"{r['method']}@{r['labels']}: {r['accuracy']:.1f} %")
 
 
 def goals(summary: list[dict]) -> list[dict[str, Any]]:
@@ -334,7 +212,7 @@ def paired(rows: list[dict], verdicts: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the rows, summary and goals as JSON here.")
 @click.option("--labels", "labels_text", default=None, help="Label counts, e.g. 10,100,1000,60000.")
@@ -355,51 +233,49 @@ def main(json_path: Optional[Path], labels_text: Optional[str], budget: Optional
          threads: int, quick: bool, no_progress: bool) -> None:
     """Zor vs backprop (MLP, CNN) on Fashion-MNIST classification at equal wall time."""
     common.check_json_folder(json_path)
-    try:
-        labels = common.parse_int_list(labels_text, "--labels") if labels_text else None
-        names = common.parse_methods(methods_text, list(METHODS))
-        common.set_threads(threads)
-        data = common.load_images(bundled=quick)
-        labels = labels or ([10, 100] if quick else [10, 100, 1000, 60000])
-        base = budget if budget is not None else (0.2 if quick else 2.0)
-        n_seeds = seeds or (1 if quick else 3)
-        eval_size = min(eval_size or (500 if quick else 10000), len(data["test"][0]))
-        n_train = len(data["train"][0])
-        skipped = [n for n in labels if n > n_train]
-        labels = [n for n in labels if n <= n_train]
-        for n in labels:
-            if n != n_train and n % 10:
-                raise click.BadParameter(f"{n}: a balanced subset needs a multiple of 10 (or all {n_train})",
-                                         param_hint="--labels")
-        if skipped:
-            click.echo(f"note: {skipped} labels exceed the {n_train} training images of the {data['source']}; skipped",
-                       err=True)
-        if not labels:
-            raise click.BadParameter("no label count fits the training data", param_hint="--labels")
-        env = common.environment(threads)
-        budgets = {n: budget_for(n, base) for n in labels} if equal_steps is None else {}
-        click.echo(f"data: {data['source']}; scored on {eval_size} unseen test images; seeds {n_seeds}; "
-                   f"{threads} thread(s); {env['cpu']}")
-        if equal_steps is None:
-            click.echo("equal wall time per method and run (s): "
-                       + ", ".join(f"{n:,} labels → {b:g}" for n, b in budgets.items()))
-        else:
-            click.echo(f"equal steps: {equal_steps} mini-batches of 48 per method and run (not equal wall time)")
-        every = {m: SETTINGS[m] for m in names if SETTINGS.get(m)}
-        if every:
-            click.echo("settings at every label count (chosen on a validation split of the training images): "
-                       + "; ".join(f"{m} {cfg}" for m, cfg in every.items()))
-        few = {m: FEW_LABEL_SETTINGS[m] for m in names if FEW_LABEL_SETTINGS.get(m)}
-        if few and min(labels) <= FEW_LABELS:
-            click.echo(f"settings at <= {FEW_LABELS} labels (chosen on a validation split of the training images): "
-                       + "; ".join(f"{m} {cfg}" for m, cfg in few.items()))
-        click.echo(f"every method ends with the moving average of its weights, β = {weight_average:g}"
-                   if weight_average else "every method ends with its last iterate (no weight average)")
-        rows = run(data, labels, names, list(range(n_seeds)), base, eval_size, show_progress=not no_progress,
-                   steps=equal_steps, weight_average=weight_average)
-    except ZorError as exc:
-        raise click.UsageError(str(exc)) from None
-    summary = summarise(rows)
+    labels = common.parse_int_list(labels_text, "--labels") if labels_text else None
+    names = common.parse_methods(methods_text, list(METHODS))
+    common.set_threads(threads)
+    data = common.load_images(bundled=quick)
+    labels = labels or ([10, 100] if quick else [10, 100, 1000, 60000])
+    base = budget if budget is not None else (0.2 if quick else 2.0)
+    n_seeds = seeds or (1 if quick else 3)
+    eval_size = min(eval_size or (500 if quick else 10000), len(data["test"][0]))
+    n_train = len(data["train"][0])
+    skipped = [n for n in labels if n > n_train]
+    labels = [n for n in labels if n <= n_train]
+    for n in labels:
+        if n != n_train and n % 10:
+            raise click.BadParameter(f"{n}: a balanced subset needs a multiple of 10 (or all {n_train})",
+                                     param_hint="--labels")
+    if skipped:
+        click.echo(f"note: {skipped} labels exceed the {n_train} training images of the {data['source']}; skipped",
+                   err=True)
+    if not labels:
+        raise click.BadParameter("no label count fits the training data", param_hint="--labels")
+    env = common.environment(threads)
+    budgets = {n: budget_for(n, base) for n in labels} if equal_steps is None else {}
+    click.echo(f"data: {data['source']}; scored on {eval_size} unseen test images; seeds {n_seeds}; "
+               f"{threads} thread(s); {env['cpu']}")
+    if equal_steps is None:
+        click.echo("equal wall time per method and run (s): "
+                   + ", ".join(f"{n:,} labels → {b:g}" for n, b in budgets.items()))
+    else:
+        click.echo(f"equal steps: {equal_steps} mini-batches of 48 per method and run (not equal wall time)")
+    every = {m: SETTINGS[m] for m in names if SETTINGS.get(m)}
+    if every:
+        click.echo("settings at every label count (chosen on a validation split of the training images): "
+                   + "; ".join(f"{m} {cfg}" for m, cfg in every.items()))
+    few = {m: FEW_LABEL_SETTINGS[m] for m in names if FEW_LABEL_SETTINGS.get(m)}
+    if few and min(labels) <= FEW_LABELS:
+        click.echo(f"settings at <= {FEW_LABELS} labels (chosen on a validation split of the training images): "
+                   + "; ".join(f"{m} {cfg}" for m, cfg in few.items()))
+    click.echo(f"every method ends with the moving average of its weights, β = {weight_average:g}"
+               if weight_average else "every method ends with its last iterate (no weight average)")
+    rows = run(data, labels, names, list(range(n_seeds)), base, eval_size, show_progress=not no_progress,
+               steps=equal_steps, weight_average=weight_average)
+    summary = common.summarise(rows, ("labels", "method"), ("accuracy", "train_seconds", "steps"),
+                               spread={"accuracy": "acc"}, first=("budget_s",))
     click.echo(f"\nFashion-MNIST classification, accuracy % on unseen test images (median of {n_seeds} seed(s); "
                "min-max beside it)")
     table = [{**s, "range": f"{s['acc_min']:.1f}-{s['acc_max']:.1f}"} for s in summary]

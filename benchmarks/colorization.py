@@ -28,21 +28,17 @@ Metrics (the output recombined with the input's own lightness):
 Every trained method runs for ``--budget`` seconds of wall time on one CPU thread,
 medians over ``--seeds`` seeds.
 
-Usage:
-    python benchmarks/colorization.py --json out.json [--cifar DIR]
-    python benchmarks/colorization.py --quick --json /tmp/q.json      # smoke test
+Usage (from the repository root):
+    python -m benchmarks.colorization --json out.json [--cifar DIR]
+    python -m benchmarks.colorization --quick --json /tmp/q.json      # smoke test
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click
 import numpy as np
@@ -50,7 +46,7 @@ import numpy as np
 from benchmarks import common
 from benchmarks.baselines.base import FitResult, fit_zor
 from benchmarks.baselines.images import MLPRegressor
-from zor.common.errors import DataNotFoundError, ZorError
+from zor.common.errors import DataNotFoundError
 
 __all__ = ["PATCH", "HIDDEN", "ZorColorizer", "EngineModel", "patch_metrics", "image_metrics", "build", "run", "main"]
 
@@ -149,38 +145,21 @@ def run(data: dict, cifar: Optional[np.ndarray], names: list[str], seeds: list[i
     for name in names:                                   # untimed warm-up
         if name in TRAINED:
             build(name, 0).fit(xg[:48], yab[:48], steps=2)
-    rows = []
-    bar = common.progress(len(names) * len(seeds), "colorization", show_progress)
-    for seed in seeds:
-        for name in names:
-            common.seed_everything(seed)
-            model = build(name, seed)
-            fit = model.fit(xg, yab, time_budget=budget) if name in TRAINED else model.fit(xg, yab)
-            row = {"method": name, "seed": seed, "budget_s": budget if name in TRAINED else 0.0,
-                   "train_seconds": fit.seconds, "steps": fit.steps,
-                   **{f"held_out_{k}": v for k, v in patch_metrics(model, tg, data["test_rgb"]).items()}}
-            if cifar is not None:
-                row.update({f"cifar_{k}": v for k, v in image_metrics(model, cifar)[0].items()})
-            rows.append(row)
-            bar.update(1)
-            bar.set_postfix_str(f"{name}: {row['held_out_psnr']:.2f} dB")
-    bar.close()
-    return rows
 
+    def measure(cell: dict[str, Any]) -> dict[str, Any]:
+        name, seed = cell["method"], cell["seed"]
+        common.seed_everything(seed)
+        model = build(name, seed)
+        fit = model.fit(xg, yab, time_budget=budget) if name in TRAINED else model.fit(xg, yab)
+        row = {"method": name, "seed": seed, "budget_s": budget if name in TRAINED else 0.0,
+               "train_seconds": fit.seconds, "steps": fit.steps,
+               **{f"held_out_{k}": v for k, v in patch_metrics(model, tg, data["test_rgb"]).items()}}
+        if cifar is not None:
+            row.update({f"cifar_{k}": v for k, v in image_metrics(model, cifar)[0].items()})
+        return row
 
-def summarise(rows: list[dict]) -> list[dict[str, Any]]:
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(r["method"], []).append(r)
-    out = []
-    for name, rs in groups.items():
-        s: dict[str, Any] = {"method": name, "seeds": len(rs)}
-        for k in rs[0]:
-            if k.startswith(("held_out_", "cifar_")) or k in ("train_seconds", "steps", "budget_s"):
-                s[k] = common.median(r[k] for r in rs)
-        s["steps"] = int(round(s["steps"]))
-        out.append(s)
-    return out
+    return common.run_grid(common.grid(seed=seeds, method=names), measure, "colorization", show_progress,
+                           note=lambda r: f"{r['method']}: {r['held_out_psnr']:.2f} dB")
 
 
 def load_cifar(path: Optional[str]) -> tuple[Optional[np.ndarray], str]:
@@ -195,7 +174,7 @@ def load_cifar(path: Optional[str]) -> tuple[Optional[np.ndarray], str]:
     return x, f"{len(x)} CIFAR-10 test images from the foolbox wheel"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--budget", type=click.FloatRange(min=0.01), default=None,
               help="Seconds of training per trained method and seed. Default 20.")
@@ -216,21 +195,19 @@ def main(json_path: Optional[Path], budget: Optional[float], seeds: Optional[int
     common.set_threads(threads)
     budget = budget if budget is not None else (0.3 if quick else 20.0)
     n_seeds = seeds or (1 if quick else 3)
-    try:
-        if quick:
-            data = colorization_data(PATCH, 8, scales=(8,), train=("coffee",), held_out=("flower",))
-        else:
-            data = colorization_data(PATCH, 8)
-        cifar, cifar_note = load_cifar(None if cifar_path is None else str(cifar_path))
-        env = common.environment(threads)
-        click.echo(f"data: {len(data['train'][0]):,} training patches from {', '.join(data['photos']['train'])}; "
-                   f"{len(data['test'][0]):,} held-out patches from {', '.join(data['photos']['held_out'])} "
-                   f"(scales 1/{', 1/'.join(map(str, data['photos']['scales']))}, {PATCH}x{PATCH}); {cifar_note}")
-        click.echo(f"equal wall time: {budget:g} s per trained method and seed; {threads} thread(s); {env['cpu']}")
-        rows = run(data, cifar, names, list(range(n_seeds)), budget, show_progress=not no_progress)
-    except ZorError as exc:
-        raise click.UsageError(str(exc)) from None
-    summary = summarise(rows)
+    if quick:
+        data = colorization_data(PATCH, 8, scales=(8,), train=("coffee",), held_out=("flower",))
+    else:
+        data = colorization_data(PATCH, 8)
+    cifar, cifar_note = load_cifar(None if cifar_path is None else str(cifar_path))
+    env = common.environment(threads)
+    click.echo(f"data: {len(data['train'][0]):,} training patches from {', '.join(data['photos']['train'])}; "
+               f"{len(data['test'][0]):,} held-out patches from {', '.join(data['photos']['held_out'])} "
+               f"(scales 1/{', 1/'.join(map(str, data['photos']['scales']))}, {PATCH}x{PATCH}); {cifar_note}")
+    click.echo(f"equal wall time: {budget:g} s per trained method and seed; {threads} thread(s); {env['cpu']}")
+    rows = run(data, cifar, names, list(range(n_seeds)), budget, show_progress=not no_progress)
+    figures = [k for k in rows[0] if k.startswith(("held_out_", "cifar_"))]
+    summary = common.summarise(rows, ("method",), figures + ["train_seconds", "steps", "budget_s"])
     click.echo(f"\nColorization of held-out photo patches (median of {n_seeds} seed(s)); ΔE_ab in Lab units, "
                "chroma = colourfulness relative to the truth")
     cols = ["method", "held_out_psnr", "held_out_delta_e_ab", "held_out_chroma_ratio"]

@@ -17,19 +17,15 @@ output against the clean image, and the gain over the noisy input's PSNR. Traine
 methods get ``--budget`` seconds of wall time each (one CPU thread); medians over
 ``--seeds`` seeds (each seed draws its own training noise and initialisation).
 
-Usage:
-    python benchmarks/denoising.py --json out.json
-    python benchmarks/denoising.py --quick --json /tmp/q.json      # smoke test
+Usage (from the repository root):
+    python -m benchmarks.denoising --json out.json
+    python -m benchmarks.denoising --quick --json /tmp/q.json      # smoke test
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Optional
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click
 import numpy as np
@@ -37,9 +33,8 @@ import numpy as np
 from benchmarks import common
 from benchmarks.baselines.base import FitResult, fit_zor
 from benchmarks.baselines.images import MLPRegressor
-from zor.common.errors import ZorError
 
-__all__ = ["NOISE_LEVELS", "ZorDenoiser", "median3", "build", "run", "summarise", "main"]
+__all__ = ["NOISE_LEVELS", "ZorDenoiser", "median3", "build", "run", "main"]
 
 NOISE_LEVELS = {"gaussian": 0.3, "salt_and_pepper": 0.2}
 HIDDEN = 256
@@ -102,48 +97,39 @@ def build(name: str, noise: dict, seed: int):
 
 def run(x_train: np.ndarray, x_test: np.ndarray, noises: dict, names: list[str], seeds: list[int], budget: float,
         copies: int, show_progress: bool = True) -> list[dict[str, Any]]:
+    """Every noise × seed × method: trained methods for ``budget`` s each, scored on the same noisy test images."""
     from zor.common.imagemath import noisy_pairs
     from zor.common.metrics import psnr
 
-    rows = []
-    bar = common.progress(len(noises) * len(names) * len(seeds), "denoising", show_progress)
-    for kind, level in noises.items():
-        noise = {"kind": kind, "level": level}
-        tn, tc = noisy_pairs(x_test, kind, level, seed=12345)          # the same test noise for everyone
-        floor = psnr(tn, tc)
-        for name in names:                                           # untimed warm-up
+    tests = {kind: noisy_pairs(x_test, kind, level, seed=12345) for kind, level in noises.items()}  # the same for all
+    for kind, level in noises.items():                                   # untimed warm-up
+        tn, tc = tests[kind]
+        for name in names:
             if name in TRAINED:
-                build(name, noise, 0).fit(tn[:48], tc[:48], steps=2)
-        for seed in seeds:
-            xn, xc = noisy_pairs(x_train, kind, level, seed=seed, copies=copies)
-            for name in names:
-                common.seed_everything(seed)
-                model = build(name, noise, seed)
-                fit = model.fit(xn, xc, time_budget=budget) if name in TRAINED else model.fit(xn, xc)
-                value = psnr(np.clip(model.predict(tn), 0.0, 1.0), tc)
-                rows.append({"noise": kind, "level": level, "method": name, "seed": seed,
-                             "budget_s": budget if name in TRAINED else 0.0, "train_seconds": fit.seconds,
-                             "steps": fit.steps, "psnr": value, "noisy_psnr": floor, "gain_db": value - floor})
-                bar.update(1)
-                bar.set_postfix_str(f"{kind} {name}: {value:.2f} dB")
-    bar.close()
-    return rows
+                build(name, {"kind": kind, "level": level}, 0).fit(tn[:48], tc[:48], steps=2)
+    train: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def measure(cell: dict[str, Any]) -> dict[str, Any]:
+        kind, seed, name = cell["noise"], cell["seed"], cell["method"]
+        level = noises[kind]
+        (tn, tc), floor = tests[kind], psnr(*tests[kind])
+        if (kind, seed) not in train:                                    # one noisy training set per noise and seed
+            train.clear()
+            train[(kind, seed)] = noisy_pairs(x_train, kind, level, seed=seed, copies=copies)
+        xn, xc = train[(kind, seed)]
+        common.seed_everything(seed)
+        model = build(name, {"kind": kind, "level": level}, seed)
+        fit = model.fit(xn, xc, time_budget=budget) if name in TRAINED else model.fit(xn, xc)
+        value = psnr(np.clip(model.predict(tn), 0.0, 1.0), tc)
+        return {"noise": kind, "level": level, "method": name, "seed": seed,
+                "budget_s": budget if name in TRAINED else 0.0, "train_seconds": fit.seconds,
+                "steps": fit.steps, "psnr": value, "noisy_psnr": floor, "gain_db": value - floor}
+
+    return common.run_grid(common.grid(noise=list(noises), seed=seeds, method=names), measure, "denoising",
+                           show_progress, note=lambda r: f"{r['noise']} {r['method']}: {r['psnr']:.2f} dB")
 
 
-def summarise(rows: list[dict]) -> list[dict[str, Any]]:
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["noise"], r["method"]), []).append(r)
-    out = []
-    for (kind, name), rs in groups.items():
-        out.append({"noise": kind, "level": rs[0]["level"], "method": name, "seeds": len(rs),
-                    "psnr": common.median(r["psnr"] for r in rs), "gain_db": common.median(r["gain_db"] for r in rs),
-                    "noisy_psnr": rs[0]["noisy_psnr"], "steps": int(round(common.median(r["steps"] for r in rs))),
-                    "train_seconds": common.median(r["train_seconds"] for r in rs)})
-    return out
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--budget", type=click.FloatRange(min=0.01), default=None,
               help="Seconds of training per trained method, noise and seed. Default 10.")
@@ -165,19 +151,17 @@ def main(json_path: Optional[Path], budget: Optional[float], seeds: Optional[int
     common.set_threads(threads)
     budget = budget if budget is not None else (0.2 if quick else 10.0)
     n_seeds = seeds or (1 if quick else 3)
-    try:
-        data = common.load_images(bundled=quick)
-        x_train = data["train"][0][: train_images or (200 if quick else 10000)]
-        x_test = data["test"][0][: eval_size or (200 if quick else 1000)]
-        env = common.environment(threads)
-        click.echo(f"data: {data['source']}: {len(x_train):,} clean training images x {copies} noisy copies; "
-                   f"{len(x_test):,} unseen test images with fixed noise; {threads} thread(s); {env['cpu']}")
-        click.echo(f"equal wall time: {budget:g} s per trained method, noise and seed")
-        rows = run(x_train, x_test, NOISE_LEVELS, names, list(range(n_seeds)), budget, copies,
-                   show_progress=not no_progress)
-    except ZorError as exc:
-        raise click.UsageError(str(exc)) from None
-    summary = summarise(rows)
+    data = common.load_images(bundled=quick)
+    x_train = data["train"][0][: train_images or (200 if quick else 10000)]
+    x_test = data["test"][0][: eval_size or (200 if quick else 1000)]
+    env = common.environment(threads)
+    click.echo(f"data: {data['source']}: {len(x_train):,} clean training images x {copies} noisy copies; "
+               f"{len(x_test):,} unseen test images with fixed noise; {threads} thread(s); {env['cpu']}")
+    click.echo(f"equal wall time: {budget:g} s per trained method, noise and seed")
+    rows = run(x_train, x_test, NOISE_LEVELS, names, list(range(n_seeds)), budget, copies,
+               show_progress=not no_progress)
+    summary = common.summarise(rows, ("noise", "method"), ("psnr", "gain_db", "steps", "train_seconds"),
+                               first=("level", "noisy_psnr"))
     click.echo(f"\nDenoising Fashion-MNIST, PSNR dB on unseen test images (median of {n_seeds} seed(s))")
     click.echo(common.format_table(summary, ["noise", "level", "method", "psnr", "gain_db", "steps", "train_seconds"],
                                    ["noise", "level", "method", "PSNR dB", "gain dB", "steps", "train s"]))

@@ -5,9 +5,6 @@ Task: Fashion-MNIST classification from ``--labels`` balanced labelled images (d
 
     depth d    Zor([Layer(784)] + [Layer(W)] * (d − 2) + [Layer(10)]), defaults, Zor.fit
     zor-init1  the same with init_scale 1.0 (the default is 0.5): W_i ~ N(0, s·sqrt(2/(n_i + n_{i+1})))
-
-(identity output here: a sigmoid output, which helps the 3-layer classifier, measured
-61.5 against 77.7 % at 8 layers and chance at 12, where identity reaches 45.5 %)
     mlp        the same widths as a ReLU MLP trained by backprop (cross-entropy, AdamW)
 
 Depth d counts every layer, input and output included (d = 2 is the input wired
@@ -25,43 +22,27 @@ is measured directly on Zor:
 
 Why two initial scales: each gated layer passes on only part of its charges, so with
 the default scale (0.5) the forward signal shrinks by a roughly constant factor per
-layer. At 12 layers almost nothing reaches the output at the start (out std₀ ≈ 1e-5)
-and the network does not recover in 600 steps. A scale of 1.0 keeps the signal alive
-at 12 layers. It is worse at 2 and 4 layers (and for the few-shot autoencoder: 13.3
-against 13.7 dB PSNR at 10 images, 16.3 against 17.2 at 100; 3 seeds), so the
-default stays 0.5.
+layer; a scale of 1.0 keeps more of it alive through many layers. The output is the
+identity (no sigmoid) at every depth.
 
-Measured (3 seeds, 1,000 labels, width 128, 600 steps, accuracy %, medians):
+Medians over ``--seeds`` seeds, with the accuracy's range.
 
-    layers   zor (0.5)   zor-init1   mlp     out std₀ 0.5 / 1.0
-    2        76.53       73.40       78.96   0.37 / 0.74
-    4        79.74       77.59       79.83   0.052 / 0.41
-    8        76.63       77.08       75.50   8.3e-4 / 0.11
-    12       40.83       75.08       66.18   9.7e-6 / 0.02
-
-Medians over ``--seeds`` seeds.
-
-Usage:
-    python benchmarks/depth.py --json out.json
-    python benchmarks/depth.py --quick --json /tmp/q.json      # smoke test
+Usage (from the repository root):
+    python -m benchmarks.depth --json out.json
+    python -m benchmarks.depth --quick --json /tmp/q.json      # smoke test
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click
 import numpy as np
 
 from benchmarks import common
 from benchmarks.baselines.images import MLPClassifier
-from zor.common.errors import ZorError
 
 __all__ = ["zor_at_depth", "run", "summarise", "main"]
 
@@ -112,42 +93,29 @@ def run(data: dict, depths: list[int], width: int, n_labels: int, steps: int, se
     xt, yt = data["test"][0][:eval_size], data["test"][1][:eval_size]
     _zor_run(2, width, 0, x_train[:48], y_train[:48], xt[:10], yt[:10], 2)          # untimed warm-up
     _mlp_run(2, width, 0, x_train[:48], y_train[:48], xt[:10], yt[:10], 2)
-    rows = []
-    bar = common.progress(len(depths) * len(seeds) * len(METHODS), "depth", show_progress)
-    for seed in seeds:
+
+    def measure(cell: dict[str, Any]) -> dict[str, Any]:
+        seed, d, method = cell["seed"], cell["depth"], cell["method"]
         idx = common.balanced_subset(y_train, n_labels, seed)
-        x, y = x_train[idx], y_train[idx]
-        for d in depths:
-            for method, fn in METHODS.items():
-                common.seed_everything(seed)
-                t = time.perf_counter()
-                r = fn(d, width, seed, x, y, xt, yt, steps)
-                rows.append({"depth": d, "method": method, "seed": seed, "wall_seconds": time.perf_counter() - t, **r})
-                bar.update(1)
-                bar.set_postfix_str(f"{method} d={d}: {r['accuracy']:.1f} %")
-    bar.close()
-    return rows
+        common.seed_everything(seed)
+        t = time.perf_counter()
+        r = METHODS[method](d, width, seed, x_train[idx], y_train[idx], xt, yt, steps)
+        return {"depth": d, "method": method, "seed": seed, "wall_seconds": time.perf_counter() - t, **r}
+
+    return common.run_grid(common.grid(seed=seeds, depth=depths, method=list(METHODS)), measure, "depth",
+                           show_progress, note=lambda r: f"{r['method']} d={r['depth']}: {r['accuracy']:.1f} %")
 
 
 def summarise(rows: list[dict]) -> list[dict[str, Any]]:
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["depth"], r["method"]), []).append(r)
-    out = []
+    """Medians over seeds per (depth, method), by depth and then in the order of METHODS."""
+    summary = common.summarise(rows, ("depth", "method"), ("accuracy", "train_seconds", "out_std0", "dw_first",
+                                                           "dw_last", "hidden_spike_rate", "min_layer_spike_rate"),
+                               spread={"accuracy": "acc"}, integers=())
     order = list(METHODS)
-    for (d, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))):
-        s: dict[str, Any] = {"depth": d, "method": method, "seeds": len(rs)}
-        for k in ("accuracy", "train_seconds", "out_std0", "dw_first", "dw_last", "hidden_spike_rate",
-                  "min_layer_spike_rate"):
-            vals = [r[k] for r in rs if r.get(k) is not None]
-            s[k] = common.median(vals) if vals else None
-        accs = [r["accuracy"] for r in rs]
-        s["acc_min"], s["acc_max"] = min(accs), max(accs)
-        out.append(s)
-    return out
+    return sorted(summary, key=lambda s: (s["depth"], order.index(s["method"])))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--depths", "depths_text", default=None, help="Layer counts (input and output included). Default 2,4,8,12.")
 @click.option("--width", type=click.IntRange(min=1), default=128, show_default=True, help="Hidden layer width.")
@@ -163,25 +131,22 @@ def main(json_path: Optional[Path], depths_text: Optional[str], width: int, n_la
          no_progress: bool) -> None:
     """Zor (and the same-width backprop MLP) at 2, 4, 8 and 12 layers: quality and training time."""
     common.check_json_folder(json_path)
-    try:
-        depths = common.parse_int_list(depths_text, "--depths") if depths_text else ([2, 4] if quick else [2, 4, 8, 12])
-        if min(depths) < 2:
-            raise click.BadParameter("a network has at least 2 layers (input and output)", param_hint="--depths")
-        common.set_threads(threads)
-        data = common.load_images(bundled=quick)
-        n_labels = n_labels or (100 if quick else 1000)
-        if n_labels > len(data["train"][0]) or n_labels % 10:
-            raise click.BadParameter(f"{n_labels}: expected a multiple of 10 up to {len(data['train'][0])}",
-                                     param_hint="--labels")
-        steps = steps or (5 if quick else 600)
-        n_seeds = seeds or (1 if quick else 3)
-        eval_size = min(eval_size or (200 if quick else 10000), len(data["test"][0]))
-        env = common.environment(threads)
-        click.echo(f"data: {data['source']}: {n_labels:,} balanced labelled images, scored on {eval_size:,} unseen "
-                   f"test images; width {width}; {steps} steps of 48 per network; {threads} thread(s); {env['cpu']}")
-        rows = run(data, depths, width, n_labels, steps, list(range(n_seeds)), eval_size, not no_progress)
-    except ZorError as exc:
-        raise click.UsageError(str(exc)) from None
+    depths = common.parse_int_list(depths_text, "--depths") if depths_text else ([2, 4] if quick else [2, 4, 8, 12])
+    if min(depths) < 2:
+        raise click.BadParameter("a network has at least 2 layers (input and output)", param_hint="--depths")
+    common.set_threads(threads)
+    data = common.load_images(bundled=quick)
+    n_labels = n_labels or (100 if quick else 1000)
+    if n_labels > len(data["train"][0]) or n_labels % 10:
+        raise click.BadParameter(f"{n_labels}: expected a multiple of 10 up to {len(data['train'][0])}",
+                                 param_hint="--labels")
+    steps = steps or (5 if quick else 600)
+    n_seeds = seeds or (1 if quick else 3)
+    eval_size = min(eval_size or (200 if quick else 10000), len(data["test"][0]))
+    env = common.environment(threads)
+    click.echo(f"data: {data['source']}: {n_labels:,} balanced labelled images, scored on {eval_size:,} unseen "
+               f"test images; width {width}; {steps} steps of 48 per network; {threads} thread(s); {env['cpu']}")
+    rows = run(data, depths, width, n_labels, steps, list(range(n_seeds)), eval_size, not no_progress)
     summary = summarise(rows)
     click.echo(f"\nAccuracy % and training time per depth (median of {n_seeds} seed(s)); ΔW = relative weight change")
     table = [{**s, "range": f"{s['acc_min']:.1f}-{s['acc_max']:.1f}",

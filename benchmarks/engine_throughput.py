@@ -13,21 +13,16 @@ Each figure is the median of ``--repeats`` timed runs, each run long enough
 of Zor and the MLP are interleaved so that load from other processes on a shared
 machine falls on both alike.
 
-Usage:
-    python benchmarks/engine_throughput.py --json speed.json
-    python benchmarks/engine_throughput.py --widths 64,1024 --batches 1,48,512
-    python benchmarks/engine_throughput.py --quick --json /tmp/t.json   # smoke test
+Usage (from the repository root):
+    python -m benchmarks.engine_throughput --json speed.json
+    python -m benchmarks.engine_throughput --widths 64,1024 --batches 1,48,512
+    python -m benchmarks.engine_throughput --quick --json /tmp/t.json   # smoke test
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click
 
@@ -66,19 +61,22 @@ def throughput(steps: dict[str, Callable[[], Any]], batch: int, device: str, rep
     """
     sync = _sync(device)
     ks = {name: calibrate(fn, device, min_time) for name, fn in steps.items()}
-    runs: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, fn in steps.items():
+
+    def per_step(fn: Callable[[], Any], k: int) -> Callable[[], float]:
+        def timed() -> float:
             start = time.perf_counter()
-            for _ in range(ks[name]):
+            for _ in range(k):
                 fn()
             if sync:
                 sync()
-            runs[name].append((time.perf_counter() - start) / ks[name])
+            return (time.perf_counter() - start) / k
+        return timed
+
+    runs = common.interleave({name: per_step(fn, ks[name]) for name, fn in steps.items()}, repeats)
     out = {}
     for name in steps:
-        per_step = common.median(runs[name])
-        out[name] = {"samples_per_s": batch / per_step, "ms_per_step": 1000 * per_step, "steps_per_run": ks[name],
+        seconds = common.median(runs[name])
+        out[name] = {"samples_per_s": batch / seconds, "ms_per_step": 1000 * seconds, "steps_per_run": ks[name],
                      "seconds_per_step_runs": runs[name]}
     return out
 
@@ -123,14 +121,14 @@ def measure(device: str, hidden: int, batch: int, repeats: int, min_time: float)
     return row
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON here.")
 @click.option("--widths", callback=common.int_list_option, default=None, help="Hidden widths H [64,256,1024].")
 @click.option("--batches", callback=common.int_list_option, default=None, help="Batch sizes [1,48,256,1024].")
 @click.option("--repeats", type=click.IntRange(1, 100), default=None, help="Timed runs per figure (median) [5].")
 @click.option("--min-time", type=click.FloatRange(min=0.0), default=None, help="Seconds per timed run [0.2].")
 @click.option("--cpu-only", is_flag=True, help="Skip CUDA even when it is available.")
-@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, help="torch CPU threads.")
 @click.option("--quick", is_flag=True, help="One small configuration, short runs: a smoke test.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def main(json_path, widths, batches, repeats, min_time, cpu_only, threads, quick, no_progress):
@@ -144,13 +142,9 @@ def main(json_path, widths, batches, repeats, min_time, cpu_only, threads, quick
     repeats = repeats or (2 if quick else 5)
     min_time = min_time if min_time is not None else (0.01 if quick else 0.2)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not cpu_only else [])
-    configs = [(d, h, b) for d in devices for h in widths for b in batches]
-    bar = common.progress(len(configs), "engine_throughput", not no_progress)
-    rows = []
-    for d, h, b in configs:
-        rows.append(measure(d, h, b, repeats, min_time))
-        bar.update(1)
-    bar.close()
+    rows = common.run_grid(common.grid(device=devices, hidden=widths, batch=batches),
+                           lambda c: measure(c["device"], c["hidden"], c["batch"], repeats, min_time),
+                           "engine_throughput", not no_progress)
     env = common.environment(threads)
     click.echo(f"{env['cpu']}, {threads} CPU thread(s); CUDA: {env['cuda'] or 'not available'}; torch {env['torch']}; "
                f"median of {repeats} runs")

@@ -25,20 +25,17 @@ measured against the torch engine on unseen test images:
 Targets (issue 3): float32 max |Δ| ≤ 1e-5 and 100 % agreement (ties excepted);
 int8 agreement ≥ 99 % per layer, metric drop ≤ 0.5 points, file ≤ 30 % of float32.
 
-    python benchmarks/export_fidelity.py --json benchmarks/results/export_fidelity.json
-    python benchmarks/export_fidelity.py --quick            # smoke test, a few seconds
+Usage (from the repository root):
+    python -m benchmarks.export_fidelity --json benchmarks/results/export_fidelity.json
+    python -m benchmarks.export_fidelity --quick            # smoke test, a few seconds
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from typing import Any, Optional
 
 import click
 import numpy as np
@@ -173,13 +170,13 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, bool]:
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON here.")
 @click.option("--quick", is_flag=True, help="Smoke test: short training, 20 verified steps, 1 timing run.")
 @click.option("--bundled", is_flag=True, help="Use the bundled 700-image subset even when the full set is here.")
 @click.option("--repeats", type=click.IntRange(1, 20), default=None, help="Timed export runs per mode (median) [3].")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
-def main(json_path: str | None, quick: bool, bundled: bool, repeats: int | None, threads: int) -> None:
+def main(json_path: Optional[str], quick: bool, bundled: bool, repeats: Optional[int], threads: int) -> None:
     """Export fidelity of float32 / int8 / fp16 files against the torch engine."""
     common.set_threads(threads)
     data = common.load_images(bundled=bundled)

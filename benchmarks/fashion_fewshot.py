@@ -24,30 +24,24 @@ from the 10 images, ``forward(x, train=False)`` on the unseen images), next to t
 MLP trained on the very same batches; it also reports how long each needed to reach
 83 % on the seed's metric (evaluated every 10 steps, clock paused while evaluating).
 
-Usage:
-    python benchmarks/fashion_fewshot.py --json out.json --png out.png
-    python benchmarks/fashion_fewshot.py --scales 10,100 --seeds 5 --budget 0.5
-    python benchmarks/fashion_fewshot.py --quick --json /tmp/q.json   # smoke test
+Usage (from the repository root):
+    python -m benchmarks.fashion_fewshot --json out.json --png out.png
+    python -m benchmarks.fashion_fewshot --scales 10,100 --seeds 5 --budget 0.5
+    python -m benchmarks.fashion_fewshot --quick --json /tmp/q.json   # smoke test
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click
 import numpy as np
 
 from benchmarks import common, methods
-from zor.common.errors import ZorError
 
-__all__ = ["main", "budget_for", "run_quick_start", "run_scales", "summarise", "compare", "save_png"]
+__all__ = ["main", "budget_for", "run_quick_start", "run_scales", "compare", "save_png"]
 
 TARGET = 83.0            # the seed's quick-start claim, % on its metric
 QUICK_START_STEPS = 500
@@ -142,54 +136,44 @@ def run_scales(data: dict, scales: list[int], names: list[str], seeds: list[int]
 
     x_train, y_train = data["train"]
     x_eval = data["test"][0][:eval_size]
-    rows, kept = [], {}
+    kept: dict = {}
     warm_up(names, x_train[:48])
-    bar = common.progress(len(scales) * len(names) * len(seeds), "fashion_fewshot", show_progress)
-    for seed in seeds:
-        for n in scales:
-            idx = common.balanced_subset(y_train, n, seed)
-            x = x_train[idx]
-            budget = budget_for(n, base_budget)
-            for name in names:
-                common.seed_everything(seed)
-                model = methods.build(name, seed)
-                fit = model.fit(x, time_budget=budget)
-                out = model.reconstruct(x_eval)
-                m = reconstruction(out, x_eval)
-                rows.append({"scale": n, "method": name, "label": getattr(model, "name", name), "seed": seed,
-                             "budget_s": budget, "train_seconds": fit.seconds, "steps": fit.steps,
-                             "samples_seen": fit.samples, **m})
-                if keep is not None and seed == seeds[0]:
-                    kept.setdefault(n, {})[name] = out[keep]
-                bar.update(1)
-                bar.set_postfix_str(f"{name}@{n}: {m['psnr']:.2f} dB")
-    bar.close()
+
+    def measure(cell: dict[str, Any]) -> dict[str, Any]:
+        n, name, seed = cell["scale"], cell["method"], cell["seed"]
+        x = x_train[common.balanced_subset(y_train, n, seed)]
+        budget = budget_for(n, base_budget)
+        common.seed_everything(seed)
+        model = methods.build(name, seed)
+        fit = model.fit(x, time_budget=budget)
+        out = model.reconstruct(x_eval)
+        if keep is not None and seed == seeds[0]:
+            kept.setdefault(n, {})[name] = out[keep]
+        return {"scale": n, "method": name, "label": getattr(model, "name", name), "seed": seed,
+                "budget_s": budget, "train_seconds": fit.seconds, "steps": fit.steps, "samples_seen": fit.samples,
+                **reconstruction(out, x_eval)}
+
+    rows = common.run_grid(common.grid(seed=seeds, scale=scales, method=names), measure, "fashion_fewshot",
+                           show_progress, note=lambda r: f"{r['method']}@{r['scale']}: {r['psnr']:.2f} dB")
     return rows, kept
 
 
-def summarise(rows: list[dict], keys: tuple = ("scale", "method")) -> list[dict[str, Any]]:
-    """Medians over seeds for each (scale, method), in first-seen order."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
-    out = []
-    for key, rs in groups.items():
-        s = dict(zip(keys, key))
-        s["label"] = rs[0].get("label", s.get("method"))
-        s["seeds"] = len(rs)
-        for f in ("accuracy", "psnr", "mae", "train_seconds", "steps", "budget_s", "steps_to_target",
-                  "seconds_to_target"):
-            vals = [r[f] for r in rs if r.get(f) is not None]
-            if vals:
-                s[f] = common.median(vals)
-                if f in ("steps", "steps_to_target"):
-                    s[f] = int(round(s[f]))
-        ps = [r["psnr"] for r in rs]
-        s["psnr_min"], s["psnr_max"] = min(ps), max(ps)
-        if "steps_to_target" in rs[0]:
-            s["reached_target"] = sum(r["steps_to_target"] is not None for r in rs)
-        out.append(s)
-    return out
+def summarise_quick_start(rows: list[dict]) -> list[dict[str, Any]]:
+    """The quick start's medians over seeds per method, with how many seeds reached the target."""
+    summary = common.summarise(rows, ("method",), ("accuracy", "psnr", "mae", "train_seconds", "steps",
+                                                   "steps_to_target", "seconds_to_target"),
+                               spread={"psnr": "psnr"}, integers=("steps", "steps_to_target"))
+    for s in summary:
+        s["label"] = s["method"]
+        s["reached_target"] = sum(r["steps_to_target"] is not None for r in rows if r["method"] == s["method"])
+    return summary
+
+
+def summarise_scales(rows: list[dict]) -> list[dict[str, Any]]:
+    """Medians over seeds for each (scale, method), with the PSNR range, in first-seen order."""
+    return common.summarise(rows, ("scale", "method"), ("accuracy", "psnr", "mae", "train_seconds", "steps",
+                                                        "budget_s"),
+                            spread={"psnr": "psnr"}, first=("label",))
 
 
 def compare(rows: list[dict]) -> list[dict[str, Any]]:
@@ -259,35 +243,23 @@ def save_png(path: str, originals: np.ndarray, kept: dict, labels: dict[str, str
 
 
 # --------------------------------------------------------------------------- CLI
-def _scales(ctx, param, value):
-    try:
-        return common.parse_int_list(value, "--scales") if value is not None else None
-    except ZorError as exc:
-        raise click.BadParameter(str(exc)) from None
+def _methods(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[list[str]]:
+    """click callback: "zor,mlp" → ["zor", "mlp"] (None: the defaults); a usage error naming the known methods."""
+    return None if value is None else common.parse_methods(value, methods.known())
 
 
-def _methods(ctx, param, value):
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in methods.known()]
-    if bad or not names:
-        raise click.BadParameter(f"unknown method(s) {bad or value!r}: expected some of {', '.join(methods.known())}")
-    return names
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON here.")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False), default=None,
               help="Write a grid of originals and reconstructions here.")
-@click.option("--scales", callback=_scales, default=None, help="Training-set sizes, comma-separated [10,100,1000,60000].")
+@click.option("--scales", callback=common.int_list_option, default=None, help="Training-set sizes, comma-separated [10,100,1000,60000].")
 @click.option("--budget", type=click.FloatRange(min=0.001), default=None,
               help="Training seconds at 10 images, doubled per tenfold more data up to 8x [1.0].")
 @click.option("--seeds", type=click.IntRange(1, 100), default=None, help="Seeds per configuration (medians) [3].")
 @click.option("--methods", "method_names", callback=_methods, default=None,
               help=f"Comma-separated methods [{','.join(methods.DEFAULT_METHODS)}].")
 @click.option("--eval-size", type=click.IntRange(1), default=None, help="Unseen test images evaluated [1000].")
-@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, help="torch CPU threads.")
 @click.option("--quick", is_flag=True, help="Tiny budgets on the bundled subset: a smoke test (seconds).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def main(json_path, png_path, scales, budget, seeds, method_names, eval_size, threads, quick, no_progress):
@@ -344,7 +316,7 @@ def main(json_path, png_path, scales, budget, seeds, method_names, eval_size, th
     run_quick_start(x10, x_eval[:8], seed=0, steps=5)        # untimed warm-up of the same code
     for seed in seed_list:
         qs_rows += run_quick_start(x10, x_eval, seed, steps=qs_steps)
-    qs_summary = summarise(qs_rows, keys=("method",))
+    qs_summary = summarise_quick_start(qs_rows)
     click.echo(f"\nSeed quick start: Zor([Layer(784), Layer(64), Layer(784)]), {qs_steps} x train_batch on batches of "
                f"{QUICK_START_BATCH} from the first image of each class (10), forward(train=False) on {eval_size} "
                f"unseen images; MLP on the same batches. Medians over {seeds} seed(s).")
@@ -358,7 +330,7 @@ def main(json_path, png_path, scales, budget, seeds, method_names, eval_size, th
     display = np.array([int(np.flatnonzero(y_test[:eval_size] == c)[0]) for c in range(10)
                         if np.any(y_test[:eval_size] == c)])
     rows, kept = run_scales(data, scales, names, seed_list, budget, eval_size, not no_progress, keep=display)
-    summary = summarise(rows)
+    summary = summarise_scales(rows)
     click.echo(f"\nEqual wall time (medians over {seeds} seed(s); PSNR range over seeds):")
     click.echo(common.format_table(
         summary, ["scale", "label", "accuracy", "psnr", "psnr_min", "psnr_max", "train_seconds", "steps"],

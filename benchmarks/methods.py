@@ -36,7 +36,7 @@ from zor.common.errors import ConfigError
 __all__ = ["ZorMethod", "METHODS", "DEFAULT_METHODS", "build", "known", "is_mlp", "is_zor"]
 
 SIZES = (784, 64, 784)
-HOMEOSTASIS = {"activation_rate": 1e-3, "target_activation": 0.75}   # hidden layer
+HOMEOSTASIS = {"homeostasis_rate": 1e-3, "target_activation": 0.75}   # hidden layer
 
 
 class ZorMethod:

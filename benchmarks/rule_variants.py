@@ -10,7 +10,7 @@ Settings of the "on" and optimizer levels (each picked by a small sweep, see the
 JSON's ``levels``):
 
     novelty on       novelty_factor ν = 0.5 on both connections (ν ≥ 2 wipes learning out)
-    homeostasis on   hidden layer activation_rate η = 0.001, target_activation 0.5
+    homeostasis on   hidden layer homeostasis_rate η = 0.001, target_activation 0.5
                      (the Layer default target); input thresholds stay fixed
     adam             lr 1e-3 (the engine default)
     adamw            lr 1e-3, weight_decay 0.01 (AdamW's own default; AdamW with 0
@@ -25,21 +25,16 @@ same: one or two small matmuls more or less).
 A second table sweeps homeostasis (η × target rate) for the default rule, because
 it is the one mechanism whose setting moves the result most.
 
-Usage:
-    python benchmarks/rule_variants.py --json rules.json
-    python benchmarks/rule_variants.py --quick --json /tmp/r.json     # smoke test
+Usage (from the repository root):
+    python -m benchmarks.rule_variants --json rules.json
+    python -m benchmarks.rule_variants --quick --json /tmp/r.json     # smoke test
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click
 import numpy as np
@@ -49,7 +44,7 @@ from benchmarks import common
 __all__ = ["main", "NOVELTY_ON", "HOMEOSTASIS_ON", "OPTIMIZERS", "grid", "run_one", "rank"]
 
 NOVELTY_ON = 0.5
-HOMEOSTASIS_ON = {"activation_rate": 1e-3, "target_activation": 0.5}
+HOMEOSTASIS_ON = {"homeostasis_rate": 1e-3, "target_activation": 0.5}
 OPTIMIZERS = {
     "adam": {"optimizer": "adam", "lr": 1e-3},
     "adamw": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01},
@@ -84,7 +79,7 @@ def build(cfg: dict[str, Any], seed: int):
     if cfg.get("homeostasis"):
         hidden.update(HOMEOSTASIS_ON)
     if "eta" in cfg:
-        hidden.update(activation_rate=cfg["eta"], target_activation=cfg["target"])
+        hidden.update(homeostasis_rate=cfg["eta"], target_activation=cfg["target"])
     return Zor([Layer(784, novelty_factor=nov), Layer(64, **hidden), Layer(784)], seed=seed, device="cpu",
                rule=cfg["rule"], **OPTIMIZERS[cfg["optimizer"]])
 
@@ -145,14 +140,14 @@ def factor_effects(ranked: list[dict[str, Any]], scales: list[int]) -> list[dict
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON here.")
 @click.option("--scales", callback=common.int_list_option, default=None, help="Two (or more) training-set sizes [10,1000].")
 @click.option("--steps", callback=common.int_list_option, default=None, help="Training steps per scale [500,1000].")
 @click.option("--seeds", type=click.IntRange(1, 100), default=None, help="Seeds per configuration [3].")
 @click.option("--eval-size", type=click.IntRange(1), default=None, help="Unseen test images [1000].")
 @click.option("--no-sweep", is_flag=True, help="Skip the homeostasis (η × target) sweep.")
-@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, help="torch CPU threads.")
 @click.option("--quick", is_flag=True, help="A few steps on the bundled subset: a smoke test.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def main(json_path, scales, steps, seeds, eval_size, no_sweep, threads, quick, no_progress):
@@ -180,19 +175,17 @@ def main(json_path, scales, steps, seeds, eval_size, no_sweep, threads, quick, n
                                   "optimizer": "adam", "eta": eta, "target": t}
                                  for eta in SWEEP_ETA for t in SWEEP_TARGET if eta > 0 or t == 0.5]
     seed_list = list(range(seeds))
-    total = (len(configs) + len(sweep)) * len(scales) * seeds
-    bar = common.progress(total, "rule_variants", not no_progress)
-    rows, sweep_rows = [], []
-    for seed in seed_list:
-        for n, k in zip(scales, steps):
-            x = x_train[common.balanced_subset(y_train, n, seed)]
-            for target, cfgs in ((rows, configs), (sweep_rows, sweep)):
-                for cfg in cfgs:
-                    r = run_one(cfg, x, x_eval, k, seed)
-                    r["scale"] = n
-                    target.append(r)
-                    bar.update(1)
-    bar.close()
+    cells = [{"seed": seed, "scale": n, "steps": k, "config": cfg, "sweep": sweep_cell}
+             for seed in seed_list for n, k in zip(scales, steps)
+             for sweep_cell, cfgs in ((False, configs), (True, sweep)) for cfg in cfgs]
+
+    def measure(cell: dict[str, Any]) -> dict[str, Any]:
+        x = x_train[common.balanced_subset(y_train, cell["scale"], cell["seed"])]
+        return {**run_one(cell["config"], x, x_eval, cell["steps"], cell["seed"]), "scale": cell["scale"]}
+
+    measured = common.run_grid(cells, measure, "rule_variants", not no_progress)
+    rows = [r for r, c in zip(measured, cells) if not c["sweep"]]
+    sweep_rows = [r for r, c in zip(measured, cells) if c["sweep"]]
 
     ranked = rank(rows, scales)
     default = next(e for e in ranked if e["config"] == label(configs[0]))
