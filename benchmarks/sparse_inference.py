@@ -1,6 +1,7 @@
 """Sparse (event-driven) inference: cost against spike rate, quality against latency, memory.
 
-    .venv/bin/python benchmarks/sparse_inference.py [--json PATH] [--png PATH] [--quick]
+Usage (from the repository root):
+    python -m benchmarks.sparse_inference [--json PATH] [--png PATH] [--quick]
         [--threads 1] [--repeats 5] [--calls 30] [--skip-memory] [--skip-quality]
 
 All timings are ``zor.runtime.Model.run`` calls at batch 1 on one onnxruntime thread,
@@ -55,10 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from typing import Any, Callable, Optional, Sequence
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -66,7 +64,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import click
 import numpy as np
 
-from benchmarks.common import paired_ratio
+from benchmarks import common
+from benchmarks.common import format_value, paired_ratio
 
 __all__ = ["main", "inputs_at", "p50_repeats", "p50_interleaved", "crossover", "fit_min_synapses", "floor_ms",
            "layer_sweep", "memory_demo"]
@@ -88,25 +87,28 @@ def inputs_at(n: int, rate: float, count: int, seed: int = 0, theta: float = THE
     return x
 
 
+def p50_ms(fn: Callable[[np.ndarray], Any], inputs: Sequence[np.ndarray], calls: int) -> float:
+    """Median latency (ms) of ``calls`` calls of ``fn``, cycling through ``inputs``."""
+    ts = []
+    for c in range(calls):
+        x = inputs[c % len(inputs)]
+        t = time.perf_counter()
+        fn(x)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e3
+
+
 def p50_repeats(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
                 warmup: int = 3) -> dict[str, list[float]]:
-    """Each runner's p50 latency (ms) over ``calls`` calls cycling through ``xs``, in every one of
-    ``repeats`` rounds; within a round the runners take turns, so round k's figures were taken
-    within a fraction of a second of each other."""
-    per: dict[str, list] = {k: [] for k in runners}
+    """Each runner's p50 latency (ms) over ``calls`` batch-1 calls cycling through the rows of ``xs``, in every
+    one of ``repeats`` rounds; within a round the runners take turns (:func:`benchmarks.common.interleave`), so
+    round k's figures were taken within a fraction of a second of each other."""
     for fn in runners.values():
         for i in range(warmup):
             fn(xs[i % len(xs)][None])
-    for _ in range(repeats):
-        for name, fn in runners.items():
-            ts = []
-            for c in range(calls):
-                x = xs[c % len(xs)][None]
-                t = time.perf_counter()
-                fn(x)
-                ts.append(time.perf_counter() - t)
-            per[name].append(float(np.median(ts)) * 1e3)
-    return per
+    rows = xs[:, None]
+    return common.interleave({name: (lambda fn=fn: p50_ms(fn, rows, calls)) for name, fn in runners.items()},
+                             repeats)
 
 
 def p50_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
@@ -276,15 +278,8 @@ def batch_sweep(folder: Path, n: int, batches: tuple, rates: tuple, calls: int, 
                            calibration=inputs_at(n, r, 64, seed=77)), threads)
         for b in batches:
             xs = inputs_at(n, r, 16 * b, seed=b * 100 + int(r * 100)).reshape(16, b, n)
-            per: dict[str, list] = {"dense": [], "union": []}
-            for _ in range(repeats):
-                for name, m in (("dense", d), ("union", u)):
-                    ts = []
-                    for c in range(calls):
-                        t = time.perf_counter()
-                        m.run(xs[c % 16])
-                        ts.append(time.perf_counter() - t)
-                    per[name].append(float(np.median(ts)) * 1e3)
+            per = common.interleave({"dense": lambda: p50_ms(d.run, xs, calls),
+                                     "union": lambda: p50_ms(u.run, xs, calls)}, repeats)
             union_rate = float(np.mean([(x > THETA).any(axis=0).mean() for x in xs]))
             diff = float(max(np.abs(u.run(x)["output"] - d.run(x)["output"]).max() for x in xs))
             dm, um = float(np.median(per["dense"])), float(np.median(per["union"]))
@@ -302,21 +297,19 @@ TASK = {"name": "reconstruct", "input": {"shape": [784], "range": [0.0, 1.0],
 def quality_sweep(folder: Path, hidden: int, targets: tuple, steps: int, calls: int, repeats: int,
                   threads: int, label: str) -> list[dict[str, Any]]:
     """Train the autoencoder 784-hidden-784 per homeostasis target; quality and dense/sparse/auto latency."""
-    import torch
-
     from zor import Layer, Zor
     from zor.common.metrics import reconstruction
     from zor.tasks.datasets import few_shot, load_bundled
 
-    torch.set_num_threads(threads)
+    common.set_threads(threads)
     x, y = load_bundled("train")
     test, _ = load_bundled("test")
     rows = []
     for t in targets:
-        net = Zor([Layer(784, target_activation=t, learning_range=0.5, activation_rate=1.0),
-                   Layer(hidden, target_activation=t, learning_range=0.5, activation_rate=1.0),
-                   Layer(784, target_activation=0.5, activation_function="sigmoid", learning_range=0.5,
-                         activation_rate=0.2)], seed=0, device="cpu", task=TASK)
+        net = Zor([Layer(784, target_activation=t, max_update_norm=0.5, homeostasis_rate=1.0),
+                   Layer(hidden, target_activation=t, max_update_norm=0.5, homeostasis_rate=1.0),
+                   Layer(784, target_activation=0.5, activation_function="sigmoid", max_update_norm=0.5,
+                         homeostasis_rate=0.2)], seed=0, device="cpu", task=TASK)
         t0 = time.perf_counter()
         net.fit(x[few_shot(y, 1)], steps=steps, batch_size=10, progress=False)
         train_s = time.perf_counter() - t0
@@ -433,19 +426,10 @@ def memory_demo(folder: Path, limit_mib: int, hidden: int, calls: int, rate: flo
 
 
 # --------------------------------------------------------------------------- report
-def _fmt(v: Any, spec: str = ".3f") -> str:
-    if v is None:
-        return "-"
-    return format(v, spec) if isinstance(v, float) else str(v)
-
-
 def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
-    head = [h for h, _, _ in cols]
-    body = [[_fmt(r.get(k), s) for _, k, s in cols] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in body]
-    return "\n".join(lines)
+    """:func:`benchmarks.common.format_table` of (header, key, format spec) columns, right-aligned."""
+    return common.format_table(rows, [k for _, k, _ in cols], [h for h, _, _ in cols],
+                               digits={k: spec for _, k, spec in cols}, align="right")
 
 
 def report_text(res: dict[str, Any]) -> str:
@@ -454,7 +438,7 @@ def report_text(res: dict[str, Any]) -> str:
     if ls:
         bw = ls["bandwidth_gbs"]
         out.append(f"1. Layer sweep: {ls['width']}x{ls['width']} float32, batch 1, {res['threads']} thread, profile "
-                   f"{ls['profile']} (break-even here {_fmt(ls.get('profile_effective_break_even'))}); "
+                   f"{ls['profile']} (break-even here {format_value(ls.get('profile_effective_break_even'), 3)}); "
                    f"overhead {ls['overhead_ms']['sparse']:.3f} ms (sparse file, no active unit); bandwidth "
                    f"{bw['used']:.1f} GB/s (numpy sum {bw['numpy_sum_256MiB']:.1f}, dense GEMV {bw['dense_gemv']:.1f})")
         out.append(_table(ls["rows"], [("rate", "rate", ".2f"), ("G", "groups", ""), ("dense ms", "dense_ms", ".3f"),
@@ -466,11 +450,11 @@ def report_text(res: dict[str, Any]) -> str:
                                        ("x dense", "speedup_int8_sparse", ".1f"),
                                        ("max|d| sparse", "max_abs_diff_sparse", ".1e"),
                                        ("max|d| int8", "max_abs_diff_int8_sparse", ".1e")]))
-        out.append(f"   measured break-even (sparse = dense): {_fmt(ls['break_even_measured'])}")
+        out.append(f"   measured break-even (sparse = dense): {format_value(ls['break_even_measured'], 3)}")
     wb = res.get("width_break_even")
     if wb:
-        out.append("2. Break-even by width: " + "; ".join(f"{w['width']}: {_fmt(w['break_even'])}" for w in wb["widths"])
-                   + f"; {ls['width'] if ls else '?'}: {_fmt(wb['r_be'])}  (as sparse_curve: "
+        out.append("2. Break-even by width: " + "; ".join(f"{w['width']}: {format_value(w['break_even'], 3)}" for w in wb["widths"])
+                   + f"; {ls['width'] if ls else '?'}: {format_value(wb['r_be'], 3)}  (as sparse_curve: "
                    + ", ".join(f"({n}, {r:.2f})" for n, r in wb["curve"]) + ")")
     bs = res.get("batch_sweep")
     if bs:
@@ -586,7 +570,7 @@ def save_png(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-@click.command()
+@common.command
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the figures as JSON.")
 @click.option("--png", "png_path", type=click.Path(path_type=Path), default=None,
               help="Write the quality/latency plot as PNG.")
@@ -602,19 +586,14 @@ def save_png(res: dict[str, Any], path: Path) -> None:
 def main(json_path: Optional[Path], png_path: Optional[Path], quick: bool, threads: int, repeats: int, calls: int,
          width: int, limit_mib: int, skip_memory: bool, skip_quality: bool) -> None:
     """Sparse inference benchmark (see the module docstring)."""
-    import torch
-
-    from benchmarks import common
-    from zor.common.fileio import write_text_atomic
-
     common.check_json_folder(json_path)
     common.check_json_folder(png_path, "--png")
-    torch.set_num_threads(threads)
+    common.set_threads(threads)
     if quick:
         width, repeats, calls = min(width, 512), min(repeats, 2), min(calls, 8)
     rates = QUICK_RATES if quick else RATES
     res: dict[str, Any] = {"threads": threads, "repeats": repeats, "calls": calls, "quick": quick,
-                           "machine": {"cpu": _cpu_name(), "cores": os.cpu_count()}}
+                           "machine": {"cpu": common.cpu_name(), "cores": os.cpu_count()}}
     with tempfile.TemporaryDirectory(prefix="zor-sparse-bench-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
@@ -644,39 +623,11 @@ def main(json_path: Optional[Path], png_path: Optional[Path], quick: bool, threa
     res["targets"] = targets(res)
     click.echo(report_text(res))
     if json_path is not None:
-        write_text_atomic(json_path, json.dumps(_jsonable(res), indent=2))
+        common.write_json(json_path, res)
         click.echo(f"wrote {json_path}", err=True)
     if png_path is not None:
         save_png(res, png_path)
         click.echo(f"wrote {png_path}", err=True)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        x = float(x)
-        return x if math.isfinite(x) else str(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 if __name__ == "__main__":  # pragma: no cover
