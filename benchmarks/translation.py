@@ -36,23 +36,19 @@ document: no document in two splits, :mod:`zor.tasks.textdata`):
    five are timed in turn, one pass each per round, over 5 rounds (medians; the speed-up
    is the median of the per-round ratios to the engine: these machines are shared).
 
-Usage:
-    python benchmarks/translation.py --json benchmarks/results/translation.json
-    python benchmarks/translation.py --pairs es-nah --budget 300 --beam 4
-    python benchmarks/translation.py --quick --json /tmp/t.json          # smoke test (minutes → seconds)
+Usage (from the repository root):
+    python -m benchmarks.translation --json benchmarks/results/translation.json
+    python -m benchmarks.translation --pairs es-nah --budget 300 --beam 4
+    python -m benchmarks.translation --quick --json /tmp/t.json          # smoke test (minutes → seconds)
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click
 import numpy as np
@@ -67,10 +63,7 @@ GOAL_INT8_DROP = 0.5          # chrF points
 GOAL_MS = 10.0                # runtime int8, one thread, batch 1, typical sentence
 SPEED_ROUNDS = 5              # runtime and engine speed: rounds of one pass each, timed in turn
 
-BACKPROP_LR = 3e-3      # chosen on the dev split like Zor's settings (TranslationConfig): 1e-3 → 13.2 %,
-                        # 3e-3 → 17.1 %, 1e-2 → 16.0 % next-token accuracy after 750 batches; at the full
-                        # 240 s (sparse batches, dev chrF, 400 dev sentences, the grid Zor had): Adam
-                        # lr 3e-3 26.3; AdamW 3e-3 decay 0.01 26.3, decay 0.1 24.5; 1e-3: 26.0 / 24.2
+BACKPROP_LR = 3e-3      # the backprop models' Adam learning rate, chosen on the dev split like Zor's settings
 
 
 def settings_for(quick: bool, vocab: int, hidden: Optional[int]) -> dict[str, Any]:
@@ -369,12 +362,9 @@ def interleaved_speeds(passes: dict[tuple[str, int], Callable[[], tuple[float, i
     Per pass: ``ms_per_sentence`` and ``tokens_per_s`` from the median pass time, and
     ``speedup_vs_engine``, the median over rounds of reference time / pass time.
     """
-    times: dict[tuple[str, int], list[float]] = {k: [] for k in passes}
-    tokens: dict[tuple[str, int], int] = {}
-    for _ in range(rounds):
-        for key, run in passes.items():
-            seconds, tokens[key] = run()
-            times[key].append(seconds)
+    taken = common.interleave(passes, rounds)
+    times = {key: [seconds for seconds, _ in figures] for key, figures in taken.items()}
+    tokens = {key: figures[-1][1] for key, figures in taken.items()}
     ref = list(passes)[-1]
     out = []
     for (model, batch), ts in times.items():
@@ -420,7 +410,7 @@ def _print(result: dict) -> None:
                f"int8 batch-1 {g['int8_batch1_ms']:.2f} ms/sentence (≤ {GOAL_MS:g}: {g['int8_batch1_within_10ms']})")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--pairs", default="es-nah,es-oto", show_default=True, help="Language pairs, comma-separated.")
 @click.option("--budget", type=click.FloatRange(min=0.1), default=240.0, show_default=True,
               help="Training seconds per method for es-nah; a smaller pair gets it times its share of "
@@ -479,18 +469,15 @@ def main(pairs: str, budget: float, vocab: int, hidden: Optional[int], beam: int
                                           "environment": common.environment(threads), "device": device,
                                           "gpu": _gpu_note(device), "pairs": results})
 
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            workdir = Path(tmp) if out_dir is None else out_dir
-            for pair in sorted(names, key=lambda p: p != "es-nah"):          # es-nah first: the reference size
-                res = run_pair(pair, budget_for, quick, vocab, hidden, beam, seed, max_test, workdir,
-                               not no_progress, device)
-                reference.setdefault(pair, res["train_steps"])
-                results.append(res)
-                _print(res)
-                write(results)                                              # after every pair
-    except ZorError as exc:
-        raise click.ClickException(str(exc)) from None
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) if out_dir is None else out_dir
+        for pair in sorted(names, key=lambda p: p != "es-nah"):          # es-nah first: the reference size
+            res = run_pair(pair, budget_for, quick, vocab, hidden, beam, seed, max_test, workdir,
+                           not no_progress, device)
+            reference.setdefault(pair, res["train_steps"])
+            results.append(res)
+            _print(res)
+            write(results)                                              # after every pair
     if json_path is not None:
         click.echo(f"\nwrote {json_path}")
 

@@ -1,10 +1,10 @@
 """Translation quality over several document splits: how much of a gap is the split?
 
-    .venv/bin/python benchmarks/translation_seeds.py [--pair es-nah] [--seeds 0,1,2,3] [--budget 240]
-        [--json PATH] [--quick]
-    .venv/bin/python benchmarks/translation_seeds.py --pool run1.json --pool run2.json ...   # runs taken together
+Usage (from the repository root):
+    python -m benchmarks.translation_seeds [--pair es-nah] [--seeds 0,1,2,3] [--budget 240] [--json PATH] [--quick]
+    python -m benchmarks.translation_seeds --pool run1.json --pool run2.json ...   # runs taken together
 
-``benchmarks/translation.py`` measures one split (``--seed``, default 0). Its test set
+``python -m benchmarks.translation`` measures one split (``--seed``, default 0). Its test set
 is a handful of documents, so one split can favour one method by more than the gap
 being measured. This benchmark repeats the quality part of that run on several
 splits: for each seed s, ``split_by_document(seed=s)`` (other test documents), the
@@ -25,41 +25,13 @@ One run is one sample per split, and runs differ by up to a point. ``--pool`` ta
 the ``--json`` files of several runs together (nothing is trained): the mean chrF of
 each method per split, and over every split-run the gaps zor − backprop and zor −
 backprop-sparse with their mean and how many are ahead, level (within 0.05) or behind.
-
-Measured at H = 512 (es-nah, ``--seeds 0,1,2,3``, 240 s each, one thread; four runs,
-each as two processes side by side, seeds 0,1 and 2,3; test chrF, greedy; the
-runs taken together with ``--pool``):
-
-    split (test docs)  copy   tm     zor    backprop  backprop-sparse   zor − better backprop, runs 1-4
-    0 (3)              26.31  19.98  25.76  25.53     25.93             −0.56  −0.35  −0.04  +0.07
-    1 (2)              16.24  13.55  20.56  20.16     20.31             +0.32  −0.00  +0.40  −0.05
-    2 (2)              16.06  14.99  22.24  21.67     22.09             +0.53  −0.03  +0.99  −1.09
-    3 (9)              19.40  25.63  28.98  28.29     28.60             +0.33  +0.52  −0.82  +0.64
-    mean of 16         19.50  18.54  24.38  23.91     24.23
-
-(chrF columns: means over the four runs.) Over the 16 split-runs Zor − backprop is
-+0.47 chrF on average (ahead on 13, level within 0.05 on 1, behind on 2) and Zor −
-backprop-sparse +0.15 (ahead on 9, level on 2, behind on 5). Zor's mean is at or
-above both backprop models' on splits 1-3 and 0.17 below backprop-sparse on split 0.
-The same model on the same split moves by up to 1.1 chrF from run to run (split 2:
-Zor 21.58-22.68, backprop-sparse 21.38-22.67), more than the mean gaps. Zor did
-6,700-8,800 steps in the time, backprop 4,000-5,000 and backprop-sparse 4,900-6,400.
-
-At the former width H = 256 (``--hidden 256``) Zor trailed on 11 of 12 split-runs over
-three runs: gaps −0.94 / −0.80 / −1.20 / −0.77 (median −0.87), −0.41 / −0.73 / −0.38 /
-+0.31 (median −0.40) and −0.42 / −0.13 / −0.37 / −1.03, with Zor at 25.7 / 20.4 /
-22.3 / 28.7 in the first run (14,400-15,600 steps).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import click
 
@@ -95,9 +67,9 @@ def run_split(pair: str, seed: int, budget: float, quick: bool, vocab: int, hidd
 
 def summarise(runs: list[dict]) -> dict[str, Any]:
     """Median chrF per method over the splits, and per split the gap zor − best backprop (chrF points)."""
-    methods = [r["method"] for r in runs[0]["rows"]]
-    median = {m: common.median(row["chrf"] for run in runs for row in run["rows"] if row["method"] == m)
-              for m in methods}
+    per_method = common.summarise([row for run in runs for row in run["rows"]], ("method",), ("chrf",),
+                                  count="splits")
+    median = {s["method"]: s["chrf"] for s in per_method}
     gaps = []
     for run in runs:
         at = {row["method"]: row["chrf"] for row in run["rows"]}
@@ -174,7 +146,7 @@ def show_pool(p: dict[str, Any]) -> None:
                    f"{v['level']}, behind on {v['behind']} of {len(v['gaps'])} split-runs")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@common.command
 @click.option("--pair", default="es-nah", show_default=True, help="Language pair (zor.tasks.textdata.LANGUAGE_PAIRS).")
 @click.option("--seeds", "seeds_text", default="0,1,2,3", show_default=True,
               help="Split seeds, comma-separated (each its own test documents).")
@@ -193,7 +165,6 @@ def show_pool(p: dict[str, Any]) -> None:
 def main(pair: str, seeds_text: str, budget: float, vocab: int, hidden: Optional[int], threads: int, quick: bool,
          json_path: Optional[Path], no_progress: bool, pool_paths: tuple[Path, ...]) -> None:
     """Zor vs backprop translation chrF over several document splits."""
-    from zor.common.errors import ZorError
     from zor.tasks.textdata import LANGUAGE_PAIRS
 
     if pool_paths:
@@ -224,19 +195,16 @@ def main(pair: str, seeds_text: str, budget: float, vocab: int, hidden: Optional
     if quick:
         budget = min(budget, 1.0)
     runs: list[dict] = []
-    try:
-        for seed in seeds:
-            runs.append(run_split(pair, seed, budget, quick, vocab, hidden, show=not no_progress))
-            at = {r["method"]: r["chrf"] for r in runs[-1]["rows"]}
-            click.echo(f"split {seed}: {runs[-1]['test_sentences']} test sentences from "
-                       f"{len(runs[-1]['test_documents'])} documents; chrF "
-                       + ", ".join(f"{m} {v:.2f}" for m, v in at.items()))
-            if json_path is not None:                                      # after every split
-                common.write_json(json_path, {"benchmark": "translation_seeds", "quick": quick,
-                                              "environment": common.environment(threads), "runs": runs,
-                                              "summary": summarise(runs)})
-    except ZorError as exc:
-        raise click.ClickException(str(exc)) from None
+    for seed in seeds:
+        runs.append(run_split(pair, seed, budget, quick, vocab, hidden, show=not no_progress))
+        at = {r["method"]: r["chrf"] for r in runs[-1]["rows"]}
+        click.echo(f"split {seed}: {runs[-1]['test_sentences']} test sentences from "
+                   f"{len(runs[-1]['test_documents'])} documents; chrF "
+                   + ", ".join(f"{m} {v:.2f}" for m, v in at.items()))
+        if json_path is not None:                                      # after every split
+            common.write_json(json_path, {"benchmark": "translation_seeds", "quick": quick,
+                                          "environment": common.environment(threads), "runs": runs,
+                                          "summary": summarise(runs)})
     s = summarise(runs)
     table = [{"split": g["seed"], **{r["method"]: r["chrf"] for r in run["rows"]}, "gap": g["gap"]}
              for g, run in zip(s["gaps"], runs)]
