@@ -17,9 +17,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p benchmarks/results
-	$(BIN)/python benchmarks/fashion_fewshot.py --json benchmarks/results/fashion_fewshot.json \
+	$(BIN)/python -m benchmarks.fashion_fewshot --json benchmarks/results/fashion_fewshot.json \
 		--png benchmarks/results/fashion_fewshot.png
-	$(BIN)/python benchmarks/runtime_bench.py --json benchmarks/results/runtime_bench.json
+	$(BIN)/python -m benchmarks.runtime_bench --json benchmarks/results/runtime_bench.json
 
 $(STAMP): pyproject.toml .ci/install-torch
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -2,29 +2,24 @@
 validation, and that each one learns on the bundled Fashion-MNIST subset (better
 than the mean training image) within a small fixed number of steps."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `benchmarks`
-
-from benchmarks.baselines import LIFSTDP, MLP, LeakyBPTT, LeakyLayer, MeanImage  # noqa: E402
-from benchmarks.baselines.base import as_images, check_budget, timed_loop  # noqa: E402
-from benchmarks.baselines.lif_stdp import lif_step, poisson_spikes, stdp_update  # noqa: E402
-from zor.common.errors import (  # noqa: E402
+from benchmarks.baselines import LIFSTDP, MLP, LeakyBPTT, LeakyLayer, MeanImage
+from benchmarks.baselines.base import as_images, check_budget, timed_loop
+from benchmarks.baselines.lif_stdp import lif_step, poisson_spikes, stdp_update
+from zor.common.errors import (
     ConfigError,
     DTypeError,
     NonFiniteError,
     ShapeError,
     StateError,
 )
-from zor.common.metrics import reconstruction  # noqa: E402
-from zor.tasks.datasets import load_bundled  # noqa: E402
+from zor.common.metrics import reconstruction
+from zor.tasks.datasets import load_bundled
 
 torch.set_num_threads(1)
 

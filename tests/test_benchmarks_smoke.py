@@ -2,17 +2,13 @@
 usage errors exit 2 with a message that says what was expected."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `benchmarks`
-
-from benchmarks import engine_throughput, fashion_fewshot, rule_variants  # noqa: E402
-from benchmarks.common import balanced_subset, format_table, parse_int_list, to_jsonable  # noqa: E402
-from zor.common.errors import ConfigError  # noqa: E402
+from benchmarks import engine_throughput, fashion_fewshot, rule_variants
+from benchmarks.common import balanced_subset, format_table, parse_int_list, to_jsonable
+from zor.common.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -103,3 +99,43 @@ def test_helpers_format_and_parse():
         parse_int_list("10,-1", "--scales")
     assert to_jsonable({"a": float("inf"), "b": [1.5]}) == {"a": None, "b": [1.5]}
     assert format_table([{"m": "zor", "v": 1.234}], ["m", "v"]).splitlines()[-1] == "zor  1.23"
+
+
+def _benchmark_commands():
+    """(name, main) of every module in benchmarks/ whose ``main`` is a click command."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import benchmarks
+
+    found = []
+    for info in pkgutil.iter_modules(benchmarks.__path__):
+        if info.ispkg:
+            continue
+        module = importlib.import_module(f"benchmarks.{info.name}")
+        if isinstance(getattr(module, "main", None), click.Command):
+            found.append((info.name, module.main))
+    return found
+
+
+def test_every_benchmark_answers_help():
+    commands = _benchmark_commands()
+    assert {"fashion_fewshot", "classification", "translation", "sparse_inference"} <= {n for n, _ in commands}
+    for name, main in commands:
+        result = CliRunner().invoke(main, ["--help"], prog_name=f"python -m benchmarks.{name}")
+        assert result.exit_code == 0, (name, result.output)
+        assert f"python -m benchmarks.{name}" in result.output
+
+
+def test_a_benchmark_runs_as_a_module_with_help():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "benchmarks.depth", "--help"], cwd=root, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--threads" in result.stdout and "default: 1" in result.stdout

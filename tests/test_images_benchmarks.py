@@ -3,7 +3,6 @@ baselines learn and refuse bad input; usage errors exit 2."""
 
 import io
 import json
-import sys
 import zipfile
 from pathlib import Path
 
@@ -11,11 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `benchmarks`
-
-from benchmarks import classification, colorization, denoising, depth  # noqa: E402
-from benchmarks.baselines.images import CNNClassifier, MLPClassifier, MLPRegressor  # noqa: E402
-from zor.common.errors import ConfigError, ShapeError  # noqa: E402
+from benchmarks import classification, colorization, denoising, depth
+from benchmarks.baselines.images import CNNClassifier, MLPClassifier, MLPRegressor
+from zor.common.errors import ConfigError, ShapeError
 
 
 def invoke(main, args):

@@ -2,14 +2,11 @@
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `benchmarks`
 
 from benchmarks import translation as bench
 from zor.common.tokenizer import SubwordTokenizer
