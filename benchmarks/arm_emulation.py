@@ -12,7 +12,8 @@ What it does (as root, like ``benchmarks/arm/emulate.sh``, which it runs):
    wall seconds and the CPU seconds of the whole process tree, median over the runs,
    and the warm/cold ratio measured in this run;
 3. per core (from the last warm run): detected profile, float32 / stream / int8
-   parity figures against the x86-64 host, the checks that passed;
+   parity figures against the x86-64 host (int8: the kernel's sums, their distance to
+   the numpy reference, the share of the quantisation bound used), the checks that passed;
 4. the installed size of the runtime on aarch64 (zor-edge + numpy + onnxruntime, and
    everything pip installs with them), from the distributions' RECORD files;
 5. how slow emulation is: the emulated ``zor-bench`` latencies (inside qemu) over
@@ -117,7 +118,8 @@ def summarise(cold: dict, warm: list[dict], native: Optional[dict]) -> dict[str,
             "onnxruntime_cpuinfo": r.get("onnxruntime_cpuinfo"),
             "float32": {k: f32.get(k) for k in ("output_max_abs", "bit_exact", "spike_mismatches", "spikes_compared")},
             "stream": {k: sf.get(k) for k in ("steps", "output_max_abs", "bit_exact", "spike_mismatches")},
-            "int8": {k: i8.get(k) for k in ("output_max_abs_vs_host_int8", "output_max_abs_vs_host_float32",
+            "int8": {k: i8.get(k) for k in ("kernel", "output_max_abs_vs_reference", "output_share_of_bound",
+                                            "output_max_abs_vs_host_int8", "output_max_abs_vs_host_float32",
                                             "spike_agreement_vs_host_float32", "metric_float32", "metric_int8",
                                             "metric_drop", "tolerance")},
             "checks_passed": [c["name"] for c in r.get("checks", []) if c["passed"]],

@@ -300,7 +300,9 @@ timing wheel_s "$(elapsed "$t")"
 
 # ---------------------------------------------------------------- host exports (cached by source hash)
 t=$(now)
-FIX_KEY=$( { echo "$WHEEL_KEY"; sha256sum "$HERE/prepare.py" "$HERE/parity.py" | cut -d' ' -f1;
+# The host's int8 kernel (its ISA) is part of the key: the host int8 run differs by kernel.
+FIX_KEY=$( { echo "$WHEEL_KEY"; sha256sum "$HERE/prepare.py" "$HERE/parity.py" "$HERE/qdq.py" "$HERE/hostcheck.py" \
+                 | cut -d' ' -f1; { grep -o -w -E 'avx2|avx512bw|avx512_vnni|avx_vnni' /proc/cpuinfo || true; } | sort -u | tr '\n' ' ';
              "$PY" -c 'from importlib.metadata import version as v
 print(*(v(p) for p in ("numpy", "onnx", "onnxruntime", "torch")))'; } | sha256sum | cut -c1-16)
 FIX=$CACHE/fixtures/$FIX_KEY
@@ -316,7 +318,7 @@ if [ ! -f "$FIX/manifest.json" ]; then
 fi
 timing fixtures_s "$(elapsed "$t")"
 cp "$FIX"/* "$WORK/"
-cp "$HERE/check.py" "$HERE/parity.py" "$HERE/kernel_cpuinfo.py" "$WORK/"
+cp "$HERE/check.py" "$HERE/parity.py" "$HERE/qdq.py" "$HERE/kernel_cpuinfo.py" "$WORK/"
 mkdir -p "$WORK/out"
 timing setup_s "$(elapsed "$T0")"
 echo "root_state $ROOT_STATE" >>"$TIMINGS"

@@ -11,8 +11,13 @@ into OUT (a folder) everything the emulated check (``check.py``) needs:
     *.in.npy            fixed inputs: 32 bundled test images; 6 steps × 4 rows for the stream
     *.host.npz          onnxruntime outputs on this host: ``output`` and ``spikes_{i}``
                         (per step ``t{t}_output`` / ``t{t}_spikes_{i}`` for the stream)
+    fewshot-int8.{int32,int16_pairs}.npz
+                        the int8 graph computed in numpy with each int8 kernel's sums
+                        (qdq.py): output, spikes, charges, and ``bound``, the per-value
+                        bound on |int8 − float32| its scales imply
     manifest.json       models, files, tolerances (float32 1e-5; int8: the export's own
-                        spike budget, metric drop budget and measured output error),
+                        spike budget and metric drop budget, the arithmetic references),
+                        the host's int8 kernel (ISA, the sums it implies and reproduces),
                         host versions
 
 The exports go through the real exporter (:func:`zor.export.export`, verified against
@@ -103,12 +108,37 @@ def _host_outputs(model, x: np.ndarray, prefix: str = "") -> dict:
     return keep
 
 
+def _int8_references(out: Path, x: np.ndarray, host32: dict, host8: dict,
+                     tol8: dict) -> tuple[dict, dict, dict]:
+    """Per arithmetic, the numpy reference and bound of the int8 export (``fewshot-int8.{a}.npz``);
+    the host's int8 run checked against its own kernel's. Raises VerificationError if it misses."""
+    from hostcheck import host_kernel
+    from parity import int8_parity
+    from qdq import ARITHMETICS, envelope, read_params, simulate
+
+    from zor.common.errors import VerificationError
+
+    params = read_params(out / "fewshot-int8.onnx")
+    refs, files = {}, {}
+    for a in ARITHMETICS:
+        refs[a] = {**simulate(params, x, a), "bound": envelope(params, host32, a).astype(np.float32)}
+        files[a] = f"fewshot-int8.{a}.npz"
+        _npz(out / files[a], refs[a])
+    kernel = host_kernel(host8, refs, tol8["arithmetic_atol"])
+    a = kernel["expected_arithmetic"]
+    r = int8_parity(host8, host32, refs[a], refs[a]["bound"], x, tol8, a)
+    if not r["passed"]:
+        raise VerificationError(f"the host's own int8 run ({kernel['machine']}, ISA {', '.join(kernel['isa'])}: "
+                                f"{a} sums expected; it reproduces {kernel['reproduces'] or 'no reference'}) "
+                                f"misses on the fixed inputs: {'; '.join(r['failures'])}")
+    return files, kernel, r
+
+
 def prepare(out: Path) -> dict:
     """Export the three models into ``out`` and record inputs, host outputs and the manifest."""
     import onnx
     import onnxruntime
     import torch
-    from parity import int8_parity
     from zor.export import export
     from zor.export.calibration import metric_kind
     from zor.runtime import Model
@@ -153,12 +183,10 @@ def prepare(out: Path) -> dict:
 
     q = i8.quantization
     kind, reference = metric_kind(m32.metadata.task, m32.sizes[0], m32.sizes[-1], None)
-    tol8 = {"spike_budget": float(q["spike_budget"]), "max_drop": float(q["max_drop"]),
-            "output_max_err_at_export": float(q["output"]["max_abs_diff"]), "metric": kind, "reference": reference}
-    host_int8 = int8_parity(host8, host32, host8, x_test, tol8)
-    if not host_int8["passed"]:
-        raise VerificationError("the host's own int8 run misses the export's tolerances on the fixed inputs "
-                                f"({'; '.join(host_int8['failures'])}): the ARM comparison would mean nothing")
+    tol8 = {"spike_budget": float(q["spike_budget"]), "max_drop": float(q["max_drop"]), "metric": kind,
+            "reference": reference, "arithmetic_atol": F32_TOL,
+            "output_bound": "per value, from the scales (qdq.envelope); file references[arithmetic]['bound']"}
+    references, kernel, host_int8 = _int8_references(out, x_test, host32, host8, tol8)
     manifest = {
         "host": {"machine": platform.machine(), "python": platform.python_version(),
                  "numpy": np.__version__, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
@@ -171,10 +199,12 @@ def prepare(out: Path) -> dict:
             "fewshot-int8": {"file": "fewshot-int8.onnx", "inputs": "fewshot.in.npy", "host": "fewshot-int8.host.npz",
                              "host_float32": "fewshot.host.npz", "precision": "int8", "sizes": m8.sizes,
                              "bytes": i8.bytes, "recipe": q.get("recipe"), "profile": q.get("profile"),
-                             # the export's own budgets and its measured int8-vs-engine departure
-                             "tolerance": tol8,
+                             # the export's own budgets; the bound its quantisation implies
+                             "tolerance": tol8, "references": references, "host_kernel": kernel,
                              "host_int8_vs_host_float32": {k: host_int8[k] for k in (
-                                 "spike_agreement_vs_host_float32", "metric_float32", "metric_int8", "metric_drop")}},
+                                 "output_max_abs_vs_reference", "output_max_abs_vs_host_float32",
+                                 "output_share_of_bound", "spike_agreement_vs_host_float32", "metric_float32",
+                                 "metric_int8", "metric_drop")}},
             "stateful": {"file": "stateful.onnx", "inputs": "stateful.in.npy", "host": "stateful.host.npz",
                          "precision": "float32", "sizes": ms.sizes, "bytes": sf.bytes, "steps": STREAM_STEPS,
                          "tolerance": {"output_atol": F32_TOL}},

@@ -164,6 +164,11 @@ def format_table(rep: dict[str, Any]) -> str:
         note = (f"; qemu model vs genuine Pi features: +{','.join(fv['emulated_only']) or 'none'} "
                 f"-{','.join(fv['genuine_only']) or 'none'}") if fv else ""
         ort = f"; onnxruntime cpuinfo {r['onnxruntime_cpuinfo']}" if r.get("onnxruntime_cpuinfo") else ""
+        i8 = _check(r, "fewshot-int8")
+        if i8.get("kernel"):
+            ort += (f"; int8 kernel {i8['kernel']['arithmetic']} sums (max |Δ| {_fmt(i8.get('output_max_abs_vs_reference'))}"
+                    f" from their numpy reference; {_fmt(100 * i8.get('output_share_of_bound', 0), '.0f')} % of the "
+                    f"quantisation bound at most; host: {i8['kernel']['host'].get('expected_arithmetic')})")
         lines.append(f"{core}: {'all checks passed' if not failed else 'FAILED: ' + '; '.join(failed)}{note}{ort}")
     lines.append("emulated timings (zor-bench inside qemu) are not Raspberry Pi speed figures")
     return "\n".join(lines)
