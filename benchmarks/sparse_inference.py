@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -65,119 +65,30 @@ import click
 import numpy as np
 
 from benchmarks import common
-from benchmarks.common import format_value, paired_ratio
+from benchmarks.common import paired_ratio
+from benchmarks.sparse_common import (
+    THETA,
+    crossover,
+    effective_break_even,
+    export_here,
+    fit_min_synapses,
+    floor_ms,
+    inputs_at,
+    medians,
+    p50_interleaved,
+    p50_ms,
+    p50_repeats,
+    read_bandwidth,
+    runtime_model,
+)
+from benchmarks.sparse_report import report_text, save_png, targets
 
 __all__ = ["main", "inputs_at", "p50_repeats", "p50_interleaved", "crossover", "fit_min_synapses", "floor_ms",
-           "layer_sweep", "memory_demo"]
+           "layer_sweep", "width_break_even", "batch_sweep", "quality_sweep", "memory_demo", "targets", "THETA",
+           "QUICK_RATES"]
 
 RATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 QUICK_RATES = (0.05, 0.1, 0.5, 1.0)
-THETA = 0.5
-
-
-# --------------------------------------------------------------------------- helpers
-def inputs_at(n: int, rate: float, count: int, seed: int = 0, theta: float = THETA) -> np.ndarray:
-    """``count`` rows of width n, each with exactly round(rate·n) values above ``theta`` (the rest below it)."""
-    rng = np.random.default_rng(seed)
-    k = int(round(rate * n))
-    x = rng.uniform(0.0, theta * 0.9, size=(count, n)).astype(np.float32)
-    for row in x:
-        idx = rng.choice(n, size=k, replace=False)
-        row[idx] = rng.uniform(theta + 0.1, theta + 1.0, size=k)
-    return x
-
-
-def p50_ms(fn: Callable[[np.ndarray], Any], inputs: Sequence[np.ndarray], calls: int) -> float:
-    """Median latency (ms) of ``calls`` calls of ``fn``, cycling through ``inputs``."""
-    ts = []
-    for c in range(calls):
-        x = inputs[c % len(inputs)]
-        t = time.perf_counter()
-        fn(x)
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts)) * 1e3
-
-
-def p50_repeats(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
-                warmup: int = 3) -> dict[str, list[float]]:
-    """Each runner's p50 latency (ms) over ``calls`` batch-1 calls cycling through the rows of ``xs``, in every
-    one of ``repeats`` rounds; within a round the runners take turns (:func:`benchmarks.common.interleave`), so
-    round k's figures were taken within a fraction of a second of each other."""
-    for fn in runners.values():
-        for i in range(warmup):
-            fn(xs[i % len(xs)][None])
-    rows = xs[:, None]
-    return common.interleave({name: (lambda fn=fn: p50_ms(fn, rows, calls)) for name, fn in runners.items()},
-                             repeats)
-
-
-def p50_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
-                    warmup: int = 3) -> dict[str, float]:
-    """Median over repeats of each runner's p50 latency (ms) over ``calls`` calls cycling through ``xs``."""
-    return _medians(p50_repeats(runners, xs, calls, repeats, warmup))
-
-
-def _medians(rounds: dict[str, list[float]]) -> dict[str, float]:
-    return {k: float(np.median(v)) for k, v in rounds.items()}
-
-
-def crossover(rates: list[float], dense_ms: list[float], sparse_ms: list[float]) -> Optional[float]:
-    """The rate where sparse and dense cost the same: linear interpolation of log(sparse/dense) between the
-    last rate where sparse is faster and the next one (None when sparse is never faster)."""
-    ratio = [math.log(s / d) for s, d in zip(sparse_ms, dense_ms)]
-    for i in range(len(rates) - 1):
-        if ratio[i] < 0 <= ratio[i + 1]:
-            r0, r1, a, b = rates[i], rates[i + 1], ratio[i], ratio[i + 1]
-            return r0 + (r1 - r0) * (-a) / (b - a)
-    if all(r < 0 for r in ratio):
-        return rates[-1]
-    return None
-
-
-def fit_min_synapses(r_be: float, points: list[tuple[int, Optional[float]]]) -> Optional[int]:
-    """S₀ from r*(N) = r_be (1 − S₀/N): the median of N (1 − r*/r_be) over (N, r*) points (r* None: sparse never
-    paid, so S₀ ≥ N)."""
-    est = []
-    for n, r in points:
-        est.append(n if r is None else n * max(0.0, 1.0 - r / r_be))
-    return int(np.median(est)) if est else None
-
-
-def floor_ms(overhead_ms: float, active_rows: int, row_bytes: int, bandwidth_gbs: float) -> float:
-    """Per-call overhead + bytes of the active rows / bandwidth, in ms."""
-    return overhead_ms + active_rows * row_bytes / (bandwidth_gbs * 1e9) * 1e3
-
-
-def read_bandwidth(mib: int = 256, repeats: int = 5) -> float:
-    """Single-thread read bandwidth (GB/s) of numpy summing a ``mib`` MiB float32 array (best of ``repeats``)."""
-    a = np.ones((mib << 20) // 4, dtype=np.float32)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a.sum()
-        best = min(best, time.perf_counter() - t)
-    return a.nbytes / best / 1e9
-
-
-def _export(net, out: Path, **kw) -> Path:
-    """Export with this machine's detected profile (its break-even decides ``auto``), one thread."""
-    from zor.export import export
-
-    kw.setdefault("device", "auto")
-    export(net, out, threads=1, **kw)
-    return out
-
-
-def _effective(profile, synapses: int) -> float:
-    from zor.export.sparse import effective_break_even
-
-    return effective_break_even(profile, synapses)
-
-
-def _model(path: Path, threads: int, **kw):
-    from zor.runtime import Model
-
-    return Model(path, device="auto", threads=threads, **kw)
 
 
 # --------------------------------------------------------------------------- 1-2: layer sweep, break-even
@@ -188,25 +99,25 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
 
     net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
     calib10 = inputs_at(n, 0.1, 64, seed=99)
-    files = {"dense": _export(net, folder / f"l{n}-dense.onnx", path="dense"),
-             "int8 sparse": _export(net, folder / f"l{n}-int8-sparse.onnx", path="sparse", quantize="int8",
+    files = {"dense": export_here(net, folder / f"l{n}-dense.onnx", path="dense"),
+             "int8 sparse": export_here(net, folder / f"l{n}-int8-sparse.onnx", path="sparse", quantize="int8",
                                     calibration=calib10, max_drop=100.0)}
-    models = {k: _model(p, threads) for k, p in files.items()}
+    models = {k: runtime_model(p, threads) for k, p in files.items()}
     profile = models["dense"].profile
     zero = inputs_at(n, 0.0, pool, seed=7)
-    sparse0 = _model(_export(net, folder / f"l{n}-sparse-0.onnx", path="sparse", calibration=zero), threads)
+    sparse0 = runtime_model(export_here(net, folder / f"l{n}-sparse-0.onnx", path="sparse", calibration=zero), threads)
     overhead = p50_interleaved({"sparse": sparse0.run, "dense": models["dense"].run}, zero, calls, repeats)
     del sparse0
     bw_numpy = read_bandwidth()
     rows = []
     for r in rates:
         xs = inputs_at(n, r, pool, seed=int(r * 1000) + 1)
-        sparse = _model(_export(net, folder / f"l{n}-sparse-{r:g}.onnx", path="sparse", calibration=xs), threads)
-        auto = _model(_export(net, folder / f"l{n}-auto-{r:g}.onnx", path="auto", calibration=xs), threads)
+        sparse = runtime_model(export_here(net, folder / f"l{n}-sparse-{r:g}.onnx", path="sparse", calibration=xs), threads)
+        auto = runtime_model(export_here(net, folder / f"l{n}-auto-{r:g}.onnx", path="auto", calibration=xs), threads)
         runners = {"dense": models["dense"].run, "sparse": sparse.run, "auto": auto.run,
                    "int8 sparse": models["int8 sparse"].run}
         rounds = p50_repeats(runners, xs, calls, repeats)
-        t = _medians(rounds)
+        t = medians(rounds)
         ref = np.concatenate([models["dense"].run(x[None])["output"] for x in xs])
         diff = {k: float(np.max(np.abs(np.concatenate([m.run(x[None])["output"] for x in xs]) - ref)))
                 for k, m in (("sparse", sparse), ("auto", auto), ("int8 sparse", models["int8 sparse"]))}
@@ -234,7 +145,7 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
     r_star = crossover([r["rate"] for r in rows], [r["dense_ms"] for r in rows], [r["sparse_ms"] for r in rows])
     return {"width": n, "profile": profile.name, "profile_break_even": profile.sparse_break_even,
             "profile_min_synapses": getattr(profile, "sparse_min_synapses", None),
-            "profile_effective_break_even": _effective(profile, n * n),
+            "profile_effective_break_even": effective_break_even(profile, n * n),
             "overhead_ms": overhead, "bandwidth_gbs": {"numpy_sum_256MiB": bw_numpy, "dense_gemv": bw_dense,
                                                        "used": bw},
             "rows": rows, "break_even_measured": r_star}
@@ -248,11 +159,11 @@ def width_break_even(folder: Path, widths: tuple, rates: tuple, calls: int, repe
     out = []
     for n in widths:
         net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
-        d = _model(_export(net, folder / f"w{n}-dense.onnx", path="dense", verify_model=False), threads)
+        d = runtime_model(export_here(net, folder / f"w{n}-dense.onnx", path="dense", verify_model=False), threads)
         dense_ms, sparse_ms = [], []
         for r in rates:
             xs = inputs_at(n, r, 32, seed=3)
-            s = _model(_export(net, folder / f"w{n}-sparse-{r:g}.onnx", path="sparse", verify_model=False,
+            s = runtime_model(export_here(net, folder / f"w{n}-sparse-{r:g}.onnx", path="sparse", verify_model=False,
                                calibration=xs), threads)
             t = p50_interleaved({"dense": d.run, "sparse": s.run}, xs, calls, repeats)
             dense_ms.append(t["dense"])
@@ -271,10 +182,10 @@ def batch_sweep(folder: Path, n: int, batches: tuple, rates: tuple, calls: int, 
     from zor import Layer, Zor
 
     net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
-    d = _model(_export(net, folder / f"b{n}-dense.onnx", path="dense", verify_model=False), threads)
+    d = runtime_model(export_here(net, folder / f"b{n}-dense.onnx", path="dense", verify_model=False), threads)
     rows = []
     for r in rates:
-        u = _model(_export(net, folder / f"b{n}-union-{r:g}.onnx", path="sparse", max_batch=max(batches),
+        u = runtime_model(export_here(net, folder / f"b{n}-union-{r:g}.onnx", path="sparse", max_batch=max(batches),
                            calibration=inputs_at(n, r, 64, seed=77)), threads)
         for b in batches:
             xs = inputs_at(n, r, 16 * b, seed=b * 100 + int(r * 100)).reshape(16, b, n)
@@ -313,8 +224,8 @@ def quality_sweep(folder: Path, hidden: int, targets: tuple, steps: int, calls: 
         t0 = time.perf_counter()
         net.fit(x[few_shot(y, 1)], steps=steps, batch_size=10, progress=False)
         train_s = time.perf_counter() - t0
-        files = {p: _export(net, folder / f"{label}-t{t:g}-{p}.onnx", path=p) for p in ("dense", "sparse", "auto")}
-        models = {p: _model(f, threads) for p, f in files.items()}
+        files = {p: export_here(net, folder / f"{label}-t{t:g}-{p}.onnx", path=p) for p in ("dense", "sparse", "auto")}
+        models = {p: runtime_model(f, threads) for p, f in files.items()}
         out = models["dense"].run(test, spikes=True)
         q = reconstruction(out["output"], test)
         lat = p50_interleaved({p: m.run for p, m in models.items()}, test[:64], calls, repeats)
@@ -391,7 +302,7 @@ def memory_demo(folder: Path, limit_mib: int, hidden: int, calls: int, rate: flo
     del st, dense
     path = folder / "big.onnx"
     t0 = time.perf_counter()
-    _export(net, path, path="sparse", external_weights=True, verify_model=False, calibration=calib)
+    export_here(net, path, path="sparse", external_weights=True, verify_model=False, calibration=calib)
     export_s = time.perf_counter() - t0
     del net
     weights_bytes = (folder / "big.weights").stat().st_size
@@ -423,151 +334,6 @@ def memory_demo(folder: Path, limit_mib: int, hidden: int, calls: int, rate: flo
             "rows": rows, "load": runs["load"],
             "peak_rss_under_limit": bool(rows.get("ok") and rows["VmHWM"] < limit),
             "outputs_within_1e-5": bool(rows.get("ok") and rows["max_abs_diff_vs_dense_onnx"] <= 1e-5)}
-
-
-# --------------------------------------------------------------------------- report
-def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
-    """:func:`benchmarks.common.format_table` of (header, key, format spec) columns, right-aligned."""
-    return common.format_table(rows, [k for _, k, _ in cols], [h for h, _, _ in cols],
-                               digits={k: spec for _, k, spec in cols}, align="right")
-
-
-def report_text(res: dict[str, Any]) -> str:
-    out = []
-    ls = res.get("layer_sweep")
-    if ls:
-        bw = ls["bandwidth_gbs"]
-        out.append(f"1. Layer sweep: {ls['width']}x{ls['width']} float32, batch 1, {res['threads']} thread, profile "
-                   f"{ls['profile']} (break-even here {format_value(ls.get('profile_effective_break_even'), 3)}); "
-                   f"overhead {ls['overhead_ms']['sparse']:.3f} ms (sparse file, no active unit); bandwidth "
-                   f"{bw['used']:.1f} GB/s (numpy sum {bw['numpy_sum_256MiB']:.1f}, dense GEMV {bw['dense_gemv']:.1f})")
-        out.append(_table(ls["rows"], [("rate", "rate", ".2f"), ("G", "groups", ""), ("dense ms", "dense_ms", ".3f"),
-                                       ("sparse ms", "sparse_ms", ".3f"), ("x dense", "speedup_sparse", ".1f"),
-                                       ("auto ms", "auto_ms", ".3f"), ("auto", "auto_path", ""),
-                                       ("choice/best", "auto_choice_vs_best", ".2f"),
-                                       ("auto/best", "auto_vs_best", ".2f"), ("floor ms", "floor_ms", ".3f"),
-                                       ("/floor", "sparse_vs_floor", ".2f"), ("int8 sp ms", "int8_sparse_ms", ".3f"),
-                                       ("x dense", "speedup_int8_sparse", ".1f"),
-                                       ("max|d| sparse", "max_abs_diff_sparse", ".1e"),
-                                       ("max|d| int8", "max_abs_diff_int8_sparse", ".1e")]))
-        out.append(f"   measured break-even (sparse = dense): {format_value(ls['break_even_measured'], 3)}")
-    wb = res.get("width_break_even")
-    if wb:
-        out.append("2. Break-even by width: " + "; ".join(f"{w['width']}: {format_value(w['break_even'], 3)}" for w in wb["widths"])
-                   + f"; {ls['width'] if ls else '?'}: {format_value(wb['r_be'], 3)}  (as sparse_curve: "
-                   + ", ".join(f"({n}, {r:.2f})" for n, r in wb["curve"]) + ")")
-    bs = res.get("batch_sweep")
-    if bs:
-        out.append("3. Union form (max batch 8) vs dense")
-        out.append(_table(bs, [("batch", "batch", ""), ("rate", "rate", ".2f"), ("union rate", "union_rate", ".3f"),
-                               ("dense ms", "dense_ms", ".3f"), ("union ms", "union_ms", ".3f"),
-                               ("x dense", "speedup", ".2f"), ("max|d|", "max_abs_diff", ".1e")]))
-    qs = res.get("quality")
-    if qs:
-        out.append("4. Quality against latency (batch 1; spike rates of input and hidden layers on the test images)")
-        rows = [{**r, "rates": "/".join(f"{v:.3f}" for v in r["spike_rates"])} for r in qs]
-        out.append(_table(rows, [("model", "model", ""), ("target", "target", ".2f"), ("rates", "rates", ""),
-                                 ("PSNR", "psnr", ".2f"), ("1-MAE %", "seed_accuracy", ".2f"),
-                                 ("dense ms", "dense_ms", ".4f"), ("sparse ms", "sparse_ms", ".4f"),
-                                 ("auto ms", "auto_ms", ".4f"), ("x dense", "speedup_sparse", ".2f"),
-                                 ("auto sparse", "auto_sparse_connections", ""),
-                                 ("max|d|", "max_abs_diff_sparse", ".1e")]))
-    md = res.get("memory")
-    if md:
-        r, ld = md["rows"], md["load"]
-        out.append(f"5. Memory: sizes {md['sizes']}, weights {md['weights_bytes'] / 2**20:.0f} MiB = "
-                   f"{md['weights_over_limit']:.2f}x the limit {md['limit_mib']} MiB ({md['limit_kind']})")
-        if r.get("ok"):
-            out.append(f"   rows: peak RSS {r['VmHWM'] / 2**20:.1f} MiB, peak address space {r['VmPeak'] / 2**20:.1f} MiB, "
-                       f"spike rates {['/'.join(f'{v:.3f}' for v in x[:-1]) for x in r['rates'][:3]]}..., "
-                       f"{np.median(r['ms_per_call']):.1f} ms/call, read {r['bytes_read'] / 2**20:.0f} MiB over "
-                       f"{len(r['rates'])} calls; max |Δ| vs dense ONNX {r['max_abs_diff_vs_dense_onnx']:.2e}, vs "
-                       f"engine {r['max_abs_diff_vs_engine']:.2e}")
-        else:
-            out.append(f"   rows: FAILED: {r.get('error')}")
-        out.append(f"   load under the same limit: {'ran (unexpected)' if ld.get('ok') else 'refused: ' + str(ld.get('error'))[:160]}")
-    tg = res.get("targets")
-    if tg:
-        out.append("Targets:")
-        out += [f"  [{'x' if v['met'] else ' '}] {k}: {v['value']}" for k, v in tg.items()]
-    return "\n".join(out)
-
-
-def targets(res: dict[str, Any]) -> dict[str, Any]:
-    """The issue's figures against what was measured."""
-    t: dict[str, Any] = {}
-    ls = res.get("layer_sweep")
-    if ls:
-        by = {r["rate"]: r for r in ls["rows"]}
-        if 0.1 in by:
-            t["sparse >= 5x dense at 10 %"] = {"value": round(by[0.1]["speedup_sparse"], 2),
-                                               "met": by[0.1]["speedup_sparse"] >= 5}
-        if 0.05 in by:
-            t["sparse >= 10x dense at 5 %"] = {"value": round(by[0.05]["speedup_sparse"], 2),
-                                               "met": by[0.05]["speedup_sparse"] >= 10}
-        worst = max(r["auto_choice_vs_best"] for r in ls["rows"])
-        t["auto's choice <= 1.10x the better of dense/sparse, 1-100 %"] = {"value": round(worst, 3),
-                                                                           "met": worst <= 1.10}
-        raw = max(r["auto_vs_best"] for r in ls["rows"])
-        t["(auto's own file timed: <= 1.10x the better)"] = {"value": round(raw, 3), "met": raw <= 1.10}
-        sparse_side = [r for r in ls["rows"] if r["rate"] <= 0.2]
-        if sparse_side:
-            worst_floor = max(r["sparse_vs_floor"] for r in sparse_side)
-            t["sparse latency <= 2x floor (rates <= 20 %)"] = {"value": round(worst_floor, 2), "met": worst_floor <= 2}
-        dmax = max(r["max_abs_diff_sparse"] for r in ls["rows"])
-        t["sparse outputs within 1e-5 of dense (float32)"] = {"value": dmax, "met": dmax <= 1e-5}
-    md = res.get("memory")
-    if md:
-        r = md["rows"]
-        t["weights >= 2x limit, peak RSS under it at 10 %"] = {
-            "value": f"{md['weights_over_limit']:.2f}x, peak RSS {r.get('VmHWM', 0) / 2**20:.1f} MiB < {md['limit_mib']} MiB",
-            "met": bool(md["weights_over_limit"] >= 2 and md["peak_rss_under_limit"])}
-        t["big model outputs within 1e-5 of dense"] = {"value": r.get("max_abs_diff_vs_dense_onnx"),
-                                                       "met": md["outputs_within_1e-5"]}
-    return t
-
-
-def save_png(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    qs = res.get("quality") or []
-    ls = res.get("layer_sweep")
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    labels = sorted({r["model"] for r in qs}, key=lambda m: not m.startswith("few-shot"))
-    for ax, label in zip(axes[:2], labels):
-        rows = [r for r in qs if r["model"] == label]
-        for key, style in (("dense_ms", "o-"), ("sparse_ms", "s-"), ("auto_ms", "^--")):
-            ax.plot([r[key] for r in rows], [r["psnr"] for r in rows], style, label=key.replace("_ms", ""))
-        for r in rows:
-            ax.annotate(f"t={r['target']:g}", (r["sparse_ms"], r["psnr"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        ax.set_xlabel("latency per call, batch 1 (ms)")
-        ax.set_ylabel("PSNR on 500 test images (dB)")
-        ax.set_title(f"{label}: quality vs latency")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if ls:
-        rates = [r["rate"] * 100 for r in ls["rows"]]
-        ax = axes[2]
-        for key, style in (("dense_ms", "o-"), ("sparse_ms", "s-"), ("auto_ms", "^--"), ("int8_sparse_ms", "d:"),
-                           ("floor_ms", "k:")):
-            ax.plot(rates, [r[key] for r in ls["rows"]], style, label=key.replace("_ms", ""))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("units active (%)")
-        ax.set_ylabel("latency per call (ms)")
-        ax.set_title(f"{ls['width']}x{ls['width']} layer, batch 1")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    from zor.common.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 @common.command

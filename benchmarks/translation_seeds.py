@@ -36,7 +36,8 @@ from typing import Any, Optional
 import click
 
 from benchmarks import common
-from benchmarks.translation import _score, prepare_split, train_methods
+from benchmarks.translation import prepare_split, train_methods
+from benchmarks.translation_runtime import score_row
 
 __all__ = ["run_split", "summarise", "read_runs", "pool", "main"]
 
@@ -53,13 +54,13 @@ def run_split(pair: str, seed: int, budget: float, quick: bool, vocab: int, hidd
     sp = prepare_split(pair, seed, quick, vocab, hidden, max_test=40 if quick else None)
     sources, refs = [p.source for p in sp.test], [p.target for p in sp.test]
     trained = train_methods(TRAINED, sp, budget, show)
-    rows = [_score("copy", copy_source(sources), refs),
-            _score("tm", TranslationMemory([p.source for p in sp.train],
+    rows = [score_row("copy", copy_source(sources), refs),
+            score_row("tm", TranslationMemory([p.source for p in sp.train],
                                            [p.target for p in sp.train]).translate(sources), refs)]
     for name, m in trained.items():
         t = time.perf_counter()
         hyps = m.translate(sources, beam=1)
-        rows.append(_score(name, hyps, refs, m.history["seconds"], steps=m.history["steps"],
+        rows.append(score_row(name, hyps, refs, m.history["seconds"], steps=m.history["steps"],
                            decode_s=time.perf_counter() - t))
     return {"pair": pair, "seed": seed, "budget_s": budget, "train_pairs": len(sp.train),
             "test_sentences": len(sp.test), "test_documents": sorted({p.document for p in sp.test}), "rows": rows}

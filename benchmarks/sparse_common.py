@@ -1,0 +1,125 @@
+"""Helpers of the sparse-inference benchmark (``python -m benchmarks.sparse_inference``): inputs at a chosen
+activity, batch-1 latency taken in turns, the break-even fits, and exports and runtime models for this machine."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from benchmarks import common
+
+__all__ = ["THETA", "inputs_at", "p50_ms", "p50_repeats", "p50_interleaved", "crossover", "fit_min_synapses",
+           "floor_ms", "read_bandwidth", "medians", "export_here", "effective_break_even", "runtime_model"]
+
+THETA = 0.5
+
+
+def inputs_at(n: int, rate: float, count: int, seed: int = 0, theta: float = THETA) -> np.ndarray:
+    """``count`` rows of width n, each with exactly round(rate·n) values above ``theta`` (the rest below it)."""
+    rng = np.random.default_rng(seed)
+    k = int(round(rate * n))
+    x = rng.uniform(0.0, theta * 0.9, size=(count, n)).astype(np.float32)
+    for row in x:
+        idx = rng.choice(n, size=k, replace=False)
+        row[idx] = rng.uniform(theta + 0.1, theta + 1.0, size=k)
+    return x
+
+
+def p50_ms(fn: Callable[[np.ndarray], Any], inputs: Sequence[np.ndarray], calls: int) -> float:
+    """Median latency (ms) of ``calls`` calls of ``fn``, cycling through ``inputs``."""
+    ts = []
+    for c in range(calls):
+        x = inputs[c % len(inputs)]
+        t = time.perf_counter()
+        fn(x)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e3
+
+
+def p50_repeats(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
+                warmup: int = 3) -> dict[str, list[float]]:
+    """Each runner's p50 latency (ms) over ``calls`` batch-1 calls cycling through the rows of ``xs``, in every
+    one of ``repeats`` rounds; within a round the runners take turns (:func:`benchmarks.common.interleave`), so
+    round k's figures were taken within a fraction of a second of each other."""
+    for fn in runners.values():
+        for i in range(warmup):
+            fn(xs[i % len(xs)][None])
+    rows = xs[:, None]
+    return common.interleave({name: (lambda fn=fn: p50_ms(fn, rows, calls)) for name, fn in runners.items()},
+                             repeats)
+
+
+def p50_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], xs: np.ndarray, calls: int, repeats: int,
+                    warmup: int = 3) -> dict[str, float]:
+    """Median over repeats of each runner's p50 latency (ms) over ``calls`` calls cycling through ``xs``."""
+    return medians(p50_repeats(runners, xs, calls, repeats, warmup))
+
+
+def medians(rounds: dict[str, list[float]]) -> dict[str, float]:
+    """Each runner's median over its rounds."""
+    return {k: float(np.median(v)) for k, v in rounds.items()}
+
+
+def crossover(rates: list[float], dense_ms: list[float], sparse_ms: list[float]) -> Optional[float]:
+    """The rate where sparse and dense cost the same: linear interpolation of log(sparse/dense) between the
+    last rate where sparse is faster and the next one (None when sparse is never faster)."""
+    ratio = [math.log(s / d) for s, d in zip(sparse_ms, dense_ms)]
+    for i in range(len(rates) - 1):
+        if ratio[i] < 0 <= ratio[i + 1]:
+            r0, r1, a, b = rates[i], rates[i + 1], ratio[i], ratio[i + 1]
+            return r0 + (r1 - r0) * (-a) / (b - a)
+    if all(r < 0 for r in ratio):
+        return rates[-1]
+    return None
+
+
+def fit_min_synapses(r_be: float, points: list[tuple[int, Optional[float]]]) -> Optional[int]:
+    """S₀ from r*(N) = r_be (1 − S₀/N): the median of N (1 − r*/r_be) over (N, r*) points (r* None: sparse never
+    paid, so S₀ ≥ N)."""
+    est = []
+    for n, r in points:
+        est.append(n if r is None else n * max(0.0, 1.0 - r / r_be))
+    return int(np.median(est)) if est else None
+
+
+def floor_ms(overhead_ms: float, active_rows: int, row_bytes: int, bandwidth_gbs: float) -> float:
+    """Per-call overhead + bytes of the active rows / bandwidth, in ms."""
+    return overhead_ms + active_rows * row_bytes / (bandwidth_gbs * 1e9) * 1e3
+
+
+def read_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+    """Single-thread read bandwidth (GB/s) of numpy summing a ``mib`` MiB float32 array (best of ``repeats``)."""
+    a = np.ones((mib << 20) // 4, dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t)
+    return a.nbytes / best / 1e9
+
+
+def export_here(net: Any, out: Path, **kw: Any) -> Path:
+    """Export with this machine's detected profile (its break-even decides ``auto``), one thread."""
+    from zor.export import export
+
+    kw.setdefault("device", "auto")
+    export(net, out, threads=1, **kw)
+    return out
+
+
+def effective_break_even(profile: Any, synapses: int) -> float:
+    """The spike rate below which the sparse form pays on ``profile`` for a connection of ``synapses``."""
+    from zor.export.sparse import effective_break_even as rule
+
+    return rule(profile, synapses)
+
+
+def runtime_model(path: Path, threads: int, **kw: Any) -> Any:
+    """The file as a :class:`zor.runtime.Model` on this machine's profile."""
+    from zor.runtime import Model
+
+    return Model(path, device="auto", threads=threads, **kw)
