@@ -42,6 +42,7 @@ from zor.common import format as fmt
 from zor.common.errors import UnsupportedLayerError
 
 from .registry import LayerContext, connection_prefix, register
+from .sparse import emit_sparse
 
 __all__ = ["ACTIVATION_OPS", "convert_dense", "convert_conv", "neuron"]
 
@@ -107,8 +108,6 @@ def convert_dense(ctx: LayerContext) -> str:
         return neuron(ctx, ctx.input_name)
     j = ctx.index - 1
     if ctx.path is not None and ctx.path.path == "sparse":
-        from .sparse import emit_sparse
-
         return neuron(ctx, emit_sparse(ctx, ctx.path, ctx.form, _target(ctx)))
     w = ctx.graph.initializer(fmt.weight(j), ctx.weight.astype(np.float32))
     h = ctx.graph.node("MatMul", [ctx.input_name, w], [_target(ctx)], name=connection_prefix(j) + "matmul")

@@ -46,6 +46,8 @@ from zor.common.errors import ExportError
 from zor.common.fileio import atomic_path
 
 from .metadata import dumps, set_metadata
+from .registry import kind_of
+from .sparse import rest_bias
 
 __all__ = ["write_external", "external_tensors", "row_crc32", "ALIGNMENT", "EXTERNAL_PREFIXES"]
 
@@ -79,9 +81,6 @@ def external_tensors(proto: onnx.ModelProto, model=None) -> list[tuple[str, np.n
             j = int(name.split("_")[1])
             extra.append((fmt.row_crc32(j), row_crc32(arr), False))
     if model is not None:
-        from .registry import kind_of
-        from .sparse import rest_bias
-
         arrays = {name: arr for name, arr, _ in out}
         for j in range(len(model.layers) - 1):
             if fmt.sparse_bias(j) in names or fmt.weight(j) not in names or kind_of(model.layers[j + 1]) != "dense":

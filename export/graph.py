@@ -24,11 +24,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+import zor
 from zor.common import format as fmt
 from zor.common.errors import ExportError
 
+from . import converters  # noqa: F401  (registers the built-in layer kinds: this module needs them)
 from .builder import GraphBuilder
 from .metadata import build_metadata, float_arrays, set_metadata
+from .paths import PathPlan
 from .registry import LayerContext, converter_for
 
 __all__ = ["to_onnx", "check_finite", "check_proto"]
@@ -59,10 +62,10 @@ def check_proto(proto: onnx.ModelProto) -> None:
 
 
 def to_onnx(model, metadata: Optional[dict[str, str]] = None, engine_version: Optional[str] = None,
-            paths=None) -> onnx.ModelProto:
+            paths: Optional[PathPlan] = None) -> onnx.ModelProto:
     """The per-step graph of ``model`` with its ``zor.*`` metadata.
 
-    ``paths`` (a :class:`zor.export.sparse.PathPlan`) makes some connections sparse
+    ``paths`` (a :class:`zor.export.paths.PathPlan`) makes some connections sparse
     (event-driven); by default every connection is a dense float32 MatMul.
     """
     check_finite(model)
@@ -91,8 +94,6 @@ def to_onnx(model, metadata: Optional[dict[str, str]] = None, engine_version: Op
     for i, layer in enumerate(model.layers):
         g.add_output(fmt.charge(i), [None, layer.size])
     if engine_version is None:
-        import zor
-
         engine_version = zor.__version__
     proto = g.model("zor", engine_version, doc="Zor spiking network, per-step graph (see zor.common.format)")
     set_metadata(proto, metadata if metadata is not None else build_metadata(model, engine_version, paths=paths))

@@ -1,7 +1,7 @@
 """The exported file's self-description: ``metadata_props`` under the ``zor.*`` keys.
 
-Every value is a string; structured values are strict JSON (non-finite numbers as the
-strings "-inf"/"inf"/"nan"). The keys and their meaning are the contract in
+Every value is a string; structured values are strict JSON (:mod:`zor.export.jsonsafe`:
+non-finite numbers as the strings "-inf"/"inf"/"nan"). The keys and their meaning are the contract in
 :mod:`zor.common.format`; this module builds them from a model and reads them back.
 
 Weights hash (``zor.weights_sha256``): SHA-256 over θ_0, W_0, θ_1, W_1, ..., θ_L,
@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import onnx
 
+import zor
 from zor.common import format as fmt
 
+from .jsonsafe import dumps, jsonable
+from .paths import PathPlan, dense_plan
 from .registry import kind_of
 
 __all__ = [
@@ -46,32 +48,6 @@ __all__ = [
 
 # the range f_L maps any charge into (None: unbounded / unknown)
 _ACTIVATION_RANGE = {"sigmoid": [0.0, 1.0], "tanh": [-1.0, 1.0], "relu": [0.0, "inf"], "identity": None}
-
-
-def jsonable(x: Any) -> Any:
-    """Make ``x`` strict-JSON-safe: numpy scalars to Python, non-finite floats to strings."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        if math.isnan(x):
-            return "nan"
-        if math.isinf(x):
-            return "inf" if x > 0 else "-inf"
-        return x
-    return x
-
-
-def dumps(x: Any) -> str:
-    return json.dumps(jsonable(x), allow_nan=False, separators=(",", ":"))
 
 
 def float_arrays(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -160,21 +136,17 @@ def build_metadata(
     quantization: Optional[dict] = None,
     calibration: Optional[dict] = None,
     verification: Optional[dict] = None,
-    paths=None,
+    paths: Union[PathPlan, dict, None] = None,
     weights: Optional[dict] = None,
 ) -> dict[str, str]:
     """All ``zor.*`` metadata keys for ``model`` (strings, JSON where structured).
 
-    ``paths`` is the :class:`zor.export.sparse.PathPlan` (default: dense everywhere),
+    ``paths`` is the :class:`zor.export.paths.PathPlan` (default: dense everywhere),
     ``weights`` the external weight file's description (default {}: weights inline).
     """
     if paths is None:
-        from .sparse import dense_plan
-
         paths = dense_plan(model)
     if engine_version is None:
-        import zor
-
         engine_version = zor.__version__
     K = fmt.KEYS
     return {

@@ -28,8 +28,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from zor.common.errors import VerificationError
+
 from .calibration import CalibrationSet, task_metric
-from .metadata import jsonable
+from .jsonsafe import jsonable
 from .verify import compare_runs
 
 __all__ = ["measure", "validation_inputs"]
@@ -51,8 +53,6 @@ def measure(model, candidate, calib: CalibrationSet, steps: Optional[int] = None
     comp = compare_runs(model, candidate, [("validation", xs, None)], excuse_ties=False, collect=True, threads=threads,
                         max_batch=max_batch)
     if comp.failures:
-        from zor.common.errors import VerificationError
-
         raise VerificationError("the reduced-precision graph does not fit the model: " + "; ".join(comp.failures))
     ref = np.concatenate(comp.reference)
     got = np.concatenate(comp.candidate)

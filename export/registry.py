@@ -6,7 +6,10 @@ k×k kernel, an ONNX Conv between two reshapes). Whether the layer keeps state
 (decay > 0) is a property of its neuron, handled inside every converter, so each
 kind exports stateless and stateful. :func:`converter_for` gives the converter of a
 layer, and an unknown kind raises :class:`~zor.common.errors.UnsupportedLayerError` listing
-the supported kinds: a layer is never skipped.
+the supported kinds: a layer is never skipped. The built-in converters
+(:mod:`zor.export.converters`) register themselves when :mod:`zor.export.graph`, the
+module that needs them, is imported (as every use of ``zor.export``'s public names does);
+this module imports nothing of the exporter.
 
 A converter is a function ``convert(ctx: LayerContext) -> str``: it emits the
 connection into layer i (none for the input layer) and layer i's neuron through
@@ -15,6 +18,7 @@ connection into layer i (none for the input layer) and layer i's neuron through
 
 Example:
     >>> from zor import Layer
+    >>> import zor.export.converters          # the built-in kinds register on import
     >>> kind_of(Layer(4)), kind_of(Layer(4, decay=0.5))
     ('dense', 'dense')
     >>> supported_kinds()
@@ -42,7 +46,7 @@ class LayerContext:
     of the connection *into* layer i (None for the input layer); ``input_name`` the
     tensor the connection reads (a_{i−1}; ``input`` for layer 0, which has no
     connection); ``prev_layer`` layer i−1 (None for i = 0); ``path`` how the
-    connection into layer i is computed (:mod:`zor.export.sparse`; None or dense: MatMul).
+    connection into layer i is computed (:mod:`zor.export.paths`; None or dense: MatMul).
     """
 
     index: int
@@ -53,7 +57,7 @@ class LayerContext:
     prev_layer: Any
     is_last: bool
     graph: Any  # export.builder.GraphBuilder
-    path: Any = None     # export.sparse.ConnectionPath of the connection into layer i (None: dense)
+    path: Any = None     # export.paths.ConnectionPath of the connection into layer i (None: dense)
     form: str = "batch1"  # the sparse form ("batch1" or "union") when ``path`` is sparse
 
 
@@ -79,8 +83,7 @@ def register(kind: str) -> Callable[[Converter], Converter]:
 
 
 def supported_kinds() -> list[str]:
-    from . import converters  # noqa: F401  (registers the built-in kinds)
-
+    """The registered layer kinds, sorted (the built-in ones register when ``zor.export`` is imported)."""
     return sorted(REGISTRY)
 
 

@@ -24,23 +24,14 @@ and multiplies it, and ``Sum`` adds the G partial products. Each gathered block 
 stays in cache between the copy and the MatMul (on the x86 machine here a 4096-wide
 layer at 30 % activity ran 1.7× faster in 8 groups than in one), at a few µs of extra
 nodes; a block of up to 4 MiB stays in cache whole, so it is not split
-(:func:`choose_groups`).
+(:func:`~zor.export.paths.choose_groups`).
 
 ``int8`` is weight-only: W_q = round(W / scale) per output unit (symmetric, scale =
 max |W[:, c]| / 127), values stay float; the scale multiplies after the MatMul
 (a per-axis DequantizeLinear of the gathered rows measured 10× slower here).
 
-Which connections go sparse (:func:`plan_paths`): ``dense`` none, ``sparse`` every
-dense-kind connection (conv connections have no sparse form and stay dense),
-``auto`` those whose measured spike rate r (the union rate for the union form) is
-below the profile's break-even corrected for the fixed cost of the extra nodes:
-
-    sparse  ⇔  r < r_be · (1 − S₀ / (n_j · n_{j+1}))
-
-(r_be = ``profile.sparse_break_even``, S₀ = ``profile.sparse_min_synapses``: a
-connection of S₀ synapses costs about as much dense as the sparse form's overhead), or,
-for a profile with measured points (``sparse_curve``), the break-even interpolated in
-log N between them (:func:`effective_break_even`).
+Which connections go sparse is the path plan's choice (:mod:`zor.export.paths`); its
+names are importable from here too, so ``zor.export.sparse`` names the whole feature.
 
 Example:
     >>> from zor import Zor, Layer
@@ -53,9 +44,7 @@ Example:
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from onnx import TensorProto
@@ -63,216 +52,28 @@ from onnx import TensorProto
 from zor.common import format as fmt
 from zor.common.errors import ConfigError, UnsupportedLayerError
 
+from .paths import (
+    DEFAULT_MAX_BATCH,
+    GROUP_BYTES,
+    MAX_GROUPS,
+    REST_VALUES,
+    SINGLE_GROUP_BYTES,
+    ConnectionPath,
+    PathPlan,
+    choose_groups,
+    dense_plan,
+    effective_break_even,
+    measure_rates,
+    plan_paths,
+    rest_value,
+)
 from .registry import LayerContext, connection_prefix, kind_of
 
-__all__ = ["REST_VALUES", "rest_value", "ConnectionPath", "PathPlan", "dense_plan", "plan_paths",
-           "effective_break_even", "measure_rates", "quantize_rows", "emit_sparse", "rest_bias", "choose_groups",
-           "DEFAULT_MAX_BATCH", "GROUP_BYTES", "MAX_GROUPS"]
-
-# f(0): what a unit that did not spike sends on (its gated charge is 0)
-REST_VALUES: dict[str, float] = {"identity": 0.0, "relu": 0.0, "tanh": 0.0, "sigmoid": 0.5}
-DEFAULT_MAX_BATCH = 1
-GROUP_BYTES = 2 << 20     # gathered bytes per row group (measured here: groups of ~2 MiB keep the copy in cache)
-SINGLE_GROUP_BYTES = 4 << 20   # a gathered block up to this size stays in one group (stays in cache whole)
-MAX_GROUPS = 16
-
-
-def rest_value(activation: str) -> float:
-    """f(0) for an activation name; UnsupportedLayerError for one without a sparse form."""
-    if activation not in REST_VALUES:
-        raise UnsupportedLayerError(f"no sparse form for activation {activation!r}: supported are "
-                                    f"{sorted(REST_VALUES)}")
-    return REST_VALUES[activation]
-
-
-@dataclass(frozen=True)
-class ConnectionPath:
-    """How connection j (layer j → j+1) is computed, and why."""
-
-    connection: int
-    kind: str                            # kind of layer j+1: "dense" or "conv"
-    path: str = "dense"                  # "dense" | "sparse"
-    spike_rate: Optional[float] = None   # mean share of layer j's units spiking per row
-    union_rate: Optional[float] = None   # share spiking in any row of a max_batch group
-    precision: str = "float32"           # of a sparse connection's rows: "float32" | "int8"
-    synapses: int = 0                    # n_j · n_{j+1}
-    reason: str = ""
-    groups: int = 1                      # row groups of a sparse connection (see emit_sparse)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"connection": self.connection, "kind": self.kind, "path": self.path,
-                "spike_rate": self.spike_rate, "union_rate": self.union_rate, "precision": self.precision,
-                "synapses": self.synapses, "groups": self.groups, "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class PathPlan:
-    """The path of every connection, and what the choice was made from (``zor.paths``)."""
-
-    requested: str
-    connections: tuple
-    form: str = "batch1"
-    max_batch: Optional[int] = None      # None: any batch (no sparse connection)
-    profile: Optional[str] = None
-    break_even: Optional[float] = None
-    min_synapses: Optional[int] = None
-    rates: dict = field(default_factory=dict)
-    curve: tuple = ()                    # the profile's measured (synapses, break-even) points, if any
-
-    def get(self, j: int) -> ConnectionPath:
-        return self.connections[j]
-
-    def sparse(self) -> list[int]:
-        """Indices of the sparse connections."""
-        return [c.connection for c in self.connections if c.path == "sparse"]
-
-    def with_precision(self, precisions: dict[int, str]) -> "PathPlan":
-        """A copy with the rows of the given sparse connections in the given precision."""
-        conns = tuple(replace(c, precision=precisions.get(c.connection, c.precision)) if c.path == "sparse" else c
-                      for c in self.connections)
-        return replace(self, connections=conns)
-
-    def to_dict(self) -> dict[str, Any]:
-        from .metadata import jsonable
-
-        sparse = bool(self.sparse())
-        return jsonable({"requested": self.requested, "profile": self.profile, "break_even": self.break_even,
-                         "min_synapses": self.min_synapses, "curve": [list(c) for c in self.curve],
-                         "form": self.form if sparse else None,
-                         "max_batch": self.max_batch if sparse else None, "rates": self.rates,
-                         "connections": [c.to_dict() for c in self.connections]})
-
-
-def _synapses(model, j: int) -> int:
-    return int(model.layers[j].size) * int(model.layers[j + 1].size)
-
-
-def dense_plan(model, requested: str = "dense", reason: str = "requested dense") -> PathPlan:
-    """Every connection dense."""
-    conns = tuple(ConnectionPath(j, kind_of(model.layers[j + 1]), "dense", synapses=_synapses(model, j), reason=reason)
-                  for j in range(len(model.layers) - 1))
-    return PathPlan(requested=requested, connections=conns)
-
-
-def effective_break_even(profile, synapses: int) -> float:
-    """The spike rate below which the sparse form pays for a connection of N = ``synapses`` synapses.
-
-    With a measured ``profile.sparse_curve`` ((N_k, r_k), ...): r interpolated linearly in
-    log N between the points, from 0 at S₀ up to the first point, r_last past the last.
-    Without one: r_be · (1 − S₀/N), floored at 0.
-    """
-    s0 = float(getattr(profile, "sparse_min_synapses", 0) or 0)
-    n = float(max(1, synapses))
-    curve = [(float(a), float(b)) for a, b in (getattr(profile, "sparse_curve", ()) or ())]
-    if not curve:
-        return max(0.0, float(profile.sparse_break_even) * (1.0 - s0 / n))
-    if 0 < s0 < curve[0][0]:
-        curve = [(s0, 0.0)] + curve
-    if n <= curve[0][0]:
-        return curve[0][1] if curve[0][0] != s0 else 0.0
-    if n >= curve[-1][0]:
-        return curve[-1][1]
-    for (n0, r0), (n1, r1) in zip(curve, curve[1:]):
-        if n0 <= n <= n1:
-            return r0 + (r1 - r0) * math.log(n / n0) / math.log(n1 / n0)
-    return curve[-1][1]  # pragma: no cover
-
-
-def measure_rates(model, float_proto, x: np.ndarray, steps: int = 1, max_batch: int = 1,
-                  threads: int = 1) -> tuple[list[float], list[float]]:
-    """(mean spike rate per layer, union rate per layer over groups of ``max_batch`` rows) on inputs x.
-
-    The dense float graph runs on ``x`` (N, n_0), each row held for ``steps`` steps from
-    rest (stateful models); every step counts. The union rate is the share of units
-    that spike in at least one row of a group of ``max_batch`` consecutive rows.
-    """
-    from .session import Stepper
-
-    x = np.asarray(x, np.float32)
-    if x.ndim != 2 or len(x) == 0:
-        raise ConfigError(f"spike rates need inputs of shape (N, n_0) with N ≥ 1, got {x.shape}")
-    n = len(model.layers)
-    names = [fmt.spikes(i) for i in range(n)]
-    stepper = Stepper(float_proto, threads=threads)
-    group = max(1, int(max_batch))
-    total = np.zeros(n)
-    union = np.zeros(n)
-    count = np.zeros(n)
-    groups = np.zeros(n)
-    for start in range(0, len(x), 256):
-        xb = x[start:start + 256]
-        stepper.reset(len(xb), sizes={i: l.size for i, l in enumerate(model.layers)})
-        for _ in range(steps):
-            out = stepper.step(xb, names)
-            for i in range(n):
-                s = np.asarray(out[fmt.spikes(i)], bool)
-                total[i] += s.sum()
-                count[i] += s.size
-                for g0 in range(0, len(s), group):
-                    block = s[g0:g0 + group]
-                    union[i] += block.any(axis=0).mean()
-                    groups[i] += 1
-    return [float(v) for v in total / count], [float(v) for v in union / groups]
-
-
-def plan_paths(
-    model,
-    requested: str,
-    profile,
-    rates: Optional[Sequence[float]] = None,
-    union_rates: Optional[Sequence[float]] = None,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    rates_source: str = "",
-    rates_rows: int = 0,
-    precision: str = "float32",
-) -> PathPlan:
-    """Choose dense or sparse per connection (see the module docstring); ``auto`` needs ``rates``."""
-    if requested not in fmt.PATHS:
-        raise ConfigError(f"path must be one of {', '.join(fmt.PATHS)}, got {requested!r}")
-    if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
-        raise ConfigError(f"max_batch must be an int ≥ 1 (rows per call the sparse form accepts), got {max_batch!r}")
-    if precision not in ("float32", "int8"):
-        raise ConfigError(f"sparse rows precision must be float32 or int8, got {precision!r}")
-    n_conn = len(model.layers) - 1
-    if requested == "auto" and (rates is None or len(rates) < n_conn):
-        raise ConfigError("path 'auto' needs the measured spike rate of every layer but the last")
-    max_batch = int(max_batch)
-    form = "batch1" if max_batch == 1 else "union"
-    conns = []
-    for j in range(n_conn):
-        kind = kind_of(model.layers[j + 1])
-        syn = _synapses(model, j)
-        rate = None if rates is None else float(rates[j])
-        urate = None if union_rates is None else float(union_rates[j])
-        rel = urate if (form == "union" and urate is not None) else rate
-        groups = choose_groups(rel, int(model.layers[j].size), int(model.layers[j + 1].size),
-                               1 if precision == "int8" else 4)
-        common = dict(connection=j, kind=kind, spike_rate=rate, union_rate=urate, synapses=syn)
-        if kind != "dense":
-            conns.append(ConnectionPath(path="dense", reason=f"{kind} connection: no sparse form", **common))
-            continue
-        rest_value(model.layers[j].activation)          # refuses activations without a sparse form
-        if requested == "dense":
-            conns.append(ConnectionPath(path="dense", reason="requested dense", **common))
-        elif requested == "sparse":
-            conns.append(ConnectionPath(path="sparse", precision=precision, reason="requested sparse", groups=groups,
-                                        **common))
-        else:
-            be = effective_break_even(profile, syn)
-            what = "union rate" if form == "union" else "spike rate"
-            if rel is not None and rel < be:
-                conns.append(ConnectionPath(path="sparse", precision=precision, groups=groups,
-                                            reason=f"{what} {rel:.4f} < break-even {be:.4f}", **common))
-            else:
-                conns.append(ConnectionPath(path="dense", reason=f"{what} {rel:.4f} ≥ break-even {be:.4f}", **common))
-    sparse = any(c.path == "sparse" for c in conns)
-    return PathPlan(requested=requested, connections=tuple(conns), form=form,
-                    max_batch=max_batch if sparse else None, profile=getattr(profile, "name", None),
-                    break_even=float(profile.sparse_break_even),
-                    min_synapses=int(getattr(profile, "sparse_min_synapses", 0) or 0),
-                    rates={"source": rates_source, "rows": int(rates_rows)} if rates is not None else {},
-                    curve=tuple(tuple(c) for c in (getattr(profile, "sparse_curve", ()) or ())))
-
+__all__ = ["quantize_rows", "emit_sparse", "rest_bias",
+           # the path plan (zor.export.paths)
+           "REST_VALUES", "rest_value", "ConnectionPath", "PathPlan", "dense_plan", "plan_paths",
+           "effective_break_even", "measure_rates", "choose_groups", "DEFAULT_MAX_BATCH", "GROUP_BYTES",
+           "SINGLE_GROUP_BYTES", "MAX_GROUPS"]
 
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(W_q int8, scale float32 per output unit): symmetric, scale = max|W[:, c]| / 127 (1 where a column is 0)."""
@@ -288,25 +89,6 @@ def _rest_bias(w_effective: np.ndarray, f0: float) -> np.ndarray:
     return (f0 * np.asarray(w_effective, np.float64).sum(axis=0)).astype(np.float32)
 
 
-def choose_groups(rate: Optional[float], rows: int, width: int, itemsize: int = 4) -> int:
-    """Row groups of a sparse connection: the expected gathered block rate·rows·width·itemsize split into
-    pieces of about ``GROUP_BYTES`` (at most ``MAX_GROUPS``); one group when the rate is unknown or the
-    block is at most ``SINGLE_GROUP_BYTES``.
-
-    Measured here (4096-wide float32 layer, one thread, bare sessions, 10 paired rounds each, median
-    time against 2 MiB groups): 5 % (a 3.4 MB block) in one group instead of two 0.93-0.96×, the
-    extra group's nodes cost more than the cache saves; 10 % in one group 0.94-0.95×, in two
-    0.96-0.97×; larger blocks in larger groups were mixed (30 % in 5 groups 1.04-1.07×, 50 % in 4
-    groups 1.29×), so above 4 MiB the 2 MiB groups stay.
-    """
-    if rate is None or rows <= 1:
-        return 1
-    expected = float(rate) * rows * width * itemsize
-    if expected <= SINGLE_GROUP_BYTES:
-        return 1
-    return int(min(MAX_GROUPS, rows, max(1, math.ceil(expected / GROUP_BYTES))))
-
-
 def emit_sparse(ctx: LayerContext, path: ConnectionPath, form: str, target: str) -> str:
     """Emit connection j = ctx.index − 1 in sparse form into ``ctx.graph``; returns ``target`` (h_{j+1}).
 
@@ -315,24 +97,9 @@ def emit_sparse(ctx: LayerContext, path: ConnectionPath, form: str, target: str)
     sums are added (Sum): each gathered block stays small enough to be multiplied
     while still in cache.
     """
-    g, j = ctx.graph, ctx.index - 1
-    prev = ctx.prev_layer
-    if kind_of(ctx.layer) != "dense" or prev is None:
-        raise UnsupportedLayerError(f"connection {j}: no sparse form for a {kind_of(ctx.layer)!r} layer")
-    if form not in fmt.FORMS:
-        raise ConfigError(f"sparse form must be one of {', '.join(fmt.FORMS)}, got {form!r}")
-    if path.precision not in ("float32", "int8"):
-        raise ConfigError(f"connection {j}: sparse rows precision must be float32 or int8, got {path.precision!r}")
+    g, j, prev = ctx.graph, ctx.index - 1, ctx.prev_layer
+    _check(ctx, path, form)
     p = connection_prefix(j)
-    s = fmt.spikes(j)
-    n = prev.size
-    if form == "batch1":
-        flat = g.initializer(f"spikes_shape_{j}", np.array([n], dtype=np.int64))
-        mask = g.node("Reshape", [s, flat], [f"active_{j}"], name=p + "mask")
-    else:
-        si = g.node("Cast", [s], [f"spikes_int_{j}"], name=p + "cast", to=TensorProto.INT32)
-        anyi = g.node("ReduceMax", [si], [f"union_int_{j}"], name=p + "union", axes=[0], keepdims=0)
-        mask = g.node("Cast", [anyi], [f"active_{j}"], name=p + "mask", to=TensorProto.BOOL)
     f0 = rest_value(prev.activation)
     source = ctx.input_name
     if f0 != 0.0:
@@ -340,34 +107,15 @@ def emit_sparse(ctx: LayerContext, path: ConnectionPath, form: str, target: str)
     w = np.asarray(ctx.weight, np.float32)
     if path.precision == "int8":
         q, scale = quantize_rows(w)
-        wn = g.initializer(fmt.weight_int8(j), q)
-        w_eff = q.astype(np.float32) * scale
+        rows, w_eff = g.initializer(fmt.weight_int8(j), q), q.astype(np.float32) * scale
     else:
-        wn = g.initializer(fmt.weight(j), w)
-        w_eff = w
-    post = (["sum"] if path.groups > 1 else []) + (["scale"] if path.precision == "int8" else []) \
+        rows, w_eff, scale = g.initializer(fmt.weight(j), w), w, None
+    post = (["sum"] if path.groups > 1 else []) + (["scale"] if scale is not None else []) \
         + (["rest"] if f0 != 0.0 else [])
-    groups = max(1, min(int(path.groups), n))
-    if groups == 1:
-        masks = [(mask, "", "")]
-    else:
-        bounds = np.linspace(0, n, groups + 1).astype(int)
-        masks = []
-        for k in range(groups):
-            member = np.zeros(n, dtype=bool)
-            member[bounds[k]:bounds[k + 1]] = True
-            ind = g.initializer(f"group_{j}_{k}", member)
-            mk = g.node("And", [mask, ind], [f"active_{j}_{k}"], name=p + f"group{k}.mask")
-            masks.append((mk, f"group{k}.", f"_{k}"))
-    partials = []
-    for mk, tag, suffix in masks:
-        vals = g.node("Compress", [source, mk], [f"active_values_{j}{suffix}"], name=p + tag + "values", axis=1)
-        rows = g.node("Compress", [wn, mk], [f"active_rows_{j}{suffix}"], name=p + tag + "rows", axis=0)
-        if path.precision == "int8":
-            rows = g.node("Cast", [rows], [f"active_rows_float_{j}{suffix}"], name=p + tag + "rows_float",
-                          to=TensorProto.FLOAT)
-        out = target if not post else f"active_sum_{j}{suffix}"
-        partials.append(g.node("MatMul", [vals, rows], [out], name=p + tag + "matmul"))
+    masks = _group_masks(ctx, _active_mask(ctx, form), path.groups)
+    partials = [_gathered_product(ctx, source, rows, group, path.precision,
+                                  target if not post else f"active_sum_{j}{group[2]}")
+                for group in masks]
     h = partials[0]
     for step in post:
         out = target if step == post[-1] else f"{step}_{j}"
@@ -378,6 +126,63 @@ def emit_sparse(ctx: LayerContext, path: ConnectionPath, form: str, target: str)
         else:
             h = g.node("Add", [h, g.initializer(fmt.sparse_bias(j), _rest_bias(w_eff, f0))], [out], name=p + "rest")
     return h
+
+
+def _check(ctx: LayerContext, path: ConnectionPath, form: str) -> None:
+    """Refuse what has no sparse form: a non-dense layer, the input layer, an unknown form or precision."""
+    j = ctx.index - 1
+    if kind_of(ctx.layer) != "dense" or ctx.prev_layer is None:
+        raise UnsupportedLayerError(f"connection {j}: no sparse form for a {kind_of(ctx.layer)!r} layer")
+    if form not in fmt.FORMS:
+        raise ConfigError(f"sparse form must be one of {', '.join(fmt.FORMS)}, got {form!r}")
+    if path.precision not in ("float32", "int8"):
+        raise ConfigError(f"connection {j}: sparse rows precision must be float32 or int8, got {path.precision!r}")
+
+
+def _active_mask(ctx: LayerContext, form: str) -> str:
+    """The (n_j,) bool mask of the rows to read: this row's spikes (batch1) or the batch's union."""
+    g, j = ctx.graph, ctx.index - 1
+    p, s = connection_prefix(j), fmt.spikes(j)
+    if form == "batch1":
+        flat = g.initializer(f"spikes_shape_{j}", np.array([ctx.prev_layer.size], dtype=np.int64))
+        return g.node("Reshape", [s, flat], [f"active_{j}"], name=p + "mask")
+    si = g.node("Cast", [s], [f"spikes_int_{j}"], name=p + "cast", to=TensorProto.INT32)
+    anyi = g.node("ReduceMax", [si], [f"union_int_{j}"], name=p + "union", axes=[0], keepdims=0)
+    return g.node("Cast", [anyi], [f"active_{j}"], name=p + "mask", to=TensorProto.BOOL)
+
+
+def _group_masks(ctx: LayerContext, mask: str, groups: int) -> list[tuple[str, str, str]]:
+    """(mask, node-name tag, tensor suffix) per row group: the mask itself for one group, else
+    mask ∧ group_k for G contiguous groups of rows."""
+    g, j, n = ctx.graph, ctx.index - 1, ctx.prev_layer.size
+    groups = max(1, min(int(groups), n))
+    if groups == 1:
+        return [(mask, "", "")]
+    p = connection_prefix(j)
+    bounds = np.linspace(0, n, groups + 1).astype(int)
+    masks = []
+    for k in range(groups):
+        member = np.zeros(n, dtype=bool)
+        member[bounds[k]:bounds[k + 1]] = True
+        ind = g.initializer(f"group_{j}_{k}", member)
+        masks.append((g.node("And", [mask, ind], [f"active_{j}_{k}"], name=p + f"group{k}.mask"),
+                      f"group{k}.", f"_{k}"))
+    return masks
+
+
+def _gathered_product(ctx: LayerContext, source: str, rows: str, group: tuple[str, str, str], precision: str,
+                      out: str) -> str:
+    """MatMul of the active values with the active rows of one row group (mask, tag, suffix) into
+    ``out`` (int8 rows cast to float first)."""
+    g, j = ctx.graph, ctx.index - 1
+    mask, tag, suffix = group
+    p = connection_prefix(j) + tag
+    vals = g.node("Compress", [source, mask], [f"active_values_{j}{suffix}"], name=p + "values", axis=1)
+    picked = g.node("Compress", [rows, mask], [f"active_rows_{j}{suffix}"], name=p + "rows", axis=0)
+    if precision == "int8":
+        picked = g.node("Cast", [picked], [f"active_rows_float_{j}{suffix}"], name=p + "rows_float",
+                        to=TensorProto.FLOAT)
+    return g.node("MatMul", [vals, picked], [out], name=p + "matmul")
 
 
 def rest_bias(w: np.ndarray, activation: str, precision: str = "float32") -> Optional[np.ndarray]:
