@@ -31,6 +31,7 @@ import logging
 import os
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -40,7 +41,7 @@ from zor.common import format as fmt
 from zor.common.errors import QuantizationError
 
 from .calibration import CalibrationSet
-from .metadata import jsonable
+from .jsonsafe import jsonable
 from .quality import measure
 from .registry import connection_prefix
 from .session import Stepper
@@ -154,6 +155,28 @@ def weight_bytes(proto: onnx.ModelProto, j: int) -> int:
     return total
 
 
+@dataclass
+class _Int8Run:
+    """What every int8 pass over one graph shares: the graph, its calibration feeds and validation data."""
+
+    model: Any
+    float_proto: onnx.ModelProto
+    feeds: list
+    recipe: Any
+    calib: CalibrationSet
+    steps: int
+    sparse: dict          # {connection j: rows precision} of the sparse connections (never quantized here)
+    max_batch: Optional[int]
+
+    def quantize(self, excluded: list[int]) -> onnx.ModelProto:
+        """The graph with every connection int8 but ``excluded`` and the sparse ones."""
+        nodes = connection_nodes(self.float_proto, list(excluded) + list(self.sparse))
+        return quantize_graph(self.float_proto, self.feeds, self.recipe, nodes)
+
+    def measure(self, candidate: onnx.ModelProto) -> dict[str, Any]:
+        return measure(self.model, candidate, self.calib, self.steps, max_batch=self.max_batch)
+
+
 def quantize_int8(
     model,
     float_proto: onnx.ModelProto,
@@ -175,45 +198,16 @@ def quantize_int8(
     calibration ranges that are empty when no unit spiked); they are reported, never
     part of the fallback here. ``max_batch``: the graph's row limit per call.
     """
-    sparse = dict(sparse or {})
     if recipe.format not in ("QDQ", "QOperator") or recipe.activation_type not in ("u8", "s8") \
             or recipe.weight_type not in ("u8", "s8"):
         raise QuantizationError(f"profile {profile!r}: unusable int8 recipe {recipe}: expected format QDQ/QOperator "
                                 "and u8/s8 types")
     steps = steps if steps is not None else (10 if model.stateful else 1)
     feeds, figures = calibration_feeds(model, float_proto, calib, steps, batch=max_batch or 64)
-    n_conn = len(model.weights)
-    excluded: list[int] = []
-    history = []
-    while True:
-        q = quantize_graph(float_proto, feeds, recipe, connection_nodes(float_proto, excluded + list(sparse)))
-        quality = measure(model, q, calib, steps, max_batch=max_batch)
-        agree = {row["layer"]: row["spike_agreement"] for row in quality["layers"]}
-        history.append({"fallback": sorted(excluded), "spike_agreement": [agree[i] for i in sorted(agree)]})
-        failing = [i for i in sorted(agree) if i >= 1 and agree[i] < spike_budget]
-        fixable = [(i, [j for j in range(i) if j not in excluded and j not in sparse]) for i in failing]
-        fixable = [(i, js) for i, js in fixable if js]
-        if not fixable:
-            break
-        excluded.append(max(fixable[0][1]))                 # the nearest quantized connection upstream
-    per_layer = []
-    for i, row in enumerate(quality["layers"]):
-        entry = {"layer": i, "spike_agreement": row["spike_agreement"], "mismatches": row["mismatches"],
-                 "charge_max_err": row["charge_max_err"], "meets_budget": i == 0 or row["spike_agreement"] >= spike_budget}
-        if i >= 1 and (i - 1) in sparse:
-            j = i - 1
-            entry.update(connection=j, path="sparse",
-                         precision="int8 rows" if sparse[j] == "int8" else "float rows", fallback=False,
-                         weight_bytes_float=_dense_bytes(model, j), weight_bytes=weight_bytes(q, j))
-        elif i >= 1:
-            j = i - 1
-            entry.update(connection=j, precision="float" if j in excluded else "int8", fallback=j in excluded,
-                         weight_bytes_float=weight_bytes(float_proto, j), weight_bytes=weight_bytes(q, j))
-            if per_layer_drop and j not in excluded:
-                alone = quantize_graph(float_proto, feeds, recipe,
-                                       connection_nodes(float_proto, [k for k in range(n_conn) if k != j or k in sparse]))
-                entry["metric_drop_alone"] = measure(model, alone, calib, steps, max_batch=max_batch)["metric"]["drop"]
-        per_layer.append(entry)
+    run = _Int8Run(model, float_proto, feeds, recipe, calib, steps, dict(sparse or {}), max_batch)
+    q, quality, excluded, history = _fall_back(run, spike_budget)
+    layers = [_layer_row(run, q, i, row, excluded, spike_budget, per_layer_drop)
+              for i, row in enumerate(quality["layers"])]
     float_size, int8_size = len(float_proto.SerializeToString()), len(q.SerializeToString())
     report = jsonable({
         "mode": "int8",
@@ -226,13 +220,56 @@ def quantize_int8(
         "max_drop": max_drop,
         "fallback": sorted(excluded),
         "passes": history,
-        "layers": per_layer,
+        "layers": layers,
         "output": quality["output"],
         "metric": quality["metric"],
         "validation": {"rows": quality["rows"], "steps": quality["steps"], "source": calib.source},
         "size": {"float32_graph_bytes": float_size, "int8_graph_bytes": int8_size,
                  "ratio": int8_size / float_size},
     })
+    _refuse_past_max_drop(report, max_drop, excluded)
+    return q, report, figures
+
+
+def _fall_back(run: _Int8Run, spike_budget: float) -> tuple[onnx.ModelProto, dict, list[int], list[dict]]:
+    """Quantize, measure, and exclude the nearest quantized connection below the lowest layer under the
+    spike budget, until none can help; (graph, its measurement, excluded connections, every pass)."""
+    excluded: list[int] = []
+    history = []
+    while True:
+        q = run.quantize(excluded)
+        quality = run.measure(q)
+        agree = {row["layer"]: row["spike_agreement"] for row in quality["layers"]}
+        history.append({"fallback": sorted(excluded), "spike_agreement": [agree[i] for i in sorted(agree)]})
+        failing = [i for i in sorted(agree) if i >= 1 and agree[i] < spike_budget]
+        fixable = [(i, [j for j in range(i) if j not in excluded and j not in run.sparse]) for i in failing]
+        fixable = [(i, js) for i, js in fixable if js]
+        if not fixable:
+            return q, quality, excluded, history
+        excluded.append(max(fixable[0][1]))                 # the nearest quantized connection upstream
+
+
+def _layer_row(run: _Int8Run, q: onnx.ModelProto, i: int, row: dict, excluded: list[int], spike_budget: float,
+               per_layer_drop: bool) -> dict[str, Any]:
+    """The report row of layer i: its spike agreement, and how its input connection j = i − 1 is stored."""
+    entry = {"layer": i, "spike_agreement": row["spike_agreement"], "mismatches": row["mismatches"],
+             "charge_max_err": row["charge_max_err"], "meets_budget": i == 0 or row["spike_agreement"] >= spike_budget}
+    j = i - 1
+    if i >= 1 and j in run.sparse:
+        entry.update(connection=j, path="sparse",
+                     precision="int8 rows" if run.sparse[j] == "int8" else "float rows", fallback=False,
+                     weight_bytes_float=_dense_bytes(run.model, j), weight_bytes=weight_bytes(q, j))
+    elif i >= 1:
+        entry.update(connection=j, precision="float" if j in excluded else "int8", fallback=j in excluded,
+                     weight_bytes_float=weight_bytes(run.float_proto, j), weight_bytes=weight_bytes(q, j))
+        if per_layer_drop and j not in excluded:
+            others = [k for k in range(len(run.model.weights)) if k != j and k not in run.sparse]
+            entry["metric_drop_alone"] = run.measure(run.quantize(others))["metric"]["drop"]
+    return entry
+
+
+def _refuse_past_max_drop(report: dict[str, Any], max_drop: float, excluded: list[int]) -> None:
+    """QuantizationError (with the report) when the task metric drops by more than ``max_drop`` points."""
     drop = report["metric"]["drop"]
     if drop > max_drop:
         raise QuantizationError(
@@ -241,4 +278,3 @@ def quantize_int8(
             f"(float {report['metric']['float']:.3f}, int8 {report['metric']['candidate']:.3f}; "
             f"fallback connections {sorted(excluded) or 'none'}); nothing was written",
             report=report)
-    return q, report, figures

@@ -44,7 +44,8 @@ import torch
 from zor.common import format as fmt
 from zor.common.errors import VerificationError
 
-from .metadata import float_arrays, jsonable
+from .jsonsafe import jsonable
+from .metadata import float_arrays
 from .session import Stepper
 
 __all__ = ["verify", "compare_runs", "make_inputs", "random_state", "ATOL", "RTOL_STATE", "TIE_TOL", "Comparison"]
@@ -182,7 +183,7 @@ def compare_runs(
                                                                           max_batch=max_batch)
     n_layers = len(model.layers)
     thetas, _ = float_arrays(model)
-    near_scale = [np.maximum(1.0, np.where(np.isfinite(t), np.abs(t), 1.0)) * tie_tol for t in thetas]
+    near = [np.maximum(1.0, np.where(np.isfinite(t), np.abs(t), 1.0)) * tie_tol for t in thetas]
     comp = Comparison(layers=[_LayerAcc() for _ in range(n_layers)],
                       outputs={fmt.OUTPUT: _Acc(), **{fmt.state_out(i): _Acc()
                                                       for i, l in enumerate(model.layers) if l.stateful}})
@@ -193,55 +194,19 @@ def compare_runs(
     saved = model.state
     shapes_checked = False
     try:
-        for run_name, xs, init in runs:
-            batch = xs.shape[1]
-            if init is None:
-                model.reset_state()
-                stepper.reset(batch, sizes={i: l.size for i, l in enumerate(model.layers)})
-            else:
-                model.set_state([torch.from_numpy(init[i]) if i in init else None for i in range(n_layers)])
-                stepper.reset(batch, state=init)
-            active = np.ones(batch, dtype=bool)
+        for _, xs, init in runs:
+            active = _start(model, stepper, xs.shape[1], init)
             for t in range(xs.shape[0]):
                 ref_out, traces = model.run(torch.from_numpy(xs[t]))
                 got = stepper.step(xs[t], fetch)
                 if not shapes_checked:
                     shapes_checked = True
-                    for i, tr in enumerate(traces):
-                        for name, want in ((fmt.charge(i), tuple(tr.c.shape)), (fmt.spikes(i), tuple(tr.s.shape))):
-                            if got[name].shape != want:
-                                comp.failures.append(f"shape of {name}: expected {want}, got {got[name].shape}")
-                    if got[fmt.OUTPUT].shape != tuple(ref_out.shape):
-                        comp.failures.append(f"shape of output: expected {tuple(ref_out.shape)}, "
-                                             f"got {got[fmt.OUTPUT].shape}")
+                    comp.failures.extend(_check_shapes(traces, ref_out, got))
                     if comp.failures:
                         return comp
-                for i, tr in enumerate(traces):
-                    acc = comp.layers[i]
-                    c_ref = tr.c.cpu().numpy()
-                    s_ref = tr.s.cpu().numpy() > 0.5
-                    c_got, s_got = got[fmt.charge(i)], got[fmt.spikes(i)].astype(bool)
-                    rows = active.copy()
-                    acc.charge.add(np.abs(c_ref[rows] - c_got[rows]))
-                    flip = (s_ref != s_got)[rows]
-                    acc.compared += flip.size
-                    if excuse_ties:
-                        near = (np.abs(c_ref - thetas[i]) <= near_scale[i])[rows]
-                        tie = flip & near
-                        acc.ties += int(tie.sum())
-                        acc.mismatches += int((flip & ~near).sum())
-                        tie_rows = np.flatnonzero(rows)[tie.any(axis=1)]
-                        active[tie_rows] = False
-                    else:
-                        acc.mismatches += int(flip.sum())
                 out_ref = ref_out.cpu().numpy()
-                comp.outputs[fmt.OUTPUT].add(np.abs(out_ref[active] - got[fmt.OUTPUT][active]),
-                                             np.float32(atol) * np.maximum(np.float32(1), np.abs(out_ref[active])))
-                for i, layer in enumerate(model.layers):
-                    if layer.stateful:
-                        st_ref = model.state[i].cpu().numpy()[active]
-                        st_got = stepper.state[i][active]
-                        comp.outputs[fmt.state_out(i)].add(np.abs(st_ref - st_got), atol + rtol_state * np.abs(st_ref))
+                _compare_layers(comp, traces, got, active, (thetas, near) if excuse_ties else None)
+                _compare_outputs(comp, model, stepper, out_ref, got, active, atol, rtol_state)
                 if collect:
                     comp.reference.append(out_ref)
                     comp.candidate.append(got[fmt.OUTPUT])
@@ -249,6 +214,68 @@ def compare_runs(
     finally:
         model.set_state(saved)
     return comp
+
+
+def _start(model, stepper: Stepper, batch: int, init: Optional[dict[int, np.ndarray]]) -> np.ndarray:
+    """Both sides at rest (``init`` None) or in the given state; every row active."""
+    if init is None:
+        model.reset_state()
+        stepper.reset(batch, sizes={i: l.size for i, l in enumerate(model.layers)})
+    else:
+        model.set_state([torch.from_numpy(init[i]) if i in init else None for i in range(len(model.layers))])
+        stepper.reset(batch, state=init)
+    return np.ones(batch, dtype=bool)
+
+
+def _check_shapes(traces, ref_out, got: dict[str, np.ndarray]) -> list[str]:
+    """Failures where a charge, spike or output tensor of the graph has another shape than the engine's."""
+    failures = []
+    for i, tr in enumerate(traces):
+        for name, want in ((fmt.charge(i), tuple(tr.c.shape)), (fmt.spikes(i), tuple(tr.s.shape))):
+            if got[name].shape != want:
+                failures.append(f"shape of {name}: expected {want}, got {got[name].shape}")
+    if got[fmt.OUTPUT].shape != tuple(ref_out.shape):
+        failures.append(f"shape of output: expected {tuple(ref_out.shape)}, got {got[fmt.OUTPUT].shape}")
+    return failures
+
+
+def _compare_layers(comp: Comparison, traces, got: dict[str, np.ndarray], active: np.ndarray,
+                    ties: Optional[tuple[list, list]]) -> None:
+    """Charge errors and spike flips of every layer on the active rows.
+
+    ``ties`` (θ per layer, tie distance per layer) excuses flips at a tie and drops their
+    rows from ``active`` (in place) for what follows; None counts every flip.
+    """
+    for i, tr in enumerate(traces):
+        acc = comp.layers[i]
+        c_ref = tr.c.cpu().numpy()
+        s_ref = tr.s.cpu().numpy() > 0.5
+        c_got, s_got = got[fmt.charge(i)], got[fmt.spikes(i)].astype(bool)
+        rows = active.copy()
+        acc.charge.add(np.abs(c_ref[rows] - c_got[rows]))
+        flip = (s_ref != s_got)[rows]
+        acc.compared += flip.size
+        if ties is None:
+            acc.mismatches += int(flip.sum())
+            continue
+        thetas, near_scale = ties
+        near = (np.abs(c_ref - thetas[i]) <= near_scale[i])[rows]
+        tie = flip & near
+        acc.ties += int(tie.sum())
+        acc.mismatches += int((flip & ~near).sum())
+        active[np.flatnonzero(rows)[tie.any(axis=1)]] = False
+
+
+def _compare_outputs(comp: Comparison, model, stepper: Stepper, out_ref: np.ndarray, got: dict[str, np.ndarray],
+                     active: np.ndarray, atol: float, rtol_state: float) -> None:
+    """Absolute differences of ``output`` and of every carried state on the active rows."""
+    comp.outputs[fmt.OUTPUT].add(np.abs(out_ref[active] - got[fmt.OUTPUT][active]),
+                                 np.float32(atol) * np.maximum(np.float32(1), np.abs(out_ref[active])))
+    for i, layer in enumerate(model.layers):
+        if layer.stateful:
+            st_ref = model.state[i].cpu().numpy()[active]
+            st_got = stepper.state[i][active]
+            comp.outputs[fmt.state_out(i)].add(np.abs(st_ref - st_got), atol + rtol_state * np.abs(st_ref))
 
 
 def verify(
