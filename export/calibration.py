@@ -1,12 +1,15 @@
 """Calibration and validation data for int8/fp16 export, and the task metric.
 
-Where the data comes from (``--calibration DATA``):
+Where the data comes from (:func:`find_calibration`), never guessed from the input width:
 
-- a ``.npy`` file holding a float array (N, n_0), N ≥ 2: rows 0, 2, 4, ... calibrate,
-  rows 1, 3, 5, ... validate (the same rows do both when N < 20);
-- nothing, and the model's input width is 784: the bundled Fashion-MNIST subset
-  (200 training images calibrate, 500 test images with labels validate);
-- otherwise a :class:`~zor.common.errors.DataError` that says what to pass.
+- the caller's data (``--calibration DATA``): a float array (N, n_0), or a ``.npy``
+  file holding one, N ≥ 2: rows 0, 2, 4, ... calibrate, rows 1, 3, 5, ... validate
+  (the same rows do both when N < 20);
+- else the data set the checkpoint's task records (``task["data"]["name"]``, as
+  :func:`zor.tasks.images.classify_task` writes it): ``fashion-mnist`` is the bundled
+  subset (200 training images calibrate, 500 test images with labels validate);
+- else none: int8 export then refuses with a :class:`~zor.common.errors.DataError`
+  that says what to pass (:func:`load_calibration` of ``None``).
 
 The task metric (what ``--max-drop`` limits), chosen from the model's task:
 
@@ -31,14 +34,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
 from zor.common import metrics
 from zor.common.errors import DataError, DataNotFoundError, ShapeError
+from zor.tasks.datasets import load_bundled
+from zor.tasks.images import FASHION_MNIST
 
-__all__ = ["CalibrationSet", "load_calibration", "task_metric", "metric_kind"]
+__all__ = ["CalibrationSet", "load_calibration", "find_calibration", "recorded_calibration", "task_metric",
+           "metric_kind", "RECORDED_DATA"]
 
 
 @dataclass
@@ -72,19 +78,56 @@ def _from_array(x: Any, width: int, source: str) -> CalibrationSet:
     return CalibrationSet(x, x, None, source)
 
 
+def _fashion_mnist() -> CalibrationSet:
+    xc, _ = load_bundled("train")
+    xv, yv = load_bundled("test")
+    return CalibrationSet(xc, xv, yv, "bundled Fashion-MNIST subset (200 train / 500 test)")
+
+
+# task["data"]["name"] → its calibration set
+RECORDED_DATA: dict[str, Callable[[], CalibrationSet]] = {FASHION_MNIST: _fashion_mnist}
+
+
+def recorded_calibration(task: Optional[dict], width: int) -> Optional[CalibrationSet]:
+    """The calibration set of the data set ``task`` records (``task["data"]["name"]``); None when it records none."""
+    data = task.get("data") if isinstance(task, dict) else None
+    name = data.get("name") if isinstance(data, dict) else None
+    if name is None:
+        return None
+    if name not in RECORDED_DATA:
+        raise DataError(f"the model's task records data set {name!r}, which the exporter cannot load (known: "
+                        f"{', '.join(sorted(RECORDED_DATA))}): pass --calibration DATA, a .npy file of shape (N, {width})")
+    calib = RECORDED_DATA[name]()
+    if calib.calibrate.shape[1] != width:
+        raise ShapeError(f"the model's task records data set {name!r} of width {calib.calibrate.shape[1]}, but the "
+                         f"model's input width is {width}: pass --calibration DATA, a .npy file of shape (N, {width})")
+    return calib
+
+
+def find_calibration(data: Union[str, os.PathLike, np.ndarray, None], task: Optional[dict], width: int,
+                     required: bool = False) -> Optional[CalibrationSet]:
+    """The caller's data when given, else the data set ``task`` records, else None, or a DataError saying
+    what to pass when ``required`` (see the module docstring)."""
+    if data is not None:
+        return load_calibration(data, width)
+    calib = recorded_calibration(task, width)
+    if calib is None and required:
+        raise _missing(width)
+    return calib
+
+
+def _missing(width: int) -> DataError:
+    return DataError(f"int8 export needs calibration data: pass --calibration DATA, a .npy file of shape "
+                     f"(N, {width}) with typical inputs, or train with a task that records its data set "
+                     f"({' or '.join(sorted(RECORDED_DATA))}, as zor.tasks.images.classify_task does)")
+
+
 def load_calibration(data: Union[str, os.PathLike, np.ndarray, None], width: int) -> CalibrationSet:
-    """Calibration/validation data for a model with input width ``width`` (see the module docstring)."""
+    """The caller's calibration/validation data for input width ``width``; DataError for None (see the module)."""
     if isinstance(data, np.ndarray):
         return _from_array(data, width, "array")
     if data is None:
-        if width == 784:
-            from zor.tasks.datasets import load_bundled
-
-            xc, _ = load_bundled("train")
-            xv, yv = load_bundled("test")
-            return CalibrationSet(xc, xv, yv, "bundled Fashion-MNIST subset (200 train / 500 test)")
-        raise DataError(f"int8 export needs calibration data: pass --calibration DATA, a .npy file of shape "
-                        f"(N, {width}) with typical inputs (the bundled Fashion-MNIST subset only fits width 784)")
+        raise _missing(width)
     path = Path(data)
     if not path.is_file():
         raise DataNotFoundError(f"calibration data {path.name!r} does not exist: expected a .npy file of shape (N, {width})")

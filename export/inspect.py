@@ -27,8 +27,8 @@ from onnx import numpy_helper
 
 from zor.common import format as fmt
 
-from .api import load_model_file
 from .metadata import read_metadata
+from .modelfile import load_model_file
 
 __all__ = ["inspect_file", "format_inspection", "quantization_line", "verification_line", "paths_line"]
 

@@ -7,13 +7,13 @@ import onnx
 import pytest
 import torch
 from zor.devices import get as get_profile
-from zor.export import export
-from zor.export.api import load_model_file
+from zor.export import export, load_model_file
 
 from zor import Layer, Zor
 from zor.common import format as fmt
 from zor.common.errors import DataError, QuantizationError, ShapeError
 from zor.tasks.datasets import few_shot, load_bundled
+from zor.tasks.images import FASHION_MNIST
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,8 @@ def fewshot(tmp_path_factory):
     """The seed's model, trained briefly on 10 Fashion-MNIST images; a checkpoint and its float export."""
     torch.set_num_threads(1)
     x, y = load_bundled("train")
-    net = Zor([Layer(784), Layer(64), Layer(784)], seed=0, device="cpu", task={"name": "reconstruct"})
+    net = Zor([Layer(784), Layer(64), Layer(784)], seed=0, device="cpu",
+              task={"name": "reconstruct", "data": {"name": FASHION_MNIST}})
     net.fit(x[few_shot(y, 1)], steps=120, progress=False)
     d = tmp_path_factory.mktemp("int8")
     net.save(d / "fewshot.zor")

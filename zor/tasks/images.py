@@ -22,9 +22,11 @@ import numpy as np
 from zor.common.errors import DataError, DataNotFoundError
 from zor.common.imagemath import AB_SCALE, downscale, lab_planes, patches
 
+from .datasets import CLASS_NAMES
+
 __all__ = ["TRAIN_PHOTOS", "HELD_OUT_PHOTOS", "PHOTOS", "CIFAR10_CLASSES", "FOOLBOX_ENV", "load_photo",
            "photo_patches", "colorization_data", "find_foolbox_wheel", "load_cifar10_samples", "classify_task",
-           "colorize_task", "denoise_task"]
+           "colorize_task", "denoise_task", "FASHION_MNIST"]
 
 
 
@@ -43,6 +45,9 @@ TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "china", "immunohistochemistry"
 HELD_OUT_PHOTOS = ("chelsea", "flower")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FOOLBOX_ENV = "ZOR_FOOLBOX"
+# ``task["data"]["name"]`` of a model that learns from Fashion-MNIST: zor-export calibrates int8 on the
+# bundled subset (zor.tasks.datasets.load_bundled) when it is given no --calibration
+FASHION_MNIST = "fashion-mnist"
 
 # --------------------------------------------------------------------------- photos
 def load_photo(name: str) -> np.ndarray:
@@ -159,9 +164,22 @@ def _image_spec(h: int, w: int, c: int) -> dict[str, int]:
     return {"height": int(h), "width": int(w), "channels": int(c)}
 
 
-def classify_task(labels: Sequence[str], height: int = 28, width: int = 28) -> dict[str, Any]:
-    """``zor.task`` for a grey-image classifier: output charges against one-hot targets."""
-    return {
+def _with_data(task: dict[str, Any], data: Optional[str]) -> dict[str, Any]:
+    """``task`` with ``"data": {"name": data}`` (the data set it learns from) when ``data`` is given."""
+    return {**task, "data": {"name": data}} if data else task
+
+
+def classify_task(labels: Sequence[str], height: int = 28, width: int = 28,
+                  data: Optional[str] = None) -> dict[str, Any]:
+    """``zor.task`` for a grey-image classifier: output charges against one-hot targets.
+
+    ``data`` names the data set the model learns from (``task["data"]``, e.g.
+    :data:`FASHION_MNIST`); by default Fashion-MNIST when ``labels`` are its ten classes
+    (:data:`zor.tasks.datasets.CLASS_NAMES`) at 28×28, else none is recorded.
+    """
+    if data is None and tuple(labels) == CLASS_NAMES and (height, width) == (28, 28):
+        data = FASHION_MNIST
+    return _with_data({
         "name": "classify",
         "input": {"shape": [None, height * width], "range": [0.0, 1.0],
                   "preprocessing": f"{height}x{width} grey image, row-major, pixel/255",
@@ -171,7 +189,7 @@ def classify_task(labels: Sequence[str], height: int = 28, width: int = 28) -> d
         "labels": list(labels),
         "image_policy": {"size": "resized to the model's size (area average; bilinear when growing)",
                          "colour": "luma"},
-    }
+    }, data)
 
 
 def colorize_task(size: int) -> dict[str, Any]:
@@ -191,9 +209,13 @@ def colorize_task(size: int) -> dict[str, Any]:
     }
 
 
-def denoise_task(noise: dict, height: int = 28, width: int = 28) -> dict[str, Any]:
-    """``zor.task`` for an image denoiser: noisy image in, clean image out."""
-    return {
+def denoise_task(noise: dict, height: int = 28, width: int = 28, data: Optional[str] = None) -> dict[str, Any]:
+    """``zor.task`` for an image denoiser: noisy image in, clean image out.
+
+    ``data`` names the data set its clean images come from (``task["data"]``, e.g.
+    :data:`FASHION_MNIST`); none is recorded by default.
+    """
+    return _with_data({
         "name": "denoise",
         "input": {"shape": [None, height * width], "range": [0.0, 1.0],
                   "preprocessing": f"{height}x{width} grey image, row-major, pixel/255",
@@ -206,4 +228,4 @@ def denoise_task(noise: dict, height: int = 28, width: int = 28) -> dict[str, An
         "patch": {"size": height, "stride": height, "window": "hann", "padding": "reflect"},
         "image_policy": {"size": f"any: tiled into {height}x{width} tiles side by side (edges mirrored)",
                          "colour": "luma"},
-    }
+    }, data)
