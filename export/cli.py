@@ -6,11 +6,11 @@
     zor-export verify MODEL.onnx --checkpoint CHECKPOINT [--data DATA.npy] [--steps T]
     zor-export inspect MODEL.onnx [--json]
 
-Exit codes: 0 done; 2 usage errors (bad option, missing/truncated/foreign checkpoint,
-unknown device profile, calibration data of the wrong width, output folder missing,
-a file that is not a Zor export); 1 failures (verification past tolerance, int8 or
-fp16 dropping the task metric past --max-drop, a corrupt model). A failed export
-writes nothing.
+Exit codes (each error's class carries its own, :mod:`zor.common.cli`): 0 done; 2 usage
+errors (bad option, missing/truncated/foreign checkpoint, unknown device profile,
+calibration data of the wrong width, output folder missing, a file that is not a Zor
+export); 1 failures (verification past tolerance, int8 or fp16 dropping the task metric
+past --max-drop, a corrupt model). A failed export writes nothing.
 
 Example:
     >>> from click.testing import CliRunner
@@ -20,52 +20,17 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
-from zor.common.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    DeviceError,
-    InputError,
-    ModelFileError,
-    OutputPathError,
-    QuantizationError,
-    VerificationError,
-    ZorError,
-)
+from zor.common.cli import cli_errors
 
 __all__ = ["main"]
 
-# bad input that the user can fix on the command line: exit 2, with the usage
-_USAGE_ERRORS = (CheckpointError, DeviceError, DataError, InputError, OutputPathError, ModelFileError, ConfigError)
-
-
-def _handle(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except _USAGE_ERRORS as exc:
-            raise click.UsageError(str(exc)) from None
-        except (VerificationError, QuantizationError) as exc:
-            click.echo(f"Error: {exc}", err=True)
-            report = getattr(exc, "report", None)
-            if isinstance(report, dict):
-                for line in report.get("failures", [])[5:]:
-                    click.echo(f"  {line}", err=True)
-            sys.exit(1)
-        except ZorError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
+# The exporter (torch, onnx, onnxruntime) is imported inside each command, so that
+# ``zor-export --help`` and usage errors answer without loading it.
 
 
 class _ExportGroup(click.Group):
@@ -102,7 +67,8 @@ def _threads(n: int) -> None:
               help="Device profile whose int8 recipe to use (see zor.devices; 'auto' detects where supported).")
 @click.option("--quantize", type=click.Choice(["none", "int8", "fp16"]), default="none", show_default=True)
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
-              help="A .npy (N, n_0) of typical inputs; default: the bundled Fashion-MNIST subset for 784-wide inputs.")
+              help="A .npy (N, n_0) of typical inputs; default: the data set the checkpoint's task records, if any "
+                   "(e.g. Fashion-MNIST: the bundled subset).")
 @click.option("--max-drop", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
               help="Refuse int8/fp16 when the task metric drops by more points than this.")
 @click.option("--spike-budget", type=click.FloatRange(0.0, 1.0), default=0.99, show_default=True,
@@ -121,7 +87,7 @@ def _threads(n: int) -> None:
 @click.option("--external-weights", is_flag=True,
               help="Write the weights to MODEL.weights next to MODEL.onnx (ONNX external data; the runtime can then "
                    "read only the rows of units that spike, for models larger than memory).")
-@_handle
+@cli_errors
 def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calibration: Path | None,
                max_drop: float, spike_budget: float, steps: int | None, no_verify: bool, threads: int,
                path: str, max_batch: int, external_weights: bool) -> None:
@@ -135,7 +101,7 @@ def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calib
                  path=path, max_batch=max_batch, external_weights=external_weights)
     t = res.timings
     click.echo(f"wrote {res.path} ({res.bytes:,} bytes, {'float32' if res.mode == 'none' else res.mode}) in "
-               f"{t['total_s']:.2f} s (build {t['build_s']:.2f}, verify {t['verify_s']:.2f}, "
+               f"{t['total_s']:.2f} s (build {t['build_s']:.2f}, paths {t['paths_s']:.2f}, verify {t['verify_s']:.2f}, "
                f"quantize {t['quantize_s']:.2f}, write {t['write_s']:.2f})")
     click.echo("verification: " + verification_line(res.verification))
     click.echo("paths: " + paths_line(res.paths))
@@ -162,10 +128,10 @@ def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calib
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="A .npy (N, n_0) of inputs to verify on.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Steps for stateful models (default 100).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
-@_handle
+@cli_errors
 def verify_cmd(model: Path, checkpoint: Path, data: Path | None, steps: int | None, threads: int) -> None:
     """Re-run verification of MODEL against CHECKPOINT; exit 1 past tolerance."""
-    from .api import verify_file
+    from .reverify import verify_file
 
     _threads(threads)
     rep = verify_file(model, checkpoint, data=data, steps=steps, threads=threads)
@@ -186,7 +152,7 @@ def verify_cmd(model: Path, checkpoint: Path, data: Path | None, steps: int | No
 @main.command("inspect")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole inspection as JSON.")
-@_handle
+@cli_errors
 def inspect_cmd(model: Path, as_json: bool) -> None:
     """Show MODEL's metadata, layer table, thresholds summary and sizes."""
     from .inspect import format_inspection, inspect_file
