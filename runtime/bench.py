@@ -16,9 +16,9 @@ For each model file (label from its ``zor.quantization`` mode: float32, int8, ..
   drives n_{i+1} synapses; C_i · k² · n_{i+1} for a convolution), next to the dense
   multiply-accumulates
   Σ_{i<L} n_i · n_{i+1}.
-- with a checkpoint and torch importable: the torch engine's ``Zor.run`` timed in
-  the same loop, and each model's latency as a ratio of it (torch is imported
-  lazily, inside this function only).
+- references (functions of a batch, e.g. the torch engine on the checkpoint, which
+  ``python -m benchmarks.runtime_bench`` adds): timed in the same loop, and each
+  model's latency as a ratio of theirs. The runtime itself never imports torch.
 - dense vs sparse vs auto side by side: each file is labelled by precision and path
   (``float32``, ``float32 sparse``, ``float32 auto``, ``int8 sparse``, ...; a dense
   file keeps its plain precision label); ``paths`` gives per file the sparse
@@ -26,7 +26,8 @@ For each model file (label from its ``zor.quantization`` mode: float32, int8, ..
   at batch 1 (p50 dense / p50 file) and the largest output difference from it. A
   sparse file that takes fewer rows than ``batch`` per call is timed at batch 1 only
   (its batch figures are None) and runs the spike-rate and RSS measurements in chunks
-  of its limit. :func:`export_paths` makes the three exports of one checkpoint.
+  of its limit (``python -m benchmarks.runtime_bench --paths`` exports one checkpoint
+  once per path and benches the files).
 
 Example:
     >>> tuple(round(v, 6) for v in percentiles([1.0, 2.0, 3.0, 4.0]))   # (p50, p95) in ms of seconds
@@ -35,23 +36,23 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
+from zor.devices import Profile
 
 from zor.common import format as fmt
 from zor.common.errors import ConfigError
 
 from .model import Model
+from .rss import peak_rss
+from .tasks.translate import speed
 
-__all__ = ["percentiles", "time_calls", "spike_stats", "peak_rss", "torch_reference", "run_bench", "format_table",
-           "run_chunked", "label_of", "export_paths"]
+__all__ = ["percentiles", "time_calls", "spike_stats", "connection_macs", "peak_rss", "run_bench", "load_models",
+           "bench_inputs", "format_table", "run_chunked", "label_of", "translation_speed", "format_translation"]
 
 
 def percentiles(seconds: Sequence[float]) -> tuple[float, float]:
@@ -117,77 +118,12 @@ def spike_stats(model: Model, x: np.ndarray) -> dict[str, Any]:
             "dense_macs_per_inference": dense, "synops_share": synops / dense if dense else 0.0}
 
 
-_RSS_CHILD = r"""
-import json, sys
-
-
-def hwm_mb():
-    # VmHWM (Linux) is this process image's own peak: ru_maxrss would carry over the
-    # parent's peak across fork+exec and report the benchmark's own memory.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # bytes on macOS, KiB elsewhere
-    return r / 2**20 if sys.platform == "darwin" else r / 1024.0
-
-
-import numpy as np
-from zor.runtime import Model
-base = hwm_mb()
-path, device, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-weights = sys.argv[5] if len(sys.argv) > 5 else "auto"
-m = Model(path, device=device, threads=threads or None, weights=weights)
-if m.max_batch is not None:
-    batch = min(batch, m.max_batch)
-x = np.random.default_rng(0).random((batch, m.sizes[0]), dtype=np.float32)
-for _ in range(20):
-    m.run(x)
-print(json.dumps({"peak_rss_mb": hwm_mb(), "import_rss_mb": base}))
-"""
-
-
-def peak_rss(path: str, device: str, threads: Optional[int], batch: int,
-             weights: str = "auto") -> dict[str, Optional[float]]:
-    """Peak RSS (MiB) of a fresh process running ``path`` at ``batch`` (at most the file's batch limit);
-    None figures where unmeasurable."""
-    if not Path("/proc/self/status").exists():
-        try:
-            import resource  # noqa: F401  (Unix only)
-        except ImportError:
-            return {"peak_rss_mb": None, "import_rss_mb": None}
-    proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), device, str(threads or 0), str(batch), weights],
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        return {"peak_rss_mb": None, "import_rss_mb": None, "error": proc.stderr.strip().splitlines()[-1:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def torch_reference(checkpoint: str, threads: int) -> Optional[Callable[[np.ndarray], np.ndarray]]:
-    """A function running the torch engine on a checkpoint, or None when torch is missing."""
-    try:
-        import torch
-
-        from zor.engine.checkpoint import load
-    except ImportError:
-        return None
-    torch.set_num_threads(max(1, threads))
-    net = load(checkpoint, device="cpu")
-
-    def run(x: np.ndarray) -> np.ndarray:
-        out, _ = net.run(torch.from_numpy(x))
-        return out.numpy()
-
-    return run
-
-
 def _median(values: list) -> Optional[float]:
     values = [v for v in values if v is not None]
     return float(np.median(values)) if values else None
+
+
+Reference = Callable[[np.ndarray], np.ndarray]
 
 
 def run_bench(
@@ -197,43 +133,89 @@ def run_bench(
     calls: int = 100,
     repeats: int = 5,
     threads: Optional[int] = None,
-    checkpoint: Optional[str] = None,
     inputs: Optional[np.ndarray] = None,
     rss: bool = True,
     progress: Optional[Callable[[str], None]] = None,
     weights: str = "auto",
+    references: Optional[Mapping[str, Reference]] = None,
 ) -> dict[str, Any]:
-    """Measure every model in ``paths`` (see the module docstring); returns the report dict."""
+    """Measure every model in ``paths`` (see the module docstring); returns the report dict.
+
+    ``references`` (name → function of a float32 batch giving its output rows) are timed in
+    the same interleaved loop as the files; each file then gets ``vs_{name}_b1``,
+    ``vs_{name}_b{B}`` (its latency over the reference's) and ``max_abs_diff_vs_{name}``.
+    """
     if batch < 1 or calls < 1 or repeats < 1:
         raise ConfigError(f"batch, calls and repeats must be ≥ 1, got {batch}, {calls}, {repeats}")
+    models = load_models(paths, device, threads, weights)
+    data, data_note = bench_inputs(inputs, batch, models[0].sizes[0])
+    xb = data[:batch]
+    labels = _labels(models)
+    runners: dict[str, Callable[[np.ndarray], Any]] = {lab: m.run for lab, m in zip(labels, models)}
+    runners.update(references or {})
+    limits = {lab: m.max_batch for lab, m in zip(labels, models)}
+    samples = _time_runners(runners, limits, data[:1], xb, calls, repeats, progress)
+    report = _report_head(models[0], threads, batch, calls, repeats, data_note)
+    report["references"] = list(references or {})
+    report["models"] = {name: _latency_figures(samples[name], batch) for name in runners}
+    for lab, m in zip(labels, models):
+        fig = report["models"][lab]
+        fig.update(_file_figures(m, data))
+        if rss:
+            fig.update(peak_rss(str(m.path), m.profile.name, threads, batch, weights))
+        for name, ref in (references or {}).items():
+            fig.update(_vs_reference(name, fig, report["models"][name], batch, run_chunked(m, xb)[fmt.OUTPUT],
+                                     ref(xb)))
+    report["paths"] = _paths_report(labels, models, report["models"], xb)
+    if "float32" in report["models"] and "int8" in report["models"]:
+        report["int8"] = _int8_verdict(report["models"]["float32"], report["models"]["int8"], batch,
+                                       models[0].profile)
+    return report
+
+
+def load_models(paths: Sequence[str], device: str = "auto", threads: Optional[int] = None,
+                weights: str = "auto") -> list[Model]:
+    """The files of ``paths`` loaded as Models; they must share their layer sizes (exports of one model)."""
+    if not paths:
+        raise ConfigError("expected at least one model file to bench, got none")
     models = [Model(p, device=device, threads=threads, weights=weights) for p in paths]
     sizes = models[0].sizes
     for m in models[1:]:
         if m.sizes != sizes:
             raise ConfigError(f"{m.path.name} has layer sizes {m.sizes}: expected {sizes} like {models[0].path.name} "
                               "(compare exports of one model)")
-    rng = np.random.default_rng(0)
+    return models
+
+
+def bench_inputs(inputs: Optional[np.ndarray], batch: int, width: int) -> tuple[np.ndarray, str]:
+    """(rows to time on, a note saying what they are): ``inputs`` repeated up to ``batch`` rows, or
+    random uniform rows when none are given."""
     if inputs is None:
-        data = rng.random((max(batch, 64), sizes[0]), dtype=np.float32)
-        data_note = "random uniform [0, 1) rows (pass --input for real data: spike rates depend on it)"
-    else:
-        data = np.asarray(inputs, np.float32)
-        data_note = f"{len(data)} rows from --input"
-        if len(data) < batch:
-            data = np.concatenate([data] * (batch // len(data) + 1))
-    x1, xb = data[:1], data[:batch]
-    eff_threads = threads or models[0].profile.intra_op_threads or os.cpu_count() or 1
-    ref = torch_reference(checkpoint, eff_threads) if checkpoint else None
-    labels = []
+        data = np.random.default_rng(0).random((max(batch, 64), width), dtype=np.float32)
+        return data, "random uniform [0, 1) rows (pass --input for real data: spike rates depend on it)"
+    data = np.asarray(inputs, np.float32)
+    note = f"{len(data)} rows from --input"
+    if len(data) < batch:
+        data = np.concatenate([data] * (batch // len(data) + 1))
+    return data, note
+
+
+def _labels(models: Sequence[Model]) -> list[str]:
+    """One label per file (:func:`label_of`), primed (') where two files would share one."""
+    labels: list[str] = []
     for m in models:
         label = label_of(m)
         while label in labels:
             label += "'"
         labels.append(label)
-    runners: dict[str, Callable[[np.ndarray], Any]] = {lab: m.run for lab, m in zip(labels, models)}
-    limits = {lab: m.max_batch for lab, m in zip(labels, models)}
-    if ref is not None:
-        runners["torch"] = ref
+    return labels
+
+
+def _time_runners(runners: Mapping[str, Callable[[np.ndarray], Any]], limits: Mapping[str, Optional[int]],
+                  x1: np.ndarray, xb: np.ndarray, calls: int, repeats: int,
+                  progress: Optional[Callable[[str], None]]) -> dict[str, dict[int, list]]:
+    """(p50, p95) per runner, batch size and repeat; the runners take turns within each repeat."""
+    batch = len(xb)
     samples: dict[str, dict[int, list]] = {k: {1: [], batch: []} for k in runners}
     for r in range(repeats):
         for name, fn in runners.items():
@@ -243,53 +225,62 @@ def run_bench(
                 samples[name][b].append(percentiles(time_calls(lambda: fn(x), calls)))
         if progress:
             progress(f"repeat {r + 1}/{repeats}")
-    report: dict[str, Any] = {
-        "device": models[0].profile.name,
-        "detected": models[0].detection.reason if models[0].detection else None,
-        "providers": models[0].providers,
-        "threads": eff_threads,
+    return samples
+
+
+def _report_head(first: Model, threads: Optional[int], batch: int, calls: int, repeats: int,
+                 data_note: str) -> dict[str, Any]:
+    return {
+        "device": first.profile.name,
+        "detected": first.detection.reason if first.detection else None,
+        "providers": first.providers,
+        "threads": threads or first.profile.intra_op_threads or os.cpu_count() or 1,
         "batch": batch, "calls": calls, "repeats": repeats, "inputs": data_note,
-        "sizes": sizes, "models": {},
+        "sizes": first.sizes,
     }
-    for name in runners:
-        fig = {}
-        for b, tag in ((1, "b1"), (batch, f"b{batch}")):
-            fig[f"p50_ms_{tag}"] = _median([p for p, _ in samples[name][b]])
-            fig[f"p95_ms_{tag}"] = _median([q for _, q in samples[name][b]])
-        pb = fig[f"p50_ms_b{batch}"]
-        fig["throughput_per_s"] = batch / (pb / 1e3) if pb else None
-        report["models"][name] = fig
-    for lab, m in zip(labels, models):
-        fig = report["models"][lab]
-        fig["file"] = m.path.name
-        fig["size_bytes"] = m.path.stat().st_size + _weights_bytes(m)
-        fig["path"] = m.path_kind
-        fig["sparse_connections"] = m.metadata.sparse_connections
-        fig["max_batch"] = m.max_batch
-        fig["weights"] = m.weights_mode
-        fig.update(spike_stats(m, data))
-        if rss:
-            fig.update(peak_rss(str(m.path), m.profile.name, threads, batch, weights))
-        if ref is not None:
-            tfig = report["models"]["torch"]
-            fig["vs_torch_b1"] = fig["p50_ms_b1"] / tfig["p50_ms_b1"]
-            pb = fig[f"p50_ms_b{batch}"]
-            fig[f"vs_torch_b{batch}"] = pb / tfig[f"p50_ms_b{batch}"] if pb else None
-            fig["max_abs_diff_vs_torch"] = float(np.max(np.abs(run_chunked(m, xb)[fmt.OUTPUT] - ref(xb))))
-    report["paths"] = _paths_report(labels, models, report["models"], xb)
-    if "float32" in report["models"] and "int8" in report["models"]:
-        f, q = report["models"]["float32"], report["models"]["int8"]
-        s1, sb = f["p50_ms_b1"] / q["p50_ms_b1"], f[f"p50_ms_b{batch}"] / q[f"p50_ms_b{batch}"]
-        expected = models[0].profile.int8_pays
-        report["int8"] = {
-            "speedup_b1": s1, f"speedup_b{batch}": sb,
-            "pays_here": bool(sb >= 1.05),
-            "profile_verdict": expected,
-            "verdict": (f"int8 {'pays' if sb >= 1.05 else 'does not pay'} here: {sb:.2f}x float32 speed at batch "
-                        f"{batch}, {s1:.2f}x at batch 1 (profile {models[0].profile.name} says "
-                        f"{ {True: 'it pays', False: 'it does not pay', None: 'unknown'}[expected] })"),
-        }
-    return report
+
+
+def _latency_figures(samples: dict[int, list], batch: int) -> dict[str, Any]:
+    """p50/p95 at batch 1 and ``batch`` (medians over repeats) and the throughput at ``batch``."""
+    fig: dict[str, Any] = {}
+    for b, tag in ((1, "b1"), (batch, f"b{batch}")):
+        fig[f"p50_ms_{tag}"] = _median([p for p, _ in samples[b]])
+        fig[f"p95_ms_{tag}"] = _median([q for _, q in samples[b]])
+    pb = fig[f"p50_ms_b{batch}"]
+    fig["throughput_per_s"] = batch / (pb / 1e3) if pb else None
+    return fig
+
+
+def _file_figures(m: Model, data: np.ndarray) -> dict[str, Any]:
+    """What a file is (name, size, path, sparse connections, batch limit, weights mode) and its spikes."""
+    fig = {"file": m.path.name, "size_bytes": m.path.stat().st_size + _weights_bytes(m), "path": m.path_kind,
+           "sparse_connections": m.metadata.sparse_connections, "max_batch": m.max_batch,
+           "weights": m.weights_mode}
+    fig.update(spike_stats(m, data))
+    return fig
+
+
+def _vs_reference(name: str, fig: dict[str, Any], ref: dict[str, Any], batch: int, out: np.ndarray,
+                  ref_out: np.ndarray) -> dict[str, Any]:
+    """A file's latency as a ratio of a reference's, and the largest output difference from it."""
+    pb, rb = fig[f"p50_ms_b{batch}"], ref[f"p50_ms_b{batch}"]
+    return {f"vs_{name}_b1": fig["p50_ms_b1"] / ref["p50_ms_b1"],
+            f"vs_{name}_b{batch}": pb / rb if pb and rb else None,
+            f"max_abs_diff_vs_{name}": float(np.max(np.abs(out - ref_out)))}
+
+
+def _int8_verdict(f: dict[str, Any], q: dict[str, Any], batch: int, profile: Profile) -> dict[str, Any]:
+    """Whether int8 pays here: its speed-up over float32, beside the profile's own verdict."""
+    s1, sb = f["p50_ms_b1"] / q["p50_ms_b1"], f[f"p50_ms_b{batch}"] / q[f"p50_ms_b{batch}"]
+    expected = profile.int8_pays
+    says = {True: "it pays", False: "it does not pay", None: "unknown"}[expected]
+    return {
+        "speedup_b1": s1, f"speedup_b{batch}": sb,
+        "pays_here": bool(sb >= 1.05),
+        "profile_verdict": expected,
+        "verdict": (f"int8 {'pays' if sb >= 1.05 else 'does not pay'} here: {sb:.2f}x float32 speed at batch "
+                    f"{batch}, {s1:.2f}x at batch 1 (profile {profile.name} says {says})"),
+    }
 
 
 def _weights_bytes(m: Model) -> int:
@@ -320,8 +311,6 @@ def translation_speed(paths: Sequence[str], texts: Sequence[str], device: str, t
     """ms per sentence and target tokens per second of translation models, at batch 1 and ``batch``
     (greedy decoding; :func:`zor.runtime.tasks.translate.speed`). Models that are not translation
     models are left out."""
-    from .tasks.translate import speed
-
     out: dict[str, Any] = {}
     for path in paths:
         model = Model(path, device=device, threads=threads)
@@ -343,23 +332,6 @@ def format_translation(figs: dict[str, Any]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
-def export_paths(checkpoint: str, folder: str, paths: Sequence[str] = ("dense", "sparse", "auto"),
-                 device: str = "auto", calibration: Optional[str] = None, max_batch: int = 1,
-                 quantize: str = "none") -> list[str]:
-    """Export ``checkpoint`` once per path into ``folder`` (needs torch and onnx: imported here only)."""
-    try:
-        from zor.export import export
-    except ImportError as exc:
-        raise ConfigError(f"--paths exports the checkpoint, which needs the training extras (torch, onnx): {exc}") from None
-    files = []
-    for path in paths:
-        out = Path(folder) / f"{Path(checkpoint).stem}-{quantize if quantize != 'none' else 'float32'}-{path}.onnx"
-        export(checkpoint, out, device=device, quantize=quantize, calibration=calibration, path=path,
-               max_batch=max_batch)
-        files.append(str(out))
-    return files
-
-
 def _fmt(v: Any, spec: str = ".3f") -> str:
     if v is None:
         return "-"
@@ -369,32 +341,22 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The report as a plain-text table."""
-    b = report["batch"]
+    """The report as a plain-text table, then one line per model on its spikes and paths."""
     lines = [f"device {report['device']} ({', '.join(report['providers'])}), {report['threads']} thread(s), "
              f"sizes {report['sizes']}, medians of {report['repeats']} repeats x {report['calls']} calls",
              f"inputs: {report['inputs']}"]
-    head = ["model", "p50 b1 ms", "p95 b1 ms", f"p50 b{b} ms", f"p95 b{b} ms", "samples/s", "size KB",
-            "peak RSS MB", "vs torch b1", f"vs torch b{b}", "x dense b1"]
-    rows = [head]
-    paths = report.get("paths", {})
-    for name, f in report["models"].items():
-        rows.append([name, _fmt(f["p50_ms_b1"]), _fmt(f["p95_ms_b1"]), _fmt(f[f"p50_ms_b{b}"]),
-                     _fmt(f[f"p95_ms_b{b}"]), _fmt(f["throughput_per_s"], ".0f"),
-                     _fmt(f["size_bytes"] / 1024, ".1f") if "size_bytes" in f else "-",
-                     _fmt(f.get("peak_rss_mb"), ".1f"), _fmt(f.get("vs_torch_b1"), ".2f"),
-                     _fmt(f.get(f"vs_torch_b{b}"), ".2f"), _fmt(paths.get(name, {}).get("vs_dense_b1"), ".2f")])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines += ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines += _latency_table(report)
+    refs = report.get("references", [])
     for name, f in report["models"].items():
         if "spike_rates" in f:
             rates = ", ".join(f"{r:.3f}" for r in f["spike_rates"])
             lines.append(f"{name}: spike rate per layer [{rates}]; synaptic ops/inference "
                          f"{f['synops_per_inference']:.0f} of {f['dense_macs_per_inference']} dense MACs "
                          f"({100 * f['synops_share']:.1f}%)"
-                         + (f"; max |diff| vs torch {f['max_abs_diff_vs_torch']:.2e}" if "max_abs_diff_vs_torch" in f else "")
+                         + "".join(f"; max |diff| vs {r} {f[f'max_abs_diff_vs_{r}']:.2e}" for r in refs
+                                   if f"max_abs_diff_vs_{r}" in f)
                          + (f"; RSS after import {f['import_rss_mb']:.1f} MB" if f.get("import_rss_mb") else ""))
-    for name, p in paths.items():
+    for name, p in report.get("paths", {}).items():
         if p.get("path", "dense") != "dense" or p.get("sparse_connections"):
             lines.append(f"{name}: {p['path']}, sparse connections {p['sparse_connections'] or 'none'}"
                          + (f" ({p['form']} form, batch ≤ {p['max_batch']})" if p.get("max_batch") else "")
@@ -403,3 +365,21 @@ def format_table(report: dict[str, Any]) -> str:
     if "int8" in report:
         lines.append(report["int8"]["verdict"])
     return "\n".join(lines)
+
+
+def _latency_table(report: dict[str, Any]) -> list[str]:
+    """One row per model and reference: latencies, throughput, size, RSS, ratios to each reference and
+    to the dense file."""
+    b, refs, paths = report["batch"], report.get("references", []), report.get("paths", {})
+    head = ["model", "p50 b1 ms", "p95 b1 ms", f"p50 b{b} ms", f"p95 b{b} ms", "samples/s", "size KB",
+            "peak RSS MB"] + [f"vs {r} b{n}" for r in refs for n in (1, b)] + ["x dense b1"]
+    rows = [head]
+    for name, f in report["models"].items():
+        rows.append([name, _fmt(f["p50_ms_b1"]), _fmt(f["p95_ms_b1"]), _fmt(f[f"p50_ms_b{b}"]),
+                     _fmt(f[f"p95_ms_b{b}"]), _fmt(f["throughput_per_s"], ".0f"),
+                     _fmt(f["size_bytes"] / 1024, ".1f") if "size_bytes" in f else "-",
+                     _fmt(f.get("peak_rss_mb"), ".1f")]
+                    + [_fmt(f.get(f"vs_{r}_b{n}"), ".2f") for r in refs for n in (1, b)]
+                    + [_fmt(paths.get(name, {}).get("vs_dense_b1"), ".2f")])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in rows]

@@ -16,20 +16,19 @@
         that takes fewer rows per call than a file holds runs it in chunks.
 
     zor-bench MODEL [MODEL...] [--device PROFILE] [--batch 64] [--calls 100]
-              [--repeats 5] [--threads N] [--checkpoint CKPT] [--input X.npy] [--json PATH]
-              [--paths dense,sparse,auto [--calibration X.npy] [--max-batch N]] [--weights auto|load|rows]
+              [--repeats 5] [--threads N] [--input X.npy] [--json PATH] [--weights auto|load|rows]
               [--sentences TEXTS.txt]
         Latency p50/p95 at batch 1 and --batch, throughput, peak RSS, size, spike
         rates and synaptic ops per model (float32 / int8, dense / sparse / auto
         exports of one model, labelled from their metadata, side by side with the
-        speed-up over the dense file); with --checkpoint, the torch engine as a
-        reference and the ratios. --sentences adds ms per sentence and tokens per
-        second for translation models. --paths exports the checkpoint once per path
-        first (needs torch and onnx), so MODEL may be left out. Prints a table;
-        --json writes the figures.
+        speed-up over the dense file). --sentences adds ms per sentence and tokens
+        per second for translation models. Prints a table; --json writes the figures.
+        zor-bench benches model files only: the torch engine as a reference and the
+        export of a checkpoint once per path are ``python -m benchmarks.runtime_bench``.
 
-Usage errors (a missing or foreign file, a bad input, an unknown device) exit 2 with
-the reason; nothing prints a traceback.
+Errors end as :func:`zor.common.cli.cli_errors` says: a usage error (a missing or foreign
+file, a bad input, an unknown device) exits 2 with the reason, a failure exits 1;
+nothing prints a traceback.
 """
 
 from __future__ import annotations
@@ -44,10 +43,18 @@ import click
 import numpy as np
 
 from zor.common import format as fmt
+from zor.common.cli import cli_errors
 from zor.common.errors import DataError, ZorError
 from zor.common.fileio import write_bytes_atomic, write_text_atomic
 
 from . import tasks
+from .bench import (
+    format_table,
+    format_translation,
+    run_bench,
+    run_chunked,
+    translation_speed,
+)
 from .model import Model
 from .png import read_png, write_png
 
@@ -201,17 +208,13 @@ class _Bar:
                    "(resized or tiled to the model), translate takes .txt files (one text per line).")
 @click.option("--beam", type=click.IntRange(min=1), default=None,
               help="With --task translate: beam width (1 = greedy; default: the model's own).")
+@cli_errors
 def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: Optional[int], quiet: bool,
              weights: str, task: Optional[str], beam: Optional[int]) -> None:
     """Run MODEL (a Zor ONNX export) on INPUT files (.npy or .png) and write the outputs to -o OUT."""
-    from .bench import run_chunked
-
     if beam is not None and task != "translate":
         raise click.UsageError("--beam is for --task translate")
-    try:
-        model = Model(model_path, device=device, threads=threads, weights=weights)
-    except ZorError as exc:
-        raise click.UsageError(str(exc)) from None
+    model = Model(model_path, device=device, threads=threads, weights=weights)
     single = len(inputs) == 1 and out.suffix.lower() in (".npy", ".png", ".json", ".txt")
     if not single:
         if out.exists() and not out.is_dir():
@@ -234,92 +237,52 @@ def run_main(model_path: Path, inputs: tuple, out: Path, device: str, threads: O
                 rows, from_png = load_input(path, model)
                 result = run_chunked(model, rows)[fmt.OUTPUT]      # a sparse export's batch limit: in chunks
                 written = _write_outputs(model, result, from_png, out, path.stem, single)
-        except ZorError as exc:
-            raise click.UsageError(f"{path}: {exc}") from None
+        except ZorError as exc:         # name the input; cli_errors ends with the error's own exit code
+            exc.args = (f"{path}: {exc}",) + exc.args[1:]
+            raise
         bar.step(path.name)
         if not quiet and not bar.enabled:
             click.echo(f"{path.name} -> {', '.join(str(w) for w in written)}")
 
 
 @click.command(context_settings=_CTX)
-@click.argument("models", metavar="MODEL...", nargs=-1, required=False,
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--device", default="auto", show_default=True, help="Device profile name (zor-devices list) or auto.")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="The larger batch size.")
 @click.option("--calls", type=click.IntRange(min=1), default=100, show_default=True, help="Timed calls per measurement.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Measurements per figure (the median is reported).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime (and torch) threads.")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Zor checkpoint of the same model: adds the torch engine as a reference (needs torch).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads.")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Representative rows (.npy, (N, n_0)) for timing and spike rates.")
 @click.option("--no-rss", is_flag=True, help="Skip the peak-RSS subprocesses.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the figures as JSON.")
-@click.option("--paths", "paths", default=None,
-              help="Comma-separated paths (dense,sparse,auto): export --checkpoint once per path and bench them "
-                   "side by side (needs torch and onnx).")
-@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="With --paths: the .npy rows the exporter measures spike rates on (for auto).")
-@click.option("--max-batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="With --paths: the batch limit of the sparse exports.")
 @click.option("--weights", type=click.Choice(["auto", "load", "rows"]), default="auto", show_default=True,
               help="Models with external weights: load them, read rows on demand, or choose by free memory.")
 @click.option("--sentences", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Translation models: a .txt file, one sentence per line, for ms/sentence and tokens/s.")
+@cli_errors
 def bench_main(models: tuple, device: str, batch: int, calls: int, repeats: int, threads: Optional[int],
-               checkpoint: Optional[str], input_path: Optional[Path], no_rss: bool, json_path: Optional[Path],
-               paths: Optional[str], calibration: Optional[str], max_batch: int, weights: str,
+               input_path: Optional[Path], no_rss: bool, json_path: Optional[Path], weights: str,
                sentences: Optional[Path]) -> None:
     """Benchmark MODEL files (e.g. float32 / int8, dense / sparse / auto exports of one model) on this machine."""
-    import tempfile
-
-    from .bench import (
-        export_paths,
-        format_table,
-        format_translation,
-        run_bench,
-        translation_speed,
-    )
-
     if json_path is not None and not json_path.parent.is_dir():
         raise click.UsageError(f"--json {json_path}: its folder {json_path.parent} does not exist")
-    wanted = [p.strip() for p in paths.split(",") if p.strip()] if paths else []
-    bad = [p for p in wanted if p not in fmt.PATHS]
-    if bad:
-        raise click.UsageError(f"--paths: expected a comma-separated subset of {', '.join(fmt.PATHS)}, got {bad}")
-    if paths is not None and not wanted:
-        raise click.UsageError("--paths: expected at least one of dense, sparse, auto")
-    if wanted and checkpoint is None:
-        raise click.UsageError("--paths exports a checkpoint: pass --checkpoint CKPT")
-    if not models and not wanted:
-        raise click.UsageError("Missing argument 'MODEL...': pass model files, or --paths with --checkpoint")
-    tmp = tempfile.TemporaryDirectory(prefix="zor-bench-") if wanted else None
-    try:
-        if tmp is not None:
-            models = tuple(models) + tuple(Path(p) for p in export_paths(checkpoint, tmp.name, wanted, device=device,
-                                                                          calibration=calibration, max_batch=max_batch))
-        data = None
-        if input_path is not None:
-            probe = Model(models[0], device=device, threads=threads)
-            data, _ = load_input(input_path, probe)
-            del probe
-        report = run_bench([str(m) for m in models], device=device, batch=batch, calls=calls, repeats=repeats,
-                           threads=threads, checkpoint=checkpoint, inputs=data, rss=not no_rss,
-                           progress=lambda s: click.echo(s, err=True), weights=weights)
-        if sentences is not None:
-            texts = [t for t in sentences.read_text(encoding="utf-8").splitlines() if t.strip()]
-            if not texts:
-                raise click.UsageError(f"--sentences {sentences}: expected one sentence per line, the file has none")
-            report["translation"] = translation_speed([str(m) for m in models], texts, device, threads, batch,
-                                                      repeats=min(repeats, 3))
-            if not report["translation"]:
-                raise click.UsageError("--sentences is for translation models; none of the MODEL files is one")
-    except ZorError as exc:
-        raise click.UsageError(str(exc)) from None
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    data = None
+    if input_path is not None:
+        data, _ = load_input(input_path, Model(models[0], device=device, threads=threads))
+    report = run_bench([str(m) for m in models], device=device, batch=batch, calls=calls, repeats=repeats,
+                       threads=threads, inputs=data, rss=not no_rss, progress=lambda s: click.echo(s, err=True),
+                       weights=weights)
+    if sentences is not None:
+        texts = [t for t in sentences.read_text(encoding="utf-8").splitlines() if t.strip()]
+        if not texts:
+            raise click.UsageError(f"--sentences {sentences}: expected one sentence per line, the file has none")
+        report["translation"] = translation_speed([str(m) for m in models], texts, device, threads, batch,
+                                                  repeats=min(repeats, 3))
+        if not report["translation"]:
+            raise click.UsageError("--sentences is for translation models; none of the MODEL files is one")
     click.echo(format_table(report))
     if report.get("translation"):
         click.echo("\ntranslation (greedy):\n" + format_translation(report["translation"]))

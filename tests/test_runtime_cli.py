@@ -100,10 +100,10 @@ def test_run_usage_errors_exit_2(files, tmp_path, args, text):
     assert "Traceback" not in r.output
 
 
-def test_bench_reports_float32_int8_and_torch(tmp_path):
+def test_bench_reports_float32_and_int8_without_torch(tmp_path):
+    # zor-bench benches files only: the torch reference is python -m benchmarks.runtime_bench (test_runtime_bench.py)
     net = Zor([Layer(16), Layer(8, activation_function="relu"), Layer(16, activation_function="sigmoid")],
               seed=0, device="cpu")
-    net.save(tmp_path / "m.zor")
     from test_runtime_support import from_zor
 
     f32 = from_zor(net, tmp_path / "m.onnx")
@@ -111,22 +111,14 @@ def test_bench_reports_float32_int8_and_torch(tmp_path):
     q = quantize_int8(f32, tmp_path / "m8.onnx", calib)
     np.save(tmp_path / "x.npy", calib)
     r = invoke(bench_main, f32, q, "--device", "generic", "--batch", "8", "--calls", "3", "--repeats", "1",
-               "--threads", "1", "--checkpoint", tmp_path / "m.zor", "--input", tmp_path / "x.npy",
-               "--json", tmp_path / "b.json")
+               "--threads", "1", "--no-rss", "--input", tmp_path / "x.npy", "--json", tmp_path / "b.json")
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "b.json").read_text())
-    assert set(rep["models"]) == {"float32", "int8", "torch"}
-    f = rep["models"]["float32"]
-    for key in ("p50_ms_b1", "p95_ms_b1", "p50_ms_b8", "p95_ms_b8", "throughput_per_s", "size_bytes",
-                "peak_rss_mb", "spike_rates", "synops_per_inference", "vs_torch_b1", "vs_torch_b8"):
-        assert f[key] is not None, key
-    assert f["p50_ms_b1"] > 0 and f["p95_ms_b1"] >= f["p50_ms_b1"]
-    assert f["max_abs_diff_vs_torch"] < 1e-5
-    assert f["dense_macs_per_inference"] == 16 * 8 + 8 * 16
-    rates = f["spike_rates"]
-    assert f["synops_per_inference"] == pytest.approx(rates[0] * 16 * 8 + rates[1] * 8 * 16)
-    assert "pays_here" in rep["int8"] and "int8" in rep["int8"]["verdict"]
-    assert "float32" in r.output and "torch" in r.output and "spike rate per layer" in r.output
+    assert set(rep["models"]) == {"float32", "int8"} and rep["references"] == []
+    assert "vs_torch_b1" not in rep["models"]["float32"] and "torch" not in r.output
+    assert "spike rate per layer" in r.output and "int8" in rep["int8"]["verdict"]
+    r = invoke(bench_main, f32, "--checkpoint", tmp_path / "x.npy")
+    assert r.exit_code == 2 and "No such option" in r.output
 
 
 def test_bench_usage_errors(files, tmp_path):

@@ -1,4 +1,4 @@
-"""zor-bench dense vs sparse vs auto, and the helpers of benchmarks/sparse_inference.py."""
+"""zor-bench labels and chunked runs of sparse exports, and the helpers of benchmarks/sparse_inference.py."""
 
 import json
 import math
@@ -29,31 +29,8 @@ def ckpt(tmp_path_factory):
     return folder
 
 
-def test_bench_paths_side_by_side(ckpt, tmp_path):
-    r = _invoke("--checkpoint", ckpt / "m.zor", "--paths", "dense,sparse,auto", "--calibration", ckpt / "x.npy",
-                "--input", ckpt / "x.npy", "--device", "x86-64-avx2", "--batch", "4", "--calls", "3", "--repeats", "1",
-                "--threads", "1", "--no-rss", "--json", tmp_path / "b.json")
-    assert r.exit_code == 0, r.output
-    rep = json.loads((tmp_path / "b.json").read_text())
-    assert set(rep["models"]) == {"float32", "float32 sparse", "float32 auto", "torch"}
-    sparse = rep["models"]["float32 sparse"]
-    assert sparse["path"] == "sparse" and sparse["max_batch"] == 1 and sparse["sparse_connections"] == [0, 1]
-    assert sparse["p50_ms_b1"] > 0 and sparse["p50_ms_b4"] is None and sparse["throughput_per_s"] is None
-    assert sparse["max_abs_diff_vs_torch"] < 1e-5
-    p = rep["paths"]
-    assert p["float32"]["vs_dense_b1"] is None
-    for lab in ("float32 sparse", "float32 auto"):
-        assert p[lab]["vs_dense_b1"] > 0 and p[lab]["max_abs_diff_vs_dense"] < 1e-5
-    assert "x dense b1" in r.output and "float32 sparse: sparse, sparse connections [0, 1]" in r.output
-
-
-def test_bench_usage_errors_for_paths(ckpt):
-    r = _invoke("--paths", "dense,sparse")
-    assert r.exit_code == 2 and "pass --checkpoint" in r.output
-    r = _invoke("--checkpoint", ckpt / "m.zor", "--paths", "dense,fast")
-    assert r.exit_code == 2 and "expected a comma-separated subset" in r.output
-    r = _invoke("--checkpoint", ckpt / "m.zor", "--paths", ",")
-    assert r.exit_code == 2 and "at least one" in r.output
+def test_bench_needs_model_files():
+    # --checkpoint/--paths moved to python -m benchmarks.runtime_bench (tests/test_runtime_bench.py)
     r = _invoke("--device", "generic")
     assert r.exit_code == 2 and "Missing argument 'MODEL...'" in r.output
 
