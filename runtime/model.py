@@ -28,9 +28,7 @@ Example:
 
 from __future__ import annotations
 
-import errno
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -43,41 +41,15 @@ from zor.common.errors import (
     ModelFileError,
     ShapeError,
     StateError,
-    ZorError,
 )
 
-from . import hugepages
 from .checks import check_array
-from .metadata import Metadata, StateSpec, parse
-from .onnxmeta import ScanError, find_initializers, read_metadata_props
-from .rows import RowRunner
-from .session import check_file, open_session
+from .loaders import TensorInfo, load
+from .metadata import StateSpec
 from .stream import Stream
-from .weightfile import BACKENDS, WeightFile, choose_mode
+from .weightfile import BACKENDS
 
 __all__ = ["Model", "TensorInfo", "resolve_device"]
-
-_NP_DTYPES = {"tensor(float)": np.float32, "tensor(bool)": np.bool_, "tensor(float16)": np.float16,
-              "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
-              "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """A graph input or output: name, shape (None for the dynamic batch axis), numpy dtype."""
-
-    name: str
-    shape: tuple
-    dtype: Any
-
-    def __str__(self) -> str:
-        dims = ", ".join("B" if d is None else str(d) for d in self.shape)
-        return f"{self.name} ({dims}) {np.dtype(self.dtype).name}"
-
-
-def _info(arg) -> TensorInfo:
-    shape = tuple(d if isinstance(d, int) else None for d in (arg.shape or []))
-    return TensorInfo(arg.name, shape, _NP_DTYPES.get(arg.type, np.float32))
 
 
 def resolve_device(device: Union[str, Profile, None]) -> tuple[Profile, Optional[Detection]]:
@@ -101,7 +73,8 @@ class Model:
     each call reads only the rows of the units that spiked, :mod:`zor.runtime.rows`;
     ``weights_backend`` "pread" or "mmap"), or ``"auto"`` (rows when twice the weights
     do not fit the memory left to this process). Every call first checks that the
-    weights file has not changed since it was opened.
+    weights file has not changed since it was opened. The three load paths (weights
+    inline, loaded, read as rows) are :mod:`zor.runtime.loaders`.
     """
 
     def __init__(self, path: Union[str, os.PathLike], device: Union[str, Profile, None] = "auto",
@@ -115,42 +88,13 @@ class Model:
             raise ConfigError(f"weights_backend: expected one of {', '.join(BACKENDS)}, got {weights_backend!r}")
         self.path = Path(path)
         self.profile, self.detection = resolve_device(device)
-        self.notes: list[str] = []
         self.threads = threads
-        self._weightfile: Optional[WeightFile] = None
-        self._rows = None
-        self.weights_mode = "inline"
-        scanned = _early_metadata(self.path)
-        early = scanned if scanned is not None and scanned.weights else None
-        if early is not None:
-            self._weightfile = WeightFile(self.path, early.weights,
-                                          backend=weights_backend if weights == "rows" else "pread")
-            mode, why = choose_mode(int(early.weights["bytes"]), weights)
-            self.weights_mode = mode
-            self.notes.append(f"external weights {early.weights['location']}: {why}")
-            if mode == "rows":
-                self.metadata = early
-                self._session = None
-                self._rows = RowRunner(early, self._weightfile)
-                self._inputs, self._outputs = _contract_io(early)
-                self._check_graph()
-                return
-            pinned = _huge_page_rows(early, self.profile, self.notes, self._weightfile)
-            if verify_weights:                              # the pinned tensors were checked as they were read
-                self._weightfile.verify([n for n, e in self._weightfile.entries.items()
-                                         if e.in_graph and n not in pinned])
-        elif weights == "rows":
-            raise ConfigError(f"{self.path.name} keeps its weights inside the .onnx file: weights='rows' needs a "
-                              "model exported with --external-weights")
-        else:
-            pinned = _huge_page_rows(scanned, self.profile, self.notes, path=self.path)
-        self._session, missing = open_session(self.path, self.profile, threads, pinned)
-        if missing:
-            self.notes.append(f"profile {self.profile.name} prefers {', '.join(missing)}, which this onnxruntime "
-                              f"build lacks: running on {', '.join(self._session.get_providers())}")
-        self.metadata = parse(self._session.get_modelmeta().custom_metadata_map, str(self.path))
-        self._inputs = [_info(a) for a in self._session.get_inputs()]
-        self._outputs = [_info(a) for a in self._session.get_outputs()]
+        loaded = load(self.path, self.profile, threads, weights, verify_weights, weights_backend)
+        self.metadata = loaded.metadata
+        self.notes: list[str] = loaded.notes
+        self.weights_mode = loaded.weights_mode
+        self._session, self._rows, self._weightfile = loaded.session, loaded.rows, loaded.weightfile
+        self._inputs, self._outputs = loaded.inputs, loaded.outputs
         self._check_graph()
 
     # ------------------------------------------------------------------ description
@@ -317,68 +261,6 @@ class Model:
             raise StateError(f"{self.path.name} is stateless ({fmt.KEYS.STATEFUL} = false): expected a stateful "
                              "model for stream(); call run(x) instead, every call is independent")
         return Stream(self)
-
-
-def _early_metadata(path: Path) -> Optional[Metadata]:
-    """The file's parsed metadata, read without onnxruntime; None when it does not scan as
-    protobuf, is not a Zor file, or (weights inline) its metadata does not parse: onnxruntime
-    and the parse after loading then name the problem. Metadata that names external weights
-    must parse here (its errors are raised)."""
-    check_file(path)
-    try:
-        props = read_metadata_props(path)
-    except (ScanError, OSError):
-        return None
-    if props.get(fmt.KEYS.FORMAT) != fmt.FORMAT:
-        return None
-    try:
-        return parse(props, str(path))
-    except ZorError:
-        if props.get(fmt.KEYS.WEIGHTS, "") not in ("", "{}"):
-            raise
-        return None
-
-
-def _huge_page_rows(meta: Optional[Metadata], profile: Profile, notes: list[str],
-                    weightfile: Optional[WeightFile] = None, path: Optional[Path] = None) -> dict[str, np.ndarray]:
-    """The row tensors of the sparse connections (≥ 2 MiB each) read into huge pages
-    (:mod:`zor.runtime.hugepages`): from the external ``weightfile`` (SHA-256 checked as they
-    are read), else from the .onnx file at ``path``. {} when the profile turns it off, the
-    platform has none, there is no sparse connection, there is no memory for the copy, or the
-    .onnx file does not scan (onnxruntime then loads, or names the problem, as before)."""
-    if meta is None or not profile.huge_pages or not hugepages.SUPPORTED:
-        return {}
-    names = {name for j in meta.sparse_connections for name in (fmt.weight(j), fmt.weight_int8(j))}
-    try:
-        if weightfile is not None:
-            rows = {n: weightfile.tensor(n, out=hugepages.advised_buffer(e.length))
-                    for n, e in weightfile.entries.items() if n in names and e.in_graph
-                    and e.length >= hugepages.MIN_BYTES}
-        else:
-            rows = {n: hugepages.read_tensor(path, raw) for n, raw in find_initializers(path, names).items()
-                    if raw.nbytes >= hugepages.MIN_BYTES}
-    except MemoryError:
-        return {}
-    except (ScanError, OSError) as exc:     # a file that does not scan, or no address space for the copy
-        if weightfile is not None and not (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
-            raise
-        return {}
-    if rows:
-        notes.append(f"sparse rows in huge pages: {', '.join(sorted(rows))} "
-                     f"({sum(a.nbytes for a in rows.values()) / 2 ** 20:.1f} MiB)")
-    return rows
-
-
-def _contract_io(meta: Metadata) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    """Graph inputs and outputs as the file contract (zor.common.format) names them, from the metadata."""
-    sizes = meta.sizes
-    inputs = [TensorInfo(fmt.INPUT, (None, sizes[0]), np.float32)]
-    inputs += [TensorInfo(s.input, (None, s.size), np.float32) for s in meta.state]
-    outputs = [TensorInfo(fmt.OUTPUT, (None, sizes[-1]), np.float32)]
-    outputs += [TensorInfo(s.output, (None, s.size), np.float32) for s in meta.state]
-    outputs += [TensorInfo(fmt.spikes(i), (None, n), np.bool_) for i, n in enumerate(sizes)]
-    outputs += [TensorInfo(fmt.charge(i), (None, n), np.float32) for i, n in enumerate(sizes)]
-    return inputs, outputs
 
 
 def initial_state(spec: StateSpec, batch: int) -> np.ndarray:

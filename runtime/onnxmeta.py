@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import BinaryIO, Collection, Iterator, Union
@@ -56,8 +57,6 @@ def _varint(f: BinaryIO) -> int:
 
 
 def _entry(data: bytes) -> tuple[str, str]:
-    import io
-
     f = io.BytesIO(data)
     key = value = ""
     while f.tell() < len(data):

@@ -41,6 +41,11 @@ import numpy as np
 from zor.common import format as fmt
 from zor.common.errors import ConfigError, ModelFileError, WeightFileError
 
+try:
+    import resource  # Unix only: the address-space limit of memory_budget()
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
 __all__ = ["TensorEntry", "WeightFile", "memory_budget", "choose_mode", "DTYPES", "BACKENDS"]
 
 DTYPES = {"float32": np.float32, "int8": np.int8, "uint8": np.uint8, "int32": np.int32, "uint32": np.uint32,
@@ -280,8 +285,8 @@ def memory_budget() -> Optional[int]:
     """Bytes this process may still take: the smaller of the address-space limit left and MemAvailable (None: unknown)."""
     limits = []
     try:
-        import resource
-
+        if resource is None:
+            raise ImportError("no resource module on this platform")
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft != resource.RLIM_INFINITY:
             used = 0
