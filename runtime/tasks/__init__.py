@@ -45,12 +45,14 @@ from .images import (
            classify_images,
            colorize,
            denoise,
+           input_kind,
            run_task,
            task_patch,
 )
 from .translate import Translator, speed, translate, translator_for
 
 __all__ = ["Classes", "reconstruct", "classify", "classify_rows", "classify_images", "colorize", "denoise",
-           "run_task", "TaskOutput", "TASKS", "task_patch", "translate", "Translator", "translator_for", "speed",
+           "run_task", "TaskOutput", "TASKS", "input_kind", "task_patch", "translate", "Translator", "translator_for",
+           "speed",
            "rows_from_images", "images_from_rows", "image_shape", "Tiling", "tile", "untile", "window",
            "as_float_image", "luma", "lightness", "resize", "load_image", "save_image"]

@@ -6,8 +6,10 @@ task dicts the examples write):
     colorize(model, image)        any size: lightness patches → (a, b) patches, tiled;
                                   returns RGB (H, W, 3) in [0, 1]
     denoise(model, image)         any size: tiled into the model's image size; (H, W)
-    classify_images(model, imgs)  resized (:func:`resize`) to the model's size, grey;
-                                  returns :class:`~zor.runtime.tasks.Classes`
+    classify_images(model, imgs)  any size, uint8/uint16/float, 1-4 channels: resized
+                                  (:func:`resize`) to the model's size, grey (or RGB for
+                                  a colour model); returns :class:`~zor.runtime.tasks.Classes`
+    classify(model, x)            rows, or images of any kind (:func:`input_kind` says which)
     run_task(model, task, image)  one of the above for ``zor-run --task``, with notes
 
 Tiling, resizing and grey conversion are :mod:`zor.runtime.tasks.imageops`.
@@ -30,7 +32,8 @@ from .imageops import as_float_image, check_patch, lightness, luma, resize, tile
 if TYPE_CHECKING:
     from ..model import Model
 
-__all__ = ["TaskOutput", "TASKS", "classify", "colorize", "denoise", "classify_images", "run_task", "task_patch"]
+__all__ = ["TaskOutput", "TASKS", "classify", "colorize", "denoise", "classify_images", "input_kind", "run_task",
+           "task_patch"]
 
 TASKS = ("classify", "colorize", "denoise")
 _CHUNK = 1024                     # rows per onnxruntime call
@@ -125,14 +128,26 @@ def denoise(model: "Model", image: Any) -> np.ndarray:
     return np.clip(untile(np.clip(out, 0.0, 1.0).reshape(len(pats), size, size), tiling), 0.0, 1.0)
 
 
+def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A float image (H, W) grey or (H, W, 3) RGB in the model's channels: grey (luma) for 1, RGB
+    (grey repeated) for 3."""
+    if channels == 1:
+        return luma(image)
+    if channels == 3:
+        return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
+    raise ConfigError(f"the model's input image has {channels} channels: expected 1 (grey) or 3 (RGB) "
+                      "to turn an image of another kind into its input")
+
+
 def classify_images(model: "Model", images: Any) -> Classes:
-    """Classes of one image (H, W[, C]) or several, each made grey and resized to the model's size.
+    """Classes of one image (H, W[, C]) or several, each resized to the model's size and made grey
+    (or RGB, for a colour model); uint8, uint16 or [0, 1] float pixels, 1 to 4 channels.
 
     Several: a list, a (B, H, W, C) stack, or a (B, H, W) stack whose last axis is not
     a channel count (a 3-D array ending in 1–4 is one (H, W, C) image).
     """
     task = _task(model, ("classify",), "classify_images")
-    h, w, _ = _model_image(task)
+    h, w, c = _model_image(task)
     arr = images if isinstance(images, (list, tuple)) else [images]
     if not isinstance(images, (list, tuple)):
         probe = np.asarray(images)
@@ -141,7 +156,7 @@ def classify_images(model: "Model", images: Any) -> Classes:
     if len(arr) == 0:
         raise ShapeError("classify_images(): expected at least one image, got none")
     lo, hi = _input_range(task)
-    rows = np.stack([_to_range(resize(luma(as_float_image(a, f"image {k}")), h, w).reshape(-1), lo, hi)
+    rows = np.stack([_to_range(resize(_to_channels(as_float_image(a, f"image {k}"), c), h, w).reshape(-1), lo, hi)
                      for k, a in enumerate(arr)])
     scores = _run_rows(model, rows)
     labels = task.get("labels") or []
@@ -152,28 +167,44 @@ def classify_images(model: "Model", images: Any) -> Classes:
     return Classes(index=index, label=[str(labels[i]) if labels else str(int(i)) for i in index], scores=scores)
 
 
-def classify(model: "Model", x: Any) -> Classes:
-    """Classes of rows (B, n_0), of images of the model's own size (uint8 or [0, 1] floats), or of
-    images of any other size, dtype or colour (made grey and resized: :func:`classify_images`).
+def input_kind(model: "Model", x: np.ndarray) -> str:
+    """What ``classify`` was given, read from its dtype and shape:
 
-    The kind of input is read from its dtype and shape: nothing is tried and caught.
+    - ``"rows"``: (B, n_0) floats, or anything for a model that declares no input image
+      (:meth:`Model.run` then checks it);
+    - ``"own"``: images of the model's own shape, (H, W[, C]) or (B, H, W[, C]), uint8 or
+      [0, 1] floats, which become rows as they are;
+    - ``"images"``: any other image or stack (another size, channel count, or uint16 pixels),
+      resized and converted to the model's image by :func:`classify_images`.
     """
     shape = image_shape(model.metadata.task.get("input") or {})
-    if isinstance(x, (list, tuple)):
-        shapes = {np.shape(a) for a in x}
-        if shape is None or len(shapes) != 1 or next(iter(shapes)) != shape:
-            return classify_rows(model, x) if shape is None else classify_images(model, x)
-        x = np.asarray(x)
-    arr = np.asarray(x)
     if shape is None:
-        return classify_rows(model, arr)                                    # rows; run() checks them
-    trailing = tuple(arr.shape[max(arr.ndim - len(shape), 0):])
-    own_size = trailing == shape and arr.ndim in (len(shape), len(shape) + 1)
-    if own_size and (arr.dtype == np.uint8 or arr.dtype.kind == "f"):
-        return classify_rows(model, arr)                                    # images of the model's size
-    if arr.ndim == 2 and arr.shape[1] == model.sizes[0] and arr.dtype.kind == "f":
-        return classify_rows(model, arr)                                    # rows
-    return classify_images(model, arr)                                      # any other image
+        return "rows"
+    trailing = tuple(x.shape[max(x.ndim - len(shape), 0):])
+    if trailing == shape and x.ndim in (len(shape), len(shape) + 1) and (x.dtype == np.uint8 or x.dtype.kind == "f"):
+        return "own"
+    if x.ndim == 2 and x.shape[1] == model.sizes[0] and x.dtype.kind == "f":
+        return "rows"
+    return "images"
+
+
+def classify(model: "Model", x: Any) -> Classes:
+    """Classes of rows (B, n_0), of images of the model's own size (uint8 or [0, 1] floats), or of
+    images of any other size, dtype (uint8, uint16, float) or channel count (made grey or RGB as
+    the model takes them, and resized: :func:`classify_images`).
+
+    The kind of input is read from its dtype and shape (:func:`input_kind`): nothing is tried
+    and caught. A list of images of different shapes is a list of images.
+    """
+    if isinstance(x, (list, tuple)):
+        if len({np.shape(a) for a in x}) != 1:
+            return classify_images(model, x)                    # images of several shapes
+        arr = np.asarray(x)
+        return classify_rows(model, arr) if input_kind(model, arr) != "images" else classify_images(model, list(x))
+    arr = np.asarray(x)
+    if input_kind(model, arr) == "images":
+        return classify_images(model, arr)
+    return classify_rows(model, arr)                # rows, or images of the model's own size (run() checks them)
 
 
 @dataclass
@@ -200,11 +231,13 @@ def run_task(model: "Model", task: str, image: Any) -> TaskOutput:
                           f"{have if have in TASKS else 'matching the model'}")
     img = as_float_image(image)
     spec = model.metadata.task
-    h, w, _ = _model_image(spec)
+    h, w, c = _model_image(spec)
     notes = []
     if task == "classify":
-        if img.ndim == 3:
+        if img.ndim == 3 and c == 1:
             notes.append("colour image: classified on its luma (the model is grey)")
+        elif img.ndim == 2 and c == 3:
+            notes.append("grey image: given to the colour model as RGB (grey in every channel)")
         if img.shape[:2] != (h, w):
             notes.append(f"resized {img.shape[0]}x{img.shape[1]} → {h}x{w} (the model's input size)")
         return TaskOutput(task, classes=classify_images(model, img), notes=notes)
