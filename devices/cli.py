@@ -4,6 +4,8 @@
     zor-devices show rpi5 [--json]   every field of one profile
     zor-devices detect [--json] [--cpuinfo FILE] [--board TEXT]
                                      the profile of this machine (or of a recorded cpuinfo), and why
+
+Errors end as :func:`zor.common.cli.cli_errors` says (an unknown profile name: exit 2).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Optional
 
 import click
 
-from zor.common.errors import DeviceError
+from zor.common.cli import cli_errors
 
 from .detection import detect
 from .profiles import PROFILES, Profile, get
@@ -38,6 +40,7 @@ def main() -> None:
 
 
 @main.command("list")
+@cli_errors
 def list_cmd() -> None:
     """One line per profile: name, arch, ISA, cores, memory, int8 recipe, int8 pays."""
     rows = [("name", "arch", "isa", "cores", "mem MB", "int8 recipe", "int8 pays")]
@@ -51,12 +54,10 @@ def list_cmd() -> None:
 @main.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+@cli_errors
 def show_cmd(name: str, as_json: bool) -> None:
     """Every field of profile NAME."""
-    try:
-        p = get(name)
-    except DeviceError as exc:
-        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    p = get(name)                       # an unknown NAME: DeviceError, a usage error (exit 2)
     d = p.to_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
@@ -74,6 +75,7 @@ def show_cmd(name: str, as_json: bool) -> None:
               help="Detect from a recorded /proc/cpuinfo text instead of this machine's.")
 @click.option("--board", default=None, help="Board model text (as in /proc/device-tree/model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the detection as JSON.")
+@cli_errors
 def detect_cmd(cpuinfo_path: Optional[Path], board: Optional[str], as_json: bool) -> None:
     """The profile of this machine (or of --cpuinfo FILE), and why."""
     text = cpuinfo_path.read_text(errors="replace") if cpuinfo_path else None
