@@ -104,6 +104,36 @@ def _json(meta: Mapping[str, str], key: str, default: Any, want: type, where: st
 
 def parse(meta: Mapping[str, str], where: str = "model") -> Metadata:
     """Parse and validate the ``zor.*`` entries of ``meta`` (``where`` names the file in errors)."""
+    version = _format_version(meta, where)
+    layers = _json(meta, fmt.KEYS.LAYERS, None, list, where)
+    if not layers or not all(isinstance(d, dict) and isinstance(d.get("size"), int) and d["size"] > 0 for d in layers):
+        raise ModelFileError(f"{where}: metadata {fmt.KEYS.LAYERS}: expected a list of layers with positive "
+                             f"integer sizes, got {meta.get(fmt.KEYS.LAYERS, '')[:80]!r}")
+    task = _json(meta, fmt.KEYS.TASK, {"name": "generic"}, dict, where)
+    task.setdefault("name", "generic")
+    stateful, state = _state(meta, layers, where)
+    quant = _json(meta, fmt.KEYS.QUANTIZATION, {"mode": "none"}, dict, where)
+    quant.setdefault("mode", "none")
+    paths, weights = _paths(meta, where), _weights(meta, where)
+    return Metadata(
+        format_version=version,
+        engine_version=meta.get(fmt.KEYS.ENGINE_VERSION, ""),
+        layers=layers,
+        task=task,
+        stateful=stateful,
+        state=state,
+        quantization=quant,
+        calibration=_json(meta, fmt.KEYS.CALIBRATION, {}, dict, where),
+        verification=_json(meta, fmt.KEYS.VERIFICATION, {}, dict, where),
+        weights_sha256=meta.get(fmt.KEYS.WEIGHTS_SHA256, ""),
+        raw=dict(meta),
+        paths=paths,
+        weights=weights,
+    )
+
+
+def _format_version(meta: Mapping[str, str], where: str) -> int:
+    """The Zor format version; a file that is not a Zor export, or of a newer format, is a ModelFileError."""
     found = meta.get(fmt.KEYS.FORMAT)
     if found != fmt.FORMAT:
         zor_keys = sorted(k for k in meta if k.startswith("zor."))
@@ -119,12 +149,11 @@ def parse(meta: Mapping[str, str], where: str = "model") -> Metadata:
     if version > fmt.FORMAT_VERSION or version < 1:
         raise ModelFileError(f"{where}: Zor format version {version} is not readable here: expected 1..{fmt.FORMAT_VERSION} "
                              "(a newer exporter wrote it; upgrade zor-edge)")
-    layers = _json(meta, fmt.KEYS.LAYERS, None, list, where)
-    if not layers or not all(isinstance(d, dict) and isinstance(d.get("size"), int) and d["size"] > 0 for d in layers):
-        raise ModelFileError(f"{where}: metadata {fmt.KEYS.LAYERS}: expected a list of layers with positive "
-                             f"integer sizes, got {meta.get(fmt.KEYS.LAYERS, '')[:80]!r}")
-    task = _json(meta, fmt.KEYS.TASK, {"name": "generic"}, dict, where)
-    task.setdefault("name", "generic")
+    return version
+
+
+def _state(meta: Mapping[str, str], layers: list, where: str) -> tuple[bool, list[StateSpec]]:
+    """(stateful, the state tensors) from ``zor.stateful`` and ``zor.state``."""
     stateful_text = meta.get(fmt.KEYS.STATEFUL, "false").strip().lower()
     if stateful_text not in ("true", "false"):
         raise ModelFileError(f"{where}: metadata {fmt.KEYS.STATEFUL}: expected 'true' or 'false', got {stateful_text!r}")
@@ -143,8 +172,11 @@ def parse(meta: Mapping[str, str], where: str = "model") -> Metadata:
     if stateful and not state:
         raise ModelFileError(f"{where}: metadata says {fmt.KEYS.STATEFUL} = true but {fmt.KEYS.STATE} lists no "
                              "state tensors: expected one entry per stateful layer")
-    quant = _json(meta, fmt.KEYS.QUANTIZATION, {"mode": "none"}, dict, where)
-    quant.setdefault("mode", "none")
+    return stateful, state
+
+
+def _paths(meta: Mapping[str, str], where: str) -> dict:
+    """``zor.paths``: the batch limit and the path of each connection, checked."""
     paths = _json(meta, fmt.KEYS.PATHS, {}, dict, where)
     mb = paths.get("max_batch")
     if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or mb < 1):
@@ -154,24 +186,15 @@ def parse(meta: Mapping[str, str], where: str = "model") -> Metadata:
                                               and c.get("path") in ("dense", "sparse") for c in conns):
         raise ModelFileError(f"{where}: metadata {fmt.KEYS.PATHS} connections: expected a list of "
                              "{connection: int, path: 'dense' | 'sparse', ...}, got " + repr(conns)[:80])
+    return paths
+
+
+def _weights(meta: Mapping[str, str], where: str) -> dict:
+    """``zor.weights``: the external weights file's name, size and tensors ({} when the weights are inline)."""
     weights = _json(meta, fmt.KEYS.WEIGHTS, {}, dict, where)
     if weights and not (isinstance(weights.get("location"), str) and isinstance(weights.get("bytes"), int)
                         and not isinstance(weights.get("bytes"), bool) and weights["bytes"] >= 0
                         and isinstance(weights.get("tensors"), list)):
         raise ModelFileError(f"{where}: metadata {fmt.KEYS.WEIGHTS}: expected {{location: file name, bytes: int, "
                              f"tensors: [...]}}, got {meta.get(fmt.KEYS.WEIGHTS, '')[:80]!r}")
-    return Metadata(
-        format_version=version,
-        engine_version=meta.get(fmt.KEYS.ENGINE_VERSION, ""),
-        layers=layers,
-        task=task,
-        stateful=stateful,
-        state=state,
-        quantization=quant,
-        calibration=_json(meta, fmt.KEYS.CALIBRATION, {}, dict, where),
-        verification=_json(meta, fmt.KEYS.VERIFICATION, {}, dict, where),
-        weights_sha256=meta.get(fmt.KEYS.WEIGHTS_SHA256, ""),
-        raw=dict(meta),
-        paths=paths,
-        weights=weights,
-    )
+    return weights
