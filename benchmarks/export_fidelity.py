@@ -48,6 +48,7 @@ TASK = {
     "input": {"range": [0.0, 1.0], "preprocessing": "28x28 grayscale, row-major, pixel / 255",
               "image": {"height": 28, "width": 28, "channels": 1}},
     "output": {"range": None, "meaning": "the reconstructed image, same layout as the input"},
+    "data": {"name": "fashion-mnist"},      # the exporter calibrates int8 on the data the task records
 }
 
 

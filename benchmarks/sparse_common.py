@@ -113,7 +113,7 @@ def export_here(net: Any, out: Path, **kw: Any) -> Path:
 
 def effective_break_even(profile: Any, synapses: int) -> float:
     """The spike rate below which the sparse form pays on ``profile`` for a connection of ``synapses``."""
-    from zor.export.sparse import effective_break_even as rule
+    from zor.export.paths import effective_break_even as rule
 
     return rule(profile, synapses)
 
