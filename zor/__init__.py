@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 # name -> module that defines it; loaded on first attribute access (PEP 562).
 _LAZY = {
     "Zor": "zor.engine.network",
-    "ZorConfig": "zor.engine.network",
-    "History": "zor.engine.network",
+    "ZorConfig": "zor.engine.config",
+    "History": "zor.engine.training",
     "Layer": "zor.engine.layer",
     "Conv": "zor.engine.layer",
     "RULES": "zor.engine.rules",

@@ -1,180 +1,31 @@
-"""Checkpoints: one safetensors file holding tensors and a JSON config.
+"""Checkpoints as functions: ``save(model, path)``, ``load(path)``, ``read_config(path)``.
 
-Layout (format version 1). Tensors, all float32 unless noted:
-
-    weights.{i}      (n_i, n_{i+1})   forward weights W_i ((C_{i+1}, C_i, k, k) into a Conv)
-    threshold.{i}    (n_i,)           per-unit thresholds θ_i ((C_i,) per channel for Conv)
-    rate.{i}         (n_i,)           homeostasis firing-rate EMA r_i (same shape as θ_i)
-    novelty.{i}      (n_i, n_{i+1})   novelty trace R_i
-    state.{i}        (B, n_i)         charges a stateful layer carries (when present)
-    optim.{i}.{key}  any              optimizer state of W_i (Adam moments, step, ...)
-
-The safetensors header metadata (strings) carries ``format`` ("zor-checkpoint"),
-``format_version``, ``engine_version`` and ``config`` (JSON: the layers and the
-network settings). Loading parses the header and raw tensor bytes only: nothing is
-ever unpickled. Saving is atomic.
+The file format (one safetensors file with a JSON config; nothing is ever unpickled)
+is :mod:`zor.engine.checkpoint_file`; ``Zor.save`` and ``Zor.load`` are the usual way
+in. This module sits above the network (it imports :mod:`zor.engine.network`, which
+imports only the file module), so saving and loading have no import cycle.
 
 Example:
     >>> import tempfile, os, torch
     >>> from zor import Zor, Layer
     >>> net = Zor([Layer(4), Layer(3)], seed=0)
     >>> path = os.path.join(tempfile.mkdtemp(), "net.zor")
-    >>> net.save(path)
-    >>> torch.equal(Zor.load(path).weights[0], net.weights[0])
+    >>> save(net, path)
+    >>> torch.equal(load(path).weights[0], net.weights[0])
     True
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
-import torch
-
-from zor.common.errors import CheckpointError, ConfigError, FormatVersionError
-from zor.common.fileio import write_bytes_atomic
+from .checkpoint_file import FORMAT, FORMAT_VERSION, read_config, save
+from .network import Zor
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save", "load", "read_config"]
 
-FORMAT = "zor-checkpoint"
-FORMAT_VERSION = 1
 
-
-def _engine_version() -> str:
-    from zor import __version__
-
-    return __version__
-
-
-def save(model, path: Union[str, os.PathLike]) -> None:
-    """Write ``model`` to ``path`` atomically (see the module docstring)."""
-    from safetensors.torch import save as st_save
-
-    tensors: dict[str, torch.Tensor] = {}
-    for i, w in enumerate(model.weights):
-        tensors[f"weights.{i}"] = w.detach()
-        tensors[f"novelty.{i}"] = model.novelty_trace(i)
-    for i in range(len(model.layers)):
-        tensors[f"threshold.{i}"] = model.threshold(i)
-        tensors[f"rate.{i}"] = model.rate(i)
-        if model.state[i] is not None:
-            tensors[f"state.{i}"] = model.state[i]
-    optim_keys: dict[str, list[str]] = {}
-    for i, w in enumerate(model.weights):
-        st = model.optimizer.state.get(w, {})
-        optim_keys[str(i)] = sorted(st)
-        for key, value in st.items():
-            tensors[f"optim.{i}.{key}"] = torch.as_tensor(value)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    config = {"layers": [layer.to_dict() for layer in model.layers], "network": model.config.to_dict(),
-              "task": model.task}
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "engine_version": _engine_version(),
-        "config": json.dumps(config),
-        "optimizer_state": json.dumps(optim_keys),
-    }
-    write_bytes_atomic(path, st_save(tensors, metadata=metadata))
-
-
-def _open(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
-
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder, expected a .zor/.safetensors file")
-    data = path.read_bytes()
-    if len(data) < 8:
-        raise CheckpointError(f"{path}: expected a safetensors checkpoint, got {len(data)} bytes (truncated or empty)")
-    header_len = int.from_bytes(data[:8], "little")
-    if header_len <= 0 or 8 + header_len > len(data):
-        raise CheckpointError(f"{path}: not a Zor checkpoint (expected a safetensors header, "
-                              f"got a header length of {header_len} in a {len(data)}-byte file)")
-    try:
-        header = json.loads(data[8:8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a Zor checkpoint (unreadable safetensors header: {exc})") from exc
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path}: expected format {FORMAT!r} in the safetensors metadata, got {found!r} "
-                              "(a foreign safetensors file?)")
-    try:
-        version = int(meta.get("format_version", ""))
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: bad format_version {meta.get('format_version')!r}") from exc
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(f"{path}: checkpoint format version {version} is newer than this engine reads "
-                                 f"(≤ {FORMAT_VERSION}); upgrade zor-edge (engine {_engine_version()})")
-    try:
-        tensors = st_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt tensor data ({exc})") from exc
-    return meta, tensors
-
-
-def read_config(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    """The JSON config and metadata of a checkpoint, without building a model."""
-    meta, _ = _open(Path(path))
-    return {**meta, "config": json.loads(meta["config"])}
-
-
-def load(path: Union[str, os.PathLike], device: str = "auto"):
+def load(path: Union[str, os.PathLike], device: str = "auto") -> Zor:
     """Build a :class:`~zor.engine.network.Zor` from a checkpoint, validating every tensor."""
-    from .layer import Layer
-    from .network import Zor, ZorConfig
-
-    path = Path(path)
-    meta, tensors = _open(path)
-    try:
-        config = json.loads(meta["config"])
-        layers = [Layer.from_dict(d) for d in config["layers"]]
-        net_cfg = dict(config["network"])
-        net_cfg["device"] = device
-        net_cfg["betas"] = tuple(net_cfg.get("betas", (0.9, 0.999)))
-        model = Zor(layers, ZorConfig(**net_cfg), task=config.get("task"))
-        optim_keys = json.loads(meta.get("optimizer_state", "{}"))
-    except (KeyError, TypeError, json.JSONDecodeError, ConfigError) as exc:
-        raise CheckpointError(f"{path}: invalid config in checkpoint ({exc})") from exc
-
-    def take(name: str, shape: tuple, allow_minus_inf: bool = False) -> torch.Tensor:
-        if name not in tensors:
-            raise CheckpointError(f"{path}: missing tensor {name!r} (expected shape {shape})")
-        t = tensors[name]
-        if tuple(t.shape) != tuple(shape) or t.dtype != torch.float32:
-            raise CheckpointError(f"{path}: tensor {name!r}: expected float32 {tuple(shape)}, "
-                                  f"got {t.dtype} {tuple(t.shape)}")
-        ok = ~torch.isnan(t) & (t != float("inf")) if allow_minus_inf else torch.isfinite(t)
-        if not ok.all():
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN/inf values")
-        return t
-
-    with torch.no_grad():
-        for i, w in enumerate(model.weights):
-            w.copy_(take(f"weights.{i}", w.shape))
-            model.novelty_trace(i).copy_(take(f"novelty.{i}", w.shape))
-        state = []
-        for i, layer in enumerate(model.layers):
-            # a threshold of −inf is legal: the unit always spikes (the output's default)
-            model.threshold(i).copy_(take(f"threshold.{i}", layer.threshold_shape, allow_minus_inf=True))
-            model.rate(i).copy_(take(f"rate.{i}", layer.threshold_shape))
-            key = f"state.{i}"
-            state.append(tensors[key].to(model.device) if key in tensors else None)
-        model.set_state(state)
-    for i, w in enumerate(model.weights):
-        keys = optim_keys.get(str(i), [])
-        if keys:
-            st = {}
-            for key in keys:
-                name = f"optim.{i}.{key}"
-                if name not in tensors:
-                    raise CheckpointError(f"{path}: missing optimizer tensor {name!r}")
-                value = tensors[name]
-                st[key] = value if key == "step" else value.to(model.device)
-            model.optimizer.state[w] = st
-    return model
+    return Zor.load(path, device=device)

@@ -28,14 +28,17 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .events import batch_mean
 
-__all__ = ["Connection", "Dense", "Conv2d"]
+if TYPE_CHECKING:
+    from .layer import Layer
+
+__all__ = ["Connection", "Dense", "Conv2d", "connect"]
 
 
 class Connection:
@@ -168,3 +171,10 @@ class Conv2d(Connection):
         """One all-ones output channel: (1, C_i, k, k), broadcast over the C_{i+1} channels."""
         ones = torch.ones(x.shape[0], self.out_shape[1] * self.out_shape[2], dtype=x.dtype, device=x.device)
         return self.outer(x, ones)
+
+
+def connect(pre: "Layer", post: "Layer") -> Connection:
+    """The connection from layer ``pre`` into layer ``post``: a Conv2d into a Conv layer, else Dense."""
+    if post.kind == "conv":
+        return Conv2d(pre.map_shape, post.map_shape, post.kernel_size, post.stride, post.padding)
+    return Dense(pre.size, post.size)

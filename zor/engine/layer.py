@@ -27,16 +27,17 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 from zor.common.deprecation import rename_keys, renamed_parameters
 from zor.common.errors import ConfigError
 
 from . import activations
 
-__all__ = ["Layer", "Conv", "RENAMED"]
+__all__ = ["Layer", "Conv", "RENAMED", "check_layers", "place_layers"]
 
 # old parameter name -> new name (the old ones are accepted until the next release)
 RENAMED = {"activation_rate": "homeostasis_rate", "learning_range": "max_update_norm"}
@@ -245,3 +246,27 @@ class Conv(Layer):
     def threshold_shape(self) -> Tuple[int, ...]:
         """Shape of θ: one per channel."""
         return (self.channels,)
+
+
+def check_layers(layers: Any) -> None:
+    """Raise ConfigError unless ``layers`` is a list (or tuple) of at least two Layer objects."""
+    if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+        raise ConfigError(f"Zor takes a list of Layer objects, got {type(layers).__name__}")
+    if len(layers) < 2:
+        raise ConfigError(f"a Zor network needs at least 2 layers (input and output), got {len(layers)}")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise ConfigError(f"layer {i} must be a zor.Layer, got {type(layer).__name__}")
+
+
+def place_layers(layers: Sequence[Layer]) -> list[Layer]:
+    """Copies of the layers with every Conv's map shape derived from the layer before."""
+    placed: list[Layer] = []
+    for i, layer in enumerate(layers):
+        layer = copy.copy(layer)
+        if isinstance(layer, Conv):
+            if i == 0:
+                raise ConfigError("the first layer cannot be a Conv: give Layer(n, shape=(C, H, W)) as the input")
+            layer.place_after(placed[-1].map_shape)
+        placed.append(layer)
+    return placed
