@@ -19,10 +19,8 @@ tokens for a source of n tokens. With ``no_repeat_ngram = q > 0`` a token that w
 repeat a q-gram already in the hypothesis is skipped (step models with a short
 history otherwise loop). Greedy decoding takes the best token each step; beam search
 keeps the ``beam`` best prefixes by summed log-probability and ranks finished ones by
-sum / length^α (α = ``length_penalty``). The default α = 3 was chosen on 400 es-nah dev
-sentences with beam 4 (models trained 120 s): α = 1 left the output 20 % shorter than
-the references, and chrF rose from 26.6 to 28.2 for Zor (26.3 to 27.8 for the
-backprop baseline) at α = 3; α = 1.5 / 2 / 4 / 6 gave 27.7 / 28.0 / 28.2 / 28.2.
+sum / length^α (α = ``length_penalty``; default 3, chosen on dev chrF:
+``docs/notes/translation-decoding.md``).
 
 Text-level behaviour (:func:`translate_texts`), documented and tested:
 
@@ -322,8 +320,33 @@ def translate_texts(
     beam = int(dec.get("beam", 1)) if beam is None else beam
     q = int(dec.get("no_repeat_ngram", 0)) if no_repeat_ngram is None else no_repeat_ngram
     alpha = float(dec.get("length_penalty", 1.0)) if length_penalty is None else length_penalty
-    src_tok, limit = spec.source_tokenizer, spec.max_source_tokens
+    pieces, owner = _source_pieces(texts, spec, long)
 
+    out_ids: list[list[int]] = []
+    for start in range(0, len(pieces), batch_size):
+        chunk = pieces[start:start + batch_size]
+        ctxs = [spec.encoder.source(ids) for ids in chunk]
+        lens = [spec.max_len(len(ids)) for ids in chunk]
+        if beam == 1:
+            out_ids.extend(greedy(step, spec.encoder, ctxs, lens, q))
+        else:
+            out_ids.extend(beam_search(step, spec.encoder, ctxs, lens, beam, q, alpha, spec.output))
+    result: list[list[str]] = [[] for _ in texts]
+    for k, ids in zip(owner, out_ids):
+        piece = spec.target_tokenizer.decode(ids)
+        if piece:
+            result[k].append(piece)
+    return [" ".join(parts) for parts in result]
+
+
+def _source_pieces(texts: Sequence[str], spec: TranslationSpec, long: str) -> tuple[list[list[int]], list[int]]:
+    """(pieces, owner): the source ids of every piece to decode and the text each belongs to.
+
+    An empty text has no piece; a text over ``spec.max_source_tokens`` is split into
+    pieces (``long="split"``) or raises InputError (``long="error"``), as does a text
+    none of whose characters the source tokenizer knows.
+    """
+    src_tok, limit = spec.source_tokenizer, spec.max_source_tokens
     pieces: list[list[int]] = []      # per piece: its source ids
     owner: list[int] = []             # per piece: which text it belongs to
     for k, text in enumerate(texts):
@@ -347,19 +370,4 @@ def translate_texts(
         else:
             pieces.append(ids)
             owner.append(k)
-
-    out_ids: list[list[int]] = []
-    for start in range(0, len(pieces), batch_size):
-        chunk = pieces[start:start + batch_size]
-        ctxs = [spec.encoder.source(ids) for ids in chunk]
-        lens = [spec.max_len(len(ids)) for ids in chunk]
-        if beam == 1:
-            out_ids.extend(greedy(step, spec.encoder, ctxs, lens, q))
-        else:
-            out_ids.extend(beam_search(step, spec.encoder, ctxs, lens, beam, q, alpha, spec.output))
-    result: list[list[str]] = [[] for _ in texts]
-    for k, ids in zip(owner, out_ids):
-        piece = spec.target_tokenizer.decode(ids)
-        if piece:
-            result[k].append(piece)
-    return [" ".join(parts) for parts in result]
+    return pieces, owner

@@ -172,68 +172,8 @@ class SubwordTokenizer:
         units: Counter[str] = Counter()
         for text in texts:
             units.update(split_units(normalize(text)))
-        chars: Counter[str] = Counter()
-        for unit, n in units.items():
-            for ch in unit:
-                chars[ch] += n
-        alphabet = sorted(ch for ch, n in chars.items() if n >= min_char_count)
-        budget = vocab_size - len(SPECIALS) - len(alphabet)
-        if budget < 0:
-            alphabet = sorted(sorted(chars, key=lambda c: (-chars[c], c))[:vocab_size - len(SPECIALS)])
-            budget = 0
-        known = set(alphabet)
-        # Words as symbol lists; an unknown character is a barrier no merge crosses.
-        words: list[list[str]] = []
-        counts: list[int] = []
-        for unit, n in sorted(units.items()):
-            words.append([ch if ch in known else "\0" for ch in unit])
-            counts.append(n)
-        pair_count: Counter[tuple[str, str]] = Counter()
-        where: dict[tuple[str, str], set[int]] = defaultdict(set)
-        for w, (sym, n) in enumerate(zip(words, counts)):
-            for pair in zip(sym, sym[1:]):
-                if "\0" not in pair:
-                    pair_count[pair] += n
-                    where[pair].add(w)
-        heap = [(-n, pair) for pair, n in pair_count.items()]
-        heapq.heapify(heap)
-        merges: list[tuple[str, str]] = []
-        vocab = set(alphabet) | set(SPECIALS)
-        while len(merges) < budget and heap:
-            neg, pair = heapq.heappop(heap)
-            if pair_count.get(pair, 0) != -neg:
-                continue                                   # stale entry
-            if -neg < min_pair_count:
-                break
-            joined = pair[0] + pair[1]
-            if joined in vocab:                            # same string from another split: skip the pair
-                pair_count.pop(pair, None)
-                continue
-            merges.append(pair)
-            vocab.add(joined)
-            changed: Counter[tuple[str, str]] = Counter()
-            for w in sorted(where.pop(pair, ())):
-                sym, n = words[w], counts[w]
-                for old in zip(sym, sym[1:]):
-                    if "\0" not in old:
-                        changed[old] -= n
-                new = _merge_pair(sym, pair, joined)
-                words[w] = new
-                for nxt in zip(new, new[1:]):
-                    if "\0" not in nxt:
-                        changed[nxt] += n
-                        where[nxt].add(w)
-            pair_count.pop(pair, None)
-            for p, d in changed.items():
-                if d == 0 or p == pair:
-                    continue
-                value = pair_count.get(p, 0) + d
-                if value > 0:
-                    pair_count[p] = value
-                    heapq.heappush(heap, (-value, p))
-                else:
-                    pair_count.pop(p, None)
-        return cls(alphabet, merges)
+        alphabet, budget = _alphabet(units, vocab_size, min_char_count)
+        return cls(alphabet, _learn_merges(units, alphabet, budget, min_pair_count))
 
     # ------------------------------------------------------------------ encoding
     def __len__(self) -> int:
@@ -330,3 +270,85 @@ def _merge_pair(sym: list[str], pair: tuple[str, str], joined: str) -> list[str]
             out.append(sym[k])
             k += 1
     return out
+
+
+def _alphabet(units: Counter[str], vocab_size: int, min_char_count: int) -> tuple[list[str], int]:
+    """(alphabet, merge budget): the characters seen at least ``min_char_count`` times (the most
+    frequent ones when they alone overfill ``vocab_size``) and how many merges still fit."""
+    chars: Counter[str] = Counter()
+    for unit, n in units.items():
+        for ch in unit:
+            chars[ch] += n
+    alphabet = sorted(ch for ch, n in chars.items() if n >= min_char_count)
+    budget = vocab_size - len(SPECIALS) - len(alphabet)
+    if budget < 0:
+        alphabet = sorted(sorted(chars, key=lambda c: (-chars[c], c))[:vocab_size - len(SPECIALS)])
+        budget = 0
+    return alphabet, budget
+
+
+def _learn_merges(units: Counter[str], alphabet: list[str], budget: int,
+                  min_pair_count: int) -> list[tuple[str, str]]:
+    """Up to ``budget`` merges, most frequent pair first (ties: the smaller pair), each seen
+    at least ``min_pair_count`` times; pair counts are kept up to date incrementally."""
+    known = set(alphabet)
+    # Words as symbol lists; an unknown character is a barrier no merge crosses.
+    words: list[list[str]] = []
+    counts: list[int] = []
+    for unit, n in sorted(units.items()):
+        words.append([ch if ch in known else "\0" for ch in unit])
+        counts.append(n)
+    pair_count: Counter[tuple[str, str]] = Counter()
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for w, (sym, n) in enumerate(zip(words, counts)):
+        for pair in zip(sym, sym[1:]):
+            if "\0" not in pair:
+                pair_count[pair] += n
+                where[pair].add(w)
+    heap = [(-n, pair) for pair, n in pair_count.items()]
+    heapq.heapify(heap)
+    merges: list[tuple[str, str]] = []
+    vocab = set(alphabet) | set(SPECIALS)
+    while len(merges) < budget and heap:
+        neg, pair = heapq.heappop(heap)
+        if pair_count.get(pair, 0) != -neg:
+            continue                                   # stale entry
+        if -neg < min_pair_count:
+            break
+        joined = pair[0] + pair[1]
+        if joined in vocab:                            # same string from another split: skip the pair
+            pair_count.pop(pair, None)
+            continue
+        merges.append(pair)
+        vocab.add(joined)
+        changed = _merge_everywhere(words, counts, where, pair, joined)
+        pair_count.pop(pair, None)
+        for p, d in changed.items():
+            if d == 0 or p == pair:
+                continue
+            value = pair_count.get(p, 0) + d
+            if value > 0:
+                pair_count[p] = value
+                heapq.heappush(heap, (-value, p))
+            else:
+                pair_count.pop(p, None)
+    return merges
+
+
+def _merge_everywhere(words: list[list[str]], counts: list[int], where: dict[tuple[str, str], set[int]],
+                      pair: tuple[str, str], joined: str) -> Counter[tuple[str, str]]:
+    """Merge ``pair`` into ``joined`` in every word holding it (in place; ``where`` learns the new
+    pairs); returns how each pair's count changed."""
+    changed: Counter[tuple[str, str]] = Counter()
+    for w in sorted(where.pop(pair, ())):
+        sym, n = words[w], counts[w]
+        for old in zip(sym, sym[1:]):
+            if "\0" not in old:
+                changed[old] -= n
+        new = _merge_pair(sym, pair, joined)
+        words[w] = new
+        for nxt in zip(new, new[1:]):
+            if "\0" not in nxt:
+                changed[nxt] += n
+                where[nxt].add(w)
+    return changed
