@@ -6,6 +6,11 @@ numbers, strings and objects are refused (:class:`~zor.common.errors.DTypeError`
 other ranks or widths (:class:`~zor.common.errors.ShapeError`) and NaN/inf
 (:class:`~zor.common.errors.NonFiniteError`).
 
+After a call, :func:`check_outputs` catches what finite inputs can still do: charges
+that overflow float32 (inputs near 3.4e38 give inf, then NaN) raise NonFiniteError
+instead of returning NaN rows; :func:`run_failure` turns onnxruntime's failures into
+errors that say what happened (memory running out names the batch and what it needed).
+
 Example:
     >>> import numpy as np
     >>> check_array("input", np.zeros((2, 3), np.float64), 3).dtype
@@ -14,13 +19,21 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+import re
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from zor.common.errors import DTypeError, NonFiniteError, ShapeError
+from zor.common.errors import (
+    DTypeError,
+    InputError,
+    ModelFileError,
+    NonFiniteError,
+    ShapeError,
+)
 
-__all__ = ["check_array"]
+__all__ = ["check_array", "check_outputs", "run_failure", "batch_bytes"]
 
 _F32 = np.dtype(np.float32)
 
@@ -71,3 +84,49 @@ def check_array(name: str, x: Any, width: int, batch: Optional[int] = None) -> n
         raise NonFiniteError(f"{name}: expected values within float32 range (|x| < 3.4e38), got "
                              f"{x[first]!r} at {first}, which overflows to inf")
     return x32
+
+
+def check_outputs(out: Mapping[str, np.ndarray], names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> None:
+    """NonFiniteError when an output in ``names`` holds NaN/inf although every feed was finite (checked by
+    :func:`check_array`): the charges overflowed float32. One pass over the outputs only."""
+    for name in names:
+        value = out[name]
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            n_nan = int(np.isnan(value).sum())
+            n_inf = int(np.isinf(value).sum())
+            largest = max(float(np.abs(f).max()) for f in feeds.values())
+            raise NonFiniteError(f"{name}: the model gave {n_nan} NaN and {n_inf} inf values from finite inputs "
+                                 f"(largest |value| fed: {largest:.3g}): the charges overflowed float32 "
+                                 "(|c| > 3.4e38); expected inputs on the scale the model was trained on: scale "
+                                 "them down")
+
+
+def batch_bytes(batch: int, sizes: Sequence[int]) -> int:
+    """Bytes the charges of one call take at least: ``batch`` rows × every layer's units × 4 bytes (float32)."""
+    return int(batch) * int(sum(sizes)) * 4
+
+
+_ALLOC = re.compile(r"allocate memory for requested buffer of size (\d+)")
+
+
+def run_failure(path: Union[str, os.PathLike], exc: BaseException, feeds: Mapping[str, np.ndarray],
+                sizes: Sequence[int]) -> Exception:
+    """The error to raise for ``exc`` from onnxruntime on validated ``feeds``.
+
+    Memory running out (onnxruntime's "Failed to allocate memory", ``bad_alloc``, or a
+    numpy MemoryError) is an InputError naming the batch and what its charges need
+    (rows × units × 4 bytes); anything else is a ModelFileError about the model.
+    """
+    text = str(exc)
+    batch = next(iter(feeds.values())).shape[0]
+    if isinstance(exc, MemoryError) or "bad_alloc" in text or "Failed to allocate" in text \
+            or "out of memory" in text.lower():
+        need = batch_bytes(batch, sizes)
+        asked = _ALLOC.search(text)
+        extra = f"; onnxruntime could not get a buffer of {int(asked.group(1)) / 2**20:,.0f} MiB" if asked else ""
+        return InputError(f"{path}: memory ran out running a batch of {batch:,} rows: its charges need at least "
+                          f"{need / 2**20:,.0f} MiB ({batch:,} rows × {sum(sizes):,} units × 4 bytes){extra}; "
+                          "expected a batch that fits the memory left: split it into smaller calls")
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return ModelFileError(f"{path}: onnxruntime failed on valid inputs "
+                          f"({', '.join(f'{k} {v.shape}' for k, v in feeds.items())}): {first[:300]}")

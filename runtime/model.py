@@ -43,9 +43,10 @@ from zor.common.errors import (
     StateError,
 )
 
-from .checks import check_array
+from .checks import check_array, check_outputs, run_failure
 from .loaders import TensorInfo, load
 from .metadata import StateSpec
+from .session import check_threads
 from .stream import Stream
 from .weightfile import BACKENDS
 
@@ -80,8 +81,7 @@ class Model:
     def __init__(self, path: Union[str, os.PathLike], device: Union[str, Profile, None] = "auto",
                  threads: Optional[int] = None, weights: str = "auto", verify_weights: bool = True,
                  weights_backend: str = "pread") -> None:
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"threads: expected a positive int or None, got {threads!r}")
+        check_threads(threads)              # None, or 1 .. THREADS_PER_CPU × the CPUs (ConfigError)
         if weights not in ("auto", "load", "rows"):
             raise ConfigError(f"weights: expected 'auto', 'load' or 'rows', got {weights!r}")
         if weights_backend not in BACKENDS:
@@ -224,19 +224,19 @@ class Model:
                 names.append(name)
         if self._weightfile is not None:
             self._weightfile.check_unchanged()
-        if self._rows is not None:
-            values = self._rows.run(feeds, names)
-            out = dict(zip(names, values))
-            if spikes:
-                out["spike_rates"] = np.array([float(np.mean(out[n])) for n in self._spike_names])
-            return out
         try:
-            values = self._session.run(names, feeds)
-        except Exception as exc:  # validated inputs should never fail; report the model, not a traceback
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelFileError(f"{self.path}: onnxruntime failed on valid inputs "
-                                 f"({', '.join(f'{k} {v.shape}' for k, v in feeds.items())}): {first[:300]}") from None
+            if self._rows is not None:
+                values = self._rows.run(feeds, names)
+            else:
+                values = self._session.run(names, feeds)
+        except MemoryError as exc:
+            raise run_failure(self.path, exc, feeds, self.sizes) from None
+        except Exception as exc:  # validated inputs: memory ran out (InputError), else the model (ModelFileError)
+            if self._rows is not None:
+                raise
+            raise run_failure(self.path, exc, feeds, self.sizes) from None
         out = dict(zip(names, values))
+        check_outputs(out, self._base_names, feeds)   # finite inputs, non-finite outputs: overflow (NonFiniteError)
         if spikes:
             out["spike_rates"] = np.array([float(np.mean(out[n])) for n in self._spike_names])
         return out

@@ -23,9 +23,12 @@ import numpy as np
 import onnxruntime as ort
 from zor.devices import Profile
 
-from zor.common.errors import ModelFileError
+from zor.common.errors import ConfigError, ModelFileError
 
-__all__ = ["session_options", "choose_providers", "open_session", "check_file"]
+__all__ = ["session_options", "choose_providers", "open_session", "check_file", "check_threads", "max_threads",
+           "THREADS_PER_CPU"]
+
+THREADS_PER_CPU = 4          # threads beyond this many per CPU only cost memory (each has its own stack and arena)
 
 _LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -33,6 +36,32 @@ _LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+
+
+def max_threads() -> int:
+    """The most intra-op threads a session may ask for here: :data:`THREADS_PER_CPU` × the CPUs this process may use."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return THREADS_PER_CPU * max(1, cpus)
+
+
+def check_threads(threads: object) -> Optional[int]:
+    """``threads`` checked: None, or an int from 1 to :func:`max_threads` (ConfigError saying the bound otherwise).
+
+    A thread count far past the CPUs gains nothing and costs memory: 10⁶ threads took
+    gigabytes and hung before the session existed.
+    """
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads: expected a positive int or None, got {threads!r}")
+    bound = max_threads()
+    if threads > bound:
+        raise ConfigError(f"threads: expected at most {bound} ({THREADS_PER_CPU} per CPU; this process may use "
+                          f"{bound // THREADS_PER_CPU}), got {threads:,}: more threads than that only cost memory")
+    return threads
 
 
 def session_options(profile: Profile, threads: Optional[int]) -> ort.SessionOptions:
