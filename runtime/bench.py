@@ -47,6 +47,7 @@ from zor.devices import Profile
 from zor.common import format as fmt
 from zor.common.errors import ConfigError
 
+from .checks import check_batch_memory
 from .model import Model
 from .rss import peak_rss
 from .tasks.translate import speed
@@ -148,6 +149,7 @@ def run_bench(
     if batch < 1 or calls < 1 or repeats < 1:
         raise ConfigError(f"batch, calls and repeats must be ≥ 1, got {batch}, {calls}, {repeats}")
     models = load_models(paths, device, threads, weights)
+    check_batch_memory(batch, models[0].sizes, "batch")       # before any row is made (ConfigError saying the sizes)
     data, data_note = bench_inputs(inputs, batch, models[0].sizes[0])
     xb = data[:batch]
     labels = _labels(models)

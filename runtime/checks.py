@@ -26,6 +26,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from zor.common.errors import (
+    ConfigError,
     DTypeError,
     InputError,
     ModelFileError,
@@ -33,7 +34,9 @@ from zor.common.errors import (
     ShapeError,
 )
 
-__all__ = ["check_array", "check_outputs", "run_failure", "batch_bytes"]
+from .weightfile import memory_budget
+
+__all__ = ["check_array", "check_outputs", "run_failure", "batch_bytes", "check_batch_memory"]
 
 _F32 = np.dtype(np.float32)
 
@@ -104,6 +107,18 @@ def check_outputs(out: Mapping[str, np.ndarray], names: Sequence[str], feeds: Ma
 def batch_bytes(batch: int, sizes: Sequence[int]) -> int:
     """Bytes the charges of one call take at least: ``batch`` rows × every layer's units × 4 bytes (float32)."""
     return int(batch) * int(sum(sizes)) * 4
+
+
+def check_batch_memory(batch: int, sizes: Sequence[int], what: str = "batch",
+                       budget: Optional[int] = None) -> None:
+    """ConfigError when ``batch`` rows cannot fit: their inputs and charges (``batch`` × (n_0 + Σ n_i) ×
+    4 bytes) against ``budget`` bytes (default: what this process may still take, :func:`memory_budget`)."""
+    need = batch_bytes(batch, [sizes[0], *sizes])
+    budget = memory_budget() if budget is None else budget
+    if budget is not None and need > budget:
+        raise ConfigError(f"{what} {batch:,}: a batch that large needs at least {need / 2**30:,.2f} GiB ({batch:,} rows "
+                          f"× {sizes[0] + sum(sizes):,} input and unit values × 4 bytes), but this process may take "
+                          f"{budget / 2**30:,.2f} GiB: expected a batch of at most {budget // max(1, need // batch):,}")
 
 
 _ALLOC = re.compile(r"allocate memory for requested buffer of size (\d+)")

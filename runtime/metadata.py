@@ -90,6 +90,7 @@ class Metadata:
 
 
 def _json(meta: Mapping[str, str], key: str, default: Any, want: type, where: str) -> Any:
+    """Metadata entry ``key`` parsed as JSON of type ``want`` (``default`` when absent); else ModelFileError."""
     if key not in meta or meta[key] == "":
         return default
     try:
@@ -97,6 +98,9 @@ def _json(meta: Mapping[str, str], key: str, default: Any, want: type, where: st
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{where}: metadata {key} is not valid JSON ({exc.msg} at char {exc.pos}): "
                              f"expected a JSON {want.__name__}, got {meta[key][:60]!r}") from None
+    except RecursionError:              # e.g. 100,000 nested brackets: json recurses once per level
+        raise ModelFileError(f"{where}: metadata {key} is JSON nested too deeply to read: expected a JSON "
+                             f"{want.__name__} a few levels deep, got {meta[key][:20]!r}...") from None
     if not isinstance(value, want):
         raise ModelFileError(f"{where}: metadata {key}: expected a JSON {want.__name__}, got {type(value).__name__}")
     return value

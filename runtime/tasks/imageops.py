@@ -35,14 +35,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from zor.common.errors import ConfigError, DataError, DTypeError, ShapeError
 from zor.common.imagemath import rgb_to_lab
 
-from ..png import read_png, write_png
+from ..png import DEFAULT_MAX_PIXELS, read_png, write_png
 
 __all__ = ["Tiling", "tile", "untile", "window", "as_float_image", "luma", "lightness", "resize", "load_image",
            "save_image", "check_patch"]
@@ -213,10 +213,11 @@ def untile(patches: np.ndarray, tiling: Tiling) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- files
-def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
+def load_image(path: Union[str, os.PathLike], max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Pixels of a PNG file (uint8, (H, W) or (H, W, 3)): palette, 16-bit and alpha PNGs included.
 
-    An empty, truncated or non-PNG file raises :class:`~zor.common.errors.DataError` saying so.
+    An empty, truncated or non-PNG file raises :class:`~zor.common.errors.DataError` saying so, as does
+    one of more than ``max_pixels`` pixels (default 64 Mpx; None: no limit), refused before decoding.
     """
 
     path = Path(path)
@@ -224,7 +225,7 @@ def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
         raise DataError(f"{path}: no such image file (expected a PNG)")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes): expected a PNG image")
-    return read_png(path)
+    return read_png(path, max_pixels=max_pixels)
 
 
 def save_image(path: Union[str, os.PathLike], image: np.ndarray) -> None:

@@ -17,7 +17,10 @@ Behaviour on bad input (documented in :mod:`zor.common.textdecode`, tested):
 - text with no character the source tokenizer knows → :class:`~zor.common.errors.InputError`;
 - a text longer than the model's ``max_source_tokens`` is translated in pieces cut at
   sentence punctuation (``long="split"``) or refused (``long="error"``), never truncated;
-- a model that is not a translation model → :class:`~zor.common.errors.ModelFileError`.
+- a model that is not a translation model → :class:`~zor.common.errors.ModelFileError`;
+- one output per input text, and each output is one line: line separators inside a
+  text (U+2028, ``\f``, ...) are spaces, so a file read with :func:`text_lines` and
+  written back one translation per line keeps its line count.
 
 Example:
     >>> from zor.runtime import Model                            # doctest: +SKIP
@@ -38,7 +41,7 @@ from zor.common import format as fmt
 from zor.common.errors import ConfigError, DTypeError, ModelFileError
 from zor.common.textdecode import TranslationSpec, translate_texts
 
-__all__ = ["Translator", "translator_for", "translate", "speed"]
+__all__ = ["Translator", "translator_for", "translate", "speed", "text_lines"]
 
 
 class Translator:
@@ -133,3 +136,12 @@ def speed(model: Any, texts: Sequence[str], batch_size: int = 1, beam: int = 1, 
     return {"sentences": len(texts), "batch_size": batch_size, "beam": beam,
             "ms_per_sentence": 1e3 * med / len(texts), "tokens_per_s": tokens / med if med > 0 else float("inf"),
             "target_tokens": tokens, "calls_per_pass": calls, "seconds": times}
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file: split on "\\n" only (a trailing "\\r" dropped), unlike ``str.splitlines``, which
+    also breaks at U+2028, \\f, \\v and others, so one input line always gives one output line."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]

@@ -60,6 +60,7 @@ from .tokenizer import BOS, EOS, PAD, UNK, SubwordTokenizer, normalize
 
 __all__ = [
     "TranslationSpec",
+    "one_line",
     "StepFn",
     "log_probs",
     "greedy",
@@ -336,7 +337,16 @@ def translate_texts(
         piece = spec.target_tokenizer.decode(ids)
         if piece:
             result[k].append(piece)
-    return [" ".join(parts) for parts in result]
+    return [one_line(" ".join(parts)) for parts in result]
+
+
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that ``str.splitlines`` breaks at (\\n, \\r, \\f, U+2028, ...) made a space,
+    so a list of translations written one per line always has one line per text."""
+    return _LINE_BREAKS.sub(" ", text)
 
 
 def _source_pieces(texts: Sequence[str], spec: TranslationSpec, long: str) -> tuple[list[list[int]], list[int]]:
