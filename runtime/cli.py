@@ -60,6 +60,7 @@ from zor.common.fileio import (
     write_bytes_atomic,
     write_text_atomic,
 )
+from zor.common.textdecode import one_line
 
 from . import tasks
 from .bench import (
@@ -264,7 +265,8 @@ def _run_task(model: Model, task: str, beam: Optional[int], path: Path, out: Pat
         if not any(line.strip() for line in lines):
             raise DataError("the file holds no text to translate (empty or blank lines only)")
         # line i of the output translates line i of the input (a blank line stays blank)
-        write_text_atomic(target, "\n".join(tasks.translate(model, lines, beam=beam)) + "\n")
+        outputs = [one_line(t) for t in tasks.translate(model, lines, beam=beam)]   # one line each, always
+        write_text_atomic(target, "\n".join(outputs) + "\n")
         return [target]
     if path.suffix.lower() != ".png":
         raise DataError(f"expected a .png image for --task {task}, got {path.suffix or 'no suffix'!r}")
