@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     big = np.repeat(np.repeat(xt[0].reshape(28, 28), 2, axis=0), 2, axis=1)
     save_image(out / "item-56px.png", np.stack([big, big * 0.9, big * 0.8], axis=-1))
     res = run_task(model, "classify", load_image(out / "item-56px.png"))
-    print(f"zor-run --task classify item-56px.png → {res.classes.label[0]!r} (the engine on the 28x28 original: "
+    print(f"zor-run --task classify item-56px.png → {res.classes.label!r} (the engine on the 28x28 original: "
           f"{CLASS_NAMES[scores[0].argmax()]!r}; true: {CLASS_NAMES[yt[0]]!r}); {'; '.join(res.notes)}")
 
     bench = run_bench([str(out / "classify.onnx"), str(out / "classify-int8.onnx")], device="auto", batch=64,
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     summary = {"data": source, "labels": len(x), "steps": steps, "train_seconds": seconds, "accuracy": accuracy,
                "export": {"float32_bytes": fp32.bytes, "int8_bytes": int8.bytes, "int8_metric": m8,
                           "verification_passed": fp32.verification["passed"]},
-               "runtime_agreement": agree, "runtime_int8_accuracy": acc8, "zor_run_png": res.classes.label[0],
+               "runtime_agreement": agree, "runtime_int8_accuracy": acc8, "zor_run_png": res.classes.label,
                "zor_run_notes": res.notes, "bench": bench}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=float))
     print(f"wrote {out}/ (checkpoint, classify.onnx, classify-int8.onnx, summary.json"

@@ -6,11 +6,15 @@
     zor-export verify MODEL.onnx --checkpoint CHECKPOINT [--data DATA.npy] [--steps T]
     zor-export inspect MODEL.onnx [--json]
 
+Output (-o): checked before any work starts (:mod:`zor.common.fileio`): it may not be the
+checkpoint or the calibration file (symlinks and hard links included), nor a folder;
+missing folders above it are created, and removed again when the export fails.
+
 Exit codes (each error's class carries its own, :mod:`zor.common.cli`): 0 done; 2 usage
 errors (bad option, missing/truncated/foreign checkpoint, unknown device profile,
-calibration data of the wrong width, output folder missing, a file that is not a Zor
-export); 1 failures (verification past tolerance, int8 or fp16 dropping the task metric
-past --max-drop, a corrupt model). A failed export writes nothing.
+calibration data of the wrong width, an output that is an input or cannot be written, a
+file that is not a Zor export); 1 failures (verification past tolerance, int8 or fp16
+dropping the task metric past --max-drop, a corrupt model). A failed export writes nothing.
 
 Example:
     >>> from click.testing import CliRunner
@@ -26,6 +30,8 @@ from pathlib import Path
 import click
 
 from zor.common.cli import cli_errors
+from zor.common.errors import OutputPathError
+from zor.common.fileio import check_output_file, output_folders
 
 __all__ = ["main"]
 
@@ -62,7 +68,8 @@ def _threads(n: int) -> None:
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="The .onnx file to write (its folder must exist).")
+              help="The .onnx file to write: not the checkpoint or calibration file; missing folders are "
+                   "created (and removed again if the export fails).")
 @click.option("--device", default="generic", show_default=True,
               help="Device profile whose int8 recipe to use (see zor.devices; 'auto' detects where supported).")
 @click.option("--quantize", type=click.Choice(["none", "int8", "fp16"]), default="none", show_default=True)
@@ -92,13 +99,17 @@ def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calib
                max_drop: float, spike_budget: float, steps: int | None, no_verify: bool, threads: int,
                path: str, max_batch: int, external_weights: bool) -> None:
     """Export CHECKPOINT to an ONNX file (verified unless --no-verify)."""
+    if output.is_dir():
+        raise OutputPathError(f"-o {output}: it is a folder, expected a file path like model.onnx")
+    check_output_file(output, [checkpoint, calibration], create=True, what="-o")   # before the exporter loads
     from .api import export
     from .inspect import paths_line, quantization_line, verification_line
 
     _threads(threads)
-    res = export(checkpoint, output, device=device, quantize=quantize, calibration=calibration, max_drop=max_drop,
-                 spike_budget=spike_budget, verify_model=not no_verify, steps=steps, threads=threads,
-                 path=path, max_batch=max_batch, external_weights=external_weights)
+    with output_folders(output.parent):
+        res = export(checkpoint, output, device=device, quantize=quantize, calibration=calibration,
+                     max_drop=max_drop, spike_budget=spike_budget, verify_model=not no_verify, steps=steps,
+                     threads=threads, path=path, max_batch=max_batch, external_weights=external_weights)
     t = res.timings
     click.echo(f"wrote {res.path} ({res.bytes:,} bytes, {'float32' if res.mode == 'none' else res.mode}) in "
                f"{t['total_s']:.2f} s (build {t['build_s']:.2f}, paths {t['paths_s']:.2f}, verify {t['verify_s']:.2f}, "

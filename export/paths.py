@@ -236,13 +236,13 @@ def plan_paths(
             conns.append(ConnectionPath(path="sparse", precision=precision, reason="requested sparse", groups=groups,
                                         **common))
         else:
-            be = effective_break_even(profile, syn)
-            what = "union rate" if form == "union" else "spike rate"
+            be = effective_break_even(profile, syn)          # the profile's break-even for this many synapses
+            what = f"{'union rate' if form == 'union' else 'spike rate'} {rel:.4f} ({syn:,} synapses)"
             if rel is not None and rel < be:
                 conns.append(ConnectionPath(path="sparse", precision=precision, groups=groups,
-                                            reason=f"{what} {rel:.4f} < break-even {be:.4f}", **common))
+                                            reason=f"{what} < break-even {be:.4f}", **common))
             else:
-                conns.append(ConnectionPath(path="dense", reason=f"{what} {rel:.4f} ≥ break-even {be:.4f}", **common))
+                conns.append(ConnectionPath(path="dense", reason=f"{what} ≥ break-even {be:.4f}", **common))
     sparse = any(c.path == "sparse" for c in conns)
     return PathPlan(requested=requested, connections=tuple(conns), form=form,
                     max_batch=max_batch if sparse else None, profile=getattr(profile, "name", None),

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Optional
 
 import zor
 from zor import devices
 from zor.common.errors import ConfigError, OutputPathError
+from zor.common.fileio import check_output_file
 from zor.engine.checkpoint import read_config
 from zor.engine.network import Zor
 
@@ -39,9 +40,11 @@ def load_source(source: Any) -> tuple[Zor, str]:
     return Zor.load(source, device="cpu"), str(meta.get("engine_version", "unknown"))
 
 
-def check_output(path: Path) -> None:
-    """OutputPathError unless ``path`` can be written: its folder exists and it is not a folder itself."""
-    if not path.parent.is_dir():
-        raise OutputPathError(f"cannot write {path}: folder {path.parent} does not exist (create it first)")
-    if path.is_dir():
+def check_output(path: Path, inputs: Iterable[Optional[Any]] = (), create: bool = False) -> None:
+    """OutputPathError unless ``path`` can be written, by the one rule of :mod:`zor.common.fileio`: not the
+    same file as any of ``inputs`` (the checkpoint, the calibration data; symlinks and hard links
+    included), not a folder, in a writable folder that exists (or, with ``create``, that can be made)."""
+    if Path(path).is_dir():
         raise OutputPathError(f"cannot write {path}: it is a folder, expected a file path like model.onnx")
+    sources = [p for p in inputs if isinstance(p, (str, os.PathLike))]
+    check_output_file(path, sources, create=create, what="output")

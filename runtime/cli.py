@@ -100,7 +100,7 @@ def load_input(path: Path, model: Model, max_pixels: Optional[int] = DEFAULT_MAX
             raise DataError(f"{path}: expected a {'x'.join(map(str, shape))} image for this model, got "
                             f"{'x'.join(map(str, arr.shape))}")
     else:
-        hint = ": a .txt file of texts is translated with --task translate" if suffix == ".txt" else ""
+        hint = " (texts to translate, one per line? use --task translate)" if suffix == ".txt" else ""
         raise DataError(f"{path}: expected a .npy or .png input file, got {suffix or 'no suffix'!r}{hint}")
     shape = tasks.image_shape(in_spec)
     images = shape is not None and arr.ndim >= len(shape) and tuple(arr.shape[arr.ndim - len(shape):]) == tuple(shape)
@@ -119,40 +119,25 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 def _write_outputs(model: Model, rows: np.ndarray, from_png: bool, out: Path, stem: str,
                    single_file: bool) -> list[Path]:
-    task = model.metadata.task
-    written: list[Path] = []
-    if model.task == "classify":
-        labels = _labels(model, rows.shape[1])
-        idx = np.argmax(rows, axis=1)
-        doc = {"index": [int(i) for i in idx], "label": [labels[i] if labels else str(int(i)) for i in idx]}
-    image_shape = tasks.image_shape(task.get("output", {}) or {}) or tasks.image_shape(task.get("input", {}) or {})
-    can_png = (from_png and image_shape is not None and model.task != "classify"
-               and rows.shape[1] == int(np.prod(image_shape)))
-    if single_file:
-        suffix = out.suffix.lower()
+    """Write one INPUT's output rows: to the file OUT (its suffix checked before the run), or into the folder
+    OUT as NAME.npy, NAME.json (a classifier: index and label per row) and NAME.png (an image model run on
+    a PNG input)."""
+    suffixes = [out.suffix.lower()] if single_file else \
+        [".npy"] + [".json"] * (model.task == "classify") + [".png"] * _can_png(model, from_png)
+    written = []
+    for suffix in suffixes:
+        target = out if single_file else out / f"{stem}{suffix}"
         if suffix == ".npy":
-            write_bytes_atomic(out, _npy_bytes(rows))
+            write_bytes_atomic(target, _npy_bytes(rows))
         elif suffix == ".json":
-            if model.task != "classify":
-                raise DataError(f"{out}: .json output is for classification; this model's task is {model.task!r}: "
-                                "expected OUT ending in .npy")
-            write_text_atomic(out, json.dumps(doc))
-        elif suffix == ".png":
-            if not can_png:
-                raise DataError(f"{out}: .png output needs an image model run on a PNG input: expected OUT "
-                                "ending in .npy")
-            img = tasks.images_from_rows(rows, task.get("output", {}) or {}, image_shape)[0]
-            write_png(out, np.round(img * 255).astype(np.uint8))
-        return [out]
-    write_bytes_atomic(out / f"{stem}.npy", _npy_bytes(rows))
-    written.append(out / f"{stem}.npy")
-    if model.task == "classify":
-        write_text_atomic(out / f"{stem}.json", json.dumps(doc))
-        written.append(out / f"{stem}.json")
-    if can_png:
-        img = tasks.images_from_rows(rows, task.get("output", {}) or {}, image_shape)[0]
-        write_png(out / f"{stem}.png", np.round(img * 255).astype(np.uint8))
-        written.append(out / f"{stem}.png")
+            labels, idx = _labels(model, rows.shape[1]), np.argmax(rows, axis=1)
+            write_text_atomic(target, json.dumps({"index": [int(i) for i in idx],
+                                                  "label": [labels[i] if labels else str(int(i)) for i in idx]}))
+        else:
+            spec = model.metadata.task.get("output", {}) or {}
+            img = tasks.images_from_rows(rows, spec, _image_out_shape(model))[0]
+            write_png(target, np.round(img * 255).astype(np.uint8))
+        written.append(target)
     return written
 
 
@@ -174,12 +159,16 @@ def _labels(model: Model, width: int) -> list[str]:
     return [str(label) for label in labels]
 
 
+def _image_out_shape(model: Model) -> Optional[tuple]:
+    """The image shape of ``model``'s output rows (the input's when the output declares none), or None."""
+    task = model.metadata.task
+    return tasks.image_shape(task.get("output", {}) or {}) or tasks.image_shape(task.get("input", {}) or {})
+
+
 def _can_png(model: Model, from_png: bool) -> bool:
     """Whether a run of ``model`` on a PNG input (``from_png``) can write its output rows as a PNG image."""
-    task = model.metadata.task
-    shape = tasks.image_shape(task.get("output", {}) or {}) or tasks.image_shape(task.get("input", {}) or {})
-    return (from_png and shape is not None and model.task != "classify"
-            and model.sizes[-1] == int(np.prod(shape)))
+    shape = _image_out_shape(model)
+    return from_png and shape is not None and model.task != "classify" and model.sizes[-1] == int(np.prod(shape))
 
 
 def _writes(model: Model, task: Optional[str], path: Path) -> list[str]:
@@ -213,7 +202,7 @@ def _check_inputs(inputs: tuple, task: Optional[str]) -> None:
     for path in inputs:
         suffix = path.suffix.lower()
         if task is None and suffix not in (".npy", ".png"):
-            hint = ": a .txt file of texts is translated with --task translate" if suffix == ".txt" else ""
+            hint = " (texts to translate, one per line? use --task translate)" if suffix == ".txt" else ""
             raise DataError(f"{path}: expected a .npy or .png input file, got {suffix or 'no suffix'!r}{hint}")
         if task is not None and suffix != _TASK_INPUT[task]:
             what = "a .txt file (one text per line)" if task == "translate" else "a .png image"
@@ -232,9 +221,8 @@ def _output_mode(out: Path, inputs: tuple) -> bool:
     stems = [p.stem for p in inputs]
     if len(set(stems)) != len(stems) and not single:
         raise OutputPathError("two inputs share a file name stem; their outputs would overwrite each other")
-    sources = [*inputs]
     if single:
-        check_output_file(out, sources, create=True, what="-o")
+        check_output_file(out, inputs, create=True, what="-o")
     else:
         check_output_folder(out, create=True, what="-o")
     return single
@@ -244,7 +232,7 @@ def _plan_outputs(model: Model, task: Optional[str], inputs: tuple, out: Path, s
     """The checks that need the model: OUT's suffix, a classifier's labels, no planned output an input."""
     if single:
         _check_file_suffix(model, task, inputs[0], out)
-    if model.task == "classify" and task is None:
+    if model.task == "classify":
         _labels(model, model.sizes[-1])
     targets = [out] if single else [out / f"{p.stem}{s}" for p in inputs for s in _writes(model, task, p)]
     for target in targets:
@@ -256,8 +244,6 @@ def _run_task(model: Model, task: str, beam: Optional[int], path: Path, out: Pat
     """One INPUT through a task helper; writes NAME.json / NAME.png / NAME.txt."""
     target = out if single else out / f"{path.stem}{_TASK_SUFFIX[task]}"
     if task == "translate":
-        if path.suffix.lower() != ".txt":
-            raise DataError(f"expected a .txt file (one text per line) for --task translate, got {path.suffix!r}")
         try:
             lines = text_lines(path.read_text(encoding="utf-8"))    # split on "\n" only: U+2028, \f stay inside
         except UnicodeDecodeError as exc:
@@ -268,8 +254,6 @@ def _run_task(model: Model, task: str, beam: Optional[int], path: Path, out: Pat
         outputs = [one_line(t) for t in tasks.translate(model, lines, beam=beam)]   # one line each, always
         write_text_atomic(target, "\n".join(outputs) + "\n")
         return [target]
-    if path.suffix.lower() != ".png":
-        raise DataError(f"expected a .png image for --task {task}, got {path.suffix or 'no suffix'!r}")
     result = tasks.run_task(model, task, tasks.load_image(path, max_pixels=max_pixels))
     if not quiet:
         for note in result.notes:

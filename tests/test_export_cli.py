@@ -166,10 +166,13 @@ def test_int8_without_calibration_for_a_non_image_model_exits_2(ckpt, tmp_path):
     assert r.exit_code == 2 and "needs calibration data" in r.output
 
 
-def test_output_in_a_missing_folder_exits_2(ckpt, tmp_path):
-    r = run(ckpt, "-o", tmp_path / "no" / "such" / "m.onnx")
-    assert r.exit_code == 2 and "does not exist (create it first)" in r.output
-    assert only(tmp_path, "m.zor")
+def test_missing_output_folders_are_created_and_removed_again_when_the_export_fails(ckpt, tmp_path):
+    r = run(ckpt, "-o", tmp_path / "no" / "such" / "m.onnx", "--no-verify")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "no" / "such" / "m.onnx").is_file()
+    r = run(ckpt, "-o", tmp_path / "new" / "sub" / "q.onnx", "--quantize", "int8")     # no calibration data: exit 2
+    assert r.exit_code == 2 and "calibration" in r.output
+    assert only(tmp_path, "m.zor", "no")                                                 # new/sub/ removed again
 
 
 def test_usage_errors_exit_2(ckpt, tmp_path):

@@ -202,7 +202,7 @@ def test_classify_images_resizes_by_hand(classifier):
     res = R.classify_images(classifier, img)
     # resized to [[1, 0], [0, 0]] (block means): tl 1, br 0, mean 1/4
     np.testing.assert_allclose(res.scores, [[1.0, 0.0, 0.25]], atol=1e-6)
-    assert res.label == ["tl"] and res.index.tolist() == [0]
+    assert res.label == "tl" and res.index.tolist() == [0]                # one image: one str label
     stack = np.stack([img, img[::-1, ::-1]])[..., None]               # (B, H, W, 1)
     assert R.classify_images(classifier, stack).label == ["tl", "br"]
     assert R.classify_images(classifier, np.zeros((3, 6, 6))).index.shape == (3,)   # (B, H, W): 6 is no channel count

@@ -66,13 +66,13 @@ def test_grey_model_takes_integer_images_of_any_size_and_channel_count(grey, dty
         img[..., 3] = 0                                          # RGBA: alpha dropped
     c = R.classify(grey, img)
     np.testing.assert_allclose(c.scores, [[1.0, 0.0, 0.25]], atol=1e-4)
-    assert c.label == ["tl"] and c.index.tolist() == [0]
+    assert c.label == "tl" and c.index.tolist() == [0]          # one image: one str label
 
 
 def test_issue_example_uint8_56x56x3_on_a_grey_model(grey):
     img = np.zeros((56, 56, 3), np.uint8)
     img[28:, 28:] = (255, 255, 255)
-    assert R.classify(grey, img).label == ["br"]
+    assert R.classify(grey, img).label == "br"
 
 
 def test_uint16_takes_its_own_full_scale(grey):
@@ -100,7 +100,7 @@ def test_rgb_model_keeps_colour_and_takes_grey(rgb):
     img[..., 2] = 255                                            # blue everywhere
     c = R.classify(rgb, img)
     np.testing.assert_allclose(c.scores, [[0.0, 0.0, 1.0]], atol=1e-4)
-    assert c.label == ["blue"]
+    assert c.label == "blue"
     rgba = np.concatenate([img, np.full((10, 10, 1), 7, np.uint8)], axis=-1).astype(np.uint16) * 257
     np.testing.assert_allclose(R.classify(rgb, rgba).scores, [[0.0, 0.0, 1.0]], atol=1e-4)
     grey_img = np.full((5, 7), 0.5, np.float32)                  # grey: the same value in every channel

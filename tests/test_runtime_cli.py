@@ -77,7 +77,9 @@ def test_run_classify_writes_labels(files, tmp_path):
     (["rows.npy", "--model", "cls.onnx"], "expected shape (B, 3), got (3, 16)"),
     (["rows.npy", "--device", "pi9"], "unknown device profile 'pi9'"),
     (["rows.npy", "--model", "notes.txt"], "not an ONNX model"),
-    (["rows.npy", "--out", "missing/sub/out"], "does not exist"),
+    (["rows.npy", "--out", "y.txt"], ".txt output is for --task translate; this run writes .npy"),
+    (["rows.npy", "--out", "y.csv"], "zor-run does not write .csv files; this run writes .npy"),
+    (["notes.txt"], "use --task translate"),
     (["rows.npy", "--out", "y.png"], ".png output needs an image model run on a PNG input"),
 ])
 def test_run_usage_errors_exit_2(files, tmp_path, args, text):
@@ -127,5 +129,8 @@ def test_bench_usage_errors(files, tmp_path):
     r = invoke(bench_main, files / "recon.onnx", files / "cls.onnx", "--device", "generic", "--no-rss",
                "--calls", "1", "--repeats", "1")
     assert r.exit_code == 2 and "expected [16, 8, 16]" in r.output
-    r = invoke(bench_main, files / "recon.onnx", "--json", tmp_path / "nope" / "b.json")
-    assert r.exit_code == 2 and "does not exist" in r.output
+    (tmp_path / "afile").write_text("")                # --json under a file: refused before the benchmark runs
+    r = invoke(bench_main, files / "recon.onnx", "--json", tmp_path / "afile" / "b.json")
+    assert r.exit_code == 2 and "is a file, not a folder" in r.output and "p50" not in r.output
+    r = invoke(bench_main, files / "recon.onnx", "--json", files / "recon.onnx")
+    assert r.exit_code == 2 and "same file as the input" in r.output

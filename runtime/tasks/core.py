@@ -10,7 +10,8 @@
 - :func:`reconstruct`: the output clipped to ``output.range`` (when given); given
   images, it comes back as images (B, H, W[, C]) in [0, 1].
 - :func:`classify_rows`: the index of the highest output score per row, its label from
-  ``labels`` (the index as text when there are none) and the scores.
+  ``labels`` (the index as text when there are none) and the scores (:class:`Classes`:
+  a single image given alone has one ``str`` label, a batch a list of them).
 
 Example:
     >>> rows_from_images(np.zeros((2, 28, 28), np.uint8), {"image": {"height": 28, "width": 28}}).shape
@@ -20,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
@@ -38,11 +39,16 @@ _CLASSIFY_TASKS = ("classify", "generic")
 
 @dataclass(frozen=True)
 class Classes:
-    """Result of :func:`classify`: per row the class index, its label, and all scores."""
+    """Result of :func:`classify`: per row the class index, its label, and all scores.
 
-    index: np.ndarray          # (B,) int64
-    label: list                # B strings
-    scores: np.ndarray         # (B, n_classes) float32
+    ``label`` follows what was given: one image alone ((H, W[, C]), or a single 1-D row)
+    has one label, a ``str``; a batch (rows (B, n_0), a stack or a list of images, also of
+    one) has a list of B labels. ``index`` and ``scores`` always keep the batch axis.
+    """
+
+    index: np.ndarray               # (B,) int64: the class of each row (the highest score)
+    label: Union[str, list[str]]    # its label (``labels`` from the metadata, else the index as text)
+    scores: np.ndarray              # (B, n_classes) float32: every output score
 
 
 def image_shape(spec: dict) -> Optional[tuple]:
@@ -119,11 +125,14 @@ def classify_rows(model: "Model", x: Any) -> Classes:
     :func:`reconstruct`)."""
     _check_task(model, _CLASSIFY_TASKS, "classify")
     task = model.metadata.task
-    scores = model.run(rows_from_images(x, task.get("input", {}) or {}))[fmt.OUTPUT]
+    arr = np.asarray(x)
+    shape = image_shape(task.get("input", {}) or {})
+    single = arr.ndim == 1 or (shape is not None and arr.shape == shape)       # one image or one row alone
+    scores = model.run(rows_from_images(arr, task.get("input", {}) or {}))[fmt.OUTPUT]
     labels = task.get("labels") or []
     if labels and len(labels) != scores.shape[1]:
         raise ConfigError(f"classify(): the metadata lists {len(labels)} labels: expected one per output unit "
                           f"({scores.shape[1]})")
     index = np.argmax(scores, axis=1).astype(np.int64)
     names = [str(labels[i]) if labels else str(int(i)) for i in index]
-    return Classes(index=index, label=names, scores=scores)
+    return Classes(index=index, label=names[0] if single and len(names) == 1 else names, scores=scores)

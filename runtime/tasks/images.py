@@ -141,7 +141,8 @@ def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 def classify_images(model: "Model", images: Any) -> Classes:
     """Classes of one image (H, W[, C]) or several, each resized to the model's size and made grey
-    (or RGB, for a colour model); uint8, uint16 or [0, 1] float pixels, 1 to 4 channels.
+    (or RGB, for a colour model); uint8, uint16 or [0, 1] float pixels, 1 to 4 channels. One image
+    alone gets one ``str`` label; several (also a list or stack of one) a list of labels.
 
     Several: a list, a (B, H, W, C) stack, or a (B, H, W) stack whose last axis is not
     a channel count (a 3-D array ending in 1–4 is one (H, W, C) image).
@@ -164,7 +165,9 @@ def classify_images(model: "Model", images: Any) -> Classes:
         raise ConfigError(f"classify_images(): the metadata lists {len(labels)} labels: expected one per output "
                           f"unit ({scores.shape[1]})")
     index = np.argmax(scores, axis=1).astype(np.int64)
-    return Classes(index=index, label=[str(labels[i]) if labels else str(int(i)) for i in index], scores=scores)
+    names = [str(labels[i]) if labels else str(int(i)) for i in index]
+    single = not isinstance(images, (list, tuple)) and len(arr) == 1 and arr[0] is images    # one image alone
+    return Classes(index=index, label=names[0] if single else names, scores=scores)
 
 
 def input_kind(model: "Model", x: np.ndarray) -> str:
