@@ -21,8 +21,9 @@ until every one passed:
    float16 weights, verified against the engine with the same rounded weights and
    measured against the float engine (:mod:`zor.export.fp16`);
 6. **write**: metadata (task, layers, state, recipe, calibration figures, the
-   reports, the weights hash), the graph checked, the file written atomically
-   (``external_weights``: tensors in a ``.weights`` file, :mod:`zor.export.external`).
+   reports, the weights hash), the graph checked, ``zor.integrity`` recorded last (what
+   every load checks), the file written atomically (``external_weights``: tensors in a
+   weights file, the pair switched at one rename, :mod:`zor.export.external`).
 
 The spike rates a sparse plan is made from are measured on the calibration data, or
 on random rows in the task's input range when there is none.
@@ -47,17 +48,16 @@ from typing import Any, Callable, Optional, TypeVar, Union
 import onnx
 from zor.devices import Profile
 
-from zor.common import format as fmt
 from zor.common.errors import QuantizationError
 from zor.common.fileio import write_bytes_atomic
 from zor.engine.network import Zor
 
 from .calibration import CalibrationSet, find_calibration, load_calibration
-from .external import write_external
+from .external import remove_stale_weights, write_external
 from .fp16 import rounded_model, to_fp16
 from .graph import check_proto, to_onnx
-from .jsonsafe import dumps, jsonable
-from .metadata import build_metadata, set_metadata
+from .jsonsafe import jsonable
+from .metadata import build_metadata, set_integrity, set_metadata
 from .options import MODES, ExportOptions, options_from
 from .paths import PathPlan, dense_plan, measure_rates, plan_paths
 from .quality import measure
@@ -274,7 +274,14 @@ def _write(job: _Job, final: onnx.ModelProto, plan: PathPlan, quant: dict[str, A
     check_proto(final)
     if job.opts.external_weights:
         weights = write_external(final, job.output, model=job.model, metadata=meta)
-        return job.output.stat().st_size, {**meta, fmt.KEYS.WEIGHTS: dumps(weights)}, weights
+        return job.output.stat().st_size, _final_metadata(final), weights
+    set_integrity(final)
     data = final.SerializeToString()
     write_bytes_atomic(job.output, data)
-    return len(data), meta, {}
+    remove_stale_weights(job.output, keep=None)     # an earlier --external-weights export to this name
+    return len(data), _final_metadata(final), {}
+
+
+def _final_metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    """The ``zor.*`` metadata as written (``zor.weights`` and ``zor.integrity`` included)."""
+    return {p.key: p.value for p in proto.metadata_props if p.key.startswith("zor.")}

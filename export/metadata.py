@@ -8,6 +8,12 @@ Weights hash (``zor.weights_sha256``): SHA-256 over θ_0, W_0, θ_1, W_1, ..., �
 each as little-endian float32 bytes in C order. It names the trained model: an int8
 or fp16 file carries the hash of the float32 weights it was made from.
 
+Integrity (``zor.integrity``): :func:`set_integrity` is the last thing done to a graph
+before it is written: it records the SHA-256 of each initializer's ``TensorProto`` bytes
+(for external tensors, their location/offset/length entries), of the graph's other
+bytes, and of every other metadata entry (:func:`zor.common.format.metadata_digest`), so
+the runtime refuses a file whose tensors, graph or metadata changed after export.
+
 Example:
     >>> from zor import Zor, Layer
     >>> m = Zor([Layer(3), Layer(2, activation_function="sigmoid")], seed=0)
@@ -44,6 +50,8 @@ __all__ = [
     "set_metadata",
     "read_metadata",
     "float_arrays",
+    "integrity_record",
+    "set_integrity",
 ]
 
 # the range f_L maps any charge into (None: unbounded / unknown)
@@ -175,8 +183,44 @@ def set_metadata(proto: onnx.ModelProto, meta: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
+def _graph_without_initializers(graph: onnx.GraphProto) -> onnx.GraphProto:
+    """A graph holding every field of ``graph`` but its initializers (which are not copied)."""
+    rest = onnx.GraphProto()
+    for desc, value in graph.ListFields():
+        if desc.name == "initializer":
+            continue
+        target = getattr(rest, desc.name)
+        if hasattr(target, "extend"):           # a repeated field
+            target.extend(value)
+        elif hasattr(target, "CopyFrom"):       # a message
+            target.CopyFrom(value)
+        else:
+            setattr(rest, desc.name, value)
+    return rest
+
+
+def integrity_record(proto: onnx.ModelProto) -> dict[str, Any]:
+    """The ``zor.integrity`` record of ``proto`` as it stands (see the module docstring): its serialized
+    parts are the bytes the file will hold, since protobuf writes a message's fields in number order."""
+    graph = proto.graph
+    return {
+        "version": fmt.INTEGRITY_VERSION,
+        "graph": hashlib.sha256(_graph_without_initializers(graph).SerializeToString()).hexdigest(),
+        "initializers": {init.name: hashlib.sha256(init.SerializeToString()).hexdigest()
+                         for init in graph.initializer},
+        "metadata": fmt.metadata_digest([(p.key, p.value) for p in proto.metadata_props]),
+    }
+
+
+def set_integrity(proto: onnx.ModelProto) -> dict[str, Any]:
+    """Store :func:`integrity_record` as ``zor.integrity`` (the graph and the other metadata must be final)."""
+    record = integrity_record(proto)
+    set_metadata(proto, {fmt.KEYS.INTEGRITY: json.dumps(record, sort_keys=True)})
+    return record
+
+
 _JSON_KEYS = {fmt.KEYS.LAYERS, fmt.KEYS.TASK, fmt.KEYS.STATE, fmt.KEYS.QUANTIZATION,
-              fmt.KEYS.CALIBRATION, fmt.KEYS.VERIFICATION, fmt.KEYS.PATHS, fmt.KEYS.WEIGHTS}
+              fmt.KEYS.CALIBRATION, fmt.KEYS.VERIFICATION, fmt.KEYS.PATHS, fmt.KEYS.WEIGHTS, fmt.KEYS.INTEGRITY}
 
 
 def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:

@@ -65,15 +65,21 @@ def advised_buffer(nbytes: int) -> np.ndarray:
     return whole[skip:skip + nbytes]
 
 
-def read_tensor(path: Union[str, os.PathLike], raw: RawTensor) -> np.ndarray:
-    """The initializer ``raw`` of the ONNX file at ``path``, read into an :func:`advised_buffer`
-    (dtype and shape from the file); ScanError when the file ends before its bytes do."""
+def read_tensor(path: Union[str, os.PathLike, bytes], raw: RawTensor) -> np.ndarray:
+    """The initializer ``raw`` of the ONNX file at ``path`` (or of the file's bytes, as the loader
+    checked them), read into an :func:`advised_buffer` (dtype and shape from the file); ScanError
+    when the file ends before its bytes do."""
     dtype = np.dtype(raw.dtype)
     count = int(np.prod(raw.shape, dtype=np.int64)) if raw.shape else 1
     if count * dtype.itemsize != raw.nbytes:
         raise ScanError(f"initializer {raw.name!r}: {raw.nbytes} bytes of data for shape {raw.shape} "
                         f"of {raw.dtype}, expected {count * dtype.itemsize}")
     buf = advised_buffer(raw.nbytes)
+    if isinstance(path, bytes):
+        if raw.offset + raw.nbytes > len(path):
+            raise ScanError(f"initializer {raw.name!r}: the file ends before its bytes do")
+        buf[:] = np.frombuffer(path, dtype=np.uint8, count=raw.nbytes, offset=raw.offset)
+        return buf.view(dtype).reshape(raw.shape)
     view = memoryview(buf)
     with open(path, "rb") as f:
         f.seek(raw.offset)

@@ -36,6 +36,7 @@ import numpy as np
 from zor.devices import Detection, Profile, detect, get
 
 from zor.common import format as fmt
+from zor.common.deprecation import renamed_parameters
 from zor.common.errors import (
     ConfigError,
     ModelFileError,
@@ -61,6 +62,7 @@ def resolve_device(device: Union[str, Profile, None]) -> tuple[Profile, Optional
     return get(device), None
 
 
+@renamed_parameters({"verify_weights": "check_weights"})
 class Model:
     """A Zor ONNX export loaded for inference (see the module docstring).
 
@@ -68,9 +70,17 @@ class Model:
     :mod:`zor.devices`, a Profile, or "auto" (detect this machine); ``threads``
     overrides the profile's intra-op thread count.
 
+    Every load checks the file before onnxruntime sees it (:mod:`zor.runtime.loaders`): a
+    graph our exporter does not write is refused with the operator named, and the tensors
+    are checked against the SHA-256 recorded at export (``zor.integrity``; external weights
+    against ``zor.weights``, and the graph's external-data entries against the metadata), so
+    a changed file never gives answers. ``check_weights=False`` is the explicit opt-out of
+    the hashing (a load then costs what onnxruntime alone costs; the graph checks stay);
+    ``verify_weights`` is its deprecated old name.
+
     Files with external weights (``zor-export --external-weights``): ``weights``
-    chooses how they are used: ``"load"`` (onnxruntime loads them; their SHA-256 is
-    checked first unless ``verify_weights=False``), ``"rows"`` (nothing is loaded:
+    chooses how they are used: ``"load"`` (read, checked and handed to onnxruntime),
+    ``"rows"`` (nothing is loaded:
     each call reads only the rows of the units that spiked, :mod:`zor.runtime.rows`;
     ``weights_backend`` "pread" or "mmap"), or ``"auto"`` (rows when twice the weights
     do not fit the memory left to this process). Every call first checks that the
@@ -79,7 +89,7 @@ class Model:
     """
 
     def __init__(self, path: Union[str, os.PathLike], device: Union[str, Profile, None] = "auto",
-                 threads: Optional[int] = None, weights: str = "auto", verify_weights: bool = True,
+                 threads: Optional[int] = None, weights: str = "auto", check_weights: bool = True,
                  weights_backend: str = "pread") -> None:
         check_threads(threads)              # None, or 1 .. THREADS_PER_CPU × the CPUs (ConfigError)
         if weights not in ("auto", "load", "rows"):
@@ -89,7 +99,8 @@ class Model:
         self.path = Path(path)
         self.profile, self.detection = resolve_device(device)
         self.threads = threads
-        loaded = load(self.path, self.profile, threads, weights, verify_weights, weights_backend)
+        self.check_weights = bool(check_weights)
+        loaded = load(self.path, self.profile, threads, weights, self.check_weights, weights_backend)
         self.metadata = loaded.metadata
         self.notes: list[str] = loaded.notes
         self.weights_mode = loaded.weights_mode

@@ -6,6 +6,14 @@ intra-op), the graph optimization level, thread spinning and the CPU memory aren
 Any failure to read or load the file becomes a :class:`~zor.common.errors.ModelFileError`
 saying what was expected and what was found, never an onnxruntime traceback.
 
+:func:`check_graph` judges a scanned graph (:func:`~zor.runtime.onnxmeta.scan_model`)
+before onnxruntime sees it: only the operators the exporter emits
+(:data:`zor.common.format.OPERATORS`, ONNX's own domain), no subgraphs, no model-local
+functions; a node that computes on constants alone (onnxruntime folds those while it
+loads) only where its output is no larger than its input; a constant fed to a
+broadcasting operator at most 1-D. So a 10¹⁵-step ``Loop`` or a ``ConstantOfShape`` of
+100,000² never reaches onnxruntime.
+
 Example:
     >>> from zor.devices import get
     >>> opts = session_options(get("rpi4"), threads=None)
@@ -23,10 +31,16 @@ import numpy as np
 import onnxruntime as ort
 from zor.devices import Profile
 
+from zor.common import format as fmt
 from zor.common.errors import ConfigError, ModelFileError
 
+from .onnxmeta import ModelScan
+
 __all__ = ["session_options", "choose_providers", "open_session", "check_file", "check_threads", "max_threads",
-           "THREADS_PER_CPU"]
+           "THREADS_PER_CPU", "check_graph"]
+
+_DOMAINS = ("", "ai.onnx")
+_BROADCASTING = frozenset({"Add", "Sub", "Mul", "Sum", "Where", "Greater", "Less", "And"})
 
 THREADS_PER_CPU = 4          # threads beyond this many per CPU only cost memory (each has its own stack and arena)
 
@@ -109,17 +123,55 @@ def check_file(path: Union[str, os.PathLike]) -> Path:
     return path
 
 
-def open_session(path: Union[str, os.PathLike], profile: Profile, threads: Optional[int],
-                 initializers: Optional[Mapping[str, np.ndarray]] = None) -> tuple[ort.InferenceSession, list[str]]:
-    """An InferenceSession for ``path`` configured from ``profile``, and the missing providers.
+def check_graph(scan: ModelScan, where: str) -> None:
+    """ModelFileError naming the first part of the scanned graph a Zor export never holds (module docstring)."""
+    if scan.foreign or scan.graphs != 1:
+        what = scan.foreign[0] if scan.foreign else f"{scan.graphs} graphs"
+        raise ModelFileError(f"{where}: the file holds {what}: a Zor export holds one graph and nothing else; "
+                             "refused before onnxruntime loads it")
+    ranks = {name: len(t.dims) for name, t in scan.initializers.items()}     # constants and their ranks
+    for node in scan.nodes:
+        label = f"node {node.name or '(unnamed)'!r}: operator {(node.domain or 'ai.onnx')}:{node.op_type}"
+        if node.domain not in _DOMAINS or node.op_type not in fmt.OPERATORS:
+            raise ModelFileError(f"{where}: {label} is not one a Zor export uses (expected ONNX's own "
+                                 f"{', '.join(sorted(fmt.OPERATORS))}): a foreign or edited graph, refused "
+                                 "before onnxruntime runs it")
+        if node.subgraphs:
+            raise ModelFileError(f"{where}: {label} carries a subgraph ({', '.join(node.subgraphs)}): a Zor export "
+                                 "has none; refused")
+        given = [i for i in node.inputs if i]
+        if given and all(i in ranks for i in given):
+            if node.op_type not in fmt.CONSTANT_OPERATORS:
+                raise ModelFileError(f"{where}: {label} computes on constants alone (onnxruntime would fold it "
+                                     f"while loading): a Zor export only does that with "
+                                     f"{', '.join(sorted(fmt.CONSTANT_OPERATORS))}; refused")
+            rank = ranks[given[0]] if node.op_type != "Reshape" else -1
+            ranks.update({o: rank for o in node.outputs if o})
+        elif node.op_type in _BROADCASTING:
+            wide = [i for i in given if i in ranks and not 0 <= ranks[i] <= 1]
+            if wide:
+                raise ModelFileError(f"{where}: {label} broadcasts the constant {wide[0]!r} of more than one "
+                                     "dimension against the data (it could ask for far more memory than the "
+                                     "file holds): a Zor export's constants there are scalars or per-unit "
+                                     "vectors; refused")
 
-    ``initializers`` (name → C-contiguous array) replace the file's initializers of those
-    names; onnxruntime uses their memory in place, so the session keeps them (and their
-    OrtValues) alive for as long as it lives.
+
+def open_session(path: Union[str, os.PathLike], profile: Profile, threads: Optional[int],
+                 initializers: Optional[Mapping[str, np.ndarray]] = None,
+                 data: Optional[bytes] = None) -> tuple[ort.InferenceSession, list[str]]:
+    """An InferenceSession for the model at ``path`` configured from ``profile``, and the missing providers.
+
+    ``data``: the file's bytes as the caller checked them: onnxruntime loads these and never reads
+    the .onnx file again (external data is looked for next to ``path``). ``initializers`` (name →
+    C-contiguous array) replace the file's initializers of those names; onnxruntime uses their
+    memory in place and never reads those tensors' external data, so the session keeps them (and
+    their OrtValues) alive for as long as it lives.
     """
     path = check_file(path)
     providers, missing = choose_providers(profile)
     opts = session_options(profile, threads)
+    if data is not None:
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
     held = []
     for name, array in (initializers or {}).items():
         array = np.ascontiguousarray(array)
@@ -127,21 +179,26 @@ def open_session(path: Union[str, os.PathLike], profile: Profile, threads: Optio
         opts.add_initializer(name, value)
         held.append((array, value))
     try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        sess = ort.InferenceSession(data if data is not None else str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/RuntimeException types
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "bad_alloc" in text or "memory" in text.lower() or "allocat" in text.lower():
-            raise ModelFileError(f"{path}: not enough memory to load it ({path.stat().st_size:,} bytes of graph plus "
-                                 "any external weights): for a model exported with --external-weights, "
-                                 f"Model(..., weights='rows') reads only the rows it needs; onnxruntime said: "
-                                 f"{text[:200]}") from None
-        if "protobuf" in text.lower() or "parsing failed" in text.lower():
-            what = "not an ONNX model, or a truncated one"
-        elif "external" in text.lower() or "data file" in text.lower() or "location" in text.lower():
-            what = "its external weight data is missing or short"
-        else:
-            what = "an ONNX model onnxruntime cannot load"
-        raise ModelFileError(f"{path}: {what}: expected a complete ONNX file written by zor-export "
-                             f"({path.stat().st_size} bytes); onnxruntime said: {text[:300]}") from None
+        raise _load_failed(exc, path) from None
     sess._zor_held = (opts, held)   # onnxruntime reads these arrays for the session's whole life
     return sess, missing
+
+
+def _load_failed(exc: Exception, path: Path) -> ModelFileError:
+    """The ModelFileError that says why onnxruntime could not load the file at ``path``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "bad_alloc" in text or "memory" in text.lower() or "allocat" in text.lower():
+        return ModelFileError(f"{path}: not enough memory to load it ({path.stat().st_size:,} bytes of graph plus "
+                              "any external weights): for a model exported with --external-weights, "
+                              f"Model(..., weights='rows') reads only the rows it needs; onnxruntime said: "
+                              f"{text[:200]}")
+    if "protobuf" in text.lower() or "parsing failed" in text.lower():
+        what = "not an ONNX model, or a truncated one"
+    elif "external" in text.lower() or "data file" in text.lower() or "location" in text.lower():
+        what = "its external weight data is missing or short"
+    else:
+        what = "an ONNX model onnxruntime cannot load"
+    return ModelFileError(f"{path}: {what}: expected a complete ONNX file written by zor-export "
+                          f"({path.stat().st_size} bytes); onnxruntime said: {text[:300]}")

@@ -10,11 +10,18 @@ each tensor's offset, length, dtype, shape and SHA-256. :class:`WeightFile`:
 - :meth:`~WeightFile.rows` reads only the given rows of a 2-D tensor: one positional
   read (``os.preadv``) per run of consecutive rows, straight into the result, so the
   process never holds more than the rows asked for. Each row is checked against its
-  CRC-32 (``row_crc32_{j}``) the first time it is read;
+  CRC-32 (``row_crc32_{j}``, itself SHA-256 checked) every time it is read: rows
+  mode never reads the whole file, so a file edited in place after the model opened
+  it (mtime restored or not) is caught on the next read of a changed row, for the
+  cost of a CRC over bytes just read (:mod:`benchmarks.load_check` measures it);
+- :meth:`~WeightFile.check_graph_entries` compares the graph's own external-data
+  entries (location, offset, length per initializer: what onnxruntime would read)
+  with the metadata's, so a graph pointed at another file or at another tensor's
+  bytes is refused;
 - :meth:`~WeightFile.check_unchanged` compares the file's inode, size and mtime with
   those seen at open: a file rewritten, truncated or replaced under the model is an
   error on the next call, never a wrong answer (a write racing the very read it
-  changes can only be caught by the CRC of a row's first read);
+  changes is caught by the CRC of the row it changes);
 - ``backend="mmap"`` maps the file read-only instead (numpy memmap; the page cache
   serves repeated rows). Mapping counts against an address-space limit
   (``RLIMIT_AS``) at the file's full size, so the default is ``"pread"``, which needs
@@ -138,8 +145,7 @@ class WeightFile:
                 self.close()
                 raise WeightFileError(f"{where}: cannot map {location} ({self.size:,} bytes): {exc}; the 'pread' "
                                       "backend needs address space only for the rows it reads") from None
-        self._crc: dict[str, np.ndarray] = {}
-        self._checked: dict[str, np.ndarray] = {}
+        self._crc: dict[str, Optional[np.ndarray]] = {}
         self._lock = threading.Lock()
         self.bytes_read = 0
 
@@ -173,6 +179,32 @@ class WeightFile:
                 done += n
             if h.hexdigest() != e.sha256:
                 raise self._sha_mismatch(name)
+
+    def check_graph_entries(self, initializers: dict[str, Any]) -> None:
+        """WeightFileError unless the graph's external initializers (name → an
+        :class:`~zor.runtime.onnxmeta.InitInfo`) are exactly the metadata's in-graph tensors, each
+        naming this file at the metadata's offset and length with the metadata's dims."""
+        where, want = self._model_name, {n: e for n, e in self.entries.items() if e.in_graph}
+        for name, init in initializers.items():
+            if not init.external and name not in want:
+                continue
+            entries = dict(init.external)
+            e = want.get(name)
+            found = (entries.get("location"), entries.get("offset", "0"), entries.get("length"))
+            if e is None or not init.external:
+                raise WeightFileError(f"{where}: graph tensor {name} is {'external' if init.external else 'inline'}, "
+                                      f"the metadata ({fmt.KEYS.WEIGHTS}) says "
+                                      f"{'it is not in the graph' if e is None else 'external'}: the graph was edited")
+            if found != (self.path.name, str(e.offset), str(e.length)) or tuple(init.dims) != e.shape \
+                    or set(entries) - {"location", "offset", "length"}:
+                raise WeightFileError(
+                    f"{where}: graph tensor {name} reads {found[0]!r} at offset {found[1]}, {found[2]} bytes, dims "
+                    f"{tuple(init.dims)}: expected {self.path.name!r} at offset {e.offset}, {e.length} bytes, dims "
+                    f"{e.shape} as the metadata ({fmt.KEYS.WEIGHTS}) says: the graph was edited to read other bytes")
+        missing = sorted(set(want) - set(initializers))
+        if missing:
+            raise WeightFileError(f"{where}: the metadata lists {', '.join(missing)} in the graph, but the graph has "
+                                  "no such initializer: the graph was edited")
 
     def _sha_mismatch(self, name: str) -> WeightFileError:
         return WeightFileError(f"{self._model_name}: tensor {name} in {self.path.name} does not match its SHA-256 "
@@ -225,8 +257,8 @@ class WeightFile:
         if name not in self._crc:
             j = name.split("_")[1] if name.startswith("weight_") else None
             crc_name = fmt.row_crc32(int(j)) if j is not None and j.isdigit() else None
-            self._crc[name] = self.tensor(crc_name) if crc_name in self.entries else None
-            self._checked[name] = np.zeros(self.entries[name].shape[0], dtype=bool)
+            with self._lock:
+                self._crc[name] = self.tensor(crc_name) if crc_name in self.entries else None
         return self._crc[name]
 
     def rows(self, name: str, index: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -257,15 +289,10 @@ class WeightFile:
         self.bytes_read += k * rb
         crc = self._row_crc(name)
         if crc is not None:
-            checked = self._checked[name]
-            todo = np.flatnonzero(~checked[index])
-            if len(todo):
-                for t in todo.tolist():
-                    if zlib.crc32(memoryview(out[t]).cast("B")) != int(crc[index[t]]):
-                        raise WeightFileError(f"{self._model_name}: row {int(index[t])} of {name} in {self.path.name} "
-                                              "does not match its CRC-32: the file was changed or is corrupt")
-                with self._lock:
-                    checked[index[todo]] = True
+            for t, row in enumerate(index.tolist()):
+                if zlib.crc32(memoryview(out[t]).cast("B")) != int(crc[row]):
+                    raise WeightFileError(f"{self._model_name}: row {row} of {name} in {self.path.name} does not "
+                                          "match its CRC-32: the file was changed or is corrupt")
         return out
 
     def close(self) -> None:

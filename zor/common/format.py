@@ -1,7 +1,7 @@
 """The exported file's contract: tensor names and metadata keys.
 
 Shared by the exporter (which writes it) and the runtime (which reads it), so it
-imports nothing: both sides name the same things the same way.
+imports nothing of ours: both sides name the same things the same way.
 
 Graph I/O (B is a dynamic batch axis, n_i the size of layer i, L the output layer):
 
@@ -74,7 +74,20 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
                           it; outside the graph: ``row_crc32_{j}`` (uint32, n_j), the CRC-32 of
                           each row of W_j as stored, so a reader that gathers rows can check
                           each one the first time it reads it, and ``sparse_bias_{j}`` for a
-                          dense connection out of a layer with f(0) ≠ 0
+                          dense connection out of a layer with f(0) ≠ 0; ``location`` is
+                          ``NAME.weights``, or ``NAME.<sha12>.weights`` (the first 12 hex digits
+                          of the file's SHA-256) when the plain name is taken by the model being
+                          replaced, so that the .onnx rename switches the pair at once
+    zor.integrity         JSON: what the runtime checks on every load (``zor.export.metadata.integrity_record``):
+                          {"version": 1, "graph": SHA-256 of the graph's bytes other than its
+                          initializers (nodes, inputs, outputs, names), "initializers": {name:
+                          SHA-256 of that TensorProto's bytes as written: name, dtype, dims and
+                          raw data, or the external-data entries location/offset/length},
+                          "metadata": SHA-256 of every other metadata entry (:func:`metadata_digest`)}.
+                          A file without it was written before this key (its external tensors are
+                          still checked against ``zor.weights``). An unkeyed hash finds a file that
+                          was changed by accident or by a tool that edits tensors or metadata; it
+                          cannot stop someone who rewrites the record too (that needs a signature)
 
 Sparse (event-driven) connections, built from standard operators only (``zor.paths``):
 
@@ -92,6 +105,8 @@ is written as the string "-inf" / "inf" / "nan".
 
 from __future__ import annotations
 
+import hashlib
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -108,8 +123,12 @@ __all__ = [
     "sparse_bias",
     "row_crc32",
     "weights_file",
+    "metadata_digest",
+    "INTEGRITY_VERSION",
     "PATHS",
     "FORMS",
+    "OPERATORS",
+    "CONSTANT_OPERATORS",
     "KEYS",
 ]
 
@@ -160,11 +179,38 @@ def row_crc32(i: int) -> str:
     return f"row_crc32_{i}"
 
 
-def weights_file(model_file_name: str) -> str:
-    """The external weight file written next to ``model_file_name`` ("m.onnx" → "m.weights")."""
+def weights_file(model_file_name: str, digest: str = "") -> str:
+    """The external weight file written next to ``model_file_name``: "m.onnx" → "m.weights", or with the
+    file's SHA-256 ``digest`` "m.<first 12 hex digits>.weights" (the name used while "m.weights" is taken)."""
     stem = model_file_name[:-5] if model_file_name.endswith(".onnx") else model_file_name
-    return stem + ".weights"
+    return f"{stem}.{digest[:12]}.weights" if digest else stem + ".weights"
 
+
+INTEGRITY_VERSION = 1
+
+
+def metadata_digest(entries: list[tuple[str, str]]) -> str:
+    """SHA-256 over the metadata entries other than ``zor.integrity``, sorted by key, each as its key and
+    value in UTF-8, each preceded by its length (8 bytes, little-endian): what ``zor.integrity`` records."""
+    h = hashlib.sha256()
+    for key, value in sorted((k, v) for k, v in entries if k != KEYS.INTEGRITY):
+        for part in (key.encode("utf-8"), value.encode("utf-8")):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+    return h.hexdigest()
+
+
+# Every operator a Zor graph may hold (default ONNX domain only): what the exporter emits for float32,
+# fp16 (Cast), int8 QDQ and QOperator (onnxruntime's static quantization of MatMul and Conv), the sparse
+# forms and conv layers. The runtime refuses any other operator, domain, subgraph or model-local function.
+OPERATORS = frozenset({
+    "Identity", "Greater", "Less", "Where", "And", "Add", "Sub", "Mul", "Sum", "MatMul", "Conv",
+    "Sigmoid", "Tanh", "Relu", "Cast", "Reshape", "Compress", "ReduceMax",
+    "QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearConv",
+})
+# the operators that may run on constants alone (onnxruntime folds those at load): each one's output
+# holds as many elements as its first input, so a small file cannot ask for a large tensor
+CONSTANT_OPERATORS = frozenset({"Identity", "Cast", "Reshape", "QuantizeLinear", "DequantizeLinear"})
 
 PATHS = ("dense", "sparse", "auto")     # what ``zor-export --path`` accepts
 FORMS = ("batch1", "union")             # the sparse graph forms (see the module docstring)
@@ -186,3 +232,4 @@ class KEYS:
     WEIGHTS_SHA256 = "zor.weights_sha256"
     PATHS = "zor.paths"
     WEIGHTS = "zor.weights"
+    INTEGRITY = "zor.integrity"
