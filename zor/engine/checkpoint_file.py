@@ -252,8 +252,8 @@ def _check(path: Path, name: str, t: torch.Tensor, shape: tuple) -> None:
     ok = ~torch.isnan(t) & (t != float("inf")) if minus_inf_ok else torch.isfinite(t)
     if not bool(ok.all()):
         n_nan = int(torch.isnan(t).sum())
-        raise CheckpointError(f"{path}: tensor {name!r} holds {n_nan} NaN and {int((~ok).sum()) - n_nan} infinite "
-                              "values: expected finite numbers (a diverged training run?)")
+        raise CheckpointError(f"{path}: tensor {name!r} holds NaN/inf values ({n_nan} NaN, {int((~ok).sum()) - n_nan} "
+                              "infinite): expected finite numbers (a diverged training run?)")
     if (name.endswith(".step") or "exp_avg_sq" in name) and bool((t < 0).any()):
         raise CheckpointError(f"{path}: tensor {name!r} holds negative values: expected ≥ 0")
 
