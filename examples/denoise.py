@@ -153,7 +153,8 @@ def main(argv=None) -> int:
 
     bench = run_bench([str(out / "denoise.onnx"), str(out / "denoise-int8.onnx")], device="auto", batch=64,
                       calls=20 if args.quick else 200, repeats=1 if args.quick else 5, threads=1,
-                      checkpoint=str(ckpt), inputs=tests["gaussian"][:256], rss=False)
+                      references={"torch": lambda rows: net.run(torch.from_numpy(rows))[0].cpu().numpy()},
+                      inputs=tests["gaussian"][:256], rss=False)
     print(format_table(bench))
 
     n = 8
