@@ -73,7 +73,7 @@ def check_not_an_input(path: PathLike, inputs: Iterable[Optional[PathLike]], wha
 
 
 def _nearest_existing(folder: Path) -> Path:
-    here = folder.absolute()
+    here = folder
     while not here.exists() and here != here.parent:
         here = here.parent
     return here
@@ -112,8 +112,8 @@ def output_folders(folder: PathLike) -> Iterator[list[Path]]:
     folder = Path(folder)
     check_output_folder(folder, create=True)
     missing = []
-    here = folder.absolute()
-    while not here.exists():
+    here = folder
+    while not here.exists() and here != here.parent:
         missing.append(here)
         here = here.parent
     created: list[Path] = []
