@@ -48,7 +48,7 @@ NO_RUN = {
 TAGS = {"slow"}
 BLOCK_TIMEOUT = 300
 
-FENCE = re.compile(r"^```([A-Za-z]+)([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+FENCE = re.compile(r"^```([A-Za-z]+)([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 DEMO_PATH = re.compile(r"demo-out/[\w./-]*\w")
 SCRIPT = re.compile(r"(?:-m\s+(benchmarks\.\w+)|((?:examples|benchmarks)/[\w/]+\.(?:py|sh)))")
 
@@ -169,7 +169,7 @@ def test_snippet_runs_as_pasted(block, workspaces):
         cmd, stdin = [str(work / ".venv" / "bin" / "python"), "-"], block.code
     else:
         cmd, stdin = ["bash", "-e", "-o", "pipefail", "-c", block.code], None
-    res = subprocess.run(cmd, cwd=work, input=stdin, capture_output=True, text=True, env=env,
+    res = subprocess.run(cmd, cwd=work, input=stdin, capture_output=True, text=True, env=env, check=False,
                          timeout=BLOCK_TIMEOUT)
     shown = f"\n--- block ---\n{block.code}\n--- stdout ---\n{res.stdout[-3000:]}\n--- stderr ---\n{res.stderr[-3000:]}"
     assert res.returncode == 0, f"{block.name} exited {res.returncode}{shown}"
