@@ -23,8 +23,9 @@ can be run in two ways, so there are three load paths, each a function giving a
   then built from those very bytes (the .onnx is not read again), and external weights are
   read and SHA-256 checked by this process and handed to onnxruntime in memory, so
   onnxruntime never reads bytes that were not checked, even if a file changes meanwhile.
-  Rows mode checks each row against its CRC-32 on every read instead
-  (:mod:`~zor.runtime.weightfile`). A file written before ``zor.integrity`` loads with a
+  Rows mode checks each row against its CRC-32 the first time it is read, and on every
+  call that the weights file's stamp (inode, size, mtime, ctime) is the one seen at open
+  (:mod:`~zor.runtime.weightfile`), so an edit in place, mtime restored or not, is caught. A file written before ``zor.integrity`` loads with a
   note: its external tensors are still checked against ``zor.weights``.
 
 ``check_weights=False`` skips the hashing only (onnxruntime then reads the files itself).
@@ -240,7 +241,7 @@ def load_external(path: Path, profile: Profile, threads: Optional[int], scanned:
 
 def load_rows(path: Path, scanned: Scanned, weights_backend: str = "pread", check_weights: bool = True) -> Loaded:
     """Weights in a side file, never loaded: each call reads the rows of the units that spiked
-    (``weights_backend`` "pread" or "mmap"), each row checked against its CRC-32 on every read; the
+    (``weights_backend`` "pread" or "mmap"), each row checked against its CRC-32 when first read; the
     small tensors (thresholds, scales, CRC tables) are read whole and SHA-256 checked. The .onnx file
     is checked too (its metadata says how to compute); the graph's inputs and outputs are the file
     contract's."""

@@ -10,18 +10,20 @@ each tensor's offset, length, dtype, shape and SHA-256. :class:`WeightFile`:
 - :meth:`~WeightFile.rows` reads only the given rows of a 2-D tensor: one positional
   read (``os.preadv``) per run of consecutive rows, straight into the result, so the
   process never holds more than the rows asked for. Each row is checked against its
-  CRC-32 (``row_crc32_{j}``, itself SHA-256 checked) every time it is read: rows
-  mode never reads the whole file, so a file edited in place after the model opened
-  it (mtime restored or not) is caught on the next read of a changed row, for the
-  cost of a CRC over bytes just read (:mod:`benchmarks.load_check` measures it);
+  CRC-32 (``row_crc32_{j}``, itself SHA-256 checked) the first time it is read: rows
+  mode exists so as not to read the whole file, so it is not hashed at open, and a
+  check on every read cost 2.65× per call (8192-wide rows at 10 % activity,
+  :mod:`benchmarks.load_check`); edits after a row's first read are caught by the
+  stamp below instead;
 - :meth:`~WeightFile.check_graph_entries` compares the graph's own external-data
   entries (location, offset, length per initializer: what onnxruntime would read)
   with the metadata's, so a graph pointed at another file or at another tensor's
   bytes is refused;
-- :meth:`~WeightFile.check_unchanged` compares the file's inode, size and mtime with
-  those seen at open: a file rewritten, truncated or replaced under the model is an
+- :meth:`~WeightFile.check_unchanged` compares the file's inode, size, mtime and
+  ctime with those seen at open: a file rewritten, truncated, replaced or edited in
+  place (its mtime set back or not: the ctime moves anyway) under the model is an
   error on the next call, never a wrong answer (a write racing the very read it
-  changes is caught by the CRC of the row it changes);
+  changes can only be caught by the CRC of a row's first read);
 - ``backend="mmap"`` maps the file read-only instead (numpy memmap; the page cache
   serves repeated rows). Mapping counts against an address-space limit
   (``RLIMIT_AS``) at the file's full size, so the default is ``"pread"``, which needs
@@ -102,7 +104,10 @@ def _entries(spec: dict, where: str) -> dict[str, TensorEntry]:
 
 
 def _stamp(st: os.stat_result) -> tuple:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    """(device, inode, size, mtime, ctime): the ctime (inode change time) moves on every write and on
+    every ``utime``, and no unprivileged process can set it back, so an edit in place whose mtime was
+    restored still changes the stamp."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class WeightFile:
@@ -146,6 +151,7 @@ class WeightFile:
                 raise WeightFileError(f"{where}: cannot map {location} ({self.size:,} bytes): {exc}; the 'pread' "
                                       "backend needs address space only for the rows it reads") from None
         self._crc: dict[str, Optional[np.ndarray]] = {}
+        self._checked: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self.bytes_read = 0
 
@@ -162,7 +168,9 @@ class WeightFile:
         for stamp in now:
             if stamp != self._stamp:
                 what = ("size" if stamp[2] != self._stamp[2] else
-                        "file (replaced)" if stamp[:2] != self._stamp[:2] else "modification time")
+                        "file (replaced)" if stamp[:2] != self._stamp[:2] else
+                        "modification time" if stamp[3] != self._stamp[3] else
+                        "inode change time (written in place, its mtime set back?)")
                 raise WeightFileError(f"{self._model_name}: its weights file {self.path.name} changed under the model "
                                       f"({what} differs from when it was opened; {self._stamp[2]:,} → {stamp[2]:,} "
                                       "bytes): no result was computed from it; reload the model")
@@ -259,6 +267,7 @@ class WeightFile:
             crc_name = fmt.row_crc32(int(j)) if j is not None and j.isdigit() else None
             with self._lock:
                 self._crc[name] = self.tensor(crc_name) if crc_name in self.entries else None
+                self._checked[name] = np.zeros(self.entries[name].shape[0], dtype=bool)
         return self._crc[name]
 
     def rows(self, name: str, index: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -289,10 +298,15 @@ class WeightFile:
         self.bytes_read += k * rb
         crc = self._row_crc(name)
         if crc is not None:
-            for t, row in enumerate(index.tolist()):
-                if zlib.crc32(memoryview(out[t]).cast("B")) != int(crc[row]):
-                    raise WeightFileError(f"{self._model_name}: row {row} of {name} in {self.path.name} does not "
-                                          "match its CRC-32: the file was changed or is corrupt")
+            checked = self._checked[name]
+            todo = np.flatnonzero(~checked[index])
+            for t in todo.tolist():
+                if zlib.crc32(memoryview(out[t]).cast("B")) != int(crc[index[t]]):
+                    raise WeightFileError(f"{self._model_name}: row {int(index[t])} of {name} in {self.path.name} "
+                                          "does not match its CRC-32: the file was changed or is corrupt")
+            if len(todo):
+                with self._lock:
+                    checked[index[todo]] = True
         return out
 
     def close(self) -> None:
