@@ -76,9 +76,9 @@ def _entry(data: bytes) -> tuple[str, str]:
         if wire != 2:
             raise ScanError(f"metadata entry field {field} has wire type {wire}, expected 2 (bytes)")
         n = _varint(f)
-        raw = f.read(n)
-        if len(raw) != n:
+        if f.tell() + n > len(data):
             raise ScanError("metadata entry ends early")
+        raw = f.read(n)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
