@@ -140,7 +140,7 @@ def _check(source: Any, output: Path, opts: ExportOptions) -> _Job:
     """Step 1: the settings, the device profile, the output folder, the checkpoint, the calibration data."""
     opts.check(output)
     profile = resolve_profile(opts.device)
-    check_output(output)
+    check_output(output, [source, opts.calibration])    # never the checkpoint or the calibration file itself
     model, engine_version = load_source(source)
     calib = find_calibration(opts.calibration, model.task, model.layers[0].size, required=opts.quantize == "int8")
     return _Job(opts=opts, output=output, model=model, engine_version=engine_version, profile=profile, calib=calib)

@@ -260,6 +260,8 @@ class Model:
         the share of units that spiked in each layer, over the batch. ``outputs``
         names extra graph outputs to fetch (e.g. ``charge_1``).
         """
+        if isinstance(outputs, str):
+            outputs = (outputs,)                     # one name, not its letters
         return self._run(self._feeds(x), spikes, outputs)
 
     def __call__(self, x: Any) -> np.ndarray:

@@ -186,3 +186,16 @@ def test_zor_run_makes_missing_output_folders_and_removes_them_when_the_run_fail
     assert not (work / "p").exists()
     r = invoke(run_main, "--help")
     assert "missing folders are created" in " ".join(r.output.split())
+
+
+def test_export_from_python_refuses_its_own_checkpoint_as_output(tmp_path):
+    from zor.export import export
+
+    from zor.common.errors import OutputPathError
+
+    ck = tmp_path / "ck.zor"
+    Zor([Layer(4), Layer(3), Layer(4)], seed=0).save(ck)
+    before = ck.read_bytes()
+    with pytest.raises(OutputPathError, match="same file"):
+        export(str(ck), ck)
+    assert ck.read_bytes() == before

@@ -56,6 +56,8 @@ def test_call_dict_input_float64_and_extra_outputs(tiny):
     out = m.run({"input": x}, outputs=["charge_1"])
     assert set(out) == {"output", "charge_1"}
     np.testing.assert_allclose(out["charge_1"], [[3.0, 4.0]], rtol=1e-6)
+    one = m.run({"input": x}, outputs="charge_1")               # one name as a string, not its letters
+    assert set(one) == {"output", "charge_1"}
 
 
 def test_description(tiny):
