@@ -91,10 +91,10 @@ def main(argv=None) -> int:
     cal = step_data(dev, spec, cfg.train_max_tokens)
     rows = spec.encoder.dense(cal, np.sort(np.random.default_rng(0).choice(len(cal), min(512, len(cal)), False)))
     files = {}
-    for mode in ("none", "int8"):              # summary.json keys the files by quantize mode ("none" = float32)
-        out = args.out / f"{args.pair}-{'float32' if mode == 'none' else 'int8'}.onnx"
+    for precision, mode in (("float32", "none"), ("int8", "int8")):   # summary.json keys the files by precision
+        out = args.out / f"{args.pair}-{precision}.onnx"
         res = export_translation(ckpt, out, mode, rows)      # zor.export.export, verified (see its docstring)
-        files[mode] = out
+        files[precision] = out
         print(f"exported {out.name}: {res['bytes'] / 1e6:.2f} MB, verified: {res['verification_passed']} "
               f"({res['check']})")
 
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     write_text_atomic(args.out / "summary.json", json.dumps(
         {"pair": args.pair, "checkpoint": ckpt.name, "files": {k: v.name for k, v in files.items()},
          "speed": {k: v for k, v in fig.items() if k != "seconds"}}, indent=2) + "\n")
-    print(f"wrote {args.out}/ ({ckpt.name}, {files['none'].name}, {files['int8'].name}, summary.json)")
+    print(f"wrote {args.out}/ ({ckpt.name}, {files['float32'].name}, {files['int8'].name}, summary.json)")
     return 0
 
 

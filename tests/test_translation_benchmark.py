@@ -113,7 +113,7 @@ def test_example_runs_quick(tmp_path):
 
     assert example.main(["--out", str(tmp_path / "ex"), "--quick", "--pair", "es-oto"]) == 0
     summary = json.loads((tmp_path / "ex" / "summary.json").read_text())
-    assert summary["files"] == {"none": "es-oto-float32.onnx", "int8": "es-oto-int8.onnx"}
+    assert summary["files"] == {"float32": "es-oto-float32.onnx", "int8": "es-oto-int8.onnx"}
     assert (tmp_path / "ex" / "es-oto.zor").is_file() and summary["speed"]["ms_per_sentence"] > 0
 
 
