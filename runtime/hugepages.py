@@ -3,14 +3,8 @@
 A sparse connection reads only the weight rows of the units that spiked
 (:mod:`zor.export.sparse`): at 5 % of a 4096 × 4096 float32 layer, about 205 rows of
 16 KiB spread over 64 MiB. In 4 KiB pages each row spans four pages, and most of them
-miss the TLB; in 2 MiB pages the whole tensor takes 32 entries. Measured on this
-project's x86-64 machine (onnxruntime 1.32, one thread, batch 1, 5 % activity, the
-exported 4096-wide sparse graph): 0.381 → 0.353, 0.369 → 0.344 and 0.421 → 0.396 ms in
-three interleaved runs of the bare session, 0–6 % through ``Model.run``, while the
-dense graph did not move (it streams its weights in order, and onnxruntime keeps its
-own packed copy of them). That machine is a VM: the host's pages behind the guest's
-are not the guest's to choose, so bare hardware may gain more. Loading costs about
-20 ms more per 64 MiB.
+miss the TLB; in 2 MiB pages the whole tensor takes 32 entries. What it gained and cost
+when measured: ``docs/notes/hugepages.md``.
 
 On Linux the kernel backs an anonymous mapping with huge pages when asked
 (``madvise(MADV_HUGEPAGE)``; transparent huge pages in "madvise" or "always" mode).
