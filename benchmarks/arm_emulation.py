@@ -1,6 +1,6 @@
 """ARM emulation benchmark: what proving the runtime on emulated Raspberry Pi cores costs, and its figures.
 
-    sudo .venv/bin/python benchmarks/arm_emulation.py [--json PATH] [--warm 3] [--cache DIR] [--keep-cache]
+    sudo .venv/bin/python -m benchmarks.arm_emulation [--json PATH] [--warm 3] [--cache DIR] [--keep-cache]
 
 What it does (as root, like ``benchmarks/arm/emulate.sh``, which it runs):
 
@@ -26,7 +26,6 @@ machine cannot run the emulation, 1 when a check failed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -38,6 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+import click
+
+from benchmarks import common
 
 __all__ = ["run_emulation", "native_bench", "summarise", "format_table", "main"]
 
@@ -182,46 +185,49 @@ def format_table(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
-    ap.add_argument("--warm", type=int, default=3, help="warm runs after the cold one (median reported)")
-    ap.add_argument("--cache", type=Path, default=None, help="cache folder for the cold run (must be empty or absent)")
-    ap.add_argument("--keep-cache", action="store_true", help="keep the cold run's cache folder")
-    args = ap.parse_args(argv)
-    if args.json is not None and not args.json.parent.is_dir():
-        ap.error(f"--json {args.json}: folder {args.json.parent} does not exist")
-    if args.warm < 0:
-        ap.error(f"--warm: expected a count ≥ 0, got {args.warm}")
-    cache = args.cache or Path(tempfile.mkdtemp(prefix="zor-arm-bench-cache-"))
-    if cache.exists() and any(cache.iterdir()):
-        ap.error(f"--cache {cache}: expected an empty or absent folder for the cold run")
+@common.command
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the figures here.")
+@click.option("--warm", type=click.IntRange(min=0), default=3, help="Warm runs after the cold one (median reported).")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache folder for the cold run (must be empty or absent; default: a temporary one).")
+@click.option("--keep-cache", is_flag=True, help="Keep the cold run's cache folder.")
+def main(json_path: Optional[Path], warm: int, cache: Optional[Path], keep_cache: bool) -> None:
+    """ARM emulation benchmark: what proving the runtime on emulated Raspberry Pi cores costs, and its figures.
+
+    Run as root (like benchmarks/arm/emulate.sh, which it runs). Exit 77 (with the reason) where the
+    machine cannot run the emulation, 1 when a check failed.
+    """
+    common.check_json_folder(json_path)
+    cache_dir = cache or Path(tempfile.mkdtemp(prefix="zor-arm-bench-cache-"))
+    if cache_dir.exists() and any(cache_dir.iterdir()):
+        raise click.BadParameter(f"{cache_dir}: expected an empty or absent folder for the cold run",
+                                 param_hint="--cache")
     tmp = Path(tempfile.mkdtemp(prefix="zor-arm-bench-"))
     work = None
     try:
-        print(f"cold run (cache {cache}) ...", file=sys.stderr, flush=True)
-        cold = run_emulation(cache, tmp / "cold.json")
-        warm = []
-        for i in range(args.warm):
-            print(f"warm run {i + 1}/{args.warm} ...", file=sys.stderr, flush=True)
-            warm.append(run_emulation(cache, tmp / f"warm{i}.json", keep_work=i == args.warm - 1))
-        work = warm[-1]["work"] if warm else None
+        click.echo(f"cold run (cache {cache_dir}) ...", err=True)
+        cold = run_emulation(cache_dir, tmp / "cold.json")
+        warm_runs = []
+        for i in range(warm):
+            click.echo(f"warm run {i + 1}/{warm} ...", err=True)
+            warm_runs.append(run_emulation(cache_dir, tmp / f"warm{i}.json", keep_work=i == warm - 1))
+        work = warm_runs[-1]["work"] if warm_runs else None
         native = native_bench(work, sys.executable) if work is not None else None
-        summary = summarise(cold, warm, native)
+        summary = summarise(cold, warm_runs, native)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
-        if args.cache is None and not args.keep_cache:
-            shutil.rmtree(cache, ignore_errors=True)
-    print(format_table(summary))
-    if args.json is not None:
-        from zor.common.fileio import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(summary, indent=2, default=str))
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0 if summary["passed"] else 1
+        if cache is None and not keep_cache:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    click.echo(format_table(summary))
+    if json_path is not None:
+        common.write_json(json_path, summary)
+        click.echo(f"wrote {json_path}", err=True)
+    if not summary["passed"]:
+        raise click.exceptions.Exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -56,6 +56,7 @@ from zor.runtime.bench import format_table, run_bench
 from zor.runtime.cli import load_input
 
 from benchmarks import common
+from benchmarks.arm.report import record_size
 from zor.common import format as fmt
 from zor.engine.checkpoint import load
 from zor.engine.presets import seed_autoencoder
@@ -138,12 +139,10 @@ def import_time(runs: int = 7) -> dict[str, Any]:
 
 
 def _dist_bytes(name: str) -> int:
-    total = 0
-    for f in md.distribution(name).files or []:
-        p = Path(f.locate())
-        if p.is_file():
-            total += p.stat().st_size
-    return total
+    """Bytes of the files the installed distribution's RECORD lists (``record_size``; 0 without a RECORD)."""
+    record = next((f for f in md.distribution(name).files or ()
+                   if f.name == "RECORD" and f.parent.name.endswith(".dist-info")), None)
+    return record_size(Path(record.locate()).parent)["bytes"] if record is not None else 0
 
 
 def _base_requirements(name: str, seen: set) -> None:

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from zor.devices import detect
@@ -223,7 +224,8 @@ def test_report_table_and_missing_core(tmp_path):
     assert "cortex-a72  rpi4     rpi4      0" in table and "99.50 %" in table and "3/3" in table
     assert "cortex-a76: FAILED: no report" in table
     assert "not Raspberry Pi speed figures" in table
-    assert report.main(["--work", str(tmp_path), "--root", str(tmp_path), "--cores", "cortex-a72"]) == 0
+    result = CliRunner().invoke(report.main, ["--work", str(tmp_path), "--root", str(tmp_path), "--cores", "cortex-a72"])
+    assert result.exit_code == 0, result.output
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -31,7 +31,6 @@ Example (inside the root):
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -42,6 +41,8 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
+
+import click  # installed in the root beside numpy and onnxruntime (emulate.sh), as pip install zor-edge does
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -246,22 +247,25 @@ def run_checks(core: str, expect: str, work: Path) -> dict[str, Any]:
     return report
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Zor ARM check (runs inside the emulated root).")
-    ap.add_argument("--core", required=True, help="the emulated core, as in QEMU_CPU (e.g. cortex-a72)")
-    ap.add_argument("--expect", required=True, help="the profile detection must pick (e.g. rpi4)")
-    ap.add_argument("--work", type=Path, default=HERE, help="the folder prepare.py wrote")
-    ap.add_argument("--out", type=Path, required=True, help="where to write the JSON report")
-    args = ap.parse_args(argv)
-    print(f"== {args.core} (expect {args.expect}) ==", flush=True)
-    report = run_checks(args.core, args.expect, args.work)
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--core", required=True, help="The emulated core, as in QEMU_CPU (e.g. cortex-a72).")
+@click.option("--expect", required=True, help="The profile detection must pick (e.g. rpi4).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=HERE,
+              show_default="this script's folder", help="The folder prepare.py wrote.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the JSON report.")
+def main(core: str, expect: str, work: Path, out: Path) -> None:
+    """Zor ARM check (runs inside the emulated root)."""
+    print(f"== {core} (expect {expect}) ==", flush=True)
+    report = run_checks(core, expect, work)
     from zor.common.fileio import write_text_atomic
 
-    write_text_atomic(args.out, json.dumps(report, indent=2, default=str))
-    print(f"{args.core}: {'all checks passed' if report['passed'] else 'FAILED'} "
+    write_text_atomic(out, json.dumps(report, indent=2, default=str))
+    print(f"{core}: {'all checks passed' if report['passed'] else 'FAILED'} "
           f"({report['seconds_emulated']:.1f} s emulated)", flush=True)
-    return 0 if report["passed"] else 1
+    if not report["passed"]:
+        raise click.exceptions.Exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -19,13 +19,13 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))    # parity.py, qdq.py
@@ -72,19 +72,23 @@ def check_int8(work: Path, arithmetic: Optional[str] = None) -> dict[str, Any]:
     return r
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("work", type=Path, help="the folder prepare.py wrote")
-    ap.add_argument("--arithmetic", choices=("int32", "int16_pairs"), default=None,
-                    help="the kernel's sum (default: what this CPU's ISA implies, see qdq.py)")
-    ap.add_argument("--qemu-cpu", default=None, help="the qemu CPU model this runs under (recorded; the ISA "
-                    "flags zor.devices.detect() reads are then the host's)")
-    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
-    args = ap.parse_args(argv)
-    r = check_int8(args.work, args.arithmetic)
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.argument("work", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--arithmetic", type=click.Choice(("int32", "int16_pairs")), default=None,
+              help="The kernel's sum (default: what this CPU's ISA implies, see qdq.py).")
+@click.option("--qemu-cpu", default=None, help="The qemu CPU model this runs under (recorded; the ISA flags "
+              "zor.devices.detect() reads are then the host's).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the figures here.")
+def main(work: Path, arithmetic: Optional[str], qemu_cpu: Optional[str], json_path: Optional[Path]) -> None:
+    """An int8 run on this machine's own int8 kernel, checked as the emulated Pi runs are.
+
+    WORK: the folder prepare.py wrote.
+    """
+    r = check_int8(work, arithmetic)
     k = r["kernel"]
-    k["qemu_cpu"] = args.qemu_cpu
-    cpu = (f"qemu-x86_64 -cpu {args.qemu_cpu} (ISA flags read: the host's)" if args.qemu_cpu
+    k["qemu_cpu"] = qemu_cpu
+    cpu = (f"qemu-x86_64 -cpu {qemu_cpu} (ISA flags read: the host's)" if qemu_cpu
            else f"{k['machine']} ({', '.join(k['isa']) or 'no ISA flags'})")
     print(f"int8 kernel: {cpu}, checked as {k['arithmetic']}, "
           f"reproduces {', '.join(k['reproduces']) or 'no reference arithmetic'}")
@@ -93,10 +97,11 @@ def main(argv=None) -> int:
           f"spike agreement {', '.join(f'{100 * a:.2f} %' for a in r['spike_agreement_vs_host_float32'])}; "
           f"metric drop {r['metric_drop']:.4f}")
     print("  passed" if r["passed"] else "  FAILED: " + "; ".join(r["failures"]))
-    if args.json is not None:
-        args.json.write_text(json.dumps(r, indent=2, default=str))
-    return 0 if r["passed"] else 1
+    if json_path is not None:
+        json_path.write_text(json.dumps(r, indent=2, default=str))
+    if not r["passed"]:
+        raise click.exceptions.Exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

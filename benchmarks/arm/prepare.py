@@ -30,13 +30,13 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import platform
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 
 __all__ = ["prepare", "thresholds", "F32_TOL", "PI_PROFILE"]
@@ -214,20 +214,22 @@ def prepare(out: Path) -> dict:
     return manifest
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path, help="folder to write the models, inputs, host outputs and manifest into")
-    args = ap.parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def main(out: Path) -> None:
+    """Host side of the ARM check: export the models, fix their inputs, record the x86-64 outputs.
+
+    OUT: the folder to write the models, inputs, host outputs and manifest into.
+    """
     from zor.common.errors import ZorError
 
     try:
-        m = prepare(args.out)
+        m = prepare(out)
     except ZorError as exc:
-        print(f"prepare: {exc}", file=sys.stderr)
-        return 1
-    print(f"prepared {', '.join(m['models'])} in {args.out}")
-    return 0
+        click.echo(f"prepare: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
+    click.echo(f"prepared {', '.join(m['models'])} in {out}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -17,14 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["installed_sizes", "read_timings", "genuine_features", "build_report", "format_table"]
+import click
+
+__all__ = ["record_size", "installed_sizes", "read_timings", "genuine_features", "build_report", "format_table"]
 
 REPO = Path(__file__).resolve().parents[2]
 GENUINE = {"cortex-a53": "rpi3-aarch64.txt", "cortex-a72": "rpi4.txt", "cortex-a76": "rpi5.txt"}
@@ -38,22 +38,34 @@ def _dist_name(dist_info: Path) -> str:
     return dist_info.name.split("-")[0].lower()
 
 
+def record_size(dist_info: Path) -> dict[str, int]:
+    """{"bytes", "files"}: the files a distribution's ``RECORD`` lists that are on disk, and their bytes.
+
+    The one installed-size reader of the benchmarks (``benchmarks/runtime_bench.py`` uses it
+    too). ``dist_info`` is the distribution's ``NAME-VERSION.dist-info`` folder; the paths
+    in its RECORD are relative to the folder that holds it (the site folder). Files it
+    lists that are absent (bytecode never compiled, say) are not counted.
+    """
+    site = Path(dist_info).parent
+    total = files = 0
+    with open(Path(dist_info) / "RECORD", newline="") as f:
+        for row in csv.reader(f):
+            if not row:
+                continue
+            path = site / row[0]
+            if path.is_file():
+                total += path.stat().st_size
+                files += 1
+    return {"bytes": total, "files": files}
+
+
 def installed_sizes(*sites: Path) -> dict[str, Any]:
-    """Bytes per distribution installed in ``sites`` (sum of the files its RECORD lists)."""
+    """Bytes per distribution installed in ``sites`` (:func:`record_size`: the files its RECORD lists)."""
     per: dict[str, dict[str, Any]] = {}
     for site in sites:
         for info in sorted(site.glob("*.dist-info")):
-            total = files = 0
-            with open(info / "RECORD", newline="") as f:
-                for row in csv.reader(f):
-                    if not row:
-                        continue
-                    path = site / row[0]
-                    if path.is_file():
-                        total += path.stat().st_size
-                        files += 1
             version = info.name[:-len(".dist-info")].split("-")[-1]
-            per[_dist_name(info)] = {"version": version, "bytes": total, "files": files}
+            per[_dist_name(info)] = {"version": version, **record_size(info)}
     runtime = sum(per[d]["bytes"] for d in RUNTIME_DISTS if d in per)
     return {"distributions": per, "runtime_bytes": runtime,
             "runtime_bytes_means": " + ".join(RUNTIME_DISTS),
@@ -174,23 +186,27 @@ def format_table(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--root", type=Path, required=True)
-    ap.add_argument("--cores", required=True, help="space-separated core names")
-    ap.add_argument("--wheel", default="")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
-    rep = build_report(args.work, args.root, args.cores.split(), args.wheel)
-    print(format_table(rep))
-    if args.json is not None:
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The work folder emulate.sh ran the cores in (out/CORE.json, timings.txt, manifest.json).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The arm64 root (its opt/site and opt/zor are measured).")
+@click.option("--cores", required=True, help="Space-separated core names.")
+@click.option("--wheel", default="", help="The project wheel's file name (recorded).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report here.")
+def main(work: Path, root: Path, cores: str, wheel: str, json_path: Optional[Path]) -> None:
+    """Host side, after the emulated runs: one report of the ARM check, as a table and JSON."""
+    rep = build_report(work, root, cores.split(), wheel)
+    click.echo(format_table(rep))
+    if json_path is not None:
         from zor.common.fileio import write_text_atomic
 
-        write_text_atomic(args.json, json.dumps(rep, indent=2, default=str))
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0 if rep["passed"] else 1
+        write_text_atomic(json_path, json.dumps(rep, indent=2, default=str))
+        click.echo(f"wrote {json_path}", err=True)
+    if not rep["passed"]:
+        raise click.exceptions.Exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
