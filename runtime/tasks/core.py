@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -49,6 +49,17 @@ class Classes:
     index: np.ndarray               # (B,) int64: the class of each row (the highest score)
     label: Union[str, list[str]]    # its label (``labels`` from the metadata, else the index as text)
     scores: np.ndarray              # (B, n_classes) float32: every output score
+
+    @classmethod
+    def from_scores(cls, scores: np.ndarray, labels: Sequence, single: bool, helper: str) -> "Classes":
+        """The classes of ``scores`` (B, n): the highest score per row and its label; ``single``: one
+        input alone, so one ``str`` label. ConfigError when ``labels`` is not one per output unit."""
+        if labels and len(labels) != scores.shape[1]:
+            raise ConfigError(f"{helper}(): the metadata lists {len(labels)} labels: expected one per output "
+                              f"unit ({scores.shape[1]})")
+        index = np.argmax(scores, axis=1).astype(np.int64)
+        names = [str(labels[i]) if labels else str(int(i)) for i in index]
+        return cls(index=index, label=names[0] if single and len(names) == 1 else names, scores=scores)
 
 
 def image_shape(spec: dict) -> Optional[tuple]:
@@ -129,10 +140,4 @@ def classify_rows(model: "Model", x: Any) -> Classes:
     shape = image_shape(task.get("input", {}) or {})
     single = arr.ndim == 1 or (shape is not None and arr.shape == shape)       # one image or one row alone
     scores = model.run(rows_from_images(arr, task.get("input", {}) or {}))[fmt.OUTPUT]
-    labels = task.get("labels") or []
-    if labels and len(labels) != scores.shape[1]:
-        raise ConfigError(f"classify(): the metadata lists {len(labels)} labels: expected one per output unit "
-                          f"({scores.shape[1]})")
-    index = np.argmax(scores, axis=1).astype(np.int64)
-    names = [str(labels[i]) if labels else str(int(i)) for i in index]
-    return Classes(index=index, label=names[0] if single and len(names) == 1 else names, scores=scores)
+    return Classes.from_scores(scores, task.get("labels") or [], single, "classify")

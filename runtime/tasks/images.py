@@ -160,14 +160,8 @@ def classify_images(model: "Model", images: Any) -> Classes:
     rows = np.stack([_to_range(resize(_to_channels(as_float_image(a, f"image {k}"), c), h, w).reshape(-1), lo, hi)
                      for k, a in enumerate(arr)])
     scores = _run_rows(model, rows)
-    labels = task.get("labels") or []
-    if labels and len(labels) != scores.shape[1]:
-        raise ConfigError(f"classify_images(): the metadata lists {len(labels)} labels: expected one per output "
-                          f"unit ({scores.shape[1]})")
-    index = np.argmax(scores, axis=1).astype(np.int64)
-    names = [str(labels[i]) if labels else str(int(i)) for i in index]
     single = not isinstance(images, (list, tuple)) and len(arr) == 1 and arr[0] is images    # one image alone
-    return Classes(index=index, label=names[0] if single else names, scores=scores)
+    return Classes.from_scores(scores, task.get("labels") or [], single, "classify_images")
 
 
 def input_kind(model: "Model", x: np.ndarray) -> str:
