@@ -31,15 +31,8 @@ max |W[:, c]| / 127), values stay float; the scale multiplies after the MatMul
 (a per-axis DequantizeLinear of the gathered rows measured 10× slower here).
 
 Which connections go sparse is the path plan's choice (:mod:`zor.export.paths`); its
-names are importable from here too, so ``zor.export.sparse`` names the whole feature.
-
-Example:
-    >>> from zor import Zor, Layer
-    >>> from zor.devices import get
-    >>> m = Zor([Layer(8), Layer(4), Layer(2)], seed=0)
-    >>> plan = plan_paths(m, "sparse", get("generic"))
-    >>> [c.path for c in plan.connections], plan.form, plan.max_batch
-    (['sparse', 'sparse'], 'batch1', 1)
+names are importable from here too, so ``zor.export.sparse`` names the whole feature (an
+example of a plan is in :mod:`zor.export.paths`).
 """
 
 from __future__ import annotations

@@ -25,3 +25,15 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def bench_folder(tmp_path_factory):
+    """A folder with m.zor (128-96-16, seeded) and x.npy (32 rows) for the bench tests."""
+    from zor import Layer, Zor
+
+    folder = tmp_path_factory.mktemp("bench")
+    net = Zor([Layer(128, threshold=0.9), Layer(96, threshold=0.4), Layer(16)], seed=0, device="cpu")
+    net.save(folder / "m.zor")
+    np.save(folder / "x.npy", np.random.default_rng(0).random((32, 128), dtype=np.float32))
+    return folder

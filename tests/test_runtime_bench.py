@@ -18,12 +18,8 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bench")
-    net = Zor([Layer(128, threshold=0.9), Layer(96, threshold=0.4), Layer(16)], seed=0, device="cpu")
-    net.save(folder / "m.zor")
-    np.save(folder / "x.npy", np.random.default_rng(0).random((32, 128), dtype=np.float32))
-    return folder
+def ckpt(bench_folder):
+    return bench_folder
 
 
 def test_bench_reports_float32_int8_and_torch(tmp_path):

@@ -13,7 +13,6 @@ from zor.runtime.cli import bench_main
 
 from benchmarks import common
 from benchmarks import sparse_inference as sb
-from zor import Layer, Zor
 
 
 def _invoke(*args):
@@ -21,12 +20,8 @@ def _invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bench")
-    net = Zor([Layer(128, threshold=0.9), Layer(96, threshold=0.4), Layer(16)], seed=0, device="cpu")
-    net.save(folder / "m.zor")
-    np.save(folder / "x.npy", np.random.default_rng(0).random((32, 128), dtype=np.float32))
-    return folder
+def ckpt(bench_folder):
+    return bench_folder
 
 
 def test_bench_needs_model_files():
