@@ -17,7 +17,7 @@ from zor.common.errors import (
     ZorWarning,
 )
 from zor.engine.activations import sigmoid
-from zor.engine.curriculum import CurriculumSampler
+from zor.common.curriculum import CurriculumSampler
 from zor.tasks.datasets import load_bundled
 
 

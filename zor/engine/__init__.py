@@ -6,7 +6,7 @@
 step), :mod:`~zor.engine.training` (``fit``), :mod:`~zor.engine.inputs` (input checks),
 :mod:`~zor.engine.layer`, :mod:`~zor.engine.neuron`, :mod:`~zor.engine.rules`,
 :mod:`~zor.engine.connections`, :mod:`~zor.engine.events`,
-:mod:`~zor.engine.curriculum`, :mod:`~zor.engine.averaging`,
+:mod:`~zor.common.curriculum`, :mod:`~zor.engine.averaging`,
 :mod:`~zor.engine.activations`, :mod:`~zor.engine.checkpoint_file` (the file format),
 :mod:`~zor.engine.checkpoint` (save/load as functions), :mod:`~zor.engine.presets`.
 It imports only :mod:`zor.common` of the project (and ``zor.__version__``).

@@ -329,7 +329,7 @@ class Zor(nn.Module):
     ) -> History:
         """Train on (x, y) for ``steps`` batches (y defaults to x: an autoencoder).
 
-        Batches are drawn by a :class:`~zor.engine.curriculum.CurriculumSampler` that favours
+        Batches are drawn by a :class:`~zor.common.curriculum.CurriculumSampler` that favours
         the samples with the highest recent error (``curriculum=False``: uniform).
         ``validation=(x_val, y_val)`` is evaluated every ``eval_every`` steps.
         ``time_budget`` (seconds) stops early when the wall time runs out.

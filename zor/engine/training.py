@@ -1,7 +1,7 @@
 """Training a Zor network on a data set: the loop behind :meth:`Zor.fit <zor.engine.network.Zor.fit>`.
 
 One step draws a batch of rows (more often the ones with a high recent error:
-:mod:`zor.engine.curriculum`), runs ``train_batch`` on it (forward, error = y − output,
+:mod:`zor.common.curriculum`), runs ``train_batch`` on it (forward, error = y − output,
 the learning step of :mod:`zor.engine.learning`), and records the training accuracy
 100·(1 − mean|error|). With ``config.weight_average`` = β > 0 the weights are averaged
 over the run and the run ends with the average (:mod:`zor.engine.averaging`).
@@ -19,7 +19,7 @@ import torch
 from zor.common.errors import ConfigError, ShapeError, ZorWarning
 
 from .averaging import WeightAverage
-from .curriculum import CurriculumSampler
+from zor.common.curriculum import CurriculumSampler
 
 if TYPE_CHECKING:
     from .network import ArrayLike, Zor

@@ -55,7 +55,7 @@ from zor.common.errors import CheckpointError, ConfigError, DataError, ModelFile
 from zor.common.textdecode import TranslationSpec, translate_texts
 from zor.common.textfeatures import StepData, StepEncoder
 from zor.common.tokenizer import EOS, SubwordTokenizer
-from zor.engine.curriculum import CurriculumSampler
+from zor.common.curriculum import CurriculumSampler
 from zor.engine.layer import RENAMED, Layer
 from zor.engine.network import Zor
 
