@@ -13,6 +13,8 @@ Layout (format version 1). Tensors, all float32 unless noted:
     novelty.{i}      (n_i, n_{i+1})   novelty trace R_i
     state.{i}        (B, n_i)         charges a stateful layer carries (when present)
     optim.{i}.{key}  any              optimizer state of W_i (Adam moments, step, ...)
+    train.*          float32/float64  a training run's state (sampler, weight average), with a
+                                      ``training`` metadata entry: :mod:`zor.engine.resume`
 
 The safetensors header metadata (strings) carries ``format`` ("zor-checkpoint"),
 ``format_version``, ``engine_version`` and ``config`` (JSON: the layers and the
@@ -53,8 +55,10 @@ FORMAT = "zor-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save(model, path: Union[str, os.PathLike]) -> None:
-    """Write ``model`` to ``path`` atomically (see the module docstring)."""
+def save(model, path: Union[str, os.PathLike],
+         training: Optional[tuple[dict[str, Any], dict[str, torch.Tensor]]] = None) -> None:
+    """Write ``model`` to ``path`` atomically (see the module docstring); ``training`` = (JSON-able meta,
+    ``train.*`` tensors) adds a training run's state (:mod:`zor.engine.resume`)."""
     from safetensors.torch import save as st_save
 
     tensors: dict[str, torch.Tensor] = {}
@@ -72,6 +76,8 @@ def save(model, path: Union[str, os.PathLike]) -> None:
         optim_keys[str(i)] = sorted(st)
         for key, value in st.items():
             tensors[f"optim.{i}.{key}"] = torch.as_tensor(value)
+    if training is not None:
+        tensors.update(training[1])
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     config = {"layers": [layer.to_dict() for layer in model.layers], "network": model.config.to_dict(),
               "task": model.task}
@@ -82,6 +88,8 @@ def save(model, path: Union[str, os.PathLike]) -> None:
         "config": json.dumps(config),
         "optimizer_state": json.dumps(optim_keys),
     }
+    if training is not None:
+        metadata["training"] = json.dumps(training[0])
     write_bytes_atomic(path, st_save(tensors, metadata=metadata))
 
 
@@ -177,6 +185,8 @@ class Checkpoint:
     task: Optional[dict]
     tensors: dict[str, torch.Tensor]
     optim_keys: dict[str, list[str]]  # weight index -> names of its optimizer state tensors
+    training: Optional[dict] = None   # a training run's state (zor.engine.resume), when written by fit
+    training_tensors: Optional[dict[str, torch.Tensor]] = None   # its train.* tensors
 
 
 def read(path: Union[str, os.PathLike], device: str = "auto") -> Checkpoint:
@@ -204,8 +214,33 @@ def read(path: Union[str, os.PathLike], device: str = "auto") -> Checkpoint:
             isinstance(v, list) and all(isinstance(k, str) for k in v) for v in optim_keys.values()):
         raise CheckpointError(f"{path}: invalid config in checkpoint (expected optimizer_state to map each weight "
                               "index to a list of names)")
+    training, train_tensors = _training(path, meta, tensors)
     _check_tensors(path, placed, tensors, optim_keys)
-    return Checkpoint(path, layers, net_config, config.get("task"), tensors, optim_keys)
+    return Checkpoint(path, layers, net_config, config.get("task"), tensors, optim_keys, training, train_tensors)
+
+
+def _training(path: Path, meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> tuple[Optional[dict], Optional[dict]]:
+    """The training state (meta, train.* tensors) taken out of ``tensors``; (None, None) when absent.
+    Each train.* tensor must be float32/float64 and finite except NaN in the sampler's error
+    (unseen rows); zor.engine.resume checks their shapes against the run."""
+    names = [k for k in tensors if k.startswith("train.")]
+    if "training" not in meta:
+        if names:
+            raise CheckpointError(f"{path}: unexpected tensor {names[0]!r}: expected train.* tensors only with a "
+                                  "'training' metadata entry")
+        return None, None
+    training = _loads(meta["training"], path, "training")
+    if not isinstance(training, dict):
+        raise CheckpointError(f"{path}: invalid training state (expected a JSON object, got "
+                              f"{type(training).__name__})")
+    out = {k: tensors.pop(k) for k in names}
+    for name, t in out.items():
+        if t.dtype not in (torch.float32, torch.float64):
+            raise CheckpointError(f"{path}: tensor {name!r}: expected float32 or float64, got {t.dtype}")
+        values = t[~torch.isnan(t)] if name == "train.sampler_error" else t
+        if not bool(torch.isfinite(values).all()):
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN/inf values: expected finite numbers")
+    return training, out
 
 
 def _expected(layers: list[Layer], optim_keys: dict[str, list[str]]) -> dict[str, tuple]:

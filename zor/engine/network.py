@@ -326,6 +326,9 @@ class Zor(nn.Module):
         eval_every: int = 0,
         progress: bool = True,
         time_budget: Optional[float] = None,
+        *, distributed: bool = False, checkpoint: Optional[Union[str, os.PathLike]] = None,
+        checkpoint_every: int = 0, resume: bool = False, sync_every: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> History:
         """Train on (x, y) for ``steps`` batches (y defaults to x: an autoencoder).
 
@@ -336,9 +339,13 @@ class Zor(nn.Module):
         With ``config.weight_average`` = β > 0 the weights are averaged over the run
         (:mod:`zor.engine.averaging`) and fit ends with that average in place of the last
         iterate; ``validation`` scores along the way see the iterates.
+        ``distributed=True``: data parallel, batch_size the global batch; ``checkpoint``,
+        ``checkpoint_every``, ``resume``: an exact resume; ``sync_every``: steps between host
+        read-backs; ``timeout``: of collectives (s). See :mod:`zor.engine.training`.
         """
+        run = training.Run(distributed, checkpoint, checkpoint_every, resume, sync_every, timeout)
         return training.fit(self, x, y, steps, batch_size, curriculum, validation, eval_every, progress,
-                            time_budget)
+                            time_budget, run)
 
     @torch.no_grad()
     def predict(self, x: ArrayLike, batch_size: int = 1024) -> torch.Tensor:
