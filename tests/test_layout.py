@@ -25,6 +25,7 @@ ALLOWED = {
     "common": {"common"},
     "engine": {"zor", "common", "engine"},
     "tasks": {"zor", "common", "engine", "tasks"},
+    "train": {"zor", "common", "engine", "tasks", "train"},      # zor.train: the training entry point
     "devices": {"zor", "common", "devices"},
     "export": {"zor", "common", "engine", "tasks", "devices", "export"},
     "runtime": {"zor", "common", "devices", "runtime"},
@@ -71,7 +72,7 @@ def room(module: str) -> str:
         return "runtime.tasks"
     if len(parts) == 1:
         return "zor"
-    if parts[1] in ("common", "engine", "tasks", "devices", "export", "runtime"):
+    if parts[1] in ("common", "engine", "tasks", "devices", "export", "runtime", "train"):
         return parts[1]
     return "zor"                 # zor/__init__ only
 

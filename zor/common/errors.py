@@ -35,7 +35,8 @@ Hierarchy (exit code)::
     │   └── WeightFileError                      2  external weights missing, short or changed
     ├── DeviceError            (ValueError)      2  unknown device profile or a profile it cannot use
     ├── StateError                               2  a stream used with a stateless model, or state misuse
-    └── OutputPathError        (OSError)         2  an output file cannot be written (missing folder, ...)
+    ├── OutputPathError        (OSError)         2  an output file cannot be written (missing folder, ...)
+    └── DistributedError                         1  a data-parallel run lost a rank or timed out
 
     ZorWarning                 (UserWarning) not an error: a setting that will likely train badly
 """
@@ -62,6 +63,7 @@ __all__ = [
     "DeviceError",
     "StateError",
     "OutputPathError",
+    "DistributedError",
     "ZorWarning",
 ]
 
@@ -169,6 +171,10 @@ class OutputPathError(ZorError, OSError):
     """An output file cannot be written: its folder is missing or not writable."""
 
     exit_code = 2
+
+
+class DistributedError(ZorError):
+    """A data-parallel run failed in a collective: another rank died or did not answer in time."""
 
 
 class ZorWarning(UserWarning):

@@ -127,7 +127,7 @@ def fit(net: "Zor", x: "ArrayLike", y: Optional["ArrayLike"], steps: int, batch_
             average.update()
         pending.add(idx, errors, errors.mean())
         hist.steps = step + 1
-        out_of_time = time_budget is not None and time.perf_counter() - start >= time_budget
+        out_of_time = time_budget is not None and group.agree(time.perf_counter() - start >= time_budget)
         last = out_of_time or step + 1 == steps
         save_now = run.checkpoint is not None and run.checkpoint_every and (step + 1) % run.checkpoint_every == 0
         if last or save_now or (step + 1) % sync_every == 0:
@@ -157,8 +157,9 @@ def fit(net: "Zor", x: "ArrayLike", y: Optional["ArrayLike"], steps: int, batch_
 class _Group:
     """The ranks fit() trains with: one process (the default), or a torch.distributed group."""
 
-    def __init__(self, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")) -> None:
         self.rank, self.world = rank, world
+        self.device = device            # where the collectives' small tensors live (the GPU under NCCL)
 
     @classmethod
     def start(cls, net: "Zor", batch_size: int, timeout: Optional[float]) -> "_Group":
@@ -169,7 +170,8 @@ class _Group:
             raise ConfigError("distributed=True: this torch build has no torch.distributed")
         if not dist.is_initialized():
             init_process_group(net.device, timeout)
-        group = cls(dist.get_rank(), dist.get_world_size())
+        group = cls(dist.get_rank(), dist.get_world_size(),
+                    net.device if dist.get_backend() == "nccl" else torch.device("cpu"))
         if batch_size % group.world:
             raise ConfigError(f"batch_size {batch_size} (the global batch) must be a multiple of the world size "
                               f"{group.world}: each rank trains on batch_size / world size rows")
@@ -187,8 +189,7 @@ class _Group:
 
         text = json.dumps({**resume.describe(net), "batch_size": batch_size}, sort_keys=True)
         digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "little")
-        device = net.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        mine = torch.tensor([digest], dtype=torch.int64, device=device)
+        mine = torch.tensor([digest], dtype=torch.int64, device=self.device)
         every = [torch.empty_like(mine) for _ in range(self.world)]
         dist.all_gather(every, mine)
         differ = [r for r, t in enumerate(every) if int(t) != int(every[0])]
@@ -214,6 +215,16 @@ class _Group:
         every = [torch.empty_like(errors) for _ in range(self.world)]
         dist.all_gather(every, errors)
         return torch.cat(every)
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (the time budget ends the run on all ranks at once)."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def save(self, net: "Zor", path: str, state: resume.TrainingState) -> None:
         if self.rank == 0:
