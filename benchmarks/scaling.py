@@ -1,0 +1,114 @@
+"""CPU data-parallel scaling: N processes (gloo, torchrun) against 1, same global batch, same weights.
+
+Each configuration is one ``zor.train`` run on the ``random`` data set (seeded rows as
+wide as the first layer) with one torch thread per process: 1 process training on
+the global batch B, and N processes under ``torchrun --nproc-per-node N`` each
+training on B/N rows of it (:meth:`Zor.fit` with ``distributed=True``). Samples/s is
+B · steps / seconds of the training loop as rank 0 measures it (process start-up and
+data loading left out). The runs take turns round by round and the speed-up is the
+median of the per-round ratios (:func:`benchmarks.common.paired_ratio`), so load from
+other processes falls on both alike. The weights of the last round's checkpoints are
+compared: data parallel must not change them (issue bound: within 1e-6).
+
+Target on a 2-core machine: 2 processes ≥ 1.7× the samples/s of 1 on a compute-bound
+network (4096-4096-4096, batch 1024).
+
+Usage (from the repository root):
+    python -m benchmarks.scaling --json scaling.json
+    python -m benchmarks.scaling --layers 1024,1024,1024 --batch 256 --steps 5 --rounds 2   # quick
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from benchmarks import common
+
+__all__ = ["main", "launch"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(world: int, layers: str, batch: int, steps: int, folder: Path, timeout: float) -> dict[str, Any]:
+    """One zor.train run on ``world`` processes; its summary (samples_per_s, seconds, ...) and checkpoint path."""
+    ckpt, summary = folder / f"w{world}.zor", folder / f"w{world}.json"
+    for path in (ckpt, summary):
+        path.unlink(missing_ok=True)
+    args = ["--data", "random", "--layers", layers, "--steps", str(steps), "--batch-size", str(batch),
+            "--threads", "1", "--no-progress", "--device", "cpu", "--checkpoint", str(ckpt), "--json", str(summary),
+            "--timeout", str(timeout)]
+    if world == 1:
+        cmd = [sys.executable, "-m", "zor.train", *args, "--single"]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world), "--master-port",
+               str(_port()), "-m", "zor.train", *args]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise click.ClickException(f"{world}-process run failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    return {**json.loads(summary.read_text()), "checkpoint": str(ckpt)}
+
+
+def _max_weight_diff(a: str, b: str) -> float:
+    from zor import Zor
+
+    wa, wb = Zor.load(a, device="cpu").weights, Zor.load(b, device="cpu").weights
+    return max(float((x - y).abs().max()) for x, y in zip(wa, wb))
+
+
+@common.command
+@click.option("--layers", default="4096,4096,4096", help="Layer sizes (first = last: reconstruction).")
+@click.option("--batch", type=click.IntRange(min=1), default=1024, help="Global batch.")
+@click.option("--steps", type=click.IntRange(min=1), default=4, help="Training steps per run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, help="Rounds (each runs every world size once).")
+@click.option("--world", type=click.IntRange(min=2), default=2, help="Processes of the data-parallel run.")
+@click.option("--timeout", type=click.FloatRange(min=1.0), default=900.0, help="Seconds one run may take.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON here.")
+def main(layers, batch, steps, rounds, world, timeout, json_path):
+    """Samples/s of N data-parallel CPU processes against 1, with the weights compared."""
+    common.check_json_folder(json_path)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        runs = common.interleave({1: lambda: launch(1, layers, batch, steps, folder, timeout),
+                                  world: lambda: launch(world, layers, batch, steps, folder, timeout)}, rounds)
+        diff = _max_weight_diff(runs[1][-1]["checkpoint"], runs[world][-1]["checkpoint"])
+    load_after = os.getloadavg()
+    sps = {w: [r["samples_per_s"] for r in runs[w]] for w in runs}
+    ratio = common.paired_ratio(sps[world], sps[1])
+    rows = [{"processes": w, "threads_each": 1, "samples_per_s": common.median(sps[w]),
+             "speedup": 1.0 if w == 1 else ratio, "max_weight_diff": 0.0 if w == 1 else diff} for w in (1, world)]
+    env = common.environment(1)
+    click.echo(f"{env['cpu']}, {env['cpu_count']} CPUs, 1 torch thread per process; torch {env['torch']}; "
+               f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    click.echo(f"\nData-parallel training, {layers}, global batch {batch}, {steps} steps per run, "
+               f"median of {rounds} rounds:")
+    click.echo(common.format_table(rows, ["processes", "threads_each", "samples_per_s", "speedup", "max_weight_diff"],
+                                   ["processes", "threads each", "samples/s", "speed-up vs 1", "max |ΔW| vs 1"],
+                                   digits={"samples_per_s": 1, "speedup": 2, "max_weight_diff": ".1e"}))
+    if json_path:
+        common.write_json(json_path, {"benchmark": "scaling", "config": {"layers": layers, "batch": batch,
+                                      "steps": steps, "rounds": rounds, "world": world},
+                                      "environment": env, "load_average_before": load_before,
+                                      "load_average_after": load_after, "rows": rows, "runs": runs})
+        click.echo(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()
