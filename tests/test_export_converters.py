@@ -76,11 +76,11 @@ def test_graph_follows_the_format_contract():
     assert spikes["spikes_1"] == onnx.TensorProto.BOOL
 
 
-def test_hidden_layer_nodes_are_greater_where_activation_matmul():
+def test_hidden_layer_nodes_are_greater_cast_mul_activation_matmul():
     proto = to_onnx(Zor([Layer(3), Layer(2, activation_function="tanh"), Layer(2)], seed=0, device="cpu"))
     ops = [(n.name, n.op_type) for n in proto.graph.node]
     order = [op for name, op in ops if name.startswith("layer1.") or name.startswith("connection1.")]
-    assert order == ["Greater", "Where", "Tanh", "MatMul"]
+    assert order == ["Greater", "Cast", "Mul", "Tanh", "MatMul"]   # g = c · float(c > θ)
     last = [op for name, op in ops if name.startswith("layer2.")]
     assert last == ["Greater", "Identity"]                     # identity output: f_L(c) = c
 
