@@ -20,8 +20,9 @@ Example:
 """
 
 from . import tasks
+from .learner import Learner
 from .model import Model, TensorInfo, resolve_device
 from .stream import Stream
 from .tasks import Classes
 
-__all__ = ["Model", "Stream", "TensorInfo", "Classes", "resolve_device", "tasks"]
+__all__ = ["Model", "Learner", "Stream", "TensorInfo", "Classes", "resolve_device", "tasks"]

@@ -64,6 +64,7 @@ __all__ = [
     "StateError",
     "OutputPathError",
     "DistributedError",
+    "LearningDivergedError",
     "ZorWarning",
 ]
 
@@ -175,6 +176,10 @@ class OutputPathError(ZorError, OSError):
 
 class DistributedError(ZorError):
     """A data-parallel run failed in a collective: another rank died or did not answer in time."""
+
+
+class LearningDivergedError(ZorError):
+    """On-device learning produced non-finite weights: the step was refused, the last good state kept."""
 
 
 class ZorWarning(UserWarning):

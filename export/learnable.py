@@ -1,0 +1,163 @@
+"""``--learnable`` export: a Zor learning step as an ONNX file a device can train with.
+
+:func:`export_learnable` checks that every layer is one the step graph expresses
+(:mod:`zor.export.learnable_graph`), builds the graph, runs the same start and the same
+``batches`` random batches through onnxruntime and through the torch engine, and only
+when they agree writes the file (atomically):
+
+    rel(a, b) = max|a − b| / max(max|b|, 1e-12)  ≤ 1e-4   for the output, weights, θ and r
+                                                 ≤ 1e-3   for optimiser moments and novelty traces
+    spike agreement = 100 %, units with |c − θ| ≤ 1e-5 · max(1, |θ|) (exact ties) left out
+
+File: the step graph; the start state as initializers named like the state inputs (a
+graph input with an initializer is an input with a default); metadata ``zor.format`` =
+``zor-learnable``, ``zor.learnable`` (JSON: the hyper-parameters, sizes, state names,
+:func:`~zor.export.learnable_graph.spec_of`), ``zor.verification`` (JSON report).
+Failures are collected and raised together as a VerificationError carrying the report.
+
+Example:
+    >>> import tempfile, os
+    >>> from zor import Zor, Layer
+    >>> out = os.path.join(tempfile.mkdtemp(), "m-learn.onnx")
+    >>> export_learnable(Zor([Layer(4), Layer(3), Layer(4)], seed=0), out, batches=5)["passed"]
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Union
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from zor.common.errors import VerificationError
+from zor.common.fileio import check_output_file, write_bytes_atomic
+from zor.engine.network import Zor
+
+from .learnable_graph import build_step_graph, spec_of, state_names
+
+__all__ = ["export_learnable", "verify_learnable", "initial_state", "LEARNABLE_FORMAT", "TOLERANCE",
+           "MOMENT_TOLERANCE"]
+
+LEARNABLE_FORMAT = "zor-learnable"
+TOLERANCE = 1e-4          # relative bound on the output, weights, thresholds and rates after every step
+MOMENT_TOLERANCE = 1e-3   # relative bound on optimiser moments and novelty traces (sums of many float32
+                          #   products whose accumulation order differs between onnxruntime and torch)
+_TIE = 1e-5               # |c − θ| ≤ _TIE · max(1, |θ|): an exact tie, left out of the spike agreement
+
+
+def initial_state(net: Zor) -> dict[str, np.ndarray]:
+    """The state inputs of the step graph at the network's current point (float32 numpy)."""
+    spec = spec_of(net)
+    state: dict[str, np.ndarray] = {}
+    step = 0.0
+    for i, w in enumerate(net.weights):
+        st = net.optimizer.state.get(w, {})
+        state[f"weight_{i}"] = w.detach().cpu().numpy().astype(np.float32)
+        zeros = np.zeros(tuple(w.shape), np.float32)
+        if spec["optimizer"] == "sgd":
+            buf = st.get("momentum_buffer")
+            state[f"momentum_{i}"] = zeros if buf is None else buf.cpu().numpy().astype(np.float32)
+        else:
+            state[f"adam_m_{i}"] = st["exp_avg"].cpu().numpy().astype(np.float32) if "exp_avg" in st else zeros
+            state[f"adam_v_{i}"] = st["exp_avg_sq"].cpu().numpy().astype(np.float32) if "exp_avg_sq" in st \
+                else zeros.copy()
+        if "step" in st:
+            step = float(st["step"])
+        if spec["layers"][i]["novelty_factor"] != 0.0:
+            state[f"novelty_{i}"] = net.novelty_trace(i).cpu().numpy().astype(np.float32)
+    for i in range(len(net.layers)):
+        state[f"threshold_{i}"] = net.threshold(i).cpu().numpy().astype(np.float32)
+        state[f"rate_{i}"] = net.rate(i).cpu().numpy().astype(np.float32)
+    state["step"] = np.asarray(step, np.float32)
+    return {n: state[n] for n in state_names(spec)}
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    with np.errstate(invalid="ignore"):
+        both_inf = np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b))
+        diff = np.where(both_inf, 0.0, np.abs(a.astype(np.float64) - b))
+        ref = np.abs(np.where(np.isinf(b), 0.0, b))
+    return float(diff.max(initial=0.0) / max(float(ref.max(initial=0.0)), 1e-12))
+
+
+def _bound(name: str) -> float:
+    return MOMENT_TOLERANCE if name.startswith(("adam_", "momentum_", "novelty_")) else TOLERANCE
+
+
+def _spike_check(net: Zor, traces: list, spikes: list, report: dict) -> None:
+    for i, t in enumerate(traces):
+        c = t.c.cpu().numpy()
+        theta = net.unit_threshold(i).cpu().numpy()
+        with np.errstate(invalid="ignore"):
+            tie = np.abs(c - theta) <= _TIE * np.maximum(1.0, np.abs(np.where(np.isinf(theta), 0.0, theta)))
+        mine = t.s.cpu().numpy() > 0.5
+        theirs = spikes[i] > 0.5
+        report["spikes"] += int((~tie).sum())
+        report["spike_mismatches"] += int(((mine != theirs) & ~tie).sum())
+
+
+def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: int = 0) -> dict:
+    """Same start, same batches: graph (onnxruntime) vs engine; the report, failures collected."""
+    proto = build_step_graph(net, spikes=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    engine = copy.deepcopy(net)
+    state = initial_state(net)
+    names = list(state)
+    outs = ["output"] + [f"{n}_out" for n in names] + [f"spikes_{i}" for i in range(len(net.layers))]
+    rng = np.random.default_rng(seed)
+    worst: dict[str, float] = {}
+    report = {"batches": batches, "batch_size": batch_size, "tolerance": TOLERANCE,
+              "moment_tolerance": MOMENT_TOLERANCE, "spikes": 0,
+              "spike_mismatches": 0}
+    for _ in range(batches):
+        x = rng.random((batch_size, net.sizes[0]), dtype=np.float32)
+        target = rng.random((batch_size, net.sizes[-1]), dtype=np.float32)
+        got = dict(zip(outs, sess.run(outs, {"x": x, "target": target, **state})))
+        _, traces = engine.run(x)                          # spikes with θ before the step
+        _spike_check(engine, traces, [got[f"spikes_{i}"] for i in range(len(net.layers))], report)
+        errors = engine.train_batch(x, target).cpu().numpy()
+        want = initial_state(engine)
+        worst["output"] = max(worst.get("output", 0.0), _rel(got["output"], target - errors))
+        for n in names:
+            if n == "step" and net.config.optimizer == "sgd":
+                continue                                   # torch's SGD keeps no step count
+            worst[n] = max(worst.get(n, 0.0), _rel(got[f"{n}_out"], want[n]))
+        state = {n: got[f"{n}_out"] for n in names}
+    failures = [f"{n}: relative difference {v:.3g} > {_bound(n):g}" for n, v in worst.items() if not v <= _bound(n)]
+    if report["spike_mismatches"]:
+        failures.append(f"spikes: {report['spike_mismatches']} of {report['spikes']} differ (ties left out)")
+    report.update(worst=worst, failures=failures, passed=not failures)
+    return report
+
+
+def export_learnable(source: Union[Zor, str, os.PathLike], output: Union[str, os.PathLike],
+                     batches: int = 100, batch_size: int = 16, seed: int = 0) -> dict[str, Any]:
+    """Write the verified learning-step file of ``source`` (a Zor or a checkpoint path) to ``output``.
+
+    Returns the verification report; VerificationError (with it) when graph and engine differ,
+    UnsupportedLayerError (exit 2) for a layer the step graph cannot express."""
+    inputs = [] if isinstance(source, Zor) else [source]
+    check_output_file(output, inputs)
+    net = source if isinstance(source, Zor) else Zor.load(source, device="cpu")
+    proto = build_step_graph(net)                      # raises UnsupportedLayerError first
+    report = verify_learnable(net, batches, batch_size, seed)
+    if not report["passed"]:
+        raise VerificationError("learnable graph differs from the engine: " + "; ".join(report["failures"]), report)
+    for name, value in initial_state(net).items():
+        proto.graph.initializer.append(numpy_helper.from_array(value, name))
+    spec = dict(spec_of(net), state=state_names(spec_of(net)), task=net.task)
+    meta = {"zor.format": LEARNABLE_FORMAT, "zor.format_version": "1", "zor.learnable": json.dumps(spec),
+            "zor.verification": json.dumps(report)}
+    helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto, full_check=True)
+    write_bytes_atomic(output, proto.SerializeToString())
+    return report

@@ -1,0 +1,272 @@
+"""One Zor learning step as a plain ONNX graph (opset 17, standard operators only).
+
+For a stateless dense network (layers 0..L, weights W_i (n_i, n_{i+1})) the graph computes,
+with the constants of the checkpoint baked in (:func:`spec_of` lists them):
+
+    forward     c_0 = x;  s_i = [c_i > θ_i];  a_i = f_i(c_i ⊙ s_i);  c_{i+1} = a_i W_i;  y = f_L(c_L)
+    rates       r_i ← m_i r_i + (1 − m_i) mean_b s_i
+    error       δ = target − y;  ε = max(mean|δ|, min_error_scale) (1 without error scaling)
+    per W_i, from the top:
+                δ̂ = signal(δ)                       rule variant (zor.engine.rules)
+                δ ← δ̂ W_iᵀ                          with the old W_i
+                E, G = co-activity, a_iᵀ δ̂ / B
+                R ← ρ R + (1 − ρ)|E|;  E′ = clip(E − ν R, 0, 1)      (novelty on; else clip(E, 0, 1))
+                g = −ε · (G ⊙ E′) · min(1, max_update_norm / max(‖G ⊙ E′‖, 1e-12))
+    optimiser   t ← t + 1
+                AdamW: W ← W (1 − lr·wd);  Adam: g ← g + wd·W
+                m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²
+                W ← W − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)
+                SGD: g ← g + wd·W;  b ← μ b + g (b = 0 at the start);  W ← W − lr·b
+    clamp       W ← clip(W, −max_weight, max_weight)
+    homeostasis θ_i ← clip(θ_i + η_i (r_i − target_i), lo_i, hi_i)
+
+Graph inputs: ``x`` (B, n_0), ``target`` (B, n_L), ``step`` () float32, and the state
+(:func:`state_names`); outputs ``output``, ``error`` and every state as ``NAME_out``.
+
+Example:
+    >>> from zor import Zor, Layer
+    >>> proto = build_step_graph(Zor([Layer(4), Layer(3), Layer(2)], seed=0))
+    >>> [o.name for o in proto.graph.output][:3]
+    ['output', 'error', 'step_out']
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from zor.common.errors import UnsupportedLayerError
+
+__all__ = ["OPSET", "SUPPORTED", "spec_of", "state_names", "build_step_graph", "check_supported"]
+
+OPSET = 17
+SUPPORTED = "stateless dense layers (decay 0), activations identity/relu/sigmoid/tanh, optimisers adam/adamw/sgd"
+_ACT_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+
+
+def check_supported(net: Any) -> None:
+    """UnsupportedLayerError naming the first layer the step graph cannot express."""
+    for i, layer in enumerate(net.layers):
+        if layer.kind != "dense":
+            raise UnsupportedLayerError(f"--learnable: layer {i} is a {layer.kind!r} layer; supported: {SUPPORTED}")
+        if layer.stateful:
+            raise UnsupportedLayerError(f"--learnable: layer {i} is stateful (decay {layer.decay}); "
+                                        f"supported: {SUPPORTED}")
+        if layer.activation != "identity" and layer.activation not in _ACT_OPS:
+            raise UnsupportedLayerError(f"--learnable: layer {i} activation {layer.activation!r}; "
+                                        f"supported: {SUPPORTED}")
+    if net.config.optimizer not in ("adam", "adamw", "sgd"):
+        raise UnsupportedLayerError(f"--learnable: optimizer {net.config.optimizer!r}; supported: {SUPPORTED}")
+
+
+def spec_of(net: Any) -> dict:
+    """The learning hyper-parameters baked into the graph, as plain JSON data."""
+    c = net.config
+    return {
+        "rule": c.rule, "optimizer": c.optimizer, "lr": c.lr, "betas": list(c.betas), "eps": 1e-8,
+        "weight_decay": c.weight_decay, "momentum": c.momentum, "error_scaling": c.error_scaling,
+        "min_error_scale": c.min_error_scale, "sizes": list(net.sizes),
+        "layers": [{
+            "activation": layer.activation, "homeostasis_rate": net._eta[i],
+            "target_activation": layer.target_activation, "rate_momentum": layer.rate_momentum,
+            "threshold_range": list(layer.threshold_range) if layer.threshold_range is not None else None,
+            "max_update_norm": layer.max_update_norm, "max_weight": layer.max_weight,
+            "novelty_factor": layer.novelty_factor, "novelty_momentum": layer.novelty_momentum,
+        } for i, layer in enumerate(net.layers)],
+    }
+
+
+def state_names(spec: dict) -> list[str]:
+    """The state tensors in graph order: step, then per weight W, moments, novelty; per layer θ, r."""
+    names = ["step"]
+    for i in range(len(spec["sizes"]) - 1):
+        names.append(f"weight_{i}")
+        names += [f"momentum_{i}"] if spec["optimizer"] == "sgd" else [f"adam_m_{i}", f"adam_v_{i}"]
+        if spec["layers"][i]["novelty_factor"] != 0.0:
+            names.append(f"novelty_{i}")
+    for i in range(len(spec["sizes"])):
+        names += [f"threshold_{i}", f"rate_{i}"]
+    return names
+
+
+class _G:
+    """Collects nodes and constants; each op returns its output's name."""
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+        self.inits: list = []
+        self._n = 0
+
+    def op(self, kind: str, *inputs: str, out: Optional[str] = None, **attrs: Any) -> str:
+        self._n += 1
+        name = out or f"t{self._n}_{kind.lower()}"
+        self.nodes.append(helper.make_node(kind, list(inputs), [name], name=f"n{self._n}_{kind}", **attrs))
+        return name
+
+    def const(self, value: Any, dtype: Any = np.float32) -> str:
+        self._n += 1
+        name = f"c{self._n}"
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def act(self, name: str, x: str) -> str:
+        return self.op(_ACT_OPS[name], x) if name in _ACT_OPS else x
+
+
+def _forward(g: _G, spec: dict) -> tuple[str, list[tuple[str, str]]]:
+    """Output name and the (s_i, a_i) of every layer; appends the rate updates' outputs."""
+    h, traces, last = "x", [], len(spec["sizes"]) - 1
+    out = h
+    for i, lay in enumerate(spec["layers"]):
+        s = g.op("Cast", g.op("Greater", h, f"threshold_{i}"), to=TensorProto.FLOAT, out=f"spikes_{i}")
+        a = g.act(lay["activation"], g.op("Mul", h, s))                       # (B, n_i)
+        traces.append((s, a))
+        m = lay["rate_momentum"]
+        mean_s = g.op("ReduceMean", s, axes=[0], keepdims=0)                  # (n_i,)
+        g.op("Add", g.op("Mul", f"rate_{i}", g.const(m)), g.op("Mul", mean_s, g.const(1.0 - m)),
+             out=f"rate_{i}_out")
+        if i < last:
+            h = g.op("MatMul", a, f"weight_{i}")                              # (B, n_{i+1})
+        else:
+            out = g.act(lay["activation"], h)
+    return g.op("Identity", out, out="output"), traces
+
+
+def _signal(g: _G, spec: dict, delta: str, s_post: str, top: bool) -> str:
+    rule = spec["rule"]
+    if rule == "normalized":
+        norm = g.op("ReduceL2", delta, axes=[0], keepdims=1)                  # (1, n_{i+1})
+        return g.op("Div", delta, g.op("Max", norm, g.const(1e-12)))
+    if rule == "gated" and not top:
+        return g.op("Mul", delta, s_post)
+    return delta
+
+
+def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: str, neg_scale: str) -> str:
+    """The 'gradient' −ε·clip(G ⊙ E′) of W_i; writes novelty_i_out when novelty is on."""
+    lay = spec["layers"][i]
+    (s_i, a_i), (s_p, a_p) = pre, post
+    a_t = g.op("Transpose", a_i, perm=[1, 0])                                  # (n_i, B)
+    gm = g.op("Mul", g.op("MatMul", a_t, d), inv_b)                            # G (n_i, n_{i+1})
+    rule = spec["rule"]
+    if rule == "normalized":
+        e = g.op("MatMul", g.op("Transpose", s_i, perm=[1, 0]), a_p)           # s_iᵀ a_{i+1}
+    else:
+        e = g.op("Mul", g.op("MatMul", a_t, a_p if rule == "coactivity" else s_p), inv_b)
+    nu = lay["novelty_factor"]
+    if nu != 0.0:
+        rho = lay["novelty_momentum"]
+        r = g.op("Add", g.op("Mul", f"novelty_{i}", g.const(rho)), g.op("Mul", g.op("Abs", e), g.const(1.0 - rho)),
+                 out=f"novelty_{i}_out")
+        e = g.op("Sub", e, g.op("Mul", r, g.const(nu)))
+    e = g.op("Min", g.op("Max", e, g.const(0.0)), g.const(1.0))
+    u = g.op("Mul", gm, e)
+    factor = neg_scale
+    if lay["max_update_norm"] is not None:
+        norm = g.op("Max", g.op("Sqrt", g.op("ReduceSumSquare", u, keepdims=0)), g.const(1e-12))
+        clip = g.op("Min", g.op("Div", g.const(float(lay["max_update_norm"])), norm), g.const(1.0))
+        factor = g.op("Mul", clip, neg_scale)
+    return g.op("Mul", u, factor)
+
+
+def _optimise(g: _G, spec: dict, i: int, grad: str, t: str) -> None:
+    """One optimiser step of W_i from grad; writes weight_i_out and the moments' outputs."""
+    w, lr, wd = f"weight_{i}", spec["lr"], spec["weight_decay"]
+    mw = spec["layers"][i]["max_weight"]
+    if spec["optimizer"] == "sgd":
+        if wd != 0.0:
+            grad = g.op("Add", grad, g.op("Mul", w, g.const(wd)))
+        buf = g.op("Add", g.op("Mul", f"momentum_{i}", g.const(spec["momentum"])), grad, out=f"momentum_{i}_out")
+        new = g.op("Sub", w, g.op("Mul", buf, g.const(lr)))
+    else:
+        b1, b2 = spec["betas"]
+        if spec["optimizer"] == "adamw":
+            w = g.op("Mul", w, g.const(1.0 - lr * wd))
+        elif wd != 0.0:
+            grad = g.op("Add", grad, g.op("Mul", w, g.const(wd)))
+        m = g.op("Add", g.op("Mul", f"adam_m_{i}", g.const(b1)), g.op("Mul", grad, g.const(1.0 - b1)),
+                 out=f"adam_m_{i}_out")
+        v = g.op("Add", g.op("Mul", f"adam_v_{i}", g.const(b2)),
+                 g.op("Mul", g.op("Mul", grad, grad), g.const(1.0 - b2)), out=f"adam_v_{i}_out")
+        bc1 = g.op("Sub", g.const(1.0), g.op("Pow", g.const(b1), t))
+        bc2 = g.op("Sqrt", g.op("Sub", g.const(1.0), g.op("Pow", g.const(b2), t)))
+        denom = g.op("Add", g.op("Div", g.op("Sqrt", v), bc2), g.const(spec["eps"]))
+        new = g.op("Sub", w, g.op("Mul", g.op("Div", m, denom), g.op("Div", g.const(lr), bc1)))
+    if mw is not None:
+        new = g.op("Min", g.op("Max", new, g.const(-float(mw))), g.const(float(mw)))
+    g.op("Identity", new, out=f"weight_{i}_out")
+
+
+def _homeostasis(g: _G, spec: dict) -> None:
+    for i, lay in enumerate(spec["layers"]):
+        th = f"threshold_{i}"
+        if lay["homeostasis_rate"] != 0.0:
+            drift = g.op("Sub", f"rate_{i}_out", g.const(lay["target_activation"]))
+            th = g.op("Add", th, g.op("Mul", drift, g.const(lay["homeostasis_rate"])))
+        lo, hi = lay["threshold_range"] or (None, None)
+        if lo is not None:
+            th = g.op("Max", th, g.const(float(lo)))
+        if hi is not None:
+            th = g.op("Min", th, g.const(float(hi)))
+        g.op("Identity", th, out=f"threshold_{i}_out")
+
+
+def _body(g: _G, spec: dict) -> None:
+    out, traces = _forward(g, spec)
+    delta = g.op("Sub", "target", out, out="error")                             # (B, n_L)
+    if spec["error_scaling"]:
+        mean_abs = g.op("ReduceMean", g.op("Abs", delta), keepdims=0)
+        scale = g.op("Max", mean_abs, g.const(float(spec["min_error_scale"])))
+    else:
+        scale = g.const(1.0)
+    neg_scale = g.op("Neg", scale)
+    batch = g.op("Cast", g.op("Gather", g.op("Shape", "x"), g.const(0, np.int64), axis=0), to=TensorProto.FLOAT)
+    inv_b = g.op("Reciprocal", batch)
+    t = g.op("Add", "step", g.const(1.0), out="step_out")
+    top = len(spec["sizes"]) - 2
+    for i in reversed(range(top + 1)):
+        d = _signal(g, spec, delta, traces[i + 1][0], i == top)
+        if i > 0:
+            delta = g.op("MatMul", d, g.op("Transpose", f"weight_{i}", perm=[1, 0]))   # (B, n_i), old W_i
+        grad = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
+        _optimise(g, spec, i, grad, t)
+    _homeostasis(g, spec)
+
+
+def _state_shape(name: str, spec: dict) -> list:
+    if name == "step":
+        return []
+    kind, i = name.rsplit("_", 1)
+    sizes = spec["sizes"]
+    if kind in ("threshold", "rate"):
+        return [sizes[int(i)]]
+    return [sizes[int(i)], sizes[int(i) + 1]]
+
+
+def build_step_graph(net: Any, spikes: bool = False) -> onnx.ModelProto:
+    """The learning-step graph of ``net`` (no initial state inside; see zor.export.learnable).
+
+    ``spikes=True`` also outputs ``spikes_i`` (B, n_i) of every layer (for verification)."""
+    check_supported(net)
+    spec = spec_of(net)
+    g = _G()
+    _body(g, spec)
+    f = TensorProto.FLOAT
+    names = state_names(spec)
+    inputs = [helper.make_tensor_value_info("x", f, ["batch", spec["sizes"][0]]),
+              helper.make_tensor_value_info("target", f, ["batch", spec["sizes"][-1]])]
+    inputs += [helper.make_tensor_value_info(n, f, _state_shape(n, spec)) for n in names]
+    outputs = [helper.make_tensor_value_info("output", f, ["batch", spec["sizes"][-1]]),
+               helper.make_tensor_value_info("error", f, ["batch", spec["sizes"][-1]])]
+    outputs += [helper.make_tensor_value_info(f"{n}_out", f, _state_shape(n, spec)) for n in names]
+    if spikes:
+        outputs += [helper.make_tensor_value_info(f"spikes_{i}", f, ["batch", n])
+                    for i, n in enumerate(spec["sizes"])]
+    graph = helper.make_graph(g.nodes, "zor_learning_step", inputs, outputs, initializer=g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="zor-edge")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -1,0 +1,206 @@
+"""Learning on the device: run a ``--learnable`` export's step graph with onnxruntime alone.
+
+A learnable file (``zor-export --learnable``, :mod:`zor.export.learnable`) holds one
+Zor learning step as a graph, ``(x, target, state) → (output, error, state_out)``, and
+the start state as its initializers. The Learner keeps the state in numpy arrays and
+feeds it back each step:
+
+    error, state ← step_graph(x, target, state)          error = target − output  (B, n_L)
+
+``fit`` draws each batch with the engine's curriculum sampler (zor.common.curriculum):
+a sample's recent mean |error| makes it come back more often. A step whose new state is
+not finite is refused: the state stays the last good one and LearningDivergedError says
+so. Needs numpy and onnxruntime only (no torch, no onnx).
+
+Example:
+    >>> from zor.runtime import Learner                         # doctest: +SKIP
+    >>> lr = Learner("model-learn.onnx")                        # doctest: +SKIP
+    >>> lr.fit(x, y, steps=500, batch_size=10)                  # doctest: +SKIP
+    >>> lr.save_state("session.npz")                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import onnxruntime as ort
+
+from zor.common.curriculum import CurriculumSampler
+from zor.common.errors import (
+    LearningDivergedError,
+    ModelFileError,
+    ShapeError,
+    StateError,
+)
+from zor.common.fileio import write_bytes_atomic
+
+from . import learner_state, onnxmeta
+from .checks import check_array
+
+__all__ = ["Learner", "LEARNABLE_FORMAT"]
+
+LEARNABLE_FORMAT = "zor-learnable"
+PathLike = Union[str, os.PathLike]
+
+
+def _read(path: PathLike) -> tuple[bytes, dict]:
+    try:
+        data = Path(path).read_bytes()
+        meta = onnxmeta.read_metadata_props(path)
+    except FileNotFoundError as exc:
+        raise ModelFileError(f"{path}: no such file (expected a learnable .onnx from zor-export --learnable)") from exc
+    except (onnxmeta.ScanError, OSError) as exc:
+        raise ModelFileError(f"{path}: expected a learnable ONNX file, could not read it ({exc})") from exc
+    if meta.get("zor.format") != LEARNABLE_FORMAT:
+        raise ModelFileError(f"{path}: expected zor.format {LEARNABLE_FORMAT!r} (zor-export --learnable), "
+                             f"got {meta.get('zor.format')!r}")
+    try:
+        spec = json.loads(meta["zor.learnable"])
+    except (KeyError, ValueError) as exc:
+        raise ModelFileError(f"{path}: zor.learnable metadata missing or not JSON") from exc
+    return data, spec
+
+
+class Learner:
+    """The learning session of one learnable file: ``step``, ``fit``, ``save_state``, ``load_state``."""
+
+    def __init__(self, path: PathLike, threads: Optional[int] = 1, seed: Optional[int] = 0) -> None:
+        self.path = os.fspath(path)
+        data, self.spec = _read(path)
+        self.model_hash = hashlib.sha256(data).hexdigest()
+        self.names: list[str] = list(self.spec["state"])
+        self.sizes: list[int] = [int(n) for n in self.spec["sizes"]]
+        raw = onnxmeta.find_initializers(self.path, self.names)
+        missing = [n for n in self.names if n not in raw]
+        if missing:
+            raise ModelFileError(f"{path}: start state {missing} missing from the file (truncated or tampered?)")
+        self.state: dict[str, np.ndarray] = {}
+        for n in self.names:
+            t = raw[n]
+            if t.offset + t.nbytes > len(data):
+                raise ModelFileError(f"{path}: tensor {n} declares bytes past the file's end (truncated?)")
+            self.state[n] = np.frombuffer(data, t.dtype, int(np.prod(t.shape)), t.offset).reshape(t.shape).copy()
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3          # the state inputs carry defaults on purpose: no warning for them
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:    # onnxruntime raises its own classes for a bad graph
+            raise ModelFileError(f"{path}: onnxruntime refused the step graph ({exc})") from exc
+        self._outputs = ["output", "error"] + [f"{n}_out" for n in self.names]
+        self.rng = np.random.default_rng(seed)
+        self.steps_done = 0
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """W_i (n_i, n_{i+1}) as they are now (copies)."""
+        return [self.state[f"weight_{i}"].copy() for i in range(len(self.sizes) - 1)]
+
+    def _checked(self, x: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = check_array("x", x, self.sizes[0])
+        target = check_array("target", target, self.sizes[-1])
+        if target.shape[0] != x.shape[0]:
+            raise ShapeError(f"target: expected shape ({x.shape[0]}, {self.sizes[-1]}), got {target.shape}")
+        return x, target
+
+    def _run(self, x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        got = self._session.run(self._outputs, {"x": x, "target": target, **self.state})
+        new = dict(zip(self.names, got[2:]))
+        bad = [n for n, v in new.items() if not np.isfinite(v[np.isfinite(self.state[n])]).all()]
+        if bad or not np.isfinite(got[1]).all():
+            raise LearningDivergedError(
+                f"learning diverged at step {self.steps_done + 1}: non-finite values in {bad or ['error']}; "
+                f"the step was refused and the last good state ({self.steps_done} steps) kept")
+        self.state = new
+        self.steps_done += 1
+        return got[0], got[1]
+
+    def step(self, x: Any, target: Any) -> np.ndarray:
+        """One learning step on the batch (B, n_0) with its target (B, n_L); returns the error (B, n_L)."""
+        x, target = self._checked(x, target)
+        return self._run(x, target)[1]
+
+    def predict(self, x: Any, batch_size: int = 1024) -> np.ndarray:
+        """The output (B, n_L) for x with the current weights; learns nothing (the new state is dropped)."""
+        x = check_array("x", x, self.sizes[0])
+        outs = []
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size]
+            zeros = np.zeros((xb.shape[0], self.sizes[-1]), np.float32)
+            outs.append(self._session.run(["output"], {"x": xb, "target": zeros, **self.state})[0])
+        return np.concatenate(outs)
+
+    def fit(self, x: Any, y: Any = None, steps: int = 500, batch_size: int = 48,
+            time_budget: Optional[float] = None, progress: bool = True, curriculum: bool = True) -> dict:
+        """Learn (x, y) (y None: x, an autoencoder) for ``steps`` curriculum batches, or until
+        ``time_budget`` seconds have passed. Returns {"steps", "train_accuracy" (100·(1 − mean|error|))}."""
+        x = check_array("x", x, self.sizes[0])
+        y = x if y is None else check_array("y", y, self.sizes[-1])
+        if y.shape[0] != x.shape[0]:
+            raise ShapeError(f"y: expected {x.shape[0]} rows (one per row of x), got {y.shape[0]}")
+        sampler = CurriculumSampler(x.shape[0], rng=self.rng, enabled=curriculum)
+        bar = _Progress(steps) if progress else None
+        acc: list[float] = []
+        start = time.perf_counter()
+        for _ in range(steps):
+            idx = sampler.sample(batch_size)
+            err = self._run(x[idx], y[idx])[1]
+            per = np.abs(err).mean(axis=1)                              # (B,)
+            sampler.update(idx, per)
+            acc.append(100.0 * (1.0 - float(per.mean())))
+            if bar is not None:
+                bar.update(acc[-1])
+            if time_budget is not None and time.perf_counter() - start >= time_budget:
+                break
+        if bar is not None:
+            bar.close()
+        return {"steps": len(acc), "train_accuracy": acc}
+
+    def save_state(self, path: PathLike) -> None:
+        """Write the session (every state tensor, tied to this model's hash) atomically."""
+        write_bytes_atomic(path, learner_state.dump_state(self.state, self.model_hash))
+
+    def load_state(self, path: PathLike) -> None:
+        """Continue the session saved at ``path``; StateError for another model's or a damaged file."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise StateError(f"learner state {path}: cannot read it ({exc})") from exc
+        expected = {n: (v.shape, v.dtype) for n, v in self.state.items()}
+        self.state = learner_state.parse_state(data, self.model_hash, expected)
+
+
+class _Progress:
+    """tqdm when installed, else one line on stderr redrawn every few percent."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.n = total, 0
+        try:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, desc="learning", leave=False)
+        except ImportError:
+            self._bar = None
+
+    def update(self, acc: float) -> None:
+        self.n += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(acc=f"{acc:.1f}%")
+        elif self.n == self.total or self.n % max(1, self.total // 20) == 0:
+            sys.stderr.write(f"\rlearning {self.n}/{self.total}  acc {acc:.1f}%")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            sys.stderr.write("\n")
