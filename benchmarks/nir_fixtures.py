@@ -73,10 +73,43 @@ def build(name: str):
     if name == "conv_lif":
         return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), _leaky((4, 6, 6)), nn.Flatten(),
                              nn.Linear(144, 10), _leaky(10, output=True)), (1, SIDE, SIDE)
-    raise ValueError(f"unknown fixture network {name!r}; known: ff_lif, rsyn_cuba, conv_lif")
+    if name == "norse_ff_lif":
+        import norse.torch as norse
+
+        def params(n: int):                             # per-unit vectors: scalars export 0-d nodes (type error)
+            return norse.LIFBoxParameters(tau_mem_inv=torch.full((n,), 100.0), v_th=torch.ones(n),
+                                          v_leak=torch.zeros(n), v_reset=torch.zeros(n))
+        return norse.SequentialState(nn.Linear(196, 32), norse.LIFBoxCell(params(32)), nn.Linear(32, 10),
+                                     norse.LIFBoxCell(params(10))), (196,)
+    raise ValueError(f"unknown fixture network {name!r}; known: {', '.join(NAMES)}")
 
 
-NAMES = ("ff_lif", "rsyn_cuba", "conv_lif")
+NAMES = ("ff_lif", "rsyn_cuba", "conv_lif", "norse_ff_lif")
+
+
+def export(name: str, net, shape):
+    """The framework's own NIR exporter on net, with the arguments that work (see the module docstring)."""
+    import torch
+
+    if name.startswith("norse_"):
+        import norse.torch as norse
+
+        return norse.to_nir(net, torch.zeros(*shape))   # an unbatched sample: a batched one fails type inference
+    from snntorch.export_nir import export_to_nir
+
+    return export_to_nir(net, torch.zeros(1, *shape), ignore_dims=[0])
+
+
+def _forward(net, xs):
+    """Per-step outputs (spikes, membrane or None) of a snnTorch (init_hidden) or Norse (state passing) net."""
+    if type(net).__name__ == "SequentialState":
+        state, outs = None, []
+        for x in xs:
+            z, state = net(x, state)
+            outs.append((z, None))
+        return outs
+    reset(net)
+    return [net(x) for x in xs]
 
 
 def reset(net) -> None:
@@ -90,59 +123,57 @@ def run(net, xs) -> dict[str, np.ndarray]:
     """snnTorch's eager forward over xs (T, B, *shape): every spiking layer's spikes and the output membrane."""
     import snntorch as snn
     import torch
-    spiking = [m for m in net if isinstance(m, (snn.Leaky, snn.RSynaptic, snn.Synaptic))]
+    spiking = [m for m in net if isinstance(m, (snn.Leaky, snn.RSynaptic, snn.Synaptic))
+               or type(m).__name__ == "LIFBoxCell"]
     seen: dict[int, list] = {i: [] for i in range(len(spiking))}
     hooks = [m.register_forward_hook(lambda _m, _i, out, i=i: seen[i].append(
         (out[0] if isinstance(out, tuple) else out).detach().clone())) for i, m in enumerate(spiking)]
-    reset(net)
-    mems = []
     with torch.no_grad():
-        for x in xs:                                   # x: (B, *shape)
-            _, mem = net(x)
-            mems.append(mem.clone())
+        mems = [mem for _, mem in _forward(net, xs)]   # xs: (T, B, *shape)
     for h in hooks:
         h.remove()
     out = {f"spikes_{i}": torch.stack(v).flatten(2).numpy().astype(np.uint8) for i, v in seen.items()}
-    out["output_mem"] = torch.stack(mems).numpy().astype(np.float32)   # (T, B, 10)
+    if mems[0] is not None:
+        out["output_mem"] = torch.stack(mems).numpy().astype(np.float32)   # (T, B, 10)
     out["counts"] = out[f"spikes_{len(spiking) - 1}"].sum(0).astype(np.int32)   # (B, 10)
     return out
 
 
-def train(net, shape, x: np.ndarray, y: np.ndarray, seconds: float, seed: int) -> int:
-    """BPTT for about `seconds` on rate-coded batches; loss = cross-entropy of the output spike counts."""
+def train(net, shape, x: np.ndarray, y: np.ndarray, steps: int, seed: int) -> float:
+    """`steps` BPTT steps on rate-coded batches of 64; loss = cross-entropy of the output spike counts.
+
+    Returns the seconds it took. A fixed step count (not a time budget) keeps the fixtures reproducible.
+    """
     import torch
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    start, steps = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
+    start = time.perf_counter()
+    for _ in range(steps):
         idx = rng.integers(0, len(x), 64)
         xs = torch.from_numpy(rate_code(x[idx], T_TRAIN, rng).astype(np.float32)).reshape(T_TRAIN, 64, *shape)
-        reset(net)
-        counts = sum(net(xt)[0] for xt in xs)          # (64, 10)
+        counts = sum(z for z, _ in _forward(net, xs))   # (64, 10)
         loss = torch.nn.functional.cross_entropy(counts, torch.from_numpy(y[idx]).long())
         opt.zero_grad()
         loss.backward()
         opt.step()
-        steps += 1
-    return steps
+    return time.perf_counter() - start
 
 
-def write_fixture(name: str, folder: Path, data: dict, seconds: float, batch: int, seed: int) -> dict:
+def write_fixture(name: str, folder: Path, data: dict, steps: int, batch: int, seed: int) -> dict:
     """Build, train, export through snnTorch's NIR exporter and record one fixture; returns a summary row."""
     import nir
     import torch
-    from snntorch.export_nir import export_to_nir
 
     from zor.common.fileio import atomic_path, write_bytes_atomic
 
     seed_everything(seed)
     net, shape = build(name)
     (xtr, ytr), (xte, yte) = data["train"], data["test"]
-    steps = train(net, shape, pooled(xtr[:4000]), ytr[:4000], seconds, seed)
+    seconds = train(net, shape, pooled(xtr[:4000]), ytr[:4000], steps, seed)
     rng = np.random.default_rng(seed + 1)
     xs = rate_code(pooled(xte[:batch]), T_FIXTURE, rng).reshape(T_FIXTURE, batch, *shape)
     ref = run(net, torch.from_numpy(xs.astype(np.float32)))
-    graph = export_to_nir(net, torch.zeros(1, *shape), ignore_dims=[0])
+    graph = export(name, net, shape)
     with atomic_path(folder / f"{name}.nir") as tmp:
         nir.write(str(tmp), graph)
     buf = io.BytesIO()
@@ -150,22 +181,26 @@ def write_fixture(name: str, folder: Path, data: dict, seconds: float, batch: in
     write_bytes_atomic(folder / f"{name}.npz", buf.getvalue())
     acc = float((ref["counts"].argmax(1) == yte[:batch]).mean())
     rates = [float(ref[k].mean()) for k in sorted(ref) if k.startswith("spikes_")]
-    return {"name": name, "train_steps": steps, "fixture_accuracy": acc, "spike_rates": rates}
+    return {"name": name, "train_steps": steps, "train_seconds": round(seconds, 1), "fixture_accuracy": acc,
+            "spike_rates": [round(r, 4) for r in rates]}
 
 
 @command
 @click.option("--out", default="tests/fixtures/nir", help="folder the fixtures are written to")
-@click.option("--seconds", default=10.0, help="training time per network (BPTT, one thread)")
+@click.option("--steps", default=300, help="training steps per network (BPTT, batches of 64, one thread)")
+@click.option("--only", default=",".join(NAMES), help="comma-separated networks to (re)write")
 @click.option("--batch", default=16, help="test samples stored per fixture")
 @click.option("--seed", default=0)
-def main(out: str = "tests/fixtures/nir", seconds: float = 10.0, batch: int = 16, seed: int = 0) -> None:
+def main(out: str, steps: int, only: str, batch: int, seed: int) -> None:
     """Regenerate the snnTorch NIR fixtures (see the module docstring)."""
     set_threads(1)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     data = load_images()
-    for name in NAMES:
-        print(write_fixture(name, folder, data, seconds, batch, seed))
+    for name in only.split(","):
+        if name not in NAMES:
+            raise click.BadParameter(f"unknown network {name!r}; known: {', '.join(NAMES)}", param_hint="--only")
+        print(write_fixture(name, folder, data, steps, batch, seed))
 
 
 if __name__ == "__main__":
