@@ -81,16 +81,29 @@ def build(name: str):
                                           v_leak=torch.zeros(n), v_reset=torch.zeros(n))
         return norse.SequentialState(nn.Linear(196, 32), norse.LIFBoxCell(params(32)), nn.Linear(32, 10),
                                      norse.LIFBoxCell(params(10))), (196,)
+    if name == "sinabs_conv_if":
+        import sinabs.layers as sl
+        from sinabs.activation import MembraneReset, SingleSpike
+
+        def iaf():                                      # one spike per step, reset to 0: what NIR's IF states
+            return sl.IAFSqueeze(num_timesteps=1, spike_fn=SingleSpike, reset_fn=MembraneReset())
+        return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), iaf(), nn.Flatten(), nn.Linear(144, 10), iaf()), \
+            (1, SIDE, SIDE)
     raise ValueError(f"unknown fixture network {name!r}; known: {', '.join(NAMES)}")
 
 
-NAMES = ("ff_lif", "rsyn_cuba", "conv_lif", "norse_ff_lif")
+NAMES = ("ff_lif", "rsyn_cuba", "conv_lif", "norse_ff_lif", "sinabs_conv_if")
 
 
 def export(name: str, net, shape):
     """The framework's own NIR exporter on net, with the arguments that work (see the module docstring)."""
     import torch
 
+    if name.startswith("sinabs_"):
+        import sinabs
+
+        _sinabs_steps(net, 1)
+        return sinabs.to_nir(net, torch.zeros(1, *shape))
     if name.startswith("norse_"):
         import norse.torch as norse
 
@@ -100,8 +113,22 @@ def export(name: str, net, shape):
     return export_to_nir(net, torch.zeros(1, *shape), ignore_dims=[0])
 
 
+def _sinabs_steps(net, steps: int) -> None:
+    """Sinabs' squeezed layers take (B·T, ...) batch-major: tell them T, and start from rest."""
+    for m in net:
+        if hasattr(m, "num_timesteps"):
+            m.num_timesteps = steps
+            m.reset_states()
+
+
 def _forward(net, xs):
-    """Per-step outputs (spikes, membrane or None) of a snnTorch (init_hidden) or Norse (state passing) net."""
+    """Per-step outputs (spikes, membrane or None) of a snnTorch (init_hidden), Norse (state passing) or sinabs
+    (whole sequence in one call) net on xs (T, B, *shape)."""
+    if any(hasattr(m, "num_timesteps") for m in net):
+        steps, batch = xs.shape[:2]
+        _sinabs_steps(net, steps)
+        z = net(xs.transpose(0, 1).reshape(batch * steps, *xs.shape[2:]))       # (B·T, 10)
+        return [(zt, None) for zt in z.reshape(batch, steps, -1).transpose(0, 1)]
     if type(net).__name__ == "SequentialState":
         state, outs = None, []
         for x in xs:
@@ -124,7 +151,7 @@ def run(net, xs) -> dict[str, np.ndarray]:
     import snntorch as snn
     import torch
     spiking = [m for m in net if isinstance(m, (snn.Leaky, snn.RSynaptic, snn.Synaptic))
-               or type(m).__name__ == "LIFBoxCell"]
+               or type(m).__name__ in ("LIFBoxCell", "IAFSqueeze")]
     seen: dict[int, list] = {i: [] for i in range(len(spiking))}
     hooks = [m.register_forward_hook(lambda _m, _i, out, i=i: seen[i].append(
         (out[0] if isinstance(out, tuple) else out).detach().clone())) for i, m in enumerate(spiking)]
@@ -132,7 +159,11 @@ def run(net, xs) -> dict[str, np.ndarray]:
         mems = [mem for _, mem in _forward(net, xs)]   # xs: (T, B, *shape)
     for h in hooks:
         h.remove()
-    out = {f"spikes_{i}": torch.stack(v).flatten(2).numpy().astype(np.uint8) for i, v in seen.items()}
+    steps, batch = xs.shape[:2]
+    out = {}
+    for i, v in seen.items():          # one (B·T, ...) call for sinabs, else T calls of (B, ...)
+        spikes = v[0].reshape(batch, steps, -1).transpose(0, 1) if len(v) == 1 else torch.stack(v).flatten(2)
+        out[f"spikes_{i}"] = spikes.numpy().astype(np.uint8)                 # (T, B, n)
     if mems[0] is not None:
         out["output_mem"] = torch.stack(mems).numpy().astype(np.float32)   # (T, B, 10)
     out["counts"] = out[f"spikes_{len(spiking) - 1}"].sum(0).astype(np.int32)   # (B, 10)

@@ -8,6 +8,7 @@ eager forward pass over T = 100 steps on rate-coded Fashion-MNIST spikes. Three 
    late, a node fed only by such an edge giving its bias at step 0), reproduces snnTorch's spikes from the
    file alone (CubaLIF: with snnTorch's own reset rule, which NIR cannot state; see the rsyn test):
 
+       IF:      v ← v + dt·r·x;                             s = [v > θ];  v ← v_reset where s
        LIF:     v ← v + dt/τ (v_leak − v + r·x);            s = [v > θ];  v ← v_reset where s
        CubaLIF: i ← i + dt/τ_syn (−i + w_in·x);  v ← v + dt/τ_mem (v_leak − v + r·i);  s, reset as LIF
 
@@ -26,12 +27,13 @@ import numpy as np
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nir"
-NAMES = ("ff_lif", "rsyn_cuba", "conv_lif", "norse_ff_lif")
+NAMES = ("ff_lif", "rsyn_cuba", "conv_lif", "norse_ff_lif", "sinabs_conv_if")
 SNNTORCH = ("ff_lif", "rsyn_cuba", "conv_lif")
 # The import dt that reproduces each framework's own simulation of its file (docs/nir-frameworks.md):
 # snnTorch writes τ = 1e-4 / (1 − β); Norse 1.1 writes τ = dt / τ_inv (not 1 / τ_inv) at its dt = 1e-3, so its
-# per-step factor dt·τ_inv comes back at dt_import = 1e-3 · 1e-3 = 1e-6.
-DTS = {"ff_lif": 1e-4, "rsyn_cuba": 1e-4, "conv_lif": 1e-4, "norse_ff_lif": 1e-6}
+# per-step factor dt·τ_inv comes back at dt_import = 1e-3 · 1e-3 = 1e-6; sinabs writes IF with r = 1 for its
+# v ← v + x, so dt = 1.
+DTS = {"ff_lif": 1e-4, "rsyn_cuba": 1e-4, "conv_lif": 1e-4, "norse_ff_lif": 1e-6, "sinabs_conv_if": 1.0}
 AGREEMENT = 0.999    # issue 24: spike agreement ≥ 99.9 %
 
 nir = pytest.importorskip("nir", reason="the 'frameworks' extra (nir) reads the fixtures")
@@ -78,6 +80,11 @@ def _node_step(node, x, state: dict, key: str, dt: float):
         s = (v > t["v_threshold"]).float()
         state[key] = v * (1 - s) + t["v_reset"] * s
         return s
+    if kind == "IF":
+        v = state.get(key, 0 * x) + dt * t["r"] * x
+        s = (v > t["v_threshold"]).float()
+        state[key] = v * (1 - s) + t["v_reset"] * s
+        return s
     if kind == "CubaLIF":
         i, v, s_prev = state.get(key, (0 * x, 0 * x, 0 * x))
         i = i + dt / t["tau_syn"] * (-i + t["w_in"] * x)
@@ -116,7 +123,7 @@ def euler_run(graph, xs: np.ndarray, dt: float, cuba_rule: str = "nir") -> dict[
     order = _spiking_order(graph)
     state: dict = {"cuba_rule": cuba_rule}
     prev: dict = {}                                       # every node's output of the step before
-    record: dict[str, list] = {n: [] for n in order if type(graph.nodes[n]).__name__ in ("LIF", "CubaLIF")}
+    record: dict[str, list] = {n: [] for n in order if type(graph.nodes[n]).__name__ in ("IF", "LIF", "CubaLIF")}
     with torch.no_grad():
         for x in torch_tensor(xs):                          # x: (B, *shape)
             now = {"input": x}
