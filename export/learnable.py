@@ -25,9 +25,10 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import copy
-import json
 import os
+import tempfile
 from typing import Any, Union
 
 import numpy as np
@@ -39,12 +40,14 @@ from zor.common.errors import VerificationError
 from zor.common.fileio import check_output_file, write_bytes_atomic
 from zor.engine.network import Zor
 
+from .jsonsafe import dumps
 from .learnable_graph import build_step_graph, spec_of, state_names
 
 __all__ = ["export_learnable", "verify_learnable", "initial_state", "LEARNABLE_FORMAT", "TOLERANCE",
            "MOMENT_TOLERANCE"]
 
 LEARNABLE_FORMAT = "zor-learnable"
+TEMPLATE_KEY = "zor.inference_template"   # base64 of the inference file (float32, dense) Learner.save writes
 TOLERANCE = 1e-4          # relative bound on the output, weights, thresholds and rates after every step
 MOMENT_TOLERANCE = 1e-3   # relative bound on optimiser moments and novelty traces (sums of many float32
                           #   products whose accumulation order differs between onnxruntime and torch)
@@ -139,6 +142,18 @@ def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: i
     return report
 
 
+def _inference_template(net: Zor) -> str:
+    """The float32 dense inference file zor-export writes for ``net`` (verified), as base64: what
+    Learner.save patches with the learned weights (zor.runtime.onnxwrite)."""
+    from .api import export  # the whole export pipeline, only for this file
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "template.onnx")
+        export(net, path, path="dense", quantize="none")
+        with open(path, "rb") as f:
+            return base64.b64encode(f.read()).decode("ascii")
+
+
 def export_learnable(source: Union[Zor, str, os.PathLike], output: Union[str, os.PathLike],
                      batches: int = 100, batch_size: int = 16, seed: int = 0) -> dict[str, Any]:
     """Write the verified learning-step file of ``source`` (a Zor or a checkpoint path) to ``output``.
@@ -155,8 +170,8 @@ def export_learnable(source: Union[Zor, str, os.PathLike], output: Union[str, os
     for name, value in initial_state(net).items():
         proto.graph.initializer.append(numpy_helper.from_array(value, name))
     spec = dict(spec_of(net), state=state_names(spec_of(net)), task=net.task)
-    meta = {"zor.format": LEARNABLE_FORMAT, "zor.format_version": "1", "zor.learnable": json.dumps(spec),
-            "zor.verification": json.dumps(report)}
+    meta = {"zor.format": LEARNABLE_FORMAT, "zor.format_version": "1", "zor.learnable": dumps(spec),
+            "zor.verification": dumps(report), TEMPLATE_KEY: _inference_template(net)}
     helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto, full_check=True)
     write_bytes_atomic(output, proto.SerializeToString())

@@ -39,9 +39,9 @@ from zor.common.errors import (
     ShapeError,
     StateError,
 )
-from zor.common.fileio import write_bytes_atomic
+from zor.common.fileio import atomic_path, check_not_an_input, write_bytes_atomic
 
-from . import learner_state, onnxmeta
+from . import learner_state, onnxmeta, saved_model
 from .checks import check_array
 
 __all__ = ["Learner", "LEARNABLE_FORMAT"]
@@ -50,7 +50,7 @@ LEARNABLE_FORMAT = "zor-learnable"
 PathLike = Union[str, os.PathLike]
 
 
-def _read(path: PathLike) -> tuple[bytes, dict]:
+def _read(path: PathLike) -> tuple[bytes, dict, dict]:
     try:
         data = Path(path).read_bytes()
         meta = onnxmeta.read_metadata_props(path)
@@ -65,7 +65,7 @@ def _read(path: PathLike) -> tuple[bytes, dict]:
         spec = json.loads(meta["zor.learnable"])
     except (KeyError, ValueError) as exc:
         raise ModelFileError(f"{path}: zor.learnable metadata missing or not JSON") from exc
-    return data, spec
+    return data, meta, spec
 
 
 class Learner:
@@ -73,7 +73,7 @@ class Learner:
 
     def __init__(self, path: PathLike, threads: Optional[int] = 1, seed: Optional[int] = 0) -> None:
         self.path = os.fspath(path)
-        data, self.spec = _read(path)
+        data, self.meta, self.spec = _read(path)
         self.model_hash = hashlib.sha256(data).hexdigest()
         self.names: list[str] = list(self.spec["state"])
         self.sizes: list[int] = [int(n) for n in self.spec["sizes"]]
@@ -164,6 +164,16 @@ class Learner:
         if bar is not None:
             bar.close()
         return {"steps": len(acc), "train_accuracy": acc}
+
+    def save(self, path: PathLike, check_rows: int = 8) -> None:
+        """Write the current weights as an ordinary inference model (the file zor-export writes), checked
+        first: the step graph's output and the new file's (zor.runtime.Model) on ``check_rows`` inputs
+        must agree within 1e-4 (relative), else nothing is switched in (VerificationFailed: ModelFileError)."""
+        data = saved_model.build(self)
+        check_not_an_input(path, [self.path], "output")
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+            saved_model.check(self, tmp, check_rows)
 
     def save_state(self, path: PathLike) -> None:
         """Write the session (every state tensor, tied to this model's hash) atomically."""
