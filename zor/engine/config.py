@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Optional
 
 import torch
@@ -21,7 +21,7 @@ from zor.common.errors import ConfigError
 from . import rules
 from .averaging import check_beta
 
-__all__ = ["ZorConfig", "OPTIMIZERS", "resolve_device"]
+__all__ = ["ZorConfig", "OPTIMIZERS", "resolve_device", "with_overrides"]
 
 # name -> optimizer over the weights (params, config, fused) -> torch.optim.Optimizer
 OPTIMIZERS = {
@@ -83,3 +83,13 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU: use 'auto' or 'cpu'")
     return dev
 
+
+def with_overrides(config: ZorConfig, overrides: dict[str, Any]) -> ZorConfig:
+    """``config`` with the keyword settings given to Zor(...) in place (unknown names raise ConfigError)."""
+    if not overrides:
+        return config
+    known = {f.name for f in fields(ZorConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown Zor settings {sorted(unknown)}: expected some of {sorted(known)}")
+    return replace(config, **overrides)

@@ -36,12 +36,26 @@ from zor.common.errors import ConfigError, DTypeError, NonFiniteError, ShapeErro
 from .neuron import gate as gate_values
 from .neuron import spike
 
-__all__ = ["is_sparse", "as_events", "check_input_layer", "gate", "compact", "batch_mean"]
+__all__ = ["is_sparse", "input_batch", "as_events", "check_input_layer", "gate", "compact", "batch_mean"]
 
 
 def is_sparse(x: object) -> bool:
     """True for a torch sparse tensor of any layout (COO, CSR, CSC, BSR, BSC)."""
     return isinstance(x, torch.Tensor) and x.layout != torch.strided
+
+
+def input_batch(net, x: torch.Tensor, width: int, what: str, allow_sparse: bool) -> torch.Tensor:
+    """The sparse batch ``x`` given to network ``net`` as its checked event input (only where
+    ``allow_sparse``: the input batch; refused under distributed=True)."""
+    if net.distributed:
+        raise ConfigError(f"{what}: event (sparse) input batches are not supported with distributed=True "
+                          "(each rank would update different rows of W_0): pass a dense batch")
+    if not allow_sparse:
+        raise DTypeError(f"{what}: expected a dense tensor or array, got a sparse {x.layout} tensor "
+                         "(only the input batch may be sparse)")
+    x = as_events(x, width, net.device, what)
+    check_input_layer(net.layers[0].stateful, net.unit_threshold(0), net._acts[0], net.connections[0].kind)
+    return x
 
 
 def as_events(x: torch.Tensor, width: int, device: torch.device, what: str) -> torch.Tensor:

@@ -15,11 +15,17 @@ threshold homeostasis θ ← θ − η (target_activation − r) on every layer.
 With an event (sparse) input batch the first connection's update touches only the rows
 of W_0 whose units had an event (:mod:`zor.engine.events`); the result is the same as
 the dense path's.
+
+No host read-backs: ε̄ stays a 0-d device tensor, and whether a layer always spikes
+(all θ = −inf) is cached and re-read only when its thresholds were changed by
+something other than homeostasis (which keeps −inf at −inf). Under
+``distributed=True`` the batch statistics are summed over the ranks first
+(:mod:`zor.engine.distributed`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
@@ -28,7 +34,9 @@ from . import events, rules
 if TYPE_CHECKING:
     from .network import Zor
 
-__all__ = ["learn", "always_spikes"]
+__all__ = ["learn", "always_spikes", "update_rates"]
+
+Scale = Union[torch.Tensor, float]
 
 
 def learn(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, return_signal: bool) -> Optional[torch.Tensor]:
@@ -36,37 +44,104 @@ def learn(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, return_sig
 
     Returns the signal that reached the input layer (B, n_0) when ``return_signal``.
     """
+    if net.reducer.active:
+        return _learn_distributed(net, traces, delta, return_signal)
     cfg = net.config
-    scale = max(float(delta.abs().mean()), cfg.min_error_scale) if cfg.error_scaling else 1.0
-
+    # ε̄ = max(mean |error|, floor) as a 0-d tensor: no read-back to the host
+    scale: Scale = delta.abs().mean().clamp_min(cfg.min_error_scale) if cfg.error_scaling else 1.0
     top = len(net.weights) - 1
     for i in reversed(range(len(net.weights))):
         w, conn = net.weights[i], net.connections[i]
         d = net.rule.signal(delta, traces[i + 1], i == top)             # δ̂ (B, n_{i+1})
         if i > 0 or return_signal:
             delta = conn.backward(d, w)                                 # (B, n_i), before W_i changes
-        _set_update(net, i, traces[i], traces[i + 1], d, scale)
+        e, g, units = _correlate(net, i, traces[i], traces[i + 1], d)
+        _set_update(net, i, e, g, units, scale)
+    _finish(net)
+    return delta if return_signal else None
+
+
+def _learn_distributed(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor,
+                       return_signal: bool) -> Optional[torch.Tensor]:
+    """learn() with the batch statistics summed over the ranks (zor.engine.distributed): local sums,
+    one flattened all-reduce, then the same update as one process on the global batch."""
+    red, cfg, rule = net.reducer, net.config, net.rule
+    b_local, top = delta.shape[0], len(net.weights) - 1
+    err = delta.abs().sum().reshape(1)                                  # Σ|error| of this shard
+    local = []
+    for i in reversed(range(len(net.weights))):
+        d = rule.signal(delta, traces[i + 1], i == top, red)            # δ̂ (B_r, n_{i+1})
+        if i > 0 or return_signal:
+            delta = net.connections[i].backward(d, net.weights[i])      # (B_r, n_i)
+        e, g, _ = _correlate(net, i, traces[i], traces[i + 1], d)
+        e_sum = e if rule.e_sum else e * b_local                        # Σ_b pre × post (normalized: E is a sum)
+        local.append((i, e_sum, g * b_local))                           # Σ_b a_iᵀ δ̂
+    spikes = net._spike_sums or []                                      # Σ_b s_i per layer, from the forward pass
+    net._spike_sums = None
+    count = torch.full((1,), float(b_local), device=delta.device)
+    flat = [count, err] + spikes + [t for _, e, g in local for t in (e, g)]
+    summed = red.sum_all(flat)
+    b = summed[0]                                                       # global B, (1,)
+    n_out = net.layers[-1].size
+    scale: Scale = (summed[1] / (b * n_out)).clamp_min(cfg.min_error_scale).reshape(()) if cfg.error_scaling else 1.0
+    for j, layer in enumerate(net.layers[:len(spikes)]):
+        net.rate(j).mul_(layer.rate_momentum).add_(summed[2 + j] / b, alpha=1.0 - layer.rate_momentum)
+    rest = summed[2 + len(spikes):]
+    for k, (i, _, _) in enumerate(local):
+        e = rest[2 * k] if rule.e_sum else rest[2 * k] / b
+        _set_update(net, i, e, rest[2 * k + 1] / b, None, scale)
+    _finish(net)
+    return delta if return_signal else None
+
+
+def update_rates(net: "Zor", traces: list[rules.Trace]) -> None:
+    """r_i ← m r_i + (1 − m) mean_b(s_i) after a training forward pass (a Conv layer: per channel, its
+    spikes averaged over positions). Distributed: keeps Σ_b s_i for learn(), which sums it over the ranks."""
+    sums: Optional[list[torch.Tensor]] = [] if net.reducer.active else None
+    for i, (layer, t) in enumerate(zip(net.layers, traces)):
+        s_units = t.s if layer.kind == "dense" else t.s.reshape(t.s.shape[0] * layer.channels, -1)
+        if layer.kind == "conv":   # per channel: (B·C, H·W) → mean over positions, back to (B, C)
+            s_units = s_units.mean(dim=1).reshape(t.s.shape[0], layer.channels)
+        if sums is None:
+            rules.update_rate(net.rate(i), s_units, layer.rate_momentum)
+        else:
+            sums.append(s_units.sum(dim=0))                             # Σ_b s_i (n_i,)
+    net._spike_sums = sums
+
+
+def _finish(net: "Zor") -> None:
+    """One optimizer step for all connections, the weight clamp, then threshold homeostasis."""
     net.optimizer.step()
     net.optimizer.zero_grad(set_to_none=True)
     for layer, w in zip(net.layers, net.weights):
         if layer.max_weight is not None:
             w.clamp_(-layer.max_weight, layer.max_weight)
     for i, layer in enumerate(net.layers):
-        rules.homeostasis(net.threshold(i), net.rate(i), layer.target_activation,
-                          net._eta[i], layer.threshold_range)
-    return delta if return_signal else None
+        theta = net.threshold(i)
+        known = _cached(net, i)
+        rules.homeostasis(theta, net.rate(i), layer.target_activation, net._eta[i], layer.threshold_range)
+        if known is not None:   # −inf stays −inf under θ − η(…); a finite lower bound lifts it
+            bounds = layer.threshold_range
+            net._always[i] = (_key(theta), known and (bounds is None or bounds[0] is None))
 
 
-def _set_update(net: "Zor", i: int, pre: rules.Trace, post: rules.Trace, d: torch.Tensor, scale: float) -> None:
-    """W_i.grad = −U for connection i, from its pre and post traces and the signal δ̂ ``d``."""
-    layer, w, conn = net.layers[i], net.weights[i], net.connections[i]
+def _correlate(net: "Zor", i: int, pre: rules.Trace, post: rules.Trace, d: torch.Tensor):
+    """(E, G, units) of connection i: E the co-activity, G = O(a_i, δ̂), both like W_i (event input: like
+    the rows ``units`` of W_i; units None otherwise)."""
     units = None
     if pre.a.is_sparse:             # event input: only the rows of the active units (zor.engine.events)
         units, (c0, s0, a0) = events.compact(pre.c, pre.s, pre.a)
         pre = rules.Trace(c=c0, s=s0, a=a0)                          # (B, n_u)
     if always_spikes(net, i + 1):   # θ = −inf: s_{i+1} ≡ 1, O(a_i, s_{i+1}) is a column
         post = rules.Trace(c=post.c, s=post.s, a=post.a, always=True)
-    e, g = net.rule.correlate(pre, post, d, conn)                   # E, O(a_i, δ̂): like W_i (rows: units)
+    e, g = net.rule.correlate(pre, post, d, net.connections[i])
+    return e, g, units
+
+
+def _set_update(net: "Zor", i: int, e: torch.Tensor, g: torch.Tensor, units: Optional[torch.Tensor],
+                scale: Scale) -> None:
+    """W_i.grad = −U for connection i from its co-activity E and G = O(a_i, δ̂)."""
+    layer, w = net.layers[i], net.weights[i]
     if layer.novelty_factor != 0.0:
         trace = net.novelty_trace(i)
         if units is None:
@@ -92,6 +167,23 @@ def _row_grad(net: "Zor", i: int, w: torch.Tensor) -> torch.Tensor:
     return buf.zero_()
 
 
+def _key(t: torch.Tensor) -> tuple:
+    """Identifies one state of a tensor: which storage, and how often it was changed in place."""
+    return id(t), t.data_ptr(), t._version
+
+
+def _cached(net: "Zor", i: int) -> Optional[bool]:
+    hit = net._always.get(i)
+    return hit[1] if hit is not None and hit[0] == _key(net.threshold(i)) else None
+
+
 def always_spikes(net: "Zor", i: int) -> bool:
-    """Whether every unit of layer i spikes on every input (all θ_i = −inf, e.g. the output)."""
-    return bool(torch.isneginf(net.threshold(i)).all())
+    """Whether every unit of layer i spikes on every input (all θ_i = −inf, e.g. the output).
+
+    Read back from the device only when θ_i changed since the last look other than by homeostasis."""
+    known = _cached(net, i)
+    if known is None:
+        theta = net.threshold(i)
+        known = bool(torch.isneginf(theta).all())
+        net._always[i] = (_key(theta), known)
+    return known

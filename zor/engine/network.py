@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import fields, replace
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -41,7 +40,6 @@ from zor.common import metrics
 from zor.common.errors import (
     CheckpointError,
     ConfigError,
-    DTypeError,
     NonFiniteError,
     ShapeError,
     StateError,
@@ -57,7 +55,9 @@ from . import (
     rules,
     training,
 )
-from .config import OPTIMIZERS, ZorConfig, resolve_device
+from . import distributed as distributed_
+from . import threads as threads_
+from .config import OPTIMIZERS, ZorConfig, resolve_device, with_overrides
 from .connections import Connection, connect
 from .layer import Layer, check_layers, place_layers
 from .training import History
@@ -78,11 +78,14 @@ class Zor(nn.Module):
         layers: Sequence[Layer],
         config: Optional[ZorConfig] = None,
         task: Optional[dict] = None,
+        *,
+        distributed: bool = False,
+        threads: Optional[int] = None,
         **overrides: Any,
     ) -> None:
         super().__init__()
         check_layers(layers)
-        config = _with_overrides(config or ZorConfig(), overrides)
+        config = with_overrides(config or ZorConfig(), overrides)
         self.layers: list[Layer] = place_layers(layers)
         self.connections: list[Connection] = [connect(pre, post) for pre, post in zip(self.layers[:-1], self.layers[1:])]
         self.config = config
@@ -118,6 +121,10 @@ class Zor(nn.Module):
         self._sampler_rng = np.random.default_rng(config.seed)
         self._grad_buffers: dict[int, torch.Tensor] = {}
         self._signal_checked = False   # fit() checks once that the forward signal reaches the output
+        self._always: dict[int, tuple] = {}   # layer -> (θ state, all θ = −inf): zor.engine.learning.always_spikes
+        self._spike_sums: Optional[list[torch.Tensor]] = None   # distributed: Σ_b s_i per layer, for the rates
+        self.threads = threads_.check(threads)   # torch threads for training; None: zor.engine.threads decides
+        self.reducer: distributed_.Reducer = distributed_.start(self) if distributed else distributed_.OFF
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -127,6 +134,17 @@ class Zor(nn.Module):
     @property
     def sizes(self) -> list[int]:
         return [layer.size for layer in self.layers]
+
+    @property
+    def distributed(self) -> bool:
+        """Whether train_batch all-reduces its batch statistics over the process group (zor.engine.distributed)."""
+        return self.reducer.active
+
+    def set_distributed(self, flag: bool) -> None:
+        """Switch exact data parallelism on (needs an initialised default torch.distributed process group and
+        the same network on every rank, else ConfigError) or off."""
+        self.reducer = distributed_.start(self) if flag else distributed_.OFF
+        self._spike_sums = None
 
     @property
     def stateful(self) -> bool:
@@ -205,13 +223,7 @@ class Zor(nn.Module):
         """x checked (zor.engine.inputs) as a (B, width) batch on this network's device; a sparse batch
         (only where ``allow_sparse``) becomes the event input of zor.engine.events."""
         if events.is_sparse(x):
-            if not allow_sparse:
-                raise DTypeError(f"{what}: expected a dense tensor or array, got a sparse {x.layout} tensor "
-                                 "(only the input batch may be sparse)")
-            x = events.as_events(x, width, self.device, what)
-            events.check_input_layer(self.layers[0].stateful, self.unit_threshold(0), self._acts[0],
-                                     self.connections[0].kind)
-            return x
+            return events.input_batch(self, x, width, what, allow_sparse)
         return inputs.as_batch(x, width, what, self.device)
 
     # ------------------------------------------------------------------ forward
@@ -268,11 +280,7 @@ class Zor(nn.Module):
     def _forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, list[rules.Trace]]:
         """Forward pass on a checked input, moving the firing-rate averages; returns (output, traces)."""
         out, traces = self._forward(x)
-        for i, (layer, t) in enumerate(zip(self.layers, traces)):
-            s_units = t.s if layer.kind == "dense" else t.s.reshape(t.s.shape[0] * layer.channels, -1)
-            if layer.kind == "conv":   # per channel: (B·C, H·W) → mean over positions, back to (B, C)
-                s_units = s_units.mean(dim=1).reshape(t.s.shape[0], layer.channels)
-            rules.update_rate(self.rate(i), s_units, layer.rate_momentum)
+        learning.update_rates(self, traces)
         return out, traces
 
     # ------------------------------------------------------------------ learning
@@ -309,9 +317,10 @@ class Zor(nn.Module):
 
     def _train_step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """train_batch on checked inputs (fit checks its whole data set once, not every batch)."""
-        out, traces = self._forward_train(x)
-        errors = target - out                                   # finite: both sides were checked
-        self._learn(traces, errors, False)
+        with threads_.for_step(self, x.shape[0]):
+            out, traces = self._forward_train(x)
+            errors = target - out                               # finite: both sides were checked
+            self._learn(traces, errors, False)
         return errors
 
     # ------------------------------------------------------------------ training loop
@@ -387,13 +396,3 @@ class Zor(nn.Module):
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}, rule={self.config.rule!r}, optimizer={self.config.optimizer!r}"
 
-
-def _with_overrides(config: ZorConfig, overrides: dict[str, Any]) -> ZorConfig:
-    """``config`` with the keyword settings given to Zor(...) in place (unknown names raise ConfigError)."""
-    if not overrides:
-        return config
-    known = {f.name for f in fields(ZorConfig)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ConfigError(f"unknown Zor settings {sorted(unknown)}: expected some of {sorted(known)}")
-    return replace(config, **overrides)

@@ -37,7 +37,7 @@ a_i = 2, a_{i+1} = 0.25, δ = 0.5 → E = 0.5, E′ = 0.5, U = 2·0.5·0.5 = 0.5
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -75,9 +75,12 @@ class Rule:
     """One learning-rule variant: the signal it sends and the co-activity it uses."""
 
     name = "base"
+    e_sum = False   # E is a sum over the batch (True) or a mean (False): how ranks combine it
 
-    def signal(self, delta: torch.Tensor, post: Trace, top: bool) -> torch.Tensor:
-        """δ̂: the signal used for this connection's update and sent down.  (B, n_{i+1})"""
+    def signal(self, delta: torch.Tensor, post: Trace, top: bool, reducer=None) -> torch.Tensor:
+        """δ̂: the signal used for this connection's update and sent down.  (B, n_{i+1})
+
+        ``reducer`` (zor.engine.distributed) sums batch statistics over ranks where the signal needs one."""
         return delta
 
     def post_activity(self, post: Trace) -> torch.Tensor:
@@ -120,9 +123,13 @@ class NormalizedRule(Rule):
     """δ̂ = δ / ‖δ‖ per unit over the batch; E = s_iᵀ a_{i+1} (binary pre, summed)."""
 
     name = "normalized"
+    e_sum = True
 
-    def signal(self, delta: torch.Tensor, post: Trace, top: bool) -> torch.Tensor:
-        return delta / delta.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    def signal(self, delta: torch.Tensor, post: Trace, top: bool, reducer=None) -> torch.Tensor:
+        if reducer is None or not reducer.active:
+            return delta / delta.norm(dim=0, keepdim=True).clamp_min(1e-12)
+        sq = reducer.sum_(delta.square().sum(dim=0, keepdim=True))   # Σ_b δ² over every rank's batch
+        return delta / sq.sqrt_().clamp_min(1e-12)
 
     def post_activity(self, post: Trace) -> torch.Tensor:
         return post.a
@@ -159,7 +166,7 @@ class GatedRule(PostSpikesRule):
 
     name = "gated"
 
-    def signal(self, delta: torch.Tensor, post: Trace, top: bool) -> torch.Tensor:
+    def signal(self, delta: torch.Tensor, post: Trace, top: bool, reducer=None) -> torch.Tensor:
         return delta if top else delta * post.s
 
 
@@ -185,11 +192,12 @@ def novelty(
     return (e - factor * r).clamp(0.0, 1.0), r
 
 
-def clip_norm(u: torch.Tensor, max_norm: Optional[float], scale: float = 1.0) -> torch.Tensor:
+def clip_norm(u: torch.Tensor, max_norm: Optional[float], scale: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
     """U ← scale · U · min(1, max_norm / ‖U‖), in place, in one pass over U (the clip
-    factor and any further scale fold into one multiply); no clip when max_norm is None."""
+    factor and any further scale fold into one multiply); no clip when max_norm is None.
+    ``scale`` may be a 0-d tensor (the error level, kept on the device)."""
     if max_norm is None:
-        return u.mul_(scale) if scale != 1.0 else u
+        return u.mul_(scale) if isinstance(scale, torch.Tensor) or scale != 1.0 else u
     norm = torch.linalg.vector_norm(u)
     return u.mul_(torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0) * scale)
 
