@@ -58,21 +58,21 @@ def _tests() -> dict[str, Any]:
     return {"passed": r.returncode == 0, "summary": tail, "command": " ".join(cmd[1:])}
 
 
-def _parity() -> dict[str, Any]:
+def _parity(gpu: str = "cuda") -> dict[str, Any]:
     from zor import Layer, Zor
     from zor.tasks.datasets import load_bundled
 
     x = load_bundled("train")[0][:64]
-    nets = [Zor([Layer(784), Layer(64), Layer(784)], seed=0, device=d) for d in ("cpu", "cuda")]
+    nets = [Zor([Layer(784), Layer(64), Layer(784)], seed=0, device=d) for d in ("cpu", gpu)]
     hists = [n.fit(x, steps=200, batch_size=32, progress=False, sync_every=1) for n in nets]
     diff = max(float((a - b.cpu()).abs().max()) for a, b in zip(nets[0].weights, nets[1].weights))
     return {"max_weight_diff": diff, "cpu_train_accuracy": hists[0].train_accuracy[-1],
             "cuda_train_accuracy": hists[1].train_accuracy[-1]}
 
 
-def _export(folder: Path) -> dict[str, Any]:
+def _export(folder: Path, gpu: str = "cuda") -> dict[str, Any]:
     ckpt, onnx = folder / "cuda.zor", folder / "cuda.onnx"
-    train = subprocess.run([sys.executable, "-m", "zor.train", "--device", "cuda", "--steps", "300", "--no-progress",
+    train = subprocess.run([sys.executable, "-m", "zor.train", "--device", gpu, "--steps", "300", "--no-progress",
                             "--checkpoint", str(ckpt)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     if train.returncode != 0:
         return {"passed": False, "step": "train", "error": train.stderr[-1500:]}
@@ -83,14 +83,15 @@ def _export(folder: Path) -> dict[str, Any]:
             "export": (export.stdout + export.stderr).strip()[-800:]}
 
 
-def _wide_steps(device: str, batch: int) -> dict[str, Callable[[], None]]:
+def _wide_steps(device: str, batch: int, sizes: Any = None) -> dict[str, Callable[[], None]]:
     import torch
 
     from zor import Layer, Zor
 
-    x = torch.rand(batch, WIDE[0], generator=torch.Generator().manual_seed(0)).to(device)
-    net = Zor([Layer(n) for n in WIDE], seed=0, device=device)
-    fc1, fc2 = torch.nn.Linear(WIDE[0], WIDE[1]).to(device), torch.nn.Linear(WIDE[1], WIDE[2]).to(device)
+    sizes = sizes or WIDE
+    x = torch.rand(batch, sizes[0], generator=torch.Generator().manual_seed(0)).to(device)
+    net = Zor([Layer(n) for n in sizes], seed=0, device=device)
+    fc1, fc2 = torch.nn.Linear(sizes[0], sizes[1]).to(device), torch.nn.Linear(sizes[1], sizes[2]).to(device)
     params = list(fc1.parameters()) + list(fc2.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=device.startswith("cuda"))
 
@@ -103,14 +104,19 @@ def _wide_steps(device: str, batch: int) -> dict[str, Callable[[], None]]:
     return {"zor": lambda: net._train_step(x, x), "mlp": mlp}
 
 
-def _throughput(batch: int, rounds: int, cpu_steps: int) -> dict[str, Any]:
+def _sync(device: str) -> Callable[[], None]:
     import torch
 
-    sync = torch.cuda.synchronize
-    gpu = _wide_steps("cuda", batch)
-    for fn in gpu.values():
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def _throughput(batch: int, rounds: int, cpu_steps: int, gpu: str = "cuda") -> dict[str, Any]:
+    import torch
+
+    steps = _wide_steps(gpu, batch)
+    for fn in steps.values():
         fn()
-    runs = common.interleave({k: _timed(fn, sync, 20) for k, fn in gpu.items()}, rounds)
+    runs = common.interleave({k: _timed(fn, _sync(gpu), 20) for k, fn in steps.items()}, rounds)
     torch.set_num_threads(1)
     cpu = _wide_steps("cpu", batch)["zor"]
     cpu()
@@ -120,11 +126,11 @@ def _throughput(batch: int, rounds: int, cpu_steps: int) -> dict[str, Any]:
            "zor_vs_mlp": common.paired_ratio(runs["mlp"], runs["zor"]),
            "zor_cpu_1thread_samples_per_s": batch / common.median(cpu_s)}
     out["cuda_vs_cpu_1thread"] = out["zor_cuda_samples_per_s"] / out["zor_cpu_1thread_samples_per_s"]
-    out.update(_quickstart(rounds))
+    out.update(_quickstart(rounds, gpu))
     return out
 
 
-def _quickstart(rounds: int) -> dict[str, Any]:
+def _quickstart(rounds: int, gpu: str = "cuda") -> dict[str, Any]:
     """The README quick start's 500 train_batch steps (784-64-784, batch 48, ten images) per device."""
     import torch
 
@@ -139,7 +145,7 @@ def _quickstart(rounds: int) -> dict[str, Any]:
             torch.manual_seed(0)
             net = Zor([Layer(784), Layer(64), Layer(784)], seed=0, device=device)
             xs = x10.to(device)
-            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+            sync = _sync(device)
             sync()
             start = time.perf_counter()
             for _ in range(500):
@@ -150,7 +156,7 @@ def _quickstart(rounds: int) -> dict[str, Any]:
         return once
 
     torch.set_num_threads(1)
-    runs = common.interleave({"cpu": run("cpu"), "cuda": run("cuda")}, rounds)
+    runs = common.interleave({"cpu": run("cpu"), "cuda": run(gpu)}, rounds)
     return {"quickstart_cpu_s": common.median(runs["cpu"]), "quickstart_cuda_s": common.median(runs["cuda"]),
             "quickstart_cuda_vs_cpu": common.paired_ratio(runs["cpu"], runs["cuda"])}
 
