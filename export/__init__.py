@@ -39,6 +39,7 @@ _PUBLIC = {
     "converter_for": ".registry",
     "kind_of": ".registry",
     "supported_kinds": ".registry",
+    "export_learnable": ".learnable",
 }
 
 __all__ = list(_PUBLIC)

@@ -30,7 +30,7 @@ from pathlib import Path
 import click
 
 from zor.common.cli import cli_errors
-from zor.common.errors import OutputPathError
+from zor.common.errors import ConfigError, OutputPathError
 from zor.common.fileio import check_output_file, output_folders
 
 __all__ = ["main"]
@@ -65,6 +65,21 @@ def _threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _export_learnable(checkpoint: Path, output: Path, threads: int, other_options: bool) -> None:
+    """zor-export --learnable (zor.export.learnable)."""
+    if other_options:
+        raise ConfigError("--learnable writes a float32 dense learning step, always verified: expected no "
+                          "--quantize, --path, --external-weights or --no-verify with it")
+    from .learnable import export_learnable
+
+    _threads(threads)
+    with output_folders(output.parent):
+        rep = export_learnable(checkpoint, output)
+    click.echo(f"wrote {output} (learnable step; verified against the engine over {rep['batches']} batches: worst "
+               f"relative difference {max(rep['worst'].values()):.2g}, spikes {rep['spikes'] - rep['spike_mismatches']}"
+               f"/{rep['spikes']} agree)")
+
+
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
@@ -94,14 +109,21 @@ def _threads(n: int) -> None:
 @click.option("--external-weights", is_flag=True,
               help="Write the weights to MODEL.weights next to MODEL.onnx (ONNX external data; the runtime can then "
                    "read only the rows of units that spike, for models larger than memory).")
+@click.option("--learnable", is_flag=True,
+              help="Write the learning step instead (zor.export.learnable): a graph a device trains with "
+                   "onnxruntime alone (zor.runtime.Learner, zor-learn); verified against the engine over 100 batches.")
 @cli_errors
 def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calibration: Path | None,
                max_drop: float, spike_budget: float, steps: int | None, no_verify: bool, threads: int,
-               path: str, max_batch: int, external_weights: bool) -> None:
+               path: str, max_batch: int, external_weights: bool, learnable: bool = False) -> None:
     """Export CHECKPOINT to an ONNX file (verified unless --no-verify)."""
     if output.is_dir():
         raise OutputPathError(f"-o {output}: it is a folder, expected a file path like model.onnx")
     check_output_file(output, [checkpoint, calibration], create=True, what="-o")   # before the exporter loads
+    if learnable:
+        _export_learnable(checkpoint, output, threads, quantize != "none" or path != "dense" or external_weights
+                          or no_verify)
+        return
     from .api import export
     from .inspect import paths_line, quantization_line, verification_line
 

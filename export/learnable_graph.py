@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from zor.common.errors import UnsupportedLayerError
+from zor.common.errors import UnsupportedLearnableError
 
 __all__ = ["OPSET", "SUPPORTED", "spec_of", "state_names", "build_step_graph", "check_supported"]
 
@@ -48,18 +48,18 @@ _ACT_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
 
 
 def check_supported(net: Any) -> None:
-    """UnsupportedLayerError naming the first layer the step graph cannot express."""
+    """UnsupportedLearnableError (exit 2) naming the first layer the step graph cannot express."""
     for i, layer in enumerate(net.layers):
         if layer.kind != "dense":
-            raise UnsupportedLayerError(f"--learnable: layer {i} is a {layer.kind!r} layer; supported: {SUPPORTED}")
+            raise UnsupportedLearnableError(f"--learnable: layer {i} is a {layer.kind!r} layer; supported: {SUPPORTED}")
         if layer.stateful:
-            raise UnsupportedLayerError(f"--learnable: layer {i} is stateful (decay {layer.decay}); "
+            raise UnsupportedLearnableError(f"--learnable: layer {i} is stateful (decay {layer.decay}); "
                                         f"supported: {SUPPORTED}")
         if layer.activation != "identity" and layer.activation not in _ACT_OPS:
-            raise UnsupportedLayerError(f"--learnable: layer {i} activation {layer.activation!r}; "
+            raise UnsupportedLearnableError(f"--learnable: layer {i} activation {layer.activation!r}; "
                                         f"supported: {SUPPORTED}")
     if net.config.optimizer not in ("adam", "adamw", "sgd"):
-        raise UnsupportedLayerError(f"--learnable: optimizer {net.config.optimizer!r}; supported: {SUPPORTED}")
+        raise UnsupportedLearnableError(f"--learnable: optimizer {net.config.optimizer!r}; supported: {SUPPORTED}")
 
 
 def spec_of(net: Any) -> dict:

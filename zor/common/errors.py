@@ -65,6 +65,7 @@ __all__ = [
     "OutputPathError",
     "DistributedError",
     "LearningDivergedError",
+    "UnsupportedLearnableError",
     "ZorWarning",
 ]
 
@@ -180,6 +181,12 @@ class DistributedError(ZorError):
 
 class LearningDivergedError(ZorError):
     """On-device learning produced non-finite weights: the step was refused, the last good state kept."""
+
+
+class UnsupportedLearnableError(UnsupportedLayerError):
+    """``--learnable`` asked of a layer kind or setting the learning-step graph cannot express (bad input)."""
+
+    exit_code = 2
 
 
 class ZorWarning(UserWarning):

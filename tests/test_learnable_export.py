@@ -1,0 +1,102 @@
+"""zor.export.learnable: the learning step as an ONNX graph, checked against the engine and by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from zor import Layer, Zor
+from zor.common.errors import UnsupportedLayerError
+from zor.engine.layer import Conv
+from zor.export.cli import main as export_main
+from zor.export.learnable import MOMENT_TOLERANCE, TOLERANCE, export_learnable, initial_state, verify_learnable
+from zor.export.learnable_graph import build_step_graph
+
+
+def _net(rule: str, novelty: float, scaling: bool, optimizer: str = "adamw") -> Zor:
+    return Zor([Layer(12), Layer(10, activation_function="relu"), Layer(8, novelty_factor=novelty), Layer(5)],
+               seed=3, rule=rule, error_scaling=scaling, optimizer=optimizer)
+
+
+@pytest.mark.parametrize("rule", ["coactivity", "normalized", "post_spikes", "gated"])
+@pytest.mark.parametrize("novelty", [0.0, 0.3])
+@pytest.mark.parametrize("scaling", [True, False])
+def test_graph_matches_engine_every_rule(rule: str, novelty: float, scaling: bool) -> None:
+    rep = verify_learnable(_net(rule, novelty, scaling), batches=20, batch_size=6)
+    assert rep["passed"], rep["failures"]
+    assert rep["spike_mismatches"] == 0 and rep["spikes"] > 0
+    assert all(v <= (MOMENT_TOLERANCE if k.startswith(("adam_", "novelty_")) else TOLERANCE)
+               for k, v in rep["worst"].items())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_graph_matches_engine_other_optimisers(optimizer: str) -> None:
+    net = Zor([Layer(9, homeostasis_rate=0.01), Layer(7, activation_function="sigmoid", threshold_range=(0.0, 0.4),
+                                                      max_update_norm=None),
+               Layer(4, activation_function="tanh", max_weight=None)], seed=1, optimizer=optimizer, weight_decay=0.05)
+    rep = verify_learnable(net, batches=20, batch_size=5)
+    assert rep["passed"], rep["failures"]
+
+
+def test_one_step_by_hand() -> None:
+    """[1] → [1], coactivity, SGD lr 0.1 without momentum, no error scaling; W = 0.1, x = 2, target = 1:
+    a_0 = 2, y = 0.2, δ = 0.8, E = a_0·a_1 = 0.4, G = a_0·δ = 1.6, U = G·E = 0.64 (‖U‖ < 1: no clip),
+    W ← 0.1 + 0.1·0.64 = 0.164; r_0 ← 0.9·0.75 + 0.1·1 = 0.775."""
+    net = Zor([Layer(1), Layer(1)], seed=0, rule="coactivity", optimizer="sgd", lr=0.1, momentum=0.0,
+              weight_decay=0.0, error_scaling=False)
+    net.weights[0].data.fill_(0.1)
+    sess = ort.InferenceSession(build_step_graph(net).SerializeToString(), providers=["CPUExecutionProvider"])
+    state = initial_state(net)
+    got = dict(zip(["output", "error", "weight_0_out", "rate_0_out"],
+                   sess.run(["output", "error", "weight_0_out", "rate_0_out"],
+                            {"x": np.array([[2.0]], np.float32), "target": np.array([[1.0]], np.float32), **state})))
+    assert got["output"][0, 0] == pytest.approx(0.2, abs=1e-6)
+    assert got["error"][0, 0] == pytest.approx(0.8, abs=1e-6)
+    assert got["weight_0_out"][0, 0] == pytest.approx(0.164, abs=1e-6)
+    assert got["rate_0_out"][0] == pytest.approx(0.775, abs=1e-6)
+
+
+def test_unsupported_layers_refused() -> None:
+    conv = Zor([Layer(16, shape=(1, 4, 4)), Conv(2, kernel_size=3), Layer(3)], seed=0)
+    with pytest.raises(UnsupportedLayerError, match="layer 1 is a 'conv' layer; supported: stateless dense"):
+        build_step_graph(conv)
+    stateful = Zor([Layer(4), Layer(3, decay=0.5), Layer(2)], seed=0)
+    with pytest.raises(UnsupportedLayerError, match="layer 1 is stateful") as exc:
+        build_step_graph(stateful)
+    assert exc.value.exit_code == 2
+
+
+def test_export_writes_file_with_state_and_metadata(tmp_path) -> None:
+    net = Zor([Layer(6), Layer(5), Layer(6)], seed=0)
+    out = tmp_path / "m-learn.onnx"
+    rep = export_learnable(net, out, batches=10)
+    assert rep["passed"]
+    proto = onnx.load(str(out))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["zor.format"] == "zor-learnable"
+    spec = json.loads(meta["zor.learnable"])
+    assert spec["rule"] == "gated" and spec["optimizer"] == "adamw" and spec["sizes"] == [6, 5, 6]
+    assert spec["state"][:4] == ["step", "weight_0", "adam_m_0", "adam_v_0"]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    np.testing.assert_array_equal(inits["weight_0"], net.weights[0].detach().numpy())
+    assert json.loads(meta["zor.verification"])["batches"] == 10
+
+
+def test_cli_learnable(tmp_path) -> None:
+    ckpt = tmp_path / "m.zor"
+    Zor([Layer(6), Layer(4), Layer(6)], seed=0).save(ckpt)
+    r = CliRunner().invoke(export_main, ["export", str(ckpt), "-o", str(tmp_path / "l.onnx"), "--learnable"])
+    assert r.exit_code == 0, r.output
+    assert "learnable step; verified against the engine over 100 batches" in r.output
+    r = CliRunner().invoke(export_main, ["export", str(ckpt), "-o", str(tmp_path / "q.onnx"), "--learnable",
+                                         "--quantize", "int8"])
+    assert r.exit_code == 2 and "expected no --quantize" in r.output
+    stateful = tmp_path / "s.zor"
+    Zor([Layer(4), Layer(3, decay=0.5), Layer(2)], seed=0).save(stateful)
+    r = CliRunner().invoke(export_main, ["export", str(stateful), "-o", str(tmp_path / "s.onnx"), "--learnable"])
+    assert r.exit_code == 2 and "stateful" in r.output and not (tmp_path / "s.onnx").exists()
