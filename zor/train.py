@@ -68,7 +68,7 @@ def load_data(name: str, width: int, per_class: Optional[int], seed: int) -> np.
 
 
 def _device(name: str, distributed: bool) -> str:
-    """The torch device of this process: under torchrun on GPUs, cuda:LOCAL_RANK."""
+    """The torch device of this process: under torchrun on GPUs, "cuda" set to GPU LOCAL_RANK."""
     import torch
 
     if name not in ("auto", "cpu", "cuda"):
@@ -77,8 +77,8 @@ def _device(name: str, distributed: bool) -> str:
         raise ConfigError("--device cuda asked for, but torch sees no CUDA GPU: use --device cpu or auto")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and distributed:
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if name == "cuda" and distributed:   # one GPU per rank; "cuda" then means it (same config on every rank)
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return name
 
 
@@ -103,7 +103,7 @@ def _summary(hist: Any, net: Any, opts: dict[str, Any], world: int) -> dict[str,
     return {"steps": hist.steps, "start_step": hist.start_step, "seconds": hist.seconds,
             "samples_per_s": done * opts["batch_size"] / hist.seconds if hist.seconds > 0 else None,
             "train_accuracy": hist.train_accuracy[-1] if hist.train_accuracy else None,
-            "world_size": world, "device": str(net.device), "sizes": net.sizes,
+            "world_size": world, "device": str(net.device), "sizes": net.sizes, "threads": hist.threads,
             "batch_size": opts["batch_size"], "checkpoint": opts["checkpoint"]}
 
 
@@ -126,7 +126,8 @@ def _summary(hist: Any, net: Any, opts: dict[str, Any], world: int) -> dict[str,
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint when it exists.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the weights and the sampling.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads per process.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads per process (default: chosen from the work size, zor.engine.threads).")
 @click.option("--distributed/--single", default=None,
               help="Data parallel (default: when torchrun's WORLD_SIZE is set).")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Collective timeout, seconds.")
@@ -149,10 +150,9 @@ def main(**opts: Any) -> None:
 
     from zor import Layer, Zor
 
-    if opts["threads"] is not None:
-        torch.set_num_threads(opts["threads"])
     torch.manual_seed(opts["seed"])
     net = Zor([Layer(n) for n in sizes], seed=opts["seed"], device=_device(opts["device"], distributed),
+              threads=opts["threads"],
               rule=opts["rule"], optimizer=opts["optimizer"], lr=opts["lr"], weight_average=opts["weight_average"])
     start = time.perf_counter()
     hist = _fit(net, x, opts, distributed)
@@ -161,8 +161,7 @@ def main(**opts: Any) -> None:
         import torch.distributed as dist
 
         world, rank = dist.get_world_size(), dist.get_rank()
-    summary = {**_summary(hist, net, opts, world), "wall_s": time.perf_counter() - start,
-               "threads": torch.get_num_threads()}
+    summary = {**_summary(hist, net, opts, world), "wall_s": time.perf_counter() - start}
     if rank == 0:
         click.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
         if opts["json_path"]:

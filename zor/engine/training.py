@@ -39,7 +39,7 @@ import torch
 from zor.common.curriculum import CurriculumSampler
 from zor.common.errors import ConfigError, ShapeError, ZorWarning
 
-from . import resume
+from . import resume, threads
 from .averaging import WeightAverage
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ class History:
     train_accuracy: list = field(default_factory=list)     # 100·(1 − mean|error|) per step
     val: list = field(default_factory=list)                # (step, metrics dict) pairs
     start_step: int = 0                                    # > 0 when the run resumed from a checkpoint
+    threads: Optional[int] = None                          # torch threads per step (CPU; zor.engine.threads)
 
 
 @dataclass
@@ -112,7 +113,8 @@ def fit(net: "Zor", x: "ArrayLike", y: Optional["ArrayLike"], steps: int, batch_
     group = _Group.start(net, batch_size, run.timeout) if run.distributed else _Group()
     sampler = CurriculumSampler(x.shape[0], rng=net._sampler_rng, enabled=curriculum)
     check_signal(net, x[: min(batch_size, x.shape[0])] if not x.is_sparse else x.narrow_copy(0, 0, 1))
-    hist = History()
+    hist = History(threads=threads.choose_threads(net, batch_size // group.world) if net.device.type == "cpu"
+                   else None)
     average = WeightAverage(net.weights, net.config.weight_average) if net.config.weight_average else None
     state = resume.TrainingState(sampler, average, hist, batch_size, curriculum)
     if run.resume and run.checkpoint is not None:
