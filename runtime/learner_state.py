@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
 from typing import Mapping
 
@@ -61,7 +62,8 @@ def parse_state(data: bytes, model_hash: str, expected: Mapping[str, tuple]) -> 
             header = json.loads(bytes(z["__header__"]).decode())
             names = header["names"]
             state = {n: z[f"s_{i}"] for i, n in enumerate(names)}
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError, TypeError, UnicodeDecodeError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError, TypeError, RuntimeError,
+            NotImplementedError, struct.error) as exc:     # RuntimeError: a flipped 'encrypted' flag
         raise StateError(f"learner state: expected a state file written by Learner.save_state, "
                          f"could not read it ({type(exc).__name__}: {exc}); truncated or not a state file") from exc
     if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:

@@ -9,13 +9,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from zor.export.cli import main as export_main
+from zor.export.learnable import (
+    MOMENT_TOLERANCE,
+    TOLERANCE,
+    export_learnable,
+    initial_state,
+    verify_learnable,
+)
+from zor.export.learnable_graph import build_step_graph
 
 from zor import Layer, Zor
 from zor.common.errors import UnsupportedLayerError
 from zor.engine.layer import Conv
-from zor.export.cli import main as export_main
-from zor.export.learnable import MOMENT_TOLERANCE, TOLERANCE, export_learnable, initial_state, verify_learnable
-from zor.export.learnable_graph import build_step_graph
 
 
 def _net(rule: str, novelty: float, scaling: bool, optimizer: str = "adamw") -> Zor:
