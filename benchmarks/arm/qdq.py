@@ -34,7 +34,8 @@ import numpy as np
 __all__ = ["ARITHMETICS", "expected_arithmetic", "read_params", "simulate", "envelope"]
 
 ARITHMETICS = ("int32", "int16_pairs")
-_OPS = ["Identity", "DequantizeLinear", "Greater", "Where", "QuantizeLinear", "MatMul", "Sigmoid"]
+# the gate g = c·Cast(c > θ) (Cast, Mul; Where in exports made before it) is the same value either way
+_OPS = ["Identity", "DequantizeLinear", "Greater", "Where", "Cast", "Mul", "QuantizeLinear", "MatMul", "Sigmoid"]
 
 
 def expected_arithmetic(machine: str, isa: tuple | list) -> str:
