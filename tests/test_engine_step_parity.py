@@ -13,6 +13,7 @@ of up to 50k entries, whose float32 rounding grows with their size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from zor import Layer, Zor
+from zor.common.errors import ConfigError
 from zor.engine.layer import Conv
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "engine_step_parity.json"
@@ -124,3 +126,95 @@ def test_step_matches_the_pinned_results(name):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     write_golden()
+
+
+# ---------------------------------------------------------------- no host read-backs in the step
+
+def _no_readback(*args, **kwargs):
+    raise AssertionError("the training step read a tensor back to the host")
+
+
+@pytest.mark.parametrize("rule", ["coactivity", "normalized", "post_spikes", "gated"])
+@pytest.mark.parametrize("scaling", [True, False])
+def test_training_step_reads_nothing_back(rule, scaling):
+    """On CUDA a read-back stalls the stream; on CPU the same calls go through these methods, so
+    patching them to raise proves the step makes none (after the first step filled the caches)."""
+    from unittest import mock
+
+    net = Zor([Layer(30), Layer(20, novelty_factor=0.3), Layer(12, max_update_norm=None), Layer(30)],
+              rule=rule, error_scaling=scaling, device="cpu", seed=0)
+    x = torch.rand(8, 30, generator=torch.Generator().manual_seed(0))
+    net.train_batch(x, x)
+    before = net.weights[0].detach().clone()
+    names = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist")
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            stack.enter_context(mock.patch.object(torch.Tensor, name, _no_readback))
+        for _ in range(3):
+            net._train_step(x, x)
+    assert not torch.equal(before, net.weights[0]), "the patched steps did not train"
+
+
+def test_always_spiking_cache_follows_threshold_changes():
+    from zor.engine.learning import always_spikes
+
+    net = Zor([Layer(4), Layer(3), Layer(2)], device="cpu", seed=0)
+    x = torch.rand(5, 4, generator=torch.Generator().manual_seed(1))
+    net.train_batch(x, x[:, :2])
+    assert always_spikes(net, 2) is True and always_spikes(net, 1) is False   # output θ = −inf, hidden θ = 0
+    net.set_threshold(2, 0.5)                   # changed outside homeostasis: read again
+    assert always_spikes(net, 2) is False
+    net.set_threshold(1, float("-inf"))
+    assert always_spikes(net, 1) is True
+    net.train_batch(x, x[:, :2])                # homeostasis keeps −inf at −inf
+    assert always_spikes(net, 1) is True and bool(torch.isneginf(net.threshold(1)).all())
+
+
+def test_always_spiking_layer_with_a_finite_lower_bound_stops_always_spiking():
+    from zor.engine.learning import always_spikes
+
+    net = Zor([Layer(4), Layer(3, threshold=float("-inf"), threshold_range=(-2.0, None)), Layer(2)],
+              device="cpu", seed=0)
+    x = torch.rand(5, 4, generator=torch.Generator().manual_seed(1))
+    net.train_batch(x, x[:, :2])                # the clamp lifts θ = −inf to −2
+    assert torch.equal(net.threshold(1), torch.full((3,), -2.0))
+    assert always_spikes(net, 1) is False
+
+
+# ---------------------------------------------------------------- thread policy
+
+def test_thread_policy(monkeypatch):
+    from zor.engine import threads
+
+    monkeypatch.delenv("ZOR_THREADS", raising=False)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "_AT_IMPORT", torch.get_num_threads())
+    small = Zor([Layer(784), Layer(64), Layer(784)], device="cpu")
+    # 8 · 48 · (784·64·2) = 38.5 MFLOP < 200 MFLOP per thread: one thread
+    assert threads.work(small, 48) == 8 * 48 * 784 * 64 * 2
+    assert threads.choose_threads(small, 48) == 1
+    wide = Zor([Layer(784), Layer(4096), Layer(784)], device="cpu")
+    # 8 · 48 · 6.4M = 2.47 GFLOP → 12 threads wanted, capped at torch's count at import
+    assert threads.choose_threads(wide, 48) == min(12, threads._AT_IMPORT)
+    assert Zor([Layer(4), Layer(2)], device="cpu", threads=3).threads == 3
+    assert threads.choose_threads(Zor([Layer(4), Layer(2)], device="cpu", threads=3), 48) == 3
+    monkeypatch.setenv("ZOR_THREADS", "2")
+    assert threads.choose_threads(small, 48) == 2
+    monkeypatch.setenv("ZOR_THREADS", "two")
+    with pytest.raises(ConfigError, match="ZOR_THREADS"):
+        threads.choose_threads(small, 48)
+    with pytest.raises(ConfigError, match="threads must be"):
+        Zor([Layer(4), Layer(2)], device="cpu", threads=0)
+
+
+def test_apply_threads_restores_and_a_user_setting_wins(monkeypatch):
+    from zor.engine import threads
+
+    monkeypatch.delenv("ZOR_THREADS", raising=False)
+    before = torch.get_num_threads()
+    with threads.apply_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    monkeypatch.setattr(threads, "_AT_IMPORT", before + 1)   # as if the user changed it after import
+    assert threads.user_threads() == before
