@@ -2,8 +2,8 @@
 
     python -m benchmarks.nir_fashion            # prints the table, writes benchmarks/results/nir_fashion.json
 
-The network: 784 → Linear 128 → Leaky → Linear 10 → Leaky (reset "zero", per-unit β = 0.9), T steps of Bernoulli
-spikes (P = pixel intensity), class = most output spikes (ties: lowest index, in both). snnTorch's Leaky is
+The network: 784 → Linear 128 → Leaky → Linear 10 → Leaky (reset "zero", per-unit β = 0.9), T steps of
+Bernoulli spikes (P = pixel intensity), class = most output spikes (ties: lowest index, in both). snnTorch's Leaky is
 
     v_t = β (1 − s_{t−1}) v_{t−1} + W x_t + b,   s_t = [v_t > θ]
 

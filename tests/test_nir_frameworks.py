@@ -4,8 +4,8 @@ Each fixture holds a network trained in snnTorch, written by snnTorch's own NIR 
 eager forward pass over T = 100 steps on rate-coded Fashion-MNIST spikes. Three kinds of evidence:
 
 1. The discretisation documented in docs/nir-frameworks.md, written out here in a few lines of torch
-   (forward Euler at the dt that matches the framework, DTS below, reset to v_reset after a spike, recurrent edges one step
-   late, a node fed only by such an edge giving its bias at step 0), reproduces snnTorch's spikes from the
+   (forward Euler at the dt that matches the framework, DTS below, reset to v_reset after a spike, recurrent
+   edges one step late, a node fed only by such an edge giving its bias at step 0), reproduces snnTorch's spikes from the
    file alone (CubaLIF: with snnTorch's own reset rule, which NIR cannot state; see the rsyn test):
 
        IF:      v ← v + dt·r·x;                             s = [v > θ];  v ← v_reset where s
@@ -116,7 +116,8 @@ def euler_run(graph, xs: np.ndarray, dt: float, cuba_rule: str = "nir") -> dict[
     """The documented discretisation over xs (T, B, *shape): spikes (T, B, n) of every LIF/CubaLIF node, in order.
 
     cuba_rule "nir" reads CubaLIF as NIR defines it (reset v to v_reset after a spike, then integrate);
-    "snntorch" as snnTorch's RSynaptic/Synaptic with reset_mechanism="zero" runs: v_t = (1 − s_{t−1})(β v_{t−1} + i_t).
+    "snntorch" as snnTorch's RSynaptic/Synaptic with reset_mechanism="zero" runs:
+    v_t = (1 − s_{t−1})(β v_{t−1} + i_t).
     """
     import torch
 
