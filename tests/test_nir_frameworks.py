@@ -1,12 +1,14 @@
 """NIR files written by the frameworks themselves (tests/fixtures/nir/, from benchmarks/nir_fixtures.py).
 
-Each fixture holds a network trained in snnTorch, written by snnTorch's own NIR exporter, and snnTorch's own
-eager forward pass over T = 100 steps on rate-coded Fashion-MNIST spikes. Three kinds of evidence:
+Each fixture holds a network trained in snnTorch, Norse or sinabs, written by that framework's own NIR
+exporter, and the framework's own eager forward pass over T = 100 steps on rate-coded Fashion-MNIST spikes.
+Three kinds of evidence:
 
 1. The discretisation documented in docs/nir-frameworks.md, written out here in a few lines of torch
-   (forward Euler at the dt that matches the framework, DTS below, reset to v_reset after a spike, recurrent
-   edges one step late, a node fed only by such an edge giving its bias at step 0), reproduces snnTorch's spikes from the
-   file alone (CubaLIF: with snnTorch's own reset rule, which NIR cannot state; see the rsyn test):
+   (forward Euler at the dt that matches the framework, DTS below, reset to v_reset after a spike,
+   recurrent edges one step late, a node fed only by such an edge giving its bias at step 0), reproduces
+   the framework's spikes from the file alone (CubaLIF: with snnTorch's own reset rule, which NIR cannot
+   state; see the rsyn test):
 
        IF:      v ← v + dt·r·x;                             s = [v > θ];  v ← v_reset where s
        LIF:     v ← v + dt/τ (v_leak − v + r·x);            s = [v > θ];  v ← v_reset where s
