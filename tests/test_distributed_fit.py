@@ -115,7 +115,7 @@ def test_a_dead_rank_makes_the_other_exit_naming_the_timeout(tmp_path):
         for p in ranks:
             p.kill()
     assert ranks[0].returncode == 1, err[-2000:]
-    assert "rank 0" in err and "timeout of 5 s" in err and "Traceback" not in err
+    assert "rank 0" in err and "timeout of 5 s" in err and "Traceback" not in err, err[-2000:]
 
 
 def test_a_world_size_that_does_not_divide_the_batch_is_refused():
