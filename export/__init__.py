@@ -40,6 +40,7 @@ _PUBLIC = {
     "kind_of": ".registry",
     "supported_kinds": ".registry",
     "export_learnable": ".learnable",
+    "export_nir": ".nir.export",
 }
 
 __all__ = list(_PUBLIC)

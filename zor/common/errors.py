@@ -56,6 +56,7 @@ __all__ = [
     "DataNotFoundError",
     "ExportError",
     "UnsupportedLayerError",
+    "NirGraphError",
     "VerificationError",
     "QuantizationError",
     "ModelFileError",
@@ -126,6 +127,13 @@ class ExportError(ZorError):
 
 class UnsupportedLayerError(ExportError):
     """No converter is registered for a layer kind."""
+
+
+class NirGraphError(ExportError, ValueError):
+    """A NIR graph that cannot be imported: unreadable file, unknown node type, missing or non-finite
+    parameters, shapes that do not meet along an edge, dangling edges, dt ≤ 0."""
+
+    exit_code = 2
 
 
 class VerificationError(ExportError):
