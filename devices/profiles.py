@@ -193,11 +193,17 @@ _P = [
                       "784-128-784, 1 thread, zor.export int8 QDQ u8/s8, gate c·float(c>θ)): 1.79x float32 "
                       "speed at batch 64 through Model.run (1.85x bare onnxruntime), 0.97x at batch 1 "
                       "(docs/notes/int8-vnni.md)",
-        sparse_break_even=0.3,    # estimate: as x86-64-avx2 (the sparse and dense float paths use the same
-                                  # FMA kernels; VNNI speeds int8 only), slightly lower for wider vectors
-        sparse_evidence="estimate: no VNNI machine to measure; float32 GEMV and row gathers cost about as on "
-                        "x86-64-avx2 (measured 0.18 to 0.61 there, growing with the layer), taken at 0.3 with the "
-                        "fixed-cost formula",
+        # Measured by benchmarks/sparse_inference.py (width_break_even, layer_sweep) on a 2-core AMD EPYC with
+        # AVX-512 VNNI, 1 thread, batch 1, float32, sparse form with row groups, mean of two runs: 0.17 at
+        # 256x256, 0.20 at 512, 0.39 at 1024, 0.38 at 2048, 0.32 at 4096 (docs/notes/sparse-avx512.md). The
+        # 4096 layer breaks even lower than on AVX2 (0.6): AVX-512 makes the memory-bound dense GEMV faster.
+        sparse_break_even=0.32,
+        sparse_min_synapses=16384,   # as x86-64-avx2 (128x128 never paid there); not measured below 256 here
+        sparse_curve=((65536, 0.17), (262144, 0.2), (1048576, 0.39), (4194304, 0.38), (16777216, 0.32)),
+        sparse_evidence="measured (benchmarks/sparse_inference.py, AMD EPYC with AVX-512 VNNI, onnxruntime, "
+                        "1 thread, batch 1, float32, mean of two runs on a shared machine): dense and sparse cost "
+                        "the same at 0.17 / 0.20 / 0.39 / 0.38 / 0.32 of the units active for 256 / 512 / 1024 / "
+                        "2048 / 4096-wide square layers",
         cpu_match={"flags_any": ["avx512_vnni", "avx_vnni"]},
         notes="U8S8 QDQ, full range: VNNI accumulates in int32",
     ),
