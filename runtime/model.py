@@ -185,6 +185,9 @@ class Model:
         self._out_names = set(names_out)
         self._limit = None if self._rows is not None else self.metadata.max_batch
         self._width = sizes[0]
+        shape = self.metadata.task.get("input", {}).get("shape") if self.metadata.task.get("source") == "nir" else None
+        # a NIR import takes one step's events (B, *shape) too, flattened here to the graph's (B, n_0)
+        self._event_shape = tuple(shape) if isinstance(shape, list) and len(shape) > 1 else None
         self._base_names = [fmt.OUTPUT] + [s.output for s in self.metadata.state]   # fetched by every call
         self._plain = not self.metadata.state and self._limit is None   # feeds are the input alone, any batch
         self._call = self._runner()
@@ -204,6 +207,8 @@ class Model:
     def _feeds(self, x: Any, state: Optional[Mapping[str, Any]] = None) -> dict[str, np.ndarray]:
         """Validated feeds: ``input`` plus every state input (given, else initial)."""
         given: dict[str, Any]
+        if self._event_shape is not None and isinstance(x, np.ndarray) and x.shape[1:] == self._event_shape:
+            x = x.reshape(len(x), -1)
         if type(x) is np.ndarray and not state and self._plain:
             return {fmt.INPUT: check_array(fmt.INPUT, x, self._width)}      # the common call: one array, stateless
         if not isinstance(x, np.ndarray) and isinstance(x, Mapping):
