@@ -69,6 +69,10 @@ def spec_of(net: Any) -> dict:
         "rule": c.rule, "optimizer": c.optimizer, "lr": c.lr, "betas": list(c.betas), "eps": 1e-8,
         "weight_decay": c.weight_decay, "momentum": c.momentum, "error_scaling": c.error_scaling,
         "min_error_scale": c.min_error_scale, "sizes": list(net.sizes),
+        # layers whose every unit spikes for good (θ = −inf, no lower clamp): s ≡ 1 there
+        "always": [bool(np.isneginf(net.threshold(i).cpu().numpy()).all()) and
+                   (layer.threshold_range is None or layer.threshold_range[0] is None)
+                   for i, layer in enumerate(net.layers)],
         "layers": [{
             "activation": layer.activation, "homeostasis_rate": net._eta[i],
             "target_activation": layer.target_activation, "rate_momentum": layer.rate_momentum,
@@ -149,20 +153,27 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
     """The 'gradient' −ε·clip(G ⊙ E′) of W_i; writes novelty_i_out when novelty is on."""
     lay = spec["layers"][i]
     (s_i, a_i), (s_p, a_p) = pre, post
-    a_t = g.op("Transpose", a_i, perm=[1, 0])                                  # (n_i, B)
-    gm = g.op("Mul", g.op("MatMul", a_t, d), inv_b)                            # G (n_i, n_{i+1})
     rule = spec["rule"]
+    d_b = g.op("Mul", d, inv_b)                                                # δ̂ / B (B, n_{i+1}): the small side
     if rule == "normalized":
-        e = g.op("MatMul", g.op("Transpose", s_i, perm=[1, 0]), a_p)           # s_iᵀ a_{i+1}
-    else:
-        e = g.op("Mul", g.op("MatMul", a_t, a_p if rule == "coactivity" else s_p), inv_b)
+        gm = g.op("Gemm", a_i, d_b, transA=1)                                  # G = a_iᵀ δ̂ / B
+        e = g.op("Gemm", s_i, a_p, transA=1)                                   # E = s_iᵀ a_{i+1}
+    elif rule != "coactivity" and spec["always"][i + 1]:                      # s_{i+1} ≡ 1: E is a column
+        gm = g.op("Gemm", a_i, d_b, transA=1)
+        e = g.op("Transpose", g.op("ReduceMean", a_i, axes=[0], keepdims=1), perm=[1, 0])   # (n_i, 1)
+    else:                                                                      # E and G in one product
+        post_b = g.op("Mul", a_p if rule == "coactivity" else s_p, inv_b)
+        both = g.op("Gemm", a_i, g.op("Concat", post_b, d_b, axis=1), transA=1)   # (n_i, 2 n_{i+1})
+        n = spec["sizes"][i + 1]
+        e = g.op("Slice", both, g.const([0], np.int64), g.const([n], np.int64), g.const([1], np.int64))
+        gm = g.op("Slice", both, g.const([n], np.int64), g.const([2 * n], np.int64), g.const([1], np.int64))
     nu = lay["novelty_factor"]
     if nu != 0.0:
         rho = lay["novelty_momentum"]
         r = g.op("Add", g.op("Mul", f"novelty_{i}", g.const(rho)), g.op("Mul", g.op("Abs", e), g.const(1.0 - rho)),
                  out=f"novelty_{i}_out")
         e = g.op("Sub", e, g.op("Mul", r, g.const(nu)))
-    e = g.op("Min", g.op("Max", e, g.const(0.0)), g.const(1.0))
+    e = g.op("Clip", e, g.const(0.0), g.const(1.0))
     u = g.op("Mul", gm, e)
     factor = neg_scale
     if lay["max_update_norm"] is not None:
@@ -196,7 +207,7 @@ def _optimise(g: _G, spec: dict, i: int, grad: str, t: str) -> None:
         denom = g.op("Add", g.op("Div", g.op("Sqrt", v), bc2), g.const(spec["eps"]))
         new = g.op("Sub", w, g.op("Mul", g.op("Div", m, denom), g.op("Div", g.const(lr), bc1)))
     if mw is not None:
-        new = g.op("Min", g.op("Max", new, g.const(-float(mw))), g.const(float(mw)))
+        new = g.op("Clip", new, g.const(-float(mw)), g.const(float(mw)))
     g.op("Identity", new, out=f"weight_{i}_out")
 
 
@@ -230,7 +241,7 @@ def _body(g: _G, spec: dict) -> None:
     for i in reversed(range(top + 1)):
         d = _signal(g, spec, delta, traces[i + 1][0], i == top)
         if i > 0:
-            delta = g.op("MatMul", d, g.op("Transpose", f"weight_{i}", perm=[1, 0]))   # (B, n_i), old W_i
+            delta = g.op("Gemm", d, f"weight_{i}", transB=1)                # δ̂ W_iᵀ (B, n_i), old W_i
         grad = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
         _optimise(g, spec, i, grad, t)
     _homeostasis(g, spec)

@@ -96,6 +96,7 @@ class Learner:
             self._session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:    # onnxruntime raises its own classes for a bad graph
             raise ModelFileError(f"{path}: onnxruntime refused the step graph ({exc})") from exc
+        self._weights = [n for n in self.names if n.startswith("weight_")]
         self._outputs = ["output", "error"] + [f"{n}_out" for n in self.names]
         self.rng = np.random.default_rng(seed)
         self.steps_done = 0
@@ -115,7 +116,7 @@ class Learner:
     def _run(self, x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         got = self._session.run(self._outputs, {"x": x, "target": target, **self.state})
         new = dict(zip(self.names, got[2:]))
-        bad = [n for n, v in new.items() if not np.isfinite(v[np.isfinite(self.state[n])]).all()]
+        bad = [n for n in self._weights if not np.isfinite(new[n]).all()]   # θ may be −inf: weights decide
         if bad or not np.isfinite(got[1]).all():
             raise LearningDivergedError(
                 f"learning diverged at step {self.steps_done + 1}: non-finite values in {bad or ['error']}; "

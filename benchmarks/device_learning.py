@@ -1,0 +1,201 @@
+"""Learning on the device: the runtime's Learner (onnxruntime alone) against the torch engine, one thread.
+
+Measured (torch.set_num_threads(1), onnxruntime intra-op 1):
+
+1. **Quick start on the runtime**: ``Zor([Layer(784), Layer(64), Layer(784)])``, exported
+   ``--learnable`` untrained, learns 10 Fashion-MNIST training images (a balanced subset)
+   on the runtime alone: 500 steps of batches of 48 drawn uniformly from the 10 images,
+   the same batches for the engine; the seed's metric 100·(1 − MAE) on 1,000 unseen test
+   images, and the wall time of the 500 steps (target: runtime ≥ 83 %, time ≤ the engine's).
+2. **Step time** at batch 48 for 784-64-784 and 784-256-10: runtime step / engine step,
+   the median of per-round ratios (rounds interleaved; benchmarks.common.paired_ratio), target ≤ 1.0.
+3. **Peak RSS** of a process that never imports torch, loading the learnable file and
+   learning 500 steps (VmHWM; target < 120 MB).
+4. **The 10th class** (examples/learn_new_class.py's setting): the runtime's adaptation,
+   the engine's on the same batches, and a closed-form ridge read-out refit in numpy
+   (W_out = (HᵀH + λI)⁻¹(HᵀY + λW_out_old) on the device images' hidden activations).
+
+Usage:
+    python -m benchmarks.device_learning --json out.json [--rounds 7] [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import numpy as np
+
+from benchmarks.common import (
+    balanced_subset,
+    command,
+    environment,
+    format_table,
+    interleave,
+    load_images,
+    paired_ratio,
+    set_threads,
+    write_json,
+)
+
+_RSS = textwrap.dedent("""
+    import sys, json, numpy as np
+    from zor.runtime import Learner
+    lr = Learner(sys.argv[1], threads=1)
+    x = np.load(sys.argv[2])
+    lr.fit(x, x, steps=500, batch_size=48, progress=False)
+    hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024
+    print(json.dumps({"peak_rss_mb": hwm, "torch": "torch" in sys.modules}))
+""")
+
+
+def _metric(out: np.ndarray, x: np.ndarray) -> float:
+    return 100.0 * (1.0 - float(np.abs(out - x).mean()))
+
+
+def quick_start(folder: Path, data: dict, seed: int) -> dict[str, Any]:
+    from zor.export import export_learnable
+    from zor.runtime import Learner
+
+    from zor import Layer, Zor
+    x, y = data["train"]
+    few = x[balanced_subset(y, 10, seed)]
+    test = data["test"][0][:1000]
+    make = lambda: Zor([Layer(784), Layer(64), Layer(784)], seed=seed)  # noqa: E731
+    export_learnable(make(), folder / "qs.onnx")
+    learner, engine = Learner(folder / "qs.onnx", threads=1), make()
+    rng = np.random.default_rng(seed)
+    batches = [few[rng.integers(0, 10, 48)] for _ in range(500)]
+    t0 = time.perf_counter()
+    for b in batches:
+        learner.step(b, b)
+    t_rt = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for b in batches:
+        engine.train_batch(b, b)
+    t_en = time.perf_counter() - t0
+    return {"runtime_metric": _metric(learner.predict(test), test),
+            "engine_metric": _metric(engine.forward(test, train=False).numpy(), test),
+            "runtime_s": t_rt, "engine_s": t_en, "few": few}
+
+
+def step_ratio(folder: Path, sizes: list, rounds: int, steps: int = 20) -> dict[str, Any]:
+    from zor.export import export_learnable
+    from zor.runtime import Learner
+
+    from zor import Layer, Zor
+    layers = lambda: [Layer(sizes[0]), Layer(sizes[1]), Layer(sizes[2])]  # noqa: E731
+    name = "x".join(map(str, sizes))
+    export_learnable(Zor(layers(), seed=0), folder / f"{name}.onnx", batches=10)
+    learner, engine = Learner(folder / f"{name}.onnx", threads=1), Zor(layers(), seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((48, sizes[0]), dtype=np.float32)
+    t = rng.random((48, sizes[2]), dtype=np.float32)
+
+    def timed(fn):
+        def go() -> float:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn(x, t)
+            return (time.perf_counter() - t0) / steps
+        return go
+    timed(learner.step)(), timed(engine.train_batch)()          # warm-up
+    r = interleave({"engine": timed(engine.train_batch), "runtime": timed(learner.step)}, rounds)
+    return {"network": name, "engine_ms": 1e3 * float(np.median(r["engine"])),
+            "runtime_ms": 1e3 * float(np.median(r["runtime"])),
+            "ratio": paired_ratio(r["runtime"], r["engine"])}   # runtime / engine: < 1 is faster
+
+
+def peak_rss(folder: Path, few: np.ndarray) -> dict[str, Any]:
+    np.save(folder / "few.npy", few)
+    r = subprocess.run([sys.executable, "-c", _RSS, str(folder / "qs.onnx"), str(folder / "few.npy")],
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _hidden(state: dict, x: np.ndarray) -> np.ndarray:
+    """a_1 = f(c ⊙ [c > θ_1]) for the examples' classifier (hidden activation identity)."""
+    c = x @ state["weight_0"]
+    return c * (c > state["threshold_1"])
+
+
+def new_class(folder: Path, quick: bool, steps: int) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import learn_new_class as lnc
+    from zor.export import export_learnable
+    from zor.runtime import Learner
+    d = lnc.data(quick)
+    net = lnc.train_nine(d, 300 if quick else 2000)
+    export_learnable(net, folder / "nine.onnx")
+    learner = Learner(folder / "nine.onnx", threads=1)
+    xd, yd = d["device_x"], lnc.one_hot(d["device_y"])
+    sig = lambda h: 1.0 / (1.0 + np.exp(-h))                  # noqa: E731  (the output activation)
+    score = lambda out, part: lnc.accuracy(out(d[part][0]), d[part][1])   # noqa: E731
+    rows = []
+    before = {k: v.copy() for k, v in learner.state.items()}
+    ridge = before["weight_1"].copy()
+    h = _hidden(before, xd)
+    lam = 1.0
+    ridge = np.linalg.solve(h.T @ h + lam * np.eye(h.shape[1]), h.T @ _logit(yd) + lam * ridge)
+    fwd = lambda w1: (lambda x: sig(_hidden(before, x) @ w1))  # noqa: E731
+    rows.append({"method": "before", "new": score(fwd(before["weight_1"]), "test_new"),
+                 "old": score(fwd(before["weight_1"]), "test_old")})
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, len(xd), 20) for _ in range(steps)]
+    for idx in batches:
+        learner.step(xd[idx], yd[idx])
+        net.train_batch(xd[idx], yd[idx])
+    rows.append({"method": "runtime Learner", "new": score(learner.predict, "test_new"),
+                 "old": score(learner.predict, "test_old")})
+    eng = lambda x: net.forward(x, train=False).numpy()       # noqa: E731
+    rows.append({"method": "torch engine", "new": score(eng, "test_new"), "old": score(eng, "test_old")})
+    rows.append({"method": "ridge read-out (numpy)", "new": score(fwd(ridge), "test_new"),
+                 "old": score(fwd(ridge), "test_old")})
+    return {"rows": rows, "steps": steps}
+
+
+def _logit(y: np.ndarray) -> np.ndarray:
+    """Targets of the sigmoid output as pre-activations (0/1 clipped to 0.02/0.98)."""
+    p = np.clip(y, 0.02, 0.98)
+    return np.log(p / (1.0 - p))
+
+
+@command
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+@click.option("--rounds", type=click.IntRange(1), default=7)
+@click.option("--quick", is_flag=True, help="fewer rounds and a smaller 9-class training run")
+@click.option("--new-class-steps", type=click.IntRange(1), default=40)
+def main(json_path: Optional[Path], rounds: int, quick: bool, new_class_steps: int) -> None:
+    """Learning on the device vs the torch engine (see the module docstring)."""
+    set_threads(1)
+    data = load_images()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        qs = quick_start(folder, data, seed=0)
+        rss = peak_rss(folder, qs.pop("few"))
+        steps = [step_ratio(folder, s, 3 if quick else rounds) for s in ([784, 64, 784], [784, 256, 10])]
+        nc = new_class(folder, quick, new_class_steps)
+    print(format_table([{"figure": "quick start metric (runtime / engine)",
+                         "value": f"{qs['runtime_metric']:.2f} / {qs['engine_metric']:.2f} %"},
+                        {"figure": "500 steps wall (runtime / engine)",
+                         "value": f"{qs['runtime_s']:.2f} / {qs['engine_s']:.2f} s"},
+                        {"figure": "peak RSS learning (no torch)", "value": f"{rss['peak_rss_mb']:.1f} MB"}],
+                       ["figure", "value"]))
+    print()
+    print(format_table(steps, ["network", "engine_ms", "runtime_ms", "ratio"]))
+    print()
+    print(format_table(nc["rows"], ["method", "new", "old"]))
+    if json_path is not None:
+        write_json(json_path, {"environment": environment(1), "quick_start": qs, "peak_rss": rss,
+                               "step_time": steps, "new_class": nc})
+
+
+if __name__ == "__main__":
+    main()
