@@ -199,6 +199,7 @@ TOUR = [  # (script, arguments): short runs of the task examples (about a minute
     ("classify.py", ["--labels", "100", "--steps", "300"]),
     ("colorize.py", ["--steps", "1500"]),
     ("denoise.py", ["--steps", "800", "--train-images", "2000"]),
+    ("learn_new_class.py", ["--quick"]),   # the runtime alone learns a 10th class from 10 images (seconds)
 ]
 
 
