@@ -80,6 +80,29 @@ def _export_learnable(checkpoint: Path, output: Path, threads: int, other_option
                f"/{rep['spikes']} agree)")
 
 
+def _export_nir(source: Path, output: Path, dt: float | None, steps: int | None, quantize: str, path: str,
+                calibration: Path | None, no_verify: bool, threads: int) -> None:
+    """zor-export GRAPH.nir --dt DT (zor.export.nir): a NIR graph to a verified stateful step graph."""
+    if dt is None:
+        raise ConfigError(f"{source}: a NIR graph needs --dt: the time step (in the file's time unit, as its τ) "
+                          "its continuous-time nodes are discretised with, e.g. --dt 1e-4")
+    from .nir import export_nir
+
+    _threads(threads)
+    with output_folders(output.parent):
+        res = export_nir(source, output, dt=dt, steps=steps or 100, quantize=quantize, path=path,
+                         calibration=calibration, verify_model=not no_verify)
+    nir_meta = json.loads(res.metadata.get("zor.nir", "{}"))
+    click.echo(f"wrote {res.path} ({res.bytes:,} bytes, float32, {len(nir_meta.get('nodes', []))} NIR nodes, "
+               f"dt {dt:g}, {nir_meta.get('discretisation', '?')}) in {res.timings['total_s']:.2f} s "
+               f"(build {res.timings['build_s']:.2f}, verify {res.timings['verify_s']:.2f})")
+    for run in res.verification.get("nir", {}).get("runs", []):
+        click.echo(f"verification from {run['start']} over {run['steps']} steps: " + ", ".join(
+            f"{n} {100 * s['agreement']:.3f} % ({s['ties']} ties)" for n, s in run["spikes"].items()))
+    if res.verification.get("skipped"):
+        click.echo("verification: skipped (--no-verify)")
+
+
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
@@ -112,14 +135,23 @@ def _export_learnable(checkpoint: Path, output: Path, threads: int, other_option
 @click.option("--learnable", is_flag=True,
               help="Write the learning step instead (zor.export.learnable): a graph a device trains with "
                    "onnxruntime alone (zor.runtime.Learner, zor-learn); verified against the engine over 100 batches.")
+@click.option("--dt", type=float, default=None,
+              help="NIR graphs (CHECKPOINT ending in .nir): the time step their ODEs are discretised with (forward "
+                   "Euler), in the file's time unit.")
 @cli_errors
 def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calibration: Path | None,
                max_drop: float, spike_budget: float, steps: int | None, no_verify: bool, threads: int,
-               path: str, max_batch: int, external_weights: bool, learnable: bool = False) -> None:
+               path: str, max_batch: int, external_weights: bool, learnable: bool = False,
+               dt: float | None = None) -> None:
     """Export CHECKPOINT to an ONNX file (verified unless --no-verify)."""
     if output.is_dir():
         raise OutputPathError(f"-o {output}: it is a folder, expected a file path like model.onnx")
     check_output_file(output, [checkpoint, calibration], create=True, what="-o")   # before the exporter loads
+    if checkpoint.suffix.lower() == ".nir":
+        _export_nir(checkpoint, output, dt, steps, quantize, path, calibration, no_verify, threads)
+        return
+    if dt is not None:
+        raise ConfigError(f"--dt is for NIR graphs (a .nir file), got {checkpoint}: a Zor checkpoint has no time step")
     if learnable:
         _export_learnable(checkpoint, output, threads, quantize != "none" or path != "dense" or external_weights
                           or no_verify)
