@@ -189,6 +189,14 @@ def test_resume_from_a_different_configuration_names_what_differs(tmp_path):
             x, steps=6, batch_size=8, progress=False, checkpoint=path, resume=True)
 
 
+def test_run_options_are_checked():
+    x = load_bundled("train")[0][:16]
+    with pytest.raises(ConfigError, match="need checkpoint=PATH"):
+        _net().fit(x, steps=2, batch_size=8, progress=False, resume=True)
+    with pytest.raises(ConfigError, match="checkpoint_every must be an int ≥ 0"):
+        _net().fit(x, steps=2, batch_size=8, progress=False, checkpoint="m.zor", checkpoint_every=-1)
+
+
 def test_resume_refuses_a_checkpoint_without_training_state(tmp_path):
     path = tmp_path / "plain.zor"
     _net().save(path)

@@ -87,6 +87,21 @@ def test_bad_options_exit_2_naming_what_was_expected(args, message):
     assert message in r.output and "Traceback" not in r.output
 
 
+def test_missing_output_folders_are_made_and_a_folder_as_output_is_refused(tmp_path):
+    path = tmp_path / "runs" / "a" / "m.zor"
+    r = _invoke("--device", "cpu", "--steps", "2", "--checkpoint", str(path))
+    assert r.exit_code == 0, r.output
+    assert path.is_file()
+    r = _invoke("--device", "cpu", "--steps", "2", "--checkpoint", str(tmp_path))
+    assert r.exit_code == 2 and "is a directory" in r.output            # click refuses it first
+
+
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path):
+    r = _invoke("--device", "cpu", "--steps", "2", "--layers", "784,16,10", "--checkpoint",
+                str(tmp_path / "new" / "m.zor"))
+    assert r.exit_code == 2 and not (tmp_path / "new").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU is present")
 def test_cuda_without_a_gpu_exits_2():
     r = _invoke("--steps", "1", "--device", "cuda")

@@ -23,9 +23,11 @@ summary and writes the checkpoint (atomically, with the optimiser and sampler st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import click
@@ -33,7 +35,7 @@ import numpy as np
 
 from zor.common.cli import cli_errors
 from zor.common.errors import ConfigError, DistributedError
-from zor.common.fileio import write_text_atomic
+from zor.common.fileio import check_output_file, output_folders, write_text_atomic
 
 __all__ = ["main", "load_data", "parse_layers"]
 
@@ -141,11 +143,21 @@ def main(**opts: Any) -> None:
         raise ConfigError("--resume needs --checkpoint PATH (the checkpoint to continue from)")
     if opts["timeout"] <= 0:
         raise ConfigError(f"--timeout: expected a positive number of seconds, got {opts['timeout']:g}")
+    outputs = [Path(opts[k]) for k in ("checkpoint", "json_path") if opts[k] is not None]
+    for path in outputs:                         # refused before any work, as every CLI of the toolkit does
+        check_output_file(path, create=True)
     sizes = parse_layers(opts["layers"])
     x = load_data(opts["data"], sizes[0], opts["per_class"], opts["seed"])
     if sizes[-1] != sizes[0]:
         raise ConfigError(f"--layers: reconstruction needs the last layer as wide as the first ({sizes[0]}), "
                           f"got {sizes[-1]}")
+    with contextlib.ExitStack() as folders:     # missing output folders made, and removed again on failure
+        for folder in {p.parent for p in outputs}:
+            folders.enter_context(output_folders(folder))
+        _train(x, sizes, opts, distributed)
+
+
+def _train(x: np.ndarray, sizes: list[int], opts: dict[str, Any], distributed: bool) -> None:
     import torch
 
     from zor import Layer, Zor
@@ -167,10 +179,7 @@ def main(**opts: Any) -> None:
         if opts["json_path"]:
             write_text_atomic(opts["json_path"], json.dumps(summary, indent=2) + "\n")
     if distributed:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
-
 
 if __name__ == "__main__":
     main()

@@ -105,9 +105,7 @@ def fit(net: "Zor", x: "ArrayLike", y: Optional["ArrayLike"], steps: int, batch_
         validation: Optional[tuple], eval_every: int, progress: bool, time_budget: Optional[float],
         run: Optional[Run] = None) -> History:
     """Train ``net`` on (x, y) (y None: x) for ``steps`` batches; the arguments are :meth:`Zor.fit`'s."""
-    run = run or Run()
-    if run.checkpoint is not None:
-        run = replace(run, checkpoint=os.fspath(run.checkpoint))
+    run = _checked_run(run or Run())
     x, y = _checked_data(net, x, y, steps, batch_size)
     sync_every = _sync_every(net, run.sync_every)
     group = _Group.start(net, batch_size, run.timeout) if run.distributed else _Group()
@@ -253,6 +251,19 @@ def init_process_group(device: torch.device, timeout: Optional[float] = None) ->
     if device.type == "cuda":
         kwargs["device_id"] = device
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **kwargs)
+
+
+def _checked_run(run: Run) -> Run:
+    """The run options checked (ConfigError naming what was expected), the checkpoint path as a str."""
+    every = run.checkpoint_every
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ConfigError(f"checkpoint_every must be an int ≥ 0 (0: write at the end only), got {every!r}")
+    if run.checkpoint is None:
+        if run.resume or every:
+            raise ConfigError("resume=True and checkpoint_every need checkpoint=PATH: the checkpoint to "
+                              "continue from and write")
+        return run
+    return replace(run, checkpoint=os.fspath(run.checkpoint))
 
 
 def _sync_every(net: "Zor", value: Optional[int]) -> int:
