@@ -218,3 +218,27 @@ def test_apply_threads_restores_and_a_user_setting_wins(monkeypatch):
     assert torch.get_num_threads() == before
     monkeypatch.setattr(threads, "_AT_IMPORT", before + 1)   # as if the user changed it after import
     assert threads.user_threads() == before
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_direct_fused_optimizer_step_equals_optimizer_step(monkeypatch, optimizer):
+    """learning._fused_adam_step calls the kernel Optimizer.step calls, with the same arguments: the weights
+    and moments after 10 steps are bit-identical to those of the plain optimizer.step() path."""
+    from zor.engine import learning
+
+    x = torch.rand(16, 30, generator=torch.Generator().manual_seed(5))
+
+    def train(direct: bool) -> Zor:
+        if not direct:
+            monkeypatch.setattr(learning, "_fused_adam_step", lambda opt: False)
+        net = Zor([Layer(30), Layer(20), Layer(30)], optimizer=optimizer, weight_decay=0.05, device="cpu", seed=2)
+        for _ in range(10):
+            net.train_batch(x, x)
+        monkeypatch.undo()
+        return net
+
+    fast, plain = train(True), train(False)
+    for wf, wp in zip(fast.weights, plain.weights):
+        assert torch.equal(wf, wp)
+        for key, value in plain.optimizer.state[wp].items():
+            assert torch.equal(fast.optimizer.state[wf][key], value), key

@@ -1,0 +1,212 @@
+"""What one Zor training step costs next to one backprop MLP step of the same size.
+
+For each layer list (default 784-64-784, 784-256-10, 784-4096-784) at batch B (48) on
+``--threads`` CPU threads (1), two steps are timed side by side:
+
+- Zor: ``net.train_batch(x, y)`` (forward, error, the learning rule, AdamW, homeostasis);
+- MLP: the equal-size network (Linear, ReLU between, no activation at the top), MSE
+  loss, autograd backward, fused AdamW: ``opt.zero_grad(); loss.backward(); opt.step()``.
+
+Each figure is the time of ``--steps`` consecutive steps; the two are interleaved for
+``--rounds`` rounds (common.interleave) and the ratio Zor / MLP is the median of the
+per-round ratios (common.paired_ratio), so load from other processes falls on both.
+
+The phase table splits the Zor step into forward (the gated pass), rates (firing-rate
+EMA), signal (δ̂ and δ̂ Wᵀ), co-activity (E and G), update (novelty, clip, scale into
+grad), optimiser (AdamW step, weight clamp) and homeostasis, timed by running the same
+step in pieces (zor.engine.learning's own functions), as shares of their sum.
+
+``--busy`` also times the README quick start (500 steps of 784-64-784 at batch 48, the
+engine choosing its threads) with a busy-loop process running beside it, against the
+same 500 steps with torch's default thread count forced.
+
+Usage (from the repository root):
+    python -m benchmarks.step_cost --json step-cost.json
+    python -m benchmarks.step_cost --sizes 784-64-784 --rounds 3 --steps 20   # quick
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from typing import Any, Callable
+
+import click
+
+from benchmarks import common
+
+__all__ = ["main", "zor_step", "mlp_step", "phases", "quick_start"]
+
+PHASES = ("forward", "rates", "signal", "coactivity", "update", "optimiser", "homeostasis")
+
+
+def zor_step(sizes: list[int], batch: int) -> Callable[[], Any]:
+    import torch
+
+    from zor import Layer, Zor
+
+    net = Zor([Layer(n) for n in sizes], seed=0, device="cpu")
+    x = torch.rand(batch, sizes[0], generator=torch.Generator().manual_seed(0))
+    y = x if sizes[-1] == sizes[0] else torch.rand(batch, sizes[-1])
+    return lambda: net.train_batch(x, y)
+
+
+def mlp_step(sizes: list[int], batch: int) -> Callable[[], Any]:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    mods: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        mods += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    model = nn.Sequential(*mods)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    x = torch.rand(batch, sizes[0])
+    y = x if sizes[-1] == sizes[0] else torch.rand(batch, sizes[-1])
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def _repeat(fn: Callable[[], Any], n: int) -> Callable[[], float]:
+    def run() -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t) / n
+    return run
+
+
+def phases(sizes: list[int], batch: int, steps: int) -> dict[str, float]:
+    """Seconds per step of each phase of the Zor step, the step run in pieces ``steps`` times."""
+    import torch
+
+    from zor import Layer, Zor
+    from zor.engine import learning, rules
+
+    net = Zor([Layer(n) for n in sizes], seed=0, device="cpu")
+    x = torch.rand(batch, sizes[0], generator=torch.Generator().manual_seed(0))
+    y = x if sizes[-1] == sizes[0] else torch.rand(batch, sizes[-1])
+    spent = dict.fromkeys(PHASES, 0.0)
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        out = fn()
+        spent[name] += time.perf_counter() - t
+        return out
+
+    with torch.no_grad():
+        for _ in range(steps + 1):
+            if _ == 1:
+                spent = dict.fromkeys(PHASES, 0.0)            # the first run warms up
+            out, traces = timed("forward", lambda: net._forward(x))
+            timed("rates", lambda: learning.update_rates(net, traces))
+            delta = y - out
+            scale = delta.abs().mean().clamp_min(net.config.min_error_scale)
+            top = len(net.weights) - 1
+            for i in reversed(range(len(net.weights))):
+                d = timed("signal", lambda: net.rule.signal(delta, traces[i + 1], i == top))
+                if i > 0:
+                    delta = timed("signal", lambda: net.connections[i].backward(d, net.weights[i]))
+                e, g, units = timed("coactivity", lambda: learning._correlate(net, i, traces[i], traces[i + 1], d))
+                timed("update", lambda: learning._set_update(net, i, e, g, units, scale))
+            timed("optimiser", lambda: _optimiser(net))
+            for i, layer in enumerate(net.layers):
+                timed("homeostasis", lambda: rules.homeostasis(net.threshold(i), net.rate(i), layer.target_activation,
+                                                               net._eta[i], layer.threshold_range))
+    return {k: v / steps for k, v in spent.items()}
+
+
+def _optimiser(net: Any) -> None:
+    net.optimizer.step()
+    net.optimizer.zero_grad(set_to_none=True)
+    for layer, w in zip(net.layers, net.weights):
+        if layer.max_weight is not None:
+            w.clamp_(-layer.max_weight, layer.max_weight)
+
+
+def _busy_loop(stop: Any) -> None:
+    while not stop.is_set():
+        pass
+
+
+def quick_start(threads_default: int) -> dict[str, float]:
+    """Seconds for the README quick start's 500 steps with a busy process beside it: the engine's own thread
+    choice, then torch's default count (``threads_default``) forced through Zor(threads=...)."""
+    import torch
+
+    from zor import Layer, Zor
+
+    x10 = torch.rand(10, 784, generator=torch.Generator().manual_seed(0))
+    stop = multiprocessing.Event()
+    busy = multiprocessing.Process(target=_busy_loop, args=(stop,), daemon=True)
+    busy.start()
+    try:
+        out = {}
+        for name, threads in (("engine_choice", None), ("torch_default", threads_default)):
+            torch.manual_seed(0)
+            net = Zor([Layer(784), Layer(64), Layer(784)], seed=0, device="cpu", threads=threads)
+            t = time.perf_counter()
+            for _ in range(500):
+                batch = x10[torch.randint(0, 10, (48,))]
+                net.train_batch(batch, batch)
+            out[name] = time.perf_counter() - t
+        return out
+    finally:
+        stop.set()
+        busy.join(5)
+
+
+@common.command
+@click.option("--sizes", default="784-64-784,784-256-10,784-4096-784", help="layer lists, comma-separated")
+@click.option("--batch", default=48, help="batch size B")
+@click.option("--threads", default=1, help="torch threads for the paired table")
+@click.option("--rounds", default=7, help="interleaved rounds (medians over them)")
+@click.option("--steps", default=50, help="steps per timed figure (4096-wide: a fifth)")
+@click.option("--busy/--no-busy", default=True, help="also time the quick start beside a busy process")
+@click.option("--json", "json_path", default=None, help="write the results here")
+def main(sizes: str, batch: int, threads: int, rounds: int, steps: int, busy: bool, json_path: str) -> None:
+    """Zor step vs equal-size AdamW MSE MLP step: paired ratios, the phase split, the busy quick start."""
+    import torch
+
+    common.check_json_folder(json_path)
+    default_threads = torch.get_num_threads()
+    rows, split = [], []
+    for text in sizes.split(","):
+        layer_sizes = [int(v) for v in text.split("-")]
+        n = max(2, steps // 5) if max(layer_sizes) >= 2048 else steps
+        common.set_threads(threads)
+        zor, mlp = zor_step(layer_sizes, batch), mlp_step(layer_sizes, batch)
+        zor(), mlp()                                           # warm-up
+        got = common.interleave({"zor": _repeat(zor, n), "mlp": _repeat(mlp, n)}, rounds)
+        rows.append({"sizes": text, "batch": batch, "threads": threads,
+                     "zor_ms": common.median(got["zor"]) * 1e3, "mlp_ms": common.median(got["mlp"]) * 1e3,
+                     "zor_over_mlp": common.paired_ratio(got["mlp"], got["zor"]) ** -1,
+                     "rounds": rounds, "steps_per_figure": n})
+        ph = phases(layer_sizes, batch, n)
+        total = sum(ph.values())
+        split.append({"sizes": text, **{k: 100 * v / total for k, v in ph.items()}, "sum_ms": total * 1e3})
+    print(common.format_table(rows, ["sizes", "batch", "threads", "zor_ms", "mlp_ms", "zor_over_mlp"],
+                              digits={"zor_ms": 3, "mlp_ms": 3, "zor_over_mlp": 2}))
+    print()
+    print("phase shares of the Zor step (%):")
+    print(common.format_table(split, ["sizes", *PHASES, "sum_ms"], digits=1))
+    result: dict[str, Any] = {"paired": rows, "phases": split, "environment": common.environment(threads)}
+    if busy:
+        os.environ.pop("OMP_NUM_THREADS", None)                # set by common.set_threads; the quick start sets none
+        torch.set_num_threads(default_threads)
+        qs = quick_start(default_threads)
+        qs["ratio_default_over_choice"] = qs["torch_default"] / qs["engine_choice"]
+        print(f"\nquick start, 500 steps beside a busy process: engine's thread choice {qs['engine_choice']:.2f} s, "
+              f"torch's default {default_threads} threads {qs['torch_default']:.2f} s")
+        result["quick_start_busy"] = qs
+    if json_path:
+        common.write_json(json_path, result)
+
+
+if __name__ == "__main__":
+    main()
