@@ -70,6 +70,7 @@ from .bench import (
     run_chunked,
     translation_speed,
 )
+from .events import is_event_model, load_events, run_events
 from .model import Model
 from .png import DEFAULT_MAX_PIXELS, read_png, write_png
 from .tasks.translate import text_lines
@@ -328,9 +329,13 @@ def _run_inputs(model: Model, inputs: tuple, out: Path, single: bool, task: Opti
             if task is not None:
                 written = _run_task(model, task, beam, path, out, single, quiet, max_pixels)
             else:
-                rows, from_png = load_input(path, model, max_pixels)
-                result = run_chunked(model, rows)[fmt.OUTPUT]      # a sparse export's batch limit: in chunks
-                written = _write_outputs(model, result, from_png, out, path.stem, single)
+                if is_event_model(model) and path.suffix.lower() == ".npy":   # a NIR import: T steps of events
+                    written = [out if single else out / f"{path.stem}.npy"]
+                    write_bytes_atomic(written[0], _npy_bytes(run_events(model, load_events(path))))
+                else:
+                    rows, from_png = load_input(path, model, max_pixels)
+                    result = run_chunked(model, rows)[fmt.OUTPUT]      # a sparse export's batch limit: in chunks
+                    written = _write_outputs(model, result, from_png, out, path.stem, single)
         except ZorError as exc:         # name the input once; cli_errors ends with the error's own exit code
             if str(path) not in str(exc) and path.name not in str(exc):
                 exc.args = (f"{path}: {exc}",) + exc.args[1:]
