@@ -96,7 +96,7 @@ class IFConverter(_Neuron):
         return self.spike_onnx(node, b, v1, {})
 
 
-@register("Integrator")
+@register("I")
 class IntegratorConverter(IFConverter):
     """Integrator: v' = v + (dt·r)·x; y = v'."""
 
