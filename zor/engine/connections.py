@@ -98,19 +98,19 @@ class Dense(Connection):
             if out is None:
                 out = torch.empty(x.shape[1], y.shape[1], dtype=y.dtype, device=y.device)
             return torch.addmm(out, x.t(), y, beta=0.0, alpha=1.0 / x.shape[0], out=out)
+        if out is not None:
+            return torch.mm((x * (1.0 / x.shape[0])).T, y, out=out)
         return (x * (1.0 / x.shape[0])).T @ y                   # (n_i, n_{i+1}); 1/B on the small side
 
     def outer_pair(self, x: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.cat([y1, y2], dim=1)
-        out = None
-        if x.is_sparse:
-            # into a buffer reused across steps: a fresh multi-MB tensor each step costs page
-            # faults that can exceed the product itself. The two halves stay valid until the
-            # next outer_pair on this connection (the rule uses them within the step).
-            n = x.shape[1] * y.shape[1]
-            if self._scratch.numel() < n or self._scratch.device != y.device:
-                self._scratch = torch.empty(n, dtype=y.dtype, device=y.device)
-            out = self._scratch[:n].view(x.shape[1], y.shape[1])
+        # into a buffer reused across steps: a fresh multi-MB tensor each step costs page
+        # faults that can exceed the product itself. The two halves stay valid until the
+        # next outer_pair on this connection (the rule uses them within the step).
+        n = x.shape[1] * y.shape[1]
+        if self._scratch.numel() < n or self._scratch.device != y.device or self._scratch.dtype != y.dtype:
+            self._scratch = torch.empty(n, dtype=y.dtype, device=y.device)
+        out = self._scratch[:n].view(x.shape[1], y.shape[1])
         both = self.outer(x, y, out)                            # (n_i, 2 n_{i+1}): one matmul
         return both[:, : y1.shape[1]], both[:, y1.shape[1]:]
 

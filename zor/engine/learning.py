@@ -186,17 +186,20 @@ def _set_update(net: "Zor", i: int, e: torch.Tensor, g: torch.Tensor, units: Opt
         e = e.clamp_(0.0, 1.0)                                       # E′ = clip(E, 0, 1), in place
     # grad = −U: U = G ⊙ E′ (a fresh, contiguous tensor), norm-clipped and
     # error-level scaled in one multiply
-    u = rules.clip_norm(g * e, layer.max_update_norm, -scale)
-    w.grad = u if units is None else _row_grad(net, i, w).index_copy_(0, units, u)
+    if units is None:               # into W_i's reused gradient buffer (no per-step allocation)
+        w.grad = rules.clip_norm(torch.mul(g, e, out=_grad_buffer(net, i, w)), layer.max_update_norm, -scale)
+    else:
+        u = rules.clip_norm(g * e, layer.max_update_norm, -scale)
+        w.grad = _grad_buffer(net, i, w).zero_().index_copy_(0, units, u)
 
 
-def _row_grad(net: "Zor", i: int, w: torch.Tensor) -> torch.Tensor:
-    """A zeroed gradient buffer for W_i, reused between event-input steps (no fresh 4-byte·|W_i|
-    allocation, and with it no page faults, per step)."""
+def _grad_buffer(net: "Zor", i: int, w: torch.Tensor) -> torch.Tensor:
+    """The gradient buffer of W_i, reused between steps (no fresh 4-byte·|W_i| allocation, and with it no
+    page faults, per step); the optimizer step sets grad back to None, the buffer stays."""
     buf = net._grad_buffers.get(i)
-    if buf is None or buf.shape != w.shape or buf.device != w.device:
+    if buf is None or buf.shape != w.shape or buf.device != w.device or buf.dtype != w.dtype:
         buf = net._grad_buffers[i] = torch.empty_like(w)
-    return buf.zero_()
+    return buf
 
 
 def _key(t: torch.Tensor) -> tuple:
