@@ -16,6 +16,7 @@ with the constants of the checkpoint baked in (:func:`spec_of` lists them):
                 AdamW: W ← W (1 − lr·wd);  Adam: g ← g + wd·W
                 m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²
                 W ← W − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)
+                  = W − k · m / (√v + eps·√(1 − β₂ᵗ)),  k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)   (as computed)
                 SGD: g ← g + wd·W;  b ← μ b + g (b = 0 at the start);  W ← W − lr·b
     clamp       W ← clip(W, −max_weight, max_weight)
     homeostasis θ_i ← clip(θ_i + η_i (r_i − target_i), lo_i, hi_i)
@@ -149,8 +150,9 @@ def _signal(g: _G, spec: dict, delta: str, s_post: str, top: bool) -> str:
     return delta
 
 
-def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: str, neg_scale: str) -> str:
-    """The 'gradient' −ε·clip(G ⊙ E′) of W_i; writes novelty_i_out when novelty is on."""
+def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: str,
+            neg_scale: str) -> tuple[str, str]:
+    """(u, factor): the 'gradient' of W_i is u · factor = −ε·clip(G ⊙ E′); writes novelty_i_out (novelty on)."""
     lay = spec["layers"][i]
     (s_i, a_i), (s_p, a_p) = pre, post
     rule = spec["rule"]
@@ -161,12 +163,9 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
     elif rule != "coactivity" and spec["always"][i + 1]:                      # s_{i+1} ≡ 1: E is a column
         gm = g.op("Gemm", a_i, d_b, transA=1)
         e = g.op("Transpose", g.op("ReduceMean", a_i, axes=[0], keepdims=1), perm=[1, 0])   # (n_i, 1)
-    else:                                                                      # E and G in one product
-        post_b = g.op("Mul", a_p if rule == "coactivity" else s_p, inv_b)
-        both = g.op("Gemm", a_i, g.op("Concat", post_b, d_b, axis=1), transA=1)   # (n_i, 2 n_{i+1})
-        n = spec["sizes"][i + 1]
-        e = g.op("Slice", both, g.const([0], np.int64), g.const([n], np.int64), g.const([1], np.int64))
-        gm = g.op("Slice", both, g.const([n], np.int64), g.const([2 * n], np.int64), g.const([1], np.int64))
+    else:                                                  # two products: cheaper than one into a concat + 2 slices
+        gm = g.op("Gemm", a_i, d_b, transA=1)
+        e = g.op("Gemm", a_i, g.op("Mul", a_p if rule == "coactivity" else s_p, inv_b), transA=1)
     nu = lay["novelty_factor"]
     if nu != 0.0:
         rho = lay["novelty_momentum"]
@@ -180,35 +179,43 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
         norm = g.op("Max", g.op("Sqrt", g.op("ReduceSumSquare", u, keepdims=0)), g.const(1e-12))
         clip = g.op("Min", g.op("Div", g.const(float(lay["max_update_norm"])), norm), g.const(1.0))
         factor = g.op("Mul", clip, neg_scale)
-    return g.op("Mul", u, factor)
+    return u, factor                                       # grad = u · factor (factor a scalar)
 
 
-def _optimise(g: _G, spec: dict, i: int, grad: str, t: str) -> None:
-    """One optimiser step of W_i from grad; writes weight_i_out and the moments' outputs."""
+def _optimise(g: _G, spec: dict, i: int, u: str, factor: str, t: str) -> None:
+    """One optimiser step of W_i from grad = u · factor; writes weight_i_out and the moments' outputs.
+
+    Adam's W ← W − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps) is computed as
+    W − k · m / (√v + eps·√(1 − β₂ᵗ)), k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ): the same value, fewer passes;
+    the scalar factors (1 − β₁)·factor and (1 − β₂)·factor² fold into the moments' updates."""
     w, lr, wd = f"weight_{i}", spec["lr"], spec["weight_decay"]
     mw = spec["layers"][i]["max_weight"]
     if spec["optimizer"] == "sgd":
+        grad = g.op("Mul", u, factor)
         if wd != 0.0:
             grad = g.op("Add", grad, g.op("Mul", w, g.const(wd)))
         buf = g.op("Add", g.op("Mul", f"momentum_{i}", g.const(spec["momentum"])), grad, out=f"momentum_{i}_out")
-        new = g.op("Sub", w, g.op("Mul", buf, g.const(lr)))
+        new = g.op("Sub", w, g.op("Mul", buf, g.const(lr)), out=None if mw is not None else f"weight_{i}_out")
     else:
         b1, b2 = spec["betas"]
+        if spec["optimizer"] == "adam" and wd != 0.0:      # L2 in the gradient: no folding
+            grad = g.op("Add", g.op("Mul", u, factor), g.op("Mul", w, g.const(wd)))
+            m_in, k1, v_in, k2 = grad, g.const(1.0 - b1), g.op("Mul", grad, grad), g.const(1.0 - b2)
+        else:
+            m_in, k1 = u, g.op("Mul", factor, g.const(1.0 - b1))
+            v_in, k2 = g.op("Mul", u, u), g.op("Mul", g.op("Mul", factor, factor), g.const(1.0 - b2))
         if spec["optimizer"] == "adamw":
             w = g.op("Mul", w, g.const(1.0 - lr * wd))
-        elif wd != 0.0:
-            grad = g.op("Add", grad, g.op("Mul", w, g.const(wd)))
-        m = g.op("Add", g.op("Mul", f"adam_m_{i}", g.const(b1)), g.op("Mul", grad, g.const(1.0 - b1)),
-                 out=f"adam_m_{i}_out")
-        v = g.op("Add", g.op("Mul", f"adam_v_{i}", g.const(b2)),
-                 g.op("Mul", g.op("Mul", grad, grad), g.const(1.0 - b2)), out=f"adam_v_{i}_out")
+        m = g.op("Add", g.op("Mul", f"adam_m_{i}", g.const(b1)), g.op("Mul", m_in, k1), out=f"adam_m_{i}_out")
+        v = g.op("Add", g.op("Mul", f"adam_v_{i}", g.const(b2)), g.op("Mul", v_in, k2), out=f"adam_v_{i}_out")
         bc1 = g.op("Sub", g.const(1.0), g.op("Pow", g.const(b1), t))
-        bc2 = g.op("Sqrt", g.op("Sub", g.const(1.0), g.op("Pow", g.const(b2), t)))
-        denom = g.op("Add", g.op("Div", g.op("Sqrt", v), bc2), g.const(spec["eps"]))
-        new = g.op("Sub", w, g.op("Mul", g.op("Div", m, denom), g.op("Div", g.const(lr), bc1)))
+        sb2 = g.op("Sqrt", g.op("Sub", g.const(1.0), g.op("Pow", g.const(b2), t)))
+        k = g.op("Div", g.op("Mul", g.const(lr), sb2), bc1)
+        denom = g.op("Add", g.op("Sqrt", v), g.op("Mul", g.const(spec["eps"]), sb2))
+        new = g.op("Sub", w, g.op("Mul", g.op("Div", m, denom), k),
+                   out=None if mw is not None else f"weight_{i}_out")
     if mw is not None:
-        new = g.op("Clip", new, g.const(-float(mw)), g.const(float(mw)))
-    g.op("Identity", new, out=f"weight_{i}_out")
+        g.op("Clip", new, g.const(-float(mw)), g.const(float(mw)), out=f"weight_{i}_out")
 
 
 def _homeostasis(g: _G, spec: dict) -> None:
@@ -242,8 +249,8 @@ def _body(g: _G, spec: dict) -> None:
         d = _signal(g, spec, delta, traces[i + 1][0], i == top)
         if i > 0:
             delta = g.op("Gemm", d, f"weight_{i}", transB=1)                # δ̂ W_iᵀ (B, n_i), old W_i
-        grad = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
-        _optimise(g, spec, i, grad, t)
+        u, factor = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
+        _optimise(g, spec, i, u, factor, t)
     _homeostasis(g, spec)
 
 
