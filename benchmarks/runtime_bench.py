@@ -188,32 +188,32 @@ def installed_size() -> dict[str, Any]:
 
 
 def lean_call(files: Sequence[str], x: np.ndarray, calls: int, repeats: int, threads: int) -> dict[str, Any]:
-    """``Model.run(x)`` beside a bare onnxruntime session on the same file fetching ``output`` alone, timed in
-    interleaved rounds of ``calls`` calls each: per file the medians (µs per call) and the median of the paired
-    per-round differences (Model − bare)."""
+    """``Model.run(x)`` beside a bare onnxruntime session on the same file fetching ``output`` alone: the two
+    called by turns, each call timed alone (which goes first alternates), ``calls`` × ``repeats`` pairs per
+    file; per file the median µs per call of each and the median of the paired differences (Model − bare),
+    which a busy shared machine disturbs far less than it does rounds of many calls."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     x = np.ascontiguousarray(x, dtype=np.float32)
-    runs = {}
+    clock = time.perf_counter
+    out = {}
     for f in files:
         model, bare = Model(f, threads=threads), ort.InferenceSession(f, opts, providers=["CPUExecutionProvider"])
-        runs[f] = {"model": lambda m=model: m.run(x), "bare": lambda b=bare: b.run([fmt.OUTPUT], {fmt.INPUT: x})}
-    times: dict[tuple[str, str], list[float]] = {(f, k): [] for f in files for k in ("model", "bare")}
-    for _ in range(repeats):
-        for f in files:
-            for kind, call in runs[f].items():
-                call()
-                start = time.perf_counter()
-                for _ in range(calls):
-                    call()
-                times[(f, kind)].append((time.perf_counter() - start) / calls * 1e6)
-    return {Path(f).name: {"batch": len(x), "model_us": statistics.median(times[(f, "model")]),
-                           "bare_us": statistics.median(times[(f, "bare")]),
-                           "difference_us": statistics.median(m - b for m, b in zip(times[(f, "model")],
-                                                                                    times[(f, "bare")]))}
-            for f in files}
+        pair = (lambda: model.run(x), lambda: bare.run([fmt.OUTPUT], {fmt.INPUT: x}))
+        for call in pair * 20:
+            call()                                       # warm-up
+        took: tuple[list[float], list[float]] = ([], [])
+        for k in range(calls * repeats):
+            for which in ((0, 1) if k % 2 == 0 else (1, 0)):
+                start = clock()
+                pair[which]()
+                took[which].append((clock() - start) * 1e6)
+        out[Path(f).name] = {"batch": len(x), "pairs": len(took[0]), "model_us": statistics.median(took[0]),
+                             "bare_us": statistics.median(took[1]),
+                             "difference_us": statistics.median(m - b for m, b in zip(*took))}
+    return out
 
 
 def targets(report: dict[str, Any], imp: dict[str, Any], size: dict[str, Any], vnni: bool) -> list[dict[str, Any]]:
