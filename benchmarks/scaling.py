@@ -75,7 +75,7 @@ def _max_weight_diff(a: str, b: str) -> float:
 @common.command
 @click.option("--layers", default="4096,4096,4096", help="Layer sizes (first = last: reconstruction).")
 @click.option("--batch", type=click.IntRange(min=1), default=1024, help="Global batch.")
-@click.option("--steps", type=click.IntRange(min=1), default=4, help="Training steps per run.")
+@click.option("--steps", type=click.IntRange(min=1), default=6, help="Training steps per run.")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, help="Rounds (each runs every world size once).")
 @click.option("--world", type=click.IntRange(min=2), default=2, help="Processes of the data-parallel run.")
 @click.option("--timeout", type=click.FloatRange(min=1.0), default=900.0, help="Seconds one run may take.")
