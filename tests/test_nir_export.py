@@ -1,0 +1,135 @@
+"""export_nir end to end: verification before writing, the metadata contract, the runtime's Model.run / stream /
+zor-run / zor-export on the exported step graph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+nir = pytest.importorskip("nir", reason="the 'nir' extra reads NIR graphs")
+
+from zor.export import export_nir  # noqa: E402
+from zor.export.cli import main as export_main  # noqa: E402
+from zor.export.nir import initial_state, load_graph, simulate  # noqa: E402
+from zor.export.nir.kinds import REGISTRY  # noqa: E402
+from zor.runtime import Model  # noqa: E402
+from zor.runtime.cli import run_main  # noqa: E402
+
+from zor.common.errors import ConfigError, VerificationError  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures" / "nir"
+RSYN = FIXTURES / "rsyn_cuba.nir"     # snnTorch: Affine → CubaLIF with a recurrent Affine → Affine → LIF
+CONV = FIXTURES / "conv_lif.nir"      # snnTorch: Conv2d → LIF → Flatten → Affine → LIF, input (1, 14, 14)
+DT = 1e-4
+
+
+def events(shape, steps=30, batch=3, seed=5):
+    return (np.random.default_rng(seed).random((steps, batch) + tuple(shape)) < 0.3).astype(np.float32)
+
+
+def test_export_writes_state_metadata_and_verification(tmp_path):
+    res = export_nir(RSYN, tmp_path / "r.onnx", dt=DT, steps=50)
+    m = Model(res.path)
+    graph = load_graph(RSYN)
+    state = m.metadata.state
+    # CubaLIF '1.lif' at position 2 of the order: i and v; LIF '3' at 5: v; the recurrent edge 1.w_rec → 1.lif
+    assert [(s.input, s.output, s.size) for s in state] == [
+        ("state_in_2_i", "state_out_2_i", 24), ("state_in_2_v", "state_out_2_v", 24), ("state_in_5_v", "state_out_5_v", 10),
+        ("state_in_edge_0", "state_out_edge_0", 24)]
+    bias = graph.nodes["1.w_rec"].params["bias"]
+    np.testing.assert_array_equal(np.asarray(state[3].initial, np.float32), bias)   # the edge starts at its bias
+    nir_meta = json.loads(m.metadata.raw["zor.nir"])
+    assert nir_meta["source"] == "rsyn_cuba.nir" and nir_meta["dt"] == DT and nir_meta["discretisation"] == "euler"
+    assert nir_meta["recurrent_edges"] == [["1.w_rec", "1.lif"]]
+    ver = m.metadata.verification
+    assert ver["passed"] is True and [r["start"] for r in ver["nir"]["runs"]] == ["zero state", "random state"]
+    for run in ver["nir"]["runs"]:
+        assert run["steps"] == 50 and run["passed"]
+        for stats in run["spikes"].values():
+            assert stats["agreement"] + stats["ties"] / (50 * 8 * 24) >= 1.0 - 1e-12
+    assert "zor.integrity" in m.metadata.raw
+
+
+def test_stream_equals_reference_and_run_with_explicit_state(tmp_path):
+    export_nir(RSYN, tmp_path / "r.onnx", dt=DT, steps=20)
+    m = Model(tmp_path / "r.onnx")
+    xs = events((196,))
+    ref = simulate(RSYN, xs, DT)
+    s = m.stream()
+    got = np.stack([s.step(x)["output"] for x in xs])
+    assert (got == ref.outputs["output"]).mean() >= 0.999                 # spikes: ties at most
+    # Model.run for one step with explicit state: step 10 from the reference's state after step 9
+    state = {k: v[9] for k, v in ref.states.items()}
+    out = m.run({"input": xs[10], **state})
+    np.testing.assert_array_equal(out["output"], ref.outputs["output"][10])
+    np.testing.assert_allclose(out["state_out_2_v"], ref.states["state_in_2_v"][10], atol=1e-5)
+
+
+def test_conv_stream_takes_unflattened_events(tmp_path):
+    export_nir(CONV, tmp_path / "c.onnx", dt=DT, steps=10)
+    xs = events((1, 14, 14), steps=10)
+    s1, s2 = Model(tmp_path / "c.onnx").stream(), Model(tmp_path / "c.onnx").stream()
+    for x in xs:
+        np.testing.assert_array_equal(s1.step(x)["output"], s2.step(x.reshape(len(x), -1))["output"])
+
+
+def test_verification_failure_raises_typed_error_and_writes_nothing(tmp_path, monkeypatch):
+    lif = REGISTRY["LIF"]
+    original = lif.onnx_step
+
+    def off_by_a_bit(node, b, x, state, dt):        # the exported leak 1 % stronger than the reference's
+        return original(node, b, b.op("Mul", [x, b.const(np.float32(1.01), "bad")]), state, dt)
+
+    monkeypatch.setattr(lif, "onnx_step", off_by_a_bit)
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(VerificationError) as err:
+        export_nir(RSYN, out, dt=DT, steps=20)
+    assert not out.exists()
+    assert err.value.report["passed"] is False and err.value.report["failures"]
+    assert any("state_out_5_v" in f for f in err.value.report["failures"])
+
+
+def test_initial_state_is_zero_but_edges(tmp_path):
+    st = initial_state(load_graph(RSYN), 2)
+    assert not st["state_in_2_v"].any() and st["state_in_edge_0"].shape == (2, 24)
+
+
+def test_int8_and_sparse_are_refused_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="float32 only"):
+        export_nir(RSYN, tmp_path / "q.onnx", dt=DT, quantize="int8")
+    with pytest.raises(ConfigError, match="dense only"):
+        export_nir(RSYN, tmp_path / "s.onnx", dt=DT, path="sparse")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_export_and_zor_run_on_events(tmp_path):
+    out = tmp_path / "r.onnx"
+    res = CliRunner().invoke(export_main, [str(RSYN), "-o", str(out), "--dt", str(DT), "--steps", "20"])
+    assert res.exit_code == 0, res.output
+    assert "verification from zero state over 20 steps" in res.output
+    xs = events((196,), steps=15, batch=2)
+    np.save(tmp_path / "ev.npy", xs)
+    np.save(tmp_path / "ev1.npy", xs[:, 0])                  # (T, n): one sequence
+    for name in ("ev", "ev1"):
+        r = CliRunner().invoke(run_main, [str(out), str(tmp_path / f"{name}.npy"), "-o", str(tmp_path / f"{name}-y.npy")])
+        assert r.exit_code == 0, r.output
+    want = simulate(RSYN, xs, DT).outputs["output"]
+    y, y1 = np.load(tmp_path / "ev-y.npy"), np.load(tmp_path / "ev1-y.npy")
+    assert y.shape == (15, 2, 10) and y1.shape == (15, 10)
+    assert (y == want).mean() >= 0.999 and (y1 == want[:, 0]).mean() >= 0.999
+    np.save(tmp_path / "wrong.npy", np.zeros((5, 2, 7), np.float32))
+    r = CliRunner().invoke(run_main, [str(out), str(tmp_path / "wrong.npy"), "-o", str(tmp_path / "w-y.npy")])
+    assert r.exit_code == 2 and "expected (T, B, 196) or (T, 196)" in r.output and not (tmp_path / "w-y.npy").exists()
+
+
+def test_cli_dt_without_nir_and_nir_without_dt(tmp_path):
+    r = CliRunner().invoke(export_main, [str(RSYN), "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 2 and "needs --dt" in r.output
+    ckpt = tmp_path / "m.zor"
+    ckpt.write_bytes(b"x")
+    r = CliRunner().invoke(export_main, [str(ckpt), "-o", str(tmp_path / "m.onnx"), "--dt", "1"])
+    assert r.exit_code == 2 and "--dt is for NIR graphs" in r.output
