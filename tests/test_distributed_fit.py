@@ -205,6 +205,42 @@ def test_resume_refuses_a_checkpoint_without_training_state(tmp_path):
                    resume=True)
 
 
+def _tampered(src: Path, dst: Path, meta_change=None, tensor_change=None) -> None:
+    """A copy of checkpoint ``src`` with its training metadata or tensors changed."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), "pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    if meta_change:
+        training = json.loads(meta["training"])
+        meta_change(training)
+        meta["training"] = json.dumps(training)
+    if tensor_change:
+        tensor_change(tensors)
+    save_file(tensors, str(dst), metadata=meta)
+
+
+@pytest.mark.parametrize("meta_change, tensor_change, message", [
+    (lambda m: m.update(step=5), None, "expected train_accuracy to list 5 numbers"),
+    (lambda m: m.update(step=-1), None, "expected step to be an int ≥ 0"),
+    (lambda m: m["sampler"].update(rng={"bit_generator": "MT19937"}), None, "random state does not fit"),
+    (lambda m: m.pop("sampler"), None, "expected a 'sampler' object"),
+    (None, lambda t: t.update({"train.sampler_weight": -t["train.sampler_weight"]}), "must be ≥ 0"),
+    (None, lambda t: t.update({"train.sampler_error": t["train.sampler_error"][:3]}), "train.sampler_error"),
+    (None, lambda t: t.update({"train.sampler_block_sum": t["train.sampler_block_sum"].float()}), "float64"),
+    (None, lambda t: t.pop("train.sampler_weight"), "missing tensor 'train.sampler_weight'"),
+])
+def test_a_tampered_training_state_is_a_checkpoint_error(tmp_path, meta_change, tensor_change, message):
+    x = load_bundled("train")[0][:32]
+    _net().fit(x, steps=3, batch_size=8, progress=False, checkpoint=tmp_path / "run.zor")
+    _tampered(tmp_path / "run.zor", tmp_path / "bad.zor", meta_change, tensor_change)
+    with pytest.raises(CheckpointError, match=message):
+        _net().fit(x, steps=6, batch_size=8, progress=False, checkpoint=tmp_path / "bad.zor", resume=True)
+
+
 def test_a_checkpoint_with_training_state_still_loads_as_a_network(tmp_path):
     x = load_bundled("train")[0][:16]
     net = _net()

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+import numpy as np
 import torch
 
 from zor.common.curriculum import CurriculumSampler
@@ -127,6 +128,8 @@ def _restore_sampler(path: Any, s: CurriculumSampler, meta: dict, tensors: dict[
     s.error[:] = _tensor(path, tensors, "train.sampler_error", s.error.shape, torch.float64).numpy()
     s.weight[:] = _tensor(path, tensors, "train.sampler_weight", s.weight.shape, torch.float64).numpy()
     s.block_sum[:] = _tensor(path, tensors, "train.sampler_block_sum", s.block_sum.shape, torch.float64).numpy()
+    if (s.weight < 0).any() or (s.block_sum < 0).any() or (s.error[~np.isnan(s.error)] < 0).any():
+        raise CheckpointError(f"{path}: training state: the sampler's errors and weights must be ≥ 0")
     sampler = meta.get("sampler")
     if not isinstance(sampler, dict) or not isinstance(sampler.get("started"), bool):
         raise CheckpointError(f"{path}: training state: expected a 'sampler' object with 'started' and 'rng'")
