@@ -39,7 +39,8 @@ from .verify import verify_step_graph
 
 __all__ = ["export_nir", "nir_metadata", "NIR_KEY"]
 
-NIR_KEY = "zor.nir"       # the NIR record (documented in zor.common.format)
+NIR_KEY = "zor.nir"       # the NIR record, NIR imports only (documented in zor.common.format, not in its KEYS:
+                          # those are the keys every export carries)
 
 
 def _check_options(dt: Any, steps: Any, quantize: str, path: str) -> float:

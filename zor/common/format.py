@@ -78,6 +78,15 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
                           ``NAME.weights``, or ``NAME.<sha12>.weights`` (the first 12 hex digits
                           of the file's SHA-256) when the plain name is taken by the model being
                           replaced, so that the .onnx rename switches the pair at once
+    zor.nir               JSON, NIR imports only (zor.export.nir, docs/nir.md): {source (file name), dt,
+                          discretisation ("euler"), nodes [{name, kind (NIR type), in_shape, out_shape,
+                          state, spiking, discretisation}], edges, recurrent_edges, nir_version}. Such a
+                          file computes one time step: ``zor.layers`` is one entry per NIR node in step
+                          order, ``zor.task`` has source "nir" and the input/output shapes; its state
+                          tensors are ``state_in_{k}_{var}`` / ``state_out_{k}_{var}`` (variable var, "v"
+                          or "i", of the stateful node at position k) and ``state_in_edge_{j}`` /
+                          ``state_out_edge_{j}`` (recurrent edge j: its source's value one step before,
+                          initially the source's rest value), each (B, n) and listed in ``zor.state``
     zor.integrity         JSON: what the runtime checks on every load (``zor.export.metadata.integrity_record``):
                           {"version": 1, "graph": SHA-256 of the graph's bytes other than its
                           initializers (nodes, inputs, outputs, names), "initializers": {name:
