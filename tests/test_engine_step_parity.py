@@ -242,3 +242,27 @@ def test_direct_fused_optimizer_step_equals_optimizer_step(monkeypatch, optimize
         assert torch.equal(wf, wp)
         for key, value in plain.optimizer.state[wp].items():
             assert torch.equal(fast.optimizer.state[wf][key], value), key
+
+
+def test_train_batch_sets_the_chosen_thread_count(monkeypatch):
+    from zor.engine import threads
+
+    monkeypatch.delenv("ZOR_THREADS", raising=False)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "_AT_IMPORT", before)
+    monkeypatch.setattr(threads, "_engine_set", None)
+    x = torch.rand(4, 4)
+    try:
+        Zor([Layer(4), Layer(4)], device="cpu", threads=2).train_batch(x, x)      # the net's own setting
+        assert torch.get_num_threads() == 2
+        Zor([Layer(4), Layer(4)], device="cpu").train_batch(x, x)                # the engine's 2 is not the user's:
+        assert torch.get_num_threads() == 1                                       # small work → 1 thread
+        torch.set_num_threads(2)                                                  # the user's own call wins
+        monkeypatch.setattr(threads, "_engine_set", 1)
+        monkeypatch.setattr(threads, "_AT_IMPORT", 3)                            # not torch's count at import
+        Zor([Layer(4), Layer(4)], device="cpu").train_batch(x, x)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

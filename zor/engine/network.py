@@ -317,10 +317,10 @@ class Zor(nn.Module):
 
     def _train_step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """train_batch on checked inputs (fit checks its whole data set once, not every batch)."""
-        with threads_.for_step(self, x.shape[0]):
-            out, traces = self._forward_train(x)
-            errors = target - out                               # finite: both sides were checked
-            self._learn(traces, errors, False)
+        threads_.for_step(self, x.shape[0])                    # zor.engine.threads: the step's torch threads
+        out, traces = self._forward_train(x)
+        errors = target - out                                   # finite: both sides were checked
+        self._learn(traces, errors, False)
         return errors
 
     # ------------------------------------------------------------------ training loop

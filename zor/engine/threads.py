@@ -19,9 +19,14 @@ The user's choice wins, first found of:
    imported, or ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set (a set_num_threads call
    made before importing zor cannot be told from torch's default);
 
-then the work-size rule above. The choice applies inside each training step only
-(:func:`for_step`), and torch's global setting is restored after it: nothing else in
-the process changes. ``fit`` calls :func:`choose_threads` and :func:`apply_threads`.
+then the work-size rule above. Each training step (:func:`for_step`, from
+``train_batch`` and ``fit``) sets torch's process-wide thread count to the choice when
+it differs and the user has not set one: the count stays set after the step, because
+a count raised again between steps leaves torch's idle worker threads spinning beside
+the one doing the work (measured: scoping the choice to each step and restoring 2
+threads after it left the busy-machine quick start at 37 s per 500 steps; setting it
+once, 2.9 s; docs/notes/step-cost.md). A count the engine set is not taken for the
+user's. :func:`apply_threads` scopes a count to a block, for callers that want that.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ __all__ = ["choose_threads", "apply_threads", "for_step", "user_threads", "check
 
 WORK_PER_THREAD = 200e6   # FLOP per step a thread must have to pay for itself (benchmarks/step_cost.py)
 _AT_IMPORT = torch.get_num_threads()   # torch's thread count when zor was imported (its default, usually)
+_engine_set: Optional[int] = None      # the count for_step last set (not the user's choice)
 _ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -61,7 +67,7 @@ def user_threads() -> Optional[int]:
             raise ConfigError(f"ZOR_THREADS must be an integer ≥ 1, got {env!r}")
         return int(env)
     now = torch.get_num_threads()
-    if now != _AT_IMPORT or any(os.environ.get(name, "").strip() for name in _ENV):
+    if (now != _AT_IMPORT and now != _engine_set) or any(os.environ.get(name, "").strip() for name in _ENV):
         return now
     return None
 
@@ -95,8 +101,14 @@ def apply_threads(n: int) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def for_step(net: "Zor", batch_size: int) -> contextlib.AbstractContextManager:
-    """The thread setting of one training step (CPU only; a CUDA step leaves torch's setting alone)."""
+def for_step(net: "Zor", batch_size: int) -> int:
+    """Set torch's thread count for a training step of ``net`` at ``batch_size`` (CPU only; a CUDA step leaves
+    torch's setting alone); returns the count in force."""
+    global _engine_set
     if net.device.type != "cpu":
-        return contextlib.nullcontext()
-    return apply_threads(choose_threads(net, batch_size))
+        return torch.get_num_threads()
+    n = choose_threads(net, batch_size)
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+        _engine_set = n
+    return n
