@@ -98,12 +98,30 @@ def test_initial_state_is_zero_but_edges(tmp_path):
     assert not st["state_in_2_v"].any() and st["state_in_edge_0"].shape == (2, 24)
 
 
-def test_int8_and_sparse_are_refused_clearly(tmp_path):
+def test_int8_and_auto_path_are_refused_clearly(tmp_path):
     with pytest.raises(ConfigError, match="float32 only"):
         export_nir(RSYN, tmp_path / "q.onnx", dt=DT, quantize="int8")
-    with pytest.raises(ConfigError, match="dense only"):
-        export_nir(RSYN, tmp_path / "s.onnx", dt=DT, path="sparse")
+    with pytest.raises(ConfigError, match="'auto' is not available"):
+        export_nir(RSYN, tmp_path / "s.onnx", dt=DT, path="auto")
     assert not list(tmp_path.iterdir())
+
+
+def test_sparse_form_equals_dense_and_takes_one_row(tmp_path):
+    """--path sparse: the three Affine nodes read only the rows of non-zero inputs; same outputs as dense."""
+    dense = export_nir(RSYN, tmp_path / "d.onnx", dt=DT, steps=30)
+    sparse = export_nir(RSYN, tmp_path / "s.onnx", dt=DT, steps=30, path="sparse")
+    assert dense.paths == {}
+    assert [c["node"] for c in sparse.paths["connections"]] == ["0", "1.w_rec", "2"]
+    assert sparse.paths["max_batch"] == 1 and sparse.verification["nir"]["runs"][0]["batch"] == 1
+    m = Model(tmp_path / "s.onnx")
+    assert m.path_kind == "sparse" and m.max_batch == 1
+    xs = events((196,), steps=30, batch=1)
+    a, b = Model(tmp_path / "d.onnx").stream(), m.stream()
+    ya = np.stack([a.step(x)["output"] for x in xs])
+    yb = np.stack([b.step(x)["output"] for x in xs])
+    assert (ya == yb).mean() >= 0.999
+    with pytest.raises(Exception, match="at most 1 row"):
+        m.stream().step(xs[0].repeat(2, axis=0))
 
 
 def test_cli_export_and_zor_run_on_events(tmp_path):

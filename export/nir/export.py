@@ -33,9 +33,9 @@ from ..metadata import set_integrity, set_metadata
 from .graph import NirGraph, load_graph
 from .kinds import converter_for
 from .neurons import DISCRETISATION
-from .onnxgraph import build_onnx
+from .onnxgraph import build_onnx, sparse_nodes
 from .reference import state_layout
-from .verify import verify_step_graph
+from .verify import default_inputs, verify_step_graph
 
 __all__ = ["export_nir", "nir_metadata", "NIR_KEY"]
 
@@ -51,9 +51,9 @@ def _check_options(dt: Any, steps: Any, quantize: str, path: str) -> float:
     if quantize not in ("none", "float32"):
         raise ConfigError(f"quantize = {quantize!r}: a NIR import is exported in float32 only in this version "
                           "(expected 'none'); int8 for NIR graphs is not available yet")
-    if path != "dense":
-        raise ConfigError(f"path = {path!r}: a NIR import is exported dense only in this version (expected 'dense'); "
-                          "the event-driven sparse form for NIR graphs is not available yet")
+    if path not in ("dense", "sparse"):
+        raise ConfigError(f"path = {path!r}: expected 'dense' or 'sparse' for a NIR import (sparse: every Affine/Linear "
+                          "node in the event-driven batch-1 form); 'auto' is not available for NIR imports yet")
     return float(dt)
 
 
@@ -93,8 +93,18 @@ def _nir_version() -> str:
         return ""
 
 
+def _paths(graph: NirGraph, sparse: tuple[str, ...]) -> dict[str, Any]:
+    """``zor.paths`` of a NIR import: {} when dense; else the sparse nodes (by position k) and the batch limit 1."""
+    if not sparse:
+        return {}
+    conns = [{"connection": graph.order.index(n), "node": n, "kind": graph.nodes[n].kind, "path": "sparse",
+              "synapses": int(graph.nodes[n].params["weight"].size), "precision": "float32",
+              "reason": "requested (--path sparse): only the weight rows of non-zero inputs are read"} for n in sparse]
+    return {"requested": "sparse", "form": "batch1", "max_batch": 1, "connections": conns}
+
+
 def _metadata(graph: NirGraph, model: onnx.ModelProto, dt: float, source_name: str,
-              verification: dict) -> dict[str, str]:
+              verification: dict, sparse: tuple[str, ...] = ()) -> dict[str, str]:
     K = fmt.KEYS
     state = [{"layer": e.index, "size": e.size, "input": e.input, "output": e.output, "initial": e.initial,
               "meaning": (f"node {e.node!r} variable {e.var}" if e.var != "edge" else
@@ -108,7 +118,7 @@ def _metadata(graph: NirGraph, model: onnx.ModelProto, dt: float, source_name: s
         K.LAYERS: dumps(_layers(graph)), K.TASK: dumps(task), K.STATEFUL: "true" if state else "false",
         K.STATE: dumps(state), K.QUANTIZATION: dumps({"mode": "none"}), K.CALIBRATION: dumps({}),
         K.VERIFICATION: dumps(verification), K.WEIGHTS_SHA256: _weights_sha256(model),
-        K.PATHS: dumps({}), K.WEIGHTS: dumps({}), NIR_KEY: dumps(nir_metadata(graph, dt, source_name)),
+        K.PATHS: dumps(_paths(graph, sparse)), K.WEIGHTS: dumps({}), NIR_KEY: dumps(nir_metadata(graph, dt, source_name)),
     }
 
 
@@ -143,13 +153,16 @@ def export_nir(source: Union[str, Path, Any], output: Union[str, Path], *, dt: f
     graph = load_graph(source)
     xs = _calibration(graph, calibration)
     t = time.perf_counter()
-    model = build_onnx(graph, dt)
+    sparse = tuple(sparse_nodes(graph)) if path == "sparse" else ()
+    model = build_onnx(graph, dt, sparse)
+    if sparse:                                            # the batch-1 form takes one row per call
+        xs = default_inputs(graph, steps, batch=1) if xs is None else xs[:, :1]
     timings["build_s"] = time.perf_counter() - t
     t = time.perf_counter()
     verification = ({"passed": True, "nir": verify_step_graph(graph, model, dt, steps, xs)} if verify_model
                     else {"passed": None, "skipped": True})
     timings["verify_s"] = time.perf_counter() - t
-    meta = _metadata(graph, model, dt, src_path.name if src_path else "<in memory>", verification)
+    meta = _metadata(graph, model, dt, src_path.name if src_path else "<in memory>", verification, sparse)
     set_metadata(model, meta)
     set_integrity(model)
     data = model.SerializeToString()
@@ -157,4 +170,5 @@ def export_nir(source: Union[str, Path, Any], output: Union[str, Path], *, dt: f
     timings["total_s"] = time.perf_counter() - start
     final = {p.key: p.value for p in model.metadata_props if p.key.startswith("zor.")}
     return ExportResult(path=out, mode="float32", bytes=len(data), verification=verification,
-                        quantization={"mode": "none"}, calibration={}, timings=timings, metadata=final)
+                        quantization={"mode": "none"}, calibration={}, timings=timings, metadata=final,
+                        paths=_paths(graph, sparse))

@@ -81,6 +81,23 @@ class AffineConverter(Converter):
         return y, {}, None
 
 
+def affine_sparse(node: Node, b: Any, x: str) -> str:
+    """The event-driven form of Affine/Linear for one row (B = 1): only the rows of W_t = Wᵀ whose input is
+    non-zero are read, y = Σ_{j: x_j ≠ 0} x_j W_t[j] (+ b); for spikes x_j = 1 a sum of the active rows.
+
+        mask = [x² > 0] (n_in,),   y = MatMul(Compress(x, mask, axis 1), Compress(W_t, mask, axis 0)) + b
+    """
+    n_in = node.in_shape[-1]
+    flat = b.op("Reshape", [x, b.const(np.asarray([n_in], np.int64), f"shape_{n_in}")])
+    mask = b.op("Greater", [b.op("Mul", [flat, flat]), b.const(np.zeros((), np.float32), "zero")])
+    rows = b.op("Compress", [b.const(np.ascontiguousarray(node.params["weight"].T), node.name + ".weight_t"), mask],
+                axis=0)
+    y = b.op("MatMul", [b.op("Compress", [x, mask], axis=1), rows])
+    if "bias" in node.params:
+        y = b.op("Add", [y, b.const(node.params["bias"], node.name + ".bias")])
+    return y
+
+
 @register("Linear")
 class LinearConverter(AffineConverter):
     fields = ("weight",)

@@ -26,6 +26,7 @@ from zor.common import format as fmt
 
 from .graph import NirGraph
 from .kinds import converter_for
+from .layers import affine_sparse
 from .reference import StateEntry, state_layout
 
 __all__ = ["Builder", "build_onnx", "OPSET"]
@@ -85,8 +86,14 @@ def _flat_step(b: Builder, node: Any, conv: Any, x: str, inputs: list[str], name
     return b.reshape(y, node.out_shape), st_new, s
 
 
-def build_onnx(graph: NirGraph, dt: float) -> onnx.ModelProto:
-    """The per-step ONNX model of ``graph`` (no metadata yet)."""
+def sparse_nodes(graph: NirGraph) -> list[str]:
+    """The nodes the event-driven form applies to: Affine and Linear nodes on a 1-D input."""
+    return [n for n in graph.order if graph.nodes[n].kind in ("Affine", "Linear") and len(graph.nodes[n].in_shape) == 1]
+
+
+def build_onnx(graph: NirGraph, dt: float, sparse: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """The per-step ONNX model of ``graph`` (no metadata yet); nodes in ``sparse`` in the event-driven batch-1
+    form (:func:`zor.export.nir.layers.affine_sparse`), the graph then taking B = 1 only."""
     b = Builder()
     layout = state_layout(graph)
     edges: dict[tuple, StateEntry] = {e.edge: e for e in layout if e.var == "edge"}
@@ -101,7 +108,9 @@ def build_onnx(graph: NirGraph, dt: float) -> onnx.ModelProto:
         else:
             x = _sum_inputs(b, graph, name, values, edges)
         n = math.prod(node.out_shape)
-        if conv.elementwise and len(node.in_shape) > 1 and node.kind not in ("Input", "Output"):
+        if name in sparse:
+            y, st_new, s = affine_sparse(node, b, x), {}, None
+        elif conv.elementwise and len(node.in_shape) > 1 and node.kind not in ("Input", "Output"):
             y, st_new, s = _flat_step(b, node, conv, x, [e.input for e in mine], [e.var for e in mine], dt)
         else:
             st = {e.var: b.reshape(e.input, node.out_shape) for e in mine}
