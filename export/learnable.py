@@ -44,6 +44,7 @@ from zor.engine.network import Zor
 
 from .jsonsafe import dumps
 from .learnable_graph import build_step_graph, spec_of, state_names
+from .metadata import set_integrity
 
 __all__ = ["export_learnable", "verify_learnable", "initial_state", "LEARNABLE_FORMAT", "TOLERANCE",
            "MOMENT_TOLERANCE"]
@@ -190,6 +191,7 @@ def export_learnable(source: Union[Zor, str, os.PathLike], output: Union[str, os
     meta = {"zor.format": LEARNABLE_FORMAT, "zor.format_version": "1", "zor.learnable": dumps(spec),
             "zor.verification": dumps(report), TEMPLATE_KEY: _inference_template(net)}
     helper.set_model_props(proto, meta)
+    set_integrity(proto)                               # zor.integrity: what Learner checks on every load
     onnx.checker.check_model(proto, full_check=True)
     write_bytes_atomic(output, proto.SerializeToString())
     return report

@@ -32,6 +32,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import onnxruntime as ort
 
+from zor.common import format as fmt
 from zor.common.curriculum import CurriculumSampler
 from zor.common.errors import (
     LearningDivergedError,
@@ -43,11 +44,30 @@ from zor.common.fileio import atomic_path, check_not_an_input, write_bytes_atomi
 
 from . import learner_state, onnxmeta, saved_model
 from .checks import check_array
+from .loaders import check_integrity
 
 __all__ = ["Learner", "LEARNABLE_FORMAT"]
 
 LEARNABLE_FORMAT = "zor-learnable"
 PathLike = Union[str, os.PathLike]
+
+
+def _check_file(data: bytes, meta: dict, path: PathLike) -> None:
+    """The load checks of a learnable file: zor.integrity (every initializer, the graph, the metadata) and
+    every operator one the step graph emits (fmt.LEARNABLE_OPERATORS), nothing foreign."""
+    if meta.get("zor.format") != LEARNABLE_FORMAT:
+        return                                   # named by the caller
+    try:
+        scan = onnxmeta.scan_model(data, digests=True)
+    except onnxmeta.ScanError as exc:
+        raise ModelFileError(f"{path}: not a well-formed ONNX file ({exc})") from exc
+    if fmt.KEYS.INTEGRITY not in dict(scan.metadata):
+        raise ModelFileError(f"{path}: {fmt.KEYS.INTEGRITY} missing: expected a file from zor-export --learnable")
+    check_integrity(scan, str(path))
+    odd = sorted({n.op_type for n in scan.nodes if n.domain not in ("", "ai.onnx")
+                  or n.op_type not in fmt.LEARNABLE_OPERATORS or n.subgraphs})
+    if odd or scan.foreign:
+        raise ModelFileError(f"{path}: operators {odd or scan.foreign} are not ones a learnable export emits; refused")
 
 
 def _read(path: PathLike) -> tuple[bytes, dict, dict]:
@@ -58,6 +78,7 @@ def _read(path: PathLike) -> tuple[bytes, dict, dict]:
         raise ModelFileError(f"{path}: no such file (expected a learnable .onnx from zor-export --learnable)") from exc
     except (onnxmeta.ScanError, OSError) as exc:
         raise ModelFileError(f"{path}: expected a learnable ONNX file, could not read it ({exc})") from exc
+    _check_file(data, meta, path)
     if meta.get("zor.format") != LEARNABLE_FORMAT:
         raise ModelFileError(f"{path}: expected zor.format {LEARNABLE_FORMAT!r} (zor-export --learnable), "
                              f"got {meta.get('zor.format')!r}")

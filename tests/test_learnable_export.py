@@ -106,3 +106,13 @@ def test_cli_learnable(tmp_path) -> None:
     Zor([Layer(4), Layer(3, decay=0.5), Layer(2)], seed=0).save(stateful)
     r = CliRunner().invoke(export_main, ["export", str(stateful), "-o", str(tmp_path / "s.onnx"), "--learnable"])
     assert r.exit_code == 2 and "stateful" in r.output and not (tmp_path / "s.onnx").exists()
+
+
+def test_graph_operators_are_the_learners_allowlist() -> None:
+    from zor.common.format import LEARNABLE_OPERATORS
+    for rule in ("coactivity", "normalized", "post_spikes", "gated"):
+        for opt in ("adam", "adamw", "sgd"):
+            net = Zor([Layer(5, activation_function="tanh"), Layer(4, activation_function="relu", novelty_factor=0.1),
+                       Layer(3, activation_function="sigmoid")], seed=0, rule=rule, optimizer=opt)
+            ops = {n.op_type for n in build_step_graph(net).graph.node}
+            assert ops <= LEARNABLE_OPERATORS, ops - LEARNABLE_OPERATORS

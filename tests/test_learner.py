@@ -193,3 +193,13 @@ def test_cli_png_folder(files, tmp_path) -> None:
     (imgs / "7_bad.png").write_bytes((imgs / "0_0.png").read_bytes())
     r = CliRunner().invoke(learn_main, [str(folder / "clf.onnx"), str(imgs), "-o", str(tmp_path / "c.onnx")])
     assert r.exit_code == 2 and "class labels must lie in [0, 2]" in r.output
+
+
+def test_tampered_learnable_file_refused(files, tmp_path) -> None:
+    data = bytearray((files[0] / "ae.onnx").read_bytes())
+    from zor.runtime.onnxmeta import scan_model
+    raw = scan_model(bytes(data), digests=False).initializers["weight_0"].raw
+    data[raw.offset + 5] ^= 0x40                               # one weight changed after export
+    (tmp_path / "t.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="weight_0 does not match its SHA-256"):
+        Learner(tmp_path / "t.onnx")

@@ -147,6 +147,7 @@ __all__ = [
     "FORMS",
     "OPERATORS",
     "CONSTANT_OPERATORS",
+    "LEARNABLE_OPERATORS",
     "KEYS",
 ]
 
@@ -225,6 +226,13 @@ OPERATORS = frozenset({
     "Identity", "Greater", "Less", "Where", "And", "Add", "Sub", "Mul", "Sum", "MatMul", "Conv",
     "Sigmoid", "Tanh", "Relu", "Cast", "Reshape", "Compress", "ReduceMax",
     "QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearConv",
+})
+# Every operator a learnable file's step graph may hold (zor.export.learnable_graph); zor.runtime.Learner
+# refuses any other
+LEARNABLE_OPERATORS = frozenset({
+    "Identity", "Cast", "Greater", "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Clip", "Sqrt", "Pow",
+    "Reciprocal", "MatMul", "Gemm", "Transpose", "ReduceMean", "ReduceL2", "ReduceSumSquare", "Shape", "Gather",
+    "Relu", "Sigmoid", "Tanh",
 })
 # the operators that may run on constants alone (onnxruntime folds those at load): each one's output
 # holds as many elements as its first input, so a small file cannot ask for a large tensor
