@@ -8,7 +8,7 @@ order :mod:`zor.engine.learning` runs it (connection i from the top down):
     signal        δ̂ = rule.signal(δ);  δ ← δ̂ W_iᵀ                   one (B, n_{i+1}) × (n_{i+1}, n_i) product
     co-activity   E, G = rule.correlate(pre, post, δ̂)                 the outer products O(a_i, ·)
     update        E′ = clip(E − νR, 0, 1);  U = G ⊙ E′, norm-clipped, error-scaled; grad = −U
-    optimiser     optimizer.step(), weight clamp
+    optimiser     the optimizer step (the engine's fused AdamW path where it has one), weight clamp
     homeostasis   θ ← θ − η (target − r) on every layer
 
 Each phase is timed with the device synchronised at its ends (on CUDA this removes the
@@ -38,7 +38,7 @@ PHASES = ("forward", "signal", "coactivity", "update", "optimiser", "homeostasis
 
 def _phased_step(net: Any, x: Any, clock: Callable[[str], None]) -> None:
     """One training step of ``net`` on (x, x), calling ``clock(phase)`` at the end of each phase."""
-    from zor.engine import rules
+    from zor.engine import learning, rules
     from zor.engine.learning import always_spikes
 
     out, traces = net._forward_train(x)
@@ -65,8 +65,10 @@ def _phased_step(net: Any, x: Any, clock: Callable[[str], None]) -> None:
             e = e.clamp_(0.0, 1.0)
         w.grad = rules.clip_norm(g * e, layer.max_update_norm, -scale)
         clock("update")
-    net.optimizer.step()
-    net.optimizer.zero_grad(set_to_none=True)
+    fused = getattr(learning, "_fused_adam_step", None)       # the engine's own fast path, when it has one
+    if fused is None or not fused(net.optimizer):
+        net.optimizer.step()
+        net.optimizer.zero_grad(set_to_none=True)
     for layer, w in zip(net.layers, net.weights):
         if layer.max_weight is not None:
             w.clamp_(-layer.max_weight, layer.max_weight)
