@@ -81,7 +81,7 @@ def _export_learnable(checkpoint: Path, output: Path, threads: int, other_option
 
 
 def _export_nir(source: Path, output: Path, dt: float | None, steps: int | None, quantize: str, path: str,
-                calibration: Path | None, no_verify: bool, threads: int) -> None:
+                calibration: Path | None, no_verify: bool, threads: int, discretisation: str = "euler") -> None:
     """zor-export GRAPH.nir --dt DT (zor.export.nir): a NIR graph to a verified stateful step graph."""
     if dt is None:
         raise ConfigError(f"{source}: a NIR graph needs --dt: the time step (in the file's time unit, as its τ) "
@@ -91,7 +91,7 @@ def _export_nir(source: Path, output: Path, dt: float | None, steps: int | None,
     _threads(threads)
     with output_folders(output.parent):
         res = export_nir(source, output, dt=dt, steps=steps or 100, quantize=quantize, path=path,
-                         calibration=calibration, verify_model=not no_verify)
+                         calibration=calibration, verify_model=not no_verify, discretisation=discretisation)
     nir_meta = json.loads(res.metadata.get("zor.nir", "{}"))
     click.echo(f"wrote {res.path} ({res.bytes:,} bytes, float32, {len(nir_meta.get('nodes', []))} NIR nodes, "
                f"dt {dt:g}, {nir_meta.get('discretisation', '?')}) in {res.timings['total_s']:.2f} s "
@@ -138,17 +138,19 @@ def _export_nir(source: Path, output: Path, dt: float | None, steps: int | None,
 @click.option("--dt", type=float, default=None,
               help="NIR graphs (CHECKPOINT ending in .nir): the time step their ODEs are discretised with (forward "
                    "Euler), in the file's time unit.")
+@click.option("--discretisation", type=click.Choice(["euler", "exp"]), default="euler", show_default=True,
+              help="NIR graphs: forward Euler (a = dt/τ) or exponential Euler (a = 1 − e^(−dt/τ)); see docs/nir.md.")
 @cli_errors
 def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calibration: Path | None,
                max_drop: float, spike_budget: float, steps: int | None, no_verify: bool, threads: int,
                path: str, max_batch: int, external_weights: bool, learnable: bool = False,
-               dt: float | None = None) -> None:
+               dt: float | None = None, discretisation: str = "euler") -> None:
     """Export CHECKPOINT to an ONNX file (verified unless --no-verify)."""
     if output.is_dir():
         raise OutputPathError(f"-o {output}: it is a folder, expected a file path like model.onnx")
     check_output_file(output, [checkpoint, calibration], create=True, what="-o")   # before the exporter loads
     if checkpoint.suffix.lower() == ".nir":
-        _export_nir(checkpoint, output, dt, steps, quantize, path, calibration, no_verify, threads)
+        _export_nir(checkpoint, output, dt, steps, quantize, path, calibration, no_verify, threads, discretisation)
         return
     if dt is not None:
         raise ConfigError(f"--dt is for NIR graphs (a .nir file), got {checkpoint}: a Zor checkpoint has no time step")

@@ -7,6 +7,8 @@ values. test_every_registered_kind_has_a_hand_test fails when a converter is reg
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,18 @@ def test_nested_subgraph_is_flattened():
     assert "inner.lif" in graph.order
     got = simulate(graph, np.asarray(xs, np.float32)[:, None], dt).outputs["output"][:, 0]
     np.testing.assert_array_equal(got, np.asarray(want, np.float32))
+
+
+def test_exponential_euler_lif_by_hand(tmp_path):
+    """The LIF case with discretisation "exp": a = 1 − e^(−0.5) = 0.3934693; x = 0.6, r·x = 1.2:
+    v1 = a·1.2 = 0.4721632; v2 = v1 + a·(1.2 − v1) = 0.4721632 + 0.3934693·0.7278368 = 0.7585447;
+    v3 = v2 + a·(1.2 − v2) = 0.7585447 + 0.3934693·0.4414553 = 0.9322438; v4 = 0.9322438 + 0.3934693·0.2677562 = 1.0375976 > 1 → the spike comes one step later than forward Euler's: 0, 0, 0, 1."""
+    graph, dt, xs, _ = CASES["LIF"]
+    xs = np.asarray(xs, np.float32)[:, None]
+    res = simulate(graph, xs, dt, discretisation="exp")
+    np.testing.assert_array_equal(res.outputs["output"][:, 0, 0], [0, 0, 0, 1])
+    np.testing.assert_allclose(res.states["state_in_1_v"][:3, 0, 0], [0.4721632, 0.7585447, 0.9322438], atol=1e-6)
+    out = export_nir(graph, tmp_path / "e.onnx", dt=dt, steps=20, discretisation="exp")
+    assert json.loads(out.metadata["zor.nir"])["discretisation"] == "exp"
+    stream = Model(tmp_path / "e.onnx").stream()
+    np.testing.assert_array_equal([stream.step(x)["output"][0, 0] for x in xs], [0, 0, 0, 1])

@@ -30,7 +30,7 @@ from zor.common.fileio import check_output_file, write_bytes_atomic
 from ..api import ExportResult
 from ..jsonsafe import dumps
 from ..metadata import set_integrity, set_metadata
-from .graph import NirGraph, load_graph
+from .graph import NirGraph, load_graph, with_discretisation
 from .kinds import converter_for
 from .neurons import DISCRETISATION
 from .onnxgraph import build_onnx, sparse_nodes
@@ -77,10 +77,10 @@ def _weights_sha256(model: onnx.ModelProto) -> str:
     return h.hexdigest()
 
 
-def nir_metadata(graph: NirGraph, dt: float, source_name: str) -> dict[str, Any]:
+def nir_metadata(graph: NirGraph, dt: float, source_name: str, discretisation: str = DISCRETISATION) -> dict[str, Any]:
     """The ``zor.nir`` record: what was imported and how it was discretised."""
-    return {"source": source_name, "dt": dt, "discretisation": DISCRETISATION,
-            "nodes": [dict(d, discretisation=DISCRETISATION if d["state"] else "exact") for d in graph.summary()],
+    return {"source": source_name, "dt": dt, "discretisation": discretisation,
+            "nodes": [dict(d, discretisation=discretisation if d["state"] else "exact") for d in graph.summary()],
             "edges": [list(e) for e in graph.edges], "recurrent_edges": [list(e) for e in graph.recurrent],
             "nir_version": _nir_version()}
 
@@ -104,7 +104,7 @@ def _paths(graph: NirGraph, sparse: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _metadata(graph: NirGraph, model: onnx.ModelProto, dt: float, source_name: str,
-              verification: dict, sparse: tuple[str, ...] = ()) -> dict[str, str]:
+              verification: dict, sparse: tuple[str, ...] = (), discretisation: str = DISCRETISATION) -> dict[str, str]:
     K = fmt.KEYS
     state = [{"layer": e.index, "size": e.size, "input": e.input, "output": e.output, "initial": e.initial,
               "meaning": (f"node {e.node!r} variable {e.var}" if e.var != "edge" else
@@ -118,7 +118,7 @@ def _metadata(graph: NirGraph, model: onnx.ModelProto, dt: float, source_name: s
         K.LAYERS: dumps(_layers(graph)), K.TASK: dumps(task), K.STATEFUL: "true" if state else "false",
         K.STATE: dumps(state), K.QUANTIZATION: dumps({"mode": "none"}), K.CALIBRATION: dumps({}),
         K.VERIFICATION: dumps(verification), K.WEIGHTS_SHA256: _weights_sha256(model),
-        K.PATHS: dumps(_paths(graph, sparse)), K.WEIGHTS: dumps({}), NIR_KEY: dumps(nir_metadata(graph, dt, source_name)),
+        K.PATHS: dumps(_paths(graph, sparse)), K.WEIGHTS: dumps({}), NIR_KEY: dumps(nir_metadata(graph, dt, source_name, discretisation)),
     }
 
 
@@ -143,14 +143,14 @@ def _calibration(graph: NirGraph, calibration: Any) -> Optional[np.ndarray]:
 
 def export_nir(source: Union[str, Path, Any], output: Union[str, Path], *, dt: float, steps: int = 100,
                quantize: str = "none", path: str = "dense", calibration: Any = None, device: str = "generic",
-               verify_model: bool = True) -> ExportResult:
+               verify_model: bool = True, discretisation: str = DISCRETISATION) -> ExportResult:
     """Export the NIR graph ``source`` (path or nir.NIRGraph) to ``output``; see the module docstring."""
     start = time.perf_counter()
     dt = _check_options(dt, steps, quantize, path)
     src_path = Path(source) if isinstance(source, (str, Path)) else None
     out = check_output_file(output, inputs=[src_path] if src_path else [])
     timings: dict[str, float] = {}
-    graph = load_graph(source)
+    graph = with_discretisation(load_graph(source), discretisation)
     xs = _calibration(graph, calibration)
     t = time.perf_counter()
     sparse = tuple(sparse_nodes(graph)) if path == "sparse" else ()
@@ -162,7 +162,8 @@ def export_nir(source: Union[str, Path, Any], output: Union[str, Path], *, dt: f
     verification = ({"passed": True, "nir": verify_step_graph(graph, model, dt, steps, xs)} if verify_model
                     else {"passed": None, "skipped": True})
     timings["verify_s"] = time.perf_counter() - t
-    meta = _metadata(graph, model, dt, src_path.name if src_path else "<in memory>", verification, sparse)
+    meta = _metadata(graph, model, dt, src_path.name if src_path else "<in memory>", verification, sparse,
+                     discretisation)
     set_metadata(model, meta)
     set_integrity(model)
     data = model.SerializeToString()

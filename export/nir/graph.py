@@ -18,6 +18,7 @@ Input/Output nodes become identities. Everything is checked here and a malformed
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,16 @@ def load_graph(source: Any) -> NirGraph:
     meta = dict(getattr(graph, "metadata", {}) or {})
     return NirGraph(nodes=nodes, edges=edges, order=order, recurrent=recurrent, source=where,
                     metadata={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))})
+
+
+def with_discretisation(graph: NirGraph, mode: str) -> NirGraph:
+    """A copy of ``graph`` whose neurons use ``mode`` ("euler" or "exp", :mod:`.neurons`); ``graph`` is unchanged."""
+    from .neurons import DISCRETISATIONS
+
+    if mode not in DISCRETISATIONS:
+        raise NirGraphError(f"discretisation {mode!r}: expected one of {', '.join(DISCRETISATIONS)}")
+    nodes = {n: dataclasses.replace(v, attrs={**v.attrs, "discretisation": mode}) for n, v in graph.nodes.items()}
+    return dataclasses.replace(graph, nodes=nodes)
 
 
 def rest_value(node: Node) -> np.ndarray:

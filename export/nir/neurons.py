@@ -30,9 +30,13 @@ import numpy as np
 
 from .nodes import Converter, register
 
-__all__ = ["DISCRETISATION"]
+__all__ = ["DISCRETISATION", "DISCRETISATIONS"]
 
-DISCRETISATION = "euler"     # forward Euler, step dt (the equations above)
+DISCRETISATION = "euler"     # the default: forward Euler, step dt (the equations above)
+# "euler": a = dt/τ.  "exp" (exponential Euler): each ODE solved exactly over the step with its input held
+# constant, v' = v_leak + (v − v_leak)·e^(−dt/τ) + r·x·(1 − e^(−dt/τ)), i.e. the same update with a = 1 − e^(−dt/τ)
+# (IF and I have no leak: the same in both). Chosen per export (export_nir(discretisation=...)), stored in zor.nir.
+DISCRETISATIONS = ("euler", "exp")
 
 
 def _c(node, key) -> np.ndarray:
@@ -40,10 +44,12 @@ def _c(node, key) -> np.ndarray:
 
 
 def _a(node, tau: str, dt: float) -> np.ndarray:
-    """dt / τ as float32 (τ must be positive)."""
+    """The leak coefficient a as float32: dt/τ ("euler") or 1 − e^(−dt/τ) ("exp"); τ must be positive."""
     t = _c(node, tau)
     if np.any(t <= 0):
         raise node.fail(f"{tau} holds {int((t <= 0).sum())} value(s) ≤ 0: expected positive time constants")
+    if node.attrs.get("discretisation", DISCRETISATION) == "exp":
+        return (-np.expm1(-np.float64(dt) / t.astype(np.float64))).astype(np.float32)
     return (np.float32(dt) / t).astype(np.float32)
 
 

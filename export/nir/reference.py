@@ -25,7 +25,7 @@ import numpy as np
 
 from zor.common.errors import NirGraphError, ShapeError
 
-from .graph import NirGraph, load_graph, rest_value
+from .graph import NirGraph, load_graph, rest_value, with_discretisation
 from .kinds import converter_for
 
 __all__ = ["SimResult", "StateEntry", "simulate", "state_layout", "initial_state"]
@@ -90,12 +90,15 @@ def _check_inputs(graph: NirGraph, xs: Any, dt: float) -> np.ndarray:
     return xs.astype(np.float32)
 
 
-def simulate(graph: Any, xs: Any, dt: float, state: Optional[Mapping[str, Any]] = None) -> SimResult:
+def simulate(graph: Any, xs: Any, dt: float, state: Optional[Mapping[str, Any]] = None,
+             discretisation: Optional[str] = None) -> SimResult:
     """Run ``graph`` (a NirGraph, path or nir.NIRGraph) over ``xs`` (T, B, *input_shape) from ``state``
-    (default: the fresh state); see the module docstring."""
+    (default: the fresh state); ``discretisation`` "euler" or "exp" (default: the graph's own, else "euler")."""
     import torch
 
     graph = load_graph(graph)
+    if discretisation is not None:
+        graph = with_discretisation(graph, discretisation)
     xs = _check_inputs(graph, xs, dt)
     batch = xs.shape[1]
     layout = state_layout(graph)
