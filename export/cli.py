@@ -3,6 +3,8 @@
     zor-export CHECKPOINT -o MODEL.onnx [--device PROFILE] [--quantize none|int8|fp16]
                [--calibration DATA.npy] [--max-drop X] [--spike-budget F] [--steps T] [--no-verify]
                [--path dense|sparse|auto] [--max-batch N] [--external-weights]
+    zor-export GRAPH.nir -o MODEL.onnx --dt DT [--steps T] [--path dense|sparse] [--discretisation euler|exp]
+               [--calibration EVENTS.npy] [--no-verify]         (a NIR graph: zor.export.nir, docs/nir.md)
     zor-export verify MODEL.onnx --checkpoint CHECKPOINT [--data DATA.npy] [--steps T]
     zor-export inspect MODEL.onnx [--json]
 
