@@ -173,6 +173,8 @@ def main(sizes: str, batch: int, threads: int, rounds: int, steps: int, busy: bo
     """Zor step vs equal-size AdamW MSE MLP step: paired ratios, the phase split, the busy quick start."""
     import torch
 
+    import zor.engine.threads  # noqa: F401  (it notes torch's default thread count at import: before set_threads)
+
     common.check_json_folder(json_path)
     default_threads = torch.get_num_threads()
     rows, split = [], []
