@@ -166,20 +166,20 @@ def _train(x: np.ndarray, sizes: list[int], opts: dict[str, Any], distributed: b
     net = Zor([Layer(n) for n in sizes], seed=opts["seed"], device=_device(opts["device"], distributed),
               threads=opts["threads"],
               rule=opts["rule"], optimizer=opts["optimizer"], lr=opts["lr"], weight_average=opts["weight_average"])
-    start = time.perf_counter()
-    hist = _fit(net, x, opts, distributed)
-    world, rank = 1, 0
-    if distributed:
-        import torch.distributed as dist
+    import torch.distributed as dist
 
-        world, rank = dist.get_world_size(), dist.get_rank()
-    summary = {**_summary(hist, net, opts, world), "wall_s": time.perf_counter() - start}
-    if rank == 0:
-        click.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
-        if opts["json_path"]:
-            write_text_atomic(opts["json_path"], json.dumps(summary, indent=2) + "\n")
-    if distributed:
-        dist.destroy_process_group()
+    start = time.perf_counter()
+    try:
+        hist = _fit(net, x, opts, distributed)
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        summary = {**_summary(hist, net, opts, world), "wall_s": time.perf_counter() - start}
+        if rank == 0:
+            click.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+            if opts["json_path"]:
+                write_text_atomic(opts["json_path"], json.dumps(summary, indent=2) + "\n")
+    finally:    # also on an error: a process group left to interpreter shutdown can abort the process (SIGABRT)
+        if distributed and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 if __name__ == "__main__":
     main()
