@@ -176,9 +176,6 @@ class _Group:
             raise ConfigError(f"batch_size {batch_size} (the global batch) must be a multiple of the world size "
                               f"{group.world}: each rank trains on batch_size / world size rows")
         group.check_same(net, batch_size)
-        if not hasattr(net, "set_distributed"):
-            raise ConfigError("distributed=True needs the engine's all-reducing train step "
-                              "(Zor.set_distributed), which this engine lacks")
         net.set_distributed(True)
         return group
 
