@@ -298,6 +298,35 @@ class Model:
             check_outputs({fmt.OUTPUT: out}, self._base_names, feeds)    # raises NonFiniteError
         return {fmt.OUTPUT: out}
 
+    def _step_input(self, x: np.ndarray) -> np.ndarray:
+        """A running stream's ``input`` array checked as :meth:`_feeds` checks it (one step's events (B, *shape)
+        of a NIR import flattened, the batch limit of a sparse file), without building the initial state."""
+        if self._event_shape is not None and x.shape[1:] == self._event_shape:
+            x = x.reshape(len(x), -1)
+        x = check_array(fmt.INPUT, x, self._width)
+        if self._limit is not None and x.shape[0] > self._limit:
+            self._feeds(x)                           # raises the batch-limit error
+        return x
+
+    def _run_values(self, feeds: dict[str, np.ndarray]) -> list:
+        """``output`` then every ``state_out_*`` (metadata order) for validated feeds: a stream step with the
+        checks and typed errors of :meth:`_run`, without its bookkeeping (benchmarks/nir_fashion.py)."""
+        names = self._base_names
+        if self._weightfile is not None:
+            self._weightfile.check_unchanged()
+        try:
+            values = self._call(feeds, names) if self._rows is not None else self._call(names, feeds)
+        except MemoryError as exc:
+            raise run_failure(self.path, exc, feeds, self.sizes) from None
+        except Exception as exc:  # validated inputs: memory ran out (InputError), else the model (ModelFileError)
+            if self._rows is not None:
+                raise
+            raise run_failure(self.path, exc, feeds, self.sizes) from None
+        for value in values:
+            if not all_finite(value):
+                check_outputs(dict(zip(names, values)), names, feeds)    # raises NonFiniteError
+        return values
+
     def __call__(self, x: Any) -> np.ndarray:
         """``model(x)`` is ``model.run(x)["output"]``."""
         return self.run(x)[fmt.OUTPUT]

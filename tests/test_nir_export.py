@@ -151,3 +151,60 @@ def test_cli_dt_without_nir_and_nir_without_dt(tmp_path):
     ckpt.write_bytes(b"x")
     r = CliRunner().invoke(export_main, [str(ckpt), "-o", str(tmp_path / "m.onnx"), "--dt", "1"])
     assert r.exit_code == 2 and "--dt is for NIR graphs" in r.output
+
+
+FF = FIXTURES / "ff_lif.nir"           # snnTorch: Affine → LIF → Affine → LIF (1-D throughout)
+
+
+def test_one_dimensional_graph_has_no_reshape_and_names_nodes_by_position(tmp_path):
+    """A Reshape to the shape a (B, n) tensor already has is left out: the producer's output is renamed to
+    the graph output (state_out_*, spikes_*, output); every node carries the NIR node's position k."""
+    import onnx
+
+    export_nir(FF, tmp_path / "f.onnx", dt=DT, steps=10)
+    proto = onnx.load(tmp_path / "f.onnx")
+    assert [n.op_type for n in proto.graph.node if n.op_type == "Reshape"] == []
+    assert all(n.name.startswith("node") and "." in n.name for n in proto.graph.node)
+    produced = {o for n in proto.graph.node for o in n.output}
+    assert {o.name for o in proto.graph.output} <= produced
+
+
+def test_stream_run_equals_step_by_step_and_carries_on(tmp_path):
+    export_nir(RSYN, tmp_path / "r.onnx", dt=DT, steps=10)
+    m = Model(tmp_path / "r.onnx")
+    xs = events((196,), steps=12, batch=2)
+    a, b = m.stream(), m.stream()
+    want = np.stack([a.step(x)["output"] for x in xs])
+    got = np.concatenate([b.run(xs[:5])["output"], b.run(xs[5:])["output"]])   # fresh, then carried
+    np.testing.assert_array_equal(got, want)
+    assert b.steps == 12
+    for k, v in a.state.items():
+        np.testing.assert_array_equal(b.state[k], v)
+    c = Model(tmp_path / "r.onnx").stream()                        # events as (T, B, *input_shape) too
+    np.testing.assert_array_equal(c.run(xs.reshape(12, 2, 196))["output"], want)
+
+
+def test_stream_run_and_carried_step_refuse_bad_input(tmp_path):
+    from zor.common.errors import NonFiniteError, ShapeError, StateError
+
+    export_nir(CONV, tmp_path / "c.onnx", dt=DT, steps=5)
+    s = Model(tmp_path / "c.onnx").stream()
+    xs = events((1, 14, 14), steps=4, batch=2)
+    s.run(xs)
+    with pytest.raises(StateError, match="expected a batch of 2 rows"):
+        s.run(xs[:, :1])
+    with pytest.raises(StateError, match="expected a batch of 2 rows"):
+        s.step(xs[0, :1])                                          # the carried step's own check
+    with pytest.raises(ShapeError, match=r"expected a sequence \(T, B, 196\)"):
+        s.run(xs[0].reshape(2, 196))                               # one step, not a sequence
+    bad = xs.copy()
+    bad[2, 1, 0, 3, 3] = np.nan
+    before = s.state
+    with pytest.raises(NonFiniteError, match="NaN"):
+        s.run(bad)
+    with pytest.raises(NonFiniteError, match="NaN"):
+        s.step(bad[2])
+    for k, v in before.items():                                    # nothing ran: the state is as it was
+        np.testing.assert_array_equal(s.state[k], v)
+    with pytest.raises(ShapeError, match="expected shape"):
+        s.step(np.zeros((2, 195), np.float32))
