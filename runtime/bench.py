@@ -28,6 +28,8 @@ For each model file (label from its ``zor.quantization`` mode: float32, int8, ..
   (its batch figures are None) and runs the spike-rate and RSS measurements in chunks
   of its limit (``python -m benchmarks.runtime_bench --paths`` exports one checkpoint
   once per path and benches the files).
+- NIR imports (stateful, one time step per call): a stream of steps carrying the state, per-step
+  latency, spike rate per spiking node, synaptic operations per edge of the graph (:mod:`.nirbench`).
 
 Example:
     >>> tuple(round(v, 6) for v in percentiles([1.0, 2.0, 3.0, 4.0]))   # (p50, p95) in ms of seconds
@@ -48,7 +50,9 @@ from zor.common import format as fmt
 from zor.common.errors import ConfigError
 
 from .checks import check_batch_memory
+from .events import is_event_model
 from .model import Model
+from .nirbench import format_nir, run_nir_bench
 from .rss import peak_rss
 from .tasks.translate import speed
 
@@ -150,6 +154,11 @@ def run_bench(
         raise ConfigError(f"batch, calls and repeats must be ≥ 1, got {batch}, {calls}, {repeats}")
     models = load_models(paths, device, threads, weights)
     check_batch_memory(batch, models[0].sizes, "batch")       # before any row is made (ConfigError saying the sizes)
+    if is_event_model(models[0]):
+        if references:
+            raise ConfigError("references are timed against stateless exports; a NIR import runs as a stream")
+        return run_nir_bench(models, _labels(models), batch, calls, repeats, threads, inputs, rss, weights, progress,
+                             _report_head(models[0], threads, batch, calls, repeats, ""))
     data, data_note = bench_inputs(inputs, batch, models[0].sizes[0])
     xb = data[:batch]
     labels = _labels(models)
@@ -347,7 +356,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [f"device {report['device']} ({', '.join(report['providers'])}), {report['threads']} thread(s), "
              f"sizes {report['sizes']}, medians of {report['repeats']} repeats x {report['calls']} calls",
              f"inputs: {report['inputs']}"]
-    lines += _latency_table(report)
+    lines += _latency_table(report) + (format_nir(report) if report.get("nir") else [])
     refs = report.get("references", [])
     for name, f in report["models"].items():
         if "spike_rates" in f:

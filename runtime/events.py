@@ -23,7 +23,7 @@ from zor.common.errors import DataError, DTypeError, NonFiniteError, ShapeError
 if TYPE_CHECKING:
     from .model import Model
 
-__all__ = ["is_event_model", "load_events", "run_events"]
+__all__ = ["is_event_model", "load_events", "event_batches", "run_events"]
 
 
 def is_event_model(model: "Model") -> bool:
@@ -44,8 +44,9 @@ def _event_shape(model: "Model") -> tuple[int, ...]:
     return tuple(int(v) for v in shape) if isinstance(shape, list) and shape else (model.sizes[0],)
 
 
-def run_events(model: "Model", xs: Any) -> np.ndarray:
-    """The output at every step of ``xs`` (see the module docstring); a bad shape or dtype names what was expected."""
+def event_batches(model: "Model", xs: Any) -> tuple[np.ndarray, bool]:
+    """(``xs`` as float32 (T, B, n_0), whether it had a batch axis); a bad shape, dtype or value names what was
+    expected."""
     xs = np.asarray(xs)
     shape, n0 = _event_shape(model), model.sizes[0]
     want = f"(T, B, {', '.join(map(str, shape))}) or (T, {', '.join(map(str, shape))})"
@@ -62,6 +63,12 @@ def run_events(model: "Model", xs: Any) -> np.ndarray:
     xs = xs.astype(np.float32)
     if not np.isfinite(xs).all():
         raise NonFiniteError(f"events: {int((~np.isfinite(xs)).sum())} non-finite value(s): expected finite {want}")
+    return xs, batched
+
+
+def run_events(model: "Model", xs: Any) -> np.ndarray:
+    """The output at every step of ``xs`` (see the module docstring); a bad shape or dtype names what was expected."""
+    xs, batched = event_batches(model, xs)
     stream = model.stream()
     ys = np.stack([stream.step(np.ascontiguousarray(x))[fmt.OUTPUT] for x in xs])   # (T, B, n_out)
     return ys if batched else ys[:, 0]
