@@ -2,8 +2,9 @@
 
 A learnable file (``zor-export --learnable``, :mod:`zor.export.learnable`) holds one
 Zor learning step as a graph, ``(x, target, state) → (output, error, state_out)``, and
-the start state as its initializers. The Learner keeps the state in numpy arrays and
-feeds it back each step:
+the start state as its initializers. The Learner keeps the state in two sets of buffers
+bound to the onnxruntime session (IO binding): step k reads set k mod 2 and writes the
+other set in place, so no weight is copied or allocated per step:
 
     error, state ← step_graph(x, target, state)          error = target − output  (B, n_L)
 
@@ -43,7 +44,7 @@ from zor.common.errors import (
 from zor.common.fileio import atomic_path, check_not_an_input, write_bytes_atomic
 
 from . import learner_state, onnxmeta, saved_model
-from .checks import check_array
+from .checks import all_finite, check_array
 from .loaders import check_integrity
 
 __all__ = ["Learner", "LEARNABLE_FORMAT"]
@@ -70,6 +71,21 @@ def _check_file(data: bytes, meta: dict, path: PathLike) -> None:
         raise ModelFileError(f"{path}: operators {odd or scan.foreign} are not ones a learnable export emits; refused")
 
 
+def _start_state(path: str, data: bytes, names: list[str]) -> dict[str, np.ndarray]:
+    """The start state: the initializers named like the state inputs (checked to lie inside the file)."""
+    raw = onnxmeta.find_initializers(path, names)
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise ModelFileError(f"{path}: start state {missing} missing from the file (truncated or tampered?)")
+    state = {}
+    for n in names:
+        t = raw[n]
+        if t.offset + t.nbytes > len(data):
+            raise ModelFileError(f"{path}: tensor {n} declares bytes past the file's end (truncated?)")
+        state[n] = np.frombuffer(data, t.dtype, int(np.prod(t.shape)), t.offset).reshape(t.shape).copy()
+    return state
+
+
 def _read(path: PathLike) -> tuple[bytes, dict, dict]:
     try:
         data = Path(path).read_bytes()
@@ -89,6 +105,59 @@ def _read(path: PathLike) -> tuple[bytes, dict, dict]:
     return data, meta, spec
 
 
+class _Bound:
+    """The state in two sets of buffers bound to the session (onnxruntime IO binding): a step reads
+    set k and writes set 1 − k, which becomes the state only when it is finite. No state tensor is
+    copied or allocated per step; only x, target, output and error are bound anew."""
+
+    def __init__(self, session: ort.InferenceSession, start: dict[str, np.ndarray]) -> None:
+        self.sets = [{n: np.array(v, np.float32, order="C") for n, v in start.items()},
+                     {n: np.empty_like(v) for n, v in start.items()}]
+        self.bindings = []
+        for src, dst in ((0, 1), (1, 0)):
+            b = session.io_binding()
+            for n, v in self.sets[src].items():
+                b.bind_ortvalue_input(n, ort.OrtValue.ortvalue_from_numpy(v))
+            for n, v in self.sets[dst].items():
+                b.bind_ortvalue_output(f"{n}_out", ort.OrtValue.ortvalue_from_numpy(v))
+            self.bindings.append(b)
+        self.io: list[Optional[tuple]] = [None, None]      # per binding: (output, error) buffers (B, n_L)
+        self.cur = 0
+
+    def run(self, session: ort.InferenceSession, x: np.ndarray, target: np.ndarray) -> tuple:
+        """Run one step into the other set; returns (output, error, new state) without switching."""
+        k = self.cur
+        b = self.bindings[k]
+        io = self.io[k]
+        if io is None or io[0].shape != target.shape:
+            io = self.io[k] = (np.empty_like(target), np.empty_like(target))
+            b.bind_ortvalue_output("output", ort.OrtValue.ortvalue_from_numpy(io[0]))
+            b.bind_ortvalue_output("error", ort.OrtValue.ortvalue_from_numpy(io[1]))
+        b.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x))
+        b.bind_ortvalue_input("target", ort.OrtValue.ortvalue_from_numpy(target))
+        session.run_with_iobinding(b)
+        return io[0], io[1], self.sets[1 - k]
+
+    def switch(self) -> None:
+        self.cur = 1 - self.cur
+
+    @property
+    def live(self) -> dict[str, np.ndarray]:
+        return self.sets[self.cur]
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        for n, v in state.items():
+            np.copyto(self.sets[self.cur][n], v)
+
+
+def _data_key(x: np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 of the training set (shapes and bytes of x and y): a saved curriculum continues only on it."""
+    h = hashlib.sha256(f"{x.shape}|{y.shape}|".encode())
+    h.update(memoryview(np.ascontiguousarray(x)).cast("B"))
+    h.update(memoryview(np.ascontiguousarray(y)).cast("B"))
+    return h.hexdigest()
+
+
 class Learner:
     """The learning session of one learnable file: ``step``, ``fit``, ``save_state``, ``load_state``."""
 
@@ -98,16 +167,7 @@ class Learner:
         self.model_hash = hashlib.sha256(data).hexdigest()
         self.names: list[str] = list(self.spec["state"])
         self.sizes: list[int] = [int(n) for n in self.spec["sizes"]]
-        raw = onnxmeta.find_initializers(self.path, self.names)
-        missing = [n for n in self.names if n not in raw]
-        if missing:
-            raise ModelFileError(f"{path}: start state {missing} missing from the file (truncated or tampered?)")
-        self.state: dict[str, np.ndarray] = {}
-        for n in self.names:
-            t = raw[n]
-            if t.offset + t.nbytes > len(data):
-                raise ModelFileError(f"{path}: tensor {n} declares bytes past the file's end (truncated?)")
-            self.state[n] = np.frombuffer(data, t.dtype, int(np.prod(t.shape)), t.offset).reshape(t.shape).copy()
+        start = _start_state(self.path, data, self.names)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3          # the state inputs carry defaults on purpose: no warning for them
         if threads:
@@ -115,17 +175,24 @@ class Learner:
             opts.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            self._bound = _Bound(self._session, start)
         except Exception as exc:    # onnxruntime raises its own classes for a bad graph
             raise ModelFileError(f"{path}: onnxruntime refused the step graph ({exc})") from exc
         self._weights = [n for n in self.names if n.startswith("weight_")]
-        self._outputs = ["output", "error"] + [f"{n}_out" for n in self.names]
         self.rng = np.random.default_rng(seed)
         self.steps_done = 0
+        self._sampler: Optional[CurriculumSampler] = None
+        self._sampler_data: Optional[str] = None          # _data_key of the data the sampler has seen
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """Every state tensor as it is now (copies: the session's own buffers are rewritten each step)."""
+        return {n: v.copy() for n, v in self._bound.live.items()}
 
     @property
     def weights(self) -> list[np.ndarray]:
         """W_i (n_i, n_{i+1}) as they are now (copies)."""
-        return [self.state[f"weight_{i}"].copy() for i in range(len(self.sizes) - 1)]
+        return [self._bound.live[f"weight_{i}"].copy() for i in range(len(self.sizes) - 1)]
 
     def _checked(self, x: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
         x = check_array("x", x, self.sizes[0])
@@ -135,21 +202,20 @@ class Learner:
         return x, target
 
     def _run(self, x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        got = self._session.run(self._outputs, {"x": x, "target": target, **self.state})
-        new = dict(zip(self.names, got[2:]))
-        bad = [n for n in self._weights if not np.isfinite(new[n]).all()]   # θ may be −inf: weights decide
-        if bad or not np.isfinite(got[1]).all():
+        out, err, new = self._bound.run(self._session, x, target)
+        bad = [n for n in self._weights if not all_finite(new[n])]     # θ may be −inf: weights decide
+        if bad or not all_finite(err):
             raise LearningDivergedError(
                 f"learning diverged at step {self.steps_done + 1}: non-finite values in {bad or ['error']}; "
                 f"the step was refused and the last good state ({self.steps_done} steps) kept")
-        self.state = new
+        self._bound.switch()
         self.steps_done += 1
-        return got[0], got[1]
+        return out, err
 
     def step(self, x: Any, target: Any) -> np.ndarray:
         """One learning step on the batch (B, n_0) with its target (B, n_L); returns the error (B, n_L)."""
         x, target = self._checked(x, target)
-        return self._run(x, target)[1]
+        return self._run(x, target)[1].copy()
 
     def predict(self, x: Any, batch_size: int = 1024) -> np.ndarray:
         """The output (B, n_L) for x with the current weights; learns nothing (the new state is dropped)."""
@@ -158,18 +224,30 @@ class Learner:
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size]
             zeros = np.zeros((xb.shape[0], self.sizes[-1]), np.float32)
-            outs.append(self._session.run(["output"], {"x": xb, "target": zeros, **self.state})[0])
+            outs.append(self._session.run(["output"], {"x": xb, "target": zeros, **self._bound.live})[0])
         return np.concatenate(outs)
+
+    def _curriculum(self, x: np.ndarray, y: np.ndarray, enabled: bool) -> CurriculumSampler:
+        """The session's sampler when it was drawing from this very data (a continued fit), else a new one."""
+        key = _data_key(x, y)
+        s = self._sampler
+        if s is None or self._sampler_data != key or s.enabled != enabled or s.n != x.shape[0]:
+            s = self._sampler = CurriculumSampler(x.shape[0], rng=self.rng, enabled=enabled)
+            self._sampler_data = key
+        return s
 
     def fit(self, x: Any, y: Any = None, steps: int = 500, batch_size: int = 48,
             time_budget: Optional[float] = None, progress: bool = True, curriculum: bool = True) -> dict:
         """Learn (x, y) (y None: x, an autoencoder) for ``steps`` curriculum batches, or until
-        ``time_budget`` seconds have passed. Returns {"steps", "train_accuracy" (100·(1 − mean|error|))}."""
+        ``time_budget`` seconds have passed. Returns {"steps", "train_accuracy" (100·(1 − mean|error|))}.
+
+        Fitting the same (x, y) again continues the session's curriculum (also after load_state), so
+        fit(k steps) then fit(n − k steps) draws the batches of one fit(n steps)."""
         x = check_array("x", x, self.sizes[0])
         y = x if y is None else check_array("y", y, self.sizes[-1])
         if y.shape[0] != x.shape[0]:
             raise ShapeError(f"y: expected {x.shape[0]} rows (one per row of x), got {y.shape[0]}")
-        sampler = CurriculumSampler(x.shape[0], rng=self.rng, enabled=curriculum)
+        sampler = self._curriculum(x, y, curriculum)
         bar = _Progress(steps) if progress else None
         acc: list[float] = []
         start = time.perf_counter()
@@ -197,18 +275,43 @@ class Learner:
             tmp.write_bytes(data)
             saved_model.check(self, tmp, check_rows)
 
+    def _session_state(self) -> learner_state.Session:
+        sampler = None
+        if self._sampler is not None:
+            sampler = dict(self._sampler.get_state(), data=self._sampler_data)
+        return learner_state.Session(self._bound.live, self.steps_done, self.rng.bit_generator.state, sampler)
+
     def save_state(self, path: PathLike) -> None:
-        """Write the session (every state tensor, tied to this model's hash) atomically."""
-        write_bytes_atomic(path, learner_state.dump_state(self.state, self.model_hash))
+        """Write the session atomically: every state tensor, the step count, the rng and the curriculum
+        sampler, tied to this model's hash (a resumed fit draws what an uninterrupted one would)."""
+        session = self._session_state()
+        write_bytes_atomic(path, learner_state.dump_state(session.state, self.model_hash, session))
 
     def load_state(self, path: PathLike) -> None:
-        """Continue the session saved at ``path``; StateError for another model's or a damaged file."""
+        """Continue the session saved at ``path``; StateError for another model's or a damaged file
+        (then nothing of the session changes)."""
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise StateError(f"learner state {path}: cannot read it ({exc})") from exc
-        expected = {n: (v.shape, v.dtype) for n, v in self.state.items()}
-        self.state = learner_state.parse_state(data, self.model_hash, expected)
+        expected = {n: (v.shape, v.dtype) for n, v in self._bound.live.items()}
+        s = learner_state.parse_state(data, self.model_hash, expected)
+        rng, sampler = self.rng, None
+        try:
+            if s.rng is not None:
+                rng = np.random.default_rng()
+                rng.bit_generator.state = s.rng
+            if s.sampler is not None:
+                n = int(s.sampler["n"])
+                if n != len(s.sampler["error"]):
+                    raise ValueError(f"n = {n} but {len(s.sampler['error'])} sample errors")
+                sampler = CurriculumSampler(n, rng=rng)
+                sampler.set_state(s.sampler)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StateError(f"learner state {path}: the rng or curriculum state does not fit ({exc})") from exc
+        self._bound.load(s.state)
+        self.rng, self.steps_done = rng, s.steps_done
+        self._sampler, self._sampler_data = sampler, (s.sampler or {}).get("data")
 
 
 class _Progress:

@@ -2,19 +2,27 @@
 
 File: an ``.npz`` (numpy's zip of ``.npy`` arrays, written without pickle and read with
 ``allow_pickle=False``) holding every state tensor of the step graph (weights, θ, rates,
-optimiser moments, step count, novelty traces) and ``__header__``: UTF-8 JSON as uint8,
+optimiser moments, step count, novelty traces) as ``s_0, s_1, ...``, the curriculum
+sampler's arrays as ``c_error, c_weight, c_block_sum`` (when ``fit`` has run), and
+``__header__``: UTF-8 JSON as uint8,
 
-    {"format": "zor-learner-state", "version": 1, "model": SHA-256 of the learnable file,
-     "names": [...], "digest": SHA-256 over name, dtype, shape and bytes of every tensor in order}
+    {"format": "zor-learner-state", "version": 2, "model": SHA-256 of the learnable file,
+     "names": [...], "session": {"steps_done": N, "rng": numpy bit-generator state,
+                                 "sampler": sampler settings + "data" (SHA-256 of x, y) or null},
+     "digest": SHA-256 over name, dtype, shape and bytes of every tensor in order, then the
+               JSON of {"names", "session"} (sorted keys)}
+
+so a resumed ``fit`` draws the batches an uninterrupted one would have drawn. A version 1
+file (tensors only, no session) still loads; its sampler starts afresh.
 
 A file of another model (other ``model`` hash), a truncated one (not a readable zip) or
 a tampered one (``digest`` differs; names, dtypes or shapes not the model's) is refused
 with a StateError naming what was expected; nothing of the session changes then.
 
 Example:
-    >>> import io, numpy as np
+    >>> import numpy as np
     >>> data = dump_state({"w": np.ones((2, 2), np.float32)}, "ab" * 32)
-    >>> parse_state(data, "ab" * 32, {"w": ((2, 2), "float32")})["w"].sum()
+    >>> parse_state(data, "ab" * 32, {"w": ((2, 2), "float32")}).state["w"].sum()
     4.0
 """
 
@@ -25,58 +33,122 @@ import io
 import json
 import struct
 import zipfile
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Mapping, Optional
 
 import numpy as np
 
 from zor.common.errors import StateError
 
-__all__ = ["STATE_FORMAT", "dump_state", "parse_state", "state_digest"]
+__all__ = ["STATE_FORMAT", "SAMPLER_ARRAYS", "Session", "dump_state", "parse_state", "state_digest"]
 
 STATE_FORMAT = "zor-learner-state"
+VERSION = 2
+SAMPLER_ARRAYS = ("error", "weight", "block_sum")     # CurriculumSampler.get_state's arrays, stored as c_*
 
 
-def state_digest(state: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over name, dtype, shape and bytes of every tensor, in order."""
+@dataclass
+class Session:
+    """What a state file holds: the step graph's tensors and the session around them."""
+
+    state: dict                                # name → array, the step graph's state in graph order
+    steps_done: int = 0                        # Learner.steps_done
+    rng: Optional[dict] = None                 # numpy bit-generator state of the learner's rng
+    sampler: Optional[dict] = None             # CurriculumSampler.get_state() plus "data", or None
+    version: int = VERSION                     # the file's format version
+
+
+def state_digest(state: Mapping[str, np.ndarray], session: Optional[dict] = None) -> str:
+    """SHA-256 over name, dtype, shape and bytes of every tensor, in order, then the session JSON."""
     h = hashlib.sha256()
     for name, value in state.items():
         h.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
         h.update(np.ascontiguousarray(value).tobytes())
+    if session is not None:
+        h.update(json.dumps(session, sort_keys=True).encode())
     return h.hexdigest()
 
 
-def dump_state(state: Mapping[str, np.ndarray], model_hash: str) -> bytes:
+def _split(s: Session) -> tuple[dict, dict]:
+    """(the session JSON, the sampler's arrays as c_* tensors)."""
+    arrays: dict = {}
+    sampler = None
+    if s.sampler is not None:
+        sampler = {k: v for k, v in s.sampler.items() if k not in SAMPLER_ARRAYS}
+        arrays = {f"c_{k}": np.asarray(s.sampler[k], np.float64) for k in SAMPLER_ARRAYS}
+    return {"steps_done": int(s.steps_done), "rng": s.rng, "sampler": sampler}, arrays
+
+
+def dump_state(state: Mapping[str, np.ndarray], model_hash: str, session: Optional[Session] = None) -> bytes:
     """The bytes of a state file for the learnable model with SHA-256 ``model_hash``."""
-    header = {"format": STATE_FORMAT, "version": 1, "model": model_hash, "names": list(state),
-              "digest": state_digest(state)}
+    meta, arrays = _split(session or Session(dict(state)))
+    tensors = {f"s_{i}": np.asarray(v) for i, v in enumerate(state.values())}
+    tensors.update(arrays)
+    header = {"format": STATE_FORMAT, "version": VERSION, "model": model_hash, "names": list(state),
+              "session": meta, "digest": state_digest(tensors, {"names": list(state), "session": meta})}
     buf = io.BytesIO()
-    arrays = {f"s_{i}": np.asarray(v) for i, v in enumerate(state.values())}
-    np.savez(buf, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+    np.savez(buf, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8), **tensors)
     return buf.getvalue()
 
 
-def parse_state(data: bytes, model_hash: str, expected: Mapping[str, tuple]) -> dict[str, np.ndarray]:
-    """The state held in ``data``, checked against the model (``expected``: name → (shape, dtype))."""
+def _read(data: bytes) -> tuple[dict, dict]:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             header = json.loads(bytes(z["__header__"]).decode())
-            names = header["names"]
-            state = {n: z[f"s_{i}"] for i, n in enumerate(names)}
+            tensors = {k: z[k] for k in z.files if k != "__header__"}
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError, TypeError, RuntimeError,
-            NotImplementedError, struct.error) as exc:     # RuntimeError: a flipped 'encrypted' flag
+            NotImplementedError, struct.error, UnicodeDecodeError) as exc:   # RuntimeError: a flipped 'encrypted' flag
         raise StateError(f"learner state: expected a state file written by Learner.save_state, "
                          f"could not read it ({type(exc).__name__}: {exc}); truncated or not a state file") from exc
     if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
-        raise StateError(f"learner state: expected format {STATE_FORMAT!r}, got {header.get('format')!r}")
+        got = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise StateError(f"learner state: expected format {STATE_FORMAT!r}, got {got!r}")
+    if header.get("version") not in (1, VERSION):
+        raise StateError(f"learner state: expected format version 1 or {VERSION}, got {header.get('version')!r}")
+    return header, tensors
+
+
+def _session(header: dict, tensors: dict, state: dict) -> Session:
+    meta = header.get("session") if header["version"] >= 2 else None
+    if meta is None:
+        return Session(state, version=header["version"])
+    if not isinstance(meta, dict):
+        raise StateError("learner state: the session entry is not a JSON object")
+    sampler = meta.get("sampler")
+    if sampler is not None:
+        missing = [k for k in SAMPLER_ARRAYS if f"c_{k}" not in tensors]
+        if not isinstance(sampler, dict) or missing:
+            raise StateError(f"learner state: the curriculum sampler's arrays {missing} are missing")
+        sampler = dict(sampler, **{k: tensors[f"c_{k}"] for k in SAMPLER_ARRAYS})
+    steps = meta.get("steps_done", 0)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise StateError(f"learner state: steps_done must be a count ≥ 0, got {steps!r}")
+    return Session(state, steps, meta.get("rng"), sampler, header["version"])
+
+
+def parse_state(data: bytes, model_hash: str, expected: Mapping[str, tuple]) -> Session:
+    """The session held in ``data``, checked against the model (``expected``: name → (shape, dtype))."""
+    header, tensors = _read(data)
     if header.get("model") != model_hash:
         raise StateError(f"learner state: belongs to another model (model SHA-256 {str(header.get('model'))[:12]}…, "
                          f"expected {model_hash[:12]}…)")
-    if state_digest(state) != header.get("digest"):
+    names = header.get("names")
+    if not isinstance(names, list) or any(f"s_{i}" not in tensors for i in range(len(names))):
+        raise StateError("learner state: the tensor list does not match the tensors stored (tampered or damaged)")
+    stored = {f"s_{i}": tensors[f"s_{i}"] for i in range(len(names))}
+    stored.update({k: v for k, v in tensors.items() if k.startswith("c_")})
+    if header["version"] >= 2:
+        digest = state_digest(stored, {"names": names, "session": header.get("session")})
+    else:                                                   # version 1: the tensors by name, no session
+        digest = state_digest({n: tensors[f"s_{i}"] for i, n in enumerate(names)})
+    if digest != header.get("digest"):
         raise StateError("learner state: the tensors do not match the digest recorded with them (tampered or damaged)")
+    state = {n: tensors[f"s_{i}"] for i, n in enumerate(names)}
     if list(state) != list(expected):
         raise StateError(f"learner state: expected tensors {list(expected)}, got {list(state)}")
     for name, (shape, dtype) in expected.items():
         v = state[name]
         if tuple(v.shape) != tuple(shape) or v.dtype != np.dtype(dtype):
             raise StateError(f"learner state {name}: expected {dtype} {tuple(shape)}, got {v.dtype} {tuple(v.shape)}")
-    return state
+    return _session(header, tensors, state)
+

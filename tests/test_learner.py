@@ -130,7 +130,7 @@ def test_tampered_state_refused(pos: int, byte: int) -> None:
     except StateError:
         return
     for k, v in state.items():          # a flip the zip format ignores (e.g. a timestamp) changes no tensor
-        np.testing.assert_array_equal(got[k], v)
+        np.testing.assert_array_equal(got.state[k], v)
 
 
 def test_save_is_an_ordinary_model(files, tmp_path) -> None:

@@ -101,3 +101,27 @@ class CurriculumSampler:
         self.weight[idx] = (self.error[idx] + self.eps) ** self.alpha
         touched = np.unique(idx // self.block)
         self.block_sum[touched] = self.weight_blocks[touched].sum(axis=1)
+
+    def get_state(self) -> dict:
+        """What the next draws depend on besides the rng (saved by the caller with its rng):
+        settings and ``started`` (JSON-able) and the arrays ``error``, ``weight``, ``block_sum`` (copies)."""
+        return {"n": self.n, "enabled": self.enabled, "alpha": self.alpha, "uniform": self.uniform,
+                "momentum": self.momentum, "eps": self.eps, "started": self._started,
+                "error": self.error.copy(), "weight": self.weight.copy(), "block_sum": self.block_sum.copy()}
+
+    def set_state(self, state: dict) -> None:
+        """Continue from :meth:`get_state` of a sampler over the same n; ValueError when it does not fit."""
+        want = {"error": (self.n,), "weight": self.weight.shape, "block_sum": self.block_sum.shape}
+        if state.get("n") != self.n:
+            raise ValueError(f"curriculum state: expected n = {self.n}, got {state.get('n')!r}")
+        for key, shape in want.items():
+            v = np.asarray(state.get(key))
+            if v.shape != shape or v.dtype != np.float64:
+                raise ValueError(f"curriculum state {key}: expected float64 {shape}, got {v.dtype} {v.shape}")
+        self.enabled = bool(state["enabled"])
+        self.alpha, self.uniform = float(state["alpha"]), float(state["uniform"])
+        self.momentum, self.eps = float(state["momentum"]), float(state["eps"])
+        self._started = bool(state["started"])
+        self.error[:] = state["error"]
+        self.weight[:] = state["weight"]               # in place: weight_blocks stays its view
+        self.block_sum[:] = state["block_sum"]
