@@ -198,6 +198,10 @@ def test_cli_reports_the_hand_counts(files, tmp_path):
         assert fig["nir"]["event_synops_per_step"] == pytest.approx(14.25, abs=EXACT), label
         assert fig["nir"]["spike_rates"] == pytest.approx({"lif1": 5 / 12, "out": 1 / 3}, abs=EXACT), label
     assert rep["models"]["float32"]["p50_ms_b4"] > 0 and rep["models"]["float32 sparse"]["p50_ms_b4"] is None
+    sparse = rep["paths"]["float32 sparse"]        # fc1, fc2, fc_rec (positions 1, 3, 4) read only active rows
+    assert sparse["sparse_connections"] == [1, 3, 4] and sparse["max_batch"] == 1 and sparse["vs_dense_b1"] > 0
+    assert sparse["max_abs_diff_vs_dense"] == 0.0   # IF spikes of sums of 0/1 times 0/1 weights: exact either way
+    assert "float32 sparse: sparse, sparse connections [1, 3, 4]" in r.output
 
 
 def test_cli_conv_events_unflattened(files):
