@@ -267,3 +267,25 @@ def test_zor_run_on_the_fixture_events_matches_the_framework(name, tmp_path):
     assert agreement(got.astype(np.uint8), want) >= AGREEMENT
     np.testing.assert_array_equal(got.sum(0).argmax(1), want.sum(0).argmax(1))
     assert agreement(one.astype(np.uint8), want[:, 5]) >= AGREEMENT     # the single sequence: row 5 alone
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "rsyn_cuba"])
+def test_bench_spike_rates_are_the_framework_rates(name, tmp_path):
+    """zor-bench's sequence statistics over the fixture's events (a stream from the fresh state) give each spiking
+    node the rate the framework's own forward pass had (to the 0.1 % spike-agreement budget), and the second
+    synaptic edge's event-driven count is that layer's mean spikes per step times its fan-out (n_out = 10)."""
+    pytest.importorskip("zor.export.nir", reason="the NIR importer (zor.export.nir) is not in this tree")
+    from zor.export import export_nir
+    from zor.runtime import Model
+    from zor.runtime.nirbench import sequence_stats
+
+    path, ref = fixture(name)
+    export_nir(path, tmp_path / "m.onnx", dt=DTS[name], steps=20)
+    stats = sequence_stats(Model(tmp_path / "m.onnx"), ref["inputs"])
+    theirs = framework_spikes(ref)
+    assert len(stats["spike_rates"]) == len(theirs)
+    for ours, spikes in zip(stats["spike_rates"].values(), theirs):
+        assert abs(ours - spikes.mean()) <= 1 - AGREEMENT
+    second = stats["edges"][1]
+    assert second["spike_fed"] and second["event_synops"] == pytest.approx(theirs[0].sum(-1).mean() * 10, rel=1e-3)
+    assert stats["edges"][0]["active_inputs"] == pytest.approx(ref["inputs"].reshape(100, 16, -1).sum(-1).mean())
