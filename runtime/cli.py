@@ -30,6 +30,8 @@
         exports of one model, labelled from their metadata, side by side with the
         speed-up over the dense file). --sentences adds ms per sentence and tokens
         per second for translation models. Prints a table; --json writes the figures.
+        A NIR import runs as a stream carrying its state: per-step latency, spike rate per
+        spiking node, synaptic ops per edge of its graph, on --input events (T, [B,] *shape).
         zor-bench benches model files only: the torch engine as a reference and the
         export of a checkpoint once per path are ``python -m benchmarks.runtime_bench``.
 
@@ -356,7 +358,7 @@ def _run_inputs(model: Model, inputs: tuple, out: Path, single: bool, task: Opti
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime intra-op threads (at most 4 per CPU of this machine).")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Representative rows (.npy, (N, n_0)) for timing and spike rates.")
+              help="Representative rows (.npy, (N, n_0)) for timing and spike rates (NIR import: events (T, [B,] *shape)).")
 @click.option("--no-rss", is_flag=True, help="Skip the peak-RSS subprocesses.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the figures as JSON.")
 @click.option("--weights", type=click.Choice(["auto", "load", "rows"]), default="auto", show_default=True,
