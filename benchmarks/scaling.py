@@ -3,12 +3,21 @@
 Each configuration is one ``zor.train`` run on the ``random`` data set (seeded rows as
 wide as the first layer) with one torch thread per process: 1 process training on
 the global batch B, and N processes under ``torchrun --nproc-per-node N`` each
-training on B/N rows of it (:meth:`Zor.fit` with ``distributed=True``). Samples/s is
-B · steps / seconds of the training loop as rank 0 measures it (process start-up and
-data loading left out). The runs take turns round by round and the speed-up is the
-median of the per-round ratios (:func:`benchmarks.common.paired_ratio`), so load from
-other processes falls on both alike. The weights of the last round's checkpoints are
-compared: data parallel must not change them (issue bound: within 1e-6).
+training on B/N rows of it (:meth:`Zor.fit` with ``distributed=True``), once per
+exchange (``ZOR_DP_EXCHANGE``, :mod:`zor.engine.distributed`):
+
+- ``activations``: the ranks all-gather the per-sample factors of the outer products
+  and each updates its own rows of every W_i, then all-gathers the updated rows
+  (:mod:`zor.engine.sharded`; the default for dense networks);
+- ``all-reduce``: the ranks all-reduce E_i and G_i (2·Σ|W_i| floats) and every rank
+  repeats the whole update (the path convolutions and SGD keep).
+
+Samples/s is B · steps / seconds of the training loop as rank 0 measures it (process
+start-up and data loading left out). The runs take turns round by round and each
+speed-up is the median of the per-round ratios (:func:`benchmarks.common.paired_ratio`),
+so load from other processes falls on all alike. The weights of the last round's
+checkpoints are compared with the 1-process run's: data parallel must not change them
+(issue bound: within 1e-6).
 
 Target on a 2-core machine: 2 processes ≥ 1.7× the samples/s of 1 on a compute-bound
 network (4096-4096-4096, batch 1024).
@@ -16,6 +25,7 @@ network (4096-4096-4096, batch 1024).
 Usage (from the repository root):
     python -m benchmarks.scaling --json scaling.json
     python -m benchmarks.scaling --layers 1024,1024,1024 --batch 256 --steps 5 --rounds 2   # quick
+    python -m benchmarks.scaling --exchange activations                                     # 1 vs N sharded only
 """
 
 from __future__ import annotations
@@ -44,9 +54,11 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def launch(world: int, layers: str, batch: int, steps: int, folder: Path, timeout: float) -> dict[str, Any]:
-    """One zor.train run on ``world`` processes; its summary (samples_per_s, seconds, ...) and checkpoint path."""
-    ckpt, summary = folder / f"w{world}.zor", folder / f"w{world}.json"
+def launch(world: int, layers: str, batch: int, steps: int, folder: Path, timeout: float,
+           exchange: str = "auto") -> dict[str, Any]:
+    """One zor.train run on ``world`` processes (``exchange``: ZOR_DP_EXCHANGE); its summary (samples_per_s,
+    seconds, ...) and checkpoint path."""
+    ckpt, summary = folder / f"w{world}-{exchange}.zor", folder / f"w{world}-{exchange}.json"
     for path in (ckpt, summary):
         path.unlink(missing_ok=True)
     args = ["--data", "random", "--layers", layers, "--steps", str(steps), "--batch-size", str(batch),
@@ -58,11 +70,11 @@ def launch(world: int, layers: str, batch: int, steps: int, folder: Path, timeou
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world), "--master-port",
                str(_port()), "-m", "zor.train", *args]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
+    env.update(OMP_NUM_THREADS="1", ZOR_DP_EXCHANGE=exchange, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise click.ClickException(f"{world}-process run failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
-    return {**json.loads(summary.read_text()), "checkpoint": str(ckpt)}
+    return {**json.loads(summary.read_text()), "checkpoint": str(ckpt), "exchange": exchange}
 
 
 def _max_weight_diff(a: str, b: str) -> float:
@@ -76,35 +88,41 @@ def _max_weight_diff(a: str, b: str) -> float:
 @click.option("--layers", default="4096,4096,4096", help="Layer sizes (first = last: reconstruction).")
 @click.option("--batch", type=click.IntRange(min=1), default=1024, help="Global batch.")
 @click.option("--steps", type=click.IntRange(min=1), default=6, help="Training steps per run.")
-@click.option("--rounds", type=click.IntRange(min=1), default=3, help="Rounds (each runs every world size once).")
-@click.option("--world", type=click.IntRange(min=2), default=2, help="Processes of the data-parallel run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, help="Rounds (each runs every configuration once).")
+@click.option("--world", type=click.IntRange(min=2), default=2, help="Processes of the data-parallel runs.")
+@click.option("--exchange", type=click.Choice(["both", "activations", "all-reduce"]), default="both",
+              help="Which data-parallel exchange(s) to run against 1 process.")
 @click.option("--timeout", type=click.FloatRange(min=1.0), default=900.0, help="Seconds one run may take.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON here.")
-def main(layers, batch, steps, rounds, world, timeout, json_path):
+def main(layers, batch, steps, rounds, world, exchange, timeout, json_path):
     """Samples/s of N data-parallel CPU processes against 1, with the weights compared."""
     common.check_json_folder(json_path)
+    exchanges = ["all-reduce", "activations"] if exchange == "both" else [exchange]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        runs = common.interleave({1: lambda: launch(1, layers, batch, steps, folder, timeout),
-                                  world: lambda: launch(world, layers, batch, steps, folder, timeout)}, rounds)
-        diff = _max_weight_diff(runs[1][-1]["checkpoint"], runs[world][-1]["checkpoint"])
+        measures = {"1": lambda: launch(1, layers, batch, steps, folder, timeout)}
+        for ex in exchanges:
+            measures[ex] = lambda ex=ex: launch(world, layers, batch, steps, folder, timeout, ex)
+        runs = common.interleave(measures, rounds)
+        diffs = {ex: _max_weight_diff(runs["1"][-1]["checkpoint"], runs[ex][-1]["checkpoint"]) for ex in exchanges}
     load_after = os.getloadavg()
-    sps = {w: [r["samples_per_s"] for r in runs[w]] for w in runs}
-    ratio = common.paired_ratio(sps[world], sps[1])
-    rows = [{"processes": w, "threads_each": 1, "samples_per_s": common.median(sps[w]),
-             "speedup": 1.0 if w == 1 else ratio, "max_weight_diff": 0.0 if w == 1 else diff} for w in (1, world)]
+    sps = {name: [r["samples_per_s"] for r in runs[name]] for name in runs}
+    rows = [{"processes": 1, "exchange": "-", "samples_per_s": common.median(sps["1"]), "speedup": 1.0,
+             "max_weight_diff": 0.0}]
+    rows += [{"processes": world, "exchange": ex, "samples_per_s": common.median(sps[ex]),
+              "speedup": common.paired_ratio(sps[ex], sps["1"]), "max_weight_diff": diffs[ex]} for ex in exchanges]
     env = common.environment(1)
     click.echo(f"{env['cpu']}, {env['cpu_count']} CPUs, 1 torch thread per process; torch {env['torch']}; "
                f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     click.echo(f"\nData-parallel training, {layers}, global batch {batch}, {steps} steps per run, "
                f"median of {rounds} rounds:")
-    click.echo(common.format_table(rows, ["processes", "threads_each", "samples_per_s", "speedup", "max_weight_diff"],
-                                   ["processes", "threads each", "samples/s", "speed-up vs 1", "max |ΔW| vs 1"],
+    click.echo(common.format_table(rows, ["processes", "exchange", "samples_per_s", "speedup", "max_weight_diff"],
+                                   ["processes", "exchange", "samples/s", "speed-up vs 1", "max |ΔW| vs 1"],
                                    digits={"samples_per_s": 1, "speedup": 2, "max_weight_diff": ".1e"}))
     if json_path:
         common.write_json(json_path, {"benchmark": "scaling", "config": {"layers": layers, "batch": batch,
-                                      "steps": steps, "rounds": rounds, "world": world},
+                                      "steps": steps, "rounds": rounds, "world": world, "exchanges": exchanges},
                                       "environment": env, "load_average_before": load_before,
                                       "load_average_after": load_after, "rows": rows, "runs": runs})
         click.echo(f"wrote {json_path}")

@@ -1,20 +1,26 @@
-"""Exact data parallelism in the learning step (zor.engine.distributed), on CPU with gloo.
+"""Exact data parallelism in the learning step (zor.engine.distributed, zor.engine.sharded), on CPU with gloo.
 
 Two processes, each training on its half (24 rows) of the same global batch of 48,
 must end where one process training on the whole batch ends: weights, thresholds,
-firing rates and the optimizer's moments equal within 1e-6 after 50 steps (the ranks
-sum local sums; only float summation order differs; the 1e-6 is relative to the
-largest magnitude of each array where that exceeds 1: the ``normalized`` rule's novelty
-trace tracks E = Σ_b s aᵀ, sums of up to 48 terms near 60, whose float32 spacing is
-4e-6, so reordering them moves R by a few 1e-6 · 60), for the default rule and for
-``normalized`` with error scaling (its signal needs the global per-unit ‖δ‖_batch).
-A network with a Conv layer is exact the same way. Event (sparse) input is refused under
-distributed=True. A rank holding different weights is refused by name; distributed=True without a
-process group is refused with what to do.
+firing rates, novelty traces and the optimizer's moments equal within 1e-6 after 50
+steps (the ranks sum local sums; only float summation order differs; the 1e-6 is
+relative to the largest magnitude of each array where that exceeds 1: the
+``normalized`` rule's novelty trace tracks E = Σ_b s aᵀ, sums of up to 48 terms near
+60, whose float32 spacing is 4e-6, so reordering them moves R by a few 1e-6 · 60).
+
+Dense networks take the activations exchange (each rank updates its rows of every W_i):
+all four rules, a network whose sizes do not split evenly over the ranks (21 and 13
+units) with the norm clip and the weight clamp off on one layer each. A network with a
+Conv layer, an SGD network and a run with ``ZOR_DP_EXCHANGE=all-reduce`` take the
+all-reduce path and are exact the same way. Under the activations exchange a rank's
+save before ``gather_state`` is refused (its moments are partly stale). Event (sparse)
+input is refused under distributed=True. A rank holding different weights is refused
+by name; distributed=True without a process group is refused with what to do.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -34,7 +40,7 @@ WORKER = textwrap.dedent('''
     import numpy as np, torch, torch.distributed as dist
     sys.path.insert(0, sys.argv[5])
     from test_distributed_step import make_net, data, state_of
-    from zor.common.errors import ConfigError
+    from zor.common.errors import ConfigError, StateError
 
     rank, init, out, rule, seed = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[6])
     torch.set_num_threads(1)
@@ -49,19 +55,36 @@ WORKER = textwrap.dedent('''
     for step in range(xs.shape[0]):
         x = xs[step, rank * shard:(rank + 1) * shard]
         net.train_batch(x, x)
+    open(out + ".exchange", "w").write(net.reducer.exchange)
+    try:
+        net.save(out + ".zor")
+    except StateError as exc:
+        open(out + ".save", "w").write(str(exc))
+    net.reducer.gather_state(net)
     for name, value in state_of(net).items():
         np.save(f"{out}.{name}.npy", value)
     dist.destroy_process_group()
 ''')
 
 
-def make_net(rule: str, seed: int = 0, distributed: bool = False) -> Zor:
-    if rule == "conv":              # a Conv layer: its outer products sum over batch and positions
+# case -> the exchange two ranks take
+CASES = {"gated": "activations", "normalized": "activations", "coactivity": "activations",
+         "post_spikes": "activations", "uneven": "activations", "conv": "all-reduce", "sgd": "all-reduce",
+         "forced": "all-reduce"}
+
+
+def make_net(case: str, seed: int = 0, distributed: bool = False) -> Zor:
+    rule, optimizer = (case, "adamw") if case in ("gated", "normalized", "coactivity", "post_spikes") \
+        else ("gated", "sgd" if case == "sgd" else "adamw")
+    if case == "conv":              # a Conv layer: its outer products sum over batch and positions
         layers = [Layer(36, shape=(1, 6, 6)), Conv(3, kernel_size=3), Layer(36)]
-        rule = "gated"
+    elif case == "uneven":          # rows split 11 + 10 and 7 + 6 over two ranks
+        layers = [Layer(36), Layer(21, novelty_factor=0.3, max_update_norm=None), Layer(13, max_weight=None),
+                  Layer(36)]
     else:
         layers = [Layer(36), Layer(20, novelty_factor=0.3), Layer(12), Layer(36)]
-    return Zor(layers, seed=seed, rule=rule, error_scaling=True, device="cpu", distributed=distributed)
+    return Zor(layers, seed=seed, rule=rule, optimizer=optimizer, error_scaling=True, device="cpu",
+               distributed=distributed)
 
 
 def data() -> torch.Tensor:
@@ -69,23 +92,24 @@ def data() -> torch.Tensor:
 
 
 def state_of(net: Zor) -> dict[str, np.ndarray]:
-    """Everything that must agree: weights, θ, rates, novelty traces, AdamW moments."""
+    """Everything that must agree: weights, θ, rates, novelty traces, the optimizer state."""
     out = {name.replace(".", "_"): t.detach().numpy().copy() for name, t in net.named_parameters()}
     out.update({name: t.detach().numpy().copy() for name, t in net.named_buffers()})
     for i, w in enumerate(net.weights):
-        st = net.optimizer.state[w]
-        out[f"exp_avg_{i}"] = st["exp_avg"].numpy().copy()
-        out[f"exp_avg_sq_{i}"] = st["exp_avg_sq"].numpy().copy()
+        for key, value in net.optimizer.state[w].items():       # Adam: step, exp_avg, exp_avg_sq; SGD: momentum
+            out[f"optim_{i}_{key}"] = torch.as_tensor(value).numpy().copy()
+    assert any(k.startswith("optim_0_") for k in out), "no optimizer state to compare"
     return out
 
 
-def _run_ranks(tmp_path, rule: str, seeds=(0, 0)) -> list[str]:
+def _run_ranks(tmp_path, rule: str, seeds=(0, 0), env=None) -> list[str]:
     init = f"file://{tmp_path / 'rendezvous'}"
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     here = str(__import__("pathlib").Path(__file__).parent)
     procs = [subprocess.Popen([sys.executable, str(script), str(r), init, str(tmp_path / f"rank{r}"), rule, here,
-                               str(seeds[r])], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               str(seeds[r])], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env)
              for r in range(WORLD)]
     logs = []
     for p in procs:
@@ -112,9 +136,16 @@ def _single(rule: str) -> dict[str, np.ndarray]:
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("rule", ["gated", "normalized", "conv"])
+@pytest.mark.parametrize("rule", list(CASES))
 def test_two_ranks_of_24_equal_one_process_of_48(tmp_path, rule):
-    _run_ranks(tmp_path, rule)
+    env = {**os.environ, "ZOR_DP_EXCHANGE": "all-reduce"} if rule == "forced" else None
+    _run_ranks(tmp_path, rule, env=env)
+    for r in range(WORLD):
+        assert (tmp_path / f"rank{r}.exchange").read_text() == CASES[rule]
+        refused = tmp_path / f"rank{r}.save"
+        assert refused.exists() == (CASES[rule] == "activations")
+        if refused.exists():
+            assert "call net.reducer.gather_state(net) on every rank first" in refused.read_text()
     want = _single(rule)
     failures = []
     for r in range(WORLD):

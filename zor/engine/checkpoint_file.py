@@ -42,7 +42,7 @@ from typing import Any, Optional, Union
 import torch
 
 from zor import __version__
-from zor.common.errors import CheckpointError, ConfigError, FormatVersionError
+from zor.common.errors import CheckpointError, ConfigError, FormatVersionError, StateError
 from zor.common.fileio import write_bytes_atomic
 
 from .config import ZorConfig
@@ -61,6 +61,9 @@ def save(model, path: Union[str, os.PathLike],
     ``train.*`` tensors) adds a training run's state (:mod:`zor.engine.resume`)."""
     from safetensors.torch import save as st_save
 
+    if getattr(getattr(model, "reducer", None), "stale", False):   # zor.engine.sharded: rows held by other ranks
+        raise StateError("save: this rank holds only its rows of the optimiser state (distributed, activations "
+                         "exchange): call net.reducer.gather_state(net) on every rank first (fit does)")
     tensors: dict[str, torch.Tensor] = {}
     for i, w in enumerate(model.weights):
         tensors[f"weights.{i}"] = w.detach()

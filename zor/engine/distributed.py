@@ -1,9 +1,20 @@
 """The reducer: exact data parallelism inside the learning step.
 
 N ranks each hold the same network and each run ``train_batch`` on their shard of a
-global batch of B = Σ_r B_r rows. Before the update every rank all-reduces (SUM, one
-flattened ``torch.distributed.all_reduce`` per step, plus one small one per layer for
-the ``normalized`` rule) the batch statistics the rule is built from:
+global batch of B = Σ_r B_r rows. Two exchanges give every rank the update one process
+would compute on the whole batch; :func:`start` picks one per network:
+
+**activations** (:class:`Sharded`, :mod:`zor.engine.sharded`; the default wherever it
+applies): the ranks all-gather the per-sample factors of the rule's outer products
+(a_i, s_i, δ̂_i: B·Σ n floats), each rank computes E_i, G_i, the update and the
+optimiser step for its own rows of every W_i over the global batch, and one all-gather
+of the updated rows makes every W_i whole again. Dense connections, the four rules,
+a fused Adam/AdamW (:func:`zor.engine.sharded.why_not` says why not otherwise).
+
+**all-reduce** (:class:`AllReduce`; every other network: convolutions, SGD, ...): before
+the update every rank all-reduces (SUM, one flattened ``torch.distributed.all_reduce``
+per step, plus one small one per layer for the ``normalized`` rule) the batch statistics
+the rule is built from:
 
     B                     = Σ_r B_r                               global batch
     Σ_b |error|           → ε̄ = Σ|error| / (B · n_L)               error-level scale
@@ -13,13 +24,22 @@ the ``normalized`` rule) the batch statistics the rule is built from:
     Σ_b δ²  (per unit)    → ‖δ‖_batch = sqrt(Σ)                    normalized rule's signal
 
 so every rank applies the same update U, the same novelty trace, the same optimizer
-step and the same thresholds: N ranks on their shards equal one process on the whole
-batch, to float rounding. Per-sample quantities (charges, spikes, the signal sent down
-through Wᵀ, spike gating) need no communication.
+step and the same thresholds. It moves 2·Σ|W_i| floats a step and every rank repeats the
+whole element-wise update.
 
-Convolutions are exact (their outer products are sums over batch and positions like
-the dense ones). Event (sparse) input batches are refused under ``distributed=True``:
-each rank would touch a different set of rows of W_0.
+Either way N ranks on their shards equal one process on the whole batch, to float
+rounding (only the order of sums differs). Per-sample quantities (charges, spikes, the
+signal sent down through Wᵀ, spike gating) need no communication. The environment
+variable ``ZOR_DP_EXCHANGE`` = ``auto`` (default), ``all-reduce`` or ``activations``
+forces a path (``activations`` where it does not apply is a ConfigError naming why);
+``reducer.exchange`` and ``reducer.reason`` say which path a network took and why.
+
+Under ``activations`` the Adam moments and novelty traces of rows a rank does not own are
+stale between steps (``reducer.stale``); :meth:`Reducer.gather_state`, a collective every
+rank calls, makes them whole (``fit`` does before each checkpoint and at its end).
+
+Event (sparse) input batches are refused under ``distributed=True``: each rank would
+touch a different set of rows of W_0.
 
 Single-process training uses :data:`OFF`, a reducer that does nothing and is never
 asked to (``learning.learn`` branches once on ``reducer.active``).
@@ -29,26 +49,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Sequence
+import os
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 
 from zor.common.errors import ConfigError
 
+from . import sharded as sharded_
+
 if TYPE_CHECKING:
+    from . import rules
     from .network import Zor
 
-__all__ = ["Reducer", "AllReduce", "OFF", "start", "check_same"]
+__all__ = ["Reducer", "AllReduce", "Sharded", "OFF", "start", "check_same", "EXCHANGES"]
+
+EXCHANGES = ("auto", "all-reduce", "activations")   # values of ZOR_DP_EXCHANGE
 
 
 class Reducer:
     """No reduction: one process holds the whole batch."""
 
     active = False
+    sharded = False           # learning.learn hands the step to learn() (zor.engine.sharded)
+    stale = False             # some optimiser / novelty rows are out of date on this rank
+    exchange = "none"         # what the ranks exchange: "none", "all-reduce" or "activations"
+    reason = "one process"    # why this path
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
         """Σ over ranks of ``t``, in place (here: ``t`` itself)."""
         return t
+
+    def gather_state(self, net: "Zor") -> None:
+        """Make every rank's optimiser state and novelty traces whole (nothing to do here)."""
 
 
 OFF = Reducer()
@@ -58,9 +91,11 @@ class AllReduce(Reducer):
     """SUM over the ranks of the default torch.distributed process group."""
 
     active = True
+    exchange = "all-reduce"
 
-    def __init__(self, world: int) -> None:
+    def __init__(self, world: int, reason: str = "") -> None:
         self.world = world   # number of ranks
+        self.reason = reason
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
@@ -80,15 +115,47 @@ class AllReduce(Reducer):
         return out
 
 
+class Sharded(AllReduce):
+    """The activations exchange: each rank updates its rows of every W_i (zor.engine.sharded)."""
+
+    sharded = True
+    exchange = "activations"
+
+    def __init__(self, net: "Zor", rank: int, world: int) -> None:
+        super().__init__(world, "dense connections, a rule and optimiser whose update splits by rows")
+        self.update = sharded_.ShardedUpdate(net, rank, world)
+
+    @property
+    def stale(self) -> bool:  # type: ignore[override]
+        return self.update.stale
+
+    def learn(self, net: "Zor", traces: "list[rules.Trace]", delta: torch.Tensor,
+              return_signal: bool) -> Optional[torch.Tensor]:
+        return self.update.learn(net, traces, delta, self, return_signal)
+
+    def gather_state(self, net: "Zor") -> None:
+        self.update.gather_state(net)
+
+
 def start(net: "Zor") -> AllReduce:
-    """The reducer for ``net`` once the process group is checked and every rank holds the same network."""
+    """The reducer for ``net`` once the process group is checked and every rank holds the same network:
+    :class:`Sharded` where it applies (or ``ZOR_DP_EXCHANGE`` asks), else :class:`AllReduce`."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         raise ConfigError("distributed=True needs an initialised default torch.distributed process group: "
                           "call torch.distributed.init_process_group first, or launch with torchrun")
+    choice = os.environ.get("ZOR_DP_EXCHANGE", "auto") or "auto"
+    if choice not in EXCHANGES:
+        raise ConfigError(f"ZOR_DP_EXCHANGE={choice!r}: expected one of {list(EXCHANGES)}")
     check_same(net)
-    return AllReduce(dist.get_world_size())
+    world = dist.get_world_size()
+    why = sharded_.why_not(net, world)
+    if choice == "activations" and why is not None:
+        raise ConfigError(f"ZOR_DP_EXCHANGE=activations: this network cannot exchange activations: {why}")
+    if choice == "all-reduce" or why is not None:
+        return AllReduce(world, why or "ZOR_DP_EXCHANGE=all-reduce")
+    return Sharded(net, dist.get_rank(), world)
 
 
 def fingerprint(net: "Zor") -> bytes:

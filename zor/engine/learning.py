@@ -25,9 +25,12 @@ something other than homeostasis (which keeps −inf at −inf). Under
 
 from __future__ import annotations
 
+import math
+import weakref
 from typing import TYPE_CHECKING, Optional, Union
 
 import torch
+from torch.optim import optimizer as torch_optimizer
 
 from . import events, rules
 
@@ -45,20 +48,58 @@ def learn(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, return_sig
     Returns the signal that reached the input layer (B, n_0) when ``return_signal``.
     """
     if net.reducer.active:
+        if net.reducer.sharded:     # the ranks exchange activations, each updates its rows (zor.engine.sharded)
+            return net.reducer.learn(net, traces, delta, return_signal)
         return _learn_distributed(net, traces, delta, return_signal)
-    cfg = net.config
+    cfg, rule, weights = net.config, net.rule, list(net.weights)
     # ε̄ = max(mean |error|, floor) as a 0-d tensor: no read-back to the host
     scale: Scale = delta.abs().mean().clamp_min(cfg.min_error_scale) if cfg.error_scaling else 1.0
-    top = len(net.weights) - 1
-    for i in reversed(range(len(net.weights))):
-        w, conn = net.weights[i], net.connections[i]
-        d = net.rule.signal(delta, traces[i + 1], i == top)             # δ̂ (B, n_{i+1})
+    top = len(weights) - 1
+    dense: list[int] = []                                               # connections whose U awaits its clip
+    for i in range(top, -1, -1):
+        w, conn = weights[i], net.connections[i]
+        d = rule.signal(delta, traces[i + 1], i == top)                 # δ̂ (B, n_{i+1})
         if i > 0 or return_signal:
             delta = conn.backward(d, w)                                 # (B, n_i), before W_i changes
-        e, g, units = _correlate(net, i, traces[i], traces[i + 1], d)
-        _set_update(net, i, e, g, units, scale)
-    _finish(net)
+        if _direction(net, i, w, traces[i], traces[i + 1], d, scale):
+            dense.append(i)
+    _clip_all(net, weights, dense, scale)
+    _finish(net, weights)
     return delta if return_signal else None
+
+
+def _direction(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rules.Trace, d: torch.Tensor,
+               scale: Scale) -> bool:
+    """U_i = G ⊙ E′ into W_i's gradient buffer, not yet clipped or scaled (True); an event input's update is
+    finished here, rows scattered into W_i.grad (False). The rule forms U in one product where it can."""
+    layer = net.layers[i]
+    if layer.novelty_factor == 0.0 and not pre.a.is_sparse and always_spikes(net, i + 1):
+        post = rules.Trace(c=post.c, s=post.s, a=post.a, always=True)
+        if net.rule.direction(pre, post, d, net.connections[i], _grad_buffer(net, i, w)) is not None:
+            return True
+    e, g, units = _correlate(net, i, pre, post, d)
+    if units is not None:
+        _set_update(net, i, e, g, units, scale)
+        return False
+    _gated_update(net, i, w, e, g, None)
+    return True
+
+
+def _clip_all(net: "Zor", weights: list[torch.Tensor], dense: list[int], scale: Scale) -> None:
+    """U_i ← −ε̄ · U_i · min(1, max_update_norm_i / ‖U_i‖) for every connection in ``dense`` at once
+    (rules.clip_norms: foreach ops), then W_i.grad = U_i."""
+    if not dense:
+        return
+    us = [net._grad_buffers[i] for i in dense]
+    bounds = {math.inf if net.layers[i].max_update_norm is None else net.layers[i].max_update_norm for i in dense}
+    if len(bounds) == 1:            # one bound for all (the usual case): a plain number
+        max_norms: Union[float, torch.Tensor] = bounds.pop()
+    else:
+        max_norms = torch.tensor([math.inf if net.layers[i].max_update_norm is None else net.layers[i].max_update_norm
+                                  for i in dense], dtype=us[0].dtype, device=us[0].device)
+    rules.clip_norms(us, max_norms, -scale)
+    for i, u in zip(dense, us):
+        weights[i].grad = u
 
 
 def _learn_distributed(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor,
@@ -98,26 +139,35 @@ def update_rates(net: "Zor", traces: list[rules.Trace]) -> None:
     """r_i ← m r_i + (1 − m) mean_b(s_i) after a training forward pass (a Conv layer: per channel, its
     spikes averaged over positions). Distributed: keeps Σ_b s_i for learn(), which sums it over the ranks."""
     sums: Optional[list[torch.Tensor]] = [] if net.reducer.active else None
+    rates: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}   # momentum -> (r_i, mean_b s_i)
     for i, (layer, t) in enumerate(zip(net.layers, traces)):
         s_units = t.s if layer.kind == "dense" else t.s.reshape(t.s.shape[0] * layer.channels, -1)
         if layer.kind == "conv":   # per channel: (B·C, H·W) → mean over positions, back to (B, C)
             s_units = s_units.mean(dim=1).reshape(t.s.shape[0], layer.channels)
         if sums is None:
-            rules.update_rate(net.rate(i), s_units, layer.rate_momentum)
+            group = rates.setdefault(layer.rate_momentum, ([], []))
+            group[0].append(net.rate(i))
+            group[1].append(events.batch_mean(s_units))                # (n_i,)
         else:
             sums.append(s_units.sum(dim=0))                             # Σ_b s_i (n_i,)
+    for m, (r, mean) in rates.items():  # rules.update_rate on every layer at once: r ← m r + (1 − m) mean
+        torch._foreach_mul_(r, m)
+        torch._foreach_add_(r, mean, alpha=1.0 - m)
     net._spike_sums = sums
 
 
-def _finish(net: "Zor") -> None:
-    """One optimizer step for all connections, the weight clamp, then threshold homeostasis."""
+def _finish(net: "Zor", weights: Optional[list[torch.Tensor]] = None) -> None:
+    """One optimizer step for all connections, the weight clamp, then threshold homeostasis (skipped on the
+    layers where it cannot move θ: η = 0 and no bounds)."""
     if not _fused_adam_step(net.optimizer):
         net.optimizer.step()
         net.optimizer.zero_grad(set_to_none=True)
-    for layer, w in zip(net.layers, net.weights):
+    for layer, w in zip(net.layers, net.weights if weights is None else weights):
         if layer.max_weight is not None:
             w.clamp_(-layer.max_weight, layer.max_weight)
     for i, layer in enumerate(net.layers):
+        if net._eta[i] == 0.0 and layer.threshold_range is None:
+            continue
         theta = net.threshold(i)
         known = _cached(net, i)
         rules.homeostasis(theta, net.rate(i), layer.target_activation, net._eta[i], layer.threshold_range)
@@ -131,9 +181,8 @@ def _fused_adam_step(opt: torch.optim.Optimizer) -> bool:
     arguments Optimizer.step would use, without its per-call Python work (hooks, grouping; ~150 µs a
     step at 784-64-784 on one thread). False (nothing done) where that would not be the same step:
     another optimizer, several groups, amsgrad/maximize/capturable, a tensor lr, any step hook, or a
-    parameter without a gradient or state yet (the first step)."""
-    from torch.optim import optimizer as torch_optimizer
-
+    parameter without a gradient or state yet (the first step). The moment and step tensors are
+    gathered once per optimizer state (:data:`_FUSED`), not on every step."""
     if type(opt) not in (torch.optim.Adam, torch.optim.AdamW) or len(opt.param_groups) != 1:
         return False
     g = opt.param_groups[0]
@@ -142,19 +191,30 @@ def _fused_adam_step(opt: torch.optim.Optimizer) -> bool:
             or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks:
         return False
     params = g["params"]
-    state = [opt.state.get(p) for p in params]
-    if any(p.grad is None for p in params) or any(not st for st in state):
+    grads = [p.grad for p in params]
+    if any(gr is None for gr in grads):
         return False
-    steps = [st["step"] for st in state]
-    torch._foreach_add_(steps, 1)
+    plan = _FUSED.get(opt)
+    if plan is None or plan[0] is not opt.state or plan[1] is not params or len(opt.state) != len(params):
+        state = [opt.state.get(p) for p in params]
+        if any(not st for st in state):
+            return False
+        plan = _FUSED[opt] = (opt.state, params, [st["exp_avg"] for st in state],
+                              [st["exp_avg_sq"] for st in state], [st["step"] for st in state])
+    torch._foreach_add_(plan[4], 1)
     kernel = torch._fused_adamw_ if type(opt) is torch.optim.AdamW or g.get("decoupled_weight_decay") \
         else torch._fused_adam_
-    kernel(params, [p.grad for p in params], [st["exp_avg"] for st in state], [st["exp_avg_sq"] for st in state],
-           [], steps, amsgrad=False, lr=g["lr"], beta1=g["betas"][0], beta2=g["betas"][1],
-           weight_decay=g["weight_decay"], eps=g["eps"], maximize=False, grad_scale=None, found_inf=None)
+    kernel(params, grads, plan[2], plan[3], [], plan[4], amsgrad=False, lr=g["lr"], beta1=g["betas"][0],
+           beta2=g["betas"][1], weight_decay=g["weight_decay"], eps=g["eps"], maximize=False, grad_scale=None,
+           found_inf=None)
     for p in params:
         p.grad = None
     return True
+
+
+# optimizer -> (its state dict, its parameter list, exp_avg, exp_avg_sq and step tensors): valid while the
+# optimizer keeps the same state and parameter objects (load_state_dict replaces both)
+_FUSED: "weakref.WeakKeyDictionary[torch.optim.Optimizer, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _correlate(net: "Zor", i: int, pre: rules.Trace, post: rules.Trace, d: torch.Tensor):
@@ -172,8 +232,19 @@ def _correlate(net: "Zor", i: int, pre: rules.Trace, post: rules.Trace, d: torch
 
 def _set_update(net: "Zor", i: int, e: torch.Tensor, g: torch.Tensor, units: Optional[torch.Tensor],
                 scale: Scale) -> None:
-    """W_i.grad = −U for connection i from its co-activity E and G = O(a_i, δ̂)."""
-    layer, w = net.layers[i], net.weights[i]
+    """W_i.grad = −U for connection i from its co-activity E and G = O(a_i, δ̂): U = G ⊙ E′ norm-clipped
+    and error-level scaled in one multiply (event input: on the active rows, then scattered)."""
+    w = net.weights[i]
+    u = rules.clip_norm(_gated_update(net, i, w, e, g, units), net.layers[i].max_update_norm, -scale)
+    w.grad = u if units is None else _grad_buffer(net, i, w).zero_().index_copy_(0, units, u)
+
+
+def _gated_update(net: "Zor", i: int, w: torch.Tensor, e: torch.Tensor, g: torch.Tensor,
+                  units: Optional[torch.Tensor]) -> torch.Tensor:
+    """U = G ⊙ E′ of connection i, E′ = clip(E − ν R, 0, 1) (R updated) or clip(E, 0, 1): into W_i's reused
+    gradient buffer (a fresh, contiguous tensor each step would cost page faults); event input: the
+    active rows ``units`` only, a fresh (n_u, n_{i+1}) tensor."""
+    layer = net.layers[i]
     if layer.novelty_factor != 0.0:
         trace = net.novelty_trace(i)
         if units is None:
@@ -184,13 +255,9 @@ def _set_update(net: "Zor", i: int, e: torch.Tensor, g: torch.Tensor, units: Opt
             trace.mul_(layer.novelty_momentum).index_copy_(0, units, r)
     else:
         e = e.clamp_(0.0, 1.0)                                       # E′ = clip(E, 0, 1), in place
-    # grad = −U: U = G ⊙ E′ (a fresh, contiguous tensor), norm-clipped and
-    # error-level scaled in one multiply
-    if units is None:               # into W_i's reused gradient buffer (no per-step allocation)
-        w.grad = rules.clip_norm(torch.mul(g, e, out=_grad_buffer(net, i, w)), layer.max_update_norm, -scale)
-    else:
-        u = rules.clip_norm(g * e, layer.max_update_norm, -scale)
-        w.grad = _grad_buffer(net, i, w).zero_().index_copy_(0, units, u)
+    if units is None:
+        return torch.mul(g, e, out=_grad_buffer(net, i, w))
+    return g * e
 
 
 def _grad_buffer(net: "Zor", i: int, w: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,7 @@ def fit(net: "Zor", x: "ArrayLike", y: Optional["ArrayLike"], steps: int, batch_
         if out_of_time:
             break
     pending.flush(sampler, hist)
+    net.reducer.gather_state(net)           # the run ends with whole optimiser state on every rank
     if run.checkpoint is not None:
         group.save(net, run.checkpoint, state)                     # before averaging: resumable
     if average is not None:
@@ -224,6 +225,7 @@ class _Group:
         return bool(t.item())
 
     def save(self, net: "Zor", path: str, state: resume.TrainingState) -> None:
+        net.reducer.gather_state(net)       # every rank: sharded optimiser rows made whole (zor.engine.sharded)
         if self.rank == 0:
             resume.save(net, path, state)
 

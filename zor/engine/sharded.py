@@ -1,0 +1,278 @@
+"""The sharded update: data parallelism that exchanges activations, not products.
+
+N ranks hold the same network; rank r trains on its shard of B_r = B/N rows of every
+global batch of B rows. Rank r owns the rows
+
+    ρ_r = [r·k, (r+1)·k) ∩ [0, n_i),   k = ⌈n_i / N⌉
+
+of every W_i (n_i, n_{i+1}) (pre-synaptic units; a row is contiguous in memory). One step:
+
+    forward; δ̂_i = rule.signal(δ); δ ← δ̂_i W_iᵀ           on the shard (B_r rows), as one process
+    small all-reduce   B, Σ|error| → ε̄, Σ_b s_i → r_i          (normalized rule: Σ_b δ² per unit)
+    all-gather         the per-sample factors of the outer products, in rank order:
+                       a_i (pre), s_i or a_{i+1} where E uses them (spikes as uint8), δ̂_i
+    E_i[ρ], G_i[ρ]     = rule.correlate(pre[:, ρ], post, δ̂_i)   over the GLOBAL batch, own rows only
+    E′ = clip(E − ν R[ρ], 0, 1),  R[ρ] ← ρ_R R[ρ] + (1 − ρ_R)|E|,  U[ρ] = G[ρ] ⊙ E′
+    ‖U_i‖² = Σ_r ‖U_i[ρ_r]‖²                                one small all-reduce (the norm clip)
+    W_i[ρ] ← AdamW(W_i[ρ], grad = −U[ρ]·min(1, c/‖U_i‖)·ε̄; m_i[ρ], v_i[ρ])   the fused kernel
+    W_i[ρ] ← clamp(W_i[ρ], ±max_weight)
+    all-gather W_i[ρ_r] → W_i                                every rank holds all of W_i again
+    θ_j ← θ_j − η (target − r_j)                             every rank, from the summed spikes
+
+so the ranks compute what one process computes on the global batch (only the order of
+float sums differs), while each rank does 1/N of the outer products, of the element-wise
+update and of the optimiser step. Per step each rank receives (N−1)/N of B·Σ n floats of
+activations and of Σ|W_i| weights, where the all-reduce path (:mod:`zor.engine.distributed`)
+moves 2·Σ|W_i| and every rank repeats the whole update.
+
+Between steps the Adam moments m_i, v_i and the novelty traces R_i of the rows a rank does
+not own are stale on that rank (``stale``). :func:`ShardedUpdate.gather_state`, a
+collective every rank calls, makes them whole: ``fit`` calls it before each checkpoint
+and at its end; a checkpoint of a stale network is refused.
+
+Which networks (:func:`why_not`): dense connections only (a convolution's kernel is
+shared by every position, so a row is no unit's own), the four rules of
+:mod:`zor.engine.rules` (their factors are known: :data:`FACTORS`), a fused Adam/AdamW
+with one parameter group, and at least N pre-synaptic units per connection. Any other
+network keeps the all-reduce path, which is exact for all of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Union
+
+import torch
+
+from zor.common.errors import ShapeError
+
+from . import learning, rules
+from .connections import Dense
+
+if TYPE_CHECKING:
+    from .network import Zor
+
+__all__ = ["FACTORS", "why_not", "ShardedUpdate"]
+
+# rule name -> (the pre trace's field in E, the post trace's field in E); G = O(a_i, δ̂) always uses pre.a
+FACTORS = {"coactivity": ("a", "a"), "normalized": ("s", "a"), "post_spikes": ("a", "s"), "gated": ("a", "s")}
+# rules whose E needs no post factor where the post layer always spikes (s ≡ 1: E is the column mean_b a_i)
+POST_FREE_WHEN_ALWAYS = ("post_spikes", "gated")
+
+Scale = Union[torch.Tensor, float]
+
+
+def _fused_adam(opt: torch.optim.Optimizer) -> Optional[str]:
+    """None when ``opt`` is a fused Adam/AdamW whose step is the kernel this module calls; else why not."""
+    from torch.optim import optimizer as torch_optimizer
+
+    if type(opt) not in (torch.optim.Adam, torch.optim.AdamW):
+        return f"the optimizer is {type(opt).__name__}, not a fused Adam/AdamW"
+    if len(opt.param_groups) != 1:
+        return "the optimizer has several parameter groups"
+    g = opt.param_groups[0]
+    if not g.get("fused"):
+        return "the optimizer is not fused (this torch has no fused Adam for the device)"
+    if g["amsgrad"] or g["maximize"] or g.get("capturable") or g.get("differentiable") \
+            or isinstance(g["lr"], torch.Tensor):
+        return "the optimizer uses amsgrad, maximize, capturable, differentiable or a tensor lr"
+    if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks \
+            or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks:
+        return "the optimizer has step hooks"
+    return None
+
+
+def why_not(net: "Zor", world: int) -> Optional[str]:
+    """None when the sharded update computes exactly what one process computes for ``net`` on ``world``
+    ranks; else the reason (the network then keeps the all-reduce path)."""
+    if type(net.rule) not in tuple(rules.RULES.values()) or net.rule.name not in FACTORS:
+        return f"the rule {net.rule.name!r} is not one of {sorted(FACTORS)}"
+    conv = [i for i, c in enumerate(net.connections) if type(c) is not Dense]
+    if conv:
+        return (f"connection(s) {conv} are convolutions: a shared kernel's outer products sum over all "
+                "positions, so its rows are no unit's own")
+    small = [i for i, w in enumerate(net.weights) if w.shape[0] < world]
+    if small:
+        return f"layer(s) {small} have fewer units than the {world} ranks"
+    return _fused_adam(net.optimizer)
+
+
+class ShardedUpdate:
+    """The learning step of :mod:`zor.engine.sharded` for one network on rank ``rank`` of ``world``."""
+
+    def __init__(self, net: "Zor", rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+        self.rows: list[tuple[int, int, int]] = []      # per connection: (lo, hi, k) of the rows this rank owns
+        for w in net.weights:
+            n = w.shape[0]
+            k = -(-n // world)
+            self.rows.append((min(rank * k, n), min((rank + 1) * k, n), k))
+        self.conns = [Dense(hi - lo, w.shape[1]) for (lo, hi, _), w in zip(self.rows, net.weights)]  # own scratch
+        self.buffers: dict[int, torch.Tensor] = {}      # U_i[ρ] per connection, reused between steps
+        self.stale = False                              # moments / novelty rows of other ranks out of date
+
+    # ------------------------------------------------------------------ the step
+    def learn(self, net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, reducer,
+              return_signal: bool) -> Optional[torch.Tensor]:
+        """learning.learn() for a distributed network: the module docstring's step."""
+        rule, top = net.rule, len(net.weights) - 1
+        b_local = delta.shape[0]
+        err = delta.abs().sum().reshape(1)                                  # Σ|error| of this shard
+        signals: list[torch.Tensor] = [delta] * len(net.weights)
+        for i in reversed(range(len(net.weights))):
+            d = rule.signal(delta, traces[i + 1], i == top, reducer)        # δ̂_i (B_r, n_{i+1})
+            if i > 0 or return_signal:
+                delta = net.connections[i].backward(d, net.weights[i])      # (B_r, n_i), before W_i changes
+            signals[i] = d
+        spikes = net._spike_sums or []                                      # Σ_b s_j per layer (forward pass)
+        net._spike_sums = None
+        count = torch.tensor([float(b_local), float(b_local) ** 2], device=delta.device)
+        summed = reducer.sum_all([count, err] + spikes)
+        b = summed[0][0]
+        if float(summed[0][1]) * self.world != float(b) ** 2:              # Σ b_r² = B²/N iff every b_r = B/N
+            raise ShapeError(f"distributed step: every rank must train on the same number of rows (this rank "
+                             f"{b_local}, {int(float(b))} in all over {self.world} ranks)")
+        scale: Scale = 1.0
+        if net.config.error_scaling:
+            scale = (summed[1] / (b * net.layers[-1].size)).clamp_min(net.config.min_error_scale).reshape(())
+        for j, layer in enumerate(net.layers[:len(spikes)]):
+            net.rate(j).mul_(layer.rate_momentum).add_(summed[2 + j] / b, alpha=1.0 - layer.rate_momentum)
+        factors = self._exchange(net, traces, signals)
+        updates = [self._update_rows(net, i, factors) for i in range(len(net.weights))]
+        self._clip_and_scale(net, updates, scale, reducer)
+        self._optimizer_step(net, updates)
+        pending = [self._gather_rows(w.detach(), i) for i, w in enumerate(net.weights)]
+        for j, layer in enumerate(net.layers):
+            rules.homeostasis(net.threshold(j), net.rate(j), layer.target_activation, net._eta[j],
+                              layer.threshold_range)
+            net._always.pop(j, None)   # θ_j changed: learning.always_spikes looks at it again
+        for work in pending:
+            if work is not None:
+                work.wait()
+        self.stale = True
+        return delta if return_signal else None
+
+    def _needed(self, net: "Zor") -> list[tuple[int, str]]:
+        """(layer, field) of every per-sample factor the outer products use, in a fixed order."""
+        pre_f, post_f = FACTORS[net.rule.name]
+        keys: list[tuple[int, str]] = []
+        for i in range(len(net.weights)):
+            want = [(i, "a"), (i, pre_f)]
+            if not (net.rule.name in POST_FREE_WHEN_ALWAYS and learning.always_spikes(net, i + 1)):
+                want.append((i + 1, post_f))
+            keys += [k for k in want if k not in keys]
+        return keys
+
+    def _exchange(self, net: "Zor", traces: list[rules.Trace],
+                  signals: list[torch.Tensor]) -> dict[tuple, torch.Tensor]:
+        """Every rank's per-sample factors and signals, all-gathered into global-batch tensors (B, n)."""
+        import torch.distributed as dist
+
+        local: list[tuple[tuple, torch.Tensor]] = []
+        for layer, field in self._needed(net):
+            t = getattr(traces[layer], field)
+            local.append(((layer, field), t.to(torch.uint8) if field == "s" else t))   # spikes: 0/1 in one byte
+        local += [(("d", i), d) for i, d in enumerate(signals)]
+        out, works = {}, []
+        for key, t in local:
+            t = t.contiguous()
+            every = torch.empty((t.shape[0] * self.world,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+            works.append(dist.all_gather(list(every.split(t.shape[0])), t, async_op=True))
+            out[key] = every
+        for work in works:
+            work.wait()
+        return {k: (v.to(torch.float32) if v.dtype == torch.uint8 else v) for k, v in out.items()}
+
+    def _update_rows(self, net: "Zor", i: int, factors: dict[tuple, torch.Tensor]) -> torch.Tensor:
+        """U_i[ρ] = G_i[ρ] ⊙ E′_i[ρ] of connection i over the global batch (rows ρ of this rank)."""
+        lo, hi, _ = self.rows[i]
+        layer, empty = net.layers[i], factors[("d", i)][:0]
+        pre_f, _ = FACTORS[net.rule.name]
+        pre = rules.Trace(c=empty, s=factors[(i, pre_f)][:, lo:hi] if pre_f == "s" else empty,
+                          a=factors[(i, "a")][:, lo:hi])                      # (B, |ρ|)
+        post = rules.Trace(c=empty, s=factors.get((i + 1, "s"), empty), a=factors.get((i + 1, "a"), empty),
+                           always=learning.always_spikes(net, i + 1))          # (B, n_{i+1})
+        e, g = net.rule.correlate(pre, post, factors[("d", i)], self.conns[i])  # (|ρ|, n_{i+1}) (E: or a column)
+        if layer.novelty_factor != 0.0:
+            trace = net.novelty_trace(i)[lo:hi]
+            e, r = rules.novelty(e, trace, layer.novelty_factor, layer.novelty_momentum)
+            trace.copy_(r)
+        else:
+            e = e.clamp_(0.0, 1.0)                                           # E′ = clip(E, 0, 1)
+        buf = self.buffers.get(i)
+        if buf is None or buf.shape != g.shape or buf.device != g.device:
+            buf = self.buffers[i] = torch.empty_like(g)
+        return torch.mul(g, e, out=buf)                                      # (|ρ|, n_{i+1})
+
+    def _clip_and_scale(self, net: "Zor", updates: list[torch.Tensor], scale: Scale, reducer) -> None:
+        """U_i ← −ε̄ · U_i · min(1, max_update_norm / ‖U_i‖), the norm over every rank's rows (grad = −U)."""
+        clipped = [i for i, layer in enumerate(net.layers[:len(updates)]) if layer.max_update_norm is not None]
+        norms: list[torch.Tensor] = []
+        if clipped:
+            sq = torch.stack([torch.linalg.vector_norm(updates[i]).square() for i in clipped])
+            norms = list(reducer.sum_all([sq])[0].sqrt())
+        for i, u in enumerate(updates):
+            limit = net.layers[i].max_update_norm
+            if limit is None:
+                u.mul_(-scale)
+            else:
+                norm = norms[clipped.index(i)]
+                u.mul_(torch.clamp(limit / norm.clamp_min(1e-12), max=1.0) * -scale)
+
+    def _optimizer_step(self, net: "Zor", grads: list[torch.Tensor]) -> None:
+        """The fused Adam/AdamW kernel on this rank's rows of every W_i and of its moments, then the clamp."""
+        opt = net.optimizer
+        g = opt.param_groups[0]
+        params, m, v, steps = [], [], [], []
+        for i, w in enumerate(net.weights):
+            lo, hi, _ = self.rows[i]
+            st = opt.state[w]
+            if not st:          # as torch.optim.Adam's first step creates it (fused: the step on the device)
+                st["step"] = torch.zeros((), dtype=torch.float32, device=w.device)
+                st["exp_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+            params.append(w.detach()[lo:hi])
+            m.append(st["exp_avg"][lo:hi])
+            v.append(st["exp_avg_sq"][lo:hi])
+            steps.append(st["step"])
+        torch._foreach_add_(steps, 1)
+        kernel = torch._fused_adamw_ if type(opt) is torch.optim.AdamW or g.get("decoupled_weight_decay") \
+            else torch._fused_adam_
+        kernel(params, grads, m, v, [], steps, amsgrad=False, lr=g["lr"], beta1=g["betas"][0],
+               beta2=g["betas"][1], weight_decay=g["weight_decay"], eps=g["eps"], maximize=False,
+               grad_scale=None, found_inf=None)
+        for layer, p in zip(net.layers, params):
+            if layer.max_weight is not None:
+                p.clamp_(-layer.max_weight, layer.max_weight)
+
+    # ------------------------------------------------------------------ whole tensors again
+    def _gather_rows(self, t: torch.Tensor, i: int):
+        """All-gather every rank's rows of ``t`` (n_i, ...) into ``t`` itself; the pending work, or None
+        when done already (rows not divisible by the world size go through a padded buffer)."""
+        import torch.distributed as dist
+
+        lo, hi, k = self.rows[i]
+        if t.shape[0] == k * self.world:
+            parts = list(t.split(k))
+            return dist.all_gather(parts, parts[self.rank], async_op=True)
+        mine = torch.zeros((k,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+        mine[:hi - lo] = t[lo:hi]
+        every = torch.empty((k * self.world,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+        dist.all_gather(list(every.split(k)), mine)
+        t.copy_(every[:t.shape[0]])
+        return None
+
+    def gather_state(self, net: "Zor") -> None:
+        """Make the Adam moments and novelty traces whole on every rank (a collective: every rank calls it)."""
+        if not self.stale:
+            return
+        pending = []
+        for i, w in enumerate(net.weights):
+            st = net.optimizer.state.get(w) or {}
+            tensors = [st[key] for key in ("exp_avg", "exp_avg_sq") if key in st]
+            if net.layers[i].novelty_factor != 0.0:
+                tensors.append(net.novelty_trace(i))
+            pending += [self._gather_rows(t, i) for t in tensors]
+        for work in pending:
+            if work is not None:
+                work.wait()
+        self.stale = False
