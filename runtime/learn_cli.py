@@ -14,7 +14,8 @@ DATA is either
 
 ``--state``: continue the session saved there when the file exists, and save the session
 there at the end (also when learning diverges: the last good state is kept and the
-command ends with an error saying so). The output is written only after the saved
+command ends with an error saying so, exit 2). The session holds the curriculum sampler and
+its rng too, so a resumed run on the same data draws the batches an uninterrupted one would. The output is written only after the saved
 model's forward pass matched the learner's (:mod:`zor.runtime.saved_model`).
 """
 
@@ -120,12 +121,15 @@ def main(model: Path, data: Path, output: Path, targets: Optional[Path], steps: 
         click.echo(f"resumed the session in {state}", err=True)
     try:
         hist = learner.fit(x, y, steps=steps, batch_size=batch_size, time_budget=time_budget, progress=True)
-    except LearningDivergedError:
-        if state is not None:
-            learner.save_state(state)
-        raise
+    except LearningDivergedError as exc:
+        if state is None:
+            raise LearningDivergedError(f"{exc}; nothing written (pass --state FILE to keep the session)") from None
+        learner.save_state(state)
+        raise LearningDivergedError(f"{exc}; that state is saved in {state}, no model written") from None
     if state is not None:
         learner.save_state(state)
     learner.save(output)
     acc = hist["train_accuracy"][-1] if hist["train_accuracy"] else float("nan")
+    if state is not None and hist["curriculum"] == "new" and learner.steps_done > hist["steps"]:
+        click.echo("the curriculum started afresh: the saved one was drawing from other data", err=True)
     click.echo(f"learned {hist['steps']} steps (last batch {acc:.1f} %), wrote {output}")

@@ -227,19 +227,21 @@ class Learner:
             outs.append(self._session.run(["output"], {"x": xb, "target": zeros, **self._bound.live})[0])
         return np.concatenate(outs)
 
-    def _curriculum(self, x: np.ndarray, y: np.ndarray, enabled: bool) -> CurriculumSampler:
-        """The session's sampler when it was drawing from this very data (a continued fit), else a new one."""
+    def _curriculum(self, x: np.ndarray, y: np.ndarray, enabled: bool) -> tuple[CurriculumSampler, bool]:
+        """(sampler, continued): the session's sampler when it was drawing from this very data, else a new one."""
         key = _data_key(x, y)
         s = self._sampler
-        if s is None or self._sampler_data != key or s.enabled != enabled or s.n != x.shape[0]:
-            s = self._sampler = CurriculumSampler(x.shape[0], rng=self.rng, enabled=enabled)
-            self._sampler_data = key
-        return s
+        if s is not None and self._sampler_data == key and s.enabled == enabled and s.n == x.shape[0]:
+            return s, True
+        self._sampler = CurriculumSampler(x.shape[0], rng=self.rng, enabled=enabled)
+        self._sampler_data = key
+        return self._sampler, False
 
     def fit(self, x: Any, y: Any = None, steps: int = 500, batch_size: int = 48,
             time_budget: Optional[float] = None, progress: bool = True, curriculum: bool = True) -> dict:
         """Learn (x, y) (y None: x, an autoencoder) for ``steps`` curriculum batches, or until
-        ``time_budget`` seconds have passed. Returns {"steps", "train_accuracy" (100·(1 − mean|error|))}.
+        ``time_budget`` seconds have passed. Returns {"steps", "train_accuracy" (100·(1 − mean|error|)),
+        "curriculum" ("continued" or "new")}.
 
         Fitting the same (x, y) again continues the session's curriculum (also after load_state), so
         fit(k steps) then fit(n − k steps) draws the batches of one fit(n steps)."""
@@ -247,7 +249,7 @@ class Learner:
         y = x if y is None else check_array("y", y, self.sizes[-1])
         if y.shape[0] != x.shape[0]:
             raise ShapeError(f"y: expected {x.shape[0]} rows (one per row of x), got {y.shape[0]}")
-        sampler = self._curriculum(x, y, curriculum)
+        sampler, continued = self._curriculum(x, y, curriculum)
         bar = _Progress(steps) if progress else None
         acc: list[float] = []
         start = time.perf_counter()
@@ -263,7 +265,7 @@ class Learner:
                 break
         if bar is not None:
             bar.close()
-        return {"steps": len(acc), "train_accuracy": acc}
+        return {"steps": len(acc), "train_accuracy": acc, "curriculum": "continued" if continued else "new"}
 
     def save(self, path: PathLike, check_rows: int = 8) -> None:
         """Write the current weights as an ordinary inference model (the file zor-export writes), checked

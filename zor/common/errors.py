@@ -188,7 +188,11 @@ class DistributedError(ZorError):
 
 
 class LearningDivergedError(ZorError):
-    """On-device learning produced non-finite weights: the step was refused, the last good state kept."""
+    """On-device learning produced non-finite weights: the step was refused, the last good state kept.
+
+    Exit 2: what the user passed (data out of scale, the model's baked learning rate) drove it there."""
+
+    exit_code = 2
 
 
 class UnsupportedLearnableError(UnsupportedLayerError):
