@@ -112,6 +112,11 @@ def test_sampler_state_round_trip_draws_the_same(n: int) -> None:
         b.update(idx, errors[k])
     with pytest.raises(ValueError, match="expected n = 11"):
         CurriculumSampler(11).set_state(saved)
+    for key, value in (("weight", -1.0), ("block_sum", np.inf), ("error", -0.5)):
+        bad = dict(saved, **{key: saved[key].copy()})
+        bad[key][0] = value
+        with pytest.raises(ValueError, match=f"curriculum state {key}: expected finite values"):
+            CurriculumSampler(n).set_state(bad)
 
 
 # ------------------------------------------------------------------------------- state file refusals

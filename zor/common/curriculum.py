@@ -118,6 +118,9 @@ class CurriculumSampler:
             v = np.asarray(state.get(key))
             if v.shape != shape or v.dtype != np.float64:
                 raise ValueError(f"curriculum state {key}: expected float64 {shape}, got {v.dtype} {v.shape}")
+            seen = v[~np.isnan(v)] if key == "error" else v          # error: NaN for an unseen sample
+            if not (np.isfinite(seen).all() and (seen >= 0).all()):
+                raise ValueError(f"curriculum state {key}: expected finite values ≥ 0")
         self.enabled = bool(state["enabled"])
         self.alpha, self.uniform = float(state["alpha"]), float(state["uniform"])
         self.momentum, self.eps = float(state["momentum"]), float(state["eps"])
