@@ -3,8 +3,9 @@
     zor-export CHECKPOINT -o MODEL.onnx [--device PROFILE] [--quantize none|int8|fp16]
                [--calibration DATA.npy] [--max-drop X] [--spike-budget F] [--steps T] [--no-verify]
                [--path dense|sparse|auto] [--max-batch N] [--external-weights]
-    zor-export GRAPH.nir -o MODEL.onnx --dt DT [--steps T] [--path dense|sparse] [--discretisation euler|exp]
-               [--calibration EVENTS.npy] [--no-verify]         (a NIR graph: zor.export.nir, docs/nir.md)
+    zor-export GRAPH.nir -o MODEL.onnx --dt DT [--steps T] [--path dense|sparse|auto] [--discretisation euler|exp]
+               [--calibration EVENTS.npy] [--quantize int8 [--max-drop X] [--spike-budget F]] [--device PROFILE]
+               [--no-verify]                                    (a NIR graph: zor.export.nir, docs/nir.md)
     zor-export verify MODEL.onnx --checkpoint CHECKPOINT [--data DATA.npy] [--steps T]
     zor-export inspect MODEL.onnx [--json]
 
@@ -83,7 +84,8 @@ def _export_learnable(checkpoint: Path, output: Path, threads: int, other_option
 
 
 def _export_nir(source: Path, output: Path, dt: float | None, steps: int | None, quantize: str, path: str,
-                calibration: Path | None, no_verify: bool, threads: int, discretisation: str = "euler") -> None:
+                calibration: Path | None, no_verify: bool, threads: int, discretisation: str = "euler",
+                device: str = "generic", max_drop: float = 0.5, spike_budget: float = 0.99) -> None:
     """zor-export GRAPH.nir --dt DT (zor.export.nir): a NIR graph to a verified stateful step graph."""
     if dt is None:
         raise ConfigError(f"{source}: a NIR graph needs --dt: the time step (in the file's time unit, as its τ) "
@@ -93,9 +95,10 @@ def _export_nir(source: Path, output: Path, dt: float | None, steps: int | None,
     _threads(threads)
     with output_folders(output.parent):
         res = export_nir(source, output, dt=dt, steps=steps or 100, quantize=quantize, path=path,
-                         calibration=calibration, verify_model=not no_verify, discretisation=discretisation)
+                         calibration=calibration, verify_model=not no_verify, discretisation=discretisation,
+                         device=device, max_drop=max_drop, spike_budget=spike_budget)
     nir_meta = json.loads(res.metadata.get("zor.nir", "{}"))
-    click.echo(f"wrote {res.path} ({res.bytes:,} bytes, float32, {len(nir_meta.get('nodes', []))} NIR nodes, "
+    click.echo(f"wrote {res.path} ({res.bytes:,} bytes, {res.mode}, {len(nir_meta.get('nodes', []))} NIR nodes, "
                f"dt {dt:g}, {nir_meta.get('discretisation', '?')}) in {res.timings['total_s']:.2f} s "
                f"(build {res.timings['build_s']:.2f}, verify {res.timings['verify_s']:.2f})")
     for run in res.verification.get("nir", {}).get("runs", []):
@@ -103,6 +106,13 @@ def _export_nir(source: Path, output: Path, dt: float | None, steps: int | None,
             f"{n} {100 * s['agreement']:.3f} % ({s['ties']} ties)" for n, s in run["spikes"].items()))
     if res.verification.get("skipped"):
         click.echo("verification: skipped (--no-verify)")
+    for row in res.paths.get("connections", []):
+        click.echo(f"  node {row['node']!r}: {row['path']}: {row['reason']}")
+    if res.mode == "int8":
+        q = res.quantization
+        click.echo(f"int8 ({q['profile']}): class agreement with float {q['metric']['candidate']:.2f} %, spikes "
+                   + ", ".join(f"{r['node']} {100 * r['spike_agreement']:.2f} %" for r in q["spikes"])
+                   + f"; float fallback: {', '.join(q['fallback']) or 'none'}")
 
 
 @main.command("export")
@@ -152,7 +162,8 @@ def export_cmd(checkpoint: Path, output: Path, device: str, quantize: str, calib
         raise OutputPathError(f"-o {output}: it is a folder, expected a file path like model.onnx")
     check_output_file(output, [checkpoint, calibration], create=True, what="-o")   # before the exporter loads
     if checkpoint.suffix.lower() == ".nir":
-        _export_nir(checkpoint, output, dt, steps, quantize, path, calibration, no_verify, threads, discretisation)
+        _export_nir(checkpoint, output, dt, steps, quantize, path, calibration, no_verify, threads, discretisation,
+                    device, max_drop, spike_budget)
         return
     if dt is not None:
         raise ConfigError(f"--dt is for NIR graphs (a .nir file), got {checkpoint}: a Zor checkpoint has no time step")

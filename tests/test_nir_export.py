@@ -98,11 +98,11 @@ def test_initial_state_is_zero_but_edges(tmp_path):
     assert not st["state_in_2_v"].any() and st["state_in_edge_0"].shape == (2, 24)
 
 
-def test_int8_and_auto_path_are_refused_clearly(tmp_path):
-    with pytest.raises(ConfigError, match="float32 only"):
-        export_nir(RSYN, tmp_path / "q.onnx", dt=DT, quantize="int8")
-    with pytest.raises(ConfigError, match="'auto' is not available"):
-        export_nir(RSYN, tmp_path / "s.onnx", dt=DT, path="auto")
+def test_fp16_and_unknown_path_are_refused_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="expected 'none' \\(float32\\) or 'int8'"):
+        export_nir(RSYN, tmp_path / "q.onnx", dt=DT, quantize="fp16")
+    with pytest.raises(ConfigError, match="expected 'dense', 'sparse'"):
+        export_nir(RSYN, tmp_path / "s.onnx", dt=DT, path="union")
     assert not list(tmp_path.iterdir())
 
 

@@ -2,13 +2,22 @@
 
     from zor.export import export_nir
     export_nir("net.nir", "net.onnx", dt=1e-4)            # checked, built, verified, then written
+    export_nir("net.nir", "q.onnx", dt=1e-4, quantize="int8", calibration="events.npy", device="auto")
 
 Pipeline, nothing written until the last step: the output path is checked (not the input, a writable
-folder); the graph is read and checked (:mod:`.graph`; a bad file is a NirGraphError, exit 2); the step
-graph is built (:mod:`.onnxgraph`); it is verified against the reference simulation over ``steps``
-steps from the fresh and from a random state (:mod:`.verify`); metadata (the zor.* keys, the NIR
-graph's own ``zor.nir`` record: source file, dt, discretisation per node, nodes, edges) and
-``zor.integrity`` go in; the file is written atomically.
+folder); the graph is read and checked (:mod:`.graph`; a bad file is a NirGraphError, exit 2); the
+path plan is made (:mod:`.paths`: dense, sparse, or auto from the input rates measured on the events
+and the device profile's break-even); the step graph is built (:mod:`.onnxgraph`); it is verified
+against the reference simulation over ``steps`` steps from the fresh and from a random state
+(:mod:`.verify`); with ``quantize="int8"`` its connections are quantized with the profile's recipe,
+spike budget and per-node fallback (:mod:`.int8`); metadata (the zor.* keys, the NIR graph's own
+``zor.nir`` record: source file, dt, discretisation per node, nodes, edges) and ``zor.integrity`` go
+in; the file is written atomically.
+
+Events: ``calibration`` (T, B, *input_shape) or (T, *input_shape), a .npy path or an array, else the
+graph's own verification inputs (random binary events, rate 0.3, seed 0). They verify (the first T =
+``steps`` steps), measure the input rates of ``auto`` and calibrate int8; int8 validates on other events
+(the odd rows of the given ones, or the same kind of random events with seed 1).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import numpy as np
 import onnx
 
 import zor
+from zor import devices
 from zor.common import format as fmt
 from zor.common.errors import ConfigError, NirGraphError
 from zor.common.fileio import check_output_file, write_bytes_atomic
@@ -31,9 +41,11 @@ from ..api import ExportResult
 from ..jsonsafe import dumps
 from ..metadata import set_integrity, set_metadata
 from .graph import NirGraph, load_graph, with_discretisation
+from .int8 import quantize_nir, split_events
 from .kinds import converter_for
 from .neurons import DISCRETISATION
-from .onnxgraph import build_onnx, sparse_nodes
+from .onnxgraph import build_onnx
+from .paths import plan_nir_paths
 from .reference import state_layout
 from .verify import default_inputs, verify_step_graph
 
@@ -48,12 +60,13 @@ def _check_options(dt: Any, steps: Any, quantize: str, path: str) -> float:
         raise NirGraphError(f"dt = {dt!r}: expected a positive finite time step (seconds, as the NIR file's τ)")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps = {steps!r}: expected a positive integer (time steps verified)")
-    if quantize not in ("none", "float32"):
-        raise ConfigError(f"quantize = {quantize!r}: a NIR import is exported in float32 only in this version "
-                          "(expected 'none'); int8 for NIR graphs is not available yet")
-    if path not in ("dense", "sparse"):
-        raise ConfigError(f"path = {path!r}: expected 'dense' or 'sparse' for a NIR import (sparse: every Affine/Linear "
-                          "node in the event-driven batch-1 form); 'auto' is not available for NIR imports yet")
+    if quantize not in ("none", "float32", "int8"):
+        raise ConfigError(f"quantize = {quantize!r}: expected 'none' (float32) or 'int8' for a NIR import "
+                          "(fp16 is not available for NIR imports)")
+    if path not in ("dense", "sparse", "auto"):
+        raise ConfigError(f"path = {path!r}: expected 'dense', 'sparse' (every Affine/Linear node on a 1-D input in "
+                          "the event-driven batch-1 form) or 'auto' (sparse where the measured input rate is below "
+                          "the device profile's break-even)")
     return float(dt)
 
 
@@ -93,18 +106,9 @@ def _nir_version() -> str:
         return ""
 
 
-def _paths(graph: NirGraph, sparse: tuple[str, ...]) -> dict[str, Any]:
-    """``zor.paths`` of a NIR import: {} when dense; else the sparse nodes (by position k) and the batch limit 1."""
-    if not sparse:
-        return {}
-    conns = [{"connection": graph.order.index(n), "node": n, "kind": graph.nodes[n].kind, "path": "sparse",
-              "synapses": int(graph.nodes[n].params["weight"].size), "precision": "float32",
-              "reason": "requested (--path sparse): only the weight rows of non-zero inputs are read"} for n in sparse]
-    return {"requested": "sparse", "form": "batch1", "max_batch": 1, "connections": conns}
-
-
-def _metadata(graph: NirGraph, model: onnx.ModelProto, dt: float, source_name: str,
-              verification: dict, sparse: tuple[str, ...] = (), discretisation: str = DISCRETISATION) -> dict[str, str]:
+def _metadata(graph: NirGraph, model: onnx.ModelProto, dt: float, source_name: str, verification: dict,
+              paths: dict, discretisation: str = DISCRETISATION, quantization: Optional[dict] = None,
+              calibration: Optional[dict] = None) -> dict[str, str]:
     K = fmt.KEYS
     state = [{"layer": e.index, "size": e.size, "input": e.input, "output": e.output, "initial": e.initial,
               "meaning": (f"node {e.node!r} variable {e.var}" if e.var != "edge" else
@@ -116,9 +120,9 @@ def _metadata(graph: NirGraph, model: onnx.ModelProto, dt: float, source_name: s
     return {
         K.FORMAT: fmt.FORMAT, K.FORMAT_VERSION: str(fmt.FORMAT_VERSION), K.ENGINE_VERSION: str(zor.__version__),
         K.LAYERS: dumps(_layers(graph)), K.TASK: dumps(task), K.STATEFUL: "true" if state else "false",
-        K.STATE: dumps(state), K.QUANTIZATION: dumps({"mode": "none"}), K.CALIBRATION: dumps({}),
-        K.VERIFICATION: dumps(verification), K.WEIGHTS_SHA256: _weights_sha256(model),
-        K.PATHS: dumps(_paths(graph, sparse)), K.WEIGHTS: dumps({}), NIR_KEY: dumps(nir_metadata(graph, dt, source_name, discretisation)),
+        K.STATE: dumps(state), K.QUANTIZATION: dumps(quantization or {"mode": "none"}),
+        K.CALIBRATION: dumps(calibration or {}), K.VERIFICATION: dumps(verification),
+        K.WEIGHTS_SHA256: _weights_sha256(model), K.PATHS: dumps(paths), K.WEIGHTS: dumps({}), NIR_KEY: dumps(nir_metadata(graph, dt, source_name, discretisation)),
     }
 
 
@@ -141,35 +145,64 @@ def _calibration(graph: NirGraph, calibration: Any) -> Optional[np.ndarray]:
     return xs
 
 
+def _profile(device: Any) -> Any:
+    return devices.detect().profile if device == "auto" else devices.get(device)
+
+
+def _int8(graph: NirGraph, model: onnx.ModelProto, xs: Optional[np.ndarray], steps: int, profile: Any,
+          spike_budget: float, max_drop: float, sparse: tuple[str, ...]) -> tuple[onnx.ModelProto, dict, dict]:
+    """The int8 graph of the verified float ``model``: calibrated and validated on the given events (even / odd
+    rows), else on the graph's own random events (seeds 0 / 1)."""
+    if xs is None:
+        calib, valid, source = (default_inputs(graph, steps), default_inputs(graph, steps, seed=1),
+                                "random binary events, rate 0.3 (calibration seed 0, validation seed 1)")
+    else:
+        (calib, valid), source = split_events(xs[:steps]), "given events (even rows calibrate, odd rows validate)"
+    return quantize_nir(graph, model, calib, valid, profile.int8, profile.name, spike_budget, max_drop, sparse,
+                        max_batch=1 if sparse else None, source=source)
+
+
 def export_nir(source: Union[str, Path, Any], output: Union[str, Path], *, dt: float, steps: int = 100,
                quantize: str = "none", path: str = "dense", calibration: Any = None, device: str = "generic",
-               verify_model: bool = True, discretisation: str = DISCRETISATION) -> ExportResult:
-    """Export the NIR graph ``source`` (path or nir.NIRGraph) to ``output``; see the module docstring."""
+               verify_model: bool = True, discretisation: str = DISCRETISATION, spike_budget: float = 0.99,
+               max_drop: float = 0.5) -> ExportResult:
+    """Export the NIR graph ``source`` (path or nir.NIRGraph) to ``output``; see the module docstring.
+    ``device``: the profile (name, or "auto" for this machine) whose int8 recipe and sparse break-even apply."""
     start = time.perf_counter()
     dt = _check_options(dt, steps, quantize, path)
     src_path = Path(source) if isinstance(source, (str, Path)) else None
     out = check_output_file(output, inputs=[src_path] if src_path else [])
+    profile = _profile(device)
     timings: dict[str, float] = {}
     graph = with_discretisation(load_graph(source), discretisation)
     xs = _calibration(graph, calibration)
     t = time.perf_counter()
-    sparse = tuple(sparse_nodes(graph)) if path == "sparse" else ()
-    model = build_onnx(graph, dt, sparse)
-    if sparse:                                            # the batch-1 form takes one row per call
-        xs = default_inputs(graph, steps, batch=1) if xs is None else xs[:, :1]
-    timings["build_s"] = time.perf_counter() - t
+    sparse, paths = plan_nir_paths(graph, dt, path, profile, default_inputs(graph, steps) if xs is None else xs[:steps],
+                                   "given events" if xs is not None else "random binary events, rate 0.3, seed 0")
+    timings["paths_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    verification = ({"passed": True, "nir": verify_step_graph(graph, model, dt, steps, xs)} if verify_model
+    model = build_onnx(graph, dt, sparse)
+    timings["build_s"] = time.perf_counter() - t
+    vxs = (default_inputs(graph, steps, batch=1) if xs is None else xs[:, :1]) if sparse else xs   # batch-1 form
+    t = time.perf_counter()
+    verification = ({"passed": True, "nir": verify_step_graph(graph, model, dt, steps, vxs)} if verify_model
                     else {"passed": None, "skipped": True})
     timings["verify_s"] = time.perf_counter() - t
-    meta = _metadata(graph, model, dt, src_path.name if src_path else "<in memory>", verification, sparse,
-                     discretisation)
-    set_metadata(model, meta)
-    set_integrity(model)
-    data = model.SerializeToString()
+    quant, figures, final_proto = {"mode": "none"}, {}, model
+    if quantize == "int8":
+        t = time.perf_counter()
+        final_proto, quant, figures = _int8(graph, model, xs, steps, profile, spike_budget, max_drop, sparse)
+        verification["int8"] = {"spike_agreement": {r["node"]: r["spike_agreement"] for r in quant["spikes"]},
+                                "metric_drop": quant["metric"]["drop"], "fallback": quant["fallback"]}
+        timings["quantize_s"] = time.perf_counter() - t
+    meta = _metadata(graph, model, dt, src_path.name if src_path else "<in memory>", verification, paths,
+                     discretisation, quant, figures)
+    set_metadata(final_proto, meta)
+    set_integrity(final_proto)
+    data = final_proto.SerializeToString()
     write_bytes_atomic(out, data)
     timings["total_s"] = time.perf_counter() - start
-    final = {p.key: p.value for p in model.metadata_props if p.key.startswith("zor.")}
-    return ExportResult(path=out, mode="float32", bytes=len(data), verification=verification,
-                        quantization={"mode": "none"}, calibration={}, timings=timings, metadata=final,
-                        paths=_paths(graph, sparse))
+    final = {p.key: p.value for p in final_proto.metadata_props if p.key.startswith("zor.")}
+    return ExportResult(path=out, mode="int8" if quantize == "int8" else "float32", bytes=len(data),
+                        verification=verification, quantization=quant, calibration=figures, timings=timings,
+                        metadata=final, paths=paths)
