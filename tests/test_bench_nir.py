@@ -236,6 +236,13 @@ def test_cli_refuses_a_nir_import_beside_another_export(files, bench_folder, tmp
     export(bench_folder / "m.zor", tmp_path / "m.onnx")
     r = CliRunner().invoke(bench_main, [str(files / "rec.onnx"), str(tmp_path / "m.onnx"), "--no-rss"])
     assert r.exit_code == 2 and "layer sizes" in r.output
+    from zor.runtime.nirbench import run_nir_bench
+
+    from zor.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected every MODEL to be a stateful NIR import"):   # same sizes or not
+        run_nir_bench([Model(files / "rec.onnx"), Model(tmp_path / "m.onnx")], ["a", "b"], 2, 2, 1, None, None,
+                      False, "auto", None, {})
 
 
 @settings(max_examples=60, deadline=None)
