@@ -19,6 +19,17 @@ Reported per layer: spike agreement, whether its input connection is int8 or fel
 back, weight bytes float vs int8, and the task-metric drop with only that connection
 in int8.
 
+The gate moves behind the activation quantization (:func:`gate_quantized`) wherever
+that gives the same integers: with a zero point of 0,
+
+    q_i = Q(c_i · float(s_i)) = Q(c_i) · int8(s_i)      Q(x) = sat(round(x / s_a)), Q(±0) = 0
+
+(a unit that spiked: c·1 = c; one that did not: both sides are 0). The gate then runs
+on 8-bit integers instead of float32 (Cast to u8/s8 and an integer Mul, opset ≥ 14),
+which onnxruntime does in a quarter of the bytes (docs/notes/int8-vnni.md). The spike
+decision s_i = c_i > θ_i and the charge c_i stay float; a non-zero zero point keeps
+the float gate.
+
 Example (needs calibration data; see the tests and benchmarks/export_fidelity.py):
     >>> from zor.devices import get
     >>> get("generic").int8.format
@@ -46,7 +57,8 @@ from .quality import measure
 from .registry import connection_prefix
 from .session import Stepper
 
-__all__ = ["quantize_int8", "calibration_feeds", "quantize_graph", "weight_bytes", "connection_nodes", "OP_TYPES"]
+__all__ = ["quantize_int8", "calibration_feeds", "quantize_graph", "gate_quantized", "weight_bytes", "connection_nodes",
+           "OP_TYPES"]
 
 OP_TYPES = ("MatMul", "Conv")   # the connections; spike, gate and state nodes stay float
 
@@ -140,6 +152,80 @@ def quantize_graph(float_proto: onnx.ModelProto, feeds: list[dict[str, np.ndarra
         return onnx.load(dst)
 
 
+_INT_TYPES = {onnx.TensorProto.UINT8: "u8", onnx.TensorProto.INT8: "s8"}   # what Q may output, for the integer gate
+_BOOL_OPS = frozenset({"Greater", "Less", "And"})   # producers of a spike flag (bool: Cast gives exactly 0 or 1)
+
+
+def _single_use(proto: onnx.ModelProto) -> set[str]:
+    """Tensors read by exactly one node and not graph outputs (safe to rename or drop)."""
+    uses: dict[str, int] = {}
+    for n in proto.graph.node:
+        for name in n.input:
+            uses[name] = uses.get(name, 0) + 1
+    outputs = {o.name for o in proto.graph.output}
+    return {k for k, v in uses.items() if v == 1 and k not in outputs}
+
+
+def _gate_pattern(q: onnx.NodeProto, producer: dict, inits: dict, once: set) -> Optional[tuple]:
+    """(Mul, Cast, integer type) when ``q`` quantizes a float gate c·Cast(s) with zero point 0, else None."""
+    mul = producer.get(q.input[0])
+    if mul is None or mul.op_type != "Mul" or q.input[0] not in once:
+        return None
+    cast = producer.get(mul.input[1])
+    if cast is None or cast.op_type != "Cast" or mul.input[1] not in once \
+            or next((a.i for a in cast.attribute if a.name == "to"), None) != onnx.TensorProto.FLOAT \
+            or getattr(producer.get(cast.input[0]), "op_type", None) not in _BOOL_OPS:
+        return None
+    zp = inits.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
+    if len(q.input) > 2 and q.input[2] and zp is None:
+        return None                                         # a zero point computed in the graph: leave it
+    if zp is None and any(a.name == "output_dtype" for a in q.attribute):
+        return None                                         # opset 21's type attribute: not ours, leave it
+    dtype = onnx.TensorProto.UINT8 if zp is None else zp.data_type
+    if dtype not in _INT_TYPES or (zp is not None and np.any(onnx.numpy_helper.to_array(zp) != 0)):
+        return None
+    return mul, cast, dtype
+
+
+def gate_quantized(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """The gates moved behind their activation quantization where exact (see the module docstring);
+    (the new graph, the names of the gate nodes moved). The graph is copied; it is returned as it
+    was when no gate qualifies (a non-zero zero point, another activation between gate and Q, opset < 14)."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 14:                                          # Mul on 8-bit integers needs opset 14
+        return proto, []
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    nodes = list(out.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    inits = {i.name: i for i in out.graph.initializer}
+    once = _single_use(out)
+    moved, drop, after = [], set(), {}
+    for q in (n for n in nodes if n.op_type == "QuantizeLinear"):
+        found = _gate_pattern(q, producer, inits, once)
+        if found is None:
+            continue
+        mul, cast, dtype = found
+        gated = q.output[0]                                 # the DequantizeLinear downstream keeps reading it
+        spikes, charge = cast.input[0], mul.input[0]
+        q.input[0], q.output[0] = charge, f"{gated}_ungated"
+        flag = f"{spikes}_{_INT_TYPES[dtype]}"
+        name = (cast.name[:-len("_float")] if cast.name.endswith("_float") else cast.name) + f"_{_INT_TYPES[dtype]}"
+        after[id(q)] = [onnx.helper.make_node("Cast", [spikes], [flag], name=name, to=dtype),
+                        onnx.helper.make_node("Mul", [q.output[0], flag], [gated], name=mul.name)]
+        drop |= {id(mul), id(cast)}
+        moved.append(mul.name)
+    if not moved:
+        return proto, []
+    ordered = []
+    for n in nodes:
+        if id(n) not in drop:
+            ordered += [n] + after.get(id(n), [])
+    del out.graph.node[:]
+    out.graph.node.extend(ordered)
+    return out, moved
+
+
 def _dense_bytes(model, j: int) -> int:
     """Bytes of W_j as float32."""
     return int(model.layers[j].size) * int(model.layers[j + 1].size) * 4
@@ -167,11 +253,14 @@ class _Int8Run:
     steps: int
     sparse: dict          # {connection j: rows precision} of the sparse connections (never quantized here)
     max_batch: Optional[int]
+    gates: tuple = ()     # the gate nodes the last quantize moved behind their QuantizeLinear
 
     def quantize(self, excluded: list[int]) -> onnx.ModelProto:
-        """The graph with every connection int8 but ``excluded`` and the sparse ones."""
+        """The graph with every connection int8 but ``excluded`` and the sparse ones, gates in integers where exact."""
         nodes = connection_nodes(self.float_proto, list(excluded) + list(self.sparse))
-        return quantize_graph(self.float_proto, self.feeds, self.recipe, nodes)
+        q, moved = gate_quantized(quantize_graph(self.float_proto, self.feeds, self.recipe, nodes))
+        self.gates = tuple(moved)
+        return q
 
     def measure(self, candidate: onnx.ModelProto) -> dict[str, Any]:
         return measure(self.model, candidate, self.calib, self.steps, max_batch=self.max_batch)
@@ -206,6 +295,7 @@ def quantize_int8(
     feeds, figures = calibration_feeds(model, float_proto, calib, steps, batch=max_batch or 64)
     run = _Int8Run(model, float_proto, feeds, recipe, calib, steps, dict(sparse or {}), max_batch)
     q, quality, excluded, history = _fall_back(run, spike_budget)
+    gates = list(run.gates)
     layers = [_layer_row(run, q, i, row, excluded, spike_budget, per_layer_drop)
               for i, row in enumerate(quality["layers"])]
     float_size, int8_size = len(float_proto.SerializeToString()), len(q.SerializeToString())
@@ -216,6 +306,7 @@ def quantize_int8(
         "op_types": list(OP_TYPES),
         "charges": "float" if recipe.format == "QDQ" else "quantized (QLinearMatMul output)",
         "thresholds": "float32",
+        "integer_gates": gates,            # gates computed as Q(c)·int8(s) (zero point 0): the same integers
         "spike_budget": spike_budget,
         "max_drop": max_drop,
         "fallback": sorted(excluded),
