@@ -87,6 +87,11 @@ class Profile:
     sparse_curve: tuple = ()                # measured ((N synapses, break-even rate), ...): interpolated in log N
                                             #   (below the first point down to 0 at S0), replacing the formula above
     sparse_evidence: str = ""               # how the break-even is known: measured (where, figures) or estimated (why)
+    sparse_group_bytes: int = 2 << 20       # gathered bytes per row group of a sparse connection (zor.export.paths
+                                            #   .choose_groups): small enough that a group's copy is still in cache
+                                            #   when its MatMul reads it
+    sparse_single_group_bytes: int = 4 << 20  # a gathered block up to this size stays in one group
+    sparse_max_groups: int = 16             # at most this many row groups per connection
     cpu_match: dict = field(default_factory=dict)  # how detection recognises it (see zor.devices.detection)
     notes: str = ""                         # the reasons behind the choices, in one line
 
@@ -104,6 +109,10 @@ class Profile:
                 or self.sparse_min_synapses < 0:
             raise DeviceError(f"profile {self.name!r}: sparse_min_synapses expected an int ≥ 0, "
                               f"got {self.sparse_min_synapses!r}")
+        for key in ("sparse_group_bytes", "sparse_single_group_bytes", "sparse_max_groups"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DeviceError(f"profile {self.name!r}: {key} expected an int ≥ 1, got {value!r}")
         try:
             curve = [(int(n), float(r)) for n, r in self.sparse_curve]
         except (TypeError, ValueError):
@@ -204,6 +213,13 @@ _P = [
                         "1 thread, batch 1, float32, mean of two runs on a shared machine): dense and sparse cost "
                         "the same at 0.17 / 0.20 / 0.39 / 0.38 / 0.32 of the units active for 256 / 512 / 1024 / "
                         "2048 / 4096-wide square layers",
+        # Row groups measured by bare sessions on a 2-core Intel Xeon with AVX-512 VNNI and AMX (2 MiB L2 per
+        # core), one 4096-wide float32 layer, 1 thread: fastest with 0.6-1 MB gathered per group at 5, 10, 20
+        # and 30 % (4, 8, 16-24, 24 groups; 10 %: 0.65 ms in 8 groups, 0.76 in 4, 0.87 in 1); not measured on
+        # an AMD AVX-512 core (docs/notes/sparse-avx512.md)
+        sparse_group_bytes=1 << 20,
+        sparse_single_group_bytes=1 << 20,
+        sparse_max_groups=32,
         cpu_match={"flags_any": ["avx512_vnni", "avx_vnni"]},
         notes="U8S8 QDQ, full range: VNNI accumulates in int32",
     ),

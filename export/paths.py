@@ -224,7 +224,7 @@ def plan_paths(
         urate = None if union_rates is None else float(union_rates[j])
         rel = urate if (form == "union" and urate is not None) else rate
         groups = choose_groups(rel, int(model.layers[j].size), int(model.layers[j + 1].size),
-                               1 if precision == "int8" else 4)
+                               1 if precision == "int8" else 4, **group_settings(profile))
         common = dict(connection=j, kind=kind, spike_rate=rate, union_rate=urate, synapses=syn)
         if kind != "dense":
             conns.append(ConnectionPath(path="dense", reason=f"{kind} connection: no sparse form", **common))
@@ -252,20 +252,33 @@ def plan_paths(
                     curve=tuple(tuple(c) for c in (getattr(profile, "sparse_curve", ()) or ())))
 
 
-def choose_groups(rate: Optional[float], rows: int, width: int, itemsize: int = 4) -> int:
+def group_settings(profile) -> dict[str, int]:
+    """The row-group sizes of ``profile`` (its ``sparse_group_bytes``, ``sparse_single_group_bytes``,
+    ``sparse_max_groups``; this module's defaults for a profile without them), as choose_groups keywords."""
+    return {"group_bytes": int(getattr(profile, "sparse_group_bytes", GROUP_BYTES)),
+            "single_bytes": int(getattr(profile, "sparse_single_group_bytes", SINGLE_GROUP_BYTES)),
+            "max_groups": int(getattr(profile, "sparse_max_groups", MAX_GROUPS))}
+
+
+def choose_groups(rate: Optional[float], rows: int, width: int, itemsize: int = 4, *,
+                  group_bytes: int = GROUP_BYTES, single_bytes: int = SINGLE_GROUP_BYTES,
+                  max_groups: int = MAX_GROUPS) -> int:
     """Row groups of a sparse connection: the expected gathered block rate·rows·width·itemsize split into
-    pieces of about ``GROUP_BYTES`` (at most ``MAX_GROUPS``); one group when the rate is unknown or the
-    block is at most ``SINGLE_GROUP_BYTES``.
+    pieces of about ``group_bytes`` (at most ``max_groups``); one group when the rate is unknown or the
+    block is at most ``single_bytes`` (defaults: ``GROUP_BYTES``, ``SINGLE_GROUP_BYTES``, ``MAX_GROUPS``; a
+    device profile sets its own, :func:`group_settings`).
 
     Measured here (4096-wide float32 layer, one thread, bare sessions, 10 paired rounds each, median
     time against 2 MiB groups): 5 % (a 3.4 MB block) in one group instead of two 0.93-0.96×, the
     extra group's nodes cost more than the cache saves; 10 % in one group 0.94-0.95×, in two
     0.96-0.97×; larger blocks in larger groups were mixed (30 % in 5 groups 1.04-1.07×, 50 % in 4
-    groups 1.29×), so above 4 MiB the 2 MiB groups stay.
+    groups 1.29×), so above 4 MiB the 2 MiB groups stay (the AMD EPYC figures behind these defaults;
+    an Intel Xeon with 2 MiB of L2 per core was fastest with groups of 0.6-1 MB at every rate, its
+    profile's setting: docs/notes/sparse-avx512.md).
     """
     if rate is None or rows <= 1:
         return 1
     expected = float(rate) * rows * width * itemsize
-    if expected <= SINGLE_GROUP_BYTES:
+    if expected <= single_bytes:
         return 1
-    return int(min(MAX_GROUPS, rows, max(1, math.ceil(expected / GROUP_BYTES))))
+    return int(min(max_groups, rows, max(1, math.ceil(expected / group_bytes))))

@@ -15,7 +15,10 @@ onnxruntime runs it), as :mod:`zor.common.format` names them:
              units that spiked in any row of the batch
     values   v = Compress(a_j, mask, axis 1) [− f_j(0)]     (B, |A|)
     float32  h = MatMul(v, Compress(W_j, mask, axis 0))     [+ sparse_bias_j]
-    int8     h = Mul(MatMul(v, Cast(Compress(W_q, mask, axis 0), float)), scale) [+ bias]
+    int8     (v_q, s_v, z_v) = DynamicQuantizeLinear([v | 0])     values and a zero column, (B, n_j + 1) uint8
+             idx = [NonZero(mask) | −1]                        the active units and the last entry
+             h = Cast(MatMulInteger(Gather(v_q, idx, axis 1), Gather(W_q, idx, axis 0), z_v)) · (s_v · scale)
+                 [+ bias]
 
 Row groups: a connection whose expected gathered block (r · n_j · n_{j+1} · 4 bytes)
 exceeds ``SINGLE_GROUP_BYTES`` (4 MiB) splits its rows into G contiguous groups (G = that
@@ -26,9 +29,15 @@ layer at 30 % activity ran 1.7× faster in 8 groups than in one), at a few µs o
 nodes; a block of up to 4 MiB stays in cache whole, so it is not split
 (:func:`~zor.export.paths.choose_groups`).
 
-``int8`` is weight-only: W_q = round(W / scale) per output unit (symmetric, scale =
-max |W[:, c]| / 127), values stay float; the scale multiplies after the MatMul
-(a per-axis DequantizeLinear of the gathered rows measured 10× slower here).
+``int8`` rows: W_q = round(W / scale) per output unit (symmetric, scale = max |W[:, c]| / 127);
+the values are quantized per call (DynamicQuantizeLinear: uint8, s_v = (max(0, v) − min(0, v)) / 255,
+z_v = round(−min(0, v) / s_v), round half to even), and the product of the gathered int8 rows is an
+integer one (MatMulInteger, int32 sums; the G groups' sums are added in int32). The gather always
+takes one entry more, index −1: column n_j of [v | 0], which quantizes to exactly z_v, times row
+n_j − 1 of W_q, so it adds (z_v − z_v) · W_q[n_j − 1] = 0, and no group's inner dimension is ever
+empty (onnxruntime's MatMulInteger returns uninitialised memory for an empty one). A gathered
+int8 row is a quarter of a float32 one, and no Cast of the rows is needed
+(docs/notes/sparse-avx512.md has the forms measured).
 
 Which connections go sparse is the path plan's choice (:mod:`zor.export.paths`); its
 names are importable from here too, so ``zor.export.sparse`` names the whole feature (an
@@ -103,21 +112,17 @@ def emit_sparse(ctx: LayerContext, path: ConnectionPath, form: str, target: str)
         rows, w_eff = g.initializer(fmt.weight_int8(j), q), q.astype(np.float32) * scale
     else:
         rows, w_eff, scale = g.initializer(fmt.weight(j), w), w, None
-    post = (["sum"] if path.groups > 1 else []) + (["scale"] if scale is not None else []) \
-        + (["rest"] if f0 != 0.0 else [])
     masks = _group_masks(ctx, _active_mask(ctx, form), path.groups)
-    partials = [_gathered_product(ctx, source, rows, group, path.precision,
-                                  target if not post else f"active_sum_{j}{group[2]}")
-                for group in masks]
-    h = partials[0]
-    for step in post:
-        out = target if step == post[-1] else f"{step}_{j}"
-        if step == "sum":
-            h = g.node("Sum", partials, [out], name=p + "sum")
-        elif step == "scale":
-            h = g.node("Mul", [h, g.initializer(fmt.weight_scale(j), scale)], [out], name=p + "scale")
-        else:
-            h = g.node("Add", [h, g.initializer(fmt.sparse_bias(j), _rest_bias(w_eff, f0))], [out], name=p + "rest")
+    if scale is not None:
+        h = _integer_product(ctx, source, rows, g.initializer(fmt.weight_scale(j), scale), masks,
+                             target if f0 == 0.0 else f"scaled_{j}")
+    else:
+        out = target if f0 == 0.0 else f"active_sum_{j}"
+        partials = [_gathered_product(ctx, source, rows, group, out if len(masks) == 1 else
+                                      f"active_sum_{j}{group[2]}") for group in masks]
+        h = partials[0] if len(masks) == 1 else g.node("Sum", partials, [out], name=p + "sum")
+    if f0 != 0.0:
+        h = g.node("Add", [h, g.initializer(fmt.sparse_bias(j), _rest_bias(w_eff, f0))], [target], name=p + "rest")
     return h
 
 
@@ -163,19 +168,43 @@ def _group_masks(ctx: LayerContext, mask: str, groups: int) -> list[tuple[str, s
     return masks
 
 
-def _gathered_product(ctx: LayerContext, source: str, rows: str, group: tuple[str, str, str], precision: str,
-                      out: str) -> str:
-    """MatMul of the active values with the active rows of one row group (mask, tag, suffix) into
-    ``out`` (int8 rows cast to float first)."""
+def _gathered_product(ctx: LayerContext, source: str, rows: str, group: tuple[str, str, str], out: str) -> str:
+    """MatMul of the active values with the active float32 rows of one row group (mask, tag, suffix) into ``out``."""
     g, j = ctx.graph, ctx.index - 1
     mask, tag, suffix = group
     p = connection_prefix(j) + tag
     vals = g.node("Compress", [source, mask], [f"active_values_{j}{suffix}"], name=p + "values", axis=1)
     picked = g.node("Compress", [rows, mask], [f"active_rows_{j}{suffix}"], name=p + "rows", axis=0)
-    if precision == "int8":
-        picked = g.node("Cast", [picked], [f"active_rows_float_{j}{suffix}"], name=p + "rows_float",
-                        to=TensorProto.FLOAT)
     return g.node("MatMul", [vals, picked], [out], name=p + "matmul")
+
+
+def _integer_product(ctx: LayerContext, source: str, rows: str, scale: str, masks: list[tuple[str, str, str]],
+                     out: str) -> str:
+    """h = Cast(Σ_k MatMulInteger(v_q[idx_k], W_q[idx_k], z_v)) · (s_v · scale) (module docstring, int8)."""
+    g, j = ctx.graph, ctx.index - 1
+    p = connection_prefix(j)
+    peak = g.node("ReduceMax", [source], [f"values_peak_{j}"], name=p + "peak", axes=[1], keepdims=1)   # (B, 1)
+    zero = g.node("Mul", [peak, g.scalar(0.0, "zero")], [f"values_zero_{j}"], name=p + "zero")          # (B, 1) of 0
+    padded = g.node("Concat", [source, zero], [f"values_padded_{j}"], name=p + "pad", axis=1)          # (B, n + 1)
+    vq = [f"values_q_{j}", f"values_scale_{j}", f"values_zero_point_{j}"]
+    g.node("DynamicQuantizeLinear", [padded], vq, name=p + "quantize")
+    last = g.initializer(f"last_index_{j}", np.array([[-1]], dtype=np.int64))
+    flat = g.initializer(f"flat_{j}", np.array([-1], dtype=np.int64))
+    sums = []
+    for mask, tag, suffix in masks:
+        q = p + tag
+        nz = g.node("NonZero", [mask], [f"active_index_{j}{suffix}"], name=q + "index")              # (1, a)
+        both = g.node("Concat", [nz, last], [f"picked_index_{j}{suffix}"], name=q + "index_last", axis=1)
+        idx = g.node("Reshape", [both, flat], [f"picked_{j}{suffix}"], name=q + "index_flat")        # (a + 1,)
+        vals = g.node("Gather", [vq[0], idx], [f"active_values_{j}{suffix}"], name=q + "values", axis=1)
+        picked = g.node("Gather", [rows, idx], [f"active_rows_{j}{suffix}"], name=q + "rows", axis=0)
+        sums.append(g.node("MatMulInteger", [vals, picked, vq[2]], [f"active_int_{j}{suffix}"], name=q + "matmul"))
+    acc = sums[0]
+    for k, part in enumerate(sums[1:], 1):                 # int32: exact, whatever the order (Sum has no int32)
+        acc = g.node("Add", [acc, part], [f"active_int_sum_{j}_{k}"], name=p + f"sum{k}")
+    wide = g.node("Cast", [acc], [f"active_sum_{j}"], name=p + "float", to=TensorProto.FLOAT)
+    both_scales = g.node("Mul", [vq[1], scale], [f"product_scale_{j}"], name=p + "product_scale")
+    return g.node("Mul", [wide, both_scales], [out], name=p + "scale")
 
 
 def rest_bias(w: np.ndarray, activation: str, precision: str = "float32") -> Optional[np.ndarray]:

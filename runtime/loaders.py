@@ -53,7 +53,7 @@ from zor.common.errors import ConfigError, ModelFileError, WeightFileError
 from . import hugepages
 from .metadata import Metadata, parse
 from .onnxmeta import ModelScan, ScanError, scan_model
-from .rows import RowRunner
+from .rows import RowRunner, integer_rows
 from .session import check_file, check_graph, open_session
 from .weightfile import WeightFile, choose_mode
 
@@ -252,7 +252,8 @@ def load_rows(path: Path, scanned: Scanned, weights_backend: str = "pread", chec
     if check_weights:
         _note(notes, check_integrity(scanned.scan, str(path)))
     inputs, outputs = contract_io(meta)
-    return Loaded(meta, inputs, outputs, rows=RowRunner(meta, weightfile), weightfile=weightfile,
+    rows = RowRunner(meta, weightfile, integer=integer_rows(scanned.scan.nodes))   # as the graph multiplies
+    return Loaded(meta, inputs, outputs, rows=rows, weightfile=weightfile,
                   weights_mode="rows", notes=notes)
 
 

@@ -11,9 +11,15 @@ only for the units that spiked in any row of the batch:
     state_out_i = Where(s_i, −p or c_i − p, Where(c_i < m, 0, c_i))
     output = f_L(c_L)
 
-(``sparse_bias_i`` = f_i(0) · Σ_u W_i[u, :] is stored in the file where f_i(0) ≠ 0;
-int8 rows are multiplied by their per-output-unit scale after the product, as in the
-graph.) Rows are read in blocks of at most ``block_bytes``, so memory stays bounded
+(``sparse_bias_i`` = f_i(0) · Σ_u W_i[u, :] is stored in the file where f_i(0) ≠ 0.) int8 rows,
+as the graph computes them (:mod:`zor.export.sparse`): the values v = a_i[:, A] − f_i(0) are
+quantized as DynamicQuantizeLinear does (:func:`dynamic_quantize`: uint8 q, scale s_v, zero point
+z_v, over v and the zeros of the units that did not spike), the product is an integer one,
+
+    h_{i+1} = float32(Σ_{u ∈ A} (q[:, u] − z_v) W_q[u, :]) · (s_v · scale_i)   [+ sparse_bias_i]
+
+(exact int sums, here in float64), and files written before that form (the graph gathers the
+rows with Compress, :func:`integer_rows`) get the float values times float(W_q), then the scale. Rows are read in blocks of at most ``block_bytes``, so memory stays bounded
 whatever the activity: a model whose weights are larger than the memory the process
 may use still runs, at the cost of reading its active rows on every call.
 
@@ -27,8 +33,9 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -37,7 +44,7 @@ from zor.common.errors import ModelFileError
 
 from .weightfile import WeightFile
 
-__all__ = ["RowRunner", "ACTIVATIONS", "REST_VALUES"]
+__all__ = ["RowRunner", "ACTIVATIONS", "REST_VALUES", "dynamic_quantize", "integer_rows"]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -52,6 +59,29 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": lambda x: np.maximum(x, np.float32(0.0)),
 }
 REST_VALUES = {"identity": 0.0, "relu": 0.0, "tanh": 0.0, "sigmoid": 0.5}
+_INT8_ROWS = re.compile(fmt.weight_int8(987654321).replace("987654321", "([0-9]+)"))
+
+
+def dynamic_quantize(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
+    """(q uint8, scale, zero point) of ``x`` as ONNX DynamicQuantizeLinear computes them, in float32:
+
+        lo = min(0, min x), hi = max(0, max x), s = (hi − lo) / 255  (1 when hi = lo),
+        z = clip(round(−lo / s), 0, 255),  q = clip(round(x / s) + z, 0, 255)   (round half to even)
+    """
+    x = np.asarray(x, np.float32)
+    lo = min(np.float32(0.0), x.min()) if x.size else np.float32(0.0)
+    hi = max(np.float32(0.0), x.max()) if x.size else np.float32(0.0)
+    scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255.0))
+    zero = np.uint8(np.rint(np.clip(np.float32(0.0) - lo / scale, 0.0, 255.0)))
+    q = np.clip(np.rint(x / scale) + np.float32(zero), 0.0, 255.0).astype(np.uint8)
+    return q, scale, zero
+
+
+def integer_rows(nodes: Iterable) -> frozenset:
+    """The connections j whose graph gathers ``weight_{j}_int8`` with Gather (the integer product; older
+    files gather it with Compress and multiply in float), from the scanned nodes (op_type, inputs)."""
+    found = (_INT8_ROWS.fullmatch(name) for node in nodes if node.op_type == "Gather" for name in node.inputs)
+    return frozenset(int(m.group(1)) for m in found if m)
 
 
 @dataclass
@@ -62,12 +92,15 @@ class _Connection:
     scale: Optional[np.ndarray]  # int8 rows: per output unit
     bias: Optional[np.ndarray]   # f(0) · Σ rows, where f(0) ≠ 0
     rest: float                  # f_j(0)
+    integer: bool = False        # int8 rows with the values quantized per call and an integer product
 
 
 class RowRunner:
     """Runs the model of ``metadata`` on weights read row by row from ``weights``."""
 
-    def __init__(self, metadata, weights: WeightFile, block_bytes: int = 32 << 20) -> None:
+    def __init__(self, metadata, weights: WeightFile, block_bytes: int = 32 << 20,
+                 integer: Iterable[int] = ()) -> None:
+        """``integer``: the int8-rows connections whose graph multiplies in integers (:func:`integer_rows`)."""
         where = weights.path.name
         self.metadata = metadata
         self.weights = weights
@@ -107,7 +140,7 @@ class RowRunner:
                                      "from the layer sizes")
             bias = weights.tensor(fmt.sparse_bias(j)).astype(np.float32) if fmt.sparse_bias(j) in weights else None
             rest = REST_VALUES[str(layers[j].get("activation", "identity"))]
-            self.conns.append(_Connection(name, n, m, scale, bias, rest))
+            self.conns.append(_Connection(name, n, m, scale, bias, rest, scale is not None and j in set(integer)))
 
     def _connect(self, j: int, a: np.ndarray, s: np.ndarray) -> np.ndarray:
         c = self.conns[j]
@@ -118,7 +151,10 @@ class RowRunner:
         else:                                   # f(0) ≠ 0 and no stored bias: every row counts
             idx = np.arange(c.rows)
             vals, base = a, None
-        h = np.zeros((a.shape[0], c.width), dtype=np.float32)
+        if c.integer:                           # the graph's DynamicQuantizeLinear: int sums exact in float64
+            q, vscale, zero = dynamic_quantize(vals)
+            vals = q.astype(np.float64) - float(zero)
+        h = np.zeros((a.shape[0], c.width), dtype=np.float64 if c.integer else np.float32)
         entry = self.weights.entries[c.name]
         per_block = max(1, self.block_bytes // max(1, entry.row_bytes))
         if len(idx):
@@ -127,9 +163,11 @@ class RowRunner:
                 block = idx[a0:a0 + per_block]
                 rows = self.weights.rows(c.name, block, out=buf[:len(block)])
                 if c.scale is not None:
-                    rows = rows.astype(np.float32)
+                    rows = rows.astype(h.dtype)
                 h += np.ascontiguousarray(vals[:, a0:a0 + len(block)]) @ rows
-        if c.scale is not None:
+        if c.integer:
+            h = h.astype(np.float32) * (vscale * c.scale)
+        elif c.scale is not None:
             h *= c.scale
         if base is not None:
             h += base

@@ -126,9 +126,37 @@ def test_int8_rows_graph_computes_with_the_rounded_weights():
     names = {i.name for i in proto.graph.initializer}
     assert fmt.weight_int8(0) in names and fmt.weight_scale(0) in names and fmt.weight(0) not in names
     q, scale = quantize_rows(np.array([[1, 2], [3, 4], [5, 6]], np.float32))
-    w = q.astype(np.float32) * scale
+    # scale = column peaks / 127 = [5, 6] / 127; W_q = round(W / scale) = [[25, 42], [76, 85], [127, 127]]
+    assert q.tolist() == [[25, 42], [76, 85], [127, 127]]
+    # values [0, .7, .9] and the zero column: s_v = .9 / 255, z_v = 0, q(.7) = round(198.33) = 198, q(.9) = 255
+    # h = (198·W_q[1] + 255·W_q[2]) · s_v · scale = [47433, 49215] · (.9 / 255) · [5, 6] / 127
     (out,) = _run(proto, [[0.2, 0.7, 0.9]])
-    np.testing.assert_allclose(out, [0.7 * w[1] + 0.9 * w[2]], atol=1e-5)
+    expected = np.array([47433, 49215]) * (0.9 / 255) * np.array([5, 6]) / 127
+    np.testing.assert_allclose(out, [expected], rtol=1e-6, atol=0)
+    assert {"DynamicQuantizeLinear", "MatMulInteger", "Gather"} <= {n.op_type for n in proto.graph.node}
+    assert not any(n.op_type == "Cast" and fmt.weight_int8(0) in n.input for n in proto.graph.node)
+
+
+@pytest.mark.parametrize("max_batch", [1, 2])
+def test_int8_rows_with_empty_row_groups_add_exactly_zero(max_batch):
+    # 12 input units in 3 groups of 4; only units 1 and 2 (group 0) spike: groups 1 and 2 gather no active
+    # row, only the extra entry (index −1: the zero column times row 11), which must add exactly 0.
+    # x = .9 and .6 on units 1, 2 (θ = .5): s_v = .9 / 255, z_v = 0, q = [255, 170]; W = 1 everywhere → W_q = 127,
+    # scale = 1/127: h = (255 + 170) · 127 · (.9 / 255) / 127 = 1.5 exactly in real numbers
+    from dataclasses import replace
+
+    net = _set_weights(Zor([Layer(12, threshold=0.5), Layer(2)], seed=0, device="cpu"), np.ones((12, 2)))
+    plan = plan_paths(net, "sparse", get("generic"), precision="int8", max_batch=max_batch)
+    plan = replace(plan, connections=tuple(replace(c, groups=3) for c in plan.connections))
+    proto = to_onnx(net, paths=plan)
+    assert sum(n.op_type == "MatMulInteger" for n in proto.graph.node) == 3
+    x = np.zeros((max_batch, 12), np.float32)
+    x[0, 1], x[0, 2] = 0.9, 0.6
+    (out,) = _run(proto, x)
+    np.testing.assert_allclose(out[0], [1.5, 1.5], rtol=1e-6, atol=0)
+    assert np.all(out[1:] == 0.0)                            # a row with nothing active: exactly 0
+    (none,) = _run(proto, np.zeros((max_batch, 12), np.float32))
+    assert np.all(none == 0.0)                               # no unit active anywhere: every inner dimension is 1
 
 
 def test_effective_break_even_and_plan():
@@ -313,9 +341,9 @@ def test_row_groups_compute_the_same_sum(act, precision):
     plan = plan_paths(net, "sparse", get("generic"), precision=precision, max_batch=3)
     grouped = replace(plan, connections=tuple(replace(c, groups=3) for c in plan.connections))
     p1, p3 = to_onnx(net, paths=plan), to_onnx(net, paths=grouped)
-    w0 = fmt.weight_int8(0) if precision == "int8" else fmt.weight(0)
-    assert sum(n.op_type == "Compress" and w0 in n.input for n in p3.graph.node) == 3
-    assert any(n.op_type == "Sum" for n in p3.graph.node)
+    w0, gather = (fmt.weight_int8(0), "Gather") if precision == "int8" else (fmt.weight(0), "Compress")
+    assert sum(n.op_type == gather and w0 in n.input for n in p3.graph.node) == 3
+    assert any(n.op_type == ("Add" if precision == "int8" else "Sum") for n in p3.graph.node)   # int32: Add
     x = np.random.default_rng(2).random((3, 10), dtype=np.float32)
     (a,), (b,) = _run(p1, x), _run(p3, x)
     np.testing.assert_allclose(b, a, atol=1e-5)

@@ -105,8 +105,11 @@ Sparse (event-driven) connections, built from standard operators only (``zor.pat
             h_{j+1} = MatMul(Compress(a_j − f_j(0), mask, axis 1), Compress(W_j, mask, axis 0))
                       [+ sparse_bias_{j} = f_j(0) · Σ_rows W_j, when f_j(0) ≠ 0 (sigmoid)]
             with G row groups: Sum over k of the same with mask ∧ ``group_{j}_{k}``
-    int8    the gathered rows of ``weight_{j}_int8`` (int8, n_j × n_{j+1}) are Cast to float,
-            multiplied, and the product scaled by ``weight_{j}_scale`` (one float32 per output unit)
+    int8    the values and a zero column are quantized per call (DynamicQuantizeLinear), the rows of
+            ``weight_{j}_int8`` (int8, n_j × n_{j+1}) at [NonZero(mask) | −1] are gathered (Gather)
+            and multiplied in integers (MatMulInteger; the extra entry adds exactly 0), and the
+            float product is scaled by the values' scale times ``weight_{j}_scale`` (one float32 per
+            output unit); files written before this form Cast the gathered rows to float instead
 
 JSON values are strict JSON: a non-finite number (the output layer's default θ = −inf)
 is written as the string "-inf" / "inf" / "nan".
@@ -226,6 +229,7 @@ OPERATORS = frozenset({
     "Identity", "Greater", "Less", "Where", "And", "Add", "Sub", "Mul", "Sum", "MatMul", "Conv",
     "Sigmoid", "Tanh", "Relu", "Cast", "Reshape", "Compress", "ReduceMax",
     "QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearConv",
+    "Concat", "NonZero", "Gather", "DynamicQuantizeLinear", "MatMulInteger",   # the sparse int8 rows' product
 })
 # Every operator a learnable file's step graph may hold (zor.export.learnable_graph); zor.runtime.Learner
 # refuses any other
