@@ -40,9 +40,9 @@ def graph():
         return nir.LIF(tau=np.full(n, 1e-3, f), r=np.ones(n, f), v_leak=np.zeros(n, f), v_threshold=np.ones(n, f),
                        v_reset=np.zeros(n, f))
     return nir.NIRGraph(
-        nodes={"input": nir.Input(np.array([512])), "a": nir.Affine(rng.normal(0, 0.3, (256, 512)).astype(f),
+        nodes={"input": nir.Input(np.array([512])), "a": nir.Affine(rng.normal(0, 1.0, (256, 512)).astype(f),
                                                                      np.zeros(256, f)),
-               "l": lif(256), "b": nir.Affine(rng.normal(0, 0.5, (10, 256)).astype(f), np.zeros(10, f)), "o": lif(10),
+               "l": lif(256), "b": nir.Affine(rng.normal(0, 1.0, (10, 256)).astype(f), np.zeros(10, f)), "o": lif(10),
                "output": nir.Output(np.array([10]))},
         edges=[("input", "a"), ("a", "l"), ("l", "b"), ("b", "o"), ("o", "output")])
 
