@@ -21,7 +21,8 @@ carries its source's value one step late, so its active units are those of ``sta
 are elementwise or fixed and are not counted as synapses.
 
 A Conv's stride, padding, dilation and groups are read from the file's ``Conv`` node (whose weight is the
-initializer ``{node}.weight``), with the file's own protobuf reader (:mod:`zor.runtime.onnxmeta`).
+initializer ``{node}.weight``, or in an int8 file what its ``{node}.weight_*`` initializer dequantizes to),
+with the file's own protobuf reader (:mod:`zor.runtime.onnxmeta`).
 
 Example:
     >>> axis_fan_out(4, 2, kernel=3, stride=2, pad=1, dilation=1).tolist()   # 4 inputs, 2 outputs
@@ -150,11 +151,12 @@ def _conv_attributes(node_buf: _Cursor) -> tuple[list[str], dict[str, Any]]:
             attrs[name] = ints if ints else i
         else:
             node_buf.skip(wire)
-    return (inputs, attrs) if op == "Conv" else ([], {})
+    weight = {"Conv": 1, "QLinearConv": 3}.get(op)          # the position of the weight among the inputs
+    return ([inputs[weight]], attrs) if weight is not None and len(inputs) > weight else ([], {})
 
 
 def _convs(data: bytes) -> dict[str, dict[str, Any]]:
-    """Every Conv node's attributes, by its weight initializer's name (the node's second input)."""
+    """Every Conv (or QLinearConv) node's attributes, by the name of its weight input."""
     buf = memoryview(data).cast("B")
     top, out = _Cursor(buf, 0, len(buf)), {}
     while top.pos < top.end:
@@ -166,9 +168,9 @@ def _convs(data: bytes) -> dict[str, dict[str, Any]]:
         while graph.pos < graph.end:
             n, w = graph.key()
             if n == _G_NODE and w == 2:
-                inputs, attrs = _conv_attributes(_Cursor(buf, *graph.span()))
-                if len(inputs) >= 2:
-                    out[inputs[1]] = attrs
+                weight, attrs = _conv_attributes(_Cursor(buf, *graph.span()))
+                if weight:
+                    out[weight[0]] = attrs
             else:
                 graph.skip(w)
     return out
@@ -196,11 +198,14 @@ def _synapse(node: NirNode, convs: dict, inits: dict, where: str) -> tuple[int, 
     if node.kind in ("Affine", "Linear"):
         n_out = node.out_shape[-1]
         return math.prod(node.in_shape) * n_out, np.full(math.prod(node.in_shape), n_out, np.int64)
-    weight = f"{node.name}.weight"
-    if weight not in convs or weight not in inits:
+    weight = f"{node.name}.weight"               # float: the initializer itself; int8: weight_quantized → Dequantize
+    conv = next((convs[k] for k in sorted(convs) if k == weight or k.startswith(weight + "_")), None)
+    dims = next((inits[k].dims for k in sorted(inits) if (k == weight or k.startswith(weight + "_"))
+                 and len(inits[k].dims) == len(node.in_shape) + 1), None)
+    if conv is None or dims is None:
         raise ModelFileError(f"{where}: NIR node {node.name!r} ({node.kind}): expected a Conv node reading the "
-                             f"initializer {weight!r}, found none")
-    return _conv_fan_out(node, inits[weight].dims, convs[weight])
+                             f"initializer {weight!r} (or its int8 form), found none")
+    return _conv_fan_out(node, dims, conv)
 
 
 def _shape(value: Any, what: str, where: str) -> tuple[int, ...]:

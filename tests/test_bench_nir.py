@@ -164,6 +164,20 @@ def test_conv_graph_counts_by_hand(files):
     assert s["dense_synops_per_step"] == 80 and s["event_synops_per_step"] == pytest.approx(12.0, abs=EXACT)
 
 
+def test_int8_conv_counts_the_same(files, tmp_path):
+    """An int8 file (the conv's weight quantized: 1.0 is exact in int8, so the same spikes) gives the same counts:
+    the Conv attributes are found behind the weight's DequantizeLinear."""
+    res = export_nir(conv_graph(), tmp_path / "c8.onnx", dt=1.0, steps=20, quantize="int8",
+                     calibration=np.stack([CONV_EVENTS[0], CONV_EVENTS[1]] * 4)[:, None])
+    assert res.quantization["fallback"] == []                          # no node kept in float: the int8 form is tested
+    m = Model(tmp_path / "c8.onnx")
+    assert m.precision == "int8"
+    conv = nir_graph(m).synaptic[0]
+    np.testing.assert_array_equal(conv.fan_out.reshape(4, 4), 2 * np.outer([1, 2, 1, 1], [1, 2, 1, 1]))
+    s = sequence_stats(m, CONV_EVENTS[:, None])
+    assert s["dense_synops_per_step"] == 80 and s["event_synops_per_step"] == pytest.approx(12.0, abs=EXACT)
+
+
 def test_stream_steps_carry_the_state(files):
     """time_steps runs one stream: its steps carry the state (a fresh call per step would lose lif1's charge)."""
     m = Model(files / "rec.onnx")
