@@ -8,6 +8,7 @@ Dense (``Layer`` after any layer), W (n_i, n_{i+1}):
     forward:   h = a W                       (B, n_{i+1})
     backward:  δ_below = δ Wᵀ                (B, n_i)
     outer:     O(x, y) = xᵀ y / B            (n_i, n_{i+1})   E and G of the rule
+    rows:      O(x, y) ⊙ r = (x ⊙ rᵀ / B)ᵀ y   a per-pre-unit factor r (n_i, 1) folded into the product
 
 Conv (``Conv`` layer), W (C_{i+1}, C_i, k, k), stride s, padding p, on maps
 (C_i, H, W) → (C_{i+1}, H′, W′) with H′ = ⌊(H + 2p − k)/s⌋ + 1:
@@ -69,6 +70,10 @@ class Connection:
         broadcasts against the weight (it is the same for every post unit)."""
         raise NotImplementedError
 
+    def outer_rows(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """O(x, y) ⊙ rows into ``out``, for a factor ``rows`` shaped like :meth:`outer_ones` (one per pre unit)."""
+        return torch.mul(self.outer(x, y), rows, out=out)
+
 
 class Dense(Connection):
     """Every unit of layer i to every unit of layer i+1."""
@@ -117,6 +122,13 @@ class Dense(Connection):
     def outer_ones(self, x: torch.Tensor) -> torch.Tensor:
         """mean_b x as a column (n_i, 1)."""
         return batch_mean(x)[:, None]
+
+    def outer_rows(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """O(x, y) ⊙ rows = (x ⊙ rowsᵀ / B)ᵀ y: the per-pre-unit factor on the small (B, n_i) side, one
+        product into ``out`` and no pass over the (n_i, n_{i+1}) result."""
+        if x.is_sparse:
+            return super().outer_rows(x, y, rows, out)
+        return torch.mm((x * (rows.T * (1.0 / x.shape[0]))).T, y, out=out)   # (n_i, n_{i+1})
 
 
 class Conv2d(Connection):

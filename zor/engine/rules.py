@@ -56,6 +56,7 @@ __all__ = [
     "get_rule",
     "novelty",
     "clip_norm",
+    "clip_norms",
     "update_rate",
     "homeostasis",
 ]
@@ -109,6 +110,11 @@ class Rule:
         scale = self.e_scale(pre.a.shape[0])
         return (e * scale if scale != 1.0 else e), g
 
+    def direction(self, pre: Trace, post: Trace, delta: torch.Tensor, conn, out: torch.Tensor) -> Optional[torch.Tensor]:
+        """U = G ⊙ clip(E, 0, 1) (no novelty gating) written into ``out`` in fewer passes than E and G
+        apart, where this variant allows it; None where it does not (the caller uses :meth:`correlate`)."""
+        return None
+
 
 class CoactivityRule(Rule):
     """E = a_iᵀ a_{i+1} / B: how strongly pre and post were active together, in analog values."""
@@ -158,6 +164,13 @@ class PostSpikesRule(Rule):
             return super().correlate(pre, post, delta, conn)
         return conn.outer_ones(pre.a), conn.outer(pre.a, delta)   # E broadcasts along the post units
 
+    def direction(self, pre: Trace, post: Trace, delta: torch.Tensor, conn, out: torch.Tensor) -> Optional[torch.Tensor]:
+        """Where every post unit spikes, E′ = clip(mean_b a_i, 0, 1) is one factor per pre unit, folded into
+        the product's small side: U = (a_i ⊙ E′ᵀ)ᵀ δ̂ / B, with no pass over the full U for ⊙ E′."""
+        if not post.always:
+            return None
+        return conn.outer_rows(pre.a, delta, conn.outer_ones(pre.a).clamp_(0.0, 1.0), out)
+
 
 class GatedRule(PostSpikesRule):
     """``post_spikes`` plus per-sample spike gating of the signal below the top:
@@ -200,6 +213,17 @@ def clip_norm(u: torch.Tensor, max_norm: Optional[float], scale: Union[float, to
         return u.mul_(scale) if isinstance(scale, torch.Tensor) or scale != 1.0 else u
     norm = torch.linalg.vector_norm(u)
     return u.mul_(torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0) * scale)
+
+
+def clip_norms(us: list[torch.Tensor], max_norms: Union[float, torch.Tensor],
+               scale: Union[float, torch.Tensor] = 1.0) -> None:
+    """:func:`clip_norm` of several updates at once, in place: U_k ← scale · U_k · min(1, M_k / ‖U_k‖).
+
+    ``max_norms`` is one M for all or a (K,) tensor of M_k; inf where U_k is not clipped. Foreach ops: one call for
+    the norms, a few on the (K,) vector of factors, one for the multiplies; the same
+    arithmetic as clip_norm on each U_k (bit-identical)."""
+    f = torch.stack(torch._foreach_norm(us)).clamp_min_(1e-12).reciprocal_().mul_(max_norms).clamp_(max=1.0)
+    torch._foreach_mul_(us, (f * scale).unbind())
 
 
 def update_rate(rate: torch.Tensor, s: torch.Tensor, momentum: float) -> torch.Tensor:
