@@ -8,15 +8,20 @@ Bernoulli spikes (P = pixel intensity), class = most output spikes (ties: lowest
     v_t = β (1 − s_{t−1}) v_{t−1} + W x_t + b,   s_t = [v_t > θ]
 
 which NIR's LIF at dt = 1e-4 (snnTorch's export dt, forward Euler) states exactly (docs/nir-frameworks.md).
-Figures, all in one run on the same spike inputs:
+Figures, all in one run on the same spike inputs (which machine: "environment" in the JSON):
 
-- accuracy of snnTorch's eager forward and of the runtime's stream on the full test set, and the share of test
-  samples whose output spike counts agree exactly;
+- accuracy of snnTorch's eager forward and of every runtime file on the full test set, the output spike
+  agreement with snnTorch (every step, unit and sample) and the share of samples given snnTorch's class;
 - per-sample latency at batch 1 on one thread (torch.set_num_threads(1), Model(threads=1)): T steps each,
-  snnTorch eager against Model.stream(); the speed-up is the median over rounds of the per-round ratio;
+  snnTorch eager against the runtime's Stream.run(xs) (the T steps in one call, inputs checked once) and
+  against T calls of Stream.step(x); every path measured once per round, in turns, over ``--rounds`` rounds;
+  the speed-up is the median over rounds of the per-round ratio (benchmarks.common.paired_ratio);
 - the same figures for snnTorch's own importer of its own file (snntorch.import_nir): the framework's round trip;
-- the int8 export (accuracy drop, output spike agreement) and the sparse path against dense, where the
-  importer offers them (an export that refuses is reported with its message, not as a figure).
+- the exports: float32; int8 with the spike budget and fallback (calibrated on training images, never the
+  test set); int8 with every connection int8 (--spike-budget 0: what the budget protects against); the
+  event-driven sparse form (--path sparse) and --path auto on this machine's profile;
+- sparse against dense step latency as the input rate varies (the first Affine's input, intensities scaled),
+  beside the profile's break-even for that node (``sparse_sweep``).
 
 The trained network is cached under benchmarks/results/nir_fashion/ (safetensors + the NIR file), never in git.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import click
 import numpy as np
@@ -75,9 +80,23 @@ def snn_spikes(net, xs) -> np.ndarray:
 
 
 def stream_spikes(stream, xs: np.ndarray) -> np.ndarray:
-    """The runtime's stream over xs (T, B, 784): output spikes (T, B, 10)."""
+    """The runtime's stream over xs (T, B, 784), the T steps in one Stream.run call: output spikes (T, B, 10)."""
+    stream.reset()
+    return np.asarray(stream.run(xs)["output"])
+
+
+def step_spikes(stream, xs: np.ndarray) -> np.ndarray:
+    """The same as T calls of Stream.step(x)."""
     stream.reset()
     return np.stack([np.asarray(stream.step(x)["output"]) for x in xs])
+
+
+def model_spikes(stream, xs: np.ndarray, max_batch: Optional[int]) -> np.ndarray:
+    """stream_spikes, row by row where the file takes at most ``max_batch`` rows per call (the sparse form)."""
+    if not max_batch or xs.shape[1] <= max_batch:
+        return stream_spikes(stream, xs)
+    return np.concatenate([stream_spikes(stream, xs[:, i:i + max_batch]) for i in range(0, xs.shape[1], max_batch)],
+                          axis=1)
 
 
 def train(folder: Path, steps: int, train_steps: int, seed: int) -> Path:
@@ -140,7 +159,7 @@ def accuracy_rows(net, models: dict[str, Any], x: np.ndarray, y: np.ndarray, ste
         ref = snn_spikes(net, xs)                        # (T, B, 10)
         preds["snntorch"].append(ref.sum(0).argmax(1))
         for k, s in streams.items():
-            got = stream_spikes(s, xs)
+            got = model_spikes(s, xs, getattr(models[k], "max_batch", None))
             preds[k].append(got.sum(0).argmax(1))
             agree[k].append(float((got == ref).mean()))
     pred = {k: np.concatenate(v) for k, v in preds.items()}
@@ -153,27 +172,36 @@ def accuracy_rows(net, models: dict[str, Any], x: np.ndarray, y: np.ndarray, ste
     return rows
 
 
-def latency(net, models: dict[str, Any], x: np.ndarray, steps: int, rounds: int) -> dict[str, list[float]]:
-    """Seconds per sample at batch 1 (T steps), snnTorch eager and every runtime model, in turns."""
-    xs = [spikes(x[i:i + 1], steps, i) for i in range(8)]
-    streams = {k: m.stream() for k, m in models.items()}
+def _timed(fn: Callable[[np.ndarray], Any], xs: list[np.ndarray]) -> Callable[[], float]:
+    """A measurement: seconds per sample of ``fn`` over the samples ``xs``."""
+    def run() -> float:
+        start = time.perf_counter()
+        for sample in xs:
+            fn(sample)
+        return (time.perf_counter() - start) / len(xs)
+    return run
 
-    def timed(fn: Callable[[np.ndarray], Any]) -> Callable[[], float]:
-        def run() -> float:
-            start = time.perf_counter()
-            for sample in xs:
-                fn(sample)
-            return (time.perf_counter() - start) / len(xs)
-        return run
-    measures = {"snntorch": timed(lambda s: snn_spikes(net, s)),
-                **{k: timed(lambda s, st=st: stream_spikes(st, s)) for k, st in streams.items()}}
+
+def latency(net, models: dict[str, Any], x: np.ndarray, steps: int, rounds: int,
+            samples: int = 16) -> dict[str, list[float]]:
+    """Seconds per sample at batch 1 (T steps): snnTorch eager, and every runtime model through Stream.run
+    (name) and through T Stream.step calls (name + " (step)"), in turns, round by round."""
+    xs = [spikes(x[i:i + 1], steps, i) for i in range(samples)]
+    measures: dict[str, Callable[[], float]] = {"snntorch": _timed(lambda s: snn_spikes(net, s), xs)}
+    for k, m in models.items():
+        st = m.stream()
+        measures[k] = _timed(lambda s, st=st: stream_spikes(st, s), xs)
+        if not isinstance(m, RoundTrip):
+            measures[k + " (step)"] = _timed(lambda s, st=st: step_spikes(st, s), xs)
     for m in measures.values():
         m()                                              # warm up
     return interleave(measures, rounds)
 
 
 class RoundTrip:
-    """snnTorch's own importer (snntorch.import_nir) on the NIR file, with the runtime stream's step/reset."""
+    """snnTorch's own importer (snntorch.import_nir) on the NIR file, with the runtime stream's step/run/reset."""
+
+    max_batch = None
 
     def __init__(self, graph: Path) -> None:
         import nir
@@ -196,39 +224,86 @@ class RoundTrip:
             out, self.state = self.net(torch.from_numpy(x), self.state)
         return {"output": out.numpy()}
 
+    def run(self, xs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"output": np.stack([self.step(x)["output"] for x in xs])}
 
-def export_variants(graph: Path, folder: Path, steps: int, calib: np.ndarray) -> tuple[dict[str, Path], dict]:
-    """Float, int8 and sparse exports of the NIR file; an export the importer refuses is noted, not measured."""
+
+VARIANTS = (("zor-float32", {}),
+            ("zor-int8", {"quantize": "int8", "device": "auto"}),
+            ("zor-int8-all", {"quantize": "int8", "device": "auto", "spike_budget": 0.0, "max_drop": 100.0}),
+            ("zor-sparse", {"path": "sparse"}),
+            ("zor-auto", {"path": "auto", "device": "auto"}))
+
+
+def export_variants(graph: Path, folder: Path, steps: int, calib: np.ndarray) -> tuple[dict[str, Path], dict, dict]:
+    """The exports of the NIR file (``VARIANTS``; int8 and auto calibrated on ``calib``), what each export
+    reported (fallback, spike agreement, the path plan), and the ones the importer refused, with its message."""
+    from zor.export import export_nir
+
     from zor.common.errors import ZorError
 
-    try:
-        from zor.export import export_nir
-    except ImportError:
-        return {}, {"zor-*": "the NIR importer (zor.export.export_nir) is not in this tree"}
-
-    paths, notes = {}, {}
+    paths, reports, notes = {}, {}, {}
     calib_path = folder / "calibration.npy"
     np.save(calib_path, calib)
-    for name, kw in (("zor-float32", {}), ("zor-int8", {"quantize": "int8", "calibration": calib_path}),
-                     ("zor-sparse", {"path": "sparse"})):
+    for name, kw in VARIANTS:
         out = folder / f"{graph.stem}-{name}.onnx"
+        if "quantize" in kw or kw.get("path") == "auto":
+            kw = {**kw, "calibration": calib_path}
         try:
-            export_nir(graph, out, dt=DT, steps=steps, **kw)
-            paths[name] = out
-        except (ZorError, TypeError, ValueError) as exc:
+            res = export_nir(graph, out, dt=DT, steps=steps, **kw)
+        except ZorError as exc:
             notes[name] = f"{type(exc).__name__}: {exc}"
-    return paths, notes
+            continue
+        paths[name] = out
+        q = res.quantization
+        reports[name] = {"options": {k: str(v) for k, v in kw.items()}, "bytes": res.bytes,
+                         "paths": res.paths.get("connections", []),
+                         **({"fallback": q["fallback"], "spikes": q["spikes"], "class_agreement_%":
+                             q["metric"]["candidate"], "connections": q["connections"]} if q["mode"] == "int8" else {})}
+    return paths, reports, notes
+
+
+def sparse_sweep(graph: Path, folder: Path, dense: Any, x: np.ndarray, xc: np.ndarray, steps: int, rounds: int,
+                 scales: tuple = (0.15, 0.35, 0.7, 1.0)) -> list[dict]:
+    """--path auto against dense as the input rate varies: pixel intensities × scale (the first Affine's input
+    rate about 0.29 × scale); per scale an auto export calibrated on training images at that scale (it picks
+    sparse for a node whose input rate is under the profile's break-even), then the per-sample Stream.run time
+    of both files at batch 1 on test images at that scale, in turns; dense/auto paired per round."""
+    from zor.export import export_nir
+    from zor.runtime import Model
+
+    rows = []
+    for scale in scales:
+        out = folder / f"{graph.stem}-auto-x{scale:g}.onnx"
+        res = export_nir(graph, out, dt=DT, steps=steps, path="auto", device="auto",
+                         calibration=spikes(np.clip(xc[:200] * scale, 0, 1), steps, 7))
+        auto = Model(out, threads=1)
+        xs = [spikes(np.clip(x[i:i + 1] * scale, 0, 1), steps, 1000 + i) for i in range(16)]
+        sd, sa = dense.stream(), auto.stream()
+        times = interleave({"dense": _timed(lambda s: stream_spikes(sd, s), xs),
+                            "auto": _timed(lambda s: stream_spikes(sa, s), xs)}, rounds)
+        conns = res.paths.get("connections", [])
+        rows.append({"scale": scale, "input_rate": float(np.mean([v.mean() for v in xs])),
+                     "plan": " ".join(f"{c['node']}:{c['path']}" for c in conns),
+                     "break_even": conns[0].get("break_even") if conns else None,
+                     "dense_ms": 1e3 * float(np.median(times["dense"])), "auto_ms": 1e3 * float(np.median(times["auto"])),
+                     "dense_over_auto": paired_ratio(times["dense"], times["auto"])})
+    return rows
 
 
 @command
 @click.option("--steps", default=25, help="time steps per sample (rate coding)")
 @click.option("--train-steps", default=600, help="BPTT steps (batches of 128) when no cached network exists")
 @click.option("--test", "n_test", default=10000, help="test samples for the accuracy (10000: the full set)")
-@click.option("--rounds", default=7, help="latency rounds (each: 8 samples per path, in turns)")
+@click.option("--calibration", "n_calib", default=2000,
+              help="training images whose spikes calibrate int8 and auto (even rows) and validate int8 (odd rows)")
+@click.option("--rounds", default=15, help="latency rounds (each: 16 samples per path, in turns)")
 @click.option("--seed", default=0)
 @click.option("--out", default="benchmarks/results", help="folder for the cache and nir_fashion.json")
-def main(steps: int, train_steps: int, n_test: int, rounds: int, seed: int, out: str) -> None:
+def main(steps: int, train_steps: int, n_test: int, n_calib: int, rounds: int, seed: int, out: str) -> None:
     """snnTorch LIF classifier → NIR → runtime: accuracy, batch-1 latency, int8 and sparse (see the docstring)."""
+    from zor.devices import detect
+    from zor.export.paths import effective_break_even
     from zor.runtime import Model
 
     set_threads(1)
@@ -237,7 +312,8 @@ def main(steps: int, train_steps: int, n_test: int, rounds: int, seed: int, out:
     net = load_net(folder, graph)
     x, y = load_images()["test"]
     x, y = x[:n_test], y[:n_test]
-    paths, notes = export_variants(graph, folder, steps, spikes(x[:64], steps, seed + 99_999))
+    xc = load_images()["train"][0][:n_calib]
+    paths, reports, notes = export_variants(graph, folder, steps, spikes(xc, steps, seed + 99_999))
     models: dict[str, Any] = {"snntorch-nir-roundtrip": RoundTrip(graph)}
     models.update({k: Model(p, threads=1) for k, p in paths.items()})
     rows = accuracy_rows(net, models, x, y, steps, seed)
@@ -245,13 +321,23 @@ def main(steps: int, train_steps: int, n_test: int, rounds: int, seed: int, out:
     for r in rows:
         r["ms_per_sample"] = 1e3 * float(np.median(times[r["path"]]))
         r["speedup_vs_snntorch"] = paired_ratio(times["snntorch"], times[r["path"]])
+        if r["path"] + " (step)" in times:
+            r["ms_per_sample_step"] = 1e3 * float(np.median(times[r["path"] + " (step)"]))
+            r["speedup_step"] = paired_ratio(times["snntorch"], times[r["path"] + " (step)"])
     print(format_table(rows, ["path", "accuracy", "accuracy_drop", "spike_agreement_%", "same_class_%",
-                              "ms_per_sample", "speedup_vs_snntorch"]))
+                              "ms_per_sample", "speedup_vs_snntorch", "ms_per_sample_step", "speedup_step"]))
+    profile = detect().profile
+    sweep = sparse_sweep(graph, folder, models["zor-float32"], x, xc, steps, rounds) if "zor-float32" in models else []
+    be = effective_break_even(profile, 784 * HIDDEN)
+    print(f"--path auto against dense at batch 1 (profile {profile.name}: break-even {be:.3f} for the 784x{HIDDEN} "
+          "node; the second node has too few synapses to go sparse)")
+    print(format_table(sweep, ["scale", "input_rate", "plan", "break_even", "dense_ms", "auto_ms", "dense_over_auto"]))
     for k, v in notes.items():
         print(f"{k}: not measured: {v}")
-    write_json(Path(out) / "nir_fashion.json", {"rows": rows, "not_measured": notes, "steps": steps,
-                                                "test_samples": len(x), "latency_rounds_s": times,
-                                                "environment": environment(1)})
+    write_json(Path(out) / "nir_fashion.json", {
+        "rows": rows, "exports": reports, "not_measured": notes, "sparse_sweep": sweep,
+        "profile": {"name": profile.name, "break_even_784x128": be}, "steps": steps, "test_samples": len(x),
+        "calibration_samples": n_calib, "latency_rounds_s": times, "environment": environment(1)})
 
 
 if __name__ == "__main__":

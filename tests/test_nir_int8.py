@@ -155,3 +155,27 @@ def test_cli_refusal_exits_1_with_the_message(tmp_path):
                                          "--steps", "20", "--quantize", "int8", "--calibration",
                                          str(tmp_path / "ev.npy"), "--spike-budget", "0", "--device", VNNI])
     assert r.exit_code == 1 and "int8 export refused" in r.output and not (tmp_path / "q.onnx").exists()
+
+
+def test_int8_file_adds_its_bias_as_a_subtraction_of_its_negation(tmp_path):
+    """MatMul + Add would be fused into a float Gemm before onnxruntime looks for its int8 pattern; the int8 file
+    writes y − (−b) instead, the same value: its outputs equal the float file's where the weights are exact."""
+    import onnx
+
+    g = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "aff": nir.Affine(np.array([[1.0, -1.0]], np.float32),
+                                                                                   np.array([0.25], np.float32)),
+                            "output": nir.Output(np.array([1]))},
+                     edges=[("input", "aff"), ("aff", "output")])
+    xs = alternating(10, 2)
+    res = export_nir(g, tmp_path / "q.onnx", dt=DT, steps=10, quantize="int8", calibration=xs, device=VNNI,
+                     spike_budget=0.0)
+    proto = onnx.load(tmp_path / "q.onnx")
+    ops = [n.op_type for n in proto.graph.node if n.name.startswith("node1.")]
+    assert ops == ["MatMul", "Sub", "Greater"] and res.quantization["connections"][0]["precision"] == "int8"
+    neg = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}["aff.bias_neg"]
+    np.testing.assert_array_equal(neg, [-0.25])
+    m = Model(tmp_path / "q.onnx")
+    got = np.stack([m.run({"input": x})["output"] for x in xs[:2, :1]])
+    # ±1.0 are ±127 · (1/127) in s8 and the events 255 · (1/255) in u8: exact up to the float32 rounding of the two
+    # scales and their product (a few ulp of 1)
+    np.testing.assert_allclose(got[:, 0, 0], [1.25, -0.75], rtol=0, atol=1e-6)

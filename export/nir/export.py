@@ -162,6 +162,17 @@ def _int8(graph: NirGraph, model: onnx.ModelProto, xs: Optional[np.ndarray], ste
                         max_batch=1 if sparse else None, source=source)
 
 
+def _int8_form(graph: NirGraph, dt: float, sparse: tuple[str, ...], verified: onnx.ModelProto) -> onnx.ModelProto:
+    """The verified graph with its biases as y − (−b): equal values (IEEE), the form onnxruntime's int8 kernels
+    fuse (:func:`.layers._add_bias`); its float initializers are the verified graph's."""
+    proto = build_onnx(graph, dt, sparse, bias_sub=True)
+    mine = {i.name: onnx.numpy_helper.to_array(i) for i in verified.graph.initializer}
+    for init in proto.graph.initializer:
+        if init.name in mine and not np.array_equal(onnx.numpy_helper.to_array(init), mine[init.name]):
+            raise AssertionError(f"int8 form: initializer {init.name} differs from the verified graph's")
+    return proto
+
+
 def export_nir(source: Union[str, Path, Any], output: Union[str, Path], *, dt: float, steps: int = 100,
                quantize: str = "none", path: str = "dense", calibration: Any = None, device: str = "generic",
                verify_model: bool = True, discretisation: str = DISCRETISATION, spike_budget: float = 0.99,
@@ -191,7 +202,8 @@ def export_nir(source: Union[str, Path, Any], output: Union[str, Path], *, dt: f
     quant, figures, final_proto = {"mode": "none"}, {}, model
     if quantize == "int8":
         t = time.perf_counter()
-        final_proto, quant, figures = _int8(graph, model, xs, steps, profile, spike_budget, max_drop, sparse)
+        final_proto, quant, figures = _int8(graph, _int8_form(graph, dt, sparse, model), xs, steps, profile,
+                                            spike_budget, max_drop, sparse)
         verification["int8"] = {"spike_agreement": {r["node"]: r["spike_agreement"] for r in quant["spikes"]},
                                 "metric_drop": quant["metric"]["drop"], "fallback": quant["fallback"]}
         timings["quantize_s"] = time.perf_counter() - t

@@ -46,6 +46,7 @@ class Builder:
         self.inits: dict[str, onnx.TensorProto] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}     # tensor → its shape without the batch axis
         self.prefix = ""                                  # "node{k}." while NIR node k is emitted
+        self.bias_sub = False                             # biases as y − (−b) (a graph to quantize: layers._add_bias)
         self._alias: dict[str, str] = {}                  # a node output renamed to the graph output it became
         self._graph_inputs: set[str] = set()
         self._n = 0
@@ -139,12 +140,15 @@ def probe_name(k: int) -> str:
     return f"probe_{k}"
 
 
-def build_onnx(graph: NirGraph, dt: float, sparse: tuple[str, ...] = (), probes: tuple[str, ...] = ()) -> onnx.ModelProto:
+def build_onnx(graph: NirGraph, dt: float, sparse: tuple[str, ...] = (), probes: tuple[str, ...] = (),
+               bias_sub: bool = False) -> onnx.ModelProto:
     """The per-step ONNX model of ``graph`` (no metadata yet); nodes in ``sparse`` in the event-driven batch-1
     form (:func:`zor.export.nir.layers.affine_sparse`), the graph then taking B = 1 only. ``probes``: nodes
     (1-D input) whose summed input becomes an extra output :func:`probe_name` (k), for measuring input rates
-    (such a model is only run by the exporter, never written)."""
+    (such a model is only run by the exporter, never written). ``bias_sub``: the form int8 quantizes, the
+    same values (:func:`zor.export.nir.layers._add_bias`)."""
     b = Builder()
+    b.bias_sub = bias_sub
     layout = state_layout(graph)
     edges: dict[tuple, StateEntry] = {e.edge: e for e in layout if e.var == "edge"}
     b.graph_input(fmt.INPUT, (math.prod(graph.input_shape),))
