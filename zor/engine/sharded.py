@@ -13,7 +13,7 @@ of every W_i (n_i, n_{i+1}) (pre-synaptic units; a row is contiguous in memory).
                        a_i (pre), s_i or a_{i+1} where E uses them (spikes as uint8), δ̂_i
     E_i[ρ], G_i[ρ]     = rule.correlate(pre[:, ρ], post, δ̂_i)   over the GLOBAL batch, own rows only
     E′ = clip(E − ν R[ρ], 0, 1),  R[ρ] ← ρ_R R[ρ] + (1 − ρ_R)|E|,  U[ρ] = G[ρ] ⊙ E′
-    ‖U_i‖² = Σ_r ‖U_i[ρ_r]‖²                                one small all-reduce (the norm clip)
+    ‖U_i‖ = ‖(‖U_i[j]‖)_j‖                                  row norms all-gathered (n_i floats; the norm clip)
     W_i[ρ] ← AdamW(W_i[ρ], grad = −U[ρ]·min(1, c/‖U_i‖)·ε̄; m_i[ρ], v_i[ρ])   the fused kernel
     W_i[ρ] ← clamp(W_i[ρ], ±max_weight)
     all-gather W_i[ρ_r] → W_i                                every rank holds all of W_i again
@@ -39,6 +39,7 @@ network keeps the all-reduce path, which is exact for all of them.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Optional, Union
 
 import torch
@@ -138,7 +139,7 @@ class ShardedUpdate:
             net.rate(j).mul_(layer.rate_momentum).add_(summed[2 + j] / b, alpha=1.0 - layer.rate_momentum)
         factors = self._exchange(net, traces, signals)
         updates = [self._update_rows(net, i, factors) for i in range(len(net.weights))]
-        self._clip_and_scale(net, updates, scale, reducer)
+        self._clip_and_scale(net, updates, scale)
         self._optimizer_step(net, updates)
         pending = [self._gather_rows(w.detach(), i) for i, w in enumerate(net.weights)]
         for j, layer in enumerate(net.layers):
@@ -183,40 +184,52 @@ class ShardedUpdate:
         return {k: (v.to(torch.float32) if v.dtype == torch.uint8 else v) for k, v in out.items()}
 
     def _update_rows(self, net: "Zor", i: int, factors: dict[tuple, torch.Tensor]) -> torch.Tensor:
-        """U_i[ρ] = G_i[ρ] ⊙ E′_i[ρ] of connection i over the global batch (rows ρ of this rank)."""
+        """U_i[ρ] = G_i[ρ] ⊙ E′_i[ρ] of connection i over the global batch (rows ρ of this rank), formed as
+        learning.learn forms the whole U_i (rule.direction where it applies, else correlate)."""
         lo, hi, _ = self.rows[i]
-        layer, empty = net.layers[i], factors[("d", i)][:0]
+        layer, d, empty = net.layers[i], factors[("d", i)], factors[("d", i)][:0]
         pre_f, _ = FACTORS[net.rule.name]
-        pre = rules.Trace(c=empty, s=factors[(i, pre_f)][:, lo:hi] if pre_f == "s" else empty,
-                          a=factors[(i, "a")][:, lo:hi])                      # (B, |ρ|)
+        pre = rules.Trace(c=empty, s=factors[(i, pre_f)][:, lo:hi].contiguous() if pre_f == "s" else empty,
+                          a=factors[(i, "a")][:, lo:hi].contiguous())          # (B, |ρ|)
+        always = learning.always_spikes(net, i + 1)
         post = rules.Trace(c=empty, s=factors.get((i + 1, "s"), empty), a=factors.get((i + 1, "a"), empty),
-                           always=learning.always_spikes(net, i + 1))          # (B, n_{i+1})
-        e, g = net.rule.correlate(pre, post, factors[("d", i)], self.conns[i])  # (|ρ|, n_{i+1}) (E: or a column)
+                           always=always)                                    # (B, n_{i+1})
+        buf = self.buffers.get(i)
+        if buf is None or buf.device != d.device:
+            buf = self.buffers[i] = torch.empty(hi - lo, d.shape[1], dtype=d.dtype, device=d.device)
+        if layer.novelty_factor == 0.0 and always and net.rule.direction(pre, post, d, self.conns[i], buf) is not None:
+            return buf
+        e, g = net.rule.correlate(pre, post, d, self.conns[i])              # (|ρ|, n_{i+1}) (E: or a column)
         if layer.novelty_factor != 0.0:
             trace = net.novelty_trace(i)[lo:hi]
             e, r = rules.novelty(e, trace, layer.novelty_factor, layer.novelty_momentum)
             trace.copy_(r)
         else:
             e = e.clamp_(0.0, 1.0)                                           # E′ = clip(E, 0, 1)
-        buf = self.buffers.get(i)
-        if buf is None or buf.shape != g.shape or buf.device != g.device:
-            buf = self.buffers[i] = torch.empty_like(g)
         return torch.mul(g, e, out=buf)                                      # (|ρ|, n_{i+1})
 
-    def _clip_and_scale(self, net: "Zor", updates: list[torch.Tensor], scale: Scale, reducer) -> None:
-        """U_i ← −ε̄ · U_i · min(1, max_update_norm / ‖U_i‖), the norm over every rank's rows (grad = −U)."""
-        clipped = [i for i, layer in enumerate(net.layers[:len(updates)]) if layer.max_update_norm is not None]
-        norms: list[torch.Tensor] = []
-        if clipped:
-            sq = torch.stack([torch.linalg.vector_norm(updates[i]).square() for i in clipped])
-            norms = list(reducer.sum_all([sq])[0].sqrt())
+    def _clip_and_scale(self, net: "Zor", updates: list[torch.Tensor], scale: Scale) -> None:
+        """U_i ← −ε̄ · U_i · min(1, max_update_norm / ‖U_i‖) as learning.learn clips the whole U_i: ‖U_i‖ is
+        the norm of its row norms (rules.update_norm), every rank's rows all-gathered (n_i floats each)."""
+        import torch.distributed as dist
+
+        rows, works = [], []
         for i, u in enumerate(updates):
-            limit = net.layers[i].max_update_norm
-            if limit is None:
-                u.mul_(-scale)
-            else:
-                norm = norms[clipped.index(i)]
-                u.mul_(torch.clamp(limit / norm.clamp_min(1e-12), max=1.0) * -scale)
+            _, _, k = self.rows[i]
+            mine = torch.zeros(k, dtype=u.dtype, device=u.device)
+            mine[:u.shape[0]] = rules.row_norms(u)                           # (|ρ|,), padded to k
+            every = torch.empty(k * self.world, dtype=u.dtype, device=u.device)
+            works.append(dist.all_gather(list(every.split(k)), mine, async_op=True))
+            rows.append(every)
+        for work in works:
+            work.wait()
+        norms = torch.stack([rules.update_norm(u, r[:net.weights[i].shape[0]])
+                             for i, (u, r) in enumerate(zip(updates, rows))])
+        limits = [math.inf if layer.max_update_norm is None else layer.max_update_norm
+                  for layer in net.layers[:len(updates)]]
+        max_norms: Union[float, torch.Tensor] = limits[0] if len(set(limits)) == 1 else \
+            torch.tensor(limits, dtype=updates[0].dtype, device=updates[0].device)
+        rules.clip_norms(updates, max_norms, -scale, norms=norms)
 
     def _optimizer_step(self, net: "Zor", grads: list[torch.Tensor]) -> None:
         """The fused Adam/AdamW kernel on this rank's rows of every W_i and of its moments, then the clamp."""
