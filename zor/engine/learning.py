@@ -158,11 +158,22 @@ def update_rates(net: "Zor", traces: list[rules.Trace]) -> None:
 
 def _finish(net: "Zor", weights: Optional[list[torch.Tensor]] = None) -> None:
     """One optimizer step for all connections, the weight clamp, then threshold homeostasis (skipped on the
-    layers where it cannot move θ: η = 0 and no bounds)."""
-    if not _fused_adam_step(net.optimizer):
-        net.optimizer.step()
-        net.optimizer.zero_grad(set_to_none=True)
-    for layer, w in zip(net.layers, net.weights if weights is None else weights):
+    layers where it cannot move θ: η = 0 and no bounds).
+
+    On a CPU the optimizer step runs with denormals flushed to zero (torch.set_flush_denormal, on the
+    calling thread; the earlier setting is restored after): an Adam moment below 1.2e-38 becomes 0."""
+    weights = list(net.weights) if weights is None else weights
+    # CPU: denormal floats flushed to zero for the optimizer step (restored after): moments that decay
+    # through the denormal range made the Adam kernel 10x slower after ~700 steps (docs/notes/step-cost.md)
+    flush = weights[0].device.type == "cpu" and _TINY * _ONE != 0.0 and torch.set_flush_denormal(True)
+    try:
+        if not _fused_adam_step(net.optimizer):
+            net.optimizer.step()
+            net.optimizer.zero_grad(set_to_none=True)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    for layer, w in zip(net.layers, weights):
         if layer.max_weight is not None:
             w.clamp_(-layer.max_weight, layer.max_weight)
     for i, layer in enumerate(net.layers):
@@ -211,6 +222,8 @@ def _fused_adam_step(opt: torch.optim.Optimizer) -> bool:
         p.grad = None
     return True
 
+
+_TINY, _ONE = 1e-310, 1.0   # a float64 denormal; _TINY * _ONE is 0 where the CPU already flushes denormals
 
 # optimizer -> (its state dict, its parameter list, exp_avg, exp_avg_sq and step tensors): valid while the
 # optimizer keeps the same state and parameter objects (load_state_dict replaces both)
