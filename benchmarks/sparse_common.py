@@ -3,7 +3,11 @@ activity, batch-1 latency taken in turns, the break-even fits, and exports and r
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -13,7 +17,7 @@ import numpy as np
 from benchmarks import common
 
 __all__ = ["THETA", "inputs_at", "p50_ms", "p50_repeats", "p50_interleaved", "crossover", "fit_min_synapses",
-           "floor_ms", "read_bandwidth", "medians", "export_here", "effective_break_even", "runtime_model"]
+           "floor_ms", "read_bandwidth", "medians", "export_here", "effective_break_even", "runtime_model", "memory_demo"]
 
 THETA = 0.5
 
@@ -123,3 +127,99 @@ def runtime_model(path: Path, threads: int, **kw: Any) -> Any:
     from zor.runtime import Model
 
     return Model(path, device="auto", threads=threads, **kw)
+
+
+# --------------------------------------------------------------------------- the memory-limit demonstration
+_CHILD = r'''
+import json, resource, sys, time
+limit = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def status():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmPeak:", "VmHWM:", "VmSize:", "VmRSS:")):
+                out[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return out
+
+
+try:
+    import numpy as np
+    from zor.runtime import Model
+    x = np.load(sys.argv[2])
+    m = Model(sys.argv[1], device="generic", threads=1, weights=sys.argv[4])
+    outs, rates, times = [], [], []
+    for i in range(len(x)):
+        t = time.perf_counter()
+        r = m.run(x[i:i + 1], spikes=True)
+        times.append(time.perf_counter() - t)
+        outs.append(r["output"])
+        rates.append(r["spike_rates"].tolist())
+    np.save(sys.argv[5], np.concatenate(outs))
+    print(json.dumps({"ok": True, "mode": m.weights_mode, "rates": rates, "bytes_read": m.weights_bytes_read,
+                      "ms_per_call": [1e3 * t for t in times], **status()}))
+except Exception as exc:
+    print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:400], **status()}))
+'''
+
+
+def memory_demo(folder: Path, limit_mib: int, hidden: int, calls: int, rate: float = 0.1) -> dict[str, Any]:
+    """The memory-limit demonstration (see the module docstring, part 5)."""
+    import torch
+    from zor.export.graph import to_onnx
+    from zor.export.session import Stepper
+
+    from zor import Layer, Zor
+
+    n = 4096
+    net = Zor([Layer(n, threshold=THETA), Layer(hidden), Layer(n)], seed=0, device="cpu")
+    calib = inputs_at(n, rate, 64, seed=5)
+    with torch.no_grad():
+        a0 = torch.where(torch.from_numpy(calib) > THETA, torch.from_numpy(calib), torch.zeros(()))
+        h1 = (a0 @ net.weights[0]).flatten()
+        theta1 = float(torch.quantile(h1[torch.randperm(len(h1))[:1_000_000]], 1.0 - rate))
+        net.threshold(1).fill_(theta1)                  # ≈ rate of the hidden units spike on such inputs
+    xs = inputs_at(n, rate, calls, seed=11)
+    ref_engine, _ = net.run(torch.from_numpy(xs))
+    ref_engine = ref_engine.numpy()
+    dense = to_onnx(net, metadata={})
+    st = Stepper(dense)
+    st.reset(len(xs))
+    ref_dense = st.step(xs)["output"]
+    del st, dense
+    path = folder / "big.onnx"
+    t0 = time.perf_counter()
+    export_here(net, path, path="sparse", external_weights=True, verify_model=False, calibration=calib)
+    export_s = time.perf_counter() - t0
+    del net
+    weights_bytes = (folder / "big.weights").stat().st_size
+    np.save(folder / "big-x.npy", xs)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
+    limit = limit_mib << 20
+    runs = {}
+    for mode in ("rows", "load"):
+        out_npy = folder / f"big-out-{mode}.npy"
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(folder / "big-x.npy"), str(limit), mode,
+                               str(out_npy)], capture_output=True, text=True, env=env, timeout=900)
+        line = (proc.stdout.strip().splitlines() or [""])[-1]
+        try:
+            res = json.loads(line)
+        except json.JSONDecodeError:
+            res = {"ok": False, "error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}"}
+        res["returncode"] = proc.returncode
+        if "error" in res:                               # no path of this machine in the report
+            res["error"] = res["error"].replace(str(folder) + os.sep, "")
+        if res.get("ok"):
+            got = np.load(out_npy)
+            res["max_abs_diff_vs_dense_onnx"] = float(np.abs(got - ref_dense).max())
+            res["max_abs_diff_vs_engine"] = float(np.abs(got - ref_engine).max())
+        runs[mode] = res
+    rows = runs["rows"]
+    return {"limit_bytes": limit, "limit_mib": limit_mib, "limit_kind": "RLIMIT_AS (address space) in the child",
+            "weights_bytes": weights_bytes, "weights_over_limit": weights_bytes / limit,
+            "sizes": [n, hidden, n], "hidden_threshold": theta1, "target_rate": rate, "export_s": export_s,
+            "rows": rows, "load": runs["load"],
+            "peak_rss_under_limit": bool(rows.get("ok") and rows["VmHWM"] < limit),
+            "outputs_within_1e-5": bool(rows.get("ok") and rows["max_abs_diff_vs_dense_onnx"] <= 1e-5)}

@@ -14,7 +14,10 @@ same activity (so the active rows differ from call to call, as in a stream).
    θ, for r from 1 % to 100 %. Files: ``dense``, ``sparse`` (batch-1 form) and ``auto``,
    both exported per rate with that rate's inputs as calibration data (the measured rate
    sets the sparse form's row groups, and auto picks dense or sparse from the profile's
-   break-even), ``int8 sparse`` (int8 weight-only rows, exported once at 10 %).
+   break-even), ``int8 sparse`` (int8 rows, integer product, values quantized per call) and ``int8
+   dense`` (the exporter's int8 QDQ graph), both exported once with 10 % calibration rows. Pairs are
+   compared like with like: sparse against dense in float32, int8 sparse against int8 dense (and,
+   only as a second figure, against float32 dense).
    Reported per rate: latency of each, sparse speed-up over dense (the median over the
    repeats of dense / sparse within each repeat, :func:`benchmarks.common.paired_ratio`; the ratio of the
    two medians is kept in the JSON beside it), auto against the
@@ -48,11 +51,8 @@ Prints tables and, with ``--json``/``--png``, writes the figures and the plot.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -75,6 +75,7 @@ from benchmarks.sparse_common import (
     floor_ms,
     inputs_at,
     medians,
+    memory_demo,
     p50_interleaved,
     p50_ms,
     p50_repeats,
@@ -101,7 +102,9 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
     calib10 = inputs_at(n, 0.1, 64, seed=99)
     files = {"dense": export_here(net, folder / f"l{n}-dense.onnx", path="dense"),
              "int8 sparse": export_here(net, folder / f"l{n}-int8-sparse.onnx", path="sparse", quantize="int8",
-                                    calibration=calib10, max_drop=100.0)}
+                                        calibration=calib10, max_drop=100.0),
+             "int8 dense": export_here(net, folder / f"l{n}-int8-dense.onnx", path="dense", quantize="int8",
+                                       calibration=calib10, max_drop=100.0)}
     models = {k: runtime_model(p, threads) for k, p in files.items()}
     profile = models["dense"].profile
     zero = inputs_at(n, 0.0, pool, seed=7)
@@ -115,7 +118,7 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
         sparse = runtime_model(export_here(net, folder / f"l{n}-sparse-{r:g}.onnx", path="sparse", calibration=xs), threads)
         auto = runtime_model(export_here(net, folder / f"l{n}-auto-{r:g}.onnx", path="auto", calibration=xs), threads)
         runners = {"dense": models["dense"].run, "sparse": sparse.run, "auto": auto.run,
-                   "int8 sparse": models["int8 sparse"].run}
+                   "int8 sparse": models["int8 sparse"].run, "int8 dense": models["int8 dense"].run}
         rounds = p50_repeats(runners, xs, calls, repeats)
         t = medians(rounds)
         ref = np.concatenate([models["dense"].run(x[None])["output"] for x in xs])
@@ -124,9 +127,10 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
         auto_choice = auto.metadata.sparse_connections
         rows.append({"rate": r, "active_rows": int(round(r * n)), "groups": sparse.metadata.paths["connections"][0]["groups"],
                      "dense_ms": t["dense"], "sparse_ms": t["sparse"],
-                     "auto_ms": t["auto"], "int8_sparse_ms": t["int8 sparse"],
+                     "auto_ms": t["auto"], "int8_sparse_ms": t["int8 sparse"], "int8_dense_ms": t["int8 dense"],
                      "speedup_sparse": paired_ratio(rounds["dense"], rounds["sparse"]),
-                     "speedup_int8_sparse": paired_ratio(rounds["dense"], rounds["int8 sparse"]),
+                     "speedup_int8_sparse": paired_ratio(rounds["int8 dense"], rounds["int8 sparse"]),
+                     "speedup_int8_sparse_vs_float_dense": paired_ratio(rounds["dense"], rounds["int8 sparse"]),
                      "speedup_sparse_of_medians": t["dense"] / t["sparse"],
                      "speedup_sparse_rounds": [d / v for d, v in zip(rounds["dense"], rounds["sparse"])],
                      "auto_path": "sparse" if auto_choice else "dense",
@@ -143,28 +147,33 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
         row["int8_floor_ms"] = floor_ms(overhead["sparse"], row["active_rows"], n, bw)
         row["int8_sparse_vs_floor"] = row["int8_sparse_ms"] / row["int8_floor_ms"]
     r_star = crossover([r["rate"] for r in rows], [r["dense_ms"] for r in rows], [r["sparse_ms"] for r in rows])
+    r_int8 = crossover([r["rate"] for r in rows], [r["int8_dense_ms"] for r in rows],
+                       [r["int8_sparse_ms"] for r in rows])
     return {"width": n, "profile": profile.name, "profile_break_even": profile.sparse_break_even,
             "profile_min_synapses": getattr(profile, "sparse_min_synapses", None),
             "profile_effective_break_even": effective_break_even(profile, n * n),
             "overhead_ms": overhead, "bandwidth_gbs": {"numpy_sum_256MiB": bw_numpy, "dense_gemv": bw_dense,
                                                        "used": bw},
-            "rows": rows, "break_even_measured": r_star}
+            "rows": rows, "break_even_measured": r_star, "break_even_int8_measured": r_int8}
 
 
 def width_break_even(folder: Path, widths: tuple, rates: tuple, calls: int, repeats: int, threads: int,
-                     r_be: Optional[float]) -> dict[str, Any]:
-    """Crossover rate of dense vs sparse per width, and S₀ fitted against the wide-layer break-even ``r_be``."""
+                     r_be: Optional[float], precision: str = "float32") -> dict[str, Any]:
+    """Crossover rate of dense vs sparse per width, and S₀ fitted against the wide-layer break-even ``r_be``;
+    ``precision`` "int8": int8 sparse rows against the int8 dense graph (each exported with int8)."""
     from zor import Layer, Zor
 
     out = []
+    q = {"quantize": "int8", "max_drop": 100.0} if precision == "int8" else {}
     for n in widths:
         net = Zor([Layer(n, threshold=THETA), Layer(n)], seed=0, device="cpu")
-        d = runtime_model(export_here(net, folder / f"w{n}-dense.onnx", path="dense", verify_model=False), threads)
+        d = runtime_model(export_here(net, folder / f"w{n}-{precision}-dense.onnx", path="dense", verify_model=False,
+                                      calibration=inputs_at(n, 0.1, 32, seed=4), **q), threads)
         dense_ms, sparse_ms = [], []
         for r in rates:
             xs = inputs_at(n, r, 32, seed=3)
-            s = runtime_model(export_here(net, folder / f"w{n}-sparse-{r:g}.onnx", path="sparse", verify_model=False,
-                               calibration=xs), threads)
+            s = runtime_model(export_here(net, folder / f"w{n}-{precision}-sparse-{r:g}.onnx", path="sparse",
+                                          verify_model=False, calibration=xs, **q), threads)
             t = p50_interleaved({"dense": d.run, "sparse": s.run}, xs, calls, repeats)
             dense_ms.append(t["dense"])
             sparse_ms.append(t["sparse"])
@@ -240,102 +249,6 @@ def quality_sweep(folder: Path, hidden: int, targets: tuple, steps: int, calls: 
     return rows
 
 
-# --------------------------------------------------------------------------- 5: memory limit
-_CHILD = r'''
-import json, resource, sys, time
-limit = int(sys.argv[3])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def status():
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmPeak:", "VmHWM:", "VmSize:", "VmRSS:")):
-                out[line.split(":")[0]] = int(line.split()[1]) * 1024
-    return out
-
-
-try:
-    import numpy as np
-    from zor.runtime import Model
-    x = np.load(sys.argv[2])
-    m = Model(sys.argv[1], device="generic", threads=1, weights=sys.argv[4])
-    outs, rates, times = [], [], []
-    for i in range(len(x)):
-        t = time.perf_counter()
-        r = m.run(x[i:i + 1], spikes=True)
-        times.append(time.perf_counter() - t)
-        outs.append(r["output"])
-        rates.append(r["spike_rates"].tolist())
-    np.save(sys.argv[5], np.concatenate(outs))
-    print(json.dumps({"ok": True, "mode": m.weights_mode, "rates": rates, "bytes_read": m.weights_bytes_read,
-                      "ms_per_call": [1e3 * t for t in times], **status()}))
-except Exception as exc:
-    print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:400], **status()}))
-'''
-
-
-def memory_demo(folder: Path, limit_mib: int, hidden: int, calls: int, rate: float = 0.1) -> dict[str, Any]:
-    """The memory-limit demonstration (see the module docstring, part 5)."""
-    import torch
-    from zor.export.graph import to_onnx
-    from zor.export.session import Stepper
-
-    from zor import Layer, Zor
-
-    n = 4096
-    net = Zor([Layer(n, threshold=THETA), Layer(hidden), Layer(n)], seed=0, device="cpu")
-    calib = inputs_at(n, rate, 64, seed=5)
-    with torch.no_grad():
-        a0 = torch.where(torch.from_numpy(calib) > THETA, torch.from_numpy(calib), torch.zeros(()))
-        h1 = (a0 @ net.weights[0]).flatten()
-        theta1 = float(torch.quantile(h1[torch.randperm(len(h1))[:1_000_000]], 1.0 - rate))
-        net.threshold(1).fill_(theta1)                  # ≈ rate of the hidden units spike on such inputs
-    xs = inputs_at(n, rate, calls, seed=11)
-    ref_engine, _ = net.run(torch.from_numpy(xs))
-    ref_engine = ref_engine.numpy()
-    dense = to_onnx(net, metadata={})
-    st = Stepper(dense)
-    st.reset(len(xs))
-    ref_dense = st.step(xs)["output"]
-    del st, dense
-    path = folder / "big.onnx"
-    t0 = time.perf_counter()
-    export_here(net, path, path="sparse", external_weights=True, verify_model=False, calibration=calib)
-    export_s = time.perf_counter() - t0
-    del net
-    weights_bytes = (folder / "big.weights").stat().st_size
-    np.save(folder / "big-x.npy", xs)
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
-    limit = limit_mib << 20
-    runs = {}
-    for mode in ("rows", "load"):
-        out_npy = folder / f"big-out-{mode}.npy"
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(folder / "big-x.npy"), str(limit), mode,
-                               str(out_npy)], capture_output=True, text=True, env=env, timeout=900)
-        line = (proc.stdout.strip().splitlines() or [""])[-1]
-        try:
-            res = json.loads(line)
-        except json.JSONDecodeError:
-            res = {"ok": False, "error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}"}
-        res["returncode"] = proc.returncode
-        if "error" in res:                               # no path of this machine in the report
-            res["error"] = res["error"].replace(str(folder) + os.sep, "")
-        if res.get("ok"):
-            got = np.load(out_npy)
-            res["max_abs_diff_vs_dense_onnx"] = float(np.abs(got - ref_dense).max())
-            res["max_abs_diff_vs_engine"] = float(np.abs(got - ref_engine).max())
-        runs[mode] = res
-    rows = runs["rows"]
-    return {"limit_bytes": limit, "limit_mib": limit_mib, "limit_kind": "RLIMIT_AS (address space) in the child",
-            "weights_bytes": weights_bytes, "weights_over_limit": weights_bytes / limit,
-            "sizes": [n, hidden, n], "hidden_threshold": theta1, "target_rate": rate, "export_s": export_s,
-            "rows": rows, "load": runs["load"],
-            "peak_rss_under_limit": bool(rows.get("ok") and rows["VmHWM"] < limit),
-            "outputs_within_1e-5": bool(rows.get("ok") and rows["max_abs_diff_vs_dense_onnx"] <= 1e-5)}
-
-
 @common.command
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the figures as JSON.")
 @click.option("--png", "png_path", type=click.Path(path_type=Path), default=None,
@@ -349,8 +262,11 @@ def memory_demo(folder: Path, limit_mib: int, hidden: int, calls: int, rate: flo
               help="Address-space limit of the memory demonstration's child process.")
 @click.option("--skip-memory", is_flag=True)
 @click.option("--skip-quality", is_flag=True)
+@click.option("--skip-batches", is_flag=True, help="No small-batch sweep (part 3).")
+@click.option("--skip-int8", is_flag=True, help="No int8 break-even by width.")
 def main(json_path: Optional[Path], png_path: Optional[Path], quick: bool, threads: int, repeats: int, calls: int,
-         width: int, limit_mib: int, skip_memory: bool, skip_quality: bool) -> None:
+         width: int, limit_mib: int, skip_memory: bool, skip_quality: bool, skip_batches: bool,
+         skip_int8: bool) -> None:
     """Sparse inference benchmark (see the module docstring)."""
     common.check_json_folder(json_path)
     common.check_json_folder(png_path, "--png")
@@ -359,7 +275,8 @@ def main(json_path: Optional[Path], png_path: Optional[Path], quick: bool, threa
         width, repeats, calls = min(width, 512), min(repeats, 2), min(calls, 8)
     rates = QUICK_RATES if quick else RATES
     res: dict[str, Any] = {"threads": threads, "repeats": repeats, "calls": calls, "quick": quick,
-                           "machine": {"cpu": common.cpu_name(), "cores": os.cpu_count()}}
+                           "machine": {"cpu": common.cpu_name(), "cores": os.cpu_count(),
+                                       "load_average": list(os.getloadavg())}}
     with tempfile.TemporaryDirectory(prefix="zor-sparse-bench-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
@@ -367,12 +284,17 @@ def main(json_path: Optional[Path], png_path: Optional[Path], quick: bool, threa
         res["layer_sweep"] = layer_sweep(folder, width, rates, calls, repeats, threads)
         click.echo("break-even by width ...", err=True)
         r_be = res["layer_sweep"]["break_even_measured"]
-        res["width_break_even"] = width_break_even(folder, (128, 256) if quick else (256, 512, 1024, 2048),
-                                                   (0.05, 0.2, 0.5) if quick else (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
-                                                   calls, repeats, threads, r_be)
-        click.echo("small batches ...", err=True)
-        res["batch_sweep"] = batch_sweep(folder, width, (2, 8) if quick else (2, 4, 8), (0.05,) if quick else (0.02, 0.05, 0.1),
-                                         calls, repeats, threads)
+        widths = (128, 256) if quick else (256, 512, 1024, 2048)
+        be_rates = (0.05, 0.2, 0.5) if quick else (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+        res["width_break_even"] = width_break_even(folder, widths, be_rates, calls, repeats, threads, r_be)
+        if not skip_int8:
+            click.echo("int8 break-even by width ...", err=True)
+            res["width_break_even_int8"] = width_break_even(folder, widths, be_rates, calls, repeats, threads,
+                                                            res["layer_sweep"]["break_even_int8_measured"], "int8")
+        if not skip_batches:
+            click.echo("small batches ...", err=True)
+            res["batch_sweep"] = batch_sweep(folder, width, (2, 8) if quick else (2, 4, 8),
+                                             (0.05,) if quick else (0.02, 0.05, 0.1), calls, repeats, threads)
         if not skip_quality:
             click.echo("quality sweep ...", err=True)
             targets_ = (0.05, 0.5) if quick else (0.02, 0.05, 0.1, 0.2, 0.5)
@@ -386,6 +308,7 @@ def main(json_path: Optional[Path], png_path: Optional[Path], quick: bool, threa
             hidden = int(math.ceil(2.2 * (limit_mib << 20) / (2 * 4096 * 4) / 512) * 512)
             res["memory"] = memory_demo(folder, limit_mib, hidden, calls=10)
         res["seconds"] = time.perf_counter() - t0
+        res["machine"]["load_average_after"] = list(os.getloadavg())
     res["targets"] = targets(res)
     click.echo(report_text(res))
     if json_path is not None:

@@ -22,6 +22,11 @@ def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
 
 def report_text(res: dict[str, Any]) -> str:
     out = []
+    mach = res.get("machine") or {}
+    if mach:
+        out.append(f"machine: {mach.get('cpu')}, {mach.get('cores')} cores; load average before "
+                   f"{'/'.join(f'{v:.2f}' for v in mach.get('load_average', []))}, after "
+                   f"{'/'.join(f'{v:.2f}' for v in mach.get('load_average_after', []))}")
     ls = res.get("layer_sweep")
     if ls:
         bw = ls["bandwidth_gbs"]
@@ -34,16 +39,22 @@ def report_text(res: dict[str, Any]) -> str:
                                        ("auto ms", "auto_ms", ".3f"), ("auto", "auto_path", ""),
                                        ("choice/best", "auto_choice_vs_best", ".2f"),
                                        ("auto/best", "auto_vs_best", ".2f"), ("floor ms", "floor_ms", ".3f"),
-                                       ("/floor", "sparse_vs_floor", ".2f"), ("int8 sp ms", "int8_sparse_ms", ".3f"),
-                                       ("x dense", "speedup_int8_sparse", ".1f"),
+                                       ("/floor", "sparse_vs_floor", ".2f"), ("int8 dn ms", "int8_dense_ms", ".3f"),
+                                       ("int8 sp ms", "int8_sparse_ms", ".3f"),
+                                       ("x int8 dn", "speedup_int8_sparse", ".1f"),
+                                       ("x f32 dn", "speedup_int8_sparse_vs_float_dense", ".1f"),
                                        ("max|d| sparse", "max_abs_diff_sparse", ".1e"),
                                        ("max|d| int8", "max_abs_diff_int8_sparse", ".1e")]))
-        out.append(f"   measured break-even (sparse = dense): {format_value(ls['break_even_measured'], 3)}")
-    wb = res.get("width_break_even")
-    if wb:
-        out.append("2. Break-even by width: " + "; ".join(f"{w['width']}: {format_value(w['break_even'], 3)}" for w in wb["widths"])
-                   + f"; {ls['width'] if ls else '?'}: {format_value(wb['r_be'], 3)}  (as sparse_curve: "
-                   + ", ".join(f"({n}, {r:.2f})" for n, r in wb["curve"]) + ")")
+        out.append(f"   measured break-even (sparse = dense): {format_value(ls['break_even_measured'], 3)}; int8 sparse "
+                   f"= int8 dense: {format_value(ls.get('break_even_int8_measured'), 3)}")
+    for key, what, field in (("width_break_even", "float32", "sparse_curve"),
+                             ("width_break_even_int8", "int8 rows against int8 dense", "sparse_int8_curve")):
+        wb = res.get(key)
+        if wb:
+            out.append(f"2. Break-even by width, {what}: "
+                       + "; ".join(f"{w['width']}: {format_value(w['break_even'], 3)}" for w in wb["widths"])
+                       + f"; {ls['width'] if ls else '?'}: {format_value(wb['r_be'], 3)}  (as {field}: "
+                       + ", ".join(f"({n}, {r:.2f})" for n, r in wb["curve"]) + ")")
     bs = res.get("batch_sweep")
     if bs:
         out.append("3. Union form (max batch 8) vs dense")
@@ -93,6 +104,11 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
         if 0.05 in by:
             t["sparse >= 10x dense at 5 %"] = {"value": round(by[0.05]["speedup_sparse"], 2),
                                                "met": by[0.05]["speedup_sparse"] >= 10}
+        for rate, goal in ((0.1, 5), (0.05, 10)):
+            if rate in by and "int8_dense_ms" in by[rate]:
+                got = by[rate]["speedup_int8_sparse"]
+                t[f"(int8 sparse against int8 dense at {rate:.0%}, goal of float32: {goal}x)"] = {
+                    "value": round(got, 2), "met": got >= goal}
         worst = max(r["auto_choice_vs_best"] for r in ls["rows"])
         t["auto's choice <= 1.10x the better of dense/sparse, 1-100 %"] = {"value": round(worst, 3),
                                                                            "met": worst <= 1.10}
@@ -141,6 +157,7 @@ def save_png(res: dict[str, Any], path: Path) -> None:
         rates = [r["rate"] * 100 for r in ls["rows"]]
         ax = axes[2]
         for key, style in (("dense_ms", "o-"), ("sparse_ms", "s-"), ("auto_ms", "^--"), ("int8_sparse_ms", "d:"),
+                           ("int8_dense_ms", "x:"),
                            ("floor_ms", "k:")):
             ax.plot(rates, [r[key] for r in ls["rows"]], style, label=key.replace("_ms", ""))
         ax.set_xscale("log")

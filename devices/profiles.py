@@ -87,6 +87,8 @@ class Profile:
     sparse_curve: tuple = ()                # measured ((N synapses, break-even rate), ...): interpolated in log N
                                             #   (below the first point down to 0 at S0), replacing the formula above
     sparse_evidence: str = ""               # how the break-even is known: measured (where, figures) or estimated (why)
+    sparse_int8_curve: tuple = ()           # measured ((N synapses, break-even rate), ...) of int8 sparse rows against
+                                            #   the int8 dense graph (int8 exports); () = use sparse_curve
     sparse_group_bytes: int = 2 << 20       # gathered bytes per row group of a sparse connection (zor.export.paths
                                             #   .choose_groups): small enough that a group's copy is still in cache
                                             #   when its MatMul reads it
@@ -113,14 +115,15 @@ class Profile:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DeviceError(f"profile {self.name!r}: {key} expected an int ≥ 1, got {value!r}")
-        try:
-            curve = [(int(n), float(r)) for n, r in self.sparse_curve]
-        except (TypeError, ValueError):
-            raise DeviceError(f"profile {self.name!r}: sparse_curve expected ((synapses, rate), ...), "
-                              f"got {self.sparse_curve!r}") from None
-        if any(n <= 0 or not 0.0 <= r <= 1.0 for n, r in curve) or [n for n, _ in curve] != sorted({n for n, _ in curve}):
-            raise DeviceError(f"profile {self.name!r}: sparse_curve expected increasing synapse counts > 0 with "
-                              f"rates in [0, 1], got {self.sparse_curve!r}")
+        for key in ("sparse_curve", "sparse_int8_curve"):
+            try:
+                curve = [(int(n), float(r)) for n, r in getattr(self, key)]
+            except (TypeError, ValueError):
+                raise DeviceError(f"profile {self.name!r}: {key} expected ((synapses, rate), ...), "
+                                  f"got {getattr(self, key)!r}") from None
+            if any(n <= 0 or not 0.0 <= r <= 1.0 for n, r in curve) or [n for n, _ in curve] != sorted({n for n, _ in curve}):
+                raise DeviceError(f"profile {self.name!r}: {key} expected increasing synapse counts > 0 with "
+                                  f"rates in [0, 1], got {getattr(self, key)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -134,16 +134,18 @@ def dense_plan(model, requested: str = "dense", reason: str = "requested dense")
     return PathPlan(requested=requested, connections=conns)
 
 
-def effective_break_even(profile, synapses: int) -> float:
+def effective_break_even(profile, synapses: int, precision: str = "float32") -> float:
     """The spike rate below which the sparse form pays for a connection of N = ``synapses`` synapses.
 
     With a measured ``profile.sparse_curve`` ((N_k, r_k), ...): r interpolated linearly in
     log N between the points, from 0 at S₀ up to the first point, r_last past the last.
-    Without one: r_be · (1 − S₀/N), floored at 0.
+    Without one: r_be · (1 − S₀/N), floored at 0. ``precision`` "int8" (int8 rows against the
+    int8 dense graph) reads ``profile.sparse_int8_curve`` instead where the profile has one.
     """
     s0 = float(getattr(profile, "sparse_min_synapses", 0) or 0)
     n = float(max(1, synapses))
-    curve = [(float(a), float(b)) for a, b in (getattr(profile, "sparse_curve", ()) or ())]
+    points = getattr(profile, "sparse_int8_curve", ()) if precision == "int8" else ()
+    curve = [(float(a), float(b)) for a, b in (points or getattr(profile, "sparse_curve", ()) or ())]
     if not curve:
         return max(0.0, float(profile.sparse_break_even) * (1.0 - s0 / n))
     if 0 < s0 < curve[0][0]:
@@ -236,7 +238,7 @@ def plan_paths(
             conns.append(ConnectionPath(path="sparse", precision=precision, reason="requested sparse", groups=groups,
                                         **common))
         else:
-            be = effective_break_even(profile, syn)          # the profile's break-even for this many synapses
+            be = effective_break_even(profile, syn, precision)   # the profile's break-even for this many synapses
             what = f"{'union rate' if form == 'union' else 'spike rate'} {rel:.4f} ({syn:,} synapses)"
             if rel is not None and rel < be:
                 conns.append(ConnectionPath(path="sparse", precision=precision, groups=groups,
@@ -249,7 +251,8 @@ def plan_paths(
                     break_even=float(profile.sparse_break_even),
                     min_synapses=int(getattr(profile, "sparse_min_synapses", 0) or 0),
                     rates={"source": rates_source, "rows": int(rates_rows)} if rates is not None else {},
-                    curve=tuple(tuple(c) for c in (getattr(profile, "sparse_curve", ()) or ())))
+                    curve=tuple(tuple(c) for c in ((getattr(profile, "sparse_int8_curve", ()) if precision == "int8"
+                                                    else ()) or getattr(profile, "sparse_curve", ()) or ())))
 
 
 def group_settings(profile) -> dict[str, int]:

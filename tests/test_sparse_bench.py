@@ -102,6 +102,12 @@ def test_targets_read_the_sweep():
     assert not t["auto's choice <= 1.10x the better of dense/sparse, 1-100 %"]["met"]
     assert t["auto's choice <= 1.10x the better of dense/sparse, 1-100 %"]["value"] == 1.15
     assert t["sparse latency <= 2x floor (rates <= 20 %)"]["met"]
+    # int8 sparse is judged against int8 dense (like with like), beside the float32 goals
+    rows[0].update(int8_dense_ms=0.7, speedup_int8_sparse=3.9)
+    rows[1].update(int8_dense_ms=0.7, speedup_int8_sparse=5.5)
+    t = sb.targets({"layer_sweep": {"rows": rows}})
+    assert t["(int8 sparse against int8 dense at 10%, goal of float32: 5x)"] == {"value": 5.5, "met": True}
+    assert t["(int8 sparse against int8 dense at 5%, goal of float32: 10x)"] == {"value": 3.9, "met": False}
 
 
 def test_quick_benchmark_runs(tmp_path):
@@ -114,4 +120,6 @@ def test_quick_benchmark_runs(tmp_path):
     assert all(row["max_abs_diff_sparse"] <= 1e-5 for row in sweep["rows"])
     assert {"numpy_sum_256MiB", "dense_gemv", "used"} <= set(sweep["bandwidth_gbs"])
     assert rep["batch_sweep"] and "targets" in rep
+    assert all(row["int8_dense_ms"] > 0 and row["speedup_int8_sparse"] > 0 for row in sweep["rows"])
+    assert [w["width"] for w in rep["width_break_even_int8"]["widths"]] == [128, 256]
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -143,3 +143,21 @@ def test_int8_graph_uses_only_allowed_operators():
     proto = to_onnx(net, paths=plan_paths(net, "sparse", get("generic"), precision="int8", max_batch=3))
     assert {n.op_type for n in proto.graph.node} <= fmt.OPERATORS
     onnx.checker.check_model(proto, full_check=True)
+
+
+def test_int8_exports_read_the_int8_break_even():
+    # float32 curve (1000, 0.4); int8 curve (1000, 0.1): an int8 export compares int8 rows with the int8
+    # dense graph, so its break-even is the int8 one; a profile without an int8 curve uses the float32 one
+    from zor.export.paths import effective_break_even
+
+    prof = Profile(name="t", description="", arch="any", sparse_min_synapses=0, sparse_curve=((1000, 0.4),),
+                   sparse_int8_curve=((1000, 0.1),))
+    assert effective_break_even(prof, 4000) == 0.4 and effective_break_even(prof, 4000, "int8") == 0.1
+    plain = Profile(name="p", description="", arch="any", sparse_min_synapses=0, sparse_curve=((1000, 0.4),))
+    assert effective_break_even(plain, 4000, "int8") == 0.4
+    net = Zor([Layer(40, threshold=0.5), Layer(100)], seed=0, device="cpu")      # 4000 synapses, rate 0.2
+    assert plan_paths(net, "auto", prof, rates=[0.2, 1.0]).get(0).path == "sparse"
+    plan8 = plan_paths(net, "auto", prof, rates=[0.2, 1.0], precision="int8")
+    assert plan8.get(0).path == "dense" and plan8.curve == ((1000, 0.1),)
+    with pytest.raises(DeviceError, match="sparse_int8_curve"):
+        Profile(name="x", description="", arch="any", sparse_int8_curve=((10, 2.0),))
