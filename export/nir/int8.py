@@ -164,6 +164,7 @@ def _fall_back(run: _Pass, budget: float) -> tuple[onnx.ModelProto, dict, list[i
             cand = run.quantize(excluded + [j])
             tries.append((run.measure(cand), j, cand))
         best = max(range(len(tries)), key=lambda i: (tries[i][0]["spike_agreement"][k], -i))
+        history[-1]["tried"] = {str(t[1]): t[0]["spike_agreement"][k] for t in tries}   # fallback j → node k's agreement
         quality, j, q = tries[best]
         excluded.append(j)
 
