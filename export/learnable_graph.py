@@ -16,7 +16,8 @@ with the constants of the checkpoint baked in (:func:`spec_of` lists them):
                 AdamW: W ← W (1 − lr·wd);  Adam: g ← g + wd·W
                 m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²
                 W ← W − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)
-                  = W − k · m / (√v + eps·√(1 − β₂ᵗ)),  k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)   (as computed)
+                  = W − m / (√v/k + eps·√(1 − β₂ᵗ)/k),  k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)   (as computed;
+                  the affine √v/k + c is one BatchNormalization pass: mean 0, variance 1, epsilon 0)
                 SGD: g ← g + wd·W;  b ← μ b + g (b = 0 at the start);  W ← W − lr·b
     clamp       W ← clip(W, −max_weight, max_weight)
     homeostasis θ_i ← clip(θ_i + η_i (r_i − target_i), lo_i, hi_i)
@@ -186,7 +187,8 @@ def _optimise(g: _G, spec: dict, i: int, u: str, factor: str, t: str) -> None:
     """One optimiser step of W_i from grad = u · factor; writes weight_i_out and the moments' outputs.
 
     Adam's W ← W − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps) is computed as
-    W − k · m / (√v + eps·√(1 − β₂ᵗ)), k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ): the same value, fewer passes;
+    W − m / (√v/k + eps·√(1 − β₂ᵗ)/k), k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ), the affine map of √v in one
+    BatchNormalization pass (lr = 0: W − k·m/(√v + eps·√(1 − β₂ᵗ))): the same value, fewer passes;
     the scalar factors (1 − β₁)·factor and (1 − β₂)·factor² fold into the moments' updates."""
     w, lr, wd = f"weight_{i}", spec["lr"], spec["weight_decay"]
     mw = spec["layers"][i]["max_weight"]
@@ -211,11 +213,23 @@ def _optimise(g: _G, spec: dict, i: int, u: str, factor: str, t: str) -> None:
         bc1 = g.op("Sub", g.const(1.0), g.op("Pow", g.const(b1), t))
         sb2 = g.op("Sqrt", g.op("Sub", g.const(1.0), g.op("Pow", g.const(b2), t)))
         k = g.op("Div", g.op("Mul", g.const(lr), sb2), bc1)
-        denom = g.op("Add", g.op("Sqrt", v), g.op("Mul", g.const(spec["eps"]), sb2))
-        new = g.op("Sub", w, g.op("Mul", g.op("Div", m, denom), k),
-                   out=None if mw is not None else f"weight_{i}_out")
+        eps = g.op("Mul", g.const(spec["eps"]), sb2)
+        if lr > 0.0:                    # k·m/(√v + eps') = m / (√v/k + eps'/k): one pass fewer
+            step = g.op("Div", m, _affine(g, g.op("Sqrt", v), g.op("Reciprocal", k), g.op("Div", eps, k),
+                                          spec["sizes"][i + 1]))
+        else:
+            step = g.op("Mul", g.op("Div", m, g.op("Add", g.op("Sqrt", v), eps)), k)
+        new = g.op("Sub", w, step, out=None if mw is not None else f"weight_{i}_out")
     if mw is not None:
         g.op("Clip", new, g.const(-float(mw)), g.const(float(mw)), out=f"weight_{i}_out")
+
+
+def _affine(g: _G, x: str, scale: str, shift: str, width: int) -> str:
+    """x·scale + shift (x (n, width), scale and shift scalars) in one pass: BatchNormalization with
+    mean 0, variance 1 and epsilon 0 is exactly that affine map per column (Mul then Add are two passes)."""
+    ones = g.const(np.ones(width, np.float32))
+    return g.op("BatchNormalization", x, g.op("Mul", ones, scale), g.op("Mul", ones, shift),
+                g.const(np.zeros(width, np.float32)), ones, epsilon=0.0)
 
 
 def _homeostasis(g: _G, spec: dict) -> None:

@@ -237,6 +237,7 @@ LEARNABLE_OPERATORS = frozenset({
     "Identity", "Cast", "Greater", "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Clip", "Sqrt", "Pow",
     "Reciprocal", "MatMul", "Gemm", "Transpose", "ReduceMean", "ReduceL2", "ReduceSumSquare", "Shape", "Gather",
     "Relu", "Sigmoid", "Tanh",
+    "BatchNormalization",   # inference mode (mean 0, variance 1, epsilon 0): one-pass affine map in Adam's step
 })
 # the operators that may run on constants alone (onnxruntime folds those at load): each one's output
 # holds as many elements as its first input, so a small file cannot ask for a large tensor
