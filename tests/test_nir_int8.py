@@ -87,6 +87,18 @@ def test_budget_falls_back_to_float_and_reports_weight_bytes(tmp_path):
     row = q["connections"][0]
     assert row == {"node": "aff", "index": 1, "kind": "Affine", "precision": "float", "fallback": True,
                    "weight_bytes_float": 16, "weight_bytes": 16}
+    assert q["layers"] == [
+        {"layer": 0, "node": "input", "precision": "-", "spike_agreement": None, "weight_bytes": None,
+         "weight_bytes_float": None},
+        {"layer": 1, "node": "aff", "precision": "float", "spike_agreement": None, "weight_bytes": 16,
+         "weight_bytes_float": 16},
+        {"layer": 2, "node": "thr", "precision": "-", "spike_agreement": 1.0, "weight_bytes": None,
+         "weight_bytes_float": None},
+        {"layer": 3, "node": "output", "precision": "-", "spike_agreement": None, "weight_bytes": None,
+         "weight_bytes_float": None}]
+    shown = CliRunner().invoke(export_main, ["inspect", str(tmp_path / "q.onnx")])
+    assert shown.exit_code == 0 and "fallback connections ['aff']" in shown.output
+    assert any(line.split()[:2] == ["1", "float"] and "16" in line for line in shown.output.splitlines())
     low = export_nir(graph(), tmp_path / "q0.onnx", dt=DT, steps=20, quantize="int8", calibration=alternating(),
                      spike_budget=0.0, device=VNNI).quantization["connections"][0]
     assert low["weight_bytes_float"] == 16 and low["weight_bytes"] == 4 + 2 * 4 + 2   # int8 W, 2 scales, 2 zero points

@@ -197,7 +197,7 @@ def quantize_nir(graph: NirGraph, proto: onnx.ModelProto, calibrate: np.ndarray,
         "charges": "float" if recipe.format == "QDQ" else "quantized (QLinearMatMul output)",
         "thresholds": "float32", "spike_budget": spike_budget, "max_drop": max_drop,
         "fallback": [graph.order[k] for k in sorted(excluded)], "passes": history, "connections": rows,
-        "spikes": spikes, "output_max_abs_diff": quality["output_max_abs_diff"], "metric": quality["metric"],
+        "spikes": spikes, "layers": _layers(graph, rows, spikes), "output_max_abs_diff": quality["output_max_abs_diff"], "metric": quality["metric"],
         "validation": {"rows": int(validate.shape[1]), "steps": int(validate.shape[0]), "source": source,
                        "run": "free-running from rest, each graph carrying its own state"},
         "size": {"float32_graph_bytes": float_size, "int8_graph_bytes": int8_size, "ratio": int8_size / float_size},
@@ -212,8 +212,24 @@ def quantize_nir(graph: NirGraph, proto: onnx.ModelProto, calibrate: np.ndarray,
     return q, report, figures
 
 
+def _layers(graph: NirGraph, conns: list[dict], spikes: list[dict]) -> list[dict]:
+    """One row per node k in step order, as our own exports' ``layers`` (what ``zor-export inspect`` shows):
+    its connection's precision and weight bytes, its spike agreement."""
+    by_k = {r["index"]: r for r in conns}
+    agree = {r["index"]: r["spike_agreement"] for r in spikes}
+    out = []
+    for k, name in enumerate(graph.order):
+        c = by_k.get(k, {})
+        out.append({"layer": k, "node": name, "precision": {"float rows (sparse)": "sparse"}.get(c.get("precision"),
+                                                                                           c.get("precision", "-")),
+                    "spike_agreement": agree.get(k), "weight_bytes": c.get("weight_bytes"),
+                    "weight_bytes_float": c.get("weight_bytes_float")})
+    return out
+
+
 def _figures(graph: NirGraph, ref: dict, calibrate: np.ndarray, spiking: list[int], source: str) -> dict:
     """``zor.calibration``: where the events came from, and each spiking node's rate on the float graph."""
+    nodes = [{"node": graph.order[k], "index": k, "spike_rate": float(ref[fmt.spikes(k)].mean())} for k in spiking]
     return jsonable({"source": source, "calibration_rows": int(calibrate.shape[1]), "steps": int(calibrate.shape[0]),
-                     "nodes": [{"node": graph.order[k], "index": k, "spike_rate": float(ref[fmt.spikes(k)].mean())}
-                               for k in spiking]})
+                     "rates_on": "the validation events, float graph", "nodes": nodes,
+                     "layers": [{"layer": r["index"], "spike_rate": r["spike_rate"]} for r in nodes]})
