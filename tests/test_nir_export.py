@@ -208,3 +208,31 @@ def test_stream_run_and_carried_step_refuse_bad_input(tmp_path):
         np.testing.assert_array_equal(s.state[k], v)
     with pytest.raises(ShapeError, match="expected shape"):
         s.step(np.zeros((2, 195), np.float32))
+
+
+def test_stream_run_input_checks_hold_for_any_shape_and_dtype(tmp_path):
+    """Stream.run on arbitrary arrays: the right output shape, or a typed error naming what was expected."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from zor.common.errors import ZorError
+
+    export_nir(FF, tmp_path / "f.onnx", dt=DT, steps=5)
+    m = Model(tmp_path / "f.onnx")
+
+    @settings(max_examples=60, deadline=None)
+    @given(shape=st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple) | st.sampled_from([(2, 1, 196), (3, 2, 196)]),
+           dtype=st.sampled_from([np.float32, np.float64, np.int32, np.bool_]), nan=st.booleans())
+    def check(shape, dtype, nan):
+        xs = np.zeros(shape, dtype)
+        if nan and xs.size and dtype in (np.float32, np.float64):
+            xs.reshape(-1)[0] = np.nan
+        s = m.stream()
+        try:
+            y = s.run(xs)["output"]
+        except ZorError as exc:
+            assert "expected" in str(exc)
+            return
+        assert shape[2:] == (196,) and np.issubdtype(dtype, np.floating) and not nan
+        assert y.shape == (shape[0], shape[1], 10)
+    check()

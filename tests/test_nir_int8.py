@@ -191,3 +191,13 @@ def test_int8_file_adds_its_bias_as_a_subtraction_of_its_negation(tmp_path):
     # ±1.0 are ±127 · (1/127) in s8 and the events 255 · (1/255) in u8: exact up to the float32 rounding of the two
     # scales and their product (a few ulp of 1)
     np.testing.assert_allclose(got[:, 0, 0], [1.25, -0.75], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [{"spike_budget": 1.5}, {"spike_budget": -0.1}, {"spike_budget": float("nan")},
+                                {"max_drop": -1.0}, {"max_drop": "1"}, {"spike_budget": True}])
+def test_bad_budgets_are_refused_before_anything_runs(tmp_path, kw):
+    from zor.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected a number in"):
+        export_nir(graph(), tmp_path / "q.onnx", dt=DT, quantize="int8", **kw)
+    assert not (tmp_path / "q.onnx").exists()

@@ -55,6 +55,14 @@ NIR_KEY = "zor.nir"       # the NIR record, NIR imports only (documented in zor.
                           # those are the keys every export carries)
 
 
+def _check_budgets(spike_budget: Any, max_drop: Any) -> None:
+    for name, value, hi in (("spike_budget", spike_budget, 1.0), ("max_drop", max_drop, math.inf)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= hi \
+                or math.isnan(value):
+            raise ConfigError(f"{name} = {value!r}: expected a number in [0, {hi:g}]"
+                              + (" (the share of spikes that must agree)" if hi == 1.0 else " (points of class agreement)"))
+
+
 def _check_options(dt: Any, steps: Any, quantize: str, path: str) -> float:
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
         raise NirGraphError(f"dt = {dt!r}: expected a positive finite time step (seconds, as the NIR file's τ)")
@@ -181,6 +189,7 @@ def export_nir(source: Union[str, Path, Any], output: Union[str, Path], *, dt: f
     ``device``: the profile (name, or "auto" for this machine) whose int8 recipe and sparse break-even apply."""
     start = time.perf_counter()
     dt = _check_options(dt, steps, quantize, path)
+    _check_budgets(spike_budget, max_drop)
     src_path = Path(source) if isinstance(source, (str, Path)) else None
     out = check_output_file(output, inputs=[src_path] if src_path else [])
     profile = _profile(device)
