@@ -99,13 +99,10 @@ class Dense(Connection):
         return d @ w.T                                          # (B, n_i)
 
     def outer(self, x: torch.Tensor, y: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if x.is_sparse:                                         # COO (B, n_i): xᵀ y over its nonzeros
-            if out is None:
-                out = torch.empty(x.shape[1], y.shape[1], dtype=y.dtype, device=y.device)
-            return torch.addmm(out, x.t(), y, beta=0.0, alpha=1.0 / x.shape[0], out=out)
-        if out is not None:
-            return torch.mm((x * (1.0 / x.shape[0])).T, y, out=out)
-        return (x * (1.0 / x.shape[0])).T @ y                   # (n_i, n_{i+1}); 1/B on the small side
+        # xᵀ y with 1/B as the product's own scale (alpha): no elementwise pass; a COO x (B, n_i): over its nonzeros
+        if out is None:
+            out = torch.empty(x.shape[1], y.shape[1], dtype=y.dtype, device=y.device)
+        return torch.addmm(out, x.t(), y, beta=0.0, alpha=1.0 / x.shape[0], out=out)   # (n_i, n_{i+1})
 
     def outer_pair(self, x: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.cat([y1, y2], dim=1)

@@ -139,21 +139,29 @@ def update_rates(net: "Zor", traces: list[rules.Trace]) -> None:
     """r_i ← m r_i + (1 − m) mean_b(s_i) after a training forward pass (a Conv layer: per channel, its
     spikes averaged over positions). Distributed: keeps Σ_b s_i for learn(), which sums it over the ranks."""
     sums: Optional[list[torch.Tensor]] = [] if net.reducer.active else None
-    rates: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}   # momentum -> (r_i, mean_b s_i)
+    # momentum -> (r_i, mean_b s_i; r_i of the layers that always spike, whose mean is exactly 1)
+    rates: dict[float, tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = {}
     for i, (layer, t) in enumerate(zip(net.layers, traces)):
+        if sums is None and layer.kind == "dense" and not t.s.is_sparse and always_spikes(net, i):
+            rates.setdefault(layer.rate_momentum, ([], [], []))[2].append(net.rate(i))
+            continue
         s_units = t.s if layer.kind == "dense" else t.s.reshape(t.s.shape[0] * layer.channels, -1)
         if layer.kind == "conv":   # per channel: (B·C, H·W) → mean over positions, back to (B, C)
             s_units = s_units.mean(dim=1).reshape(t.s.shape[0], layer.channels)
         if sums is None:
-            group = rates.setdefault(layer.rate_momentum, ([], []))
+            group = rates.setdefault(layer.rate_momentum, ([], [], []))
             group[0].append(net.rate(i))
             group[1].append(events.batch_mean(s_units))                # (n_i,)
         else:
             sums.append(s_units.sum(dim=0))                             # Σ_b s_i (n_i,)
-    for m, (r, mean) in rates.items():  # rules.update_rate on every layer at once: r ← m r + (1 − m) mean
-        torch._foreach_mul_(r, m)
-        torch._foreach_add_(r, mean, alpha=1.0 - m)
-    net._spike_sums = sums
+    for m, (r, mean, ones) in rates.items():  # rules.update_rate on every layer at once: r ← m r + (1 − m) mean
+        torch._foreach_mul_(r + ones, m)
+        if r:
+            torch._foreach_add_(r, mean, alpha=1.0 - m)
+        if ones:
+            torch._foreach_add_(ones, 1.0 - m)
+    if sums is not None or net._spike_sums is not None:   # (an nn.Module attribute write costs µs)
+        net._spike_sums = sums
 
 
 def _finish(net: "Zor", weights: Optional[list[torch.Tensor]] = None) -> None:
