@@ -9,7 +9,8 @@
 Parts: :mod:`.graph` (reading and checking, step order, recurrent edges, nested sub-graphs),
 :mod:`.nodes` (the converter registry) with :mod:`.layers` and :mod:`.neurons` (one converter per
 NIR node type, its discrete step in the docstring), :mod:`.reference` (the torch simulation),
-:mod:`.onnxgraph` (the ONNX step graph), :mod:`.verify` and :mod:`.export`. See docs/nir.md.
+:mod:`.onnxgraph` (the ONNX step graph), :mod:`.verify`, :mod:`.paths` (``--path sparse | auto``), :mod:`.int8`
+(``--quantize int8``: spike budget, per-node fallback) and :mod:`.export`. See docs/nir.md.
 """
 
 from .export import export_nir
