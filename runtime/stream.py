@@ -14,6 +14,7 @@ Example:
     >>> s = model.stream()                            # doctest: +SKIP
     >>> y1 = s.step(x)["output"]; y2 = s.step(x)["output"]   # doctest: +SKIP
     >>> s.reset()                                     # doctest: +SKIP
+    >>> ys = s.run(xs)["output"]                      # xs (T, B, n_0): T steps in one call  # doctest: +SKIP
 """
 
 from __future__ import annotations
