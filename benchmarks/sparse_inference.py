@@ -55,6 +55,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -112,33 +113,8 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
     overhead = p50_interleaved({"sparse": sparse0.run, "dense": models["dense"].run}, zero, calls, repeats)
     del sparse0
     bw_numpy = read_bandwidth()
-    rows = []
-    for r in rates:
-        xs = inputs_at(n, r, pool, seed=int(r * 1000) + 1)
-        sparse = runtime_model(export_here(net, folder / f"l{n}-sparse-{r:g}.onnx", path="sparse", calibration=xs), threads)
-        auto = runtime_model(export_here(net, folder / f"l{n}-auto-{r:g}.onnx", path="auto", calibration=xs), threads)
-        runners = {"dense": models["dense"].run, "sparse": sparse.run, "auto": auto.run,
-                   "int8 sparse": models["int8 sparse"].run, "int8 dense": models["int8 dense"].run}
-        rounds = p50_repeats(runners, xs, calls, repeats)
-        t = medians(rounds)
-        ref = np.concatenate([models["dense"].run(x[None])["output"] for x in xs])
-        diff = {k: float(np.max(np.abs(np.concatenate([m.run(x[None])["output"] for x in xs]) - ref)))
-                for k, m in (("sparse", sparse), ("auto", auto), ("int8 sparse", models["int8 sparse"]))}
-        auto_choice = auto.metadata.sparse_connections
-        rows.append({"rate": r, "active_rows": int(round(r * n)), "groups": sparse.metadata.paths["connections"][0]["groups"],
-                     "dense_ms": t["dense"], "sparse_ms": t["sparse"],
-                     "auto_ms": t["auto"], "int8_sparse_ms": t["int8 sparse"], "int8_dense_ms": t["int8 dense"],
-                     "speedup_sparse": paired_ratio(rounds["dense"], rounds["sparse"]),
-                     "speedup_int8_sparse": paired_ratio(rounds["int8 dense"], rounds["int8 sparse"]),
-                     "speedup_int8_sparse_vs_float_dense": paired_ratio(rounds["dense"], rounds["int8 sparse"]),
-                     "speedup_sparse_of_medians": t["dense"] / t["sparse"],
-                     "speedup_sparse_rounds": [d / v for d, v in zip(rounds["dense"], rounds["sparse"])],
-                     "auto_path": "sparse" if auto_choice else "dense",
-                     "auto_vs_best": t["auto"] / min(t["dense"], t["sparse"]),
-                     "auto_choice_vs_best": (t["sparse"] if auto_choice else t["dense"]) / min(t["dense"], t["sparse"]),
-                     "max_abs_diff_sparse": diff["sparse"], "max_abs_diff_auto": diff["auto"],
-                     "max_abs_diff_int8_sparse": diff["int8 sparse"]})
-        del auto, sparse
+    old_groups = replace(profile, sparse_group_bytes=2 << 20, sparse_single_group_bytes=4 << 20, sparse_max_groups=16)
+    rows = [_sweep_row(net, folder, n, r, models, old_groups, pool, calls, repeats, threads) for r in rates]
     bw_dense = float(np.median([n * n * 4 / (row["dense_ms"] / 1e3) / 1e9 for row in rows]))
     bw = max(bw_numpy, bw_dense)
     for row in rows:
@@ -155,6 +131,40 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
             "overhead_ms": overhead, "bandwidth_gbs": {"numpy_sum_256MiB": bw_numpy, "dense_gemv": bw_dense,
                                                        "used": bw},
             "rows": rows, "break_even_measured": r_star, "break_even_int8_measured": r_int8}
+
+
+def _sweep_row(net: Any, folder: Path, n: int, r: float, models: dict, old_groups: Any, pool: int, calls: int,
+               repeats: int, threads: int) -> dict[str, Any]:
+    """One rate of the layer sweep: sparse and auto exported for it (and sparse with the row groups sized as
+    before the profile had its own, ``old_groups``), every runner timed in turns, outputs against dense."""
+    xs = inputs_at(n, r, pool, seed=int(r * 1000) + 1)
+    sparse = runtime_model(export_here(net, folder / f"l{n}-sparse-{r:g}.onnx", path="sparse", calibration=xs), threads)
+    auto = runtime_model(export_here(net, folder / f"l{n}-auto-{r:g}.onnx", path="auto", calibration=xs), threads)
+    before = runtime_model(export_here(net, folder / f"l{n}-sparse-old-{r:g}.onnx", path="sparse", calibration=xs,
+                                       device=old_groups, verify_model=False), threads)
+    runners = {"dense": models["dense"].run, "sparse": sparse.run, "auto": auto.run, "sparse, 2 MiB groups": before.run,
+               "int8 sparse": models["int8 sparse"].run, "int8 dense": models["int8 dense"].run}
+    rounds = p50_repeats(runners, xs, calls, repeats)
+    t = medians(rounds)
+    ref = np.concatenate([models["dense"].run(x[None])["output"] for x in xs])
+    diff = {k: float(np.max(np.abs(np.concatenate([m.run(x[None])["output"] for x in xs]) - ref)))
+            for k, m in (("sparse", sparse), ("auto", auto), ("int8 sparse", models["int8 sparse"]))}
+    auto_choice = auto.metadata.sparse_connections
+    return {"rate": r, "active_rows": int(round(r * n)), "groups": sparse.metadata.paths["connections"][0]["groups"],
+            "groups_before": before.metadata.paths["connections"][0]["groups"],
+            "dense_ms": t["dense"], "sparse_ms": t["sparse"], "sparse_2mib_groups_ms": t["sparse, 2 MiB groups"],
+            "auto_ms": t["auto"], "int8_sparse_ms": t["int8 sparse"], "int8_dense_ms": t["int8 dense"],
+            "speedup_sparse": paired_ratio(rounds["dense"], rounds["sparse"]),
+            "speedup_sparse_2mib_groups": paired_ratio(rounds["dense"], rounds["sparse, 2 MiB groups"]),
+            "speedup_int8_sparse": paired_ratio(rounds["int8 dense"], rounds["int8 sparse"]),
+            "speedup_int8_sparse_vs_float_dense": paired_ratio(rounds["dense"], rounds["int8 sparse"]),
+            "speedup_sparse_of_medians": t["dense"] / t["sparse"],
+            "speedup_sparse_rounds": [d / v for d, v in zip(rounds["dense"], rounds["sparse"])],
+            "auto_path": "sparse" if auto_choice else "dense",
+            "auto_vs_best": t["auto"] / min(t["dense"], t["sparse"]),
+            "auto_choice_vs_best": (t["sparse"] if auto_choice else t["dense"]) / min(t["dense"], t["sparse"]),
+            "max_abs_diff_sparse": diff["sparse"], "max_abs_diff_auto": diff["auto"],
+            "max_abs_diff_int8_sparse": diff["int8 sparse"]}
 
 
 def width_break_even(folder: Path, widths: tuple, rates: tuple, calls: int, repeats: int, threads: int,

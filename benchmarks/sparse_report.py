@@ -36,6 +36,8 @@ def report_text(res: dict[str, Any]) -> str:
                    f"{bw['used']:.1f} GB/s (numpy sum {bw['numpy_sum_256MiB']:.1f}, dense GEMV {bw['dense_gemv']:.1f})")
         out.append(_table(ls["rows"], [("rate", "rate", ".2f"), ("G", "groups", ""), ("dense ms", "dense_ms", ".3f"),
                                        ("sparse ms", "sparse_ms", ".3f"), ("x dense", "speedup_sparse", ".1f"),
+                                       ("G before", "groups_before", ""), ("2MiB-G ms", "sparse_2mib_groups_ms", ".3f"),
+                                       ("x dense", "speedup_sparse_2mib_groups", ".1f"),
                                        ("auto ms", "auto_ms", ".3f"), ("auto", "auto_path", ""),
                                        ("choice/best", "auto_choice_vs_best", ".2f"),
                                        ("auto/best", "auto_vs_best", ".2f"), ("floor ms", "floor_ms", ".3f"),
