@@ -15,8 +15,10 @@ exchange (``ZOR_DP_EXCHANGE``, :mod:`zor.engine.distributed`):
 Samples/s is B · steps / seconds of the training loop as rank 0 measures it (process
 start-up and data loading left out). The runs take turns round by round and each
 speed-up is the median of the per-round ratios (:func:`benchmarks.common.paired_ratio`),
-so load from other processes falls on all alike. The weights of the last round's
-checkpoints are compared with the 1-process run's: data parallel must not change them
+so load from other processes falls on all alike. The timed runs write no checkpoint (the
+final write, and the activations exchange's gather of the optimiser state before it, would
+count in their seconds); after the rounds one more run per configuration writes one, and
+its weights are compared with the 1-process run's: data parallel must not change them
 (issue bound: within 1e-6).
 
 Target on a 2-core machine: 2 processes ≥ 1.7× the samples/s of 1 on a compute-bound
@@ -55,15 +57,17 @@ def _port() -> int:
 
 
 def launch(world: int, layers: str, batch: int, steps: int, folder: Path, timeout: float,
-           exchange: str = "auto") -> dict[str, Any]:
+           exchange: str = "auto", save: bool = False) -> dict[str, Any]:
     """One zor.train run on ``world`` processes (``exchange``: ZOR_DP_EXCHANGE); its summary (samples_per_s,
-    seconds, ...) and checkpoint path."""
+    seconds, ...) and, with ``save``, its checkpoint path (the timed runs write none: the final write and the
+    optimiser state's gather would count in their seconds)."""
     ckpt, summary = folder / f"w{world}-{exchange}.zor", folder / f"w{world}-{exchange}.json"
     for path in (ckpt, summary):
         path.unlink(missing_ok=True)
     args = ["--data", "random", "--layers", layers, "--steps", str(steps), "--batch-size", str(batch),
-            "--threads", "1", "--no-progress", "--device", "cpu", "--checkpoint", str(ckpt), "--json", str(summary),
-            "--timeout", str(timeout)]
+            "--threads", "1", "--no-progress", "--device", "cpu", "--json", str(summary), "--timeout", str(timeout)]
+    if save:
+        args += ["--checkpoint", str(ckpt)]
     if world == 1:
         cmd = [sys.executable, "-m", "zor.train", *args, "--single"]
     else:
@@ -74,7 +78,7 @@ def launch(world: int, layers: str, batch: int, steps: int, folder: Path, timeou
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise click.ClickException(f"{world}-process run failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
-    return {**json.loads(summary.read_text()), "checkpoint": str(ckpt), "exchange": exchange}
+    return {**json.loads(summary.read_text()), "checkpoint": str(ckpt) if save else None, "exchange": exchange}
 
 
 def _max_weight_diff(a: str, b: str) -> float:
@@ -87,7 +91,7 @@ def _max_weight_diff(a: str, b: str) -> float:
 @common.command
 @click.option("--layers", default="4096,4096,4096", help="Layer sizes (first = last: reconstruction).")
 @click.option("--batch", type=click.IntRange(min=1), default=1024, help="Global batch.")
-@click.option("--steps", type=click.IntRange(min=1), default=6, help="Training steps per run.")
+@click.option("--steps", type=click.IntRange(min=1), default=8, help="Training steps per run.")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, help="Rounds (each runs every configuration once).")
 @click.option("--world", type=click.IntRange(min=2), default=2, help="Processes of the data-parallel runs.")
 @click.option("--exchange", type=click.Choice(["both", "activations", "all-reduce"]), default="both",
@@ -105,7 +109,9 @@ def main(layers, batch, steps, rounds, world, exchange, timeout, json_path):
         for ex in exchanges:
             measures[ex] = lambda ex=ex: launch(world, layers, batch, steps, folder, timeout, ex)
         runs = common.interleave(measures, rounds)
-        diffs = {ex: _max_weight_diff(runs["1"][-1]["checkpoint"], runs[ex][-1]["checkpoint"]) for ex in exchanges}
+        one = launch(1, layers, batch, steps, folder, timeout, save=True)["checkpoint"]    # the weights, untimed
+        diffs = {ex: _max_weight_diff(one, launch(world, layers, batch, steps, folder, timeout, ex, True)["checkpoint"])
+                 for ex in exchanges}
     load_after = os.getloadavg()
     sps = {name: [r["samples_per_s"] for r in runs[name]] for name in runs}
     rows = [{"processes": 1, "exchange": "-", "samples_per_s": common.median(sps["1"]), "speedup": 1.0,

@@ -114,34 +114,27 @@ class ShardedUpdate:
     # ------------------------------------------------------------------ the step
     def learn(self, net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, reducer,
               return_signal: bool) -> Optional[torch.Tensor]:
-        """learning.learn() for a distributed network: the module docstring's step."""
+        """learning.learn() for a distributed network: the module docstring's step. The all-gathers run in the
+        background: the factors' while the signal goes down, W_i's while the next connection is updated."""
         rule, top = net.rule, len(net.weights) - 1
         b_local = delta.shape[0]
         err = delta.abs().sum().reshape(1)                                  # Σ|error| of this shard
-        signals: list[torch.Tensor] = [delta] * len(net.weights)
+        factors = _Gather(self.world)
+        for layer, field in self._needed(net):                              # spikes: 0/1 in one byte
+            t = getattr(traces[layer], field)
+            factors.start((layer, field), t.to(torch.uint8) if field == "s" else t)
         for i in reversed(range(len(net.weights))):
             d = rule.signal(delta, traces[i + 1], i == top, reducer)        # δ̂_i (B_r, n_{i+1})
+            factors.start(("d", i), d)
             if i > 0 or return_signal:
                 delta = net.connections[i].backward(d, net.weights[i])      # (B_r, n_i), before W_i changes
-            signals[i] = d
-        spikes = net._spike_sums or []                                      # Σ_b s_j per layer (forward pass)
-        net._spike_sums = None
-        count = torch.tensor([float(b_local), float(b_local) ** 2], device=delta.device)
-        summed = reducer.sum_all([count, err] + spikes)
-        b = summed[0][0]
-        if float(summed[0][1]) * self.world != float(b) ** 2:              # Σ b_r² = B²/N iff every b_r = B/N
-            raise ShapeError(f"distributed step: every rank must train on the same number of rows (this rank "
-                             f"{b_local}, {int(float(b))} in all over {self.world} ranks)")
-        scale: Scale = 1.0
-        if net.config.error_scaling:
-            scale = (summed[1] / (b * net.layers[-1].size)).clamp_min(net.config.min_error_scale).reshape(())
-        for j, layer in enumerate(net.layers[:len(spikes)]):
-            net.rate(j).mul_(layer.rate_momentum).add_(summed[2 + j] / b, alpha=1.0 - layer.rate_momentum)
-        factors = self._exchange(net, traces, signals)
-        updates = [self._update_rows(net, i, factors) for i in range(len(net.weights))]
-        self._clip_and_scale(net, updates, scale)
-        self._optimizer_step(net, updates)
-        pending = [self._gather_rows(w.detach(), i) for i, w in enumerate(net.weights)]
+        scale = self._batch_statistics(net, b_local, err, reducer)
+        pending = []
+        for i in reversed(range(len(net.weights))):
+            u = self._update_rows(net, i, factors)
+            self._clip_and_scale(net, i, u, scale)
+            self._optimizer_step(net, i, u)
+            pending.append(self._gather_rows(net.weights[i].detach(), i))
         for j, layer in enumerate(net.layers):
             rules.homeostasis(net.threshold(j), net.rate(j), layer.target_activation, net._eta[j],
                               layer.threshold_range)
@@ -151,6 +144,22 @@ class ShardedUpdate:
                 work.wait()
         self.stale = True
         return delta if return_signal else None
+
+    def _batch_statistics(self, net: "Zor", b_local: int, err: torch.Tensor, reducer) -> Scale:
+        """One small all-reduce: B, Σ|error| and Σ_b s_j; moves the firing rates; returns the error scale ε̄."""
+        spikes = net._spike_sums or []                                      # Σ_b s_j per layer (forward pass)
+        net._spike_sums = None
+        count = torch.tensor([float(b_local), float(b_local) ** 2], device=err.device)
+        summed = reducer.sum_all([count, err] + spikes)
+        b = summed[0][0]
+        if float(summed[0][1]) * self.world != float(b) ** 2:              # Σ b_r² = B²/N iff every b_r = B/N
+            raise ShapeError(f"distributed step: every rank must train on the same number of rows (this rank "
+                             f"{b_local}, {int(float(b))} in all over {self.world} ranks)")
+        for j, layer in enumerate(net.layers[:len(spikes)]):
+            net.rate(j).mul_(layer.rate_momentum).add_(summed[2 + j] / b, alpha=1.0 - layer.rate_momentum)
+        if not net.config.error_scaling:
+            return 1.0
+        return (summed[1] / (b * net.layers[-1].size)).clamp_min(net.config.min_error_scale).reshape(())
 
     def _needed(self, net: "Zor") -> list[tuple[int, str]]:
         """(layer, field) of every per-sample factor the outer products use, in a fixed order."""
@@ -163,34 +172,15 @@ class ShardedUpdate:
             keys += [k for k in want if k not in keys]
         return keys
 
-    def _exchange(self, net: "Zor", traces: list[rules.Trace],
-                  signals: list[torch.Tensor]) -> dict[tuple, torch.Tensor]:
-        """Every rank's per-sample factors and signals, all-gathered into global-batch tensors (B, n)."""
-        import torch.distributed as dist
-
-        local: list[tuple[tuple, torch.Tensor]] = []
-        for layer, field in self._needed(net):
-            t = getattr(traces[layer], field)
-            local.append(((layer, field), t.to(torch.uint8) if field == "s" else t))   # spikes: 0/1 in one byte
-        local += [(("d", i), d) for i, d in enumerate(signals)]
-        out, works = {}, []
-        for key, t in local:
-            t = t.contiguous()
-            every = torch.empty((t.shape[0] * self.world,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
-            works.append(dist.all_gather(list(every.split(t.shape[0])), t, async_op=True))
-            out[key] = every
-        for work in works:
-            work.wait()
-        return {k: (v.to(torch.float32) if v.dtype == torch.uint8 else v) for k, v in out.items()}
-
-    def _update_rows(self, net: "Zor", i: int, factors: dict[tuple, torch.Tensor]) -> torch.Tensor:
+    def _update_rows(self, net: "Zor", i: int, factors: "_Gather") -> torch.Tensor:
         """U_i[ρ] = G_i[ρ] ⊙ E′_i[ρ] of connection i over the global batch (rows ρ of this rank), formed as
         learning.learn forms the whole U_i (rule.direction where it applies, else correlate)."""
         lo, hi, _ = self.rows[i]
-        layer, d, empty = net.layers[i], factors[("d", i)], factors[("d", i)][:0]
+        layer, d = net.layers[i], factors.get(("d", i))                     # δ̂_i (B, n_{i+1})
+        empty = d[:0]
         pre_f, _ = FACTORS[net.rule.name]
-        pre = rules.Trace(c=empty, s=factors[(i, pre_f)][:, lo:hi].contiguous() if pre_f == "s" else empty,
-                          a=factors[(i, "a")][:, lo:hi].contiguous())          # (B, |ρ|)
+        pre = rules.Trace(c=empty, s=factors.get((i, pre_f))[:, lo:hi].contiguous() if pre_f == "s" else empty,
+                          a=factors.get((i, "a"))[:, lo:hi].contiguous())   # (B, |ρ|)
         always = learning.always_spikes(net, i + 1)
         post = rules.Trace(c=empty, s=factors.get((i + 1, "s"), empty), a=factors.get((i + 1, "a"), empty),
                            always=always)                                    # (B, n_{i+1})
@@ -208,54 +198,40 @@ class ShardedUpdate:
             e = e.clamp_(0.0, 1.0)                                           # E′ = clip(E, 0, 1)
         return torch.mul(g, e, out=buf)                                      # (|ρ|, n_{i+1})
 
-    def _clip_and_scale(self, net: "Zor", updates: list[torch.Tensor], scale: Scale) -> None:
-        """U_i ← −ε̄ · U_i · min(1, max_update_norm / ‖U_i‖) as learning.learn clips the whole U_i: ‖U_i‖ is
-        the norm of its row norms (rules.update_norm), every rank's rows all-gathered (n_i floats each)."""
+    def _clip_and_scale(self, net: "Zor", i: int, u: torch.Tensor, scale: Scale) -> None:
+        """U_i ← −ε̄ · U_i · min(1, max_update_norm / ‖U_i‖) as learning.learn clips the whole U_i (rules.clip_norms,
+        the same arithmetic per connection): ‖U_i‖ the norm of its row norms, every rank's rows all-gathered."""
         import torch.distributed as dist
 
-        rows, works = [], []
-        for i, u in enumerate(updates):
-            _, _, k = self.rows[i]
-            mine = torch.zeros(k, dtype=u.dtype, device=u.device)
-            mine[:u.shape[0]] = rules.row_norms(u)                           # (|ρ|,), padded to k
-            every = torch.empty(k * self.world, dtype=u.dtype, device=u.device)
-            works.append(dist.all_gather(list(every.split(k)), mine, async_op=True))
-            rows.append(every)
-        for work in works:
-            work.wait()
-        norms = torch.stack([rules.update_norm(u, r[:net.weights[i].shape[0]])
-                             for i, (u, r) in enumerate(zip(updates, rows))])
-        limits = [math.inf if layer.max_update_norm is None else layer.max_update_norm
-                  for layer in net.layers[:len(updates)]]
-        max_norms: Union[float, torch.Tensor] = limits[0] if len(set(limits)) == 1 else \
-            torch.tensor(limits, dtype=updates[0].dtype, device=updates[0].device)
-        rules.clip_norms(updates, max_norms, -scale, norms=norms)
+        _, _, k = self.rows[i]
+        mine = torch.zeros(k, dtype=u.dtype, device=u.device)
+        mine[:u.shape[0]] = rules.row_norms(u)                               # (|ρ|,), padded to k
+        every = torch.empty(k * self.world, dtype=u.dtype, device=u.device)
+        dist.all_gather(list(every.split(k)), mine)
+        norm = rules.update_norm(u, every[:net.weights[i].shape[0]])
+        limit = net.layers[i].max_update_norm
+        rules.clip_norms([u], math.inf if limit is None else limit, -scale, norms=norm.reshape(1))
 
-    def _optimizer_step(self, net: "Zor", grads: list[torch.Tensor]) -> None:
-        """The fused Adam/AdamW kernel on this rank's rows of every W_i and of its moments, then the clamp."""
-        opt = net.optimizer
+    def _optimizer_step(self, net: "Zor", i: int, grad: torch.Tensor) -> None:
+        """The fused Adam/AdamW kernel on this rank's rows of W_i and of its moments, then the clamp."""
+        opt, w = net.optimizer, net.weights[i]
         g = opt.param_groups[0]
-        params, m, v, steps = [], [], [], []
-        for i, w in enumerate(net.weights):
-            lo, hi, _ = self.rows[i]
-            st = opt.state[w]
-            if not st:          # as torch.optim.Adam's first step creates it (fused: the step on the device)
-                st["step"] = torch.zeros((), dtype=torch.float32, device=w.device)
-                st["exp_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
-            params.append(w.detach()[lo:hi])
-            m.append(st["exp_avg"][lo:hi])
-            v.append(st["exp_avg_sq"][lo:hi])
-            steps.append(st["step"])
-        torch._foreach_add_(steps, 1)
+        lo, hi, _ = self.rows[i]
+        st = opt.state[w]
+        if not st:              # as torch.optim.Adam's first step creates it (fused: the step on the device)
+            st["step"] = torch.zeros((), dtype=torch.float32, device=w.device)
+            st["exp_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+        param = w.detach()[lo:hi]
+        torch._foreach_add_([st["step"]], 1)
         kernel = torch._fused_adamw_ if type(opt) is torch.optim.AdamW or g.get("decoupled_weight_decay") \
             else torch._fused_adam_
-        kernel(params, grads, m, v, [], steps, amsgrad=False, lr=g["lr"], beta1=g["betas"][0],
-               beta2=g["betas"][1], weight_decay=g["weight_decay"], eps=g["eps"], maximize=False,
-               grad_scale=None, found_inf=None)
-        for layer, p in zip(net.layers, params):
-            if layer.max_weight is not None:
-                p.clamp_(-layer.max_weight, layer.max_weight)
+        kernel([param], [grad], [st["exp_avg"][lo:hi]], [st["exp_avg_sq"][lo:hi]], [], [st["step"]], amsgrad=False,
+               lr=g["lr"], beta1=g["betas"][0], beta2=g["betas"][1], weight_decay=g["weight_decay"], eps=g["eps"],
+               maximize=False, grad_scale=None, found_inf=None)
+        limit = net.layers[i].max_weight
+        if limit is not None:
+            param.clamp_(-limit, limit)
 
     # ------------------------------------------------------------------ whole tensors again
     def _gather_rows(self, t: torch.Tensor, i: int):
@@ -289,3 +265,32 @@ class ShardedUpdate:
             if work is not None:
                 work.wait()
         self.stale = False
+
+
+class _Gather:
+    """All-gathers of per-sample tensors (B_r, n) → (B, n) in rank order, started in the background and
+    waited for when first used."""
+
+    def __init__(self, world: int) -> None:
+        self.world = world
+        self.pending: dict[tuple, tuple] = {}     # key -> (work, (B, n) buffer)
+        self.done: dict[tuple, torch.Tensor] = {}
+
+    def start(self, key: tuple, t: torch.Tensor) -> None:
+        import torch.distributed as dist
+
+        t = t.contiguous()
+        every = torch.empty((t.shape[0] * self.world,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+        self.pending[key] = (dist.all_gather(list(every.split(t.shape[0])), t, async_op=True), every)
+
+    def get(self, key: tuple, default: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The global-batch tensor of ``key`` (spikes back as 0./1. floats); ``default`` when never started."""
+        if key not in self.done:
+            if key not in self.pending:
+                if default is None:
+                    raise KeyError(key)
+                return default
+            work, every = self.pending.pop(key)
+            work.wait()
+            self.done[key] = every.to(torch.float32) if every.dtype == torch.uint8 else every
+        return self.done[key]
