@@ -33,6 +33,8 @@ Without MODEL or ``--checkpoint`` it measures the runtime's own targets:
 then prints a table of targets against figures and, with ``--json``, writes them.
 Speed figures are ratios measured in the same run; absolute times are this shared
 machine's and mean little elsewhere.
+Where the int8 call's microseconds go, node by node, and what each int8 product form
+costs at batch 1 and 64: ``benchmarks/int8_profile.py`` (docs/notes/int8-vnni.md).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ layer), then the neuron, exactly as the engine computes them (:mod:`zor.engine.n
     c_i = λ · state_in_i + h_i                  stateful        Mul, Add → charge_i
     s_i = Greater(c_i, θ_i)                     → spikes_i (bool); θ_i per unit
     g_i = c_i · Cast(s_i, float)                hidden layers (= Where(s_i, c_i, 0), faster in onnxruntime)
+                                                (an int8 export computes Q(g_i) as Q(c_i)·u8(s_i) where
+                                                that is exact: zor.export.quantize.gate_quantized)
     a_i = f_i(g_i)                              Sigmoid / Tanh / Relu, nothing for identity
     output = f_L(c_L)                           the output layer
 
