@@ -7,14 +7,22 @@ For each layer list (default 784-64-784, 784-256-10, 784-4096-784) at batch B (4
 - MLP: the equal-size network (Linear, ReLU between, no activation at the top), MSE
   loss, autograd backward, fused AdamW: ``opt.zero_grad(); loss.backward(); opt.step()``.
 
-Each figure is the time of ``--steps`` consecutive steps; the two are interleaved for
-``--rounds`` rounds (common.interleave) and the ratio Zor / MLP is the median of the
-per-round ratios (common.paired_ratio), so load from other processes falls on both.
+Both first take ``--warmup`` steps (4096-wide: a fifth), so the figures are of the
+steady state a training run spends its time in (without the warm-up the step's Adam
+moments had not yet decayed into the denormal range, which once made the Zor step
+1.8× slower after ~700 steps: docs/notes/step-cost.md). Each figure is the time of
+``--steps`` consecutive steps, wall clock and the thread's CPU time (on one thread the
+CPU time leaves out the time the thread waited for a core on a busy machine); the two
+are interleaved for ``--rounds`` rounds (common.interleave) and the ratio Zor / MLP is
+the median of the per-round ratios (common.paired_ratio), so load from other processes
+falls on both. ``spike_rate`` is the hidden layers' mean firing rate r after the
+warm-up: the density of the post side of the co-activity product.
 
 The phase table splits the Zor step into forward (the gated pass), rates (firing-rate
-EMA), signal (δ̂ and δ̂ Wᵀ), co-activity (E and G), update (novelty, clip, scale into
-grad), optimiser (AdamW step, weight clamp) and homeostasis, timed by running the same
-step in pieces (zor.engine.learning's own functions), as shares of their sum.
+EMA), signal (δ̂ and δ̂ Wᵀ), direction (E, G and U = G ⊙ E′), clip (norm clip and error
+scale of every U at once) and optimiser (AdamW step, weight clamp, homeostasis),
+timed by running the same step in pieces (zor.engine.learning's own functions), as
+shares of their sum.
 
 ``--busy`` also times the README quick start (500 steps of 784-64-784 at batch 48, the
 engine choosing its threads) with a busy-loop process running beside it, against the
@@ -22,7 +30,7 @@ same 500 steps with torch's default thread count forced.
 
 Usage (from the repository root):
     python -m benchmarks.step_cost --json step-cost.json
-    python -m benchmarks.step_cost --sizes 784-64-784 --rounds 3 --steps 20   # quick
+    python -m benchmarks.step_cost --sizes 784-64-784 --rounds 3 --steps 20 --warmup 50 --no-busy   # quick
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from benchmarks import common
 
 __all__ = ["main", "zor_step", "mlp_step", "phases", "quick_start"]
 
-PHASES = ("forward", "rates", "signal", "coactivity", "update", "optimiser", "homeostasis")
+PHASES = ("forward", "rates", "signal", "direction", "clip", "optimiser")
 
 
 def zor_step(sizes: list[int], batch: int) -> Callable[[], Any]:
@@ -49,7 +57,9 @@ def zor_step(sizes: list[int], batch: int) -> Callable[[], Any]:
     net = Zor([Layer(n) for n in sizes], seed=0, device="cpu")
     x = torch.rand(batch, sizes[0], generator=torch.Generator().manual_seed(0))
     y = x if sizes[-1] == sizes[0] else torch.rand(batch, sizes[-1])
-    return lambda: net.train_batch(x, y)
+    step = lambda: net.train_batch(x, y)  # noqa: E731
+    step.net = net                                              # type: ignore[attr-defined]
+    return step
 
 
 def mlp_step(sizes: list[int], batch: int) -> Callable[[], Any]:
@@ -72,25 +82,29 @@ def mlp_step(sizes: list[int], batch: int) -> Callable[[], Any]:
     return step
 
 
-def _repeat(fn: Callable[[], Any], n: int) -> Callable[[], float]:
-    def run() -> float:
-        t = time.perf_counter()
+def _repeat(fn: Callable[[], Any], n: int) -> Callable[[], tuple[float, float]]:
+    """(wall seconds, thread CPU seconds) per call of ``fn``, over n calls."""
+    def run() -> tuple[float, float]:
+        t, c = time.perf_counter(), time.thread_time()
         for _ in range(n):
             fn()
-        return (time.perf_counter() - t) / n
+        return (time.perf_counter() - t) / n, (time.thread_time() - c) / n
     return run
 
 
-def phases(sizes: list[int], batch: int, steps: int) -> dict[str, float]:
-    """Seconds per step of each phase of the Zor step, the step run in pieces ``steps`` times."""
+def phases(sizes: list[int], batch: int, steps: int, warmup: int = 0) -> dict[str, float]:
+    """Seconds per step of each phase of the Zor step, the step run in pieces ``steps`` times (after
+    ``warmup`` whole steps)."""
     import torch
 
     from zor import Layer, Zor
-    from zor.engine import learning, rules
+    from zor.engine import learning
 
     net = Zor([Layer(n) for n in sizes], seed=0, device="cpu")
     x = torch.rand(batch, sizes[0], generator=torch.Generator().manual_seed(0))
     y = x if sizes[-1] == sizes[0] else torch.rand(batch, sizes[-1])
+    for _ in range(warmup):
+        net.train_batch(x, y)
     spent = dict.fromkeys(PHASES, 0.0)
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
@@ -100,33 +114,24 @@ def phases(sizes: list[int], batch: int, steps: int) -> dict[str, float]:
         return out
 
     with torch.no_grad():
-        for _ in range(steps + 1):
-            if _ == 1:
+        for k in range(steps + 1):
+            if k == 1:
                 spent = dict.fromkeys(PHASES, 0.0)            # the first run warms up
             out, traces = timed("forward", lambda: net._forward(x))
             timed("rates", lambda: learning.update_rates(net, traces))
             delta = y - out
             scale = delta.abs().mean().clamp_min(net.config.min_error_scale)
-            top = len(net.weights) - 1
-            for i in reversed(range(len(net.weights))):
+            weights, top, dense = list(net.weights), len(net.weights) - 1, []
+            for i in reversed(range(len(weights))):
                 d = timed("signal", lambda: net.rule.signal(delta, traces[i + 1], i == top))
                 if i > 0:
-                    delta = timed("signal", lambda: net.connections[i].backward(d, net.weights[i]))
-                e, g, units = timed("coactivity", lambda: learning._correlate(net, i, traces[i], traces[i + 1], d))
-                timed("update", lambda: learning._set_update(net, i, e, g, units, scale))
-            timed("optimiser", lambda: _optimiser(net))
-            for i, layer in enumerate(net.layers):
-                timed("homeostasis", lambda: rules.homeostasis(net.threshold(i), net.rate(i), layer.target_activation,
-                                                               net._eta[i], layer.threshold_range))
+                    delta = timed("signal", lambda: net.connections[i].backward(d, weights[i]))
+                if timed("direction", lambda: learning._direction(net, i, weights[i], traces[i], traces[i + 1],
+                                                                  d, scale)):
+                    dense.append(i)
+            timed("clip", lambda: learning._clip_all(net, weights, dense, scale))
+            timed("optimiser", lambda: learning._finish(net, weights))
     return {k: v / steps for k, v in spent.items()}
-
-
-def _optimiser(net: Any) -> None:
-    net.optimizer.step()
-    net.optimizer.zero_grad(set_to_none=True)
-    for layer, w in zip(net.layers, net.weights):
-        if layer.max_weight is not None:
-            w.clamp_(-layer.max_weight, layer.max_weight)
 
 
 def _busy_loop(stop: Any) -> None:
@@ -167,9 +172,11 @@ def quick_start(threads_default: int) -> dict[str, float]:
 @click.option("--threads", default=1, help="torch threads for the paired table")
 @click.option("--rounds", default=7, help="interleaved rounds (medians over them)")
 @click.option("--steps", default=50, help="steps per timed figure (4096-wide: a fifth)")
+@click.option("--warmup", default=1000, help="steps each network takes before it is timed (4096-wide: a fifth)")
 @click.option("--busy/--no-busy", default=True, help="also time the quick start beside a busy process")
 @click.option("--json", "json_path", default=None, help="write the results here")
-def main(sizes: str, batch: int, threads: int, rounds: int, steps: int, busy: bool, json_path: str) -> None:
+def main(sizes: str, batch: int, threads: int, rounds: int, steps: int, warmup: int, busy: bool,
+         json_path: str) -> None:
     """Zor step vs equal-size AdamW MSE MLP step: paired ratios, the phase split, the busy quick start."""
     import torch
 
@@ -180,20 +187,30 @@ def main(sizes: str, batch: int, threads: int, rounds: int, steps: int, busy: bo
     rows, split = [], []
     for text in sizes.split(","):
         layer_sizes = [int(v) for v in text.split("-")]
-        n = max(2, steps // 5) if max(layer_sizes) >= 2048 else steps
+        wide = max(layer_sizes) >= 2048
+        n, warm = (max(2, steps // 5), warmup // 5) if wide else (steps, warmup)
         common.set_threads(threads)
         zor, mlp = zor_step(layer_sizes, batch), mlp_step(layer_sizes, batch)
-        zor(), mlp()                                           # warm-up
+        for _ in range(max(1, warm)):                          # warm-up: the steady state of a run
+            zor(), mlp()
         got = common.interleave({"zor": _repeat(zor, n), "mlp": _repeat(mlp, n)}, rounds)
+        wall = {k: [w for w, _ in v] for k, v in got.items()}
+        cpu = {k: [c for _, c in v] for k, v in got.items()}
+        net = zor.net                                          # type: ignore[attr-defined]
+        hidden = [float(net.rate(i).mean()) for i in range(1, len(layer_sizes) - 1)]
         rows.append({"sizes": text, "batch": batch, "threads": threads,
-                     "zor_ms": common.median(got["zor"]) * 1e3, "mlp_ms": common.median(got["mlp"]) * 1e3,
-                     "zor_over_mlp": common.paired_ratio(got["mlp"], got["zor"]) ** -1,
-                     "rounds": rounds, "steps_per_figure": n})
-        ph = phases(layer_sizes, batch, n)
+                     "zor_ms": common.median(wall["zor"]) * 1e3, "mlp_ms": common.median(wall["mlp"]) * 1e3,
+                     "zor_over_mlp": common.paired_ratio(wall["mlp"], wall["zor"]) ** -1,
+                     "zor_over_mlp_cpu": common.paired_ratio(cpu["mlp"], cpu["zor"]) ** -1,
+                     "spike_rate": sum(hidden) / len(hidden) if hidden else None,
+                     "rounds": rounds, "steps_per_figure": n, "warmup": warm})
+        ph = phases(layer_sizes, batch, n, warm)
         total = sum(ph.values())
         split.append({"sizes": text, **{k: 100 * v / total for k, v in ph.items()}, "sum_ms": total * 1e3})
-    print(common.format_table(rows, ["sizes", "batch", "threads", "zor_ms", "mlp_ms", "zor_over_mlp"],
-                              digits={"zor_ms": 3, "mlp_ms": 3, "zor_over_mlp": 2}))
+    print(common.format_table(rows, ["sizes", "batch", "threads", "zor_ms", "mlp_ms", "zor_over_mlp",
+                                     "zor_over_mlp_cpu", "spike_rate"],
+                              digits={"zor_ms": 3, "mlp_ms": 3, "zor_over_mlp": 2, "zor_over_mlp_cpu": 2,
+                                      "spike_rate": 2}))
     print()
     print("phase shares of the Zor step (%):")
     print(common.format_table(split, ["sizes", *PHASES, "sum_ms"], digits=1))

@@ -1,7 +1,8 @@
 """The cheaper learning step's pieces, each against its plain form or a hand-derived value.
 
-- ``Rule.direction`` (every post unit spikes): U = G ⊙ clip(E, 0, 1) in one product equals the
-  two-product form; a hand example.
+- ``Rule.direction``: U = G ⊙ clip(E, 0, 1) in one product where every post unit spikes, and on
+  the active post columns only where few spiked (the masked co-activity), equals the two-product
+  form; hand examples.
 - ``Dense.outer_rows``: O(x, y) ⊙ r with r folded into the small side.
 - ``rules.clip_norms``: several updates clipped and scaled at once, bit-identical to ``clip_norm``
   on each.
@@ -58,6 +59,43 @@ def test_direction_equals_correlate_then_clip(rule):
     got = r.direction(pre, post, d, conn, torch.empty(30, 12))
     # float32 products reordered: a few ulps of the largest entry
     assert torch.allclose(got, expected, rtol=0, atol=4 * torch.finfo(torch.float32).eps * float(expected.abs().max()))
+
+
+def test_masked_direction_hand_example():
+    """B = 2, a = [[1, 2], [3, 0]], post spikes s = [[1, 0, 0], [0, 0, 0]] (only unit 0 spiked, for
+    sample 0), δ̂ = [[0.5, 7, 7], [9, 9, 9]] (gated: the caller's δ̂ ⊙ s would zero the rest; the rule must
+    not rely on it). E[:, 0] = (a_0 · 1) / 2 = [0.5, 1] → E′ = [0.5, 1]; G[:, 0] = (a_0 · 0.5 + a_1 · 9) / 2
+    = [13.75, 0.5]; U[:, 0] = [6.875, 0.5]; units 1 and 2 never spiked: U[:, 1:] = 0."""
+    a = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    s = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    d = torch.tensor([[0.5, 7.0, 7.0], [9.0, 9.0, 9.0]])
+    out = torch.full((2, 3), float("nan"))                  # whatever the buffer held before
+    u = rules.GatedRule().direction(rules.Trace(c=a, s=(a > 0).float(), a=a), rules.Trace(c=s, s=s, a=s), d,
+                                    Dense(2, 3), out)
+    assert u is out
+    assert torch.allclose(u, torch.tensor([[6.875, 0.0, 0.0], [0.5, 0.0, 0.0]]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["post_spikes", "gated"])
+@pytest.mark.parametrize("active", [0, 3, 6])
+def test_masked_direction_equals_correlate_then_clip(rule, active):
+    """Post units 0..active−1 spike for some samples, the rest for none (active ≤ 0.5 · 12: masked)."""
+    gen = torch.Generator().manual_seed(active)
+    a = torch.rand(16, 30, generator=gen) * 2 - 0.3
+    s = torch.zeros(16, 12)
+    s[:, :active] = (torch.rand(16, active, generator=gen) < 0.5).float()
+    s[0, :active] = 1.0
+    r, conn = rules.get_rule(rule), Dense(30, 12)
+    pre, post = rules.Trace(c=a, s=(a > 0).float(), a=a), rules.Trace(c=s, s=s, a=s)
+    d = r.signal(torch.randn(16, 12, generator=gen), post, top=False)
+    e, g = r.correlate(pre, post, d, conn)
+    expected = g * e.clamp(0.0, 1.0)
+    got = r.direction(pre, post, d, conn, torch.full((30, 12), float("nan")))
+    assert got is not None
+    s_many = s.clone()
+    s_many[0, :7] = 1.0                                     # 7 of 12 > MASKED_BELOW: the full product instead
+    assert r.direction(pre, rules.Trace(c=s_many, s=s_many, a=s_many), d, conn, torch.empty(30, 12)) is None
+    assert torch.allclose(got, expected, rtol=0, atol=4 * torch.finfo(torch.float32).eps * float(expected.abs().max() + 1))
 
 
 def test_outer_rows_hand_example():

@@ -73,8 +73,9 @@ def _direction(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rule
     """U_i = G ⊙ E′ into W_i's gradient buffer, not yet clipped or scaled (True); an event input's update is
     finished here, rows scattered into W_i.grad (False). The rule forms U in one product where it can."""
     layer = net.layers[i]
-    if layer.novelty_factor == 0.0 and not pre.a.is_sparse and always_spikes(net, i + 1):
-        post = rules.Trace(c=post.c, s=post.s, a=post.a, always=True)
+    if layer.novelty_factor == 0.0 and not pre.a.is_sparse:
+        if always_spikes(net, i + 1):
+            post = rules.Trace(c=post.c, s=post.s, a=post.a, always=True)
         if net.rule.direction(pre, post, d, net.connections[i], _grad_buffer(net, i, w)) is not None:
             return True
     e, g, units = _correlate(net, i, pre, post, d)

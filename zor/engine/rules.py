@@ -149,6 +149,9 @@ class NormalizedRule(Rule):
         return float(batch)
 
 
+MASKED_BELOW = 0.5   # masked co-activity when at most this share of the post units spiked (docs/notes/step-cost.md)
+
+
 class PostSpikesRule(Rule):
     """E = a_iᵀ s_{i+1} / B: analog pre activity where the post unit spiked.
 
@@ -168,10 +171,24 @@ class PostSpikesRule(Rule):
 
     def direction(self, pre: Trace, post: Trace, delta: torch.Tensor, conn, out: torch.Tensor) -> Optional[torch.Tensor]:
         """Where every post unit spikes, E′ = clip(mean_b a_i, 0, 1) is one factor per pre unit, folded into
-        the product's small side: U = (a_i ⊙ E′ᵀ)ᵀ δ̂ / B, with no pass over the full U for ⊙ E′."""
-        if not post.always:
+        the product's small side: U = (a_i ⊙ E′ᵀ)ᵀ δ̂ / B, with no pass over the full U for ⊙ E′.
+
+        Otherwise the masked co-activity (dense, on a CPU): a post unit k that spiked for no sample of the
+        batch has E[:, k] = 0, so U[:, k] = 0; E and G are computed on the K active columns only, one
+        (n_i, 2K) product, when K ≤ MASKED_BELOW · n_{i+1} (the cost falls with the spike rate). The
+        count of active units is read on the host, hence CPU only (a GPU would stall on it)."""
+        if post.always:
+            return conn.outer_rows(pre.a, delta, conn.outer_ones(pre.a).clamp_(0.0, 1.0), out)
+        if conn.kind != "dense" or pre.a.device.type != "cpu":
             return None
-        return conn.outer_rows(pre.a, delta, conn.outer_ones(pre.a).clamp_(0.0, 1.0), out)
+        cols = torch.nonzero(post.s.amax(dim=0)).squeeze(1)         # (K,) post units that spiked at all
+        if cols.numel() > MASKED_BELOW * post.s.shape[1]:
+            return None                                              # the full product is cheaper
+        out.zero_()
+        if cols.numel():
+            e, g = conn.outer_pair(pre.a, post.s.index_select(1, cols), delta.index_select(1, cols))  # (n_i, K)
+            out.index_copy_(1, cols, g.mul_(e.clamp_(0.0, 1.0)))
+        return out
 
 
 class GatedRule(PostSpikesRule):
