@@ -43,7 +43,8 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
                           recipe, spike_budget, max_drop, fallback (connections j kept in
                           float), layers [{layer, spike_agreement, precision, ...}],
                           metric {metric, reference, float, candidate, drop, psnr_drop},
-                          size; fp16 adds layers, metric, size
+                          size, integer_gates (gate nodes computed as Q(c)·int8(s) on 8-bit
+                          values, zero point 0: the same integers); fp16 adds layers, metric, size
     zor.calibration       JSON: calibration figures {source, calibration_rows, steps,
                           layers [{layer, spike_rate, charge_min, charge_max}]}, or {}
     zor.verification      JSON: {"passed": true, "float32": report} (the float graph's parity
