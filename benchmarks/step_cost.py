@@ -173,9 +173,10 @@ def quick_start(threads_default: int) -> dict[str, float]:
 @click.option("--rounds", default=7, help="interleaved rounds (medians over them)")
 @click.option("--steps", default=50, help="steps per timed figure (4096-wide: a fifth)")
 @click.option("--warmup", default=1000, help="steps each network takes before it is timed (4096-wide: a fifth)")
+@click.option("--phases/--no-phases", "with_phases", default=True, help="also time the step's phases")
 @click.option("--busy/--no-busy", default=True, help="also time the quick start beside a busy process")
 @click.option("--json", "json_path", default=None, help="write the results here")
-def main(sizes: str, batch: int, threads: int, rounds: int, steps: int, warmup: int, busy: bool,
+def main(sizes: str, batch: int, threads: int, rounds: int, steps: int, warmup: int, with_phases: bool, busy: bool,
          json_path: str) -> None:
     """Zor step vs equal-size AdamW MSE MLP step: paired ratios, the phase split, the busy quick start."""
     import torch
@@ -204,16 +205,17 @@ def main(sizes: str, batch: int, threads: int, rounds: int, steps: int, warmup: 
                      "zor_over_mlp_cpu": common.paired_ratio(cpu["mlp"], cpu["zor"]) ** -1,
                      "spike_rate": sum(hidden) / len(hidden) if hidden else None,
                      "rounds": rounds, "steps_per_figure": n, "warmup": warm})
-        ph = phases(layer_sizes, batch, n, warm)
-        total = sum(ph.values())
-        split.append({"sizes": text, **{k: 100 * v / total for k, v in ph.items()}, "sum_ms": total * 1e3})
+        if with_phases:
+            ph = phases(layer_sizes, batch, n, warm)
+            total = sum(ph.values())
+            split.append({"sizes": text, **{k: 100 * v / total for k, v in ph.items()}, "sum_ms": total * 1e3})
     print(common.format_table(rows, ["sizes", "batch", "threads", "zor_ms", "mlp_ms", "zor_over_mlp",
                                      "zor_over_mlp_cpu", "spike_rate"],
                               digits={"zor_ms": 3, "mlp_ms": 3, "zor_over_mlp": 2, "zor_over_mlp_cpu": 2,
                                       "spike_rate": 2}))
-    print()
-    print("phase shares of the Zor step (%):")
-    print(common.format_table(split, ["sizes", *PHASES, "sum_ms"], digits=1))
+    if split:
+        print("\nphase shares of the Zor step (%):")
+        print(common.format_table(split, ["sizes", *PHASES, "sum_ms"], digits=1))
     result: dict[str, Any] = {"paired": rows, "phases": split, "environment": common.environment(threads)}
     if busy:
         os.environ.pop("OMP_NUM_THREADS", None)                # set by common.set_threads; the quick start sets none
