@@ -205,21 +205,29 @@ _P = [
                       "784-128-784, 1 thread, zor.export int8 QDQ u8/s8, gate c·float(c>θ)): 1.79x float32 "
                       "speed at batch 64 through Model.run (1.85x bare onnxruntime), 0.97x at batch 1 "
                       "(docs/notes/int8-vnni.md)",
-        # Measured by benchmarks/sparse_inference.py (width_break_even, layer_sweep) on a 2-core AMD EPYC with
-        # AVX-512 VNNI, 1 thread, batch 1, float32, sparse form with row groups, mean of two runs: 0.17 at
-        # 256x256, 0.20 at 512, 0.39 at 1024, 0.38 at 2048, 0.32 at 4096 (docs/notes/sparse-avx512.md). The
-        # 4096 layer breaks even lower than on AVX2 (0.6): AVX-512 makes the memory-bound dense GEMV faster.
-        sparse_break_even=0.32,
+        # Break-even measured by benchmarks/sparse_inference.py (width_break_even, layer_sweep) on a 2-core Intel
+        # Xeon with AVX-512 VNNI and AMX (2 MiB L2 per core), 1 thread, batch 1, with this profile's row groups
+        # (below), mean of four runs on a shared machine (docs/notes/sparse-avx512.md): float32 0.08 at 256x256,
+        # 0.22 at 512, 0.44 at 1024, 0.43 at 2048, 0.42 at 4096. Before the row groups were the profile's, a
+        # 2-core AMD EPYC with AVX-512 VNNI measured 0.17 / 0.20 / 0.39 / 0.38 / 0.32 (mean of two runs, with
+        # 2 MiB groups): the EPYC's curve described a graph this profile no longer emits.
+        sparse_break_even=0.42,
         sparse_min_synapses=16384,   # as x86-64-avx2 (128x128 never paid there); not measured below 256 here
-        sparse_curve=((65536, 0.17), (262144, 0.2), (1048576, 0.39), (4194304, 0.38), (16777216, 0.32)),
-        sparse_evidence="measured (benchmarks/sparse_inference.py, AMD EPYC with AVX-512 VNNI, onnxruntime, "
-                        "1 thread, batch 1, float32, mean of two runs on a shared machine): dense and sparse cost "
-                        "the same at 0.17 / 0.20 / 0.39 / 0.38 / 0.32 of the units active for 256 / 512 / 1024 / "
-                        "2048 / 4096-wide square layers",
-        # Row groups measured by bare sessions on a 2-core Intel Xeon with AVX-512 VNNI and AMX (2 MiB L2 per
-        # core), one 4096-wide float32 layer, 1 thread: fastest with 0.6-1 MB gathered per group at 5, 10, 20
-        # and 30 % (4, 8, 16-24, 24 groups; 10 %: 0.65 ms in 8 groups, 0.76 in 4, 0.87 in 1); not measured on
-        # an AMD AVX-512 core (docs/notes/sparse-avx512.md)
+        sparse_curve=((65536, 0.08), (262144, 0.22), (1048576, 0.44), (4194304, 0.43), (16777216, 0.42)),
+        # int8 rows (integer product) against the int8 dense (QDQ) graph, same machine, mean of three runs:
+        # never at 256 and 512 (a 256 KiB int8 matrix is read from cache), 0.035 at 1024, 0.22 at 2048, 0.17
+        # at 4096: int8 makes the dense product 4x cheaper and the gather only 2x
+        sparse_int8_curve=((262144, 0.0), (1048576, 0.035), (4194304, 0.22), (16777216, 0.17)),
+        sparse_evidence="measured (benchmarks/sparse_inference.py, 2-core Intel Xeon with AVX-512 VNNI and AMX, "
+                        "onnxruntime 1.32, 1 thread, batch 1, mean of four runs on a shared machine): float32 "
+                        "dense and sparse cost the same at 0.08 / 0.22 / 0.44 / 0.43 / 0.42 of the units active "
+                        "for 256 / 512 / 1024 / 2048 / 4096-wide square layers; int8 rows against int8 dense: "
+                        "never / never / 0.035 / 0.22 / 0.17 (mean of three runs); earlier, with 2 MiB row "
+                        "groups, an AMD EPYC with AVX-512 VNNI: float32 0.17 / 0.20 / 0.39 / 0.38 / 0.32",
+        # Row groups measured by bare sessions on the same Intel Xeon, one 4096-wide float32 layer, 1 thread:
+        # fastest with 0.6-1 MB gathered per group at 5, 10, 20 and 30 % (4, 8, 16-24, 24 groups; 10 %: 0.65 ms
+        # in 8 groups, 0.76 in 4, 0.87 in 1); through Model.run in the same rounds as 2 MiB groups: 5 % 0.443
+        # vs 0.513 ms, 10 % 0.869 vs 0.946 ms; not measured on an AMD AVX-512 core
         sparse_group_bytes=1 << 20,
         sparse_single_group_bytes=1 << 20,
         sparse_max_groups=32,

@@ -67,11 +67,16 @@ def dynamic_quantize(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
 
         lo = min(0, min x), hi = max(0, max x), s = (hi − lo) / 255  (1 when hi = lo),
         z = clip(round(−lo / s), 0, 255),  q = clip(round(x / s) + z, 0, 255)   (round half to even)
+
+    A range so narrow that s underflows to 0 (hi − lo below 255 × 1.4e-45): the graph's product is then
+    scaled by 0, whatever its q and z; here q = z = 0, and the product is 0 too.
     """
     x = np.asarray(x, np.float32)
     lo = min(np.float32(0.0), x.min()) if x.size else np.float32(0.0)
     hi = max(np.float32(0.0), x.max()) if x.size else np.float32(0.0)
     scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255.0))
+    if scale == 0.0:
+        return np.zeros(x.shape, np.uint8), scale, np.uint8(0)
     zero = np.uint8(np.rint(np.clip(np.float32(0.0) - lo / scale, 0.0, 255.0)))
     q = np.clip(np.rint(x / scale) + np.float32(zero), 0.0, 255.0).astype(np.uint8)
     return q, scale, zero

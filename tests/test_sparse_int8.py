@@ -54,6 +54,8 @@ def test_dynamic_quantize_hand_derived():
     # all zero: scale 1, zero point 0; positive only: z = 0
     assert dynamic_quantize(np.zeros((1, 3), np.float32))[1:] == (1.0, 0)
     assert dynamic_quantize(np.array([[0.0, 0.9]], np.float32))[0].tolist() == [[0, 255]]
+    q, s, z = dynamic_quantize(np.array([[4.3e-44, -1e-44]], np.float32))   # s = 5.6e-44 / 255 underflows to 0
+    assert s == 0.0 and q.tolist() == [[0, 0]] and z == 0
     q, s, z = dynamic_quantize(np.zeros((2, 0), np.float32))          # nothing active: what the graph's zero
     assert q.shape == (2, 0) and (s, z) == (1.0, 0)                    # column alone gives
 
@@ -64,6 +66,9 @@ def test_dynamic_quantize_hand_derived():
 def test_dynamic_quantize_equals_onnxruntime(x):
     q, s, z = _DQ.run(None, {"x": x})
     mq, ms, mz = dynamic_quantize(x)
+    if s == 0.0:                 # a range of subnormals: s underflows to 0, and both products are scaled by 0
+        assert ms == 0.0 and np.all((mq.astype(int) - int(mz)) * ms == 0)
+        return
     # what rows mode relies on to stay equal to the graph: the same scale and zero point, and every value
     # in the same step (x / s is one IEEE float32 division in both, then round half to even)
     assert ms == s and mz == z
