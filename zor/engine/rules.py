@@ -149,7 +149,7 @@ class NormalizedRule(Rule):
         return float(batch)
 
 
-MASKED_BELOW = 0.5   # masked co-activity when at most this share of the post units spiked (docs/notes/step-cost.md)
+MASKED_BELOW = 0.4   # masked co-activity when at most this share of the post units spiked (docs/notes/step-cost.md)
 
 
 class PostSpikesRule(Rule):
