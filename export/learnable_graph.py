@@ -23,7 +23,10 @@ with the constants of the checkpoint baked in (:func:`spec_of` lists them):
     homeostasis θ_i ← clip(θ_i + η_i (r_i − target_i), lo_i, hi_i)
 
 Graph inputs: ``x`` (B, n_0), ``target`` (B, n_L), ``step`` () float32, and the state
-(:func:`state_names`); outputs ``output``, ``error`` and every state as ``NAME_out``.
+(:func:`state_names`); outputs ``output``, ``error``, every state as ``NAME_out``, and
+``health`` () = mean|δ| + Σ_i ‖grad_i‖² over the layers with a norm clip (scalars the step
+computes anyway): finite iff the error and those gradients are, which with a finite state
+keeps every new weight and moment finite (the Learner's divergence check, no pass over W).
 
 Example:
     >>> from zor import Zor, Layer
@@ -153,7 +156,8 @@ def _signal(g: _G, spec: dict, delta: str, s_post: str, top: bool) -> str:
 
 def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: str,
             neg_scale: str) -> tuple[str, str]:
-    """(u, factor): the 'gradient' of W_i is u · factor = −ε·clip(G ⊙ E′); writes novelty_i_out (novelty on)."""
+    """(u, factor, ‖u‖² or None): the 'gradient' of W_i is u · factor = −ε·clip(G ⊙ E′); writes novelty_i_out
+    (novelty on); ‖u‖² when the layer has a norm clip (it is computed for the clip anyway)."""
     lay = spec["layers"][i]
     (s_i, a_i), (s_p, a_p) = pre, post
     rule = spec["rule"]
@@ -175,12 +179,13 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
         e = g.op("Sub", e, g.op("Mul", r, g.const(nu)))
     e = g.op("Clip", e, g.const(0.0), g.const(1.0))
     u = g.op("Mul", gm, e)
-    factor = neg_scale
+    factor, ssq = neg_scale, None
     if lay["max_update_norm"] is not None:
-        norm = g.op("Max", g.op("Sqrt", g.op("ReduceSumSquare", u, keepdims=0)), g.const(1e-12))
+        ssq = g.op("ReduceSumSquare", u, keepdims=0)
+        norm = g.op("Max", g.op("Sqrt", ssq), g.const(1e-12))
         clip = g.op("Min", g.op("Div", g.const(float(lay["max_update_norm"])), norm), g.const(1.0))
         factor = g.op("Mul", clip, neg_scale)
-    return u, factor                                       # grad = u · factor (factor a scalar)
+    return u, factor, ssq                                  # grad = u · factor (factor a scalar); ‖u‖² or None
 
 
 def _optimise(g: _G, spec: dict, i: int, u: str, factor: str, t: str) -> None:
@@ -259,12 +264,16 @@ def _body(g: _G, spec: dict) -> None:
     inv_b = g.op("Reciprocal", batch)
     t = g.op("Add", "step", g.const(1.0), out="step_out")
     top = len(spec["sizes"]) - 2
+    health = mean_abs if spec["error_scaling"] else g.op("ReduceMean", g.op("Abs", delta), keepdims=0)
     for i in reversed(range(top + 1)):
         d = _signal(g, spec, delta, traces[i + 1][0], i == top)
         if i > 0:
             delta = g.op("Gemm", d, f"weight_{i}", transB=1)                # δ̂ W_iᵀ (B, n_i), old W_i
-        u, factor = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
+        u, factor, ssq = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
+        if ssq is not None:                                                 # ‖grad‖² = ‖u‖²·factor²
+            health = g.op("Add", health, g.op("Mul", ssq, g.op("Mul", factor, factor)))
         _optimise(g, spec, i, u, factor, t)
+    g.op("Identity", health, out="health")
     _homeostasis(g, spec)
 
 
@@ -294,6 +303,7 @@ def build_step_graph(net: Any, spikes: bool = False) -> onnx.ModelProto:
     outputs = [helper.make_tensor_value_info("output", f, ["batch", spec["sizes"][-1]]),
                helper.make_tensor_value_info("error", f, ["batch", spec["sizes"][-1]])]
     outputs += [helper.make_tensor_value_info(f"{n}_out", f, _state_shape(n, spec)) for n in names]
+    outputs.append(helper.make_tensor_value_info("health", f, []))
     if spikes:
         outputs += [helper.make_tensor_value_info(f"spikes_{i}", f, ["batch", n])
                     for i, n in enumerate(spec["sizes"])]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -44,7 +45,7 @@ from zor.common.errors import (
 from zor.common.fileio import atomic_path, check_not_an_input, write_bytes_atomic
 
 from . import learner_state, onnxmeta, saved_model
-from .checks import all_finite, check_array
+from .checks import check_array
 from .loaders import check_integrity
 
 __all__ = ["Learner", "LEARNABLE_FORMAT"]
@@ -113,6 +114,8 @@ class _Bound:
     def __init__(self, session: ort.InferenceSession, start: dict[str, np.ndarray]) -> None:
         self.sets = [{n: np.array(v, np.float32, order="C") for n, v in start.items()},
                      {n: np.empty_like(v) for n, v in start.items()}]
+        has_health = "health" in {o.name for o in session.get_outputs()}    # files exported before it lack it
+        self.health = np.zeros((), np.float32) if has_health else None
         self.bindings = []
         for src, dst in ((0, 1), (1, 0)):
             b = session.io_binding()
@@ -120,6 +123,8 @@ class _Bound:
                 b.bind_ortvalue_input(n, ort.OrtValue.ortvalue_from_numpy(v))
             for n, v in self.sets[dst].items():
                 b.bind_ortvalue_output(f"{n}_out", ort.OrtValue.ortvalue_from_numpy(v))
+            if self.health is not None:
+                b.bind_ortvalue_output("health", ort.OrtValue.ortvalue_from_numpy(self.health))
             self.bindings.append(b)
         self.io: list[Optional[tuple]] = [None, None]      # per binding: (output, error) buffers (B, n_L)
         self.cur = 0
@@ -150,6 +155,26 @@ class _Bound:
             np.copyto(self.sets[self.cur][n], v)
 
 
+def _finite(a: np.ndarray) -> bool:
+    """Whether every element of the float array is finite: max and min propagate NaN and show ±inf.
+    Two SIMD reductions in numpy itself; a BLAS dot (checks.all_finite) may wake BLAS threads each
+    step, which cost 60 µs a step here on a busy 2-core machine."""
+    return a.size == 0 or (math.isfinite(a.max()) and math.isfinite(a.min()))
+
+
+def _check_finite(state: dict[str, np.ndarray], where: str, error: type) -> None:
+    """Every state tensor finite (θ may be −inf: a layer that always spikes), else ``error``."""
+    bad = [n for n, v in state.items() if not (np.isfinite(v) | (n.startswith("threshold_") & np.isneginf(v))).all()]
+    if bad:
+        raise error(f"{where}: expected finite values, got NaN or inf in {bad}")
+
+
+def _ready(a: Any, width: int) -> bool:
+    """The common call: already a finite C-contiguous float32 (B ≥ 1, width) array, nothing to convert."""
+    return (type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 2 and a.shape[1] == width
+            and a.shape[0] > 0 and a.flags.c_contiguous and _finite(a))
+
+
 def _data_key(x: np.ndarray, y: np.ndarray) -> str:
     """SHA-256 of the training set (shapes and bytes of x and y): a saved curriculum continues only on it."""
     h = hashlib.sha256(f"{x.shape}|{y.shape}|".encode())
@@ -168,6 +193,7 @@ class Learner:
         self.names: list[str] = list(self.spec["state"])
         self.sizes: list[int] = [int(n) for n in self.spec["sizes"]]
         start = _start_state(self.path, data, self.names)
+        _check_finite(start, f"{path}: start state", ModelFileError)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3          # the state inputs carry defaults on purpose: no warning for them
         if threads:
@@ -178,7 +204,10 @@ class Learner:
             self._bound = _Bound(self._session, start)
         except Exception as exc:    # onnxruntime raises its own classes for a bad graph
             raise ModelFileError(f"{path}: onnxruntime refused the step graph ({exc})") from exc
-        self._weights = [n for n in self.names if n.startswith("weight_")]
+        # the new weights checked by a pass over them: all without the graph's health output, else
+        # those of layers without a norm clip (health covers the others: see _run)
+        self._weights = [n for n in self.names if n.startswith("weight_") and (
+            self._bound.health is None or self.spec["layers"][int(n.rsplit("_", 1)[1])]["max_update_norm"] is None)]
         self.rng = np.random.default_rng(seed)
         self.steps_done = 0
         self._sampler: Optional[CurriculumSampler] = None
@@ -195,16 +224,24 @@ class Learner:
         return [self._bound.live[f"weight_{i}"].copy() for i in range(len(self.sizes) - 1)]
 
     def _checked(self, x: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
-        x = check_array("x", x, self.sizes[0])
-        target = check_array("target", target, self.sizes[-1])
+        if not _ready(x, self.sizes[0]):
+            x = check_array("x", x, self.sizes[0])                # converts, or says what was expected
+        if not _ready(target, self.sizes[-1]):
+            target = check_array("target", target, self.sizes[-1])
         if target.shape[0] != x.shape[0]:
             raise ShapeError(f"target: expected shape ({x.shape[0]}, {self.sizes[-1]}), got {target.shape}")
         return x, target
 
     def _run(self, x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One step; the new state is taken only when finite. health = mean|δ| + Σ‖grad_i‖² (layers with a
+        norm clip) is finite iff the error and those gradients are; from a finite state (checked at load)
+        a finite gradient gives finite moments and weights, so no pass over those weights is needed."""
         out, err, new = self._bound.run(self._session, x, target)
-        bad = [n for n in self._weights if not all_finite(new[n])]     # θ may be −inf: weights decide
-        if bad or not all_finite(err):
+        h = self._bound.health
+        bad = [n for n in self._weights if not _finite(new[n])]        # θ may be −inf: weights decide
+        if h is not None and not math.isfinite(float(h)):
+            bad = bad or ["gradients"]
+        if bad or not _finite(err):
             raise LearningDivergedError(
                 f"learning diverged at step {self.steps_done + 1}: non-finite values in {bad or ['error']}; "
                 f"the step was refused and the last good state ({self.steps_done} steps) kept")
@@ -311,6 +348,7 @@ class Learner:
                 sampler.set_state(s.sampler)
         except (ValueError, TypeError, KeyError) as exc:
             raise StateError(f"learner state {path}: the rng or curriculum state does not fit ({exc})") from exc
+        _check_finite(s.state, f"learner state {path}", StateError)
         self._bound.load(s.state)
         self.rng, self.steps_done = rng, s.steps_done
         self._sampler, self._sampler_data = sampler, (s.sampler or {}).get("data")

@@ -123,17 +123,18 @@ def test_one_adamw_step_by_hand(lr: float, wd: float, want_w: float) -> None:
     """[1] → [1] as in test_one_step_by_hand (U = 0.64, grad g = −0.64), AdamW at t = 1:
     m = (1 − β₁)·g = −0.064, v = (1 − β₂)·g² = 4.096e-4, m̂ = −0.64, v̂ = 0.4096,
     W ← W·(1 − lr·wd) − lr·m̂/(√v̂ + 1e-8) = 0.1·(1 − lr·wd) + lr (to 1e-8): 0.2, 0.195, and 0.1 at lr 0
-    (the lr = 0 graph takes the path without the BatchNormalization affine)."""
+    (the lr = 0 graph takes the path without the BatchNormalization affine); health = |δ| + g² = 1.2096."""
     net = Zor([Layer(1), Layer(1)], seed=0, rule="coactivity", optimizer="adamw", lr=lr, weight_decay=wd,
               error_scaling=False)
     net.weights[0].data.fill_(0.1)
     proto = build_step_graph(net)
     assert ("BatchNormalization" in {n.op_type for n in proto.graph.node}) == (lr > 0)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = ["weight_0_out", "adam_m_0_out", "adam_v_0_out", "step_out"]
+    names = ["weight_0_out", "adam_m_0_out", "adam_v_0_out", "step_out", "health"]
     got = dict(zip(names, sess.run(names, {"x": np.array([[2.0]], np.float32),
                                            "target": np.array([[1.0]], np.float32), **initial_state(net)})))
     assert got["weight_0_out"][0, 0] == pytest.approx(want_w, abs=1e-6)
     assert got["adam_m_0_out"][0, 0] == pytest.approx(-0.064, abs=1e-7)
     assert got["adam_v_0_out"][0, 0] == pytest.approx(4.096e-4, rel=1e-5)
     assert float(got["step_out"]) == 1.0
+    assert float(got["health"]) == pytest.approx(0.8 + 0.64 ** 2, rel=1e-6)   # mean|δ| + ‖grad‖² (no clip)

@@ -237,6 +237,25 @@ def test_fit_stops_on_divergence_and_keeps_last_good_state(files) -> None:
         np.testing.assert_array_equal(learner.state[k], v)
 
 
+def test_divergence_caught_without_norm_clip_and_nan_state_refused(tmp_path) -> None:
+    """A layer without a norm clip is outside the graph's health scalar: its new weights are checked
+    directly; a state file holding NaN is refused (the health argument needs a finite state)."""
+    export_learnable(Zor([Layer(16), Layer(8, max_update_norm=None), Layer(3)], seed=2), tmp_path / "n.onnx",
+                     batches=5)
+    learner = Learner(tmp_path / "n.onnx")
+    assert learner._weights == ["weight_1"]
+    learner.step(_x(4), np.zeros((4, 3), np.float32))
+    good = learner.state
+    with pytest.raises(LearningDivergedError, match="step 2"):
+        learner.step(np.full((4, 16), 3e38, np.float32), np.zeros((4, 3), np.float32))
+    for k, v in good.items():
+        np.testing.assert_array_equal(learner.state[k], v)
+    bad = dict(good, weight_0=np.full_like(good["weight_0"], np.nan))
+    (tmp_path / "nan.npz").write_bytes(dump_state(bad, learner.model_hash))
+    with pytest.raises(StateError, match="expected finite values, got NaN or inf in \\['weight_0'\\]"):
+        learner.load_state(tmp_path / "nan.npz")
+
+
 # ------------------------------------------------------------------------------------------ CLI
 def _learn(*args: str):
     return CliRunner().invoke(learn_main, [str(a) for a in args])
