@@ -120,7 +120,8 @@ zor.runtime.Learner) is another contract: ``zor.format`` "zor-learnable"; inputs
 (B, n_0), ``target`` (B, n_L), ``step`` () and the state ``weight_{j}``, ``adam_m_{j}`` /
 ``adam_v_{j}`` (or ``momentum_{j}``), ``novelty_{j}`` (novelty on), ``threshold_{i}``,
 ``rate_{i}``, each with its start value as an initializer of the same name; outputs
-``output``, ``error`` and ``NAME_out`` per state tensor; metadata ``zor.learnable`` (JSON
+``output``, ``error``, ``NAME_out`` per state tensor and ``health`` () (files written before
+it lack it); metadata ``zor.learnable`` (JSON
 hyper-parameters and state names), ``zor.verification`` and ``zor.inference_template``
 (base64 of the inference file above for the same start). See docs/learning-on-device.md.
 """
