@@ -210,7 +210,7 @@ def _quantize(job: _Job, float_proto: onnx.ModelProto, graph: onnx.ModelProto, p
 
 
 def _int8(job: _Job, float_proto: onnx.ModelProto, plan: PathPlan) -> _Quantized:
-    """int8 with sparse connections: their rows int8 (weight-only) unless that costs the spike budget or the
+    """int8 with sparse connections: their rows int8 (integer product) unless that costs the spike budget or the
     metric budget, then float rows, one connection at a time (the dense ones fall back inside quantize_int8)."""
     opts, profile = job.opts, job.profile
     precisions = {j: "int8" for j in plan.sparse()}
