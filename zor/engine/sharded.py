@@ -109,6 +109,7 @@ class ShardedUpdate:
             self.rows.append((min(rank * k, n), min((rank + 1) * k, n), k))
         self.conns = [Dense(hi - lo, w.shape[1]) for (lo, hi, _), w in zip(self.rows, net.weights)]  # own scratch
         self.buffers: dict[int, torch.Tensor] = {}      # U_i[ρ] per connection, reused between steps
+        self.gathered: dict[tuple, torch.Tensor] = {}   # the global-batch factors' buffers, reused between steps
         self.stale = False                              # moments / novelty rows of other ranks out of date
 
     # ------------------------------------------------------------------ the step
@@ -119,7 +120,7 @@ class ShardedUpdate:
         rule, top = net.rule, len(net.weights) - 1
         b_local = delta.shape[0]
         err = delta.abs().sum().reshape(1)                                  # Σ|error| of this shard
-        factors = _Gather(self.world)
+        factors = _Gather(self.world, self.gathered)
         for layer, field in self._needed(net):                              # spikes: 0/1 in one byte
             t = getattr(traces[layer], field)
             factors.start((layer, field), t.to(torch.uint8) if field == "s" else t)
@@ -271,8 +272,9 @@ class _Gather:
     """All-gathers of per-sample tensors (B_r, n) → (B, n) in rank order, started in the background and
     waited for when first used."""
 
-    def __init__(self, world: int) -> None:
+    def __init__(self, world: int, buffers: dict[tuple, torch.Tensor]) -> None:
         self.world = world
+        self.buffers = buffers                    # key -> (B, n) buffer kept from the last step (no page faults)
         self.pending: dict[tuple, tuple] = {}     # key -> (work, (B, n) buffer)
         self.done: dict[tuple, torch.Tensor] = {}
 
@@ -280,7 +282,10 @@ class _Gather:
         import torch.distributed as dist
 
         t = t.contiguous()
-        every = torch.empty((t.shape[0] * self.world,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+        shape = (t.shape[0] * self.world,) + tuple(t.shape[1:])
+        every = self.buffers.get(key)
+        if every is None or tuple(every.shape) != shape or every.dtype != t.dtype or every.device != t.device:
+            every = self.buffers[key] = torch.empty(shape, dtype=t.dtype, device=t.device)
         self.pending[key] = (dist.all_gather(list(every.split(t.shape[0])), t, async_op=True), every)
 
     def get(self, key: tuple, default: Optional[torch.Tensor] = None) -> torch.Tensor:
