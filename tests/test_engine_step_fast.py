@@ -157,3 +157,28 @@ def test_optimizer_step_flushes_denormals_and_restores_the_setting(caller_flushe
         torch.set_flush_denormal(False)
     for w in weights:
         assert torch.equal(net.optimizer.state[w]["exp_avg"], torch.zeros_like(w))
+
+
+def test_step_cost_benchmark_runs_and_writes_its_table(tmp_path, monkeypatch):
+    """benchmarks.step_cost end to end on a tiny network: paired rows, phase shares summing to 100 %."""
+    import json
+
+    from click.testing import CliRunner
+
+    from benchmarks import step_cost
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)    # the benchmark sets it; restored after the test
+    before = torch.get_num_threads()
+    out = tmp_path / "cost.json"
+    try:
+        res = CliRunner().invoke(step_cost.main, ["--sizes", "8-4-8", "--rounds", "2", "--steps", "2", "--warmup", "3",
+                                                  "--no-busy", "--json", str(out)])
+    finally:
+        torch.set_num_threads(before)
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    row = data["paired"][0]
+    assert row["sizes"] == "8-4-8" and row["zor_ms"] > 0 and row["mlp_ms"] > 0 and row["zor_over_mlp"] > 0
+    assert 0.0 <= row["spike_rate"] <= 1.0
+    shares = [v for k, v in data["phases"][0].items() if k in step_cost.PHASES]
+    assert len(shares) == len(step_cost.PHASES) and abs(sum(shares) - 100.0) < 1e-6
