@@ -36,6 +36,7 @@ a_i = 2, a_{i+1} = 0.25, δ = 0.5 → E = 0.5, E′ = 0.5, U = 2·0.5·0.5 = 0.5
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -226,7 +227,7 @@ def novelty(
 
 def row_norms(u: torch.Tensor) -> torch.Tensor:
     """‖U[j]‖ of every row j of U (n_i,): the first half of :func:`update_norm`."""
-    return torch.linalg.vector_norm(u.reshape(u.shape[0], -1), dim=1)
+    return torch.linalg.vector_norm(u.reshape(u.shape[0], math.prod(u.shape[1:])), dim=1)   # (0 rows: no -1)
 
 
 def update_norm(u: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
