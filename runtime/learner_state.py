@@ -1,4 +1,9 @@
-"""A learning session's state on disk: ``save_state`` / ``load_state`` for :class:`~zor.runtime.learner.Learner`.
+"""A learning session's state, in memory and on disk, for :class:`~zor.runtime.learner.Learner`.
+
+In memory (:class:`BoundState`): two sets of numpy buffers bound to the onnxruntime session
+(IO binding); step k reads set k mod 2 and writes the other in place.
+
+On disk (``save_state`` / ``load_state``):
 
 File: an ``.npz`` (numpy's zip of ``.npy`` arrays, written without pickle and read with
 ``allow_pickle=False``) holding every state tensor of the step graph (weights, θ, rates,
@@ -37,10 +42,11 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import numpy as np
+import onnxruntime as ort
 
 from zor.common.errors import StateError
 
-__all__ = ["STATE_FORMAT", "SAMPLER_ARRAYS", "Session", "dump_state", "parse_state", "state_digest"]
+__all__ = ["STATE_FORMAT", "SAMPLER_ARRAYS", "BoundState", "Session", "dump_state", "parse_state", "state_digest"]
 
 STATE_FORMAT = "zor-learner-state"
 VERSION = 2
@@ -56,6 +62,55 @@ class Session:
     rng: Optional[dict] = None                 # numpy bit-generator state of the learner's rng
     sampler: Optional[dict] = None             # CurriculumSampler.get_state() plus "data", or None
     version: int = VERSION                     # the file's format version
+
+
+class BoundState:
+    """The state in two sets of buffers bound to the session (onnxruntime IO binding): a step reads
+    set k and writes set 1 − k, which becomes the state only when it is finite. No state tensor is
+    copied or allocated per step; only x, target, output and error are bound anew."""
+
+    def __init__(self, session: ort.InferenceSession, start: dict[str, np.ndarray]) -> None:
+        self.sets = [{n: np.array(v, np.float32, order="C") for n, v in start.items()},
+                     {n: np.empty_like(v) for n, v in start.items()}]
+        has_health = "health" in {o.name for o in session.get_outputs()}    # files exported before it lack it
+        self.health = np.zeros((), np.float32) if has_health else None
+        self.bindings = []
+        for src, dst in ((0, 1), (1, 0)):
+            b = session.io_binding()
+            for n, v in self.sets[src].items():
+                b.bind_ortvalue_input(n, ort.OrtValue.ortvalue_from_numpy(v))
+            for n, v in self.sets[dst].items():
+                b.bind_ortvalue_output(f"{n}_out", ort.OrtValue.ortvalue_from_numpy(v))
+            if self.health is not None:
+                b.bind_ortvalue_output("health", ort.OrtValue.ortvalue_from_numpy(self.health))
+            self.bindings.append(b)
+        self.io: list[Optional[tuple]] = [None, None]      # per binding: (output, error) buffers (B, n_L)
+        self.cur = 0
+
+    def run(self, session: ort.InferenceSession, x: np.ndarray, target: np.ndarray) -> tuple:
+        """Run one step into the other set; returns (output, error, new state) without switching."""
+        k = self.cur
+        b = self.bindings[k]
+        io = self.io[k]
+        if io is None or io[0].shape != target.shape:
+            io = self.io[k] = (np.empty_like(target), np.empty_like(target))
+            b.bind_ortvalue_output("output", ort.OrtValue.ortvalue_from_numpy(io[0]))
+            b.bind_ortvalue_output("error", ort.OrtValue.ortvalue_from_numpy(io[1]))
+        b.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x))
+        b.bind_ortvalue_input("target", ort.OrtValue.ortvalue_from_numpy(target))
+        session.run_with_iobinding(b)
+        return io[0], io[1], self.sets[1 - k]
+
+    def switch(self) -> None:
+        self.cur = 1 - self.cur
+
+    @property
+    def live(self) -> dict[str, np.ndarray]:
+        return self.sets[self.cur]
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        for n, v in state.items():
+            np.copyto(self.sets[self.cur][n], v)
 
 
 def state_digest(state: Mapping[str, np.ndarray], session: Optional[dict] = None) -> str:

@@ -256,6 +256,27 @@ def test_divergence_caught_without_norm_clip_and_nan_state_refused(tmp_path) -> 
         learner.load_state(tmp_path / "nan.npz")
 
 
+def test_tiny_moments_flushed_every_16_steps(files) -> None:
+    """Moments, traces and rates with |a| < 1e-37 (subnormal or about to be) are set to 0 every 16th step;
+    1e-37 and up, weights and thresholds are left alone."""
+    from zor.runtime.learner import FLUSH_EVERY, TINY
+    assert (FLUSH_EVERY, TINY) == (16, 1e-37) and 0.9 ** FLUSH_EVERY * TINY > 1.1754944e-38
+    learner = Learner(files / "ae.onnx")
+    live = learner._bound.live
+    values = np.array([5e-38, -5e-38, 1e-45, 2e-37, -3e-37, 0.25], np.float32)
+    live["adam_m_0"].flat[:6] = values
+    live["adam_v_1"].flat[:3] = [1e-40, 1.5e-37, 0.5]
+    live["weight_0"].flat[0] = 1e-40
+    learner._flush()
+    np.testing.assert_array_equal(live["adam_m_0"].flat[:6], np.array([0, 0, 0, 2e-37, -3e-37, 0.25], np.float32))
+    np.testing.assert_array_equal(live["adam_v_1"].flat[:3], np.array([0, 1.5e-37, 0.5], np.float32))
+    assert live["weight_0"].flat[0] == np.float32(1e-40)
+    calls = []
+    learner._flush = lambda: calls.append(learner.steps_done)
+    learner.fit(_x(), steps=40, batch_size=4, progress=False)
+    assert calls == [16, 32]
+
+
 # ------------------------------------------------------------------------------------------ CLI
 def _learn(*args: str):
     return CliRunner().invoke(learn_main, [str(a) for a in args])
