@@ -27,7 +27,7 @@ with a StateError naming what was expected; nothing of the session changes then.
 Example:
     >>> import numpy as np
     >>> data = dump_state({"w": np.ones((2, 2), np.float32)}, "ab" * 32)
-    >>> parse_state(data, "ab" * 32, {"w": ((2, 2), "float32")}).state["w"].sum()
+    >>> float(parse_state(data, "ab" * 32, {"w": ((2, 2), "float32")}).state["w"].sum())
     4.0
 """
 
