@@ -15,19 +15,20 @@ onnxruntime runs it), as :mod:`zor.common.format` names them:
              units that spiked in any row of the batch
     values   v = Compress(a_j, mask, axis 1) [− f_j(0)]     (B, |A|)
     float32  h = MatMul(v, Compress(W_j, mask, axis 0))     [+ sparse_bias_j]
-    int8     (v_q, s_v, z_v) = DynamicQuantizeLinear([v | 0])     values and a zero column, (B, n_j + 1) uint8
+    int8     (v_q, s_v, z_v) = DynamicQuantizeLinear([a_j − f_j(0) | 0])   all n_j values and a zero
+             column, (B, n_j + 1) uint8 (the units that did not spike are 0 there)
              idx = [NonZero(mask) | −1]                        the active units and the last entry
              h = Cast(MatMulInteger(Gather(v_q, idx, axis 1), Gather(W_q, idx, axis 0), z_v)) · (s_v · scale)
                  [+ bias]
 
-Row groups: a connection whose expected gathered block (r · n_j · n_{j+1} · 4 bytes)
-exceeds ``SINGLE_GROUP_BYTES`` (4 MiB) splits its rows into G contiguous groups (G = that
-block / ``GROUP_BYTES`` (2 MiB), at most ``MAX_GROUPS``): group k gathers mask ∧ group_k
-and multiplies it, and ``Sum`` adds the G partial products. Each gathered block then
-stays in cache between the copy and the MatMul (on the x86 machine here a 4096-wide
-layer at 30 % activity ran 1.7× faster in 8 groups than in one), at a few µs of extra
-nodes; a block of up to 4 MiB stays in cache whole, so it is not split
-(:func:`~zor.export.paths.choose_groups`).
+Row groups: a connection whose expected gathered block (r · n_j · n_{j+1} · itemsize bytes)
+exceeds the device profile's ``sparse_single_group_bytes`` splits its rows into G contiguous
+groups (G = that block / ``sparse_group_bytes``, at most ``sparse_max_groups``; defaults 4 MiB,
+2 MiB, 16, the AVX-512 profile 1 MiB, 1 MiB, 32): group k gathers mask ∧ group_k and multiplies
+it, and ``Sum`` adds the G partial products. Each gathered block then stays in cache between the
+copy and the MatMul (on the AVX2 machine a 4096-wide layer at 30 % activity ran 1.7× faster in 8
+groups than in one; on an Intel Xeon with 2 MiB of L2, 0.6-1 MB groups were fastest), at a few
+µs of extra nodes (:func:`~zor.export.paths.choose_groups`).
 
 ``int8`` rows: W_q = round(W / scale) per output unit (symmetric, scale = max |W[:, c]| / 127);
 the values are quantized per call (DynamicQuantizeLinear: uint8, s_v = (max(0, v) − min(0, v)) / 255,
