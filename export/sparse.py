@@ -15,11 +15,12 @@ onnxruntime runs it), as :mod:`zor.common.format` names them:
              units that spiked in any row of the batch
     values   v = Compress(a_j, mask, axis 1) [− f_j(0)]     (B, |A|)
     float32  h = MatMul(v, Compress(W_j, mask, axis 0))     [+ sparse_bias_j]
-    int8     (v_q, s_v, z_v) = DynamicQuantizeLinear([a_j − f_j(0) | 0])   all n_j values and a zero
-             column, (B, n_j + 1) uint8 (the units that did not spike are 0 there)
+    int8     batch1: (v_q, s_v, z_v) = DynamicQuantizeLinear([a_j − f_j(0) | 0])   all n_j values and a
+             zero column, (1, n_j + 1) uint8 (the units that did not spike are 0 there)
              idx = [NonZero(mask) | −1]                        the active units and the last entry
              h = Cast(MatMulInteger(Gather(v_q, idx, axis 1), Gather(W_q, idx, axis 0), z_v)) · (s_v · scale)
                  [+ bias]
+             union: h = Mul(MatMul(v, Cast(Compress(W_q, mask, axis 0), float)), scale) [+ bias]
 
 Row groups: a connection whose expected gathered block (r · n_j · n_{j+1} · itemsize bytes)
 exceeds the device profile's ``sparse_single_group_bytes`` splits its rows into G contiguous
@@ -30,10 +31,11 @@ copy and the MatMul (on the AVX2 machine a 4096-wide layer at 30 % activity ran 
 groups than in one; on an Intel Xeon with 2 MiB of L2, 0.6-1 MB groups were fastest), at a few
 µs of extra nodes (:func:`~zor.export.paths.choose_groups`).
 
-``int8`` rows: W_q = round(W / scale) per output unit (symmetric, scale = max |W[:, c]| / 127);
-the values are quantized per call (DynamicQuantizeLinear: uint8, s_v = (max(0, v) − min(0, v)) / 255,
-z_v = round(−min(0, v) / s_v), round half to even), and the product of the gathered int8 rows is an
-integer one (MatMulInteger, int32 sums; the G groups' sums are added in int32). The gather always
+``int8`` rows: W_q = round(W / scale) per output unit (symmetric, scale = max |W[:, c]| / 127).
+The union form keeps the values float (weight-only: one value scale per call would make a
+row's output depend on the other rows of its batch). The batch-1 form quantizes the values per
+call (DynamicQuantizeLinear: uint8, s_v = (max(0, v) − min(0, v)) / 255, z_v = round(−min(0, v) / s_v),
+round half to even), and the product of the gathered int8 rows is an integer one (MatMulInteger, int32 sums; the G groups' sums are added in int32). The gather always
 takes one entry more, index −1: column n_j of [v | 0], which quantizes to exactly z_v, times row
 n_j − 1 of W_q, so it adds (z_v − z_v) · W_q[n_j − 1] = 0, and no group's inner dimension is ever
 empty (onnxruntime's MatMulInteger returns uninitialised memory for an empty one). A gathered
@@ -114,14 +116,17 @@ def emit_sparse(ctx: LayerContext, path: ConnectionPath, form: str, target: str)
     else:
         rows, w_eff, scale = g.initializer(fmt.weight(j), w), w, None
     masks = _group_masks(ctx, _active_mask(ctx, form), path.groups)
-    if scale is not None:
+    if scale is not None and form == "batch1":
         h = _integer_product(ctx, source, rows, g.initializer(fmt.weight_scale(j), scale), masks,
                              target if f0 == 0.0 else f"scaled_{j}")
     else:
-        out = target if f0 == 0.0 else f"active_sum_{j}"
-        partials = [_gathered_product(ctx, source, rows, group, out if len(masks) == 1 else
+        out = target if f0 == 0.0 and scale is None else f"active_sum_{j}"
+        partials = [_gathered_product(ctx, source, rows, group, scale is not None, out if len(masks) == 1 else
                                       f"active_sum_{j}{group[2]}") for group in masks]
         h = partials[0] if len(masks) == 1 else g.node("Sum", partials, [out], name=p + "sum")
+        if scale is not None:                   # union form, int8 rows: weight-only, the scale after the product
+            h = g.node("Mul", [h, g.initializer(fmt.weight_scale(j), scale)], [target if f0 == 0.0 else f"scaled_{j}"],
+                       name=p + "scale")
     if f0 != 0.0:
         h = g.node("Add", [h, g.initializer(fmt.sparse_bias(j), _rest_bias(w_eff, f0))], [target], name=p + "rest")
     return h
@@ -169,13 +174,18 @@ def _group_masks(ctx: LayerContext, mask: str, groups: int) -> list[tuple[str, s
     return masks
 
 
-def _gathered_product(ctx: LayerContext, source: str, rows: str, group: tuple[str, str, str], out: str) -> str:
-    """MatMul of the active values with the active float32 rows of one row group (mask, tag, suffix) into ``out``."""
+def _gathered_product(ctx: LayerContext, source: str, rows: str, group: tuple[str, str, str], int8: bool,
+                      out: str) -> str:
+    """MatMul of the active values with the active rows of one row group (mask, tag, suffix) into ``out``
+    (int8 rows, union form: cast to float first)."""
     g, j = ctx.graph, ctx.index - 1
     mask, tag, suffix = group
     p = connection_prefix(j) + tag
     vals = g.node("Compress", [source, mask], [f"active_values_{j}{suffix}"], name=p + "values", axis=1)
     picked = g.node("Compress", [rows, mask], [f"active_rows_{j}{suffix}"], name=p + "rows", axis=0)
+    if int8:
+        picked = g.node("Cast", [picked], [f"active_rows_float_{j}{suffix}"], name=p + "rows_float",
+                        to=TensorProto.FLOAT)
     return g.node("MatMul", [vals, picked], [out], name=p + "matmul")
 
 

@@ -14,7 +14,8 @@ only for the units that spiked in any row of the batch:
 (``sparse_bias_i`` = f_i(0) · Σ_u W_i[u, :] is stored in the file where f_i(0) ≠ 0.) int8 rows,
 as the graph computes them (:mod:`zor.export.sparse`): the values v = a_i[:, A] − f_i(0) are
 quantized as DynamicQuantizeLinear does (:func:`dynamic_quantize`: uint8 q, scale s_v, zero point
-z_v, over v and the zeros of the units that did not spike), the product is an integer one,
+z_v, over v and the zeros of the units that did not spike; row by row, as the batch-1 graph
+that form belongs to sees one row per call), the product is an integer one,
 
     h_{i+1} = float32(Σ_{u ∈ A} (q[:, u] − z_v) W_q[u, :]) · (s_v · scale_i)   [+ sparse_bias_i]
 
@@ -156,9 +157,10 @@ class RowRunner:
         else:                                   # f(0) ≠ 0 and no stored bias: every row counts
             idx = np.arange(c.rows)
             vals, base = a, None
-        if c.integer:                           # the graph's DynamicQuantizeLinear: int sums exact in float64
-            q, vscale, zero = dynamic_quantize(vals)
-            vals = q.astype(np.float64) - float(zero)
+        if c.integer:                           # the batch-1 graph's DynamicQuantizeLinear, row by row (one call
+            per_row = [dynamic_quantize(row) for row in vals]                   # of the graph per row)
+            vals = np.stack([q.astype(np.float64) - float(z) for q, _, z in per_row]).reshape(vals.shape)
+            vscale = np.array([[sv] for _, sv, _ in per_row], dtype=np.float32)  # (B, 1); int sums exact in float64
         h = np.zeros((a.shape[0], c.width), dtype=np.float64 if c.integer else np.float32)
         entry = self.weights.entries[c.name]
         per_block = max(1, self.block_bytes // max(1, entry.row_bytes))

@@ -97,10 +97,11 @@ def _stored_rows_equal_graph(tmp_path, act, max_batch):
             Model(tmp_path / "m.onnx", device="generic", threads=1, weights="rows"))
 
 
-@pytest.mark.parametrize("act, max_batch", [("identity", 1), ("sigmoid", 4), ("relu", 4)])
+@pytest.mark.parametrize("act, max_batch", [("identity", 1), ("sigmoid", 1), ("relu", 1), ("sigmoid", 4)])
 def test_rows_mode_int8_equals_the_graph(tmp_path, act, max_batch):
+    # batch 1: the integer product; max_batch 4 (union form): weight-only int8 rows, values float
     loaded, rows = _stored_rows_equal_graph(tmp_path, act, max_batch)
-    assert rows.weights_mode == "rows"
+    assert rows.weights_mode == "rows" and rows._rows.conns[0].integer == (max_batch == 1)
     rng = np.random.default_rng(9)
     for b in (1, max_batch):
         x = rng.random((b, 64), dtype=np.float32)
@@ -112,6 +113,12 @@ def test_rows_mode_int8_equals_the_graph(tmp_path, act, max_batch):
         np.testing.assert_allclose(r["output"], a["output"], rtol=0, atol=1e-6)
         zero = np.zeros((b, 64), np.float32)                         # nothing spikes: only the rest bias
         np.testing.assert_allclose(rows.run(zero)["output"], loaded.run(zero)["output"], rtol=0, atol=1e-6)
+    if max_batch == 1:
+        # rows mode takes any batch; an integer-product row is quantized on its own, as the batch-1 graph
+        # quantizes each call: 5 rows at once equal 5 calls of the graph
+        x = rng.random((5, 64), dtype=np.float32)
+        one_by_one = np.concatenate([loaded.run(row[None])["output"] for row in x])
+        np.testing.assert_allclose(rows.run(x)["output"], one_by_one, rtol=0, atol=1e-6)
 
 
 def test_row_groups_follow_the_profile():
@@ -141,12 +148,16 @@ def test_profile_refuses_bad_group_sizes(key, value):
         Profile(name="x", description="", arch="any", **{key: value})
 
 
-def test_int8_graph_uses_only_allowed_operators():
+@pytest.mark.parametrize("max_batch, integer", [(1, True), (3, False)])
+def test_int8_graph_uses_only_allowed_operators(max_batch, integer):
+    # batch 1: the integer product; the union form keeps weight-only int8 rows (a per-call value scale
+    # would tie a row's output to the other rows of its batch)
     net = Zor([Layer(6, threshold=0.5, activation_function="sigmoid"), Layer(4)], seed=0, device="cpu")
     from zor.export import to_onnx
 
-    proto = to_onnx(net, paths=plan_paths(net, "sparse", get("generic"), precision="int8", max_batch=3))
-    assert {n.op_type for n in proto.graph.node} <= fmt.OPERATORS
+    proto = to_onnx(net, paths=plan_paths(net, "sparse", get("generic"), precision="int8", max_batch=max_batch))
+    ops = {n.op_type for n in proto.graph.node}
+    assert ops <= fmt.OPERATORS and ("MatMulInteger" in ops) == integer
     onnx.checker.check_model(proto, full_check=True)
 
 

@@ -106,11 +106,12 @@ Sparse (event-driven) connections, built from standard operators only (``zor.pat
             h_{j+1} = MatMul(Compress(a_j − f_j(0), mask, axis 1), Compress(W_j, mask, axis 0))
                       [+ sparse_bias_{j} = f_j(0) · Σ_rows W_j, when f_j(0) ≠ 0 (sigmoid)]
             with G row groups: Sum over k of the same with mask ∧ ``group_{j}_{k}``
-    int8    the values and a zero column are quantized per call (DynamicQuantizeLinear), the rows of
-            ``weight_{j}_int8`` (int8, n_j × n_{j+1}) at [NonZero(mask) | −1] are gathered (Gather)
-            and multiplied in integers (MatMulInteger; the extra entry adds exactly 0), and the
-            float product is scaled by the values' scale times ``weight_{j}_scale`` (one float32 per
-            output unit); files written before this form Cast the gathered rows to float instead
+    int8    batch1: the values and a zero column are quantized per call (DynamicQuantizeLinear), the
+            rows of ``weight_{j}_int8`` (int8, n_j × n_{j+1}) at [NonZero(mask) | −1] are gathered
+            (Gather) and multiplied in integers (MatMulInteger; the extra entry adds exactly 0), and
+            the float product is scaled by the values' scale times ``weight_{j}_scale`` (one float32
+            per output unit); union (and batch1 files written before that form): the gathered rows
+            are Cast to float, multiplied, and the product scaled by ``weight_{j}_scale``
 
 JSON values are strict JSON: a non-finite number (the output layer's default θ = −inf)
 is written as the string "-inf" / "inf" / "nan".
