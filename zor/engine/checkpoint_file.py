@@ -42,7 +42,12 @@ from typing import Any, Optional, Union
 import torch
 
 from zor import __version__
-from zor.common.errors import CheckpointError, ConfigError, FormatVersionError, StateError
+from zor.common.errors import (
+    CheckpointError,
+    ConfigError,
+    FormatVersionError,
+    StateError,
+)
 from zor.common.fileio import write_bytes_atomic
 
 from .config import ZorConfig
