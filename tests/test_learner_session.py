@@ -256,6 +256,17 @@ def test_divergence_caught_without_norm_clip_and_nan_state_refused(tmp_path) -> 
         learner.load_state(tmp_path / "nan.npz")
 
 
+def test_bound_buffers_follow_batch_size_changes(files) -> None:
+    """Both IO bindings rebind output and error when the batch size changes; every step equals the engine's."""
+    learner = Learner(files / "ae.onnx")
+    net = Zor([Layer(16), Layer(8), Layer(16)], seed=0)          # the export's start
+    for k, rows in enumerate([6, 3, 6, 1, 1, 7]):
+        x = _x(rows, seed=k)
+        np.testing.assert_allclose(learner.step(x, x), net.train_batch(x, x).numpy(), atol=1e-5)
+        np.testing.assert_allclose(learner.predict(x), net.forward(x, train=False).numpy(), atol=1e-5)
+    np.testing.assert_allclose(learner.weights[0], net.weights[0].detach().numpy(), atol=1e-5)
+
+
 def test_tiny_moments_flushed_every_16_steps(files) -> None:
     """Moments, traces and rates with |a| < 1e-37 (subnormal or about to be) are set to 0 every 16th step;
     1e-37 and up, weights and thresholds are left alone."""
