@@ -29,26 +29,7 @@ def report_text(res: dict[str, Any]) -> str:
                    f"{'/'.join(f'{v:.2f}' for v in mach.get('load_average_after', []))}")
     ls = res.get("layer_sweep")
     if ls:
-        bw = ls["bandwidth_gbs"]
-        out.append(f"1. Layer sweep: {ls['width']}x{ls['width']} float32, batch 1, {res['threads']} thread, profile "
-                   f"{ls['profile']} (break-even here {format_value(ls.get('profile_effective_break_even'), 3)}); "
-                   f"overhead {ls['overhead_ms']['sparse']:.3f} ms (sparse file, no active unit); bandwidth "
-                   f"{bw['used']:.1f} GB/s (numpy sum {bw['numpy_sum_256MiB']:.1f}, dense GEMV {bw['dense_gemv']:.1f})")
-        out.append(_table(ls["rows"], [("rate", "rate", ".2f"), ("G", "groups", ""), ("dense ms", "dense_ms", ".3f"),
-                                       ("sparse ms", "sparse_ms", ".3f"), ("x dense", "speedup_sparse", ".1f"),
-                                       ("G before", "groups_before", ""), ("2MiB-G ms", "sparse_2mib_groups_ms", ".3f"),
-                                       ("x dense", "speedup_sparse_2mib_groups", ".1f"),
-                                       ("auto ms", "auto_ms", ".3f"), ("auto", "auto_path", ""),
-                                       ("choice/best", "auto_choice_vs_best", ".2f"),
-                                       ("auto/best", "auto_vs_best", ".2f"), ("floor ms", "floor_ms", ".3f"),
-                                       ("/floor", "sparse_vs_floor", ".2f"), ("int8 dn ms", "int8_dense_ms", ".3f"),
-                                       ("int8 sp ms", "int8_sparse_ms", ".3f"),
-                                       ("x int8 dn", "speedup_int8_sparse", ".1f"),
-                                       ("x f32 dn", "speedup_int8_sparse_vs_float_dense", ".1f"),
-                                       ("max|d| sparse", "max_abs_diff_sparse", ".1e"),
-                                       ("max|d| int8", "max_abs_diff_int8_sparse", ".1e")]))
-        out.append(f"   measured break-even (sparse = dense): {format_value(ls['break_even_measured'], 3)}; int8 sparse "
-                   f"= int8 dense: {format_value(ls.get('break_even_int8_measured'), 3)}")
+        out += _sweep_text(ls, res["threads"])
     for key, what, field in (("width_break_even", "float32", "sparse_curve"),
                              ("width_break_even_int8", "int8 rows against int8 dense", "sparse_int8_curve")):
         wb = res.get(key)
@@ -92,6 +73,32 @@ def report_text(res: dict[str, Any]) -> str:
         out.append("Targets:")
         out += [f"  [{'x' if v['met'] else ' '}] {k}: {v['value']}" for k, v in tg.items()]
     return "\n".join(out)
+
+
+def _sweep_text(ls: dict[str, Any], threads: int) -> list[str]:
+    """The layer sweep's lines: its settings, the table, the measured break-even."""
+    out = []
+    bw = ls["bandwidth_gbs"]
+    out.append(f"1. Layer sweep: {ls['width']}x{ls['width']} float32, batch 1, {threads} thread, profile "
+               f"{ls['profile']} (break-even here {format_value(ls.get('profile_effective_break_even'), 3)}); "
+               f"overhead {ls['overhead_ms']['sparse']:.3f} ms (sparse file, no active unit); bandwidth "
+               f"{bw['used']:.1f} GB/s (numpy sum {bw['numpy_sum_256MiB']:.1f}, dense GEMV {bw['dense_gemv']:.1f})")
+    out.append(_table(ls["rows"], [("rate", "rate", ".2f"), ("G", "groups", ""), ("dense ms", "dense_ms", ".3f"),
+                                   ("sparse ms", "sparse_ms", ".3f"), ("x dense", "speedup_sparse", ".1f"),
+                                   ("G before", "groups_before", ""), ("2MiB-G ms", "sparse_2mib_groups_ms", ".3f"),
+                                   ("x dense", "speedup_sparse_2mib_groups", ".1f"),
+                                   ("auto ms", "auto_ms", ".3f"), ("auto", "auto_path", ""),
+                                   ("choice/best", "auto_choice_vs_best", ".2f"),
+                                   ("auto/best", "auto_vs_best", ".2f"), ("floor ms", "floor_ms", ".3f"),
+                                   ("/floor", "sparse_vs_floor", ".2f"), ("int8 dn ms", "int8_dense_ms", ".3f"),
+                                   ("int8 sp ms", "int8_sparse_ms", ".3f"),
+                                   ("x int8 dn", "speedup_int8_sparse", ".1f"),
+                                   ("x f32 dn", "speedup_int8_sparse_vs_float_dense", ".1f"),
+                                   ("max|d| sparse", "max_abs_diff_sparse", ".1e"),
+                                   ("max|d| int8", "max_abs_diff_int8_sparse", ".1e")]))
+    out.append(f"   measured break-even (sparse = dense): {format_value(ls['break_even_measured'], 3)}; int8 sparse "
+               f"= int8 dense: {format_value(ls.get('break_even_int8_measured'), 3)}")
+    return out
 
 
 def targets(res: dict[str, Any]) -> dict[str, Any]:
