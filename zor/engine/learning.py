@@ -16,9 +16,18 @@ With an event (sparse) input batch the first connection's update touches only th
 of W_0 whose units had an event (:mod:`zor.engine.events`); the result is the same as
 the dense path's.
 
-No host read-backs: ε̄ stays a 0-d device tensor, and whether a layer always spikes
-(all θ = −inf) is cached and re-read only when its thresholds were changed by
-something other than homeostasis (which keeps −inf at −inf). Under
+Fewer passes, the same step (docs/notes/step-cost.md): without novelty gating the rule
+forms U in one product where it can (``Rule.direction``: E′ folded into the small side
+where every post unit spikes; on a CPU, E and G on the post units that spiked at all
+when at most 40 % did, U = 0 elsewhere); every U is clipped and scaled at once
+(``rules.clip_norms``) and every firing rate moved at once (foreach ops); the optimizer
+step runs with denormals flushed to zero on a CPU (decaying Adam moments otherwise
+slow it ~10× in long runs).
+
+No host read-backs on a GPU: ε̄ stays a 0-d device tensor, and whether a layer always
+spikes (all θ = −inf) is cached and re-read only when its thresholds were changed by
+something other than homeostasis (which keeps −inf at −inf); the masked co-activity,
+which counts the active units on the host, runs on the CPU only. Under
 ``distributed=True`` the batch statistics are summed over the ranks first
 (:mod:`zor.engine.distributed`).
 """
