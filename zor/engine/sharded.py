@@ -60,6 +60,9 @@ FACTORS = {"coactivity": ("a", "a"), "normalized": ("s", "a"), "post_spikes": ("
 POST_FREE_WHEN_ALWAYS = ("post_spikes", "gated")
 
 Scale = Union[torch.Tensor, float]
+# point-to-point tags TAG_BASE + (count mod TAGS): gloo uses such a tag as its slot, and its collectives number
+# their slots from 0 up
+TAG_BASE, TAGS = 1 << 30, 1 << 30
 
 
 def _fused_adam(opt: torch.optim.Optimizer) -> Optional[str]:
@@ -110,13 +113,15 @@ class ShardedUpdate:
         self.conns = [Dense(hi - lo, w.shape[1]) for (lo, hi, _), w in zip(self.rows, net.weights)]  # own scratch
         self.buffers: dict[int, torch.Tensor] = {}      # U_i[ρ] per connection, reused between steps
         self.gathered: dict[tuple, torch.Tensor] = {}   # the global-batch factors' buffers, reused between steps
+        self.tag = 0                                    # count of point-to-point exchanges (their tags)
         self.stale = False                              # moments / novelty rows of other ranks out of date
 
     # ------------------------------------------------------------------ the step
     def learn(self, net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, reducer,
               return_signal: bool) -> Optional[torch.Tensor]:
         """learning.learn() for a distributed network: the module docstring's step. The all-gathers run in the
-        background: the factors' while the signal goes down, W_i's while the next connection is updated."""
+        background while the signal goes down; W_i's rows are exchanged point to point after its update, with
+        no other exchange beside them (gloo's collectives wait forever beside pending point-to-point ones)."""
         rule, top = net.rule, len(net.weights) - 1
         b_local = delta.shape[0]
         err = delta.abs().sum().reshape(1)                                  # Σ|error| of this shard
@@ -130,19 +135,17 @@ class ShardedUpdate:
             if i > 0 or return_signal:
                 delta = net.connections[i].backward(d, net.weights[i])      # (B_r, n_i), before W_i changes
         scale = self._batch_statistics(net, b_local, err, reducer)
-        pending = []
+        for key in list(factors.pending):   # every collective done before the point-to-point exchanges below
+            factors.get(key)
         for i in reversed(range(len(net.weights))):
             u = self._update_rows(net, i, factors)
             self._clip_and_scale(net, i, u, scale)
             self._optimizer_step(net, i, u)
-            pending.append(self._gather_rows(net.weights[i].detach(), i))
+            self._gather_rows(net.weights[i].detach(), i)
         for j, layer in enumerate(net.layers):
             rules.homeostasis(net.threshold(j), net.rate(j), layer.target_activation, net._eta[j],
                               layer.threshold_range)
             net._always.pop(j, None)   # θ_j changed: learning.always_spikes looks at it again
-        for work in pending:
-            if work is not None:
-                work.wait()
         self.stale = True
         return delta if return_signal else None
 
@@ -235,36 +238,35 @@ class ShardedUpdate:
             param.clamp_(-limit, limit)
 
     # ------------------------------------------------------------------ whole tensors again
-    def _gather_rows(self, t: torch.Tensor, i: int):
-        """All-gather every rank's rows of ``t`` (n_i, ...) into ``t`` itself; the pending work, or None
-        when done already (rows not divisible by the world size go through a padded buffer)."""
+    def _gather_rows(self, t: torch.Tensor, i: int) -> None:
+        """Every rank's rows of ``t`` (n_i, ...) into ``t`` itself: point to point (torch.distributed
+        batch_isend_irecv; on loopback gloo about 4x faster than all_gather, which copies through a flat
+        buffer), done before it returns (no other exchange runs beside it)."""
         import torch.distributed as dist
 
-        lo, hi, k = self.rows[i]
-        if t.shape[0] == k * self.world:
-            parts = list(t.split(k))
-            return dist.all_gather(parts, parts[self.rank], async_op=True)
-        mine = torch.zeros((k,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
-        mine[:hi - lo] = t[lo:hi]
-        every = torch.empty((k * self.world,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
-        dist.all_gather(list(every.split(k)), mine)
-        t.copy_(every[:t.shape[0]])
-        return None
+        n, k = t.shape[0], self.rows[i][2]
+        parts = [t[min(q * k, n):min((q + 1) * k, n)] for q in range(self.world)]
+        self.tag = (self.tag + 1) % TAGS
+        ops = []
+        for q, part in enumerate(parts):
+            if q != self.rank and parts[self.rank].numel():
+                ops.append(dist.P2POp(dist.isend, parts[self.rank], q, tag=TAG_BASE + self.tag))
+            if q != self.rank and part.numel():
+                ops.append(dist.P2POp(dist.irecv, part, q, tag=TAG_BASE + self.tag))
+        for work in dist.batch_isend_irecv(ops) if ops else []:
+            work.wait()
 
     def gather_state(self, net: "Zor") -> None:
         """Make the Adam moments and novelty traces whole on every rank (a collective: every rank calls it)."""
         if not self.stale:
             return
-        pending = []
         for i, w in enumerate(net.weights):
             st = net.optimizer.state.get(w) or {}
             tensors = [st[key] for key in ("exp_avg", "exp_avg_sq") if key in st]
             if net.layers[i].novelty_factor != 0.0:
                 tensors.append(net.novelty_trace(i))
-            pending += [self._gather_rows(t, i) for t in tensors]
-        for work in pending:
-            if work is not None:
-                work.wait()
+            for t in tensors:
+                self._gather_rows(t, i)
         self.stale = False
 
 
