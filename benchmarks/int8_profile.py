@@ -24,7 +24,7 @@
        speed-up  = t_float / best_int8
 
 Speeds are ratios within this run; the absolute µs are this machine's (name and load average
-printed). Run it under the shared lock: ``flock /tmp/zor-bench.lock python -m benchmarks.int8_profile``.
+printed). Run it with nothing else timed on the machine: ``python -m benchmarks.int8_profile``.
 """
 
 from __future__ import annotations
