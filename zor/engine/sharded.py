@@ -9,14 +9,14 @@ of every W_i (n_i, n_{i+1}) (pre-synaptic units; a row is contiguous in memory).
 
     forward; δ̂_i = rule.signal(δ); δ ← δ̂_i W_iᵀ           on the shard (B_r rows), as one process
     small all-reduce   B, Σ|error| → ε̄, Σ_b s_i → r_i          (normalized rule: Σ_b δ² per unit)
-    all-gather         the per-sample factors of the outer products, in rank order:
+    exchange           the per-sample factors of the outer products, in rank order (point to point):
                        a_i (pre), s_i or a_{i+1} where E uses them (spikes as uint8), δ̂_i
     E_i[ρ], G_i[ρ]     = rule.correlate(pre[:, ρ], post, δ̂_i)   over the GLOBAL batch, own rows only
     E′ = clip(E − ν R[ρ], 0, 1),  R[ρ] ← ρ_R R[ρ] + (1 − ρ_R)|E|,  U[ρ] = G[ρ] ⊙ E′
     ‖U_i‖ = ‖(‖U_i[j]‖)_j‖                                  row norms all-gathered (n_i floats; the norm clip)
     W_i[ρ] ← AdamW(W_i[ρ], grad = −U[ρ]·min(1, c/‖U_i‖)·ε̄; m_i[ρ], v_i[ρ])   the fused kernel
     W_i[ρ] ← clamp(W_i[ρ], ±max_weight)
-    all-gather W_i[ρ_r] → W_i                                every rank holds all of W_i again
+    exchange W_i[ρ_r] → W_i                                  every rank holds all of W_i again
     θ_j ← θ_j − η (target − r_j)                             every rank, from the summed spikes
 
 so the ranks compute what one process computes on the global batch (only the order of
@@ -119,13 +119,12 @@ class ShardedUpdate:
     # ------------------------------------------------------------------ the step
     def learn(self, net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, reducer,
               return_signal: bool) -> Optional[torch.Tensor]:
-        """learning.learn() for a distributed network: the module docstring's step. The all-gathers run in the
-        background while the signal goes down; W_i's rows are exchanged point to point after its update, with
-        no other exchange beside them (gloo's collectives wait forever beside pending point-to-point ones)."""
+        """learning.learn() for a distributed network: the module docstring's step. Factors and W_i's rows are
+        exchanged point to point (:meth:`exchange`), one exchange at a time."""
         rule, top = net.rule, len(net.weights) - 1
         b_local = delta.shape[0]
         err = delta.abs().sum().reshape(1)                                  # Σ|error| of this shard
-        factors = _Gather(self.world, self.gathered)
+        factors = _Gather(self, self.gathered)
         for layer, field in self._needed(net):                              # spikes: 0/1 in one byte
             t = getattr(traces[layer], field)
             factors.start((layer, field), t.to(torch.uint8) if field == "s" else t)
@@ -135,8 +134,6 @@ class ShardedUpdate:
             if i > 0 or return_signal:
                 delta = net.connections[i].backward(d, net.weights[i])      # (B_r, n_i), before W_i changes
         scale = self._batch_statistics(net, b_local, err, reducer)
-        for key in list(factors.pending):   # every collective done before the point-to-point exchanges below
-            factors.get(key)
         for i in reversed(range(len(net.weights))):
             u = self._update_rows(net, i, factors)
             self._clip_and_scale(net, i, u, scale)
@@ -239,13 +236,17 @@ class ShardedUpdate:
 
     # ------------------------------------------------------------------ whole tensors again
     def _gather_rows(self, t: torch.Tensor, i: int) -> None:
-        """Every rank's rows of ``t`` (n_i, ...) into ``t`` itself: point to point (torch.distributed
-        batch_isend_irecv; on loopback gloo about 4x faster than all_gather, which copies through a flat
-        buffer), done before it returns (no other exchange runs beside it)."""
+        """Every rank's rows of ``t`` (n_i, ...) into ``t`` itself (:meth:`exchange`)."""
+        n, k = t.shape[0], self.rows[i][2]
+        self.exchange([t[min(q * k, n):min((q + 1) * k, n)] for q in range(self.world)])
+
+    def exchange(self, parts: list[torch.Tensor]) -> None:
+        """Send ``parts[rank]`` to every other rank and receive rank q's part into ``parts[q]``, point to point
+        (torch.distributed.batch_isend_irecv; on loopback gloo about 4x faster than all_gather, which copies
+        through a flat buffer), done before it returns: gloo's collectives, and further point-to-point
+        exchanges, hung beside pending ones. Empty parts are neither sent nor received."""
         import torch.distributed as dist
 
-        n, k = t.shape[0], self.rows[i][2]
-        parts = [t[min(q * k, n):min((q + 1) * k, n)] for q in range(self.world)]
         self.tag = (self.tag + 1) % TAGS
         ops = []
         for q, part in enumerate(parts):
@@ -271,33 +272,28 @@ class ShardedUpdate:
 
 
 class _Gather:
-    """All-gathers of per-sample tensors (B_r, n) → (B, n) in rank order, started in the background and
-    waited for when first used."""
+    """Every rank's per-sample tensors (B_r, n) → (B, n) in rank order, exchanged point to point."""
 
-    def __init__(self, world: int, buffers: dict[tuple, torch.Tensor]) -> None:
-        self.world = world
+    def __init__(self, owner: "ShardedUpdate", buffers: dict[tuple, torch.Tensor]) -> None:
+        self.owner, self.world, self.rank = owner, owner.world, owner.rank
         self.buffers = buffers                    # key -> (B, n) buffer kept from the last step (no page faults)
-        self.pending: dict[tuple, tuple] = {}     # key -> (work, (B, n) buffer)
         self.done: dict[tuple, torch.Tensor] = {}
 
     def start(self, key: tuple, t: torch.Tensor) -> None:
-        import torch.distributed as dist
-
-        t = t.contiguous()
+        """Exchange ``t`` into the global-batch buffer of ``key`` (done before it returns)."""
         shape = (t.shape[0] * self.world,) + tuple(t.shape[1:])
         every = self.buffers.get(key)
         if every is None or tuple(every.shape) != shape or every.dtype != t.dtype or every.device != t.device:
             every = self.buffers[key] = torch.empty(shape, dtype=t.dtype, device=t.device)
-        self.pending[key] = (dist.all_gather(list(every.split(t.shape[0])), t, async_op=True), every)
+        parts = list(every.split(t.shape[0]))
+        parts[self.rank].copy_(t)
+        self.owner.exchange(parts)
+        self.done[key] = every.to(torch.float32) if every.dtype == torch.uint8 else every
 
     def get(self, key: tuple, default: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The global-batch tensor of ``key`` (spikes back as 0./1. floats); ``default`` when never started."""
-        if key not in self.done:
-            if key not in self.pending:
-                if default is None:
-                    raise KeyError(key)
-                return default
-            work, every = self.pending.pop(key)
-            work.wait()
-            self.done[key] = every.to(torch.float32) if every.dtype == torch.uint8 else every
-        return self.done[key]
+        """The global-batch tensor of ``key`` (spikes back as 0./1. floats); ``default`` when never exchanged."""
+        if key in self.done:
+            return self.done[key]
+        if default is None:
+            raise KeyError(key)
+        return default
