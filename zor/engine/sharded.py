@@ -28,7 +28,8 @@ moves 2·Σ|W_i| and every rank repeats the whole update.
 Between steps the Adam moments m_i, v_i and the novelty traces R_i of the rows a rank does
 not own are stale on that rank (``stale``). :func:`ShardedUpdate.gather_state`, a
 collective every rank calls, makes them whole: ``fit`` calls it before each checkpoint
-and at its end; a checkpoint of a stale network is refused.
+and at its end; a checkpoint of a stale network is refused. Code that drives ``train_batch`` itself calls
+``net.reducer.gather_state(net)`` on every rank before saving or before ``net.set_distributed(False)``.
 
 Which networks (:func:`why_not`): dense connections only (a convolution's kernel is
 shared by every position, so a row is no unit's own), the four rules of
