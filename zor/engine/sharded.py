@@ -128,13 +128,14 @@ class ShardedUpdate:
         factors = _Gather(self, self.gathered)
         for layer, field in self._needed(net):                              # spikes: 0/1 in one byte
             t = getattr(traces[layer], field)
-            factors.start((layer, field), t.to(torch.uint8) if field == "s" else t)
+            factors.add((layer, field), t.to(torch.uint8) if field == "s" else t)
         for i in reversed(range(len(net.weights))):
             d = rule.signal(delta, traces[i + 1], i == top, reducer)        # δ̂_i (B_r, n_{i+1})
-            factors.start(("d", i), d)
+            factors.add(("d", i), d)
             if i > 0 or return_signal:
                 delta = net.connections[i].backward(d, net.weights[i])      # (B_r, n_i), before W_i changes
         scale = self._batch_statistics(net, b_local, err, reducer)
+        factors.exchange()
         for i in reversed(range(len(net.weights))):
             u = self._update_rows(net, i, factors)
             self._clip_and_scale(net, i, u, scale)
@@ -273,23 +274,42 @@ class ShardedUpdate:
 
 
 class _Gather:
-    """Every rank's per-sample tensors (B_r, n) → (B, n) in rank order, exchanged point to point."""
+    """Every rank's per-sample tensors (B_r, n) → (B, n) in rank order: packed into one buffer per dtype and
+    exchanged point to point in one go (two exchanges a step, not one per tensor: each is a point where the
+    ranks wait for each other)."""
 
     def __init__(self, owner: "ShardedUpdate", buffers: dict[tuple, torch.Tensor]) -> None:
         self.owner, self.world, self.rank = owner, owner.world, owner.rank
-        self.buffers = buffers                    # key -> (B, n) buffer kept from the last step (no page faults)
+        self.buffers = buffers                    # name -> buffer kept from the last step (no page faults)
+        self.local: list[tuple[tuple, torch.Tensor]] = []
         self.done: dict[tuple, torch.Tensor] = {}
 
-    def start(self, key: tuple, t: torch.Tensor) -> None:
-        """Exchange ``t`` into the global-batch buffer of ``key`` (done before it returns)."""
-        shape = (t.shape[0] * self.world,) + tuple(t.shape[1:])
-        every = self.buffers.get(key)
-        if every is None or tuple(every.shape) != shape or every.dtype != t.dtype or every.device != t.device:
-            every = self.buffers[key] = torch.empty(shape, dtype=t.dtype, device=t.device)
-        parts = list(every.split(t.shape[0]))
-        parts[self.rank].copy_(t)
-        self.owner.exchange(parts)
-        self.done[key] = every.to(torch.float32) if every.dtype == torch.uint8 else every
+    def add(self, key: tuple, t: torch.Tensor) -> None:
+        self.local.append((key, t))
+
+    def _buffer(self, name: tuple, n: int, like: torch.Tensor) -> torch.Tensor:
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() != n or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self.buffers[name] = torch.empty(n, dtype=like.dtype, device=like.device)
+        return buf
+
+    def exchange(self) -> None:
+        """Exchange everything added; afterwards :meth:`get` gives each key's (B, n) tensor."""
+        for dtype in sorted({t.dtype for _, t in self.local}, key=str):
+            items = [(k, t) for k, t in self.local if t.dtype == dtype]
+            size = sum(t.numel() for _, t in items)                          # one rank's packed length
+            packed = self._buffer(("packed", str(dtype)), size * self.world, items[0][1])
+            parts = list(packed.split(size))
+            torch.cat([t.reshape(-1) for _, t in items], out=parts[self.rank])
+            self.owner.exchange(parts)
+            at = 0
+            for key, t in items:
+                every = self._buffer(key, t.numel() * self.world, t).view((t.shape[0] * self.world,) + t.shape[1:])
+                for q, part in enumerate(parts):                              # rank q's rows, in rank order
+                    every[q * t.shape[0]:(q + 1) * t.shape[0]].copy_(part[at:at + t.numel()].view(t.shape))
+                at += t.numel()
+                self.done[key] = every.to(torch.float32) if dtype == torch.uint8 else every
+        self.local = []
 
     def get(self, key: tuple, default: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The global-batch tensor of ``key`` (spikes back as 0./1. floats); ``default`` when never exchanged."""
