@@ -30,14 +30,16 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
+
+from torch import nn
 
 from zor.common.deprecation import rename_keys, renamed_parameters
 from zor.common.errors import ConfigError
 
 from . import activations
 
-__all__ = ["Layer", "Conv", "RENAMED", "check_layers", "place_layers"]
+__all__ = ["Layer", "Conv", "RENAMED", "check_layers", "place_layers", "WeightList"]
 
 # old parameter name -> new name (the old ones are accepted until the next release)
 RENAMED = {"activation_rate": "homeostasis_rate", "learning_range": "max_update_norm"}
@@ -270,3 +272,20 @@ def place_layers(layers: Sequence[Layer]) -> list[Layer]:
             layer.place_after(placed[-1].map_shape)
         placed.append(layer)
     return placed
+
+
+class WeightList(nn.ParameterList):
+    """The W_i of a network, layer i's outgoing weights: an nn.ParameterList (same items, state-dict keys
+    ``weights.i`` and behaviour) whose items are read from its parameter dict directly. The stock indexing and
+    iteration walk nn.Module attribute lookups in Python (~1.6 µs an item); a training step reads W_i ~10 times."""
+
+    def __getitem__(self, idx: Any) -> Any:
+        if type(idx) is int and 0 <= idx < self._size:
+            w = self._parameters.get(str(idx))
+            if w is not None:
+                return w
+        return super().__getitem__(idx)
+
+    def __iter__(self) -> Iterator[Any]:
+        params = self._parameters   # keys "0", "1", ... in order, when every item is a parameter
+        return iter(list(params.values())) if len(params) == self._size else super().__iter__()

@@ -59,7 +59,7 @@ from . import distributed as distributed_
 from . import threads as threads_
 from .config import OPTIMIZERS, ZorConfig, resolve_device, with_overrides
 from .connections import Connection, connect
-from .layer import Layer, check_layers, place_layers
+from .layer import Layer, WeightList, check_layers, place_layers
 from .training import History
 
 __all__ = ["Zor", "ZorConfig", "History"]
@@ -106,7 +106,7 @@ class Zor(nn.Module):
             std = config.init_scale * math.sqrt(2.0 / (fan_in + fan_out))
             w = torch.randn(*conn.weight_shape(), generator=gen) * std          # dense: (n_i, n_{i+1})
             weights.append(nn.Parameter(w, requires_grad=False))
-        self.weights = nn.ParameterList(weights)
+        self.weights = WeightList(weights)
         for i, layer in enumerate(self.layers):
             theta = layer.threshold if layer.threshold is not None else (-math.inf if i == last else 0.0)
             shape = layer.threshold_shape                   # (n_i,), or (C_i,) for a Conv layer
@@ -123,6 +123,7 @@ class Zor(nn.Module):
         self._signal_checked = False   # fit() checks once that the forward signal reaches the output
         self._always: dict[int, tuple] = {}   # layer -> (θ state, all θ = −inf): zor.engine.learning.always_spikes
         self._spike_sums: Optional[list[torch.Tensor]] = None   # distributed: Σ_b s_i per layer, for the rates
+        self._thread_plan: Optional[tuple] = None   # zor.engine.threads.for_step's last choice, and what it rests on
         self.threads = threads_.check(threads)   # torch threads for training; None: zor.engine.threads decides
         self.reducer: distributed_.Reducer = distributed_.start(self) if distributed else distributed_.OFF
 
@@ -152,7 +153,7 @@ class Zor(nn.Module):
 
     def threshold(self, i: int) -> torch.Tensor:
         """θ_i: (n_i,) for a dense layer, (C_i,) per channel for a Conv layer."""
-        return getattr(self, f"threshold_{i}")
+        return self._buffers[f"threshold_{i}"]   # not getattr: nn.Module's lookup costs ~0.8 µs, ~20 reads a step
 
     @torch.no_grad()
     def set_threshold(self, i: int, value: Union[float, ArrayLike]) -> None:
@@ -182,11 +183,11 @@ class Zor(nn.Module):
 
     def rate(self, i: int) -> torch.Tensor:
         """r_i: EMA of each unit's (each channel's, for Conv) firing rate during training."""
-        return getattr(self, f"rate_{i}")
+        return self._buffers[f"rate_{i}"]
 
     def novelty_trace(self, i: int) -> torch.Tensor:
         """R_i (n_i, n_{i+1}): EMA of |co-activity| of connection i."""
-        return getattr(self, f"novelty_{i}")
+        return self._buffers[f"novelty_{i}"]
 
     @property
     def state(self) -> list[Optional[torch.Tensor]]:
@@ -194,18 +195,8 @@ class Zor(nn.Module):
         return list(self._state)
 
     def set_state(self, state: Sequence[Optional[torch.Tensor]]) -> None:
-        if len(state) != len(self.layers):
-            raise StateError(f"expected {len(self.layers)} state entries (one per layer), got {len(state)}")
-        new: list[Optional[torch.Tensor]] = []
-        for i, (layer, s) in enumerate(zip(self.layers, state)):
-            if s is None or not layer.stateful:
-                new.append(None)
-                continue
-            s = torch.as_tensor(s, dtype=torch.float32, device=self.device)
-            if s.ndim != 2 or s.shape[1] != layer.size:
-                raise StateError(f"state of layer {i}: expected shape (B, {layer.size}), got {tuple(s.shape)}")
-            new.append(s.clone())
-        self._state = new
+        """Set the charges stateful layers carry (copies; checked by zor.engine.inputs.as_state)."""
+        self._state = inputs.as_state(state, self.layers, self.device)
 
     def reset_state(self) -> None:
         """Forget the charges stateful layers carry between calls."""
@@ -237,30 +228,37 @@ class Zor(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[rules.Trace]]:
+        """(output, traces) of a checked input. A dense layer whose every θ is −inf (the output, by default)
+        spikes everywhere: s = 1 (a read-only broadcast of one 1) and a = f(c ⊙ 1) = f(c), no pass for either;
+        at the output a is the returned f(c) itself."""
         traces: list[rules.Trace] = []
         h = x                                                   # (B, n_0)
-        last = len(self.layers) - 1
-        out = h
+        last, state, acts, weights = len(self.layers) - 1, self._state, self._acts, list(self.weights)
         for i, layer in enumerate(self.layers):
             if h.is_sparse:                                     # event input (i = 0): see zor.engine.events
                 h = h.coalesce()                                # a no-op when already coalesced
-                s, a = events.gate(h, self.unit_threshold(0), self._acts[0])
+                s, a = events.gate(h, self.unit_threshold(0), acts[0])
                 traces.append(rules.Trace(c=h, s=s, a=a))       # COO (B, n_0), one set of indices
-                h = self.connections[0].forward(a, self.weights[0])  # (B, n_1)
+                h = self.connections[0].forward(a, weights[0])  # (B, n_1)
                 continue
-            prev = self._state[i]
+            prev = state[i]
             if prev is not None and prev.shape[0] != h.shape[0]:
                 prev = None                                     # batch size changed: start from rest
             c = neuron.charge(h, prev, layer.decay)             # (B, n_i)
-            s = neuron.fire(c, self.unit_threshold(i))          # (B, n_i) 0./1.
-            a = self._acts[i](neuron.gate(c, s))                # (B, n_i)
-            if layer.stateful:
-                self._state[i] = neuron.reset(c, s > 0, layer.refractory, layer.min_charge, layer.reset_on_spike)
-            traces.append(rules.Trace(c=c, s=s, a=a))
-            if i < last:
-                h = self.connections[i].forward(a, self.weights[i])  # (B, n_{i+1})
+            always = layer.kind == "dense" and learning.always_spikes(self, i)
+            if always:
+                s, a = c.new_ones(()).expand_as(c), acts[i](c)  # (B, n_i): s ≡ 1, a = f(c)
             else:
-                out = self._acts[i](c)                          # (B, n_L) output charges
+                theta = self._buffers[f"threshold_{i}"] if layer.kind == "dense" else self.unit_threshold(i)
+                s = neuron.fire(c, theta)                       # (B, n_i) 0./1.
+                a = acts[i](neuron.gate(c, s))                  # (B, n_i)
+            if layer.stateful:
+                state[i] = neuron.reset(c, s > 0, layer.refractory, layer.min_charge, layer.reset_on_spike)
+            traces.append(rules.Trace(c, s, a))
+            if i < last:
+                h = self.connections[i].forward(a, weights[i])  # (B, n_{i+1})
+            else:
+                out = a if always else acts[i](c)               # (B, n_L) f(output charges)
         return out, traces
 
     @torch.no_grad()
@@ -307,17 +305,21 @@ class Zor(nn.Module):
 
     def train_batch(self, x: ArrayLike, target: ArrayLike) -> torch.Tensor:
         """One step: forward(x), error = target − output, reinforce(error). Returns the error."""
+        given, width = x, self.layers[-1].size
         x = self._as_input(x, self.layers[0].size, "input", allow_sparse=True)
-        target = self._as_input(target, self.layers[-1].size, "target")
+        if target is given and not x.is_sparse and width == x.shape[1]:
+            target = x                                          # an autoencoder's target: the same array, checked
+        else:
+            target = self._as_input(target, width, "target")
         if target.shape[0] != x.shape[0]:
-            raise ShapeError(f"target: expected shape {(x.shape[0], self.layers[-1].size)}, "
-                             f"got {tuple(target.shape)}")
-        self._traces = None
+            raise ShapeError(f"target: expected shape {(x.shape[0], width)}, got {tuple(target.shape)}")
+        if self._traces is not None:                            # (an nn.Module attribute write costs ~1 µs)
+            self._traces = None
         return self._train_step(x, target)
 
     def _train_step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """train_batch on checked inputs (fit checks its whole data set once, not every batch)."""
-        threads_.for_step(self, x.shape[0])                    # zor.engine.threads: the step's torch threads
+        threads_.for_step(self, x.shape[0], x.device)         # zor.engine.threads: the step's torch threads
         out, traces = self._forward_train(x)
         errors = target - out                                   # finite: both sides were checked
         self._learn(traces, errors, False)
