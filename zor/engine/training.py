@@ -205,7 +205,9 @@ class _Group:
         if self.world > 1:
             shard = len(idx) // self.world
             idx_t = idx_t[self.rank * shard:(self.rank + 1) * shard]
-        errors = net._train_step(x.index_select(0, idx_t), y.index_select(0, idx_t)).abs().mean(dim=1)
+        xb = x.index_select(0, idx_t)                              # (B_r, n_0)
+        yb = xb if y is x else y.index_select(0, idx_t)            # an autoencoder's rows are gathered once
+        errors = net._train_step(xb, yb).abs().mean(dim=1)
         if self.world == 1:
             return errors
         import torch.distributed as dist
