@@ -92,8 +92,9 @@ class _Pending:
         """One read-back: every pending step's errors go to the sampler, in order; returns the last accuracy."""
         if not self.idx:
             return None
-        errors = torch.stack(self.errors).cpu().numpy()            # (k, B): one device → host copy
-        means = torch.stack(self.mean).cpu().numpy()               # (k,)
+        one = len(self.idx) == 1                                   # a read-back every step (CPU): nothing to stack
+        errors = (self.errors[0][None] if one else torch.stack(self.errors)).cpu().numpy()   # (k, B): one copy
+        means = (self.mean[0][None] if one else torch.stack(self.mean)).cpu().numpy()        # (k,)
         for idx, e in zip(self.idx, errors):
             sampler.update(idx, e)
         hist.train_accuracy.extend(100.0 * (1.0 - float(m)) for m in means)
