@@ -4,7 +4,8 @@ A network is a list of layers. Layer i has ``size`` units, a per-unit threshold
 vector θ_i, and (when a layer follows it) owns the weight matrix W_i of shape
 (n_i, n_{i+1}) and the learning settings of that connection. The last layer is the
 output: it returns its charges (through its activation), and still computes spikes
-for learning.
+for learning. The network keeps the W_i in a :class:`WeightList` (an nn.ParameterList
+that reads its items without nn.Module's attribute walk).
 
 Every mechanism is a named field here and can be switched off:
 
