@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,34 +108,45 @@ def _package(work: Path) -> None:
         shutil.copytree(REPO / sub, pkg / sub, ignore=shutil.ignore_patterns("__pycache__"))
 
 
-def emulate(work: Path, cores: list[str]) -> int:
+def core_script(core: str, check: str) -> str:
+    """The bash run in a private mount namespace for one core ($1 WORK, $2 the arm64 root): the core's own
+    /proc/cpuinfo and CPU list bound over the root's, WORK over its /tmp, then ``check run /tmp /tmp/CORE.json``."""
+    env = " ".join(["env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8", f"QEMU_CPU={core}",
+                    "OMP_NUM_THREADS=1", "PYTHONPATH=/tmp/pkg:/opt/site"])
+    return (f'set -e; mount --bind "$1" "$2/tmp"; '
+            f'{env} /usr/sbin/chroot "$2" /usr/bin/python3 /tmp/kernel_cpuinfo.py > "$1/cpuinfo-{core}.txt"; '
+            f'n=$(grep -c "^processor" "$1/cpuinfo-{core}.txt"); mkdir -p "$1/sys-{core}/devices/system/cpu"; '
+            f'for f in possible present online; do echo "0-$((n - 1))" > "$1/sys-{core}/devices/system/cpu/$f"; '
+            f'done; mount --bind -o ro "$1/cpuinfo-{core}.txt" "$2/proc/cpuinfo"; '
+            f'mount --bind -o ro "$1/sys-{core}" "$2/sys"; '
+            f'exec {env} /usr/sbin/chroot "$2" /usr/bin/python3 /tmp/{check} run /tmp /tmp/{core}.json')
+
+
+def emulate_check(work: Path, cores: list[str], check: Path) -> int:
+    """``check run`` (a script of benchmarks/arm/) under qemu-user for each core in the cached arm64 root, with
+    the runtime's sources laid out as an installed wheel in WORK. Exit 77 when root rights, qemu or unshare
+    are missing; 1 when a core failed."""
     if os.geteuid() != 0 or not shutil.which("qemu-aarch64-static") or not shutil.which("unshare"):
-        print("learn_check: needs root, qemu-aarch64-static and unshare", file=sys.stderr)
+        print(f"{check.stem}: needs root, qemu-aarch64-static and unshare", file=sys.stderr)
         return CANNOT
     root = _root()
     _package(work)
     shutil.copy(HERE / "kernel_cpuinfo.py", work / "kernel_cpuinfo.py")
-    shutil.copy(Path(__file__), work / "learn_check.py")
+    shutil.copy(check, work / check.name)
     failed = 0
     for core in cores:
-        env = ["env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8", f"QEMU_CPU={core}",
-               "OMP_NUM_THREADS=1", "PYTHONPATH=/tmp/pkg:/opt/site"]
-        script = (f'set -e; mount --bind "$1" "$2/tmp"; '
-                  f'{" ".join(env)} /usr/sbin/chroot "$2" /usr/bin/python3 /tmp/kernel_cpuinfo.py > "$1/cpuinfo-{core}.txt"; '
-                  f'n=$(grep -c "^processor" "$1/cpuinfo-{core}.txt"); mkdir -p "$1/sys-{core}/devices/system/cpu"; '
-                  f'for f in possible present online; do echo "0-$((n - 1))" > "$1/sys-{core}/devices/system/cpu/$f"; '
-                  f'done; mount --bind -o ro "$1/cpuinfo-{core}.txt" "$2/proc/cpuinfo"; '
-                  f'mount --bind -o ro "$1/sys-{core}" "$2/sys"; '
-                  f'exec {" ".join(env)} /usr/sbin/chroot "$2" /usr/bin/python3 /tmp/learn_check.py run /tmp '
-                  f'/tmp/{core}.json')
-        # WORK over the root's /tmp, cpuinfo and the CPU list over its /proc/cpuinfo and /sys, all in a
-        # private mount namespace that ends with the command
+        t = time.perf_counter()
         p = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
-                            script, "_", str(work), str(root)],
+                            core_script(core, check.name), "_", str(work), str(root)],
                            capture_output=True, text=True, check=False)
-        print(f"{core}: exit {p.returncode} {p.stdout.strip()[-400:]} {p.stderr.strip()[-400:]}")
+        print(f"{core}: exit {p.returncode} in {time.perf_counter() - t:.1f} s {p.stdout.strip()[-400:]} "
+              f"{p.stderr.strip()[-400:]}")
         failed |= p.returncode != 0
     return 1 if failed else 0
+
+
+def emulate(work: Path, cores: list[str]) -> int:
+    return emulate_check(work, cores, Path(__file__))
 
 
 def main(argv: list[str]) -> int:

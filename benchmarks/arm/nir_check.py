@@ -27,10 +27,7 @@ Usage:
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -116,39 +113,11 @@ def run(work: Path, out: Path) -> int:
     return 0 if report["passed"] else 1
 
 
-def _core_script(core: str) -> str:
-    """The bash run in a private mount namespace for one core ($1 WORK, $2 the root): cpuinfo, CPU list, run."""
-    env = " ".join(["env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8", f"QEMU_CPU={core}",
-                    "OMP_NUM_THREADS=1", "PYTHONPATH=/tmp/pkg:/opt/site"])
-    return (f'set -e; mount --bind "$1" "$2/tmp"; '
-            f'{env} /usr/sbin/chroot "$2" /usr/bin/python3 /tmp/kernel_cpuinfo.py > "$1/cpuinfo-{core}.txt"; '
-            f'n=$(grep -c "^processor" "$1/cpuinfo-{core}.txt"); mkdir -p "$1/sys-{core}/devices/system/cpu"; '
-            f'for f in possible present online; do echo "0-$((n - 1))" > "$1/sys-{core}/devices/system/cpu/$f"; '
-            f'done; mount --bind -o ro "$1/cpuinfo-{core}.txt" "$2/proc/cpuinfo"; '
-            f'mount --bind -o ro "$1/sys-{core}" "$2/sys"; '
-            f'exec {env} /usr/sbin/chroot "$2" /usr/bin/python3 /tmp/nir_check.py run /tmp /tmp/{core}.json')
-
-
 def emulate(work: Path, cores: list[str]) -> int:
-    if os.geteuid() != 0 or not shutil.which("qemu-aarch64-static") or not shutil.which("unshare"):
-        print("nir_check: needs root, qemu-aarch64-static and unshare", file=sys.stderr)
-        return CANNOT
-    # the cached arm64 root, and the runtime's sources laid out as an installed wheel
-    from benchmarks.arm.learn_check import _package, _root
+    # the cached arm64 root, the runtime's sources as an installed wheel, and this script, per core
+    from benchmarks.arm.learn_check import emulate_check
 
-    root = _root()
-    _package(work)
-    shutil.copy(HERE / "kernel_cpuinfo.py", work / "kernel_cpuinfo.py")
-    shutil.copy(Path(__file__), work / "nir_check.py")
-    failed = 0
-    for core in cores:
-        t = time.perf_counter()
-        p = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", _core_script(core), "_",
-                            str(work), str(root)], capture_output=True, text=True, check=False)
-        print(f"{core}: exit {p.returncode} in {time.perf_counter() - t:.1f} s {p.stdout.strip()[-400:]} "
-              f"{p.stderr.strip()[-400:]}")
-        failed |= p.returncode != 0
-    return 1 if failed else 0
+    return emulate_check(work, cores, Path(__file__))
 
 
 def main(argv: list[str]) -> int:
