@@ -256,16 +256,7 @@ class Model:
                 raise ShapeError(f"unknown output name {name!r}: expected one of {', '.join(sorted(out_names))}")
             if name not in names:
                 names.append(name)
-        if self._weightfile is not None:
-            self._weightfile.check_unchanged()
-        try:
-            values = self._call(feeds, names) if self._rows is not None else self._call(names, feeds)
-        except MemoryError as exc:
-            raise run_failure(self.path, exc, feeds, self.sizes) from None
-        except Exception as exc:  # validated inputs: memory ran out (InputError), else the model (ModelFileError)
-            if self._rows is not None:
-                raise
-            raise run_failure(self.path, exc, feeds, self.sizes) from None
+        values = self._checked_call(feeds, names)
         out = dict(zip(names, values))
         check_outputs(out, self._base_names, feeds)   # finite inputs, non-finite outputs: overflow (NonFiniteError)
         if spikes:
@@ -298,6 +289,20 @@ class Model:
             check_outputs({fmt.OUTPUT: out}, self._base_names, feeds)    # raises NonFiniteError
         return {fmt.OUTPUT: out}
 
+    def _checked_call(self, feeds: dict[str, np.ndarray], names: list[str]) -> list:
+        """The graph (or the row runner) on validated feeds, its failures as typed errors; an external weights
+        file is first checked unchanged since it was verified."""
+        if self._weightfile is not None:
+            self._weightfile.check_unchanged()
+        try:
+            return self._call(feeds, names) if self._rows is not None else self._call(names, feeds)
+        except MemoryError as exc:
+            raise run_failure(self.path, exc, feeds, self.sizes) from None
+        except Exception as exc:  # validated inputs: memory ran out (InputError), else the model (ModelFileError)
+            if self._rows is not None:
+                raise
+            raise run_failure(self.path, exc, feeds, self.sizes) from None
+
     def _step_input(self, x: np.ndarray) -> np.ndarray:
         """A running stream's ``input`` array checked as :meth:`_feeds` checks it (one step's events (B, *shape)
         of a NIR import flattened, the batch limit of a sparse file), without building the initial state."""
@@ -312,16 +317,7 @@ class Model:
         """``output`` then every ``state_out_*`` (metadata order) for validated feeds: a stream step with the
         checks and typed errors of :meth:`_run`, without its bookkeeping (benchmarks/nir_fashion.py)."""
         names = self._base_names
-        if self._weightfile is not None:
-            self._weightfile.check_unchanged()
-        try:
-            values = self._call(feeds, names) if self._rows is not None else self._call(names, feeds)
-        except MemoryError as exc:
-            raise run_failure(self.path, exc, feeds, self.sizes) from None
-        except Exception as exc:  # validated inputs: memory ran out (InputError), else the model (ModelFileError)
-            if self._rows is not None:
-                raise
-            raise run_failure(self.path, exc, feeds, self.sizes) from None
+        values = self._checked_call(feeds, names)
         for value in values:
             if not all_finite(value):
                 check_outputs(dict(zip(names, values)), names, feeds)    # raises NonFiniteError
