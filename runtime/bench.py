@@ -53,6 +53,7 @@ from .checks import check_batch_memory
 from .events import is_event_model
 from .model import Model
 from .nirbench import format_nir, run_nir_bench
+from .pathsreport import paths_report
 from .rss import peak_rss
 from .tasks.translate import speed
 
@@ -177,7 +178,7 @@ def run_bench(
         for name, ref in (references or {}).items():
             fig.update(_vs_reference(name, fig, report["models"][name], batch, run_chunked(m, xb)[fmt.OUTPUT],
                                      ref(xb)))
-    report["paths"] = _paths_report(labels, models, report["models"], xb)
+    report["paths"] = paths_report(labels, models, report["models"], lambda m: run_chunked(m, xb)[fmt.OUTPUT])
     if "float32" in report["models"] and "int8" in report["models"]:
         report["int8"] = _int8_verdict(report["models"]["float32"], report["models"]["int8"], batch,
                                        models[0].profile)
@@ -297,24 +298,6 @@ def _int8_verdict(f: dict[str, Any], q: dict[str, Any], batch: int, profile: Pro
 def _weights_bytes(m: Model) -> int:
     spec = m.metadata.weights
     return int(spec.get("bytes", 0)) if spec else 0
-
-
-def _paths_report(labels: list[str], models: list[Model], figs: dict[str, Any], x: np.ndarray) -> dict[str, Any]:
-    """Per file: path, sparse connections, batch limit, speed-up over the dense file of its precision, max |Δ|."""
-    dense = {m.precision: (lab, m) for lab, m in zip(labels, models) if m.path_kind == "dense"
-             and not m.metadata.sparse_connections}
-    out: dict[str, Any] = {}
-    for lab, m in zip(labels, models):
-        row: dict[str, Any] = {"path": m.path_kind, "sparse_connections": m.metadata.sparse_connections,
-                               "form": m.metadata.paths.get("form"), "max_batch": m.max_batch,
-                               "vs_dense_b1": None, "max_abs_diff_vs_dense": None}
-        if m.precision in dense and dense[m.precision][0] != lab:
-            dlab, dm = dense[m.precision]
-            row["vs_dense_b1"] = figs[dlab]["p50_ms_b1"] / figs[lab]["p50_ms_b1"]
-            row["max_abs_diff_vs_dense"] = float(np.max(np.abs(run_chunked(m, x)[fmt.OUTPUT]
-                                                               - run_chunked(dm, x)[fmt.OUTPUT])))
-        out[lab] = row
-    return out
 
 
 def translation_speed(paths: Sequence[str], texts: Sequence[str], device: str, threads: Optional[int],

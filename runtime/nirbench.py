@@ -29,6 +29,7 @@ from zor.common.errors import ConfigError
 from .events import event_batches, run_events
 from .model import Model, initial_state
 from .nirgraph import NirGraphInfo, nir_graph
+from .pathsreport import paths_report
 from .rss import peak_rss
 
 __all__ = ["nir_events", "sequence_stats", "time_steps", "run_nir_bench", "format_nir", "EVENT_RATE"]
@@ -149,25 +150,8 @@ def run_nir_bench(models: Sequence[Model], labels: Sequence[str], batch: int, ca
         if rss:
             fig.update(peak_rss(str(m.path), m.profile.name, threads, batch, weights))
         report["models"][lab] = fig
-    report["paths"] = _paths(models, labels, report["models"], xs)
+    report["paths"] = paths_report(labels, models, report["models"], lambda m: run_events(m, xs[:, :1]))
     return report
-
-
-def _paths(models: Sequence[Model], labels: Sequence[str], figs: dict[str, Any], xs: np.ndarray) -> dict[str, Any]:
-    """Per file: its path and sparse nodes; beside a dense file of its precision, the per-step speed-up over it
-    at batch 1 (p50 dense / p50 file) and the largest output difference over the sequence's first row."""
-    dense = {m.precision: (lab, m) for lab, m in zip(labels, models) if m.path_kind == "dense"}
-    out: dict[str, Any] = {}
-    for lab, m in zip(labels, models):
-        row: dict[str, Any] = {"path": m.path_kind, "sparse_connections": m.metadata.sparse_connections,
-                               "form": m.metadata.paths.get("form"), "max_batch": m.max_batch,
-                               "vs_dense_b1": None, "max_abs_diff_vs_dense": None}
-        if m.precision in dense and dense[m.precision][0] != lab:
-            dlab, dm = dense[m.precision]
-            row["vs_dense_b1"] = figs[dlab]["p50_ms_b1"] / figs[lab]["p50_ms_b1"]
-            row["max_abs_diff_vs_dense"] = float(np.max(np.abs(run_events(m, xs[:, :1]) - run_events(dm, xs[:, :1]))))
-        out[lab] = row
-    return out
 
 
 def _num(v: Any, spec: str = ".1f") -> str:
