@@ -13,7 +13,8 @@ Graph I/O (B is a dynamic batch axis, n_i the size of layer i, L the output laye
              charge_{i}       (B, n_i)  float32   c_i, every layer (verification, debugging)
 
 A caller asks onnxruntime only for what it needs (``output`` and the state outputs);
-the extra outputs cost nothing unless fetched.
+onnxruntime still runs every node, so an unfetched output saves its copy out of the
+session, not its computation (the gates and charges are needed for ``output`` anyway).
 
 Initializers (float32 files; an int8 file quantizes the weights, an fp16 file stores
 them as float16 followed by a Cast):
