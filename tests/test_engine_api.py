@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zor import Layer, Zor, ZorConfig
+from zor.common.curriculum import CurriculumSampler
 from zor.common.errors import (
     ConfigError,
     DTypeError,
@@ -17,7 +18,6 @@ from zor.common.errors import (
     ZorWarning,
 )
 from zor.engine.activations import sigmoid
-from zor.common.curriculum import CurriculumSampler
 from zor.tasks.datasets import load_bundled
 
 
@@ -261,6 +261,19 @@ def test_curriculum_draws_follow_its_probabilities(n):
     draws = 300_000
     freq = np.bincount(s.sample(draws), minlength=n) / draws
     # each frequency within 5 binomial standard deviations of its probability
+    assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / draws) + 1e-6)
+
+
+def test_curriculum_first_partial_update_reweighs_every_block():
+    """The first update gives every unseen sample the batch's worst error: on the blocked path
+    (N > 4,096) every block's sum must follow, not only the sums of the blocks the batch touched."""
+    n = 5000
+    s = CurriculumSampler(n, rng=np.random.default_rng(3))
+    s.update(np.array([0, 1, 2]), np.array([0.1, 0.2, 0.4]))     # touches block 0 only
+    np.testing.assert_allclose(s.block_sum, s.weight_blocks.sum(axis=1))
+    p = s.probabilities()
+    draws = 300_000
+    freq = np.bincount(s.sample(draws), minlength=n) / draws
     assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / draws) + 1e-6)
 
 

@@ -119,6 +119,20 @@ def test_sampler_state_round_trip_draws_the_same(n: int) -> None:
             CurriculumSampler(n).set_state(bad)
 
 
+def test_sampler_state_block_sums_follow_the_weights() -> None:
+    """A state whose block sums disagree with its weights (tampered, or saved before every block
+    was re-summed at the first update) draws as the weights say: the sums are recomputed."""
+    n = 5000
+    a = CurriculumSampler(n, rng=np.random.default_rng(0))
+    a.update(np.array([0, 1]), np.array([0.3, 0.6]))
+    saved = a.get_state()
+    skewed = dict(saved, block_sum=np.full_like(saved["block_sum"], 70.0))
+    b = CurriculumSampler(n, rng=np.random.default_rng(0))
+    b.set_state(skewed)
+    np.testing.assert_array_equal(b.block_sum, a.block_sum)
+    np.testing.assert_allclose(b.block_sum, b.weight_blocks.sum(axis=1))
+
+
 # ------------------------------------------------------------------------------- state file refusals
 def test_state_of_another_model_or_missing_refused(files, tmp_path) -> None:
     a = Learner(files / "ae.onnx")

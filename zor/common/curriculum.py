@@ -13,6 +13,8 @@ Cost: the weights live in blocks of about √N with a sum per block; a draw pick
 block by its sum, then a sample inside it, so a batch of k costs O(k·√N) and an
 update O(k), not O(N) (60,000 samples: ~0.3 ms a batch and update instead of ~3 ms).
 Up to 4,096 samples one cumulative sum over all weights is cheaper and is used.
+Every block sum equals the sum of its weights at all times (the first update, which
+re-weighs every unseen sample, re-sums every block).
 
 Example:
     >>> import numpy as np
@@ -96,6 +98,7 @@ class CurriculumSampler:
             self._started = True
             worst = float(np.max(errors)) if errors.size else 1.0
             self.weight[: self.n] = (worst + self.eps) ** self.alpha
+            self.block_sum[:] = self.weight_blocks.sum(axis=1)          # every block changed
         old = self.error[idx]
         self.error[idx] = np.where(np.isnan(old), errors, self.momentum * old + (1 - self.momentum) * errors)
         self.weight[idx] = (self.error[idx] + self.eps) ** self.alpha
@@ -127,4 +130,6 @@ class CurriculumSampler:
         self._started = bool(state["started"])
         self.error[:] = state["error"]
         self.weight[:] = state["weight"]               # in place: weight_blocks stays its view
-        self.block_sum[:] = state["block_sum"]
+        # the sums follow from the weights; recomputed, so a file whose sums disagree (or one saved
+        # before the first update re-summed every block) cannot skew the draws
+        self.block_sum[:] = self.weight_blocks.sum(axis=1)
