@@ -7,7 +7,7 @@ Example:
 """
 
 from .detection import ARM_PARTS, CpuInfo, Detection, detect, parse_cpuinfo
-from .profiles import PROFILES, Int8Recipe, Profile, get, names
+from .profiles import PROFILES, Int8Recipe, Profile, SparseShape, get, names
 
-__all__ = ["PROFILES", "Int8Recipe", "Profile", "get", "names", "detect", "Detection", "CpuInfo",
+__all__ = ["PROFILES", "Int8Recipe", "Profile", "SparseShape", "get", "names", "detect", "Detection", "CpuInfo",
            "parse_cpuinfo", "ARM_PARTS"]

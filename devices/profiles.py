@@ -3,7 +3,9 @@
 A profile names a class of device and what suits it: the CPU architecture and ISA
 features, cores and memory, onnxruntime execution providers and thread settings, the
 int8 recipe that suits the core, whether int8 pays there (and how we know), and the
-spike rate below which the event-driven (sparse) path pays. The exporter picks its
+spike rate below which the event-driven (sparse) path pays, for a wide layer, by layer size, or by layer
+shape (:class:`SparseShape`: r* = r_be·(1 − S₀/N − k/n_out)/(1 + φ/n_out) for an n_in × n_out connection of
+N synapses, a cost model measured on the device). The exporter picks its
 quantization recipe from a profile (``get(name).int8``); the runtime configures
 onnxruntime from one (threads, providers, graph optimization, spinning, arena).
 Torch-free, numpy-free: plain data.
@@ -23,12 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Union
 
 from zor.common.errors import DeviceError
 
-__all__ = ["Int8Recipe", "Profile", "PROFILES", "GRAPH_OPTIMIZATIONS", "get", "names"]
+__all__ = ["Int8Recipe", "SparseShape", "Profile", "PROFILES", "GRAPH_OPTIMIZATIONS", "get", "names"]
 
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 
@@ -62,6 +65,43 @@ class Int8Recipe:
 
 
 @dataclass(frozen=True)
+class SparseShape:
+    """Where the event-driven form pays for one n_in × n_out float32 connection (N = n_in·n_out synapses), from
+    a cost model measured on the device at batch 1 (r = share of the n_in inputs active):
+
+        dense = a_d + b_d·N,   sparse = a_s + c·n_in + r·(f·n_in + e·N)
+        dense = sparse at  r*(n_in, n_out) = r_be · (1 − S₀/N − k/n_out) / (1 + φ/n_out)   (clipped to [0, 1])
+
+    with r_be = b_d/e, S₀ = (a_s − a_d)/b_d, k = c/b_d, φ = f/e: the sparse form's fixed nodes and its scan of
+    every input cost S₀ + k·n_in dense synapses, each active row φ gathered ones; a narrow output (small n_out)
+    makes both large against the row it reads, so the rate depends on the shape, not on N alone.
+    """
+
+    break_even: float              # r_be = b_d/e: the rate for a wide connection whose weights stay in cache
+    min_synapses: float            # S₀ = (a_s − a_d)/b_d: the sparse form's extra fixed cost, in dense synapses
+    row_synapses: float            # k = c/b_d: per input unit, active or not (mask, scan), in dense synapses
+    active_row_synapses: float     # φ = f/e: per active input row (the gather's per-row cost), in gathered synapses
+    max_synapses: int              # the largest N the model was measured on; above it the N-keyed curve holds
+
+    def __post_init__(self) -> None:
+        for key in ("break_even", "min_synapses", "row_synapses", "active_row_synapses"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0 or (key == "break_even" and value > 1):
+                want = "a rate in [0, 1]" if key == "break_even" else "a finite number ≥ 0"
+                raise DeviceError(f"SparseShape.{key}: expected {want}, got {value!r}")
+        if isinstance(self.max_synapses, bool) or not isinstance(self.max_synapses, int) or self.max_synapses < 1:
+            raise DeviceError(f"SparseShape.max_synapses: expected an int ≥ 1, got {self.max_synapses!r}")
+
+    def rate(self, n_in: int, n_out: int) -> float:
+        """r*(n_in, n_out) of the class docstring, clipped to [0, 1]."""
+        n = float(n_in) * float(n_out)
+        r = self.break_even * (1.0 - self.min_synapses / n - self.row_synapses / n_out) \
+            / (1.0 + self.active_row_synapses / n_out)
+        return min(1.0, max(0.0, r))
+
+
+@dataclass(frozen=True)
 class Profile:
     """One class of device. See the module docstring; fields are documented inline."""
 
@@ -86,6 +126,8 @@ class Profile:
     sparse_min_synapses: int = 65536        # S0: a connection of N = n_j*n_{j+1} synapses pays below r_be*(1 - S0/N)
     sparse_curve: tuple = ()                # measured ((N synapses, break-even rate), ...): interpolated in log N
                                             #   (below the first point down to 0 at S0), replacing the formula above
+    sparse_shape: Optional[SparseShape] = None  # measured cost model by shape (n_in, n_out), float32, N ≤ its
+                                            #   max_synapses: replaces curve and formula where the shape is known
     sparse_evidence: str = ""               # how the break-even is known: measured (where, figures) or estimated (why)
     sparse_int8_curve: tuple = ()           # measured ((N synapses, break-even rate), ...) of int8 sparse rows against
                                             #   the int8 dense graph (int8 exports); () = use sparse_curve
@@ -115,6 +157,9 @@ class Profile:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DeviceError(f"profile {self.name!r}: {key} expected an int ≥ 1, got {value!r}")
+        if self.sparse_shape is not None and not isinstance(self.sparse_shape, SparseShape):
+            raise DeviceError(f"profile {self.name!r}: sparse_shape expected a SparseShape or None, "
+                              f"got {self.sparse_shape!r}")
         for key in ("sparse_curve", "sparse_int8_curve"):
             try:
                 curve = [(int(n), float(r)) for n, r in getattr(self, key)]
@@ -212,18 +257,29 @@ _P = [
         # 2-core AMD EPYC with AVX-512 VNNI measured 0.17 / 0.20 / 0.39 / 0.38 / 0.32 (mean of two runs, with
         # 2 MiB groups): the EPYC's curve described a graph this profile no longer emits.
         sparse_break_even=0.42,
-        sparse_min_synapses=16384,   # as x86-64-avx2 (128x128 never paid there); not measured below 256 here
+        sparse_min_synapses=16384,   # 128x128 never paid here either (benchmarks/sparse_shapes.py)
         sparse_curve=((65536, 0.08), (262144, 0.22), (1048576, 0.44), (4194304, 0.43), (16777216, 0.42)),
         # int8 rows (integer product) against the int8 dense (QDQ) graph, same machine, mean of three runs:
         # never at 256 and 512 (a 256 KiB int8 matrix is read from cache), 0.035 at 1024, 0.22 at 2048, 0.17
         # at 4096: int8 makes the dense product 4x cheaper and the gather only 2x
         sparse_int8_curve=((262144, 0.0), (1048576, 0.035), (4194304, 0.22), (16777216, 0.17)),
+        # By shape, float32, batch-1 form (benchmarks/sparse_shapes.py, same Xeon, six runs of 15 rounds x 200
+        # calls, load average 1.4-2.6): the crossover fitted over 784x128, 784x256, 128x10, 128x128, 256x256,
+        # 512x512, 1024x256, 256x1024, 784x10 (medians 0.025, 0.115, never, never, 0.023, 0.196, 0.163, 0.223,
+        # never; fit rms 0.008, largest error 0.019). NIR imports (MatMul + Add) cross at or above it at every
+        # shape (784x128: 0.056), so it is conservative there. Above 262,144 synapses the curve holds.
+        sparse_shape=SparseShape(break_even=0.313, min_synapses=46226, row_synapses=52.3, active_row_synapses=82,
+                                 max_synapses=262144),
         sparse_evidence="measured (benchmarks/sparse_inference.py, 2-core Intel Xeon with AVX-512 VNNI and AMX, "
                         "onnxruntime 1.32, 1 thread, batch 1, mean of four runs on a shared machine): float32 "
                         "dense and sparse cost the same at 0.08 / 0.22 / 0.44 / 0.43 / 0.42 of the units active "
                         "for 256 / 512 / 1024 / 2048 / 4096-wide square layers; int8 rows against int8 dense: "
                         "never / never / 0.035 / 0.22 / 0.17 (mean of three runs); earlier, with 2 MiB row "
-                        "groups, an AMD EPYC with AVX-512 VNNI: float32 0.17 / 0.20 / 0.39 / 0.38 / 0.32",
+                        "groups, an AMD EPYC with AVX-512 VNNI: float32 0.17 / 0.20 / 0.39 / 0.38 / 0.32 (no longer "
+                        "used); by shape (benchmarks/sparse_shapes.py, same Xeon, float32, batch 1, median of six "
+                        "runs): 0.025 at 784x128, 0.115 at 784x256, 0.023 at 256x256, 0.163 at 1024x256, 0.223 "
+                        "at 256x1024, 0.196 at 512x512, never at 128x10, 128x128 and 784x10: sparse_shape, fitted "
+                        "to them (rms 0.008)",
         # Row groups measured by bare sessions on the same Intel Xeon, one 4096-wide float32 layer, 1 thread:
         # fastest with 0.6-1 MB gathered per group at 5, 10, 20 and 30 % (4, 8, 16-24, 24 groups; 10 %: 0.65 ms
         # in 8 groups, 0.76 in 4, 0.87 in 1); through Model.run in the same rounds as 2 MiB groups: 5 % 0.443

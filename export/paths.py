@@ -9,12 +9,20 @@ plan (``zor.paths`` in the file) says which, and why:
 - ``auto``: those whose measured spike rate r (the union rate for the union form) is
   below the profile's break-even corrected for the fixed cost of the extra nodes:
 
-      sparse  ⇔  r < r_be · (1 − S₀ / (n_j · n_{j+1}))
+      sparse  ⇔  r < r*(n_j, n_{j+1})
 
-  (r_be = ``profile.sparse_break_even``, S₀ = ``profile.sparse_min_synapses``: a
-  connection of S₀ synapses costs about as much dense as the sparse form's overhead),
-  or, for a profile with measured points (``sparse_curve``), the break-even
-  interpolated in log N between them (:func:`effective_break_even`).
+  where r* is the profile's break-even for this connection (:func:`effective_break_even`): in
+  the batch-1 form, for a profile with a measured cost model by shape (``sparse_shape``, float32
+  connections of N = n_j·n_{j+1} ≤ its ``max_synapses``)
+
+      r* = r_be′ · (1 − S₀′/N − k/n_{j+1}) / (1 + φ/n_{j+1})
+
+  (the sparse form's fixed nodes, S₀′, and its scan of every input, k per unit, paid in dense
+  synapses; φ per active row: a narrow layer breaks even lower than a square one of the same
+  N); otherwise, for a profile with measured points (``sparse_curve``, square layers), r*
+  interpolated in log N between them; otherwise r_be · (1 − S₀/N) (r_be =
+  ``profile.sparse_break_even``, S₀ = ``profile.sparse_min_synapses``: a connection of S₀
+  synapses costs about as much dense as the sparse form's overhead).
 
 The rates are measured on the dense float graph (:func:`measure_rates`): what the
 device will run. ``max_batch`` = 1 gives the batch-1 form (the row's own spikes pick
@@ -35,8 +43,8 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -48,7 +56,7 @@ from .registry import kind_of
 from .session import Stepper
 
 __all__ = ["REST_VALUES", "rest_value", "ConnectionPath", "PathPlan", "dense_plan", "plan_paths",
-           "effective_break_even", "measure_rates", "choose_groups", "DEFAULT_MAX_BATCH", "GROUP_BYTES",
+           "effective_break_even", "shape_model", "measure_rates", "choose_groups", "DEFAULT_MAX_BATCH", "GROUP_BYTES",
            "SINGLE_GROUP_BYTES", "MAX_GROUPS"]
 
 # f(0): what a unit that did not spike sends on (its gated charge is 0)
@@ -80,11 +88,13 @@ class ConnectionPath:
     synapses: int = 0                    # n_j · n_{j+1}
     reason: str = ""
     groups: int = 1                      # row groups of a sparse connection (see emit_sparse)
+    break_even: Optional[float] = None   # auto: the profile's break-even for this connection's shape
 
     def to_dict(self) -> dict[str, Any]:
         return {"connection": self.connection, "kind": self.kind, "path": self.path,
                 "spike_rate": self.spike_rate, "union_rate": self.union_rate, "precision": self.precision,
-                "synapses": self.synapses, "groups": self.groups, "reason": self.reason}
+                "synapses": self.synapses, "groups": self.groups, "reason": self.reason,
+                **({} if self.break_even is None else {"break_even": self.break_even})}
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ class PathPlan:
     min_synapses: Optional[int] = None
     rates: dict = field(default_factory=dict)
     curve: tuple = ()                    # the profile's measured (synapses, break-even) points, if any
+    shape_model: Optional[dict] = None   # the profile's cost model by shape (SparseShape), if any
 
     def get(self, j: int) -> ConnectionPath:
         return self.connections[j]
@@ -118,6 +129,7 @@ class PathPlan:
         sparse = bool(self.sparse())
         return jsonable({"requested": self.requested, "profile": self.profile, "break_even": self.break_even,
                          "min_synapses": self.min_synapses, "curve": [list(c) for c in self.curve],
+                         **({} if self.shape_model is None else {"shape_model": self.shape_model}),
                          "form": self.form if sparse else None,
                          "max_batch": self.max_batch if sparse else None, "rates": self.rates,
                          "connections": [c.to_dict() for c in self.connections]})
@@ -134,14 +146,26 @@ def dense_plan(model, requested: str = "dense", reason: str = "requested dense")
     return PathPlan(requested=requested, connections=conns)
 
 
-def effective_break_even(profile, synapses: int, precision: str = "float32") -> float:
-    """The spike rate below which the sparse form pays for a connection of N = ``synapses`` synapses.
+def effective_break_even(profile, synapses: Union[int, tuple[int, int]], precision: str = "float32") -> float:
+    """The spike rate below which the sparse form pays for a connection: ``synapses`` = (n_in, n_out), its
+    shape, or N = n_in·n_out alone (the older call: no shape model).
 
-    With a measured ``profile.sparse_curve`` ((N_k, r_k), ...): r interpolated linearly in
+    With the shape and a measured ``profile.sparse_shape`` (float32, N ≤ its ``max_synapses``): the cost
+    model's r*(n_in, n_out) = r_be·(1 − S₀/N − k/n_out)/(1 + φ/n_out) (:class:`zor.devices.SparseShape`).
+    Otherwise, with a measured ``profile.sparse_curve`` ((N_k, r_k), ...): r interpolated linearly in
     log N between the points, from 0 at S₀ up to the first point, r_last past the last.
     Without one: r_be · (1 − S₀/N), floored at 0. ``precision`` "int8" (int8 rows against the
     int8 dense graph) reads ``profile.sparse_int8_curve`` instead where the profile has one.
     """
+    if isinstance(synapses, (tuple, list)):
+        if len(synapses) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                                         for v in synapses):
+            raise ConfigError(f"a connection's shape must be (n_in, n_out), two ints ≥ 1, got {synapses!r}")
+        n_in, n_out = int(synapses[0]), int(synapses[1])
+        shape = getattr(profile, "sparse_shape", None)
+        if shape is not None and precision == "float32" and n_in * n_out <= shape.max_synapses:
+            return shape.rate(n_in, n_out)
+        synapses = n_in * n_out
     s0 = float(getattr(profile, "sparse_min_synapses", 0) or 0)
     n = float(max(1, synapses))
     points = getattr(profile, "sparse_int8_curve", ()) if precision == "int8" else ()
@@ -158,6 +182,12 @@ def effective_break_even(profile, synapses: int, precision: str = "float32") -> 
         if n0 <= n <= n1:
             return r0 + (r1 - r0) * math.log(n / n0) / math.log(n1 / n0)
     return curve[-1][1]  # pragma: no cover
+
+
+def shape_model(profile) -> Optional[dict[str, Any]]:
+    """The profile's ``sparse_shape`` as a dict for ``zor.paths`` (None without one)."""
+    shape = getattr(profile, "sparse_shape", None)
+    return None if shape is None else asdict(shape)
 
 
 def measure_rates(model, float_proto, x: np.ndarray, steps: int = 1, max_batch: int = 1,
@@ -238,13 +268,17 @@ def plan_paths(
             conns.append(ConnectionPath(path="sparse", precision=precision, reason="requested sparse", groups=groups,
                                         **common))
         else:
-            be = effective_break_even(profile, syn, precision)   # the profile's break-even for this many synapses
-            what = f"{'union rate' if form == 'union' else 'spike rate'} {rel:.4f} ({syn:,} synapses)"
+            shape = (int(model.layers[j].size), int(model.layers[j + 1].size))
+            # the profile's break-even for this shape (the shape model was measured on the batch-1 form)
+            be = effective_break_even(profile, shape if form == "batch1" else syn, precision)
+            what = (f"{'union rate' if form == 'union' else 'spike rate'} {rel:.4f} ({shape[0]}x{shape[1]}, "
+                    f"{syn:,} synapses)")
             if rel is not None and rel < be:
-                conns.append(ConnectionPath(path="sparse", precision=precision, groups=groups,
+                conns.append(ConnectionPath(path="sparse", precision=precision, groups=groups, break_even=be,
                                             reason=f"{what} < break-even {be:.4f}", **common))
             else:
-                conns.append(ConnectionPath(path="dense", reason=f"{what} ≥ break-even {be:.4f}", **common))
+                conns.append(ConnectionPath(path="dense", break_even=be, reason=f"{what} ≥ break-even {be:.4f}",
+                                            **common))
     sparse = any(c.path == "sparse" for c in conns)
     return PathPlan(requested=requested, connections=tuple(conns), form=form,
                     max_batch=max_batch if sparse else None, profile=getattr(profile, "name", None),
@@ -252,7 +286,9 @@ def plan_paths(
                     min_synapses=int(getattr(profile, "sparse_min_synapses", 0) or 0),
                     rates={"source": rates_source, "rows": int(rates_rows)} if rates is not None else {},
                     curve=tuple(tuple(c) for c in ((getattr(profile, "sparse_int8_curve", ()) if precision == "int8"
-                                                    else ()) or getattr(profile, "sparse_curve", ()) or ())))
+                                                    else ()) or getattr(profile, "sparse_curve", ()) or ())),
+                    shape_model=(shape_model(profile) if requested == "auto" and precision == "float32"
+                                 and form == "batch1" else None))
 
 
 def group_settings(profile) -> dict[str, int]:
