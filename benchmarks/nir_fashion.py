@@ -1,6 +1,7 @@
 """A rate-coded snnTorch LIF classifier on Fashion-MNIST, exported through NIR and run on the runtime (issue 24).
 
     python -m benchmarks.nir_fashion            # prints the table, writes benchmarks/results/nir_fashion.json
+    python -m benchmarks.nir_fashion --sweep-only   # the auto-vs-dense sweep alone (nir_fashion_sweep.json)
 
 The network: 784 → Linear 128 → Leaky → Linear 10 → Leaky (reset "zero", per-unit β = 0.9), T steps of
 Bernoulli spikes (P = pixel intensity), class = most output spikes (ties: lowest index, in both). snnTorch's Leaky is
@@ -20,8 +21,9 @@ Figures, all in one run on the same spike inputs (which machine: "environment" i
 - the exports: float32; int8 with the spike budget and fallback (calibrated on training images, never the
   test set); int8 with every connection int8 (--spike-budget 0: what the budget protects against); the
   event-driven sparse form (--path sparse) and --path auto on this machine's profile;
-- sparse against dense step latency as the input rate varies (the first Affine's input, intensities scaled),
-  beside the profile's break-even for that node (``sparse_sweep``).
+- --path auto against dense as the input rate varies (the first Affine's input, intensities scaled), beside
+  the profile's break-even for that node's shape (``sparse_sweep``): where auto made a node sparse it must be
+  ahead of dense, elsewhere it is the dense graph (``sparse_figure_met``).
 
 The trained network is cached under benchmarks/results/nir_fashion/ (safetensors + the NIR file), never in git.
 """
@@ -263,12 +265,17 @@ def export_variants(graph: Path, folder: Path, steps: int, calib: np.ndarray) ->
     return paths, reports, notes
 
 
+SCALES = (0.03, 0.06, 0.09, 0.15, 0.35, 0.7, 1.0)   # intensity factors: first-node input rates ≈ 0.007 ... 0.24
+
+
 def sparse_sweep(graph: Path, folder: Path, dense: Any, x: np.ndarray, xc: np.ndarray, steps: int, rounds: int,
-                 scales: tuple = (0.15, 0.35, 0.7, 1.0)) -> list[dict]:
+                 scales: tuple = SCALES, samples: int = 32) -> list[dict]:
     """--path auto against dense as the input rate varies: pixel intensities × scale (the first Affine's input
-    rate about 0.29 × scale); per scale an auto export calibrated on training images at that scale (it picks
-    sparse for a node whose input rate is under the profile's break-even), then the per-sample Stream.run time
-    of both files at batch 1 on test images at that scale, in turns; dense/auto paired per round."""
+    rate about 0.24 × scale); per scale an auto export calibrated on training images at that scale (a node goes
+    sparse where its measured input rate is under the profile's break-even for its shape), then the per-sample
+    Stream.run time of both files at batch 1 on ``samples`` test images at that scale, in turns, ``rounds``
+    rounds; dense/auto is the median of the per-round ratios. ``met``: where a node went sparse, auto is ahead
+    of dense (dense/auto > 1); where none did, auto is the dense graph."""
     from zor.export import export_nir
     from zor.runtime import Model
 
@@ -278,16 +285,22 @@ def sparse_sweep(graph: Path, folder: Path, dense: Any, x: np.ndarray, xc: np.nd
         res = export_nir(graph, out, dt=DT, steps=steps, path="auto", device="auto",
                          calibration=spikes(np.clip(xc[:200] * scale, 0, 1), steps, 7))
         auto = Model(out, threads=1)
-        xs = [spikes(np.clip(x[i:i + 1] * scale, 0, 1), steps, 1000 + i) for i in range(16)]
+        xs = [spikes(np.clip(x[i:i + 1] * scale, 0, 1), steps, 1000 + i) for i in range(samples)]
         sd, sa = dense.stream(), auto.stream()
         times = interleave({"dense": _timed(lambda s: stream_spikes(sd, s), xs),
                             "auto": _timed(lambda s: stream_spikes(sa, s), xs)}, rounds)
         conns = res.paths.get("connections", [])
+        ratio = paired_ratio(times["dense"], times["auto"])
+        sparse = any(c["path"] == "sparse" for c in conns)
         rows.append({"scale": scale, "input_rate": float(np.mean([v.mean() for v in xs])),
+                     "calibration_rate": conns[0].get("spike_rate") if conns else None,
                      "plan": " ".join(f"{c['node']}:{c['path']}" for c in conns),
                      "break_even": conns[0].get("break_even") if conns else None,
+                     "break_even_out": conns[-1].get("break_even") if len(conns) > 1 else None,
                      "dense_ms": 1e3 * float(np.median(times["dense"])), "auto_ms": 1e3 * float(np.median(times["auto"])),
-                     "dense_over_auto": paired_ratio(times["dense"], times["auto"])})
+                     "dense_over_auto": ratio,
+                     "auto_ahead_rounds": float(np.mean(np.asarray(times["dense"]) > np.asarray(times["auto"]))),
+                     "met": bool(ratio > 1.0) if sparse else True})
     return rows
 
 
@@ -298,21 +311,44 @@ def sparse_sweep(graph: Path, folder: Path, dense: Any, x: np.ndarray, xc: np.nd
 @click.option("--calibration", "n_calib", default=2000,
               help="training images whose spikes calibrate int8 and auto (even rows) and validate int8 (odd rows)")
 @click.option("--rounds", default=15, help="latency rounds (each: 16 samples per path, in turns)")
+@click.option("--sweep-rounds", default=41, help="rounds of the auto-vs-dense sweep (each: 32 samples per file)")
+@click.option("--sweep-only", is_flag=True, help="only the float32 export and the auto-vs-dense sweep")
 @click.option("--seed", default=0)
 @click.option("--out", default="benchmarks/results", help="folder for the cache and nir_fashion.json")
-def main(steps: int, train_steps: int, n_test: int, n_calib: int, rounds: int, seed: int, out: str) -> None:
+def main(steps: int, train_steps: int, n_test: int, n_calib: int, rounds: int, sweep_rounds: int, sweep_only: bool,
+         seed: int, out: str) -> None:
     """snnTorch LIF classifier → NIR → runtime: accuracy, batch-1 latency, int8 and sparse (see the docstring)."""
-    from zor.devices import detect
-    from zor.export.paths import effective_break_even
+    from zor.export import export_nir
     from zor.runtime import Model
 
     set_threads(1)
     folder = Path(out) / "nir_fashion"
     graph = train(folder, steps, train_steps, seed)
-    net = load_net(folder, graph)
     x, y = load_images()["test"]
     x, y = x[:n_test], y[:n_test]
     xc = load_images()["train"][0][:n_calib]
+    result: dict[str, Any] = {"steps": steps, "test_samples": len(x), "calibration_samples": n_calib}
+    if sweep_only:
+        dense = folder / f"{graph.stem}-zor-float32.onnx"
+        export_nir(graph, dense, dt=DT, steps=steps)
+        models: dict[str, Any] = {"zor-float32": Model(dense, threads=1)}
+    else:
+        models = accuracy_and_latency(graph, folder, x, y, xc, steps, rounds, seed, result)
+    sweep = (sparse_sweep(graph, folder, models["zor-float32"], x, xc, steps, sweep_rounds)
+             if "zor-float32" in models else [])
+    result.update(sweep_report(sweep), sweep_rounds=sweep_rounds, environment=environment(1))
+    for k, v in result.get("not_measured", {}).items():
+        print(f"{k}: not measured: {v}")
+    write_json(Path(out) / ("nir_fashion_sweep.json" if sweep_only else "nir_fashion.json"), result)
+
+
+def accuracy_and_latency(graph: Path, folder: Path, x: np.ndarray, y: np.ndarray, xc: np.ndarray, steps: int,
+                         rounds: int, seed: int, result: dict[str, Any]) -> dict[str, Any]:
+    """The exports, their accuracy and batch-1 latency against snnTorch (printed, and into ``result``); returns
+    the runtime models by name."""
+    from zor.runtime import Model
+
+    net = load_net(folder, graph)
     paths, reports, notes = export_variants(graph, folder, steps, spikes(xc, steps, seed + 99_999))
     models: dict[str, Any] = {"snntorch-nir-roundtrip": RoundTrip(graph)}
     models.update({k: Model(p, threads=1) for k, p in paths.items()})
@@ -326,18 +362,27 @@ def main(steps: int, train_steps: int, n_test: int, n_calib: int, rounds: int, s
             r["speedup_step"] = paired_ratio(times["snntorch"], times[r["path"] + " (step)"])
     print(format_table(rows, ["path", "accuracy", "accuracy_drop", "spike_agreement_%", "same_class_%",
                               "ms_per_sample", "speedup_vs_snntorch", "ms_per_sample_step", "speedup_step"]))
+    result.update(rows=rows, exports=reports, not_measured=notes, latency_rounds_s=times)
+    return models
+
+
+def sweep_report(sweep: list[dict]) -> dict[str, Any]:
+    """Print the auto-vs-dense sweep with the profile's break-even for each node's shape; its JSON part."""
+    from zor.devices import detect
+    from zor.export.paths import effective_break_even
+
     profile = detect().profile
-    sweep = sparse_sweep(graph, folder, models["zor-float32"], x, xc, steps, rounds) if "zor-float32" in models else []
-    be = effective_break_even(profile, 784 * HIDDEN)
+    be, be_out = effective_break_even(profile, (784, HIDDEN)), effective_break_even(profile, (HIDDEN, 10))
     print(f"--path auto against dense at batch 1 (profile {profile.name}: break-even {be:.3f} for the 784x{HIDDEN} "
-          "node; the second node has too few synapses to go sparse)")
-    print(format_table(sweep, ["scale", "input_rate", "plan", "break_even", "dense_ms", "auto_ms", "dense_over_auto"]))
-    for k, v in notes.items():
-        print(f"{k}: not measured: {v}")
-    write_json(Path(out) / "nir_fashion.json", {
-        "rows": rows, "exports": reports, "not_measured": notes, "sparse_sweep": sweep,
-        "profile": {"name": profile.name, "break_even_784x128": be}, "steps": steps, "test_samples": len(x),
-        "calibration_samples": n_calib, "latency_rounds_s": times, "environment": environment(1)})
+          f"node, {be_out:.3f} for the {HIDDEN}x10 node, by their shapes)")
+    print(format_table(sweep, ["scale", "input_rate", "calibration_rate", "plan", "break_even", "dense_ms", "auto_ms",
+                               "dense_over_auto", "auto_ahead_rounds", "met"],
+                       digits={"input_rate": 3, "calibration_rate": 3, "break_even": 3, "dense_ms": 3, "auto_ms": 3,
+                               "dense_over_auto": 3}))
+    met = all(r["met"] for r in sweep) if sweep else None
+    print(f"sparse ahead of dense where the rate is under the break-even, auto dense above it: {met}")
+    return {"sparse_sweep": sweep, "sparse_figure_met": met,
+            "profile": {"name": profile.name, "break_even_784x128": be, "break_even_128x10": be_out}}
 
 
 if __name__ == "__main__":

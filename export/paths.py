@@ -268,17 +268,8 @@ def plan_paths(
             conns.append(ConnectionPath(path="sparse", precision=precision, reason="requested sparse", groups=groups,
                                         **common))
         else:
-            shape = (int(model.layers[j].size), int(model.layers[j + 1].size))
-            # the profile's break-even for this shape (the shape model was measured on the batch-1 form)
-            be = effective_break_even(profile, shape if form == "batch1" else syn, precision)
-            what = (f"{'union rate' if form == 'union' else 'spike rate'} {rel:.4f} ({shape[0]}x{shape[1]}, "
-                    f"{syn:,} synapses)")
-            if rel is not None and rel < be:
-                conns.append(ConnectionPath(path="sparse", precision=precision, groups=groups, break_even=be,
-                                            reason=f"{what} < break-even {be:.4f}", **common))
-            else:
-                conns.append(ConnectionPath(path="dense", break_even=be, reason=f"{what} ≥ break-even {be:.4f}",
-                                            **common))
+            conns.append(_auto_path(profile, (int(model.layers[j].size), int(model.layers[j + 1].size)), rel, form,
+                                    precision, groups, common))
     sparse = any(c.path == "sparse" for c in conns)
     return PathPlan(requested=requested, connections=tuple(conns), form=form,
                     max_batch=max_batch if sparse else None, profile=getattr(profile, "name", None),
@@ -289,6 +280,20 @@ def plan_paths(
                                                     else ()) or getattr(profile, "sparse_curve", ()) or ())),
                     shape_model=(shape_model(profile) if requested == "auto" and precision == "float32"
                                  and form == "batch1" else None))
+
+
+def _auto_path(profile, shape: tuple[int, int], rel: Optional[float], form: str, precision: str, groups: int,
+               common: dict[str, Any]) -> ConnectionPath:
+    """``auto`` for one dense connection: sparse below the profile's break-even for its shape (batch-1 form; the
+    shape model was measured there) or its synapse count (union form)."""
+    syn = shape[0] * shape[1]
+    be = effective_break_even(profile, shape if form == "batch1" else syn, precision)
+    what = (f"{'union rate' if form == 'union' else 'spike rate'} {rel:.4f} ({shape[0]}x{shape[1]}, "
+            f"{syn:,} synapses)")
+    if rel is not None and rel < be:
+        return ConnectionPath(path="sparse", precision=precision, groups=groups, break_even=be,
+                              reason=f"{what} < break-even {be:.4f}", **common)
+    return ConnectionPath(path="dense", break_even=be, reason=f"{what} ≥ break-even {be:.4f}", **common)
 
 
 def group_settings(profile) -> dict[str, int]:
