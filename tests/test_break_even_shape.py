@@ -184,3 +184,35 @@ def test_nir_auto_follows_the_shape_rule(tmp_path):
     p_old = export_nir(graph, tmp_path / "o.onnx", dt=1e-4, steps=10, path="auto", calibration=xs, device=old).paths
     assert p_old["connections"][0]["path"] == "dense" and p_old["connections"][0]["break_even"] == 0.1
     assert "shape_model" not in p_old
+
+
+# --------------------------------------------------------------------------- the benchmark's fits
+def test_line_crossover_hand_derived():
+    from benchmarks.sparse_shapes import line_crossover
+
+    got = line_crossover([0.0, 0.1, 0.2], [10.0, 10.0, 10.0], [8.0, 12.0, 16.0])   # sparse = 8 + 40 r
+    assert got["break_even_line"] == pytest.approx(2 / 40, abs=1e-12) and got["sparse_per_rate_ms"] == pytest.approx(40)
+    assert line_crossover([0.0, 0.5], [10.0, 10.0], [11.0, 11.0])["break_even_line"] == 0.0    # flat, above dense
+    assert line_crossover([0.0, 0.5], [10.0, 10.0], [9.0, 9.0])["break_even_line"] == 1.0      # flat, below dense
+
+
+def test_fits_recover_the_parameters_they_were_made_from():
+    from benchmarks.sparse_shapes import fit_costs, fit_crossovers, shape_rate
+
+    p = {"break_even": 0.3, "min_synapses": 1000.0, "row_synapses": 10.0, "active_row_synapses": 20.0}
+    shapes = [(100, 50), (50, 100), (500, 100), (200, 200), (1000, 30), (64, 64), (30, 20)]
+    assert shape_rate(p, 100, 50) == pytest.approx(0.18 / 1.4, abs=1e-12) and shape_rate(p, 30, 20) == 0.0
+    fit = fit_crossovers([(i, o, shape_rate(p, i, o)) for i, o in shapes], np.arange(0.0, 100.0, 1.0))
+    for key, want in p.items():
+        assert fit[key] == pytest.approx(want, rel=1e-6), key
+    assert fit["rms"] < 1e-9
+    # timings (µs) from a_d 10, b_d 0.04e-3, a_s 11, c 2e-3, f 16e-3, e 0.15e-3: r_be = b_d/e = 0.2667, S₀ = 25,000,
+    # k = 50, φ = 106.67
+    rates = [0.0, 0.1, 0.3]
+    rows = [{"n_in": i, "n_out": o, "rates": rates,
+             "dense_ms": [1e-3 * (10 + 0.04e-3 * i * o)] * 3,
+             "sparse_ms": [1e-3 * (11 + 2e-3 * i + r * (16e-3 * i + 0.15e-3 * i * o)) for r in rates]}
+            for i, o in shapes]
+    c = fit_costs(rows)
+    assert c["break_even"] == pytest.approx(0.04 / 0.15, rel=1e-6) and c["min_synapses"] == pytest.approx(25_000, rel=1e-6)
+    assert c["row_synapses"] == pytest.approx(50, rel=1e-6) and c["active_row_synapses"] == pytest.approx(16 / 0.15, rel=1e-6)
