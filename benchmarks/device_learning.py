@@ -20,7 +20,9 @@ Measured (torch.set_num_threads(1), onnxruntime intra-op 1):
    (W_out = (HᵀH + λI)⁻¹(HᵀY + λW_out_old) on the device images' hidden activations).
 
 Usage:
-    python -m benchmarks.device_learning --json out.json [--rounds 7] [--quick]
+    python -m benchmarks.device_learning --json out.json [--rounds 7] [--quick] [--only steps]
+
+``--only steps`` measures the step-time rows (2.) alone.
 """
 
 from __future__ import annotations
@@ -190,16 +192,23 @@ def _logit(y: np.ndarray) -> np.ndarray:
 @click.option("--rounds", type=click.IntRange(1), default=7)
 @click.option("--quick", is_flag=True, help="fewer rounds and a smaller 9-class training run")
 @click.option("--new-class-steps", type=click.IntRange(1), default=40)
-def main(json_path: Optional[Path], rounds: int, quick: bool, new_class_steps: int) -> None:
+@click.option("--only", type=click.Choice(["all", "steps"]), default="all",
+              help="steps: the step-time rows alone")
+def main(json_path: Optional[Path], rounds: int, quick: bool, new_class_steps: int, only: str) -> None:
     """Learning on the device vs the torch engine (see the module docstring)."""
     set_threads(1)
-    data = load_images()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        qs = quick_start(folder, data, seed=0, rounds=3)
-        rss = peak_rss(folder, qs.pop("few"))
         steps = [step_ratio(folder, s, 3 if quick else rounds, pool)
                  for s in ([784, 64, 784], [784, 256, 10]) for pool in (1, 50)]
+        if only == "steps":
+            print(format_table(steps, ["network", "batches", "engine_ms", "runtime_ms", "ratio", "hidden_active"]))
+            if json_path is not None:
+                write_json(json_path, {"environment": environment(1), "step_time": steps})
+            return
+        data = load_images()
+        qs = quick_start(folder, data, seed=0, rounds=3)
+        rss = peak_rss(folder, qs.pop("few"))
         nc = new_class(folder, quick, new_class_steps)
     print(format_table([{"figure": "quick start metric (runtime / engine)",
                          "value": f"{qs['runtime_metric']:.2f} / {qs['engine_metric']:.2f} %"},

@@ -43,6 +43,7 @@ from zor.common.fileio import check_output_file, write_bytes_atomic
 from zor.engine.network import Zor
 
 from .jsonsafe import dumps
+from .learnable_blocks import graph_feeds, join_outputs, state_outputs
 from .learnable_graph import build_step_graph, spec_of, state_names
 from .metadata import set_integrity
 
@@ -130,8 +131,8 @@ def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: i
     sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     engine = copy.deepcopy(net)
     state = initial_state(net)
-    names = list(state)
-    outs = ["output"] + [f"{n}_out" for n in names] + [f"spikes_{i}" for i in range(len(net.layers))]
+    names, spec = list(state), spec_of(net)
+    outs = ["output"] + state_outputs(spec, names) + [f"spikes_{i}" for i in range(len(net.layers))]
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
     elementwise: dict[str, float] = {}
@@ -141,7 +142,8 @@ def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: i
     for _ in range(batches):
         x = rng.random((batch_size, net.sizes[0]), dtype=np.float32)
         target = rng.random((batch_size, net.sizes[-1]), dtype=np.float32)
-        got = dict(zip(outs, sess.run(outs, {"x": x, "target": target, **state})))
+        got = dict(zip(outs, sess.run(outs, {"x": x, "target": target, **graph_feeds(spec, state)})))
+        new = join_outputs(spec, names, got)
         _, traces = engine.run(x)                          # spikes with θ before the step
         _spike_check(engine, traces, [got[f"spikes_{i}"] for i in range(len(net.layers))], report)
         errors = engine.train_batch(x, target).cpu().numpy()
@@ -151,8 +153,8 @@ def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: i
         for n in names:
             if n == "step" and net.config.optimizer == "sgd":
                 continue                                   # torch's SGD keeps no step count
-            worst[n] = max(worst.get(n, 0.0), _rel(got[f"{n}_out"], want[n]))
-            elementwise[n] = max(elementwise.get(n, 0.0), _rel_max(got[f"{n}_out"], want[n]))
+            worst[n] = max(worst.get(n, 0.0), _rel(new[n], want[n]))
+            elementwise[n] = max(elementwise.get(n, 0.0), _rel_max(new[n], want[n]))
         state = want                # the next step starts both from the engine's state: each step is
         # checked on its own, so a rounding-level spike flip near θ cannot compound over 100 steps
     failures = [f"{n}: relative difference {v:.3g} > {_bound(n):g}" for n, v in worst.items() if not v <= _bound(n)]

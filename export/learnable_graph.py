@@ -27,6 +27,10 @@ Graph inputs: ``x`` (B, n_0), ``target`` (B, n_L), ``step`` () float32, and the 
 ``health`` () = mean|δ| + Σ_i ‖grad_i‖² over the layers with a norm clip (scalars the step
 computes anyway): finite iff the error and those gradients are, which with a finite state
 keeps every new weight and moment finite (the Learner's divergence check, no pass over W).
+A W_i larger than 64 K elements is updated in row blocks (:mod:`zor.export.learnable_blocks`):
+its weight-shaped state tensors are one input ``NAME.k`` and output ``NAME_out.k`` per block
+(listed in ``spec["blocks"]``), so each block's element-wise chain stays in a core's L2 cache.
+Scalars the blocks share (Adam's k and eps', (1 − β₁)·factor, ...) are built once.
 
 Example:
     >>> from zor import Zor, Layer
@@ -44,6 +48,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from zor.common.errors import UnsupportedLearnableError
+
+from .learnable_blocks import graph_io, parts, row_blocks
 
 __all__ = ["OPSET", "SUPPORTED", "spec_of", "state_names", "build_step_graph", "check_supported"]
 
@@ -85,6 +91,7 @@ def spec_of(net: Any) -> dict:
             "max_update_norm": layer.max_update_norm, "max_weight": layer.max_weight,
             "novelty_factor": layer.novelty_factor, "novelty_momentum": layer.novelty_momentum,
         } for i, layer in enumerate(net.layers)],
+        "blocks": row_blocks(net.sizes, c.optimizer, [layer.novelty_factor for layer in net.layers]),
     }
 
 
@@ -108,6 +115,13 @@ class _G:
         self.nodes: list = []
         self.inits: list = []
         self._n = 0
+        self._once: dict = {}
+
+    def once(self, key: Any, make: Any) -> str:
+        """make()'s output, built the first time ``key`` is asked for (a scalar or vector shared by blocks)."""
+        if key not in self._once:
+            self._once[key] = make()
+        return self._once[key]
 
     def op(self, kind: str, *inputs: str, out: Optional[str] = None, **attrs: Any) -> str:
         self._n += 1
@@ -155,86 +169,115 @@ def _signal(g: _G, spec: dict, delta: str, s_post: str, top: bool) -> str:
 
 
 def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: str,
-            neg_scale: str) -> tuple[str, str]:
-    """(u, factor, ‖u‖² or None): the 'gradient' of W_i is u · factor = −ε·clip(G ⊙ E′); writes novelty_i_out
-    (novelty on); ‖u‖² when the layer has a norm clip (it is computed for the clip anyway)."""
+            neg_scale: str) -> tuple[list[str], str, Optional[str]]:
+    """([u per row block], factor, ‖u‖² or None): the 'gradient' of W_i is u · factor = −ε·clip(G ⊙ E′);
+    writes novelty_i_out (novelty on); ‖u‖² when the layer has a norm clip (it is computed for the clip anyway)."""
     lay = spec["layers"][i]
     (s_i, a_i), (s_p, a_p) = pre, post
     rule = spec["rule"]
     d_b = g.op("Mul", d, inv_b)                                                # δ̂ / B (B, n_{i+1}): the small side
-    if rule == "normalized":
-        gm = g.op("Gemm", a_i, d_b, transA=1)                                  # G = a_iᵀ δ̂ / B
-        e = g.op("Gemm", s_i, a_p, transA=1)                                   # E = s_iᵀ a_{i+1}
-    elif rule != "coactivity" and spec["always"][i + 1]:                      # s_{i+1} ≡ 1: E is a column
-        gm = g.op("Gemm", a_i, d_b, transA=1)
-        e = g.op("Transpose", g.op("ReduceMean", a_i, axes=[0], keepdims=1), perm=[1, 0])   # (n_i, 1)
-    else:                                                  # two products: cheaper than one into a concat + 2 slices
-        gm = g.op("Gemm", a_i, d_b, transA=1)
-        e = g.op("Gemm", a_i, g.op("Mul", a_p if rule == "coactivity" else s_p, inv_b), transA=1)
-    nu = lay["novelty_factor"]
-    if nu != 0.0:
-        rho = lay["novelty_momentum"]
-        r = g.op("Add", g.op("Mul", f"novelty_{i}", g.const(rho)), g.op("Mul", g.op("Abs", e), g.const(1.0 - rho)),
-                 out=f"novelty_{i}_out")
-        e = g.op("Sub", e, g.op("Mul", r, g.const(nu)))
-    e = g.op("Clip", e, g.const(0.0), g.const(1.0))
-    u = g.op("Mul", gm, e)
-    factor, ssq = neg_scale, None
-    if lay["max_update_norm"] is not None:
-        ssq = g.op("ReduceSumSquare", u, keepdims=0)
+    column = rule not in ("coactivity", "normalized") and spec["always"][i + 1]   # s_{i+1} ≡ 1: E is a column
+    post_b = None if rule == "normalized" or column else g.op("Mul", a_p if rule == "coactivity" else s_p, inv_b)
+    blocks, us, ssq = parts(spec, i), [], None
+    if len(blocks) > 1:                                     # a block's rows of a_iᵀ: contiguous rows, a cheap Gather
+        a_t = g.op("Transpose", a_i, perm=[1, 0])                              # (n_i, B)
+        s_t = g.op("Transpose", s_i, perm=[1, 0]) if rule == "normalized" else None
+    for suffix, lo, hi in blocks:
+        rows = None if len(blocks) == 1 else g.const(np.arange(lo, hi), np.int64)
+        a_r = a_i if rows is None else g.op("Gather", a_t, rows, axis=0)      # (B, rows) or (rows, B): transA
+        ta = int(rows is None)
+        gm = g.op("Gemm", a_r, d_b, transA=ta)                                 # G = a_iᵀ δ̂ / B
+        if rule == "normalized":                                               # E = s_iᵀ a_{i+1}
+            e = g.op("Gemm", s_i if rows is None else g.op("Gather", s_t, rows, axis=0), a_p, transA=ta)
+        elif column:                                                           # (rows, 1)
+            e = g.op("Transpose", g.op("ReduceMean", a_i, axes=[0], keepdims=1), perm=[1, 0]) if rows is None \
+                else g.op("ReduceMean", a_r, axes=[1], keepdims=1)
+        else:                                              # two products: cheaper than one into a concat + 2 slices
+            e = g.op("Gemm", a_r, post_b, transA=ta)
+        nu = lay["novelty_factor"]
+        if nu != 0.0:
+            rho = lay["novelty_momentum"]
+            r = g.op("Add", g.op("Mul", f"novelty_{i}{suffix}", g.const(rho)),
+                     g.op("Mul", g.op("Abs", e), g.const(1.0 - rho)), out=f"novelty_{i}_out{suffix}")
+            e = g.op("Sub", e, g.op("Mul", r, g.const(nu)))
+        us.append(g.op("Mul", gm, g.op("Clip", e, g.const(0.0), g.const(1.0))))
+        if lay["max_update_norm"] is not None:
+            part = g.op("ReduceSumSquare", us[-1], keepdims=0)
+            ssq = part if ssq is None else g.op("Add", ssq, part)
+    factor = neg_scale
+    if ssq is not None:
         norm = g.op("Max", g.op("Sqrt", ssq), g.const(1e-12))
         clip = g.op("Min", g.op("Div", g.const(float(lay["max_update_norm"])), norm), g.const(1.0))
         factor = g.op("Mul", clip, neg_scale)
-    return u, factor, ssq                                  # grad = u · factor (factor a scalar); ‖u‖² or None
+    return us, factor, ssq                                 # grad = u · factor (factor a scalar); ‖u‖² or None
 
 
-def _optimise(g: _G, spec: dict, i: int, u: str, factor: str, t: str) -> None:
-    """One optimiser step of W_i from grad = u · factor; writes weight_i_out and the moments' outputs.
+def _adam_scalars(g: _G, spec: dict, t: str) -> dict[str, str]:
+    """The step's scalars of Adam: k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) and eps' = eps·√(1 − β₂ᵗ) (see _optimise)."""
+    b1, b2 = spec["betas"]
+    bc1 = g.op("Sub", g.const(1.0), g.op("Pow", g.const(b1), t))
+    sb2 = g.op("Sqrt", g.op("Sub", g.const(1.0), g.op("Pow", g.const(b2), t)))
+    k = g.op("Div", g.op("Mul", g.const(spec["lr"]), sb2), bc1)
+    eps = g.op("Mul", g.const(spec["eps"]), sb2)
+    if spec["lr"] == 0.0:
+        return {"k": k, "eps": eps}
+    return {"k": k, "eps": eps, "1/k": g.op("Reciprocal", k), "eps/k": g.op("Div", eps, k)}
+
+
+def _optimise(g: _G, spec: dict, i: int, u: str, factor: str, sc: Optional[dict], part: tuple) -> None:
+    """One optimiser step of the rows ``part`` = (suffix, lo, hi) of W_i from grad = u · factor; writes
+    weight_i_out and the moments' outputs (of that block).
 
     Adam's W ← W − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps) is computed as
     W − m / (√v/k + eps·√(1 − β₂ᵗ)/k), k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ), the affine map of √v in one
     BatchNormalization pass (lr = 0: W − k·m/(√v + eps·√(1 − β₂ᵗ))): the same value, fewer passes;
     the scalar factors (1 − β₁)·factor and (1 − β₂)·factor² fold into the moments' updates."""
-    w, lr, wd = f"weight_{i}", spec["lr"], spec["weight_decay"]
+    sfx = part[0]
+    w, lr, wd = f"weight_{i}{sfx}", spec["lr"], spec["weight_decay"]
     mw = spec["layers"][i]["max_weight"]
+    out = None if mw is not None else f"weight_{i}_out{sfx}"
     if spec["optimizer"] == "sgd":
         grad = g.op("Mul", u, factor)
         if wd != 0.0:
             grad = g.op("Add", grad, g.op("Mul", w, g.const(wd)))
-        buf = g.op("Add", g.op("Mul", f"momentum_{i}", g.const(spec["momentum"])), grad, out=f"momentum_{i}_out")
-        new = g.op("Sub", w, g.op("Mul", buf, g.const(lr)), out=None if mw is not None else f"weight_{i}_out")
+        buf = g.op("Add", g.op("Mul", f"momentum_{i}{sfx}", g.const(spec["momentum"])), grad,
+                   out=f"momentum_{i}_out{sfx}")
+        new = g.op("Sub", w, g.op("Mul", buf, g.const(lr)), out=out)
     else:
         b1, b2 = spec["betas"]
         if spec["optimizer"] == "adam" and wd != 0.0:      # L2 in the gradient: no folding
             grad = g.op("Add", g.op("Mul", u, factor), g.op("Mul", w, g.const(wd)))
             m_in, k1, v_in, k2 = grad, g.const(1.0 - b1), g.op("Mul", grad, grad), g.const(1.0 - b2)
         else:
-            m_in, k1 = u, g.op("Mul", factor, g.const(1.0 - b1))
-            v_in, k2 = g.op("Mul", u, u), g.op("Mul", g.op("Mul", factor, factor), g.const(1.0 - b2))
+            m_in, k1 = u, g.once(("k1", factor), lambda: g.op("Mul", factor, g.const(1.0 - b1)))
+            v_in = g.op("Mul", u, u)
+            k2 = g.once(("k2", factor), lambda: g.op("Mul", _square(g, factor), g.const(1.0 - b2)))
         if spec["optimizer"] == "adamw":
             w = g.op("Mul", w, g.const(1.0 - lr * wd))
-        m = g.op("Add", g.op("Mul", f"adam_m_{i}", g.const(b1)), g.op("Mul", m_in, k1), out=f"adam_m_{i}_out")
-        v = g.op("Add", g.op("Mul", f"adam_v_{i}", g.const(b2)), g.op("Mul", v_in, k2), out=f"adam_v_{i}_out")
-        bc1 = g.op("Sub", g.const(1.0), g.op("Pow", g.const(b1), t))
-        sb2 = g.op("Sqrt", g.op("Sub", g.const(1.0), g.op("Pow", g.const(b2), t)))
-        k = g.op("Div", g.op("Mul", g.const(lr), sb2), bc1)
-        eps = g.op("Mul", g.const(spec["eps"]), sb2)
+        m = g.op("Add", g.op("Mul", f"adam_m_{i}{sfx}", g.const(b1)), g.op("Mul", m_in, k1),
+                 out=f"adam_m_{i}_out{sfx}")
+        v = g.op("Add", g.op("Mul", f"adam_v_{i}{sfx}", g.const(b2)), g.op("Mul", v_in, k2),
+                 out=f"adam_v_{i}_out{sfx}")
         if lr > 0.0:                    # k·m/(√v + eps') = m / (√v/k + eps'/k): one pass fewer
-            step = g.op("Div", m, _affine(g, g.op("Sqrt", v), g.op("Reciprocal", k), g.op("Div", eps, k),
-                                          spec["sizes"][i + 1]))
+            step = g.op("Div", m, _affine(g, g.op("Sqrt", v), sc["1/k"], sc["eps/k"], spec["sizes"][i + 1]))
         else:
-            step = g.op("Mul", g.op("Div", m, g.op("Add", g.op("Sqrt", v), eps)), k)
-        new = g.op("Sub", w, step, out=None if mw is not None else f"weight_{i}_out")
+            step = g.op("Mul", g.op("Div", m, g.op("Add", g.op("Sqrt", v), sc["eps"])), sc["k"])
+        new = g.op("Sub", w, step, out=out)
     if mw is not None:
-        g.op("Clip", new, g.const(-float(mw)), g.const(float(mw)), out=f"weight_{i}_out")
+        g.op("Clip", new, g.const(-float(mw)), g.const(float(mw)), out=f"weight_{i}_out{sfx}")
 
 
 def _affine(g: _G, x: str, scale: str, shift: str, width: int) -> str:
     """x·scale + shift (x (n, width), scale and shift scalars) in one pass: BatchNormalization with
     mean 0, variance 1 and epsilon 0 is exactly that affine map per column (Mul then Add are two passes)."""
-    ones = g.const(np.ones(width, np.float32))
-    return g.op("BatchNormalization", x, g.op("Mul", ones, scale), g.op("Mul", ones, shift),
-                g.const(np.zeros(width, np.float32)), ones, epsilon=0.0)
+    ones = g.once(("ones", width), lambda: g.const(np.ones(width, np.float32)))
+    return g.op("BatchNormalization", x, g.once(("scale", scale, width), lambda: g.op("Mul", ones, scale)),
+                g.once(("shift", shift, width), lambda: g.op("Mul", ones, shift)),
+                g.once(("zeros", width), lambda: g.const(np.zeros(width, np.float32))), ones, epsilon=0.0)
+
+
+def _square(g: _G, x: str) -> str:
+    return g.once(("square", x), lambda: g.op("Mul", x, x))
 
 
 def _homeostasis(g: _G, spec: dict) -> None:
@@ -265,26 +308,18 @@ def _body(g: _G, spec: dict) -> None:
     t = g.op("Add", "step", g.const(1.0), out="step_out")
     top = len(spec["sizes"]) - 2
     health = mean_abs if spec["error_scaling"] else g.op("ReduceMean", g.op("Abs", delta), keepdims=0)
+    sc = None if spec["optimizer"] == "sgd" else _adam_scalars(g, spec, t)
     for i in reversed(range(top + 1)):
         d = _signal(g, spec, delta, traces[i + 1][0], i == top)
         if i > 0:
             delta = g.op("Gemm", d, f"weight_{i}", transB=1)                # δ̂ W_iᵀ (B, n_i), old W_i
-        u, factor, ssq = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
+        us, factor, ssq = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
         if ssq is not None:                                                 # ‖grad‖² = ‖u‖²·factor²
-            health = g.op("Add", health, g.op("Mul", ssq, g.op("Mul", factor, factor)))
-        _optimise(g, spec, i, u, factor, t)
+            health = g.op("Add", health, g.op("Mul", ssq, _square(g, factor)))
+        for u, part in zip(us, parts(spec, i)):                            # block by block: in L2
+            _optimise(g, spec, i, u, factor, sc, part)
     g.op("Identity", health, out="health")
     _homeostasis(g, spec)
-
-
-def _state_shape(name: str, spec: dict) -> list:
-    if name == "step":
-        return []
-    kind, i = name.rsplit("_", 1)
-    sizes = spec["sizes"]
-    if kind in ("threshold", "rate"):
-        return [sizes[int(i)]]
-    return [sizes[int(i)], sizes[int(i) + 1]]
 
 
 def build_step_graph(net: Any, spikes: bool = False) -> onnx.ModelProto:
@@ -296,13 +331,13 @@ def build_step_graph(net: Any, spikes: bool = False) -> onnx.ModelProto:
     g = _G()
     _body(g, spec)
     f = TensorProto.FLOAT
-    names = state_names(spec)
+    state_in, state_out = graph_io(spec, state_names(spec))
     inputs = [helper.make_tensor_value_info("x", f, ["batch", spec["sizes"][0]]),
               helper.make_tensor_value_info("target", f, ["batch", spec["sizes"][-1]])]
-    inputs += [helper.make_tensor_value_info(n, f, _state_shape(n, spec)) for n in names]
+    inputs += [helper.make_tensor_value_info(n, f, shape) for n, shape in state_in]
     outputs = [helper.make_tensor_value_info("output", f, ["batch", spec["sizes"][-1]]),
                helper.make_tensor_value_info("error", f, ["batch", spec["sizes"][-1]])]
-    outputs += [helper.make_tensor_value_info(f"{n}_out", f, _state_shape(n, spec)) for n in names]
+    outputs += [helper.make_tensor_value_info(n, f, shape) for n, shape in state_out]
     outputs.append(helper.make_tensor_value_info("health", f, []))
     if spikes:
         outputs += [helper.make_tensor_value_info(f"spikes_{i}", f, ["batch", n])

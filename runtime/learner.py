@@ -154,7 +154,7 @@ class Learner:
             opts.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-            self._bound = learner_state.BoundState(self._session, start)
+            self._bound = learner_state.BoundState(self._session, start, self.spec.get("blocks", []))
         except Exception as exc:    # onnxruntime raises its own classes for a bad graph
             raise ModelFileError(f"{path}: onnxruntime refused the step graph ({exc})") from exc
         # the new weights checked by a pass over them: all without the graph's health output, else
@@ -234,7 +234,8 @@ class Learner:
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size]
             zeros = np.zeros((xb.shape[0], self.sizes[-1]), np.float32)
-            outs.append(self._session.run(["output"], {"x": xb, "target": zeros, **self._bound.live})[0])
+            feeds = learner_state.feeds(self._bound.blocks, self._bound.live)
+            outs.append(self._session.run(["output"], {"x": xb, "target": zeros, **feeds})[0])
         return np.concatenate(outs)
 
     def _curriculum(self, x: np.ndarray, y: np.ndarray, enabled: bool) -> tuple[CurriculumSampler, bool]:

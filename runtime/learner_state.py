@@ -46,7 +46,8 @@ import onnxruntime as ort
 
 from zor.common.errors import StateError
 
-__all__ = ["STATE_FORMAT", "SAMPLER_ARRAYS", "BoundState", "Session", "dump_state", "parse_state", "state_digest"]
+__all__ = ["STATE_FORMAT", "SAMPLER_ARRAYS", "BoundState", "Session", "feeds", "dump_state", "parse_state",
+           "state_digest"]
 
 STATE_FORMAT = "zor-learner-state"
 VERSION = 2
@@ -67,20 +68,22 @@ class Session:
 class BoundState:
     """The state in two sets of buffers bound to the session (onnxruntime IO binding): a step reads
     set k and writes set 1 − k, which becomes the state only when it is finite. No state tensor is
-    copied or allocated per step; only x, target, output and error are bound anew."""
+    copied or allocated per step; only x, target, output and error are bound anew. A tensor the graph
+    takes in row blocks (``blocks``: the learnable spec's list) is bound as row views of its buffer."""
 
-    def __init__(self, session: ort.InferenceSession, start: dict[str, np.ndarray]) -> None:
+    def __init__(self, session: ort.InferenceSession, start: dict[str, np.ndarray], blocks: list = ()) -> None:
         self.sets = [{n: np.array(v, np.float32, order="C") for n, v in start.items()},
                      {n: np.empty_like(v) for n, v in start.items()}]
-        has_health = "health" in {o.name for o in session.get_outputs()}    # files exported before it lack it
-        self.health = np.zeros((), np.float32) if has_health else None
+        outputs = {o.name for o in session.get_outputs()}
+        self.blocks = list(blocks)
+        self.health = np.zeros((), np.float32) if "health" in outputs else None   # older files lack it
         self.bindings = []
         for src, dst in ((0, 1), (1, 0)):
             b = session.io_binding()
-            for n, v in self.sets[src].items():
+            for n, v in feeds(self.blocks, self.sets[src]).items():
                 b.bind_ortvalue_input(n, ort.OrtValue.ortvalue_from_numpy(v))
-            for n, v in self.sets[dst].items():
-                b.bind_ortvalue_output(f"{n}_out", ort.OrtValue.ortvalue_from_numpy(v))
+            for n, v in _outputs(self.blocks, self.sets[dst]).items():
+                b.bind_ortvalue_output(n, ort.OrtValue.ortvalue_from_numpy(v))
             if self.health is not None:
                 b.bind_ortvalue_output("health", ort.OrtValue.ortvalue_from_numpy(self.health))
             self.bindings.append(b)
@@ -111,6 +114,23 @@ class BoundState:
     def load(self, state: dict[str, np.ndarray]) -> None:
         for n, v in state.items():
             np.copyto(self.sets[self.cur][n], v)
+
+
+def feeds(blocks: list, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The state as the step graph's inputs: a tensor in row blocks as one view per block (and W_i whole too,
+    which the products read); ``blocks`` is the spec's list of {"state", "rows", "input", "output"}."""
+    split = {b["state"] for b in blocks}
+    out = {n: v for n, v in state.items() if n not in split or n.startswith("weight_")}
+    out.update({b["input"]: state[b["state"]][b["rows"][0]:b["rows"][1]] for b in blocks})
+    return out
+
+
+def _outputs(blocks: list, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The buffers the state outputs are written into: ``NAME_out``, or one row view per block."""
+    split = {b["state"] for b in blocks}
+    out = {f"{n}_out": v for n, v in state.items() if n not in split}
+    out.update({b["output"]: state[b["state"]][b["rows"][0]:b["rows"][1]] for b in blocks})
+    return out
 
 
 def state_digest(state: Mapping[str, np.ndarray], session: Optional[dict] = None) -> str:
