@@ -265,6 +265,30 @@ def export_variants(graph: Path, folder: Path, steps: int, calib: np.ndarray) ->
     return paths, reports, notes
 
 
+def _median_timed(fn: Callable[[np.ndarray], Any], xs: list[np.ndarray]) -> Callable[[], float]:
+    """A measurement: the median over the samples ``xs`` of the seconds ``fn`` takes for one (a sample that
+    another process interrupted does not move it, as it moves a mean)."""
+    def run() -> float:
+        times = []
+        for sample in xs:
+            start = time.perf_counter()
+            fn(sample)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+    return run
+
+
+def alternating(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """:func:`benchmarks.common.interleave` with the order reversed every other round, so that whatever the
+    first or second place in a round costs (caches, frequency) falls on every measurement alike."""
+    names = list(measures)
+    out: dict[str, list[float]] = {k: [] for k in names}
+    for k in range(rounds):
+        for name in (names if k % 2 == 0 else names[::-1]):
+            out[name].append(measures[name]())
+    return out
+
+
 SCALES = (0.03, 0.06, 0.09, 0.15, 0.35, 0.7, 1.0)   # intensity factors: first-node input rates ≈ 0.007 ... 0.24
 
 
@@ -273,8 +297,9 @@ def sparse_sweep(graph: Path, folder: Path, dense: Any, x: np.ndarray, xc: np.nd
     """--path auto against dense as the input rate varies: pixel intensities × scale (the first Affine's input
     rate about 0.24 × scale); per scale an auto export calibrated on training images at that scale (a node goes
     sparse where its measured input rate is under the profile's break-even for its shape), then the per-sample
-    Stream.run time of both files at batch 1 on ``samples`` test images at that scale, in turns, ``rounds``
-    rounds; dense/auto is the median of the per-round ratios. ``met``: where a node went sparse, auto is ahead
+    Stream.run time of both files at batch 1 on ``samples`` test images at that scale (the median over the
+    samples), in turns (the order reversed every other round), ``rounds`` rounds; dense/auto is the median of
+    the per-round ratios. ``met``: where a node went sparse, auto is ahead
     of dense (dense/auto > 1); where none did, auto is the dense graph."""
     from zor.export import export_nir
     from zor.runtime import Model
@@ -287,8 +312,8 @@ def sparse_sweep(graph: Path, folder: Path, dense: Any, x: np.ndarray, xc: np.nd
         auto = Model(out, threads=1)
         xs = [spikes(np.clip(x[i:i + 1] * scale, 0, 1), steps, 1000 + i) for i in range(samples)]
         sd, sa = dense.stream(), auto.stream()
-        times = interleave({"dense": _timed(lambda s: stream_spikes(sd, s), xs),
-                            "auto": _timed(lambda s: stream_spikes(sa, s), xs)}, rounds)
+        times = alternating({"dense": _median_timed(lambda s: stream_spikes(sd, s), xs),
+                             "auto": _median_timed(lambda s: stream_spikes(sa, s), xs)}, rounds)
         conns = res.paths.get("connections", [])
         ratio = paired_ratio(times["dense"], times["auto"])
         sparse = any(c["path"] == "sparse" for c in conns)
