@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -115,8 +115,9 @@ def export_here(net: Any, out: Path, **kw: Any) -> Path:
     return out
 
 
-def effective_break_even(profile: Any, synapses: int) -> float:
-    """The spike rate below which the sparse form pays on ``profile`` for a connection of ``synapses``."""
+def effective_break_even(profile: Any, synapses: Union[int, tuple[int, int]]) -> float:
+    """The spike rate below which the sparse form pays on ``profile`` for a connection of shape (n_in, n_out), or
+    of N synapses (:func:`zor.export.paths.effective_break_even`)."""
     from zor.export.paths import effective_break_even as rule
 
     return rule(profile, synapses)

@@ -127,7 +127,7 @@ def layer_sweep(folder: Path, n: int, rates: tuple, calls: int, repeats: int, th
                        [r["int8_sparse_ms"] for r in rows])
     return {"width": n, "profile": profile.name, "profile_break_even": profile.sparse_break_even,
             "profile_min_synapses": getattr(profile, "sparse_min_synapses", None),
-            "profile_effective_break_even": effective_break_even(profile, n * n),
+            "profile_effective_break_even": effective_break_even(profile, (n, n)),
             "overhead_ms": overhead, "bandwidth_gbs": {"numpy_sum_256MiB": bw_numpy, "dense_gemv": bw_dense,
                                                        "used": bw},
             "rows": rows, "break_even_measured": r_star, "break_even_int8_measured": r_int8}
@@ -188,7 +188,8 @@ def width_break_even(folder: Path, widths: tuple, rates: tuple, calls: int, repe
             dense_ms.append(t["dense"])
             sparse_ms.append(t["sparse"])
         out.append({"width": n, "synapses": n * n, "rates": list(rates), "dense_ms": dense_ms, "sparse_ms": sparse_ms,
-                    "break_even": crossover(list(rates), dense_ms, sparse_ms)})
+                    "break_even": crossover(list(rates), dense_ms, sparse_ms),
+                    "profile_break_even": effective_break_even(d.profile, (n, n)) if precision == "float32" else None})
     s0 = fit_min_synapses(r_be, [(row["synapses"], row["break_even"]) for row in out]) if r_be else None
     return {"widths": out, "fitted_min_synapses": s0, "r_be": r_be,
             "curve": [[row["synapses"], row["break_even"]] for row in out if row["break_even"] is not None]}

@@ -35,7 +35,9 @@ def report_text(res: dict[str, Any]) -> str:
         wb = res.get(key)
         if wb:
             out.append(f"2. Break-even by width, {what}: "
-                       + "; ".join(f"{w['width']}: {format_value(w['break_even'], 3)}" for w in wb["widths"])
+                       + "; ".join(f"{w['width']}: {format_value(w['break_even'], 3)}"
+                                   + (f" (profile {w['profile_break_even']:.3f})"
+                                      if w.get("profile_break_even") is not None else "") for w in wb["widths"])
                        + f"; {ls['width'] if ls else '?'}: {format_value(wb['r_be'], 3)}  (as {field}: "
                        + ", ".join(f"({n}, {r:.2f})" for n, r in wb["curve"]) + ")")
     bs = res.get("batch_sweep")
