@@ -10,7 +10,10 @@ exchange (``ZOR_DP_EXCHANGE``, :mod:`zor.engine.distributed`):
   and each updates its own rows of every W_i, then all-gathers the updated rows
   (:mod:`zor.engine.sharded`; the default for dense networks);
 - ``all-reduce``: the ranks all-reduce E_i and G_i (2·Σ|W_i| floats) and every rank
-  repeats the whole update (the path convolutions and SGD keep).
+  repeats the whole update (the path convolutions and SGD keep);
+- ``columns``: tensor parallel: each rank owns the columns of every W_i that feed its block
+  of units and runs the whole global batch on them, exchanging activations and signals,
+  never weights (:mod:`zor.engine.tensorparallel`).
 
 Samples/s is B · steps / seconds of the training loop as rank 0 measures it (process
 start-up and data loading left out). The runs take turns round by round and each
@@ -27,7 +30,7 @@ network (4096-4096-4096, batch 1024).
 Usage (from the repository root):
     python -m benchmarks.scaling --json scaling.json
     python -m benchmarks.scaling --layers 1024,1024,1024 --batch 256 --steps 5 --rounds 2   # quick
-    python -m benchmarks.scaling --exchange activations                                     # 1 vs N sharded only
+    python -m benchmarks.scaling --exchange columns                                         # 1 vs N by columns only
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from benchmarks import common
 __all__ = ["main", "launch"]
 
 ROOT = Path(__file__).resolve().parents[1]
+EXCHANGES = ("all-reduce", "activations", "columns")   # ZOR_DP_EXCHANGE values timed against 1 process
 
 
 def _port() -> int:
@@ -94,14 +98,14 @@ def _max_weight_diff(a: str, b: str) -> float:
 @click.option("--steps", type=click.IntRange(min=1), default=8, help="Training steps per run.")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, help="Rounds (each runs every configuration once).")
 @click.option("--world", type=click.IntRange(min=2), default=2, help="Processes of the data-parallel runs.")
-@click.option("--exchange", type=click.Choice(["both", "activations", "all-reduce"]), default="both",
-              help="Which data-parallel exchange(s) to run against 1 process.")
+@click.option("--exchange", type=click.Choice(["all", *EXCHANGES]), default="all",
+              help="Which data-parallel exchange(s) to run against 1 process (all: each of them).")
 @click.option("--timeout", type=click.FloatRange(min=1.0), default=900.0, help="Seconds one run may take.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON here.")
 def main(layers, batch, steps, rounds, world, exchange, timeout, json_path):
     """Samples/s of N data-parallel CPU processes against 1, with the weights compared."""
     common.check_json_folder(json_path)
-    exchanges = ["all-reduce", "activations"] if exchange == "both" else [exchange]
+    exchanges = list(EXCHANGES) if exchange == "all" else [exchange]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

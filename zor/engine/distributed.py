@@ -57,14 +57,15 @@ import torch
 from zor.common.errors import ConfigError
 
 from . import sharded as sharded_
+from . import tensorparallel
 
 if TYPE_CHECKING:
     from . import rules
     from .network import Zor
 
-__all__ = ["Reducer", "AllReduce", "Sharded", "OFF", "start", "check_same", "EXCHANGES"]
+__all__ = ["Reducer", "AllReduce", "Sharded", "Columns", "OFF", "start", "check_same", "EXCHANGES"]
 
-EXCHANGES = ("auto", "all-reduce", "activations")   # values of ZOR_DP_EXCHANGE
+EXCHANGES = ("auto", "all-reduce", "activations", "columns")   # values of ZOR_DP_EXCHANGE
 
 
 class Reducer:
@@ -73,7 +74,7 @@ class Reducer:
     active = False
     sharded = False           # learning.learn hands the step to learn() (zor.engine.sharded)
     stale = False             # some optimiser / novelty rows are out of date on this rank
-    exchange = "none"         # what the ranks exchange: "none", "all-reduce" or "activations"
+    exchange = "none"         # what the ranks exchange: "none", "all-reduce", "activations" or "columns"
     reason = "one process"    # why this path
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
@@ -137,6 +138,30 @@ class Sharded(AllReduce):
         self.update.gather_state(net)
 
 
+class Columns(AllReduce):
+    """The columns exchange (tensor parallel): each rank owns the columns of every W_i that feed its block of units,
+    runs the whole batch on them and exchanges activations and signals, never weights (zor.engine.tensorparallel)."""
+
+    sharded = True
+    exchange = "columns"
+
+    def __init__(self, net: "Zor", rank: int, world: int) -> None:
+        super().__init__(world, "dense stateless connections whose units split over the ranks")
+        self.update = tensorparallel.ColumnsUpdate(net, rank, world)
+        self.update.install(net)   # the network's training forward runs on the own columns while this is its reducer
+
+    @property
+    def stale(self) -> bool:  # type: ignore[override]
+        return self.update.stale
+
+    def learn(self, net: "Zor", traces: "list[rules.Trace]", delta: torch.Tensor,
+              return_signal: bool) -> Optional[torch.Tensor]:
+        return self.update.learn(net, traces, delta, return_signal)
+
+    def gather_state(self, net: "Zor") -> None:
+        self.update.gather_state(net)
+
+
 def start(net: "Zor") -> AllReduce:
     """The reducer for ``net`` once the process group is checked and every rank holds the same network:
     :class:`Sharded` where it applies (or ``ZOR_DP_EXCHANGE`` asks), else :class:`AllReduce`."""
@@ -150,6 +175,11 @@ def start(net: "Zor") -> AllReduce:
         raise ConfigError(f"ZOR_DP_EXCHANGE={choice!r}: expected one of {list(EXCHANGES)}")
     check_same(net)
     world = dist.get_world_size()
+    if choice == "columns":
+        why_columns = tensorparallel.why_not(net, world)
+        if why_columns is not None:
+            raise ConfigError(f"ZOR_DP_EXCHANGE=columns: this network cannot split by output units: {why_columns}")
+        return Columns(net, dist.get_rank(), world)
     why = sharded_.why_not(net, world)
     if choice == "activations" and why is not None:
         raise ConfigError(f"ZOR_DP_EXCHANGE=activations: this network cannot exchange activations: {why}")

@@ -49,6 +49,7 @@ from zor.common.errors import ShapeError
 
 from . import learning, rules
 from .connections import Dense
+from .exchange import PointToPoint
 
 if TYPE_CHECKING:
     from .network import Zor
@@ -61,9 +62,6 @@ FACTORS = {"coactivity": ("a", "a"), "normalized": ("s", "a"), "post_spikes": ("
 POST_FREE_WHEN_ALWAYS = ("post_spikes", "gated")
 
 Scale = Union[torch.Tensor, float]
-# point-to-point tags TAG_BASE + (count mod TAGS): gloo uses such a tag as its slot, and its collectives number
-# their slots from 0 up
-TAG_BASE, TAGS = 1 << 30, 1 << 30
 
 
 def _fused_adam(opt: torch.optim.Optimizer) -> Optional[str]:
@@ -114,7 +112,7 @@ class ShardedUpdate:
         self.conns = [Dense(hi - lo, w.shape[1]) for (lo, hi, _), w in zip(self.rows, net.weights)]  # own scratch
         self.buffers: dict[int, torch.Tensor] = {}      # U_i[ρ] per connection, reused between steps
         self.gathered: dict[tuple, torch.Tensor] = {}   # the global-batch factors' buffers, reused between steps
-        self.tag = 0                                    # count of point-to-point exchanges (their tags)
+        self.p2p = PointToPoint(rank, world)            # the exchanges of factors and rows
         self.stale = False                              # moments / novelty rows of other ranks out of date
 
     # ------------------------------------------------------------------ the step
@@ -243,21 +241,9 @@ class ShardedUpdate:
         self.exchange([t[min(q * k, n):min((q + 1) * k, n)] for q in range(self.world)])
 
     def exchange(self, parts: list[torch.Tensor]) -> None:
-        """Send ``parts[rank]`` to every other rank and receive rank q's part into ``parts[q]``, point to point
-        (torch.distributed.batch_isend_irecv; on loopback gloo about 4x faster than all_gather, which copies
-        through a flat buffer), done before it returns: gloo's collectives, and further point-to-point
-        exchanges, hung beside pending ones. Empty parts are neither sent nor received."""
-        import torch.distributed as dist
-
-        self.tag = (self.tag + 1) % TAGS
-        ops = []
-        for q, part in enumerate(parts):
-            if q != self.rank and parts[self.rank].numel():
-                ops.append(dist.P2POp(dist.isend, parts[self.rank], q, tag=TAG_BASE + self.tag))
-            if q != self.rank and part.numel():
-                ops.append(dist.P2POp(dist.irecv, part, q, tag=TAG_BASE + self.tag))
-        for work in dist.batch_isend_irecv(ops) if ops else []:
-            work.wait()
+        """Send ``parts[rank]`` to every other rank and receive rank q's part into ``parts[q]``
+        (:meth:`zor.engine.exchange.PointToPoint.all_gather`: point to point, done before it returns)."""
+        self.p2p.all_gather(parts)
 
     def gather_state(self, net: "Zor") -> None:
         """Make the Adam moments and novelty traces whole on every rank (a collective: every rank calls it)."""

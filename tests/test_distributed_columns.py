@@ -1,0 +1,140 @@
+"""The columns exchange (tensor parallel, zor.engine.tensorparallel) on CPU with gloo.
+
+Two processes, each handed its half (24 rows) of the same global batch of 48 under
+``ZOR_DP_EXCHANGE=columns``, each owning half of every layer's units above the input,
+must end where one process training on the whole batch ends: weights, thresholds, firing
+rates, novelty traces and the optimizer's moments within 1e-6 after 50 steps (the bound of
+tests/test_distributed_step.py, which this file reuses: the same networks, data and
+comparison). Only the signal sent down (a sum over the ranks' partial products), the norm
+clip's ‖U‖ (partial row norms) and the error scale change their order of summation.
+
+Also: a checkpoint of a stale rank is refused, and the gathered rank-0 checkpoint has the
+one-process checkpoint's format; a run stopped and resumed equals the uninterrupted one
+(``zor.train`` under torchrun); networks the exchange cannot split are refused by name.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_distributed_fit import (
+    RUN,
+    _env,
+    _max_diff,
+    _port,
+    _run,
+    _torchrun,
+    _weights,
+)
+from test_distributed_step import STEPS, WORLD, _run_ranks, _single, make_net
+
+from zor import Layer, Zor
+from zor.engine import checkpoint_file, tensorparallel
+
+TOL = 1e-6
+RULES = ["gated", "normalized", "coactivity", "post_spikes", "uneven"]
+
+
+def _columns_env() -> dict[str, str]:
+    return {**os.environ, "ZOR_DP_EXCHANGE": "columns"}
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_two_ranks_by_columns_equal_one_process(tmp_path, rule):
+    """Every rule, novelty gating on a hidden layer, and layers that split unevenly (21 = 11 + 10, 13 = 7 + 6)."""
+    _run_ranks(tmp_path, rule, env=_columns_env())
+    want = _single(rule)
+    failures = []
+    for r in range(WORLD):
+        assert (tmp_path / f"rank{r}.exchange").read_text() == "columns"
+        assert "call net.reducer.gather_state(net) on every rank first" in (tmp_path / f"rank{r}.save").read_text()
+        for name, value in want.items():
+            got = np.load(tmp_path / f"rank{r}.{name}.npy")
+            finite = np.isfinite(value)
+            bound = TOL * max(1.0, float(np.abs(value[finite]).max(initial=0.0)))
+            if not np.array_equal(finite, np.isfinite(got)) or not np.allclose(got[finite], value[finite], rtol=0,
+                                                                               atol=bound):
+                failures.append(f"rank {r} {name}: max diff {np.abs(got[finite] - value[finite]).max():.3g}")
+    assert not failures, failures
+    moved = np.abs(want["weights_0"] - make_net(rule).weights[0].detach().numpy()).max()
+    assert moved > 1e-3, "the weights did not move: the comparison would prove nothing"
+    assert want["optim_0_step"] == STEPS
+
+
+@pytest.fixture(scope="module")
+def one_checkpoint(tmp_path_factory) -> Path:
+    """The reference: 1 process × batch 48 for 50 steps of zor.train."""
+    path = tmp_path_factory.mktemp("one") / "one.zor"
+    r = _run([sys.executable, "-m", "zor.train", *RUN, "--single", "--checkpoint", str(path)])
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+def _launch(args: list[str]) -> subprocess.CompletedProcess:
+    return _run(_torchrun("--nproc-per-node", "2", "--master-port", str(_port())) + args,
+                env=_env(ZOR_DP_EXCHANGE="columns"))
+
+
+def _same_format(path: Path, reference: Path) -> None:
+    """Same tensor names, shapes and dtypes, same metadata keys as the reference checkpoint; values within TOL."""
+    got, want = checkpoint_file.read(path, "cpu"), checkpoint_file.read(reference, "cpu")
+    assert sorted(got.tensors) == sorted(want.tensors)
+    for name, ref in want.tensors.items():
+        assert got.tensors[name].shape == ref.shape and got.tensors[name].dtype == ref.dtype, name
+        if not name.startswith("train."):
+            a, b = got.tensors[name].double(), ref.double()
+            finite = torch.isfinite(b)
+            assert torch.equal(torch.isfinite(a), finite) and torch.equal(a[~finite], b[~finite]), name
+            diff = float((a[finite] - b[finite]).abs().max()) if finite.any() else 0.0
+            assert diff <= TOL * max(1.0, float(b[finite].abs().max()) if finite.any() else 0.0), (name, diff)
+    assert sorted(got.optim_keys) == sorted(want.optim_keys)
+    assert got.training is not None and sorted(got.training) == sorted(want.training)
+
+
+def test_fit_by_columns_equals_one_process_and_its_checkpoint_format(one_checkpoint, tmp_path):
+    path = tmp_path / "two.zor"
+    r = _launch([*RUN, "--checkpoint", str(path)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "world_size=2" in r.stdout and r.stdout.count("steps=50") == 1
+    assert _max_diff(_weights(path), _weights(one_checkpoint)) <= TOL
+    _same_format(path, one_checkpoint)
+
+
+def test_fit_by_columns_stopped_and_resumed_equals_uninterrupted(one_checkpoint, tmp_path):
+    """Stopped at step 23 (checkpoints every 10 on the way), resumed to 50 by a second launch."""
+    path = tmp_path / "resumed.zor"
+    first = [*RUN[:RUN.index("--steps")], "--steps", "23", *RUN[RUN.index("--steps") + 2:]]
+    r = _launch([*first, "--checkpoint", str(path), "--checkpoint-every", "10"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _launch([*RUN, "--checkpoint", str(path), "--resume"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "start_step=23" in r.stdout and "steps=50" in r.stdout
+    assert _max_diff(_weights(path), _weights(one_checkpoint)) <= TOL
+    _same_format(path, one_checkpoint)
+
+
+@pytest.mark.parametrize("layers, overrides, message", [
+    ([Layer(8), Layer(1), Layer(8)], {}, "layer(s) [1] have fewer units than the 2 ranks"),
+    ([Layer(8), Layer(6, decay=0.5), Layer(8)], {}, "layer(s) [1] are stateful"),
+    ([Layer(8), Layer(6), Layer(8)], {"weight_average": 0.99}, "weight averaging reads every weight"),
+    ([Layer(8), Layer(6), Layer(8)], {"optimizer": "sgd"}, "not a fused Adam/AdamW"),
+])
+def test_networks_the_columns_exchange_cannot_split_are_named(layers, overrides, message):
+    net = Zor(layers, seed=0, device="cpu", **overrides)
+    assert tensorparallel.why_not(net, 2) == message or message in (tensorparallel.why_not(net, 2) or "")
+    assert tensorparallel.why_not(Zor([Layer(8), Layer(6), Layer(8)], seed=0, device="cpu"), 2) is None
+
+
+def test_columns_on_a_network_it_cannot_split_is_a_config_error(tmp_path):
+    """ZOR_DP_EXCHANGE=columns on SGD: both ranks stop with the reason, before any step."""
+    logs = _run_ranks(tmp_path, "sgd", env=_columns_env())
+    for r in range(WORLD):
+        msg = (tmp_path / f"rank{r}.err").read_text()
+        assert "ZOR_DP_EXCHANGE=columns: this network cannot split by output units" in msg, logs
+        assert "not a fused Adam/AdamW" in msg
