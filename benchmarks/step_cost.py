@@ -22,9 +22,10 @@ falls on both. ``spike_rate`` is the hidden layers' mean firing rate r after the
 warm-up: the density of the post side of the co-activity product.
 
 The phase table splits the Zor step into forward (the gated pass), rates (firing-rate
-EMA), signal (δ̂ and δ̂ Wᵀ), direction (E, G and U = G ⊙ E′), clip (norm clip and error
-scale of every U at once) and optimiser (AdamW step, weight clamp, homeostasis),
-timed by running the same step in pieces (zor.engine.learning's own functions), as
+EMA), signal (δ̂ and δ̂ Wᵀ), direction (E, G and U = G ⊙ E′; the masked co-activity where
+it applies), clip (norm clip and error scale of each U) and optimiser (each W_i's fused
+AdamW step and weight clamp, homeostasis), timed by running the same step in pieces
+(zor.engine.learning's own functions; the default network's path, a fused optimizer), as
 shares of their sum.
 
 ``--busy`` also times the README quick start (500 steps of 784-64-784 at batch 48, the
@@ -107,12 +108,12 @@ def phases(sizes: list[int], batch: int, steps: int, warmup: int = 0) -> dict[st
     import torch
 
     from zor import Layer, Zor
-    from zor.engine import learning
+    from zor.engine import learning, rules
 
     net = Zor([Layer(n) for n in sizes], seed=0, device="cpu")
     x = torch.rand(batch, sizes[0], generator=torch.Generator().manual_seed(0))
     y = x if sizes[-1] == sizes[0] else torch.rand(batch, sizes[-1])
-    for _ in range(warmup):
+    for _ in range(max(1, warmup)):                          # at least one: the optimizer's state exists
         net.train_batch(x, y)
     spent = dict.fromkeys(PHASES, 0.0)
 
@@ -129,18 +130,35 @@ def phases(sizes: list[int], batch: int, steps: int, warmup: int = 0) -> dict[st
             out, traces = timed("forward", lambda: net._forward(x))
             timed("rates", lambda: learning.update_rates(net, traces))
             delta = y - out
-            scale = delta.abs().mean().clamp_min(net.config.min_error_scale)
-            weights, top, dense = list(net.weights), len(net.weights) - 1, []
+            scale = delta.abs().mean().clamp_min_(net.config.min_error_scale).neg_()
+            weights, top = list(net.weights), len(net.weights) - 1
+            fused = learning._fused_plan(net.optimizer, weights)
+            torch._foreach_add_(fused[2][2], 1)
             for i in reversed(range(len(weights))):
+                w, layer, conn = weights[i], net.layers[i], net.connections[i]
                 d = timed("signal", lambda: net.rule.signal(delta, traces[i + 1], i == top))
                 if i > 0:
-                    delta = timed("signal", lambda: net.connections[i].backward(d, weights[i]))
-                if timed("direction", lambda: learning._direction(net, i, weights[i], traces[i], traces[i + 1],
-                                                                  d, scale)):
-                    dense.append(i)
-            timed("clip", lambda: learning._clip_all(net, weights, dense, scale))
-            timed("optimiser", lambda: learning._finish(net, weights))
+                    delta = timed("signal", lambda: conn.backward(d, w))
+                u = timed("direction", lambda: _direction(net, i, w, traces[i], traces[i + 1], d))
+                timed("clip", lambda: rules.clip_norm(u, layer.max_update_norm, scale))
+                timed("optimiser", lambda: learning._adam_step(fused, i, w, u, layer.max_weight))
+            timed("optimiser", lambda: learning._homeostasis(net))
     return {k: v / steps for k, v in spent.items()}
+
+
+def _direction(net: Any, i: int, w: Any, pre: Any, post: Any, d: Any) -> Any:
+    """U_i = G ⊙ E′ of a default network's connection i (no novelty gating) as zor.engine.learning forms it, not
+    yet clipped: the masked co-activity's columns where it applies (scattered), else Rule.direction."""
+    from zor.engine import buffers, learning
+
+    buf = buffers.flat(net, "grad", w.shape, w)
+    cols = learning._active_columns(net, i, post)
+    if cols is None:
+        return net.rule.direction(pre, post, d, net.connections[i], buf, buffers.flat(net, "work", w.shape, w))
+    k = cols.shape[0]
+    u = net.rule.direction_columns(pre, post, d, net.connections[i], cols,
+                                   buffers.flat(net, "work", (2 * w.shape[0] * k,), w))
+    return buf.zero_().scatter_(1, cols.expand(w.shape[0], k), u)
 
 
 def _busy_loop(stop: Any) -> None:

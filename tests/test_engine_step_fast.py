@@ -1,13 +1,15 @@
 """The cheaper learning step's pieces, each against its plain form or a hand-derived value.
 
-- ``Rule.direction``: U = G ⊙ clip(E, 0, 1) in one product where every post unit spikes, and on
-  the active post columns only where few spiked (the masked co-activity), equals the two-product
-  form; hand examples.
+- ``Rule.direction``: U = G ⊙ clip(E, 0, 1), E′ folded into the small side where every post unit
+  spikes, G and E in two buffers otherwise, equals the correlate-then-clip form; hand examples.
+- the masked co-activity: ``Rule.direction_columns`` on the active post units (hand example),
+  ``learning._active_columns`` (which units, and when), the masked gradient equals the full one.
 - ``Dense.outer_rows``: O(x, y) ⊙ r with r folded into the small side.
-- ``rules.clip_norms``: several updates clipped and scaled at once, bit-identical to ``clip_norm``
-  on each.
-- the firing-rate EMA of every layer in foreach ops: r ← m r + (1 − m) mean_b(s).
-- the optimizer step runs with denormals flushed to zero and leaves the caller's setting as it was.
+- ``rules.clip_norm`` with max_norm = 1 (two ops fewer) bit-identical to the general factor;
+  ``rules.clip_norms``: several updates at once, bit-identical to ``clip_norm`` on each.
+- the firing-rate EMA of every layer: r ← m r + (1 − m) mean_b(s).
+- the optimizer step (all connections at once, or one connection at a time through the fused
+  kernel) runs with denormals flushed to zero and leaves the caller's setting as it was.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zor import Layer, Zor
-from zor.engine import learning, rules
+from zor.engine import buffers, learning, rules
 from zor.engine.connections import Dense
 
 _TINY, _ONE = 1e-310, 1.0
@@ -32,7 +34,8 @@ def _flushing() -> bool:
 def test_direction_hand_example():
     """B = 1, a = [2, −1], δ̂ = [0.5, 1], every post unit spiked:
     E = mean_b a = [2, −1] per pre unit → E′ = clip = [1, 0]; G = aᵀ δ̂ = [[1, 2], [−0.5, −1]];
-    U = G ⊙ E′ = [[1, 2], [0, 0]]."""
+    U = G ⊙ E′ = [[1, 2], [0, 0]]. The same post units as a plain trace (s = 1, not marked as always
+    spiking) give the same U through the two-product form."""
     a = torch.tensor([[2.0, -1.0]])
     d = torch.tensor([[0.5, 1.0]])
     pre = rules.Trace(c=a, s=torch.ones_like(a), a=a)
@@ -42,21 +45,34 @@ def test_direction_hand_example():
     assert u is out
     assert torch.equal(u, torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
     post_some = rules.Trace(c=d, s=torch.ones_like(d), a=d, always=False)
-    assert rules.GatedRule().direction(pre, post_some, d, Dense(2, 2), out) is None
-    assert rules.CoactivityRule().direction(pre, post, d, Dense(2, 2), out) is None
+    work = torch.full((2, 2), float("nan"))                 # whatever the scratch held before
+    u2 = rules.GatedRule().direction(pre, post_some, d, Dense(2, 2), torch.empty(2, 2), work)
+    assert torch.equal(u2, torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
 
 
-@pytest.mark.parametrize("rule", ["post_spikes", "gated"])
-def test_direction_equals_correlate_then_clip(rule):
+def test_direction_of_the_coactivity_rule_hand_example():
+    """coactivity, B = 1, a_i = [2], a_{i+1} = [0.25, 3], δ̂ = [0.5, 1]: E = [[0.5, 6]] → E′ = [[0.5, 1]];
+    G = [[1, 2]]; U = [[0.5, 2]]."""
+    a, post_a, d = torch.tensor([[2.0]]), torch.tensor([[0.25, 3.0]]), torch.tensor([[0.5, 1.0]])
+    pre = rules.Trace(c=a, s=torch.ones_like(a), a=a)
+    post = rules.Trace(c=post_a, s=torch.ones_like(post_a), a=post_a)
+    u = rules.CoactivityRule().direction(pre, post, d, Dense(1, 2), torch.empty(1, 2))
+    assert torch.equal(u, torch.tensor([[0.5, 2.0]]))
+
+
+@pytest.mark.parametrize("rule", ["coactivity", "normalized", "post_spikes", "gated"])
+@pytest.mark.parametrize("always", [True, False])
+def test_direction_equals_correlate_then_clip(rule, always):
     gen = torch.Generator().manual_seed(1)
     a = torch.rand(16, 30, generator=gen) * 2 - 0.3          # some negative, some above 1 after the mean
     d = torch.randn(16, 12, generator=gen)
+    s = torch.ones_like(d) if always else (torch.rand(16, 12, generator=gen) < 0.5).float()
     pre = rules.Trace(c=a, s=(a > 0).float(), a=a)
-    post = rules.Trace(c=d, s=torch.ones_like(d), a=d, always=True)
+    post = rules.Trace(c=d, s=s, a=d * s, always=always)
     r, conn = rules.get_rule(rule), Dense(30, 12)
     e, g = r.correlate(pre, post, d, conn)
     expected = g * e.clamp(0.0, 1.0)
-    got = r.direction(pre, post, d, conn, torch.empty(30, 12))
+    got = r.direction(pre, post, d, conn, torch.empty(30, 12), torch.empty(30, 12))
     # float32 products reordered: a few ulps of the largest entry
     assert torch.allclose(got, expected, rtol=0, atol=4 * torch.finfo(torch.float32).eps * float(expected.abs().max()))
 
@@ -65,37 +81,64 @@ def test_masked_direction_hand_example():
     """B = 2, a = [[1, 2], [3, 0]], post spikes s = [[1, 0, 0], [0, 0, 0]] (only unit 0 spiked, for
     sample 0), δ̂ = [[0.5, 7, 7], [9, 9, 9]] (gated: the caller's δ̂ ⊙ s would zero the rest; the rule must
     not rely on it). E[:, 0] = (a_0 · 1) / 2 = [0.5, 1] → E′ = [0.5, 1]; G[:, 0] = (a_0 · 0.5 + a_1 · 9) / 2
-    = [13.75, 0.5]; U[:, 0] = [6.875, 0.5]; units 1 and 2 never spiked: U[:, 1:] = 0."""
+    = [13.75, 0.5]; U[:, 0] = [6.875, 0.5]: the columns of the active units, here unit 0 alone."""
     a = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
     s = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     d = torch.tensor([[0.5, 7.0, 7.0], [9.0, 9.0, 9.0]])
-    out = torch.full((2, 3), float("nan"))                  # whatever the buffer held before
-    u = rules.GatedRule().direction(rules.Trace(c=a, s=(a > 0).float(), a=a), rules.Trace(c=s, s=s, a=s), d,
-                                    Dense(2, 3), out)
-    assert u is out
-    assert torch.allclose(u, torch.tensor([[6.875, 0.0, 0.0], [0.5, 0.0, 0.0]]), rtol=0, atol=1e-6)
+    work = torch.full((2 * 2 * 1,), float("nan"))           # whatever the scratch held before
+    u = rules.GatedRule().direction_columns(rules.Trace(c=a, s=(a > 0).float(), a=a), rules.Trace(c=s, s=s, a=s), d,
+                                            Dense(2, 3), torch.tensor([0]), work)
+    assert torch.allclose(u, torch.tensor([[6.875], [0.5]]), rtol=0, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="coactivity"):
+        rules.CoactivityRule().direction_columns(rules.Trace(c=a, s=a, a=a), rules.Trace(c=s, s=s, a=s), d,
+                                                 Dense(2, 3), torch.tensor([0]))
+
+
+def _masked_case(active: int, n_out: int = 12):
+    """A 30 → n_out → 30 network whose hidden units 0..active−1 spike for some of the 16 samples and the rest for
+    none, with the traces of one training pass."""
+    net = Zor([Layer(30), Layer(n_out), Layer(30)], seed=active, device="cpu")
+    gen = torch.Generator().manual_seed(active)
+    x = torch.rand(16, 30, generator=gen)
+    theta = torch.full((n_out,), 1e9)
+    theta[:active] = -1e9 if active else 1e9
+    net.set_threshold(1, theta)
+    out, traces = net._forward(x)
+    learning.update_rates(net, traces)
+    return net, traces
+
+
+@pytest.mark.parametrize("active", [0, 1, 4])
+def test_active_columns_are_the_units_that_spiked_below_the_share(active):
+    """Units 0..active−1 spiked: those columns (4 of 12 ≤ 0.4 · 12 = 4.8); 5 of 12 > 4.8: None (the full product);
+    a layer that always spikes: None."""
+    net, traces = _masked_case(active)
+    assert torch.equal(learning._active_columns(net, 0, traces[1]), torch.arange(active))
+    net5, traces5 = _masked_case(5)
+    assert learning._active_columns(net5, 0, traces5[1]) is None
+    assert learning._active_columns(net, 1, traces[2]) is None            # the output: θ = −inf
 
 
 @pytest.mark.parametrize("rule", ["post_spikes", "gated"])
 @pytest.mark.parametrize("active", [0, 3, 4])
-def test_masked_direction_equals_correlate_then_clip(rule, active):
-    """Post units 0..active−1 spike for some samples, the rest for none (active ≤ 0.4 · 12: masked)."""
-    gen = torch.Generator().manual_seed(active)
-    a = torch.rand(16, 30, generator=gen) * 2 - 0.3
-    s = torch.zeros(16, 12)
-    s[:, :active] = (torch.rand(16, active, generator=gen) < 0.5).float()
-    s[0, :active] = 1.0
-    r, conn = rules.get_rule(rule), Dense(30, 12)
-    pre, post = rules.Trace(c=a, s=(a > 0).float(), a=a), rules.Trace(c=s, s=s, a=s)
-    d = r.signal(torch.randn(16, 12, generator=gen), post, top=False)
-    e, g = r.correlate(pre, post, d, conn)
-    expected = g * e.clamp(0.0, 1.0)
-    got = r.direction(pre, post, d, conn, torch.full((30, 12), float("nan")))
-    assert got is not None
-    s_many = s.clone()
-    s_many[0, :7] = 1.0                                     # 7 of 12 > MASKED_BELOW: the full product instead
-    assert r.direction(pre, rules.Trace(c=s_many, s=s_many, a=s_many), d, conn, torch.empty(30, 12)) is None
-    assert torch.allclose(got, expected, rtol=0, atol=4 * torch.finfo(torch.float32).eps * float(expected.abs().max() + 1))
+def test_masked_update_equals_the_full_one(rule, active):
+    """The gradient of W_0 through the masked co-activity (U on the active columns, clipped there, scattered into
+    a buffer holding NaN) equals the one through the full product (MASKED_BELOW = 0 forces it)."""
+    net, traces = _masked_case(active)
+    net.rule = rules.get_rule(rule)
+    d = net.rule.signal(torch.randn(16, 12, generator=torch.Generator().manual_seed(9)), traces[1], top=False)
+    w, scale = net.weights[0], torch.tensor(-0.3)
+    buffers.flat(net, "grad", w.shape, w).fill_(float("nan"))
+    got = learning._update(net, 0, w, traces[0], traces[1], d, scale, True).clone()
+    old = learning.MASKED_BELOW
+    try:
+        learning.MASKED_BELOW = 0.0
+        full = learning._update(net, 0, w, traces[0], traces[1], d, scale, True).clone()
+    finally:
+        learning.MASKED_BELOW = old
+    assert torch.isfinite(got).all()
+    assert torch.equal(got[:, active:], torch.zeros(30, 12 - active))
+    assert torch.allclose(got, full, rtol=0, atol=4 * torch.finfo(torch.float32).eps * float(full.abs().max() + 1))
 
 
 def test_outer_rows_hand_example():
@@ -103,6 +146,19 @@ def test_outer_rows_hand_example():
     out = torch.empty(2, 1)
     got = Dense(2, 1).outer_rows(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]]), torch.tensor([[0.5], [2.0]]), out)
     assert got is out and torch.equal(got, torch.tensor([[1.5], [12.0]]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.tuples(st.integers(1, 9), st.integers(1, 9)), size=st.floats(1e-14, 1e3), scale=st.floats(0.01, 2.0),
+       seed=st.integers(0, 2**16))
+def test_clip_norm_with_bound_one_equals_the_general_factor(shape, size, scale, seed):
+    """max_norm = 1: U · 1/max(‖U‖, 1) · s is bit-identical to U · min(1, (1/max(‖U‖, 1e-12)) · 1) · s, for ‖U‖
+    from far below 1e-12 (after the product below) to far above 1."""
+    u = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    u *= size / float(rules.update_norm(u).clamp_min(1e-30))
+    s = torch.tensor(-scale)
+    f = (rules.update_norm(u).clamp_min(1e-12).reciprocal() * 1.0).clamp(max=1.0) * s
+    assert torch.equal(rules.clip_norm(u.clone(), 1.0, s), u * f)
 
 
 @settings(max_examples=40, deadline=None)
@@ -139,9 +195,11 @@ def test_rates_of_every_layer_move_by_their_momentum():
 
 @pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU has no flush-to-zero control")
 @pytest.mark.parametrize("caller_flushes", [False, True])
-def test_optimizer_step_flushes_denormals_and_restores_the_setting(caller_flushes):
+@pytest.mark.parametrize("per_connection", [False, True])
+def test_optimizer_step_flushes_denormals_and_restores_the_setting(caller_flushes, per_connection):
     """A moment of 1e-39 (a float32 denormal) with a zero gradient: with denormals flushed the kernel
-    reads it as 0, so m ← 0.9·0 + 0.1·0 = 0 exactly (unflushed it would be 9e-40)."""
+    reads it as 0, so m ← 0.9·0 + 0.1·0 = 0 exactly (unflushed it would be 9e-40). Both the step of all
+    connections at once (learning._finish) and one connection's step (learning._adam_step)."""
     net = Zor([Layer(4), Layer(3), Layer(4)], seed=0, device="cpu")
     x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0))
     net.train_batch(x, x)                                  # the optimizer has its state now
@@ -151,7 +209,12 @@ def test_optimizer_step_flushes_denormals_and_restores_the_setting(caller_flushe
         w.grad = torch.zeros_like(w)
     torch.set_flush_denormal(caller_flushes)
     try:
-        learning._finish(net, weights)
+        if per_connection:
+            fused = learning._fused_plan(net.optimizer, weights)
+            for i, w in enumerate(weights):
+                learning._adam_step(fused, i, w, torch.zeros_like(w), 1.0)
+        else:
+            learning._finish(net, weights)
         assert _flushing() == caller_flushes
     finally:
         torch.set_flush_denormal(False)

@@ -222,15 +222,16 @@ def test_apply_threads_restores_and_a_user_setting_wins(monkeypatch):
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_direct_fused_optimizer_step_equals_optimizer_step(monkeypatch, optimizer):
-    """learning._fused_adam_step calls the kernel Optimizer.step calls, with the same arguments: the weights
-    and moments after 10 steps are bit-identical to those of the plain optimizer.step() path."""
+    """learning._fused_plan steps each connection through the kernel Optimizer.step calls, with the same arguments,
+    as soon as its update is formed: the weights and moments after 10 steps are bit-identical to those of the
+    plain optimizer.step() path after all connections."""
     from zor.engine import learning
 
     x = torch.rand(16, 30, generator=torch.Generator().manual_seed(5))
 
     def train(direct: bool) -> Zor:
         if not direct:
-            monkeypatch.setattr(learning, "_fused_adam_step", lambda opt: False)
+            monkeypatch.setattr(learning, "_fused_plan", lambda *args: None)
         net = Zor([Layer(30), Layer(20), Layer(30)], optimizer=optimizer, weight_decay=0.05, device="cpu", seed=2)
         for _ in range(10):
             net.train_batch(x, x)

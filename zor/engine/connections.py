@@ -96,7 +96,7 @@ class Dense(Connection):
         return a @ w                                            # (B, n_{i+1})
 
     def backward(self, d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return d @ w.T                                          # (B, n_i)
+        return F.linear(d, w)                                   # d Wᵀ (B, n_i), one call
 
     def outer(self, x: torch.Tensor, y: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         # xᵀ y with 1/B as the product's own scale (alpha): no elementwise pass; a COO x (B, n_i): over its nonzeros

@@ -9,46 +9,52 @@ From the top connection down, with δ the error signal reaching layer i+1 (at th
     E′      = clip(E − ν R, 0, 1)                    novelty gating (R ← ρ R + (1 − ρ)|E|)
     W_i.grad = −U,  U = G ⊙ E′ · min(1, max_update_norm / ‖G ⊙ E′‖) · max(ε̄, min_error_scale)
 
-then one optimizer step for all connections, the weight clamp |W_i| ≤ max_weight and
-threshold homeostasis θ ← θ − η (target_activation − r) on every layer.
+then the optimizer step, the weight clamp |W_i| ≤ max_weight and threshold homeostasis
+θ ← θ − η (target_activation − r) on every layer. Each connection's optimizer step only
+reads its own W_i and U_i, so with a fused Adam/AdamW (the default) W_i steps as soon as
+U_i is formed, and one gradient buffer serves every connection in turn; any other
+optimizer takes one step for all connections after the loop.
 
 With an event (sparse) input batch the first connection's update touches only the rows
 of W_0 whose units had an event (:mod:`zor.engine.events`); the result is the same as
 the dense path's.
 
-Fewer passes, the same step (docs/notes/step-cost.md): without novelty gating the rule
-forms U in one product where it can (``Rule.direction``: E′ folded into the small side
-where every post unit spikes; on a CPU, E and G on the post units that spiked at all
-when at most 40 % did, U = 0 elsewhere); every U is clipped and scaled at once
-(``rules.clip_norms``) and every firing rate moved at once (foreach ops); the optimizer
-step runs with denormals flushed to zero on a CPU (decaying Adam moments otherwise
-slow it ~10× in long runs).
+Fewer passes and a small working set, the same step (docs/notes/step-cost.md): without
+novelty gating the rule forms U with G straight in the gradient buffer and E in one
+scratch the size of a weight (``Rule.direction``; E′ folded into the small side where
+every post unit spikes); on a CPU, E and G only on the post units that spiked at all when
+at most 40 % did, U = 0 elsewhere (:func:`_active_columns`); the buffers are flat tensors
+kept by the network and shared by the connections (:mod:`zor.engine.buffers`); the optimizer step runs with
+denormals flushed to zero on a CPU (decaying Adam moments otherwise slow it ~10× in long
+runs).
 
 No host read-backs on a GPU: ε̄ stays a 0-d device tensor, and whether a layer always
 spikes (all θ = −inf) is cached and re-read only when its thresholds were changed by
 something other than homeostasis (which keeps −inf at −inf); the masked co-activity,
-which counts the active units on the host, runs on the CPU only. Under
+which reads the active units on the host, runs on the CPU only. Under
 ``distributed=True`` the batch statistics are summed over the ranks first
 (:mod:`zor.engine.distributed`).
 """
 
 from __future__ import annotations
 
-import math
+import operator
 import weakref
 from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 from torch.optim import optimizer as torch_optimizer
 
-from . import events, rules
+from . import buffers, events, rules
 
 if TYPE_CHECKING:
     from .network import Zor
 
-__all__ = ["learn", "always_spikes", "update_rates"]
+__all__ = ["learn", "always_spikes", "update_rates", "MASKED_BELOW"]
 
 Scale = Union[torch.Tensor, float]
+
+MASKED_BELOW = 0.4   # masked co-activity when at most this share of the post units spiked (docs/notes/step-cost.md)
 
 
 def learn(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, return_signal: bool) -> Optional[torch.Tensor]:
@@ -61,55 +67,68 @@ def learn(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, return_sig
             return net.reducer.learn(net, traces, delta, return_signal)
         return _learn_distributed(net, traces, delta, return_signal)
     cfg, rule, weights = net.config, net.rule, list(net.weights)
-    # ε̄ = max(mean |error|, floor) as a 0-d tensor: no read-back to the host
-    scale: Scale = delta.abs().mean().clamp_min(cfg.min_error_scale) if cfg.error_scaling else 1.0
+    # −ε̄ = −max(mean |error|, floor) as a 0-d tensor: no read-back to the host (|δ| into the shared scratch)
+    scale: Scale = torch.abs(delta, out=buffers.flat(net, "work", delta.shape, delta)).mean().clamp_min_(
+        cfg.min_error_scale).neg_() if cfg.error_scaling else -1.0
+    fused = _fused_plan(net.optimizer, weights)   # None: one optimizer.step() for all after the loop
+    if fused is not None:
+        torch._foreach_add_(fused[2][2], 1)                             # every W_i's step count, once
     top = len(weights) - 1
-    dense: list[int] = []                                               # connections whose U awaits its clip
+    grads = list(weights)
     for i in range(top, -1, -1):
-        w, conn = weights[i], net.connections[i]
+        w = weights[i]
         d = rule.signal(delta, traces[i + 1], i == top)                 # δ̂ (B, n_{i+1})
         if i > 0 or return_signal:
-            delta = conn.backward(d, w)                                 # (B, n_i), before W_i changes
-        if _direction(net, i, w, traces[i], traces[i + 1], d, scale):
-            dense.append(i)
-    _clip_all(net, weights, dense, scale)
-    _finish(net, weights)
+            delta = net.connections[i].backward(d, w)                   # (B, n_i), before W_i changes
+        grads[i] = _update(net, i, w, traces[i], traces[i + 1], d, scale, fused is not None)
+        if fused is not None:
+            _adam_step(fused, i, w, grads[i], net.layers[i].max_weight)
+    if fused is None:
+        _finish(net, weights, grads)
+    else:
+        _homeostasis(net)
     return delta if return_signal else None
 
 
-def _direction(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rules.Trace, d: torch.Tensor,
-               scale: Scale) -> bool:
-    """U_i = G ⊙ E′ into W_i's gradient buffer, not yet clipped or scaled (True); an event input's update is
-    finished here, rows scattered into W_i.grad (False). The rule forms U in one product where it can."""
+def _update(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rules.Trace, d: torch.Tensor,
+            scale: Scale, shared: bool) -> torch.Tensor:
+    """W_i's gradient −ε̄ · U_i · min(1, max_update_norm / ‖U_i‖), U_i = G ⊙ E′ (``scale`` = −ε̄), in the
+    gradient buffer (``shared``: the network's one buffer for every connection, used before the next
+    connection's update; else W_i's own). Without novelty gating the rule forms U (``Rule.direction``), on the
+    post units that spiked at all where few did (:func:`_active_columns`); an event input's U has the rows of
+    its active units only, scattered."""
     layer = net.layers[i]
-    if layer.novelty_factor == 0.0 and not pre.a.is_sparse:
-        if always_spikes(net, i + 1):
-            post = rules.Trace(c=post.c, s=post.s, a=post.a, always=True)
-        if net.rule.direction(pre, post, d, net.connections[i], _grad_buffer(net, i, w)) is not None:
-            return True
-    e, g, units = _correlate(net, i, pre, post, d)
-    if units is not None:
-        _set_update(net, i, e, g, units, scale)
-        return False
-    _gated_update(net, i, w, e, g, None)
-    return True
+    buf = buffers.flat(net, "grad", w.shape, w) if shared else buffers.grad_buffer(net, i, w)
+    if pre.a.is_sparse:             # event input: only the rows of the active units (zor.engine.events)
+        e, g, units = _correlate(net, i, pre, post, d)
+        u = rules.clip_norm(_gated_update(net, i, e, g, units, None), layer.max_update_norm, scale)
+        return buf.zero_().index_copy_(0, units, u)
+    if layer.novelty_factor != 0.0:
+        e, g, _ = _correlate(net, i, pre, post, d)
+        return rules.clip_norm(_gated_update(net, i, e, g, None, buf), layer.max_update_norm, scale)
+    conn, cols = net.connections[i], _active_columns(net, i, post)
+    if cols is None:
+        u = net.rule.direction(pre, post, d, conn, buf, buffers.flat(net, "work", w.shape, w))
+        return rules.clip_norm(u, layer.max_update_norm, scale)
+    buf.zero_()
+    k = cols.shape[0]
+    if k:                           # U on the K active columns, clipped there (‖U‖ is theirs), then scattered
+        u = net.rule.direction_columns(pre, post, d, conn, cols, buffers.flat(net, "work", (2 * w.shape[0] * k,), w))
+        buf.scatter_(1, cols.expand(w.shape[0], k), rules.clip_norm(u, layer.max_update_norm, scale))
+    return buf
 
 
-def _clip_all(net: "Zor", weights: list[torch.Tensor], dense: list[int], scale: Scale) -> None:
-    """U_i ← −ε̄ · U_i · min(1, max_update_norm_i / ‖U_i‖) for every connection in ``dense`` at once
-    (rules.clip_norms: foreach ops), then W_i.grad = U_i."""
-    if not dense:
-        return
-    us = [net._grad_buffers[i] for i in dense]
-    bounds = {math.inf if net.layers[i].max_update_norm is None else net.layers[i].max_update_norm for i in dense}
-    if len(bounds) == 1:            # one bound for all (the usual case): a plain number
-        max_norms: Union[float, torch.Tensor] = bounds.pop()
-    else:
-        max_norms = torch.tensor([math.inf if net.layers[i].max_update_norm is None else net.layers[i].max_update_norm
-                                  for i in dense], dtype=us[0].dtype, device=us[0].device)
-    rules.clip_norms(us, max_norms, -scale)
-    for i, u in zip(dense, us):
-        weights[i].grad = u
+def _active_columns(net: "Zor", i: int, post: rules.Trace) -> Optional[torch.Tensor]:
+    """The post units of connection i that spiked for some sample of the batch (K,), where U is cheaper on them
+    alone: the rule's E vanishes on a silent post unit (``Rule.silent_zero``), a dense connection on a CPU, and
+    K ≤ MASKED_BELOW · n_{i+1}; None otherwise (the full product). The units come from the batch's firing rate
+    ``post.mean`` (mean_b s > 0 exactly where a unit spiked; kept by :func:`update_rates`), one (n,) nonzero
+    read on the host, hence CPU only (a GPU would stall on it)."""
+    if post.always or not net.rule.silent_zero or net.connections[i].kind != "dense" or post.s.device.type != "cpu":
+        return None
+    active = post.mean if post.mean is not None else post.s.amax(dim=0)     # (n_{i+1},)
+    cols = torch.nonzero(active)                                            # (K, 1)
+    return cols.squeeze(1) if cols.shape[0] <= MASKED_BELOW * active.shape[0] else None
 
 
 def _learn_distributed(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor,
@@ -146,37 +165,81 @@ def _learn_distributed(net: "Zor", traces: list[rules.Trace], delta: torch.Tenso
 
 
 def update_rates(net: "Zor", traces: list[rules.Trace]) -> None:
-    """r_i ← m r_i + (1 − m) mean_b(s_i) after a training forward pass (a Conv layer: per channel, its
-    spikes averaged over positions). Distributed: keeps Σ_b s_i for learn(), which sums it over the ranks."""
+    """r_i ← m r_i + (1 − m) mean_b(s_i) after a training forward pass, as one lerp r + (1 − m)(mean − r) (a Conv
+    layer: per channel, its spikes averaged over positions); a dense layer's mean_b(s_i) stays in its trace
+    (``Trace.mean``: which units spiked, for the masked co-activity). A layer that always spikes has mean exactly
+    1. Distributed: keeps Σ_b s_i for learn(), which sums it over the ranks."""
     sums: Optional[list[torch.Tensor]] = [] if net.reducer.active else None
-    # momentum -> (r_i, mean_b s_i; r_i of the layers that always spike, whose mean is exactly 1)
-    rates: dict[float, tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = {}
     for i, (layer, t) in enumerate(zip(net.layers, traces)):
-        if sums is None and layer.kind == "dense" and not t.s.is_sparse and always_spikes(net, i):
-            rates.setdefault(layer.rate_momentum, ([], [], []))[2].append(net.rate(i))
+        dense = layer.kind == "dense"
+        if sums is None and dense and t.always and not t.s.is_sparse:
+            rate = net.rate(i)
+            rate.lerp_(buffers.ones(net, (), rate), 1.0 - layer.rate_momentum)
             continue
-        s_units = t.s if layer.kind == "dense" else t.s.reshape(t.s.shape[0] * layer.channels, -1)
-        if layer.kind == "conv":   # per channel: (B·C, H·W) → mean over positions, back to (B, C)
+        s_units = t.s if dense else t.s.reshape(t.s.shape[0] * layer.channels, -1)
+        if not dense:              # per channel: (B·C, H·W) → mean over positions, back to (B, C)
             s_units = s_units.mean(dim=1).reshape(t.s.shape[0], layer.channels)
         if sums is None:
-            group = rates.setdefault(layer.rate_momentum, ([], [], []))
-            group[0].append(net.rate(i))
-            group[1].append(events.batch_mean(s_units))                # (n_i,)
+            mean = events.batch_mean(s_units)                           # (n_i,)
+            net.rate(i).lerp_(mean, 1.0 - layer.rate_momentum)
+            if dense:
+                t.mean = mean
         else:
             sums.append(s_units.sum(dim=0))                             # Σ_b s_i (n_i,)
-    for m, (r, mean, ones) in rates.items():  # rules.update_rate on every layer at once: r ← m r + (1 − m) mean
-        torch._foreach_mul_(r + ones, m)
-        if r:
-            torch._foreach_add_(r, mean, alpha=1.0 - m)
-        if ones:
-            torch._foreach_add_(ones, 1.0 - m)
     if sums is not None or net._spike_sums is not None:   # (an nn.Module attribute write costs µs)
         net._spike_sums = sums
 
 
-def _finish(net: "Zor", weights: Optional[list[torch.Tensor]] = None) -> None:
-    """One optimizer step for all connections, the weight clamp, then threshold homeostasis (skipped on the
-    layers where it cannot move θ: η = 0 and no bounds).
+def _fused_plan(opt: torch.optim.Optimizer, weights: list[torch.Tensor]) -> Optional[tuple]:
+    """(kernel, its keyword arguments, (exp_avg, exp_avg_sq, step) lists) of a fused Adam/AdamW over ``weights``, to
+    step each W_i through the kernel Optimizer.step would call, with the same arguments, without its per-call
+    Python work (hooks, grouping; ~150 µs a step at 784-64-784 on one thread). None where that would not be the
+    same step: another optimizer, several groups, amsgrad/maximize/capturable, a tensor lr, any step hook,
+    other parameters than ``weights``, or no state yet (the first step). The moment and step tensors are
+    gathered once per optimizer state (:data:`_FUSED`), not on every step."""
+    if type(opt) not in _ADAMS or len(opt.param_groups) != 1:
+        return None
+    g = opt.param_groups[0]
+    if not g.get("fused") or g["amsgrad"] or g["maximize"] or g.get("capturable") or g.get("differentiable") \
+            or isinstance(g["lr"], torch.Tensor) or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks \
+            or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks:
+        return None
+    params = g["params"]
+    if len(weights) != len(params) or not all(map(operator.is_, params, weights)):
+        return None
+    plan = _FUSED.get(opt)
+    if plan is None or plan[0] is not opt.state or plan[1] is not params or len(opt.state) != len(params):
+        state = [opt.state.get(p) for p in params]
+        if any(not st for st in state):
+            return None
+        plan = _FUSED[opt] = (opt.state, params, [st["exp_avg"] for st in state],
+                              [st["exp_avg_sq"] for st in state], [st["step"] for st in state])
+    kernel = torch._fused_adamw_ if type(opt) is torch.optim.AdamW or g.get("decoupled_weight_decay") \
+        else torch._fused_adam_
+    return kernel, dict(amsgrad=False, lr=g["lr"], beta1=g["betas"][0], beta2=g["betas"][1],
+                        weight_decay=g["weight_decay"], eps=g["eps"], maximize=False, grad_scale=None,
+                        found_inf=None), plan[2:]
+
+
+def _adam_step(fused: tuple, i: int, w: torch.Tensor, grad: torch.Tensor, max_weight: Optional[float]) -> None:
+    """W_i's optimizer step through the fused kernel (:func:`_fused_plan`; its step count already moved on),
+    denormals flushed on a CPU, then the clamp |W_i| ≤ max_weight: what the optimizer's step for all
+    connections does to W_i."""
+    kernel, kwargs, (m, v, steps) = fused
+    flush = w.device.type == "cpu" and _TINY * _ONE != 0.0 and torch.set_flush_denormal(True)
+    try:
+        kernel([w], [grad], [m[i]], [v[i]], [], [steps[i]], **kwargs)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    if max_weight is not None:
+        w.clamp_(-max_weight, max_weight)
+
+
+def _finish(net: "Zor", weights: Optional[list[torch.Tensor]] = None,
+            grads: Optional[list[torch.Tensor]] = None) -> None:
+    """One optimizer step for all connections, the weight clamp, then threshold homeostasis. ``grads``: W_i's
+    gradients in the order of ``weights`` (None: the gradients are set on the weights).
 
     On a CPU the optimizer step runs with denormals flushed to zero (torch.set_flush_denormal, on the
     calling thread; the earlier setting is restored after): an Adam moment below 1.2e-38 becomes 0."""
@@ -185,7 +248,9 @@ def _finish(net: "Zor", weights: Optional[list[torch.Tensor]] = None) -> None:
     # through the denormal range made the Adam kernel 10x slower after ~700 steps (docs/notes/step-cost.md)
     flush = weights[0].device.type == "cpu" and _TINY * _ONE != 0.0 and torch.set_flush_denormal(True)
     try:
-        if not _fused_adam_step(net.optimizer):
+        if not _fused_adam_step(net.optimizer, weights, grads):
+            for w, g in zip(weights, grads or ()):
+                w.grad = g
             net.optimizer.step()
             net.optimizer.zero_grad(set_to_none=True)
     finally:
@@ -194,53 +259,45 @@ def _finish(net: "Zor", weights: Optional[list[torch.Tensor]] = None) -> None:
     for layer, w in zip(net.layers, weights):
         if layer.max_weight is not None:
             w.clamp_(-layer.max_weight, layer.max_weight)
+    _homeostasis(net)
+
+
+def _fused_adam_step(opt: torch.optim.Optimizer, weights: list[torch.Tensor],
+                     grads: Optional[list[torch.Tensor]] = None) -> bool:
+    """The step of every weight through the fused kernel (:func:`_fused_plan`), from ``grads`` or (None) each
+    weight's ``.grad``, set to None after; False (nothing done) where :func:`_fused_plan` gives none or a
+    gradient is missing."""
+    fused = _fused_plan(opt, weights)
+    if fused is None:
+        return False
+    if grads is None:
+        grads = [w.grad for w in weights]
+        if any(gr is None for gr in grads):
+            return False
+    kernel, kwargs, (m, v, steps) = fused
+    torch._foreach_add_(steps, 1)
+    kernel(weights, grads, m, v, [], steps, **kwargs)
+    for w in weights:
+        if w.grad is not None:
+            w.grad = None
+    return True
+
+
+def _homeostasis(net: "Zor") -> None:
+    """θ_i ← θ_i − η_i (target_i − r_i) on every layer where it can move θ (η ≠ 0 or bounds), keeping the
+    always-spiking cache valid (−inf stays −inf; a finite lower bound lifts it)."""
     for i, layer in enumerate(net.layers):
         if net._eta[i] == 0.0 and layer.threshold_range is None:
             continue
         theta = net.threshold(i)
         known = _cached(net, i)
         rules.homeostasis(theta, net.rate(i), layer.target_activation, net._eta[i], layer.threshold_range)
-        if known is not None:   # −inf stays −inf under θ − η(…); a finite lower bound lifts it
+        if known is not None:
             bounds = layer.threshold_range
             net._always[i] = (_key(theta), known and (bounds is None or bounds[0] is None))
 
 
-def _fused_adam_step(opt: torch.optim.Optimizer) -> bool:
-    """The step of a fused Adam/AdamW straight through its kernel, then grad = None: the same kernel and
-    arguments Optimizer.step would use, without its per-call Python work (hooks, grouping; ~150 µs a
-    step at 784-64-784 on one thread). False (nothing done) where that would not be the same step:
-    another optimizer, several groups, amsgrad/maximize/capturable, a tensor lr, any step hook, or a
-    parameter without a gradient or state yet (the first step). The moment and step tensors are
-    gathered once per optimizer state (:data:`_FUSED`), not on every step."""
-    if type(opt) not in (torch.optim.Adam, torch.optim.AdamW) or len(opt.param_groups) != 1:
-        return False
-    g = opt.param_groups[0]
-    if not g.get("fused") or g["amsgrad"] or g["maximize"] or g.get("capturable") or g.get("differentiable") \
-            or isinstance(g["lr"], torch.Tensor) or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks \
-            or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks:
-        return False
-    params = g["params"]
-    grads = [p.grad for p in params]
-    if any(gr is None for gr in grads):
-        return False
-    plan = _FUSED.get(opt)
-    if plan is None or plan[0] is not opt.state or plan[1] is not params or len(opt.state) != len(params):
-        state = [opt.state.get(p) for p in params]
-        if any(not st for st in state):
-            return False
-        plan = _FUSED[opt] = (opt.state, params, [st["exp_avg"] for st in state],
-                              [st["exp_avg_sq"] for st in state], [st["step"] for st in state])
-    torch._foreach_add_(plan[4], 1)
-    kernel = torch._fused_adamw_ if type(opt) is torch.optim.AdamW or g.get("decoupled_weight_decay") \
-        else torch._fused_adam_
-    kernel(params, grads, plan[2], plan[3], [], plan[4], amsgrad=False, lr=g["lr"], beta1=g["betas"][0],
-           beta2=g["betas"][1], weight_decay=g["weight_decay"], eps=g["eps"], maximize=False, grad_scale=None,
-           found_inf=None)
-    for p in params:
-        p.grad = None
-    return True
-
-
+_ADAMS = (torch.optim.Adam, torch.optim.AdamW)
 _TINY, _ONE = 1e-310, 1.0   # a float64 denormal; _TINY * _ONE is 0 where the CPU already flushes denormals
 
 # optimizer -> (its state dict, its parameter list, exp_avg, exp_avg_sq and step tensors): valid while the
@@ -255,7 +312,7 @@ def _correlate(net: "Zor", i: int, pre: rules.Trace, post: rules.Trace, d: torch
     if pre.a.is_sparse:             # event input: only the rows of the active units (zor.engine.events)
         units, (c0, s0, a0) = events.compact(pre.c, pre.s, pre.a)
         pre = rules.Trace(c=c0, s=s0, a=a0)                          # (B, n_u)
-    if always_spikes(net, i + 1):   # θ = −inf: s_{i+1} ≡ 1, O(a_i, s_{i+1}) is a column
+    if not post.always and always_spikes(net, i + 1):   # θ = −inf: s_{i+1} ≡ 1, O(a_i, s_{i+1}) is a column
         post = rules.Trace(c=post.c, s=post.s, a=post.a, always=True)
     e, g = net.rule.correlate(pre, post, d, net.connections[i])
     return e, g, units
@@ -266,15 +323,16 @@ def _set_update(net: "Zor", i: int, e: torch.Tensor, g: torch.Tensor, units: Opt
     """W_i.grad = −U for connection i from its co-activity E and G = O(a_i, δ̂): U = G ⊙ E′ norm-clipped
     and error-level scaled in one multiply (event input: on the active rows, then scattered)."""
     w = net.weights[i]
-    u = rules.clip_norm(_gated_update(net, i, w, e, g, units), net.layers[i].max_update_norm, -scale)
-    w.grad = u if units is None else _grad_buffer(net, i, w).zero_().index_copy_(0, units, u)
+    u = rules.clip_norm(_gated_update(net, i, e, g, units, None if units is not None else buffers.grad_buffer(net, i, w)),
+                        net.layers[i].max_update_norm, -scale)
+    w.grad = u if units is None else buffers.grad_buffer(net, i, w).zero_().index_copy_(0, units, u)
 
 
-def _gated_update(net: "Zor", i: int, w: torch.Tensor, e: torch.Tensor, g: torch.Tensor,
-                  units: Optional[torch.Tensor]) -> torch.Tensor:
-    """U = G ⊙ E′ of connection i, E′ = clip(E − ν R, 0, 1) (R updated) or clip(E, 0, 1): into W_i's reused
-    gradient buffer (a fresh, contiguous tensor each step would cost page faults); event input: the
-    active rows ``units`` only, a fresh (n_u, n_{i+1}) tensor."""
+def _gated_update(net: "Zor", i: int, e: torch.Tensor, g: torch.Tensor, units: Optional[torch.Tensor],
+                  out: Optional[torch.Tensor]) -> torch.Tensor:
+    """U = G ⊙ E′ of connection i, E′ = clip(E − ν R, 0, 1) (R updated) or clip(E, 0, 1): into ``out`` (W_i's
+    reused gradient buffer; a fresh, contiguous tensor each step would cost page faults) or, for an event
+    input (the active rows ``units`` only), a fresh (n_u, n_{i+1}) tensor."""
     layer = net.layers[i]
     if layer.novelty_factor != 0.0:
         trace = net.novelty_trace(i)
@@ -286,18 +344,7 @@ def _gated_update(net: "Zor", i: int, w: torch.Tensor, e: torch.Tensor, g: torch
             trace.mul_(layer.novelty_momentum).index_copy_(0, units, r)
     else:
         e = e.clamp_(0.0, 1.0)                                       # E′ = clip(E, 0, 1), in place
-    if units is None:
-        return torch.mul(g, e, out=_grad_buffer(net, i, w))
-    return g * e
-
-
-def _grad_buffer(net: "Zor", i: int, w: torch.Tensor) -> torch.Tensor:
-    """The gradient buffer of W_i, reused between steps (no fresh 4-byte·|W_i| allocation, and with it no
-    page faults, per step); the optimizer step sets grad back to None, the buffer stays."""
-    buf = net._grad_buffers.get(i)
-    if buf is None or buf.shape != w.shape or buf.device != w.device or buf.dtype != w.dtype:
-        buf = net._grad_buffers[i] = torch.empty_like(w)
-    return buf
+    return g * e if out is None else torch.mul(g, e, out=out)
 
 
 def _key(t: torch.Tensor) -> tuple:

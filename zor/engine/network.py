@@ -47,6 +47,7 @@ from zor.common.errors import (
 
 from . import (
     activations,
+    buffers,
     checkpoint_file,
     events,
     inputs,
@@ -119,7 +120,8 @@ class Zor(nn.Module):
         self._state: list[Optional[torch.Tensor]] = [None] * len(self.layers)  # stateful charges (B, n_i)
         self._traces: Optional[list[rules.Trace]] = None
         self._sampler_rng = np.random.default_rng(config.seed)
-        self._grad_buffers: dict[int, torch.Tensor] = {}
+        self._grad_buffers: dict[int, torch.Tensor] = {}   # W_i's own gradient buffers (zor.engine.buffers)
+        self._scratch: dict[tuple, torch.Tensor] = {}      # the step's shared buffers and their views (buffers)
         self._signal_checked = False   # fit() checks once that the forward signal reaches the output
         self._always: dict[int, tuple] = {}   # layer -> (θ state, all θ = −inf): zor.engine.learning.always_spikes
         self._spike_sums: Optional[list[torch.Tensor]] = None   # distributed: Σ_b s_i per layer, for the rates
@@ -241,24 +243,22 @@ class Zor(nn.Module):
                 traces.append(rules.Trace(c=h, s=s, a=a))       # COO (B, n_0), one set of indices
                 h = self.connections[0].forward(a, weights[0])  # (B, n_1)
                 continue
-            prev = state[i]
-            if prev is not None and prev.shape[0] != h.shape[0]:
-                prev = None                                     # batch size changed: start from rest
+            prev = state[i] if state[i] is not None and state[i].shape[0] == h.shape[0] else None   # B changed: rest
             c = neuron.charge(h, prev, layer.decay)             # (B, n_i)
-            always = layer.kind == "dense" and learning.always_spikes(self, i)
-            if always:
-                s, a = c.new_ones(()).expand_as(c), acts[i](c)  # (B, n_i): s ≡ 1, a = f(c)
+            always = learning.always_spikes(self, i)            # every θ_i = −inf: every unit spikes
+            if always and layer.kind == "dense":
+                s, a = buffers.ones(self, c.shape, c), acts[i](c)   # (B, n_i): s ≡ 1, a = f(c)
             else:
                 theta = self._buffers[f"threshold_{i}"] if layer.kind == "dense" else self.unit_threshold(i)
                 s = neuron.fire(c, theta)                       # (B, n_i) 0./1.
                 a = acts[i](neuron.gate(c, s))                  # (B, n_i)
             if layer.stateful:
                 state[i] = neuron.reset(c, s > 0, layer.refractory, layer.min_charge, layer.reset_on_spike)
-            traces.append(rules.Trace(c, s, a))
+            traces.append(rules.Trace(c, s, a, always))
             if i < last:
                 h = self.connections[i].forward(a, weights[i])  # (B, n_{i+1})
             else:
-                out = a if always else acts[i](c)               # (B, n_L) f(output charges)
+                out = a if always and layer.kind == "dense" else acts[i](c)   # (B, n_L) f(output charges)
         return out, traces
 
     @torch.no_grad()

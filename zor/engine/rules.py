@@ -73,6 +73,7 @@ class Trace:
     s: torch.Tensor   # (B, n) spikes as 0./1. floats
     a: torch.Tensor   # (B, n) f(c ⊙ s): the gated, activated values sent on
     always: bool = False   # every unit spiked for every sample (θ = −inf), so s ≡ 1
+    mean: Optional[torch.Tensor] = None   # (n,) mean_b s of a dense training pass (its firing rate), else None
 
 
 class Rule:
@@ -80,6 +81,7 @@ class Rule:
 
     name = "base"
     e_sum = False   # E is a sum over the batch (True) or a mean (False): how ranks combine it
+    silent_zero = False   # E[:, k] = 0 for a post unit k that spiked for no sample (E's post factor is s)
 
     def signal(self, delta: torch.Tensor, post: Trace, top: bool, reducer=None) -> torch.Tensor:
         """δ̂: the signal used for this connection's update and sent down.  (B, n_{i+1})
@@ -113,10 +115,34 @@ class Rule:
         scale = self.e_scale(pre.a.shape[0])
         return (e * scale if scale != 1.0 else e), g
 
-    def direction(self, pre: Trace, post: Trace, delta: torch.Tensor, conn, out: torch.Tensor) -> Optional[torch.Tensor]:
-        """U = G ⊙ clip(E, 0, 1) (no novelty gating) written into ``out`` in fewer passes than E and G
-        apart, where this variant allows it; None where it does not (the caller uses :meth:`correlate`)."""
-        return None
+    def direction(self, pre: Trace, post: Trace, delta: torch.Tensor, conn, out: torch.Tensor,
+                  work: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """U = G ⊙ clip(E, 0, 1) (no novelty gating) written into ``out`` (like the weight) and returned. A dense
+        connection forms G straight in ``out`` and E in ``work`` (like the weight; None: a fresh tensor): two
+        products into buffers the caller keeps, a working set of two weights. A variant may need fewer passes."""
+        if conn.kind != "dense":
+            e, g = self.correlate(pre, post, delta, conn)
+            return torch.mul(g, e.clamp_(0.0, 1.0), out=out)
+        e = conn.outer(self.pre_activity(pre), self.post_activity(post), work)
+        scale = self.e_scale(pre.a.shape[0])
+        if scale != 1.0:
+            e.mul_(scale)
+        return conn.outer(pre.a, delta, out).mul_(e.clamp_(0.0, 1.0))
+
+    def direction_columns(self, pre: Trace, post: Trace, delta: torch.Tensor, conn, cols: torch.Tensor,
+                          work: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """U[:, cols] (n_i, K) of a dense connection, for a rule with ``silent_zero`` where every post unit
+        outside ``cols`` (K,) spiked for no sample, so U is 0 there: E and G of those K columns alone (the
+        masked co-activity; the cost falls with the spike rate). ``work``: a flat scratch of ≥ 2 n_i K values
+        for G and E (None: fresh tensors); U is returned in its first n_i K."""
+        if not self.silent_zero:
+            raise NotImplementedError(f"the {self.name} rule's E does not vanish where a post unit is silent")
+        n, k = pre.a.shape[1], cols.shape[0]
+        g_out = e_out = None
+        if work is not None:
+            g_out, e_out = work[:n * k].view(n, k), work[n * k:2 * n * k].view(n, k)
+        e = conn.outer(pre.a, post.s.index_select(1, cols), e_out)                  # (n_i, K)
+        return conn.outer(pre.a, delta.index_select(1, cols), g_out).mul_(e.clamp_(0.0, 1.0))
 
 
 class CoactivityRule(Rule):
@@ -150,9 +176,6 @@ class NormalizedRule(Rule):
         return float(batch)
 
 
-MASKED_BELOW = 0.4   # masked co-activity when at most this share of the post units spiked (docs/notes/step-cost.md)
-
-
 class PostSpikesRule(Rule):
     """E = a_iᵀ s_{i+1} / B: analog pre activity where the post unit spiked.
 
@@ -161,6 +184,7 @@ class PostSpikesRule(Rule):
     """
 
     name = "post_spikes"
+    silent_zero = True
 
     def post_activity(self, post: Trace) -> torch.Tensor:
         return post.s
@@ -170,26 +194,13 @@ class PostSpikesRule(Rule):
             return super().correlate(pre, post, delta, conn)
         return conn.outer_ones(pre.a), conn.outer(pre.a, delta)   # E broadcasts along the post units
 
-    def direction(self, pre: Trace, post: Trace, delta: torch.Tensor, conn, out: torch.Tensor) -> Optional[torch.Tensor]:
+    def direction(self, pre: Trace, post: Trace, delta: torch.Tensor, conn, out: torch.Tensor,
+                  work: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Where every post unit spikes, E′ = clip(mean_b a_i, 0, 1) is one factor per pre unit, folded into
-        the product's small side: U = (a_i ⊙ E′ᵀ)ᵀ δ̂ / B, with no pass over the full U for ⊙ E′.
-
-        Otherwise the masked co-activity (dense, on a CPU): a post unit k that spiked for no sample of the
-        batch has E[:, k] = 0, so U[:, k] = 0; E and G are computed on the K active columns only, one
-        (n_i, 2K) product, when K ≤ MASKED_BELOW · n_{i+1} (the cost falls with the spike rate). The
-        count of active units is read on the host, hence CPU only (a GPU would stall on it)."""
+        the product's small side: U = (a_i ⊙ E′ᵀ)ᵀ δ̂ / B, with no pass over the full U for ⊙ E′."""
         if post.always:
             return conn.outer_rows(pre.a, delta, conn.outer_ones(pre.a).clamp_(0.0, 1.0), out)
-        if conn.kind != "dense" or pre.a.device.type != "cpu":
-            return None
-        cols = torch.nonzero(post.s.amax(dim=0)).squeeze(1)         # (K,) post units that spiked at all
-        if cols.numel() > MASKED_BELOW * post.s.shape[1]:
-            return None                                              # the full product is cheaper
-        out.zero_()
-        if cols.numel():
-            e, g = conn.outer_pair(pre.a, post.s.index_select(1, cols), delta.index_select(1, cols))  # (n_i, K)
-            out.index_copy_(1, cols, g.mul_(e.clamp_(0.0, 1.0)))
-        return out
+        return super().direction(pre, post, delta, conn, out, work)
 
 
 class GatedRule(PostSpikesRule):
@@ -227,7 +238,9 @@ def novelty(
 
 def row_norms(u: torch.Tensor) -> torch.Tensor:
     """‖U[j]‖ of every row j of U (n_i,): the first half of :func:`update_norm`."""
-    return torch.linalg.vector_norm(u.reshape(u.shape[0], math.prod(u.shape[1:])), dim=1)   # (0 rows: no -1)
+    if u.dim() != 2:                # a conv kernel (C_out, C_in, k, k): its rows flattened (0 rows: no -1)
+        u = u.reshape(u.shape[0], math.prod(u.shape[1:]))
+    return torch.linalg.vector_norm(u, dim=1)
 
 
 def update_norm(u: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -240,11 +253,16 @@ def update_norm(u: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.T
 def clip_norm(u: torch.Tensor, max_norm: Optional[float], scale: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
     """U ← scale · U · min(1, max_norm / ‖U‖), in place, in one pass over U (the clip
     factor and any further scale fold into one multiply); no clip when max_norm is None.
-    ``scale`` may be a 0-d tensor (the error level, kept on the device)."""
+    ``scale`` may be a 0-d tensor (the error level, kept on the device). The factor is formed in place on
+    the 0-d norm: (1 / ‖U‖) · max_norm, as :func:`clip_norms` forms it (bit-identical); with max_norm = 1
+    (the default) as 1 / max(‖U‖, 1), the same number in two ops fewer."""
     if max_norm is None:
         return u.mul_(scale) if isinstance(scale, torch.Tensor) or scale != 1.0 else u
-    norm = update_norm(u)
-    return u.mul_(torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0) * scale)
+    if max_norm == 1.0:
+        f = update_norm(u).clamp_min_(1.0).reciprocal_()
+    else:
+        f = update_norm(u).clamp_min_(1e-12).reciprocal_().mul_(max_norm).clamp_(max=1.0)
+    return u.mul_(f.mul_(scale))
 
 
 def clip_norms(us: list[torch.Tensor], max_norms: Union[float, torch.Tensor],
