@@ -139,23 +139,34 @@ class _G:
         return self.op(_ACT_OPS[name], x) if name in _ACT_OPS else x
 
 
-def _forward(g: _G, spec: dict) -> tuple[str, list[tuple[str, str]]]:
-    """Output name and the (s_i, a_i) of every layer; appends the rate updates' outputs."""
+def _forward(g: _G, spec: dict, spikes: bool) -> tuple[str, list[tuple[Optional[str], str]]]:
+    """Output name and the (s_i, a_i) of every layer; appends the rate updates' outputs. A layer that spikes
+    for good (spec["always"]: θ = −inf) has s ≡ 1: no gate pass, s_i None, r ← m r + (1 − m) (the normalized
+    rule keeps s_i, its E reads it); ``spikes`` outputs spikes_i of every layer all the same (verification).
+    The output f_L(c_L) is written as ``output`` by its own op (no Identity copy)."""
     h, traces, last = "x", [], len(spec["sizes"]) - 1
-    out = h
+    act_out = spec["layers"][last]["activation"] in _ACT_OPS
     for i, lay in enumerate(spec["layers"]):
-        s = g.op("Cast", g.op("Greater", h, f"threshold_{i}"), to=TensorProto.FLOAT, out=f"spikes_{i}")
-        a = g.act(lay["activation"], g.op("Mul", h, s))                       # (B, n_i)
-        traces.append((s, a))
         m = lay["rate_momentum"]
-        mean_s = g.op("ReduceMean", s, axes=[0], keepdims=0)                  # (n_i,)
-        g.op("Add", g.op("Mul", f"rate_{i}", g.const(m)), g.op("Mul", mean_s, g.const(1.0 - m)),
-             out=f"rate_{i}_out")
-        if i < last:
-            h = g.op("MatMul", a, f"weight_{i}")                              # (B, n_{i+1})
+        if spec["always"][i] and spec["rule"] != "normalized":
+            s = None
+            a = h if lay["activation"] not in _ACT_OPS else \
+                g.op(_ACT_OPS[lay["activation"]], h, out="output" if i == last else None)
+            if spikes:
+                g.op("Cast", g.op("Greater", h, f"threshold_{i}"), to=TensorProto.FLOAT, out=f"spikes_{i}")
+            g.op("Add", g.op("Mul", f"rate_{i}", g.const(m)), g.const(1.0 - m), out=f"rate_{i}_out")
         else:
-            out = g.act(lay["activation"], h)
-    return g.op("Identity", out, out="output"), traces
+            s = g.op("Cast", g.op("Greater", h, f"threshold_{i}"), to=TensorProto.FLOAT, out=f"spikes_{i}")
+            a = g.act(lay["activation"], g.op("Mul", h, s))                   # (B, n_i)
+            mean_s = g.op("ReduceMean", s, axes=[0], keepdims=0)              # (n_i,)
+            g.op("Add", g.op("Mul", f"rate_{i}", g.const(m)), g.op("Mul", mean_s, g.const(1.0 - m)),
+                 out=f"rate_{i}_out")
+            if i == last and act_out:
+                g.op(_ACT_OPS[lay["activation"]], h, out="output")           # ungated: y = f_L(c_L)
+        traces.append((s, a))
+        if i < last:                                                          # (B, n_{i+1})
+            h = g.op("MatMul", a, f"weight_{i}", out="output" if i + 1 == last and not act_out else None)
+    return "output", traces
 
 
 def _signal(g: _G, spec: dict, delta: str, s_post: str, top: bool) -> str:
@@ -163,7 +174,7 @@ def _signal(g: _G, spec: dict, delta: str, s_post: str, top: bool) -> str:
     if rule == "normalized":
         norm = g.op("ReduceL2", delta, axes=[0], keepdims=1)                  # (1, n_{i+1})
         return g.op("Div", delta, g.op("Max", norm, g.const(1e-12)))
-    if rule == "gated" and not top:
+    if rule == "gated" and not top and s_post is not None:             # None: the layer spikes for good
         return g.op("Mul", delta, s_post)
     return delta
 
@@ -175,8 +186,13 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
     lay = spec["layers"][i]
     (s_i, a_i), (s_p, a_p) = pre, post
     rule = spec["rule"]
-    d_b = g.op("Mul", d, inv_b)                                                # δ̂ / B (B, n_{i+1}): the small side
     column = rule not in ("coactivity", "normalized") and spec["always"][i + 1]   # s_{i+1} ≡ 1: E is a column
+    fold = column and lay["novelty_factor"] == 0.0          # E′ = clip(mean_b a_i, 0, 1) per pre unit j, so
+    if fold:                                                # U = (a_i ⊙ E′ᵀ / B)ᵀ δ̂: E′ and 1/B on the small side
+        e_row = g.op("Clip", g.op("ReduceMean", a_i, axes=[0], keepdims=1), g.const(0.0), g.const(1.0))
+        a_i, d_b = g.op("Mul", a_i, g.op("Mul", e_row, inv_b)), d              # (B, n_i), (B, n_{i+1})
+    else:
+        d_b = g.op("Mul", d, inv_b)                                            # δ̂ / B (B, n_{i+1}): the small side
     post_b = None if rule == "normalized" or column else g.op("Mul", a_p if rule == "coactivity" else s_p, inv_b)
     blocks, us, ssq = parts(spec, i), [], None
     if len(blocks) > 1:                                     # a block's rows of a_iᵀ: contiguous rows, a cheap Gather
@@ -186,8 +202,10 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
         rows = None if len(blocks) == 1 else g.const(np.arange(lo, hi), np.int64)
         a_r = a_i if rows is None else g.op("Gather", a_t, rows, axis=0)      # (B, rows) or (rows, B): transA
         ta = int(rows is None)
-        gm = g.op("Gemm", a_r, d_b, transA=ta)                                 # G = a_iᵀ δ̂ / B
-        if rule == "normalized":                                               # E = s_iᵀ a_{i+1}
+        gm = g.op("Gemm", a_r, d_b, transA=ta)                                 # G = a_iᵀ δ̂ / B (folded: U)
+        if fold:
+            us.append(gm)
+        elif rule == "normalized":                                             # E = s_iᵀ a_{i+1}
             e = g.op("Gemm", s_i if rows is None else g.op("Gather", s_t, rows, axis=0), a_p, transA=ta)
         elif column:                                                           # (rows, 1)
             e = g.op("Transpose", g.op("ReduceMean", a_i, axes=[0], keepdims=1), perm=[1, 0]) if rows is None \
@@ -200,7 +218,8 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
             r = g.op("Add", g.op("Mul", f"novelty_{i}{suffix}", g.const(rho)),
                      g.op("Mul", g.op("Abs", e), g.const(1.0 - rho)), out=f"novelty_{i}_out{suffix}")
             e = g.op("Sub", e, g.op("Mul", r, g.const(nu)))
-        us.append(g.op("Mul", gm, g.op("Clip", e, g.const(0.0), g.const(1.0))))
+        if not fold:
+            us.append(g.op("Mul", gm, g.op("Clip", e, g.const(0.0), g.const(1.0))))
         if lay["max_update_norm"] is not None:
             part = g.op("ReduceSumSquare", us[-1], keepdims=0)
             ssq = part if ssq is None else g.op("Add", ssq, part)
@@ -294,8 +313,8 @@ def _homeostasis(g: _G, spec: dict) -> None:
         g.op("Identity", th, out=f"threshold_{i}_out")
 
 
-def _body(g: _G, spec: dict) -> None:
-    out, traces = _forward(g, spec)
+def _body(g: _G, spec: dict, spikes: bool) -> None:
+    out, traces = _forward(g, spec, spikes)
     delta = g.op("Sub", "target", out, out="error")                             # (B, n_L)
     if spec["error_scaling"]:
         mean_abs = g.op("ReduceMean", g.op("Abs", delta), keepdims=0)
@@ -329,7 +348,7 @@ def build_step_graph(net: Any, spikes: bool = False) -> onnx.ModelProto:
     check_supported(net)
     spec = spec_of(net)
     g = _G()
-    _body(g, spec)
+    _body(g, spec, spikes)
     f = TensorProto.FLOAT
     state_in, state_out = graph_io(spec, state_names(spec))
     inputs = [helper.make_tensor_value_info("x", f, ["batch", spec["sizes"][0]]),
