@@ -55,7 +55,7 @@ from benchmarks.sparse_common import (
 )
 
 __all__ = ["SHAPES", "RATES", "zor_shape", "nir_shape", "line_crossover", "shape_rate", "fit_costs", "fit_crossovers",
-           "measure", "models", "main"]
+           "measure", "models", "bare_forms_run", "main"]
 
 SHAPES = ((784, 128), (784, 256), (128, 10), (128, 128), (256, 256), (512, 512), (1024, 256), (256, 1024),
           (784, 10))
@@ -238,6 +238,64 @@ def _text(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------- event-driven forms, bare sessions
+def _bare_graphs(w_t: np.ndarray, b: np.ndarray) -> dict[str, bytes]:
+    """y = x W_t + b for a (1, n_in) input of 0/1 events, in four standard-operator forms (serialized models)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n_in = w_t.shape[0]
+    inits = {"W": w_t, "b": b, "flat": np.asarray([n_in], np.int64), "axis0": np.asarray([0], np.int64),
+             "axis1": np.asarray([1], np.int64)}
+    mask = [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("Cast", ["f"], ["mask"], to=9)]
+    forms = {
+        "dense: MatMul, Add": [helper.make_node("MatMul", ["x", "W"], ["m"])],
+        "Compress, MatMul (NIR's)": mask + [helper.make_node("Compress", ["W", "mask"], ["rows"], axis=0),
+                                             helper.make_node("Compress", ["x", "mask"], ["v"], axis=1),
+                                             helper.make_node("MatMul", ["v", "rows"], ["m"])],
+        "Compress, ReduceSum": mask + [helper.make_node("Compress", ["W", "mask"], ["rows"], axis=0),
+                                       helper.make_node("ReduceSum", ["rows", "axis0"], ["m"], keepdims=1)],
+        "NonZero, Gather, ReduceSum": [helper.make_node("Reshape", ["x", "flat"], ["f"]),
+                                       helper.make_node("NonZero", ["f"], ["idx"]),
+                                       helper.make_node("Gather", ["W", "idx"], ["rows"], axis=0),
+                                       helper.make_node("ReduceSum", ["rows", "axis1"], ["m"], keepdims=0)]}
+    out = {}
+    for name, nodes in forms.items():
+        nodes = nodes + [helper.make_node("Add", ["m", "b"], ["y"])]
+        used = {i for n in nodes for i in n.input}
+        graph = helper.make_graph(nodes, "form",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n_in])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, w_t.shape[1]])],
+                                  [numpy_helper.from_array(v, k) for k, v in inits.items() if k in used])
+        out[name] = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+        onnx.checker.check_model(out[name])
+    return out
+
+
+def bare_forms_run(n_in: int, n_out: int, rates: tuple, calls: int, repeats: int) -> list[dict[str, Any]]:
+    """µs per call (p50, median over ``repeats`` rounds, the forms in turns) of each form in bare onnxruntime
+    sessions (one thread), per rate of 0/1 inputs; every form's output checked against dense (|Δ| ≤ 1e-4)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    w_t, b = rng.normal(0, 0.3, (n_in, n_out)).astype(np.float32), rng.normal(0, 0.1, n_out).astype(np.float32)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    sessions = {k: ort.InferenceSession(m, opts, providers=["CPUExecutionProvider"])
+                for k, m in _bare_graphs(w_t, b).items()}
+    rows = []
+    for r in rates:
+        xs = (inputs_at(n_in, r, 32, seed=5) > THETA).astype(np.float32)
+        for k, s in sessions.items():
+            err = max(float(np.abs(s.run(None, {"x": x[None]})[0].reshape(-1) - (x @ w_t + b)).max()) for x in xs)
+            if err > 1e-4:                     # float32 sums of ≤ n_in terms of |w| ≲ 1: rounding ≪ 1e-4
+                raise AssertionError(f"form {k!r} differs from y = x W + b by {err:.2e} at rate {r}")
+        t = medians(p50_repeats({k: (lambda x, s=s: s.run(None, {"x": x})) for k, s in sessions.items()},
+                                xs, calls, repeats))
+        rows.append({"rate": r, **{k: 1e3 * v for k, v in t.items()}})
+    return rows
+
+
 @common.command
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the figures as JSON.")
 @click.option("--calls", type=click.IntRange(min=1), default=100)
@@ -246,12 +304,20 @@ def _text(res: dict[str, Any]) -> str:
 @click.option("--pool", "pooled", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="An earlier run's JSON whose shapes join the fits (repeatable): the profile from several runs.")
 @click.option("--fit-only", is_flag=True, help="Measure nothing: only the fits over the --pool runs.")
+@click.option("--bare-forms", is_flag=True, help="Only: event-driven forms of a 784x128 node in bare sessions.")
 @click.option("--quick", is_flag=True, help="Smoke test: three shapes, four rates, few calls.")
 def main(json_path: Optional[Path], calls: int, repeats: int, forms: str, pooled: tuple, fit_only: bool,
-         quick: bool) -> None:
+         bare_forms: bool, quick: bool) -> None:
     """Sparse against dense by layer shape (see the module docstring)."""
     common.check_json_folder(json_path)
     common.set_threads(1)
+    if bare_forms:
+        rows = bare_forms_run(784, 128, (0.0, 0.01, 0.02, 0.05, 0.1), calls, repeats)
+        click.echo(common.format_table(rows, list(rows[0]), digits=2, align="right"))
+        click.echo(f"µs per call, 784x128, bare sessions; load average {list(os.getloadavg())}")
+        if json_path is not None:
+            common.write_json(json_path, {"bare_forms": rows, "environment": common.environment(1)})
+        return
     chosen = common.parse_methods(forms, ("zor", "nir"))
     shapes, rates = (SHAPES[:3], (0.0, 0.05, 0.2, 0.5)) if quick else (SHAPES, RATES)
     if quick:
