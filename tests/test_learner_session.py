@@ -281,25 +281,25 @@ def test_bound_buffers_follow_batch_size_changes(files) -> None:
     np.testing.assert_allclose(learner.weights[0], net.weights[0].detach().numpy(), atol=1e-5)
 
 
-def test_tiny_moments_flushed_every_16_steps(files) -> None:
-    """Moments, traces and rates with |a| < 1e-37 (subnormal or about to be) are set to 0 every 16th step;
-    1e-37 and up, weights and thresholds are left alone."""
+def test_tiny_moments_flushed_every_64_steps(files) -> None:
+    """Moments, traces and rates with |a| < 1e-34 (subnormal or about to be within 64 steps of decay by 0.9)
+    are set to 0 every 64th step; 1e-34 and up, weights and thresholds are left alone."""
     from zor.runtime.learner import FLUSH_EVERY, TINY
-    assert (FLUSH_EVERY, TINY) == (16, 1e-37) and 0.9 ** FLUSH_EVERY * TINY > 1.1754944e-38
+    assert (FLUSH_EVERY, TINY) == (64, 1e-34) and 0.9 ** FLUSH_EVERY * TINY > 1.1754944e-38
     learner = Learner(files / "ae.onnx")
     live = learner._bound.live
-    values = np.array([5e-38, -5e-38, 1e-45, 2e-37, -3e-37, 0.25], np.float32)
+    values = np.array([5e-35, -5e-35, 1e-45, 2e-34, -3e-34, 0.25], np.float32)
     live["adam_m_0"].flat[:6] = values
-    live["adam_v_1"].flat[:3] = [1e-40, 1.5e-37, 0.5]
+    live["adam_v_1"].flat[:3] = [1e-40, 1.5e-34, 0.5]
     live["weight_0"].flat[0] = 1e-40
     learner._flush()
-    np.testing.assert_array_equal(live["adam_m_0"].flat[:6], np.array([0, 0, 0, 2e-37, -3e-37, 0.25], np.float32))
-    np.testing.assert_array_equal(live["adam_v_1"].flat[:3], np.array([0, 1.5e-37, 0.5], np.float32))
+    np.testing.assert_array_equal(live["adam_m_0"].flat[:6], np.array([0, 0, 0, 2e-34, -3e-34, 0.25], np.float32))
+    np.testing.assert_array_equal(live["adam_v_1"].flat[:3], np.array([0, 1.5e-34, 0.5], np.float32))
     assert live["weight_0"].flat[0] == np.float32(1e-40)
     calls = []
     learner._flush = lambda: calls.append(learner.steps_done)
-    learner.fit(_x(), steps=40, batch_size=4, progress=False)
-    assert calls == [16, 32]
+    learner.fit(_x(), steps=140, batch_size=4, progress=False)
+    assert calls == [64, 128]
 
 
 # ------------------------------------------------------------------------------------------ CLI
