@@ -264,7 +264,7 @@ _P = [
         # at 4096: int8 makes the dense product 4x cheaper and the gather only 2x
         sparse_int8_curve=((262144, 0.0), (1048576, 0.035), (4194304, 0.22), (16777216, 0.17)),
         # By shape, float32, batch-1 form (benchmarks/sparse_shapes.py, same Xeon, six runs of 15 rounds x 200
-        # calls, load average 1.4-2.6): the crossover fitted over 784x128, 784x256, 128x10, 128x128, 256x256,
+        # calls, load average 1.5-2.6): the crossover fitted over 784x128, 784x256, 128x10, 128x128, 256x256,
         # 512x512, 1024x256, 256x1024, 784x10 (medians 0.025, 0.115, never, never, 0.023, 0.196, 0.163, 0.223,
         # never; fit rms 0.008, largest error 0.019). NIR imports (MatMul + Add) cross at or above it at every
         # shape (784x128: 0.056), so it is conservative there. Above 262,144 synapses the curve holds.
