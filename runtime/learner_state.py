@@ -88,17 +88,27 @@ class BoundState:
                 b.bind_ortvalue_output("health", ort.OrtValue.ortvalue_from_numpy(self.health))
             self.bindings.append(b)
         self.io: list[Optional[tuple]] = [None, None]      # per binding: (output, error) buffers (B, n_L)
+        self.lent = [True, True]            # per binding: its error output is not bound to io's own buffer
         self.cur = 0
 
-    def run(self, session: ort.InferenceSession, x: np.ndarray, target: np.ndarray) -> tuple:
-        """Run one step into the other set; returns (output, error, new state) without switching."""
+    def run(self, session: ort.InferenceSession, x: np.ndarray, target: np.ndarray, fresh: bool = False) -> tuple:
+        """Run one step into the other set; returns (output, error, new state) without switching.
+        ``fresh``: the error goes into a new array the caller may keep (else a buffer reused two steps on)."""
         k = self.cur
         b = self.bindings[k]
         io = self.io[k]
         if io is None or io[0].shape != target.shape:
             io = self.io[k] = (np.empty_like(target), np.empty_like(target))
             b.bind_ortvalue_output("output", ort.OrtValue.ortvalue_from_numpy(io[0]))
+            self.lent[k] = True                      # bind io[1] below
+        if fresh:                                    # binding a new array: cheaper than copying a wide error
+            err = np.empty_like(target)
+            b.bind_ortvalue_output("error", ort.OrtValue.ortvalue_from_numpy(err))
+            self.lent[k] = True                      # the binding writes into an array the caller keeps
+            io = (io[0], err)
+        elif self.lent[k]:
             b.bind_ortvalue_output("error", ort.OrtValue.ortvalue_from_numpy(io[1]))
+            self.lent[k] = False
         b.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x))
         b.bind_ortvalue_input("target", ort.OrtValue.ortvalue_from_numpy(target))
         session.run_with_iobinding(b)

@@ -281,6 +281,24 @@ def test_bound_buffers_follow_batch_size_changes(files) -> None:
     np.testing.assert_allclose(learner.weights[0], net.weights[0].detach().numpy(), atol=1e-5)
 
 
+def test_errors_returned_by_step_are_the_callers(files) -> None:
+    """step() returns an array of its own (bound as the graph's error output, not copied): later steps, a fit
+    and a batch-size change leave it as it was, and each equals target − output of its step (the engine's)."""
+    learner = Learner(files / "ae.onnx")
+    net = Zor([Layer(16), Layer(8), Layer(16)], seed=0)          # the export's start
+    kept = []
+    for k, rows in enumerate([5, 5, 5, 2, 5]):
+        x = _x(rows, seed=10 + k)
+        err = learner.step(x, x)
+        np.testing.assert_allclose(err, net.train_batch(x, x).numpy(), atol=1e-5)
+        kept.append((err, err.copy()))
+    learner.fit(_x(), steps=5, batch_size=4, progress=False)
+    learner.step(_x(3), _x(3))
+    for err, copy in kept:
+        np.testing.assert_array_equal(err, copy)
+    assert len({id(e) for e, _ in kept}) == len(kept)
+
+
 def test_tiny_moments_flushed_every_64_steps(files) -> None:
     """Moments, traces and rates with |a| < 1e-34 (subnormal or about to be within 64 steps of decay by 0.9)
     are set to 0 every 64th step; 1e-34 and up, weights and thresholds are left alone."""
