@@ -60,7 +60,7 @@ import torch
 
 from zor.common.errors import ShapeError, StateError
 
-from . import neuron, rules
+from . import events, learning, neuron, rules
 from . import sharded as sharded_
 from .connections import Dense
 from .exchange import Blocks
@@ -197,12 +197,12 @@ class ColumnsUpdate:
         last, acts = len(net.layers) - 1, net._acts
         traces, pre, own = _Pass(), [], []
         pre_field = sharded_.FACTORS[net.rule.name][0]
-        c, s, a = self._layer(net, 0, x)                                # (B, n_0), whole on every rank
+        c, s, a, _ = self._layer(net, 0, x)                             # (B, n_0), whole on every rank
         pre.append(rules.Trace(c=a[:0], s=s, a=a))
         traces.append(pre[0])
         for j in range(1, last + 1):
-            c, s, a = self._layer(net, j, pre[j - 1].a @ self.w[j - 1])  # (B, k_j): the own units
-            own.append(rules.Trace(c=c, s=s, a=a, always=self.always[j]))
+            c, s, a, mean = self._layer(net, j, pre[j - 1].a @ self.w[j - 1])   # (B, k_j): the own units
+            own.append(rules.Trace(c=c, s=s, a=a, always=self.always[j], mean=mean))
             if j < last:
                 whole_s = self.p2p.columns(s.contiguous(), self.blocks[j], f"s{j}") if pre_field == "s" else a[:0]
                 pre.append(rules.Trace(c=a[:0], s=whole_s, a=self.p2p.columns(a, self.blocks[j], f"a{j}")))  # (B, n_j)
@@ -223,19 +223,19 @@ class ColumnsUpdate:
             raise ShapeError(f"distributed step: every rank must train on the same number of rows (this rank {b}, "
                              f"{int(count[0])} in all over {self.world} ranks)")
 
-    def _layer(self, net: "Zor", j: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(c, s, a) of this rank's units of layer j from their input h (B, k_j), moving their firing rates."""
+    def _layer(self, net: "Zor", j: int, h: torch.Tensor) -> tuple:
+        """(c, s, a, mean_b s or None) of this rank's units of layer j from their input h (B, k_j), moving their firing rates."""
         layer, (lo, hi) = net.layers[j], self._own(j)
         c = neuron.charge(h, None, layer.decay)
-        rate = net.rate(j)[lo:hi]
+        rate, m = net.rate(j)[lo:hi], layer.rate_momentum
         if self.always[j]:                                              # θ = −inf: s ≡ 1, a = f(c), r moves to 1
-            s, a = c.new_ones(()).expand_as(c), net._acts[j](c)
-            rate.mul_(layer.rate_momentum).add_(1.0 - layer.rate_momentum)
+            s, a, mean = c.new_ones(()).expand_as(c), net._acts[j](c), None
+            rate.lerp_(c.new_ones(()), 1.0 - m)
         else:
             s = neuron.fire(c, net.threshold(j)[lo:hi])
-            a = net._acts[j](neuron.gate(c, s))
-            rules.update_rate(rate, s, layer.rate_momentum)
-        return c, s, a
+            a, mean = net._acts[j](neuron.gate(c, s)), events.batch_mean(s)   # mean_b s (k_j,)
+            rate.lerp_(mean, 1.0 - m)                                   # r ← m r + (1 − m) mean_b s, as one lerp
+        return c, s, a, mean
 
     def learn(self, net: "Zor", traces: list[rules.Trace], delta: torch.Tensor,
               return_signal: bool) -> Optional[torch.Tensor]:
@@ -265,18 +265,32 @@ class ColumnsUpdate:
         return d if return_signal else None
 
     def _direction(self, net: "Zor", i: int, pre: rules.Trace, post: rules.Trace, d: torch.Tensor) -> torch.Tensor:
-        """U_i[:, κ] = G ⊙ E′ (n_i, k_{i+1}), formed as learning.learn forms the whole U_i."""
-        layer = net.layers[i]
+        """U_i[:, κ] = G ⊙ E′ (n_i, k_{i+1}), formed as learning.learn forms the whole U_i: through the rule's
+        direction, on the own post units that spiked at all where few did (the masked co-activity)."""
+        layer, conn = net.layers[i], self.conns[i]
         buf = self.p2p.buffer(("u", i), (pre.a.shape[1], d.shape[1]), d)
-        if layer.novelty_factor == 0.0 and net.rule.direction(pre, post, d, self.conns[i], buf) is not None:
-            return buf
-        e, g = net.rule.correlate(pre, post, d, self.conns[i])
         if layer.novelty_factor != 0.0:
+            e, g = net.rule.correlate(pre, post, d, conn)
             e, r = rules.novelty(e, self.novelty[i], layer.novelty_factor, layer.novelty_momentum)
             self.novelty[i].copy_(r)
-        else:
-            e = e.clamp_(0.0, 1.0)                                       # E′ = clip(E, 0, 1)
-        return torch.mul(g, e, out=buf)
+            return torch.mul(g, e, out=buf)
+        work = self.p2p.buffer(("work", i), (2 * buf.numel(),), buf)    # E, or the masked G and E
+        cols = self._active_columns(net, post)
+        if cols is None:
+            return net.rule.direction(pre, post, d, conn, buf, work[:buf.numel()].view(buf.shape))
+        buf.zero_()
+        if cols.shape[0]:                                               # U = 0 on the silent post units
+            u = net.rule.direction_columns(pre, post, d, conn, cols, work[:2 * buf.shape[0] * cols.shape[0]])
+            buf.index_copy_(1, cols, u)
+        return buf
+
+    def _active_columns(self, net: "Zor", post: rules.Trace) -> Optional[torch.Tensor]:
+        """The own post units that spiked for some sample, where at most learning.MASKED_BELOW of them did and the
+        rule's E vanishes on a silent one (as learning decides it for a whole layer, on a CPU); else None."""
+        if post.always or not net.rule.silent_zero or post.s.device.type != "cpu":
+            return None
+        cols = torch.nonzero(post.mean).squeeze(1)                      # (K,)
+        return cols if cols.shape[0] <= learning.MASKED_BELOW * post.mean.shape[0] else None
 
     def _statistics(self, net: "Zor", err: torch.Tensor, us: list[torch.Tensor],
                     b_local: int) -> tuple[object, list[torch.Tensor]]:
