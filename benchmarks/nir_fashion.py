@@ -22,8 +22,9 @@ Figures, all in one run on the same spike inputs (which machine: "environment" i
   test set); int8 with every connection int8 (--spike-budget 0: what the budget protects against); the
   event-driven sparse form (--path sparse) and --path auto on this machine's profile;
 - --path auto against dense as the input rate varies (the first Affine's input, intensities scaled), beside
-  the profile's break-even for that node's shape (``sparse_sweep``): where auto made a node sparse it must be
-  ahead of dense, elsewhere it is the dense graph (``sparse_figure_met``).
+  the profile's break-even for that node's shape (``sparse_sweep``, in benchmarks/nir_fashion_sweep.py):
+  where auto made a node sparse it must be ahead of dense, elsewhere it is the dense graph
+  (``sparse_figure_met``; ``sparse_lead_beyond_noise``: ahead by more than two sessions of one file differ).
 
 The trained network is cached under benchmarks/results/nir_fashion/ (safetensors + the NIR file), never in git.
 """
@@ -265,72 +266,6 @@ def export_variants(graph: Path, folder: Path, steps: int, calib: np.ndarray) ->
     return paths, reports, notes
 
 
-def _median_timed(fn: Callable[[np.ndarray], Any], xs: list[np.ndarray]) -> Callable[[], float]:
-    """A measurement: the median over the samples ``xs`` of the seconds ``fn`` takes for one (a sample that
-    another process interrupted does not move it, as it moves a mean)."""
-    def run() -> float:
-        times = []
-        for sample in xs:
-            start = time.perf_counter()
-            fn(sample)
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
-    return run
-
-
-def alternating(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    """:func:`benchmarks.common.interleave` with the order reversed every other round, so that whatever the
-    first or second place in a round costs (caches, frequency) falls on every measurement alike."""
-    names = list(measures)
-    out: dict[str, list[float]] = {k: [] for k in names}
-    for k in range(rounds):
-        for name in (names if k % 2 == 0 else names[::-1]):
-            out[name].append(measures[name]())
-    return out
-
-
-SCALES = (0.03, 0.06, 0.09, 0.15, 0.35, 0.7, 1.0)   # intensity factors: first-node input rates ≈ 0.007 ... 0.24
-
-
-def sparse_sweep(graph: Path, folder: Path, dense: Any, x: np.ndarray, xc: np.ndarray, steps: int, rounds: int,
-                 scales: tuple = SCALES, samples: int = 32) -> list[dict]:
-    """--path auto against dense as the input rate varies: pixel intensities × scale (the first Affine's input
-    rate about 0.24 × scale); per scale an auto export calibrated on training images at that scale (a node goes
-    sparse where its measured input rate is under the profile's break-even for its shape), then the per-sample
-    Stream.run time of both files at batch 1 on ``samples`` test images at that scale (the median over the
-    samples), in turns (the order reversed every other round), ``rounds`` rounds; dense/auto is the median of
-    the per-round ratios. ``met``: where a node went sparse, auto is ahead
-    of dense (dense/auto > 1); where none did, auto is the dense graph. The noise: the dense file in a second
-    session, timed in the same rounds (dense/dense: 1 but for the machine and the two sessions' memory)."""
-    from zor.export import export_nir
-    from zor.runtime import Model
-
-    rows = []
-    for scale in scales:
-        out = folder / f"{graph.stem}-auto-x{scale:g}.onnx"
-        res = export_nir(graph, out, dt=DT, steps=steps, path="auto", device="auto",
-                         calibration=spikes(np.clip(xc[:200] * scale, 0, 1), steps, 7))
-        auto, twin = Model(out, threads=1), Model(dense.path, threads=1)
-        xs = [spikes(np.clip(x[i:i + 1] * scale, 0, 1), steps, 1000 + i) for i in range(samples)]
-        sd, sa, st = dense.stream(), auto.stream(), twin.stream()
-        times = alternating({"dense": _median_timed(lambda s: stream_spikes(sd, s), xs),
-                             "auto": _median_timed(lambda s: stream_spikes(sa, s), xs),
-                             "dense again": _median_timed(lambda s: stream_spikes(st, s), xs)}, rounds)
-        conns = res.paths.get("connections", [])
-        ratio = paired_ratio(times["dense"], times["auto"])
-        sparse = any(c["path"] == "sparse" for c in conns)
-        rows.append({"scale": scale, "input_rate": float(np.mean([v.mean() for v in xs])),
-                     "calibration_rate": conns[0].get("spike_rate") if conns else None,
-                     "plan": " ".join(f"{c['node']}:{c['path']}" for c in conns),
-                     "break_even": conns[0].get("break_even") if conns else None,
-                     "break_even_out": conns[-1].get("break_even") if len(conns) > 1 else None,
-                     "dense_ms": 1e3 * float(np.median(times["dense"])), "auto_ms": 1e3 * float(np.median(times["auto"])),
-                     "dense_over_auto": ratio, "dense_over_dense": paired_ratio(times["dense"], times["dense again"]),
-                     "auto_ahead_rounds": float(np.mean(np.asarray(times["dense"]) > np.asarray(times["auto"]))),
-                     "met": bool(ratio > 1.0) if sparse else True})
-    return rows
-
-
 @command
 @click.option("--steps", default=25, help="time steps per sample (rate coding)")
 @click.option("--train-steps", default=600, help="BPTT steps (batches of 128) when no cached network exists")
@@ -361,6 +296,8 @@ def main(steps: int, train_steps: int, n_test: int, n_calib: int, rounds: int, s
         models: dict[str, Any] = {"zor-float32": Model(dense, threads=1)}
     else:
         models = accuracy_and_latency(graph, folder, x, y, xc, steps, rounds, seed, result)
+    from benchmarks.nir_fashion_sweep import sparse_sweep, sweep_report
+
     sweep = (sparse_sweep(graph, folder, models["zor-float32"], x, xc, steps, sweep_rounds)
              if "zor-float32" in models else [])
     result.update(sweep_report(sweep), sweep_rounds=sweep_rounds, environment=environment(1))
@@ -391,25 +328,6 @@ def accuracy_and_latency(graph: Path, folder: Path, x: np.ndarray, y: np.ndarray
                               "ms_per_sample", "speedup_vs_snntorch", "ms_per_sample_step", "speedup_step"]))
     result.update(rows=rows, exports=reports, not_measured=notes, latency_rounds_s=times)
     return models
-
-
-def sweep_report(sweep: list[dict]) -> dict[str, Any]:
-    """Print the auto-vs-dense sweep with the profile's break-even for each node's shape; its JSON part."""
-    from zor.devices import detect
-    from zor.export.paths import effective_break_even
-
-    profile = detect().profile
-    be, be_out = effective_break_even(profile, (784, HIDDEN)), effective_break_even(profile, (HIDDEN, 10))
-    print(f"--path auto against dense at batch 1 (profile {profile.name}: break-even {be:.3f} for the 784x{HIDDEN} "
-          f"node, {be_out:.3f} for the {HIDDEN}x10 node, by their shapes)")
-    print(format_table(sweep, ["scale", "input_rate", "calibration_rate", "plan", "break_even", "dense_ms", "auto_ms",
-                               "dense_over_auto", "dense_over_dense", "auto_ahead_rounds", "met"],
-                       digits={"input_rate": 3, "calibration_rate": 3, "break_even": 3, "dense_ms": 3, "auto_ms": 3,
-                               "dense_over_auto": 3, "dense_over_dense": 3}))
-    met = all(r["met"] for r in sweep) if sweep else None
-    print(f"sparse ahead of dense where the rate is under the break-even, auto dense above it: {met}")
-    return {"sparse_sweep": sweep, "sparse_figure_met": met,
-            "profile": {"name": profile.name, "break_even_784x128": be, "break_even_128x10": be_out}}
 
 
 if __name__ == "__main__":
