@@ -123,7 +123,10 @@ zor.runtime.Learner) is another contract: ``zor.format`` "zor-learnable"; inputs
 ``adam_v_{j}`` (or ``momentum_{j}``), ``novelty_{j}`` (novelty on), ``threshold_{i}``,
 ``rate_{i}``, each with its start value as an initializer of the same name; outputs
 ``output``, ``error``, ``NAME_out`` per state tensor and ``health`` () (files written before
-it lack it); metadata ``zor.learnable`` (JSON
+it lack it). The weight-shaped state of a large W_j may come in row blocks instead (listed in
+``zor.learnable``'s ``blocks``: {"state", "rows": [lo, hi], "input": ``NAME.k``, "output":
+``NAME_out.k``}; ``weight_{j}`` stays an input as a whole too; the initializer keeps the whole
+tensor under NAME); metadata ``zor.learnable`` (JSON
 hyper-parameters and state names), ``zor.verification`` and ``zor.inference_template``
 (base64 of the inference file above for the same start). See docs/learning-on-device.md.
 """
