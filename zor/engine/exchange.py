@@ -89,11 +89,11 @@ class Blocks(PointToPoint):
         return every
 
     def columns(self, t: torch.Tensor, blocks: Sequence[Block], name: str) -> torch.Tensor:
-        """This rank's units (B, k_r) → every unit (B, n), the ranks' blocks side by side (a new tensor)."""
+        """This rank's units (B, k_r) → every unit (B, n), the ranks' blocks side by side (a kept buffer)."""
         parts = [t if q == self.rank else self.buffer((name, q), (t.shape[0], hi - lo), t)
                  for q, (lo, hi) in enumerate(blocks)]
         self.all_gather(parts)
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1, out=self.buffer((name,), (t.shape[0], blocks[-1][1]), t))
 
     def columns_into(self, full: torch.Tensor, own: torch.Tensor, blocks: Sequence[Block]) -> None:
         """The ranks' column blocks (n, k_q) of a (n, Σk) tensor written into ``full``."""
