@@ -66,6 +66,8 @@ Metadata (``metadata_props``; every value a string, JSON where structured):
                           of layer j's units spiking per row), union_rate (share spiking in
                           any row of a max_batch group), precision: "float32" | "int8",
                           synapses, groups (row groups of a sparse connection), reason}]};
+                          auto may add shape_model (the profile's SparseShape) and, per
+                          connection, break_even (the profile's rate for its shape);
                           a file without the key is dense everywhere
     zor.weights           JSON: {} when every initializer is inside the .onnx file; else the
                           external weight file: {location (file name next to the .onnx),
