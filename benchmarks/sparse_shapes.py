@@ -1,11 +1,13 @@
 """Sparse against dense by layer shape: where the event-driven form breaks even for non-square connections.
 
 Usage (from the repository root):
-    python -m benchmarks.sparse_shapes [--json PATH] [--calls 60] [--repeats 9] [--forms zor,nir]
+    python -m benchmarks.sparse_shapes [--json PATH] [--calls 100] [--repeats 11] [--forms zor,nir]
+    python -m benchmarks.sparse_shapes --fit-only --pool RUN1.json --pool RUN2.json ...   # fit several runs
+    python -m benchmarks.sparse_shapes --bare-forms        # event-driven forms of a 784x128 node, bare sessions
 
 One connection of n_in × n_out float32 synapses (N = n_in·n_out), batch 1, one onnxruntime thread, on
 this machine's profile, for the shapes real imports have (784×128, 784×256, 128×10, 128×128, 256×256,
-1024×256, 256×1024, ...), in the two files the exporters write:
+512×512, 1024×256, 256×1024, 784×10), in the two files the exporters write:
 
 - ``zor``: ``Zor([Layer(n_in, θ = 0.5), Layer(n_out)])`` exported ``--path dense`` and ``--path sparse``
   (the batch-1 form, exported per rate with that rate's inputs so the row groups are the exporter's),
@@ -17,16 +19,16 @@ this machine's profile, for the shapes real imports have (784×128, 784×256, 12
 Per shape and rate, dense and sparse take turns (``p50_repeats``: the p50 over ``--calls`` calls, in each
 of ``--repeats`` rounds). The crossover r* is read two ways: interpolated on the measured ratios
 (:func:`benchmarks.sparse_common.crossover`), and from straight lines (dense: its median over the rates,
-sparse: least squares over the rates, sparse(r) = s₀ + s₁·r), r* = (dense − s₀)/s₁. Then one cost model
-for every shape of a form, fitted by least squares across the shapes:
+sparse: least squares over the rates, sparse(r) = s₀ + s₁·r), r* = (dense − s₀)/s₁. Then, per form, the
+cost model across every shape and rate (least squares, :func:`fit_costs`):
 
-    dense(N) = a_d + b_d·N          sparse(n_in, N, r) = a_s + c·n_in + e·r·N
-    ⇒  r* = b_d/e − (a_s − a_d + c·n_in)/(e·N) = r_be·(1 − S₀/N − k/n_out)
-       with r_be = b_d/e,  S₀ = (a_s − a_d)/b_d,  k = c/b_d   (k/n_out = k·n_in/N)
+    dense = a_d + b_d·N,   sparse = a_s + c·n_in + r·(f·n_in + e·N)
+    ⇒  r*(n_in, n_out) = r_be·(1 − S₀/N − k/n_out)/(1 + φ/n_out)
+       with r_be = b_d/e,  S₀ = (a_s − a_d)/b_d,  k = c/b_d,  φ = f/e
 
-and its r* beside the measured one per shape. ``r_be``, ``S₀`` and ``k`` are what a device profile holds
-(``sparse_break_even``, ``sparse_min_synapses``, ``sparse_row_synapses``: zor.export.paths
-.effective_break_even). Prints a table per form and writes JSON.
+and the same formula fitted to the median measured crossover of each shape over the runs
+(:func:`fit_crossovers`): the four numbers a device profile holds (``zor.devices.SparseShape``, read by
+``zor.export.paths.effective_break_even``), from the ``zor`` form. Prints the table and the fits; writes JSON.
 """
 
 from __future__ import annotations
