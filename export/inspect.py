@@ -191,7 +191,7 @@ def verification_line(v: Any) -> str:
 def paths_line(p: Any) -> str:
     """One line: requested path, form and batch limit, and each connection's path. The profile's
     break-even is the rate for a large connection; each connection's ``reason`` (``zor-export``
-    prints it) names the break-even for its own synapse count (lower: the sparse form's fixed
+    prints it) names the break-even for its own shape and synapse count (lower: the sparse form's fixed
     cost, :func:`zor.export.paths.effective_break_even`), the one it was compared with."""
     if not isinstance(p, dict) or not p:
         return "dense (no zor.paths)"
@@ -202,7 +202,7 @@ def paths_line(p: Any) -> str:
         head += f" ({p.get('form')} form, batch ≤ {p.get('max_batch')})"
     if p.get("break_even") is not None and p.get("requested") == "auto":
         head += (f"; profile {p.get('profile')} break-even {_num(p.get('break_even'))} for large connections "
-                 "(each connection's own, for its synapse count, below)")
+                 "(each connection's own, for its shape and synapse count, below)")
     return head + "".join(f"; {c.get('connection')}: {c.get('path')}" for c in conns)
 
 
