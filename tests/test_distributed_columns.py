@@ -138,3 +138,44 @@ def test_columns_on_a_network_it_cannot_split_is_a_config_error(tmp_path):
         msg = (tmp_path / f"rank{r}.err").read_text()
         assert "ZOR_DP_EXCHANGE=columns: this network cannot split by output units" in msg, logs
         assert "not a fused Adam/AdamW" in msg
+
+
+AUTO_WORKER = '''
+import sys
+import numpy as np, torch, torch.distributed as dist
+from zor import Layer, Zor
+
+rank, init, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+x = torch.rand(64, 1024, generator=torch.Generator().manual_seed(3))
+net = Zor([Layer(1024), Layer(1024), Layer(1024)], seed=0, device="cpu")
+hist = net.fit(x, steps=4, batch_size=8, distributed=True, validation=(x[:16], x[:16]), eval_every=2, progress=False)
+open(out + ".exchange", "w").write(net.reducer.exchange)
+np.save(out + ".val.npy", np.array([v["accuracy"] for _, v in hist.val]))
+np.save(out + ".w1.npy", net.weights[1].detach().numpy())
+dist.destroy_process_group()
+'''
+
+
+def test_auto_takes_columns_from_1024_units_and_validation_sees_whole_weights(tmp_path):
+    """auto picks the columns exchange where every layer above the input has ≥ 1024 units; fit's validation during
+    the run scores the whole weights (gathered first), as one process's run does."""
+    script = tmp_path / "auto.py"
+    script.write_text(AUTO_WORKER)
+    init = f"file://{tmp_path / 'rendezvous'}"
+    env = {k: v for k, v in os.environ.items() if k != "ZOR_DP_EXCHANGE"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), init, str(tmp_path / f"rank{r}")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(WORLD)]
+    for p in procs:
+        log = p.communicate(timeout=180)[0]
+        assert p.returncode == 0, log
+    x = torch.rand(64, 1024, generator=torch.Generator().manual_seed(3))
+    torch.set_num_threads(1)
+    one = Zor([Layer(1024), Layer(1024), Layer(1024)], seed=0, device="cpu")
+    hist = one.fit(x, steps=4, batch_size=8, validation=(x[:16], x[:16]), eval_every=2, progress=False)
+    want = np.array([v["accuracy"] for _, v in hist.val])
+    for r in range(WORLD):
+        assert (tmp_path / f"rank{r}.exchange").read_text() == "columns"
+        assert np.allclose(np.load(tmp_path / f"rank{r}.val.npy"), want, rtol=0, atol=1e-4), "validation scores"
+        assert np.abs(np.load(tmp_path / f"rank{r}.w1.npy") - one.weights[1].detach().numpy()).max() <= TOL

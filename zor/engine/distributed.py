@@ -1,11 +1,18 @@
 """The reducer: exact data parallelism inside the learning step.
 
 N ranks each hold the same network and each run ``train_batch`` on their shard of a
-global batch of B = Σ_r B_r rows. Two exchanges give every rank the update one process
+global batch of B = Σ_r B_r rows. Three exchanges give every rank the update one process
 would compute on the whole batch; :func:`start` picks one per network:
 
-**activations** (:class:`Sharded`, :mod:`zor.engine.sharded`; the default wherever it
-applies): the ranks all-gather the per-sample factors of the rule's outer products
+**columns** (:class:`Columns`, :mod:`zor.engine.tensorparallel`; the default for dense
+networks whose layers above the input all have ≥ :data:`COLUMNS_FROM` units): tensor
+parallel by output units. Each rank owns the columns W_i[:, κ] that feed its block κ of
+every layer's units, runs the whole global batch on them and exchanges activations (B·n per
+hidden layer), the signal δ̂ and the output/error, plus 1/N² of each hidden W_i (the rows
+its signal needs); never the rest of the weights.
+
+**activations** (:class:`Sharded`, :mod:`zor.engine.sharded`; the default for the other
+dense networks): the ranks all-gather the per-sample factors of the rule's outer products
 (a_i, s_i, δ̂_i: B·Σ n floats), each rank computes E_i, G_i, the update and the
 optimiser step for its own rows of every W_i over the global batch, and one all-gather
 of the updated rows makes every W_i whole again. Dense connections, the four rules,
@@ -27,16 +34,16 @@ so every rank applies the same update U, the same novelty trace, the same optimi
 step and the same thresholds. It moves 2·Σ|W_i| floats a step and every rank repeats the
 whole element-wise update.
 
-Either way N ranks on their shards equal one process on the whole batch, to float
-rounding (only the order of sums differs). Per-sample quantities (charges, spikes, the
-signal sent down through Wᵀ, spike gating) need no communication. The environment
-variable ``ZOR_DP_EXCHANGE`` = ``auto`` (default), ``all-reduce`` or ``activations``
-forces a path (``activations`` where it does not apply is a ConfigError naming why);
+Each way N ranks on their shards equal one process on the whole batch, to float
+rounding (only the order of sums differs). The environment variable ``ZOR_DP_EXCHANGE`` =
+``auto`` (default), ``all-reduce``, ``activations`` or ``columns`` forces a path (one that
+does not apply is a ConfigError naming why);
 ``reducer.exchange`` and ``reducer.reason`` say which path a network took and why.
 
 Under ``activations`` the Adam moments and novelty traces of rows a rank does not own are
-stale between steps (``reducer.stale``); :meth:`Reducer.gather_state`, a collective every
-rank calls, makes them whole (``fit`` does before each checkpoint and at its end).
+stale between steps, under ``columns`` every full tensor (``reducer.stale``);
+:meth:`Reducer.gather_state`, a collective every rank calls, makes them whole (``fit`` does
+before each checkpoint and at its end).
 
 Event (sparse) input batches are refused under ``distributed=True``: each rank would
 touch a different set of rows of W_0.
@@ -66,6 +73,10 @@ if TYPE_CHECKING:
 __all__ = ["Reducer", "AllReduce", "Sharded", "Columns", "OFF", "start", "check_same", "EXCHANGES"]
 
 EXCHANGES = ("auto", "all-reduce", "activations", "columns")   # values of ZOR_DP_EXCHANGE
+# auto takes the columns exchange where every layer above the input has at least this many units (docs/scale.md:
+# 2 ranks on 2 cores, CPU per step: equal to or cheaper than activations at 1024-wide, batch 32 and 256, and
+# 1.74x against 1.26x at 4096-wide; 4x dearer at the quick start's 784-64-784, batch 48)
+COLUMNS_FROM = 1024
 
 
 class Reducer:
@@ -163,8 +174,9 @@ class Columns(AllReduce):
 
 
 def start(net: "Zor") -> AllReduce:
-    """The reducer for ``net`` once the process group is checked and every rank holds the same network:
-    :class:`Sharded` where it applies (or ``ZOR_DP_EXCHANGE`` asks), else :class:`AllReduce`."""
+    """The reducer for ``net`` once the process group is checked and every rank holds the same network (``auto``):
+    :class:`Columns` where it applies and every layer above the input has ≥ COLUMNS_FROM units, else
+    :class:`Sharded` where it applies, else :class:`AllReduce`; or the one ``ZOR_DP_EXCHANGE`` asks for."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
@@ -179,6 +191,9 @@ def start(net: "Zor") -> AllReduce:
         why_columns = tensorparallel.why_not(net, world)
         if why_columns is not None:
             raise ConfigError(f"ZOR_DP_EXCHANGE=columns: this network cannot split by output units: {why_columns}")
+        return Columns(net, dist.get_rank(), world)
+    if choice == "auto" and min(layer.size for layer in net.layers[1:]) >= COLUMNS_FROM \
+            and tensorparallel.why_not(net, world) is None:
         return Columns(net, dist.get_rank(), world)
     why = sharded_.why_not(net, world)
     if choice == "activations" and why is not None:

@@ -139,6 +139,7 @@ def fit(net: "Zor", x: "ArrayLike", y: Optional["ArrayLike"], steps: int, batch_
         if save_now and not last:
             group.save(net, run.checkpoint, state)
         if validation is not None and eval_every and (step + 1) % eval_every == 0:
+            net.reducer.gather_state(net)   # the columns exchange: every weight whole before the evaluation
             hist.val.append((step + 1, net.evaluate(*validation)))
         if out_of_time:
             break
