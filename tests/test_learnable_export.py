@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from click.testing import CliRunner
 from zor.export.cli import main as export_main
 from zor.export.learnable import (
@@ -138,3 +139,24 @@ def test_one_adamw_step_by_hand(lr: float, wd: float, want_w: float) -> None:
     assert got["adam_v_0_out"][0, 0] == pytest.approx(4.096e-4, rel=1e-5)
     assert float(got["step_out"]) == 1.0
     assert float(got["health"]) == pytest.approx(0.8 + 0.64 ** 2, rel=1e-6)   # mean|δ| + ‖grad‖² (no clip)
+
+
+def test_folded_column_step_by_hand() -> None:
+    """[2] → [1], post_spikes, the output spiking for good (θ = −inf), SGD lr 0.1 without momentum, no error
+    scaling, no norm clip: x = (0.5, 2), W = (0.2, 0.1)ᵀ, target 1: c = 0.5·0.2 + 2·0.1 = 0.3, δ = 0.7;
+    E′ = clip(mean_b a_0, 0, 1) = (0.5, 1) folded into the small side: U = (a_0 ⊙ E′ / B)ᵀ δ = (0.175, 1.4),
+    W ← W + 0.1·U = (0.2175, 0.24); the output layer's rate r ← 0.9 r + 0.1 (s ≡ 1, no gate pass)."""
+    net = Zor([Layer(2, max_update_norm=None), Layer(1)], seed=0, rule="post_spikes", optimizer="sgd", lr=0.1,
+              momentum=0.0, weight_decay=0.0, error_scaling=False)
+    net.weights[0].data.copy_(torch.tensor([[0.2], [0.1]]))
+    proto = build_step_graph(net)
+    assert "Greater" not in {n.op_type for n in proto.graph.node if "threshold_1" in n.input}
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    state = initial_state(net)
+    names = ["output", "weight_0_out", "rate_1_out", "health"]
+    got = dict(zip(names, sess.run(names, {"x": np.array([[0.5, 2.0]], np.float32),
+                                           "target": np.array([[1.0]], np.float32), **state})))
+    assert got["output"][0, 0] == pytest.approx(0.3, abs=1e-6)
+    np.testing.assert_allclose(got["weight_0_out"][:, 0], [0.2175, 0.24], atol=1e-6)
+    assert got["rate_1_out"][0] == pytest.approx(0.9 * state["rate_1"][0] + 0.1, abs=1e-6)
+    assert float(got["health"]) == pytest.approx(0.7, abs=1e-6)                  # mean|δ|, no norm clip
