@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zor import Layer, Zor
-from zor.engine import buffers, learning, rules
+from zor.engine import learning, rules
 from zor.engine.connections import Dense
 
 _TINY, _ONE = 1e-310, 1.0
@@ -128,12 +128,12 @@ def test_masked_update_equals_the_full_one(rule, active):
     net.rule = rules.get_rule(rule)
     d = net.rule.signal(torch.randn(16, 12, generator=torch.Generator().manual_seed(9)), traces[1], top=False)
     w, scale = net.weights[0], torch.tensor(-0.3)
-    buffers.flat(net, "grad", w.shape, w).fill_(float("nan"))
-    got = learning._update(net, 0, w, traces[0], traces[1], d, scale, True).clone()
+    buf, work = torch.full_like(w, float("nan")), torch.full_like(w, float("nan"))
+    got = learning._update(net, 0, w, traces[0], traces[1], d, scale, buf, work).clone()
     old = learning.MASKED_BELOW
     try:
         learning.MASKED_BELOW = 0.0
-        full = learning._update(net, 0, w, traces[0], traces[1], d, scale, True).clone()
+        full = learning._update(net, 0, w, traces[0], traces[1], d, scale, buf, work).clone()
     finally:
         learning.MASKED_BELOW = old
     assert torch.isfinite(got).all()
@@ -146,6 +146,8 @@ def test_outer_rows_hand_example():
     out = torch.empty(2, 1)
     got = Dense(2, 1).outer_rows(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]]), torch.tensor([[0.5], [2.0]]), out)
     assert got is out and torch.equal(got, torch.tensor([[1.5], [12.0]]))
+    flat = Dense(2, 1).outer_rows(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]]), torch.tensor([0.5, 2.0]), out)
+    assert torch.equal(flat, torch.tensor([[1.5], [12.0]]))             # the same factor as an (n_i,) vector
 
 
 @settings(max_examples=60, deadline=None)

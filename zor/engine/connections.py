@@ -122,9 +122,12 @@ class Dense(Connection):
 
     def outer_rows(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """O(x, y) ⊙ rows = (x ⊙ rowsᵀ / B)ᵀ y: the per-pre-unit factor on the small (B, n_i) side, one
-        product into ``out`` and no pass over the (n_i, n_{i+1}) result."""
+        product into ``out`` and no pass over the (n_i, n_{i+1}) result. ``rows``: (n_i, 1) as :meth:`outer_ones`
+        gives it, or an (n_i,) vector (scaled by 1/B in place: the caller's)."""
         if x.is_sparse:
-            return super().outer_rows(x, y, rows, out)
+            return super().outer_rows(x, y, rows[:, None] if rows.dim() == 1 else rows, out)
+        if rows.dim() == 1:
+            return torch.mm((x * rows.mul_(1.0 / x.shape[0])).T, y, out=out)   # (n_i, n_{i+1})
         return torch.mm((x * (rows.T * (1.0 / x.shape[0]))).T, y, out=out)   # (n_i, n_{i+1})
 
 

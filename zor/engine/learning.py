@@ -57,19 +57,23 @@ Scale = Union[torch.Tensor, float]
 MASKED_BELOW = 0.4   # masked co-activity when at most this share of the post units spiked (docs/notes/step-cost.md)
 
 
-def learn(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, return_signal: bool) -> Optional[torch.Tensor]:
+def learn(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, return_signal: bool,
+          views: Optional[tuple] = None) -> Optional[torch.Tensor]:
     """One learning step of ``net`` from the error ``delta`` (B, n_L) of the pass in ``traces``.
 
-    Returns the signal that reached the input layer (B, n_0) when ``return_signal``.
+    Returns the signal that reached the input layer (B, n_0) when ``return_signal``. ``views``: (|δ| buffer,
+    per connection the shared gradient and scratch views) kept by a step plan (:mod:`zor.engine.plan`);
+    None: looked up (:mod:`zor.engine.buffers`).
     """
     if net.reducer.active:
         if net.reducer.sharded:     # the ranks exchange activations, each updates its rows (zor.engine.sharded)
             return net.reducer.learn(net, traces, delta, return_signal)
         return _learn_distributed(net, traces, delta, return_signal)
     cfg, rule, weights = net.config, net.rule, list(net.weights)
+    absolute = buffers.flat(net, "work", delta.shape, delta) if views is None else views[0]
     # −ε̄ = −max(mean |error|, floor) as a 0-d tensor: no read-back to the host (|δ| into the shared scratch)
-    scale: Scale = torch.abs(delta, out=buffers.flat(net, "work", delta.shape, delta)).mean().clamp_min_(
-        cfg.min_error_scale).neg_() if cfg.error_scaling else -1.0
+    scale: Scale = torch.abs(delta, out=absolute).mean().clamp_min_(cfg.min_error_scale).neg_() \
+        if cfg.error_scaling else -1.0
     fused = _fused_plan(net.optimizer, weights)   # None: one optimizer.step() for all after the loop
     if fused is not None:
         torch._foreach_add_(fused[2][2], 1)                             # every W_i's step count, once
@@ -80,7 +84,13 @@ def learn(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, return_sig
         d = rule.signal(delta, traces[i + 1], i == top)                 # δ̂ (B, n_{i+1})
         if i > 0 or return_signal:
             delta = net.connections[i].backward(d, w)                   # (B, n_i), before W_i changes
-        grads[i] = _update(net, i, w, traces[i], traces[i + 1], d, scale, fused is not None)
+        if fused is None:           # W_i's own buffer: every gradient waits for the optimizer step after the loop
+            buf, work = buffers.grad_buffer(net, i, w), buffers.flat(net, "work", w.shape, w)
+        elif views is None:         # one buffer for all: W_i steps before the next update is formed
+            buf, work = buffers.flat(net, "grad", w.shape, w), buffers.flat(net, "work", w.shape, w)
+        else:
+            buf, work = views[1][i], views[2][i]
+        grads[i] = _update(net, i, w, traces[i], traces[i + 1], d, scale, buf, work)
         if fused is not None:
             _adam_step(fused, i, w, grads[i], net.layers[i].max_weight)
     if fused is None:
@@ -91,14 +101,12 @@ def learn(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor, return_sig
 
 
 def _update(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rules.Trace, d: torch.Tensor,
-            scale: Scale, shared: bool) -> torch.Tensor:
-    """W_i's gradient −ε̄ · U_i · min(1, max_update_norm / ‖U_i‖), U_i = G ⊙ E′ (``scale`` = −ε̄), in the
-    gradient buffer (``shared``: the network's one buffer for every connection, used before the next
-    connection's update; else W_i's own). Without novelty gating the rule forms U (``Rule.direction``), on the
-    post units that spiked at all where few did (:func:`_active_columns`); an event input's U has the rows of
-    its active units only, scattered."""
+            scale: Scale, buf: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+    """W_i's gradient −ε̄ · U_i · min(1, max_update_norm / ‖U_i‖), U_i = G ⊙ E′ (``scale`` = −ε̄), in ``buf``
+    (like W_i; ``work``: a scratch like W_i). Without novelty gating the rule forms U (``Rule.direction``), on
+    the post units that spiked at all where few did (:func:`_active_columns`); an event input's U has the rows
+    of its active units only, scattered."""
     layer = net.layers[i]
-    buf = buffers.flat(net, "grad", w.shape, w) if shared else buffers.grad_buffer(net, i, w)
     if pre.a.is_sparse:             # event input: only the rows of the active units (zor.engine.events)
         e, g, units = _correlate(net, i, pre, post, d)
         u = rules.clip_norm(_gated_update(net, i, e, g, units, None), layer.max_update_norm, scale)
@@ -108,13 +116,12 @@ def _update(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rules.T
         return rules.clip_norm(_gated_update(net, i, e, g, None, buf), layer.max_update_norm, scale)
     conn, cols = net.connections[i], _active_columns(net, i, post)
     if cols is None:
-        u = net.rule.direction(pre, post, d, conn, buf, buffers.flat(net, "work", w.shape, w))
-        return rules.clip_norm(u, layer.max_update_norm, scale)
+        return rules.clip_norm(net.rule.direction(pre, post, d, conn, buf, work), layer.max_update_norm, scale)
     buf.zero_()
-    k = cols.shape[0]
+    n, k = w.shape[0], cols.shape[0]
     if k:                           # U on the K active columns, clipped there (‖U‖ is theirs), then scattered
-        u = net.rule.direction_columns(pre, post, d, conn, cols, buffers.flat(net, "work", (2 * w.shape[0] * k,), w))
-        buf.scatter_(1, cols.expand(w.shape[0], k), rules.clip_norm(u, layer.max_update_norm, scale))
+        u = net.rule.direction_columns(pre, post, d, conn, cols, work.view(-1)[:2 * n * k])   # 2K ≤ n_{i+1}
+        buf.scatter_(1, cols.expand(n, k), rules.clip_norm(u, layer.max_update_norm, scale))
     return buf
 
 
@@ -128,7 +135,7 @@ def _active_columns(net: "Zor", i: int, post: rules.Trace) -> Optional[torch.Ten
         return None
     active = post.mean if post.mean is not None else post.s.amax(dim=0)     # (n_{i+1},)
     cols = torch.nonzero(active)                                            # (K, 1)
-    return cols.squeeze(1) if cols.shape[0] <= MASKED_BELOW * active.shape[0] else None
+    return cols.squeeze(1) if cols.shape[0] <= min(MASKED_BELOW, 0.5) * active.shape[0] else None   # 2K ≤ n: scratch
 
 
 def _learn_distributed(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor,

@@ -57,6 +57,7 @@ from . import (
     training,
 )
 from . import distributed as distributed_
+from . import plan as plan_
 from . import threads as threads_
 from .config import OPTIMIZERS, ZorConfig, resolve_device, with_overrides
 from .connections import Connection, connect
@@ -120,12 +121,12 @@ class Zor(nn.Module):
         self._state: list[Optional[torch.Tensor]] = [None] * len(self.layers)  # stateful charges (B, n_i)
         self._traces: Optional[list[rules.Trace]] = None
         self._sampler_rng = np.random.default_rng(config.seed)
-        self._grad_buffers: dict[int, torch.Tensor] = {}   # W_i's own gradient buffers (zor.engine.buffers)
-        self._scratch: dict[tuple, torch.Tensor] = {}      # the step's shared buffers and their views (buffers)
+        self._grad_buffers, self._scratch = {}, {}   # W_i's own gradient buffers; the shared ones (zor.engine.buffers)
         self._signal_checked = False   # fit() checks once that the forward signal reaches the output
         self._always: dict[int, tuple] = {}   # layer -> (θ state, all θ = −inf): zor.engine.learning.always_spikes
         self._spike_sums: Optional[list[torch.Tensor]] = None   # distributed: Σ_b s_i per layer, for the rates
         self._thread_plan: Optional[tuple] = None   # zor.engine.threads.for_step's last choice, and what it rests on
+        self._plan: Optional[plan_.StepPlan] = None   # the training step's plan (zor.engine.plan)
         self.threads = threads_.check(threads)   # torch threads for training; None: zor.engine.threads decides
         self.reducer: distributed_.Reducer = distributed_.start(self) if distributed else distributed_.OFF
 
@@ -230,9 +231,8 @@ class Zor(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[rules.Trace]]:
-        """(output, traces) of a checked input. A dense layer whose every θ is −inf (the output, by default)
-        spikes everywhere: s = 1 (a read-only broadcast of one 1) and a = f(c ⊙ 1) = f(c), no pass for either;
-        at the output a is the returned f(c) itself."""
+        """(output, traces) of a checked input. A dense layer whose every θ is −inf (the output, by default) spikes
+        everywhere: s = 1 (a read-only broadcast) and a = f(c ⊙ 1) = f(c), no pass for either (the output: f(c))."""
         traces: list[rules.Trace] = []
         h = x                                                   # (B, n_0)
         last, state, acts, weights = len(self.layers) - 1, self._state, self._acts, list(self.weights)
@@ -298,9 +298,6 @@ class Zor(nn.Module):
             raise ShapeError(f"errors: expected shape ({batch}, {self.layers[-1].size}) to match the "
                              f"last forward batch, got {tuple(delta.shape)}")
         self._traces = None
-        return self._learn(traces, delta, return_signal)
-
-    def _learn(self, traces: list[rules.Trace], delta: torch.Tensor, return_signal: bool) -> Optional[torch.Tensor]:
         return learning.learn(self, traces, delta, return_signal)
 
     def train_batch(self, x: ArrayLike, target: ArrayLike) -> torch.Tensor:
@@ -320,9 +317,12 @@ class Zor(nn.Module):
     def _train_step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """train_batch on checked inputs (fit checks its whole data set once, not every batch)."""
         threads_.for_step(self, x.shape[0], x.device)         # zor.engine.threads: the step's torch threads
+        plan = plan_.for_step(self, x)                          # zor.engine.plan: a common network's planned step
+        if plan is not None:
+            return plan.step(self, x, target)
         out, traces = self._forward_train(x)
         errors = target - out                                   # finite: both sides were checked
-        self._learn(traces, errors, False)
+        learning.learn(self, traces, errors, False)
         return errors
 
     # ------------------------------------------------------------------ training loop

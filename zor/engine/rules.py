@@ -198,8 +198,9 @@ class PostSpikesRule(Rule):
                   work: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Where every post unit spikes, E′ = clip(mean_b a_i, 0, 1) is one factor per pre unit, folded into
         the product's small side: U = (a_i ⊙ E′ᵀ)ᵀ δ̂ / B, with no pass over the full U for ⊙ E′."""
-        if post.always:
-            return conn.outer_rows(pre.a, delta, conn.outer_ones(pre.a).clamp_(0.0, 1.0), out)
+        if post.always:             # a dense connection takes E′ as the (n_i,) vector of its pre units
+            rows = batch_mean(pre.a) if conn.kind == "dense" else conn.outer_ones(pre.a)
+            return conn.outer_rows(pre.a, delta, rows.clamp_(0.0, 1.0), out)
         return super().direction(pre, post, delta, conn, out, work)
 
 
