@@ -123,6 +123,26 @@ def _check_finite(state: dict[str, np.ndarray], where: str, error: type) -> None
         raise error(f"{where}: expected finite values, got NaN or inf in {bad}")
 
 
+def _check_blocks(blocks: Any, start: dict[str, np.ndarray], path: PathLike) -> None:
+    """The row blocks a file lists (spec["blocks"]) split each named state tensor into consecutive row
+    ranges lo < hi covering all of its rows, else ModelFileError (the Learner binds views of them)."""
+    ranges: dict[str, list] = {}
+    try:
+        for b in blocks:
+            lo, hi = (int(r) for r in b["rows"])
+            ranges.setdefault(b["state"], []).append((lo, hi))
+            if not (isinstance(b["input"], str) and isinstance(b["output"], str)):
+                raise TypeError("input and output must be names")
+        for name, rows in ranges.items():
+            n = start[name].shape[0] if start[name].ndim == 2 else -1
+            ends = [0] + [hi for _, hi in rows]
+            if n < 1 or any(lo != prev or hi <= lo for (lo, hi), prev in zip(rows, ends)) or ends[-1] != n:
+                raise ValueError(f"rows {rows} of {name} do not split its {n} rows in order")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: zor.learnable blocks: expected consecutive row ranges of the state's "
+                             f"weight-shaped tensors, got {str(exc) or type(exc).__name__}") from exc
+
+
 def _ready(a: Any, width: int) -> bool:
     """The common call: already a finite C-contiguous float32 (B ≥ 1, width) array, nothing to convert."""
     return (type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 2 and a.shape[1] == width
@@ -148,6 +168,7 @@ class Learner:
         self.sizes: list[int] = [int(n) for n in self.spec["sizes"]]
         start = _start_state(self.path, data, self.names)
         _check_finite(start, f"{path}: start state", ModelFileError)
+        _check_blocks(self.spec.get("blocks", []), start, path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3          # the state inputs carry defaults on purpose: no warning for them
         if threads:

@@ -7,6 +7,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import zor.export.learnable_blocks as lb
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from zor.export.learnable import export_learnable, initial_state, verify_learnable
 from zor.export.learnable_graph import build_step_graph, spec_of, state_names
 from zor.runtime import Learner
@@ -103,3 +105,37 @@ def test_learner_on_a_blocked_file_matches_the_whole_one(monkeypatch, tmp_path) 
         np.testing.assert_array_equal(resumed.state[name], value, err_msg=name)
     blocked.save(tmp_path / "adapted.onnx")                     # checked against the step graph's output
     assert (tmp_path / "adapted.onnx").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2, 12), st.integers(-2, 12)), min_size=1, max_size=5))
+def test_learner_refuses_blocks_that_do_not_split_the_rows(rows) -> None:
+    """A file's listed row blocks must split the state tensor's 9 rows into consecutive ranges lo < hi from 0
+    to 9, else ModelFileError (exit 2) before anything is bound; any such split is taken."""
+    from zor.runtime.learner import _check_blocks
+
+    from zor.common.errors import ModelFileError
+    start = {"weight_0": np.zeros((9, 7), np.float32), "step": np.zeros((), np.float32)}
+    blocks = [{"state": "weight_0", "rows": [lo, hi], "input": f"weight_0.{k}", "output": f"weight_0_out.{k}"}
+              for k, (lo, hi) in enumerate(rows)]
+    ok = rows[0][0] == 0 and rows[-1][1] == 9 and all(lo < hi for lo, hi in rows) \
+        and all(rows[k][1] == rows[k + 1][0] for k in range(len(rows) - 1))
+    if ok:
+        _check_blocks(blocks, start, "m.onnx")
+    else:
+        with pytest.raises(ModelFileError, match="blocks: expected consecutive row ranges") as exc:
+            _check_blocks(blocks, start, "m.onnx")
+        assert exc.value.exit_code == 2
+
+
+@pytest.mark.parametrize("blocks", [[{"state": "weight_5", "rows": [0, 9], "input": "a", "output": "b"}],
+                                    [{"state": "step", "rows": [0, 1], "input": "a", "output": "b"}],
+                                    [{"rows": [0, 9]}], ["weight_0"], [{"state": "weight_0", "rows": [0],
+                                                                        "input": "a", "output": "b"}]])
+def test_learner_refuses_malformed_blocks(blocks) -> None:
+    from zor.runtime.learner import _check_blocks
+
+    from zor.common.errors import ModelFileError
+    start = {"weight_0": np.zeros((9, 7), np.float32), "step": np.zeros((), np.float32)}
+    with pytest.raises(ModelFileError, match="zor.learnable blocks"):
+        _check_blocks(blocks, start, "m.onnx")
