@@ -30,7 +30,10 @@ keeps every new weight and moment finite (the Learner's divergence check, no pas
 A W_i larger than 64 K elements is updated in row blocks (:mod:`zor.export.learnable_blocks`):
 its weight-shaped state tensors are one input ``NAME.k`` and output ``NAME_out.k`` per block
 (listed in ``spec["blocks"]``), so each block's element-wise chain stays in a core's L2 cache.
-Scalars the blocks share (Adam's k and eps', (1 − β₁)·factor, ...) are built once.
+Scalars the blocks share (Adam's k and eps', (1 − β₁)·factor, ...) are built once. Where every
+post unit spikes for good (θ_{i+1} = −inf, the output layer), E′ = clip(mean_b a_i, 0, 1) is one
+factor per pre unit and goes with 1/B into the product's small side, U = (a_i ⊙ E′ᵀ / B)ᵀ δ̂,
+and such a layer has no gate pass (s ≡ 1).
 
 Example:
     >>> from zor import Zor, Layer
