@@ -152,13 +152,15 @@ def _direction(net: Any, i: int, w: Any, pre: Any, post: Any, d: Any) -> Any:
     from zor.engine import buffers, learning
 
     buf = buffers.flat(net, "grad", w.shape, w)
-    cols = learning._active_columns(net, i, post)
-    if cols is None:
-        return net.rule.direction(pre, post, d, net.connections[i], buf, buffers.flat(net, "work", w.shape, w))
-    k = cols.shape[0]
-    u = net.rule.direction_columns(pre, post, d, net.connections[i], cols,
-                                   buffers.flat(net, "work", (2 * w.shape[0] * k,), w))
-    return buf.zero_().scatter_(1, cols.expand(w.shape[0], k), u)
+    work, active = buffers.flat(net, "work", w.shape, w), learning._active_columns(net, i, post)
+    if active is None:
+        return net.rule.direction(pre, post, d, net.connections[i], buf, work)
+    cols, k = active[0], active[0].shape[0]
+    buf = buffers.masked(net, i, w, active[1])
+    if k:
+        u = net.rule.direction_columns(pre, post, d, net.connections[i], cols, work.view(-1)[:2 * w.shape[0] * k])
+        buf.scatter_(1, cols.expand(w.shape[0], k), u)
+    return buf
 
 
 def _busy_loop(stop: Any) -> None:

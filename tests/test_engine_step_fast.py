@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zor import Layer, Zor
-from zor.engine import learning, rules
+from zor.engine import buffers, learning, rules
 from zor.engine.connections import Dense
 
 _TINY, _ONE = 1e-310, 1.0
@@ -113,7 +113,8 @@ def test_active_columns_are_the_units_that_spiked_below_the_share(active):
     """Units 0..active−1 spiked: those columns (4 of 12 ≤ 0.4 · 12 = 4.8); 5 of 12 > 4.8: None (the full product);
     a layer that always spikes: None."""
     net, traces = _masked_case(active)
-    assert torch.equal(learning._active_columns(net, 0, traces[1]), torch.arange(active))
+    cols, spiked = learning._active_columns(net, 0, traces[1])
+    assert torch.equal(cols, torch.arange(active)) and torch.equal(torch.nonzero(spiked).squeeze(1), cols)
     net5, traces5 = _masked_case(5)
     assert learning._active_columns(net5, 0, traces5[1]) is None
     assert learning._active_columns(net, 1, traces[2]) is None            # the output: θ = −inf
@@ -139,6 +140,24 @@ def test_masked_update_equals_the_full_one(rule, active):
     assert torch.isfinite(got).all()
     assert torch.equal(got[:, active:], torch.zeros(30, 12 - active))
     assert torch.allclose(got, full, rtol=0, atol=4 * torch.finfo(torch.float32).eps * float(full.abs().max() + 1))
+
+
+def test_masked_buffer_is_zero_outside_the_units_that_spiked():
+    """Units {0, 2, 5} spiked, their columns written with 7; then units {2, 3}: the columns of 0 and 5 (fallen
+    silent) are set to 0, column 2 still holds 7 (the caller writes it), every other column stays 0; a new shape
+    starts from zeros."""
+    net = Zor([Layer(4), Layer(6), Layer(4)], seed=0, device="cpu")
+    w = net.weights[0]
+    first = torch.tensor([0.5, 0.0, 0.25, 0.0, 0.0, 1.0])
+    buf = buffers.masked(net, 0, w, first)
+    assert torch.equal(buf, torch.zeros(4, 6))
+    buf[:, [0, 2, 5]] = 7.0
+    again = buffers.masked(net, 0, w, torch.tensor([0.0, 0.0, 0.5, 0.5, 0.0, 0.0]))
+    assert again is buf
+    expected = torch.zeros(4, 6)
+    expected[:, 2] = 7.0
+    assert torch.equal(again, expected)
+    assert torch.equal(buffers.masked(net, 0, torch.empty(3, 6), first), torch.zeros(3, 6))
 
 
 def test_outer_rows_hand_example():

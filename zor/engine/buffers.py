@@ -9,6 +9,10 @@ buffers then no longer fit the core's cache). So the learning step writes into:
     flat(net, "work", shape)   scratch: E, the masked co-activity's G and E, |δ|
     grad_buffer(net, i, W_i)   W_i's own gradient, for an optimizer that steps every
                                connection at once after the loop
+    masked(net, i, W_i, spiked)  W_i's gradient for the masked co-activity: 0 outside the
+                               columns of the units that spiked the last time, so only the
+                               columns of units that fell silent since are set to 0, not
+                               the whole buffer (the active units change little per step)
     ones(net, shape)           a read-only broadcast of one 1 (the spikes s ≡ 1 of a layer
                                that always spikes)
 
@@ -33,7 +37,7 @@ import torch
 if TYPE_CHECKING:
     from .network import Zor
 
-__all__ = ["flat", "grad_buffer", "ones"]
+__all__ = ["flat", "grad_buffer", "masked", "ones"]
 
 
 def flat(net: "Zor", name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
@@ -57,6 +61,22 @@ def grad_buffer(net: "Zor", i: int, w: torch.Tensor) -> torch.Tensor:
     buf = net._grad_buffers.get(i)
     if buf is None or buf.shape != w.shape or buf.device != w.device or buf.dtype != w.dtype:
         buf = net._grad_buffers[i] = torch.empty_like(w)
+    return buf
+
+
+def masked(net: "Zor", i: int, w: torch.Tensor, spiked: torch.Tensor) -> torch.Tensor:
+    """W_i's gradient buffer for U on the columns of the post units where ``spiked`` (n_{i+1},) > 0, 0 in every
+    other column (the caller writes those columns): the columns of units that spiked last time and not now are
+    set to 0, the rest were 0 already."""
+    held = net._scratch.get(("masked", i))
+    if held is None or held[0].shape != w.shape or held[0].dtype != w.dtype or held[0].device != w.device:
+        buf = torch.zeros_like(w)
+    else:
+        buf, before = held
+        silent = torch.nonzero(before & (spiked == 0))              # (S, 1) units that fell silent
+        if silent.shape[0]:
+            buf.index_fill_(1, silent.squeeze(1), 0.0)
+    net._scratch[("masked", i)] = (buf, spiked > 0)
     return buf
 
 

@@ -104,8 +104,9 @@ def _update(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rules.T
             scale: Scale, buf: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
     """W_i's gradient −ε̄ · U_i · min(1, max_update_norm / ‖U_i‖), U_i = G ⊙ E′ (``scale`` = −ε̄), in ``buf``
     (like W_i; ``work``: a scratch like W_i). Without novelty gating the rule forms U (``Rule.direction``), on
-    the post units that spiked at all where few did (:func:`_active_columns`); an event input's U has the rows
-    of its active units only, scattered."""
+    the post units that spiked at all where few did (:func:`_active_columns`; then in W_i's own buffer that
+    holds 0 elsewhere, :func:`zor.engine.buffers.masked`); an event input's U has the rows of its active units
+    only, scattered."""
     layer = net.layers[i]
     if pre.a.is_sparse:             # event input: only the rows of the active units (zor.engine.events)
         e, g, units = _correlate(net, i, pre, post, d)
@@ -114,10 +115,11 @@ def _update(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rules.T
     if layer.novelty_factor != 0.0:
         e, g, _ = _correlate(net, i, pre, post, d)
         return rules.clip_norm(_gated_update(net, i, e, g, None, buf), layer.max_update_norm, scale)
-    conn, cols = net.connections[i], _active_columns(net, i, post)
-    if cols is None:
+    conn, active = net.connections[i], _active_columns(net, i, post)
+    if active is None:
         return rules.clip_norm(net.rule.direction(pre, post, d, conn, buf, work), layer.max_update_norm, scale)
-    buf.zero_()
+    cols, spiked = active
+    buf = buffers.masked(net, i, w, spiked)                             # W_i's own: 0 outside the active columns
     n, k = w.shape[0], cols.shape[0]
     if k:                           # U on the K active columns, clipped there (‖U‖ is theirs), then scattered
         u = net.rule.direction_columns(pre, post, d, conn, cols, work.view(-1)[:2 * n * k])   # 2K ≤ n_{i+1}
@@ -125,9 +127,9 @@ def _update(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rules.T
     return buf
 
 
-def _active_columns(net: "Zor", i: int, post: rules.Trace) -> Optional[torch.Tensor]:
-    """The post units of connection i that spiked for some sample of the batch (K,), where U is cheaper on them
-    alone: the rule's E vanishes on a silent post unit (``Rule.silent_zero``), a dense connection on a CPU, and
+def _active_columns(net: "Zor", i: int, post: rules.Trace) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """The post units of connection i that spiked for some sample of the batch (K,) and the (n_{i+1},) vector that
+    is > 0 exactly there, where U is cheaper on them alone: the rule's E vanishes on a silent post unit (``Rule.silent_zero``), a dense connection on a CPU, and
     K ≤ MASKED_BELOW · n_{i+1}; None otherwise (the full product). The units come from the batch's firing rate
     ``post.mean`` (mean_b s > 0 exactly where a unit spiked; kept by :func:`update_rates`), one (n,) nonzero
     read on the host, hence CPU only (a GPU would stall on it)."""
@@ -135,7 +137,9 @@ def _active_columns(net: "Zor", i: int, post: rules.Trace) -> Optional[torch.Ten
         return None
     active = post.mean if post.mean is not None else post.s.amax(dim=0)     # (n_{i+1},)
     cols = torch.nonzero(active)                                            # (K, 1)
-    return cols.squeeze(1) if cols.shape[0] <= min(MASKED_BELOW, 0.5) * active.shape[0] else None   # 2K ≤ n: scratch
+    if cols.shape[0] > min(MASKED_BELOW, 0.5) * active.shape[0]:          # (2K ≤ n_{i+1}: E and G in the scratch)
+        return None
+    return cols.squeeze(1), active
 
 
 def _learn_distributed(net: "Zor", traces: list[rules.Trace], delta: torch.Tensor,
