@@ -10,11 +10,14 @@ clip's ‖U‖ (partial row norms) and the error scale change their order of sum
 
 Also: a checkpoint of a stale rank is refused, and the gathered rank-0 checkpoint has the
 one-process checkpoint's format; a run stopped and resumed equals the uninterrupted one
-(``zor.train`` under torchrun); networks the exchange cannot split are refused by name.
+(``zor.train`` under torchrun); networks the exchange cannot split are refused by name;
+``auto`` takes the exchange from 1024 units up, and fit's validation then sees whole weights;
+``benchmarks/scaling_cpu.py`` reports every rank.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -187,3 +190,19 @@ def test_auto_takes_columns_from_1024_units_and_validation_sees_whole_weights(tm
         assert (tmp_path / f"rank{r}.exchange").read_text() == "columns"
         assert np.allclose(np.load(tmp_path / f"rank{r}.val.npy"), want, rtol=0, atol=1e-4), "validation scores"
         assert np.abs(np.load(tmp_path / f"rank{r}.w1.npy") - one.weights[1].detach().numpy()).max() <= TOL
+
+
+def test_scaling_cpu_benchmark_reports_every_rank(tmp_path):
+    """benchmarks/scaling_cpu.py end to end on a tiny network: one row for 1 process and one per rank, each with
+    positive CPU seconds, and the bound 2 · cpu(1) / Σ cpu(ranks) computed from them."""
+    out = tmp_path / "cpu.json"
+    r = _run([sys.executable, "-m", "benchmarks.scaling_cpu", "--layers", "16,8,16", "--batch", "8", "--steps", "2",
+              "--warmup", "1", "--exchange", "columns", "--json", str(out)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["processes"], row["exchange"], row["rank"]) for row in rows] == \
+        [(1, "-", 0), (2, "columns", 0), (2, "columns", 1)]
+    assert all(row["cpu_s"] > 0 and row["wall_s"] > 0 for row in rows)
+    total = rows[1]["cpu_s"] + rows[2]["cpu_s"]
+    assert rows[1]["bound"] == pytest.approx(2 * rows[0]["cpu_s"] / total, rel=1e-9)
+    assert "CPU time per training step" in r.stdout
