@@ -266,3 +266,19 @@ def test_step_cost_benchmark_runs_and_writes_its_table(tmp_path, monkeypatch):
     assert 0.0 <= row["spike_rate"] <= 1.0
     shares = [v for k, v in data["phases"][0].items() if k in step_cost.PHASES]
     assert len(shares) == len(step_cost.PHASES) and abs(sum(shares) - 100.0) < 1e-6
+
+
+def test_fused_step_of_the_optimizers_own_parameters_equals_optimizer_step():
+    """learning._fused_adam_step(opt) (no weights given: the optimizer's parameters, from their .grad) moves the
+    weights and moments as optimizer.step() does, bit for bit, and sets .grad back to None."""
+    x = torch.rand(8, 6, generator=torch.Generator().manual_seed(3))
+    nets = [Zor([Layer(6), Layer(4), Layer(6)], seed=1, device="cpu") for _ in range(2)]
+    for net in nets:
+        net.train_batch(x, x)                               # the optimizer has its state now
+        for w in net.weights:
+            w.grad = torch.full_like(w, 0.25)
+    assert learning._fused_adam_step(nets[0].optimizer)
+    nets[1].optimizer.step()
+    for wa, wb in zip(nets[0].weights, nets[1].weights):
+        assert wa.grad is None and torch.equal(wa, wb)
+        assert torch.equal(nets[0].optimizer.state[wa]["exp_avg"], nets[1].optimizer.state[wb]["exp_avg"])

@@ -273,11 +273,13 @@ def _finish(net: "Zor", weights: Optional[list[torch.Tensor]] = None,
     _homeostasis(net)
 
 
-def _fused_adam_step(opt: torch.optim.Optimizer, weights: list[torch.Tensor],
+def _fused_adam_step(opt: torch.optim.Optimizer, weights: Optional[list[torch.Tensor]] = None,
                      grads: Optional[list[torch.Tensor]] = None) -> bool:
-    """The step of every weight through the fused kernel (:func:`_fused_plan`), from ``grads`` or (None) each
-    weight's ``.grad``, set to None after; False (nothing done) where :func:`_fused_plan` gives none or a
-    gradient is missing."""
+    """The step of every weight (None: the optimizer's parameters) through the fused kernel (:func:`_fused_plan`),
+    from ``grads`` or (None) each weight's ``.grad``, set to None after; False (nothing done) where
+    :func:`_fused_plan` gives none or a gradient is missing."""
+    if weights is None:
+        weights = opt.param_groups[0]["params"] if len(opt.param_groups) == 1 else []
     fused = _fused_plan(opt, weights)
     if fused is None:
         return False
