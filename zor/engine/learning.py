@@ -23,10 +23,12 @@ Fewer passes and a small working set, the same step (docs/notes/step-cost.md): w
 novelty gating the rule forms U with G straight in the gradient buffer and E in one
 scratch the size of a weight (``Rule.direction``; E′ folded into the small side where
 every post unit spikes); on a CPU, E and G only on the post units that spiked at all when
-at most 40 % did, U = 0 elsewhere (:func:`_active_columns`); the buffers are flat tensors
-kept by the network and shared by the connections (:mod:`zor.engine.buffers`); the optimizer step runs with
-denormals flushed to zero on a CPU (decaying Adam moments otherwise slow it ~10× in long
-runs).
+at most 40 % did, clipped there and scattered into W_i's own buffer that holds 0 elsewhere
+(:func:`_active_columns`); each U is clipped as it is formed (rules.clip_norm); the
+buffers are kept by the network (:mod:`zor.engine.buffers`); firing rates move by one lerp
+each; the optimizer step runs with denormals flushed to zero on a CPU (decaying Adam
+moments otherwise slow it ~10× in long runs). ``train_batch`` of a common network runs
+this through a plan kept per batch size (:mod:`zor.engine.plan`).
 
 No host read-backs on a GPU: ε̄ stays a 0-d device tensor, and whether a layer always
 spikes (all θ = −inf) is cached and re-read only when its thresholds were changed by
