@@ -31,9 +31,10 @@ optimiser step.
 Exactness against one process on the whole batch: every product keeps its sums whole, and
 a rank's products are column blocks of one process's (bit-identical on the CPUs tried), so
 the charges, spikes, signals and U_i are one process's, and each spike is decided by one rank:
-the ranks never disagree on one. Only ε̄ and ‖U_i‖ are summed in another order; they scale a
-whole U_i by 1 ± ~1e-7, which moves an Adam step by at most lr·1e-7/4 (tests: ≤ 1e-6 after 50
-steps). Splitting the signal's sum over the ranks instead (a reduce-scatter of partial
+the ranks never disagree on one. Only ε̄ and ‖U_i‖ are summed in another order (an ulp); the
+fused Adam kernel then rounds about one weight in ten differently, and that difference grows
+with the steps (docs/scale.md: 4.3e-7 after 8 steps at 4096-wide, 1.7e-6 after 24; the tests:
+≤ 1e-6 after 50). Splitting the signal's sum over the ranks instead (a reduce-scatter of partial
 products, no weight moved) changed near-zero gradients by rounding, which Adam's 1/ε amplifies
 (1.3e-6 after 50 steps at 784-32-784); the rows' exchange is its price. The signal returned to
 the input (``reinforce(return_signal=True)``) is such a sum over the ranks (nothing learns from it).
