@@ -25,7 +25,9 @@ its weights are compared with the 1-process run's: data parallel must not change
 (issue bound: within 1e-6).
 
 Target on a 2-core machine: 2 processes ≥ 1.7× the samples/s of 1 on a compute-bound
-network (4096-4096-4096, batch 1024).
+network (4096-4096-4096, batch 1024). ``benchmarks/scaling_cpu.py`` measures the CPU seconds
+per step of each rank, and from them the speed-up the exchanges can reach when both cores are
+theirs alone.
 
 Usage (from the repository root):
     python -m benchmarks.scaling --json scaling.json
