@@ -131,8 +131,9 @@ def _update(net: "Zor", i: int, w: torch.Tensor, pre: rules.Trace, post: rules.T
 
 def _active_columns(net: "Zor", i: int, post: rules.Trace) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """The post units of connection i that spiked for some sample of the batch (K,) and the (n_{i+1},) vector that
-    is > 0 exactly there, where U is cheaper on them alone: the rule's E vanishes on a silent post unit (``Rule.silent_zero``), a dense connection on a CPU, and
-    K ≤ MASKED_BELOW · n_{i+1}; None otherwise (the full product). The units come from the batch's firing rate
+    is > 0 exactly there, where U is cheaper on them alone: the rule's E vanishes on a silent post unit
+    (``Rule.silent_zero``), a dense connection on a CPU, and K ≤ MASKED_BELOW · n_{i+1}; None otherwise (the
+    full product). The units come from the batch's firing rate
     ``post.mean`` (mean_b s > 0 exactly where a unit spiked; kept by :func:`update_rates`), one (n,) nonzero
     read on the host, hence CPU only (a GPU would stall on it)."""
     if post.always or not net.rule.silent_zero or net.connections[i].kind != "dense" or post.s.device.type != "cpu":
@@ -338,9 +339,10 @@ def _set_update(net: "Zor", i: int, e: torch.Tensor, g: torch.Tensor, units: Opt
     """W_i.grad = −U for connection i from its co-activity E and G = O(a_i, δ̂): U = G ⊙ E′ norm-clipped
     and error-level scaled in one multiply (event input: on the active rows, then scattered)."""
     w = net.weights[i]
-    u = rules.clip_norm(_gated_update(net, i, e, g, units, None if units is not None else buffers.grad_buffer(net, i, w)),
+    buf = buffers.grad_buffer(net, i, w)
+    u = rules.clip_norm(_gated_update(net, i, e, g, units, None if units is not None else buf),
                         net.layers[i].max_update_norm, -scale)
-    w.grad = u if units is None else buffers.grad_buffer(net, i, w).zero_().index_copy_(0, units, u)
+    w.grad = u if units is None else buf.zero_().index_copy_(0, units, u)
 
 
 def _gated_update(net: "Zor", i: int, e: torch.Tensor, g: torch.Tensor, units: Optional[torch.Tensor],

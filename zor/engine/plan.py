@@ -41,7 +41,8 @@ __all__ = ["StepPlan", "for_step"]
 
 class StepPlan:
     """What every training step of ``net`` at batch size B reads: per layer (layer, θ_i, r_i, f_i, its trace
-    refilled each step, a (B, n_i) broadcast of 1), the weights, and the learning step's buffer views."""
+    refilled each step, a (B, n_i) broadcast of 1, buffers for s_i and c_i ⊙ s_i: a step's traces live until
+    the next step), the weights, and the learning step's buffer views."""
 
     def __init__(self, net: "Zor", x: torch.Tensor) -> None:
         b, weights = x.shape[0], list(net.weights)
@@ -50,7 +51,8 @@ class StepPlan:
         empty = x[:0]
         self.traces = [rules.Trace(c=empty, s=empty, a=empty) for _ in net.layers]
         self.layers = [(layer, net.threshold(i), net.rate(i), net._acts[i], self.traces[i],
-                        buffers.ones(net, (b, layer.size), x)) for i, layer in enumerate(net.layers)]
+                        buffers.ones(net, (b, layer.size), x), x.new_empty(b, layer.size), x.new_empty(b, layer.size))
+                       for i, layer in enumerate(net.layers)]     # … s ≡ 1, and the buffers of s_i and c_i ⊙ s_i
         self.one = buffers.ones(net, (), x)
         largest = max([w.numel() for w in weights] + [b * net.layers[-1].size])
         buffers.flat(net, "work", (largest,), x)                     # the scratch at its final size first
@@ -61,14 +63,14 @@ class StepPlan:
     def step(self, net: "Zor", x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """One training step on the checked batch x (B, n_0) toward ``target`` (B, n_L); returns the error."""
         h, last = x, self.last
-        for i, (layer, theta, rate, act, t, one) in enumerate(self.layers):
+        for i, (layer, theta, rate, act, t, one, s_buf, g_buf) in enumerate(self.layers):
             always = learning.always_spikes(net, i)                   # every θ_i = −inf: every unit spikes
             if always:
                 s, a, mean = one, act(h), None                        # (B, n_i): s ≡ 1, a = f(c)
                 rate.lerp_(self.one, 1.0 - layer.rate_momentum)
             else:
-                s = torch.gt(h, theta, out=torch.empty_like(h))      # (B, n_i) 0./1. (neuron.fire)
-                a = act(h * s)                                        # (B, n_i) f(c ⊙ s) (neuron.gate)
+                s = torch.gt(h, theta, out=s_buf)                     # (B, n_i) 0./1. (neuron.fire)
+                a = act(torch.mul(h, s, out=g_buf))                   # (B, n_i) f(c ⊙ s) (neuron.gate)
                 mean = s.mean(dim=0)                                  # (n_i,) (learning.update_rates)
                 rate.lerp_(mean, 1.0 - layer.rate_momentum)
             t.c, t.s, t.a, t.always, t.mean = h, s, a, always, mean
