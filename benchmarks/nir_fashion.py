@@ -2,8 +2,9 @@
 
     python -m benchmarks.nir_fashion            # prints the table, writes benchmarks/results/nir_fashion.json
     python -m benchmarks.nir_fashion --sweep-only   # the auto-vs-dense sweep alone (nir_fashion_sweep.json)
+    python -m benchmarks.nir_fashion --hidden 256   # a wider classifier: nir_fashion_h256/, nir_fashion_h256.json
 
-The network: 784 → Linear 128 → Leaky → Linear 10 → Leaky (reset "zero", per-unit β = 0.9), T steps of
+The network: 784 → Linear H → Leaky → Linear 10 → Leaky (H = --hidden, default 128) (reset "zero", per-unit β = 0.9), T steps of
 Bernoulli spikes (P = pixel intensity), class = most output spikes (ties: lowest index, in both). snnTorch's Leaky is
 
     v_t = β (1 − s_{t−1}) v_{t−1} + W x_t + b,   s_t = [v_t > θ]
@@ -26,7 +27,8 @@ Figures, all in one run on the same spike inputs (which machine: "environment" i
   where auto made a node sparse it must be ahead of dense, elsewhere it is the dense graph
   (``sparse_figure_met``; ``sparse_lead_beyond_noise``: ahead by more than two sessions of one file differ).
 
-The trained network is cached under benchmarks/results/nir_fashion/ (safetensors + the NIR file), never in git.
+The trained network is cached under benchmarks/results/nir_fashion/ (safetensors + the NIR file), never in git;
+at another hidden size H under nir_fashion_h{H}/, and the JSON is nir_fashion_h{H}.json (``result_paths``).
 """
 
 from __future__ import annotations
@@ -51,11 +53,11 @@ from benchmarks.common import (
 )
 
 DT = 1e-4            # snnTorch's export dt: forward Euler at it gives back v ← β v + x
-HIDDEN = 128         # hidden LIF units
+HIDDEN = 128         # hidden LIF units (the default of --hidden)
 CHUNK = 500          # test samples per batch when measuring accuracy
 
 
-def build():
+def build(hidden: int = HIDDEN):
     import snntorch as snn
     import torch
     from torch import nn
@@ -63,7 +65,15 @@ def build():
     def leaky(n: int, **kw):
         return snn.Leaky(beta=torch.full((n,), 0.9), threshold=torch.ones(n), init_hidden=True,
                          reset_mechanism="zero", **kw)
-    return nn.Sequential(nn.Linear(784, HIDDEN), leaky(HIDDEN), nn.Linear(HIDDEN, 10), leaky(10, output=True))
+    return nn.Sequential(nn.Linear(784, hidden), leaky(hidden), nn.Linear(hidden, 10), leaky(10, output=True))
+
+
+def result_paths(out: Path, hidden: int, sweep_only: bool) -> tuple[Path, Path]:
+    """(cache folder, JSON file) of a run: ``out``/nir_fashion/ and nir_fashion.json (nir_fashion_sweep.json with
+    --sweep-only) at the default size; nir_fashion_h{hidden}/ and nir_fashion_h{hidden}[_sweep].json at any
+    other, so that runs of different sizes never overwrite each other's network or figures."""
+    tag = "nir_fashion" if hidden == HIDDEN else f"nir_fashion_h{hidden}"
+    return Path(out) / tag, Path(out) / f"{tag}{'_sweep' if sweep_only else ''}.json"
 
 
 def spikes(x: np.ndarray, steps: int, seed: int) -> np.ndarray:
@@ -102,7 +112,7 @@ def model_spikes(stream, xs: np.ndarray, max_batch: Optional[int]) -> np.ndarray
                           axis=1)
 
 
-def train(folder: Path, steps: int, train_steps: int, seed: int) -> Path:
+def train(folder: Path, steps: int, train_steps: int, seed: int, hidden: int = HIDDEN) -> Path:
     """Train (BPTT, Adam) or reuse the cached network; returns the NIR file written by snnTorch's exporter."""
     import nir
     import torch
@@ -111,7 +121,7 @@ def train(folder: Path, steps: int, train_steps: int, seed: int) -> Path:
 
     from zor.common.fileio import atomic_path
 
-    net = build()
+    net = build(hidden)
     graph = folder / f"snntorch_lif_T{steps}_s{train_steps}_seed{seed}.nir"
     weights = graph.with_suffix(".safetensors")
     if weights.exists() and graph.exists():
@@ -143,10 +153,10 @@ def train(folder: Path, steps: int, train_steps: int, seed: int) -> Path:
     return graph
 
 
-def load_net(folder: Path, graph: Path):
+def load_net(folder: Path, graph: Path, hidden: int = HIDDEN):
     from safetensors.torch import load_file
 
-    net = build()
+    net = build(hidden)
     net.load_state_dict(load_file(str(graph.with_suffix(".safetensors"))), strict=False)
     return net.eval()
 
@@ -267,6 +277,7 @@ def export_variants(graph: Path, folder: Path, steps: int, calib: np.ndarray) ->
 
 
 @command
+@click.option("--hidden", default=HIDDEN, type=click.IntRange(min=1), help="hidden LIF units (784 → H → 10)")
 @click.option("--steps", default=25, help="time steps per sample (rate coding)")
 @click.option("--train-steps", default=600, help="BPTT steps (batches of 128) when no cached network exists")
 @click.option("--test", "n_test", default=10000, help="test samples for the accuracy (10000: the full set)")
@@ -276,43 +287,43 @@ def export_variants(graph: Path, folder: Path, steps: int, calib: np.ndarray) ->
 @click.option("--sweep-rounds", default=41, help="rounds of the auto-vs-dense sweep (each: 32 samples per file)")
 @click.option("--sweep-only", is_flag=True, help="only the float32 export and the auto-vs-dense sweep")
 @click.option("--seed", default=0)
-@click.option("--out", default="benchmarks/results", help="folder for the cache and nir_fashion.json")
-def main(steps: int, train_steps: int, n_test: int, n_calib: int, rounds: int, sweep_rounds: int, sweep_only: bool,
+@click.option("--out", default="benchmarks/results", help="folder for the cache and the JSON (result_paths)")
+def main(hidden: int, steps: int, train_steps: int, n_test: int, n_calib: int, rounds: int, sweep_rounds: int, sweep_only: bool,
          seed: int, out: str) -> None:
     """snnTorch LIF classifier → NIR → runtime: accuracy, batch-1 latency, int8 and sparse (see the docstring)."""
     from zor.export import export_nir
     from zor.runtime import Model
 
     set_threads(1)
-    folder = Path(out) / "nir_fashion"
-    graph = train(folder, steps, train_steps, seed)
+    folder, json_path = result_paths(Path(out), hidden, sweep_only)
+    graph = train(folder, steps, train_steps, seed, hidden)
     x, y = load_images()["test"]
     x, y = x[:n_test], y[:n_test]
     xc = load_images()["train"][0][:n_calib]
-    result: dict[str, Any] = {"steps": steps, "test_samples": len(x), "calibration_samples": n_calib}
+    result: dict[str, Any] = {"hidden": hidden, "steps": steps, "test_samples": len(x), "calibration_samples": n_calib}
     if sweep_only:
         dense = folder / f"{graph.stem}-zor-float32.onnx"
         export_nir(graph, dense, dt=DT, steps=steps)
         models: dict[str, Any] = {"zor-float32": Model(dense, threads=1)}
     else:
-        models = accuracy_and_latency(graph, folder, x, y, xc, steps, rounds, seed, result)
+        models = accuracy_and_latency(graph, folder, x, y, xc, steps, rounds, seed, result, hidden)
     from benchmarks.nir_fashion_sweep import sparse_sweep, sweep_report
 
     sweep = (sparse_sweep(graph, folder, models["zor-float32"], x, xc, steps, sweep_rounds)
              if "zor-float32" in models else [])
-    result.update(sweep_report(sweep), sweep_rounds=sweep_rounds, environment=environment(1))
+    result.update(sweep_report(sweep, hidden), sweep_rounds=sweep_rounds, environment=environment(1))
     for k, v in result.get("not_measured", {}).items():
         print(f"{k}: not measured: {v}")
-    write_json(Path(out) / ("nir_fashion_sweep.json" if sweep_only else "nir_fashion.json"), result)
+    write_json(json_path, result)
 
 
 def accuracy_and_latency(graph: Path, folder: Path, x: np.ndarray, y: np.ndarray, xc: np.ndarray, steps: int,
-                         rounds: int, seed: int, result: dict[str, Any]) -> dict[str, Any]:
+                         rounds: int, seed: int, result: dict[str, Any], hidden: int = HIDDEN) -> dict[str, Any]:
     """The exports, their accuracy and batch-1 latency against snnTorch (printed, and into ``result``); returns
     the runtime models by name."""
     from zor.runtime import Model
 
-    net = load_net(folder, graph)
+    net = load_net(folder, graph, hidden)
     paths, reports, notes = export_variants(graph, folder, steps, spikes(xc, steps, seed + 99_999))
     models: dict[str, Any] = {"snntorch-nir-roundtrip": RoundTrip(graph)}
     models.update({k: Model(p, threads=1) for k, p in paths.items()})

@@ -93,15 +93,16 @@ def sparse_sweep(graph: Path, folder: Path, dense: Any, x: np.ndarray, xc: np.nd
     return rows
 
 
-def sweep_report(sweep: list[dict]) -> dict[str, Any]:
-    """Print the auto-vs-dense sweep with the profile's break-even for each node's shape; its JSON part."""
+def sweep_report(sweep: list[dict], hidden: int = HIDDEN) -> dict[str, Any]:
+    """Print the auto-vs-dense sweep with the profile's break-even for each node's shape (784×``hidden``,
+    ``hidden``×10); its JSON part."""
     from zor.devices import detect
     from zor.export.paths import effective_break_even
 
     profile = detect().profile
-    be, be_out = effective_break_even(profile, (784, HIDDEN)), effective_break_even(profile, (HIDDEN, 10))
-    print(f"--path auto against dense at batch 1 (profile {profile.name}: break-even {be:.3f} for the 784x{HIDDEN} "
-          f"node, {be_out:.3f} for the {HIDDEN}x10 node, by their shapes)")
+    be, be_out = effective_break_even(profile, (784, hidden)), effective_break_even(profile, (hidden, 10))
+    print(f"--path auto against dense at batch 1 (profile {profile.name}: break-even {be:.3f} for the 784x{hidden} "
+          f"node, {be_out:.3f} for the {hidden}x10 node, by their shapes)")
     print(format_table(sweep, ["scale", "input_rate", "calibration_rate", "plan", "break_even", "dense_ms", "auto_ms",
                                "dense_over_auto", "dense_over_dense", "auto_ahead_rounds", "met"],
                        digits={"input_rate": 3, "calibration_rate": 3, "break_even": 3, "dense_ms": 3, "auto_ms": 3,
@@ -111,4 +112,4 @@ def sweep_report(sweep: list[dict]) -> dict[str, Any]:
     print(f"sparse ahead of dense where the rate is under the break-even, auto dense above it: {met}; "
           f"sparse's lead larger than dense/dense (two sessions of the dense file): {clear}")
     return {"sparse_sweep": sweep, "sparse_figure_met": met, "sparse_lead_beyond_noise": clear,
-            "profile": {"name": profile.name, "break_even_784x128": be, "break_even_128x10": be_out}}
+            "profile": {"name": profile.name, f"break_even_784x{hidden}": be, f"break_even_{hidden}x10": be_out}}

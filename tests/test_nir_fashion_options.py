@@ -1,0 +1,59 @@
+"""The hidden-size option of benchmarks/nir_fashion.py: where a run's cache and figures go, the network it
+builds, and what the command refuses (no training is started in these tests).
+
+    result_paths(out, 128, False) = (out/nir_fashion,      out/nir_fashion.json)          the default size
+    result_paths(out, 128, True)  = (out/nir_fashion,      out/nir_fashion_sweep.json)    --sweep-only
+    result_paths(out, 256, False) = (out/nir_fashion_h256, out/nir_fashion_h256.json)     another size
+    result_paths(out, 256, True)  = (out/nir_fashion_h256, out/nir_fashion_h256_sweep.json)
+
+    build(H): Linear 784 → H (weight (H, 784), bias (H,)), Leaky H, Linear H → 10 (weight (10, H)), Leaky 10
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from benchmarks.nir_fashion import HIDDEN, main, result_paths
+
+
+@pytest.mark.parametrize("hidden, sweep_only, folder, name", [
+    (128, False, "nir_fashion", "nir_fashion.json"),
+    (128, True, "nir_fashion", "nir_fashion_sweep.json"),
+    (256, False, "nir_fashion_h256", "nir_fashion_h256.json"),
+    (256, True, "nir_fashion_h256", "nir_fashion_h256_sweep.json"),
+    (64, False, "nir_fashion_h64", "nir_fashion_h64.json"),
+])
+def test_result_paths_by_size(hidden: int, sweep_only: bool, folder: str, name: str) -> None:
+    assert HIDDEN == 128
+    assert result_paths(Path("res"), hidden, sweep_only) == (Path("res") / folder, Path("res") / name)
+
+
+@given(a=st.integers(1, 4096), b=st.integers(1, 4096), sweep_a=st.booleans(), sweep_b=st.booleans())
+def test_result_paths_never_shared_between_sizes(a: int, b: int, sweep_a: bool, sweep_b: bool) -> None:
+    fa, ja = result_paths(Path("r"), a, sweep_a)
+    fb, jb = result_paths(Path("r"), b, sweep_b)
+    assert (fa == fb) == (a == b)                        # one cache folder per size
+    assert (ja == jb) == (a == b and sweep_a == sweep_b)  # one JSON per size and kind of run
+    assert ja.parent == fa.parent == Path("r") and ja.suffix == ".json"
+
+
+def test_build_has_the_hidden_size() -> None:
+    pytest.importorskip("snntorch")
+    from benchmarks.nir_fashion import build
+
+    net = build(256)
+    shapes = [tuple(p.shape) for n, p in net.named_parameters() if n in ("0.weight", "0.bias", "2.weight", "2.bias")]
+    assert shapes == [(256, 784), (256,), (10, 256), (10,)]
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_cli_refuses_a_bad_hidden_size(value: str, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["--hidden", value, "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "--hidden" in res.output
+    assert list(tmp_path.iterdir()) == []                # nothing trained, nothing written
