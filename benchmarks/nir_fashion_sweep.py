@@ -62,15 +62,23 @@ def sparse_sweep(graph: Path, folder: Path, dense: Any, x: np.ndarray, xc: np.nd
     the per-round ratios. ``met``: where a node went sparse, auto is ahead
     of dense (dense/auto > 1); where none did, auto is the dense graph. The noise: the dense file in a second
     session, timed in the same rounds (dense/dense: 1 but for the machine and the two sessions' memory);
-    ``beyond_noise``: a sparse plan's dense/auto above both 1 and dense/dense."""
+    ``beyond_noise``: a sparse plan's dense/auto above both 1 and dense/dense. A scale whose auto export the
+    exporter refuses (e.g. its verification on the calibration events) is a row with ``refused`` (the error)
+    and nothing timed."""
     from zor.export import export_nir
     from zor.runtime import Model
 
-    rows = []
+    from zor.common.errors import ZorError
+
+    rows: list[dict] = []
     for scale in scales:
         out = folder / f"{graph.stem}-auto-x{scale:g}.onnx"
-        res = export_nir(graph, out, dt=DT, steps=steps, path="auto", device="auto",
-                         calibration=spikes(np.clip(xc[:200] * scale, 0, 1), steps, 7))
+        try:
+            res = export_nir(graph, out, dt=DT, steps=steps, path="auto", device="auto",
+                             calibration=spikes(np.clip(xc[:200] * scale, 0, 1), steps, 7))
+        except ZorError as exc:
+            rows.append({"scale": scale, "plan": "export refused", "refused": f"{type(exc).__name__}: {exc}"})
+            continue
         auto, twin = Model(out, threads=1), Model(dense.path, threads=1)
         xs = [spikes(np.clip(x[i:i + 1] * scale, 0, 1), steps, 1000 + i) for i in range(samples)]
         sd, sa, st = dense.stream(), auto.stream(), twin.stream()
@@ -107,9 +115,13 @@ def sweep_report(sweep: list[dict], hidden: int = HIDDEN) -> dict[str, Any]:
                                "dense_over_auto", "dense_over_dense", "auto_ahead_rounds", "met"],
                        digits={"input_rate": 3, "calibration_rate": 3, "break_even": 3, "dense_ms": 3, "auto_ms": 3,
                                "dense_over_auto": 3, "dense_over_dense": 3}))
-    met = all(r["met"] for r in sweep) if sweep else None
-    clear = all(r["beyond_noise"] for r in sweep if r["beyond_noise"] is not None) if sweep else None
+    for r in sweep:
+        if "refused" in r:
+            print(f"scale {r['scale']:g}: not measured: {r['refused']}")
+    timed = [r for r in sweep if "refused" not in r]
+    met = all(r["met"] for r in timed) if timed else None
+    clear = all(r["beyond_noise"] for r in timed if r["beyond_noise"] is not None) if timed else None
     print(f"sparse ahead of dense where the rate is under the break-even, auto dense above it: {met}; "
           f"sparse's lead larger than dense/dense (two sessions of the dense file): {clear}")
-    return {"sparse_sweep": sweep, "sparse_figure_met": met, "sparse_lead_beyond_noise": clear,
+    return {"sparse_sweep": sweep, "sparse_figure_met": met, "sweep_scales_refused": len(sweep) - len(timed), "sparse_lead_beyond_noise": clear,
             "profile": {"name": profile.name, f"break_even_784x{hidden}": be, f"break_even_{hidden}x10": be_out}}

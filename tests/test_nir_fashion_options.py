@@ -57,3 +57,20 @@ def test_cli_refuses_a_bad_hidden_size(value: str, tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "--hidden" in res.output
     assert list(tmp_path.iterdir()) == []                # nothing trained, nothing written
+
+
+def test_sweep_report_leaves_a_refused_scale_out_of_the_verdict() -> None:
+    """Two timed scales (sparse ahead 1.02 > 1, but within dense/dense 1.03: not beyond the noise; dense above
+    the break-even, met) and one scale whose export was refused: the verdict is over the two timed rows only."""
+    from benchmarks.nir_fashion_sweep import sweep_report
+
+    rows = [{"scale": 0.03, "plan": "0:sparse 2:dense", "met": True, "beyond_noise": False},
+            {"scale": 0.7, "plan": "0:dense 2:dense", "met": True, "beyond_noise": None},
+            {"scale": 1.0, "plan": "export refused", "refused": "VerificationError: outside tolerance"}]
+    rep = sweep_report(rows, 256)
+    assert rep["sparse_figure_met"] is True and rep["sparse_lead_beyond_noise"] is False
+    assert rep["sweep_scales_refused"] == 1
+    assert set(rep["profile"]) == {"name", "break_even_784x256", "break_even_256x10"}
+    rows[0]["met"] = False                               # sparse behind dense where it went sparse: not met
+    assert sweep_report(rows, 256)["sparse_figure_met"] is False
+    assert sweep_report(rows[2:], 256)["sparse_figure_met"] is None   # nothing timed: no verdict
