@@ -228,7 +228,12 @@ class RoundTrip:
         return self
 
     def reset(self) -> None:
+        """Fresh state: the importer builds Leaky(init_hidden=True) modules, which keep their membrane inside
+        (not in ``self.state``) from one call to the next, so each is reset too."""
         self.state = None
+        for m in self.net.modules():
+            if hasattr(m, "reset_mem"):
+                m.reset_mem()
 
     def step(self, x: np.ndarray) -> dict[str, np.ndarray]:
         import torch

@@ -74,3 +74,23 @@ def test_sweep_report_leaves_a_refused_scale_out_of_the_verdict() -> None:
     rows[0]["met"] = False                               # sparse behind dense where it went sparse: not met
     assert sweep_report(rows, 256)["sparse_figure_met"] is False
     assert sweep_report(rows[2:], 256)["sparse_figure_met"] is None   # nothing timed: no verdict
+
+
+def test_roundtrip_reset_clears_the_imported_membranes() -> None:
+    """snnTorch's importer builds Leaky(init_hidden=True) modules that keep their membrane between calls:
+    after reset() a second pass over the same events must give the same output spikes as the first, both
+    snnTorch's own recorded ones for the feed-forward fixture (its importer round-trips it exactly, over
+    100 steps: docs/nir-frameworks.md). Without the reset, the second pass starts from the first one's end."""
+    pytest.importorskip("snntorch")
+    import numpy as np
+
+    from benchmarks.nir_fashion import RoundTrip, stream_spikes
+
+    fixture = Path(__file__).parent / "fixtures" / "nir" / "ff_lif"
+    rec = np.load(fixture.with_suffix(".npz"))
+    xs, want = rec["inputs"].astype(np.float32), rec["spikes_1"]    # (100, 16, 196), (100, 16, 10)
+    s = RoundTrip(fixture.with_suffix(".nir")).stream()
+    first = stream_spikes(s, xs)
+    second = stream_spikes(s, xs)
+    assert np.array_equal(first, want)
+    assert np.array_equal(second, want)
