@@ -9,6 +9,11 @@ step's rounding does not carry into the next and every step is checked on its ow
     spikes     equal, except ties: elements where the reference's v' − v_threshold is within
                atol + rtol·|v_threshold| of zero (a float32 rounding can fall either side); ties are
                counted and reported, and the state of a tied element (v_reset or v') is not compared
+    downstream a tie that fell the other way changes what the nodes after it receive in the same step:
+               in that batch row, the states and spikes of every node reached from the tied node along
+               forward edges, the recurrent edges' values leaving them and ``output`` are not compared
+               at that step (the next step is fed the reference's state again); such spikes are counted
+               as ``after_tie``
 
 Every failure is collected and raised together as a :class:`~zor.common.errors.VerificationError`
 whose ``report`` is the full report (also what the file's ``zor.verification`` holds).
@@ -28,7 +33,7 @@ from zor.common.errors import VerificationError
 from .graph import NirGraph
 from .reference import initial_state, simulate, state_layout
 
-__all__ = ["verify_step_graph", "default_inputs", "ATOL", "RTOL"]
+__all__ = ["verify_step_graph", "default_inputs", "downstream", "ATOL", "RTOL"]
 
 ATOL = 1e-5
 RTOL = 1e-5
@@ -64,6 +69,36 @@ def _close(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.abs(a - ref) <= ATOL + RTOL * np.abs(ref)
 
 
+def downstream(graph: NirGraph) -> dict[str, set[str]]:
+    """Per node, the nodes after it within one step: reached along forward (non-recurrent) edges, itself excluded."""
+    forward: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for src, dst in graph.edges:
+        if (src, dst) not in graph.recurrent:
+            forward[src].append(dst)
+    out: dict[str, set[str]] = {}
+    for start in graph.nodes:
+        seen: set[str] = set()
+        todo = list(forward[start])
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(forward[n])
+        out[start] = seen - {start}
+    return out
+
+
+def _after_ties(after: dict[str, set[str]], flipped: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """Per node, the batch rows (B,) where a node before it in this step had a tie fall the other way."""
+    rows = {n: np.zeros(batch, bool) for n in after}
+    for n, flips in flipped.items():
+        hit = flips.any(axis=1)                                       # (B,)
+        if hit.any():
+            for d in after[n]:
+                rows[d] |= hit
+    return rows
+
+
 def _run(graph: NirGraph, sess: Any, xs: np.ndarray, dt: float, start: dict, label: str) -> tuple[dict, list[str]]:
     """One verification run; (its report, its failures)."""
     ref = simulate(graph, xs, dt, state=start)
@@ -72,30 +107,28 @@ def _run(graph: NirGraph, sess: Any, xs: np.ndarray, dt: float, start: dict, lab
     spiking = list(ref.spikes)
     names = [fmt.OUTPUT] + [e.output for e in layout] + [fmt.spikes(order[n]) for n in spiking]
     batch, failures = xs.shape[1], []
-    stats = {n: {"agree": 0, "total": 0, "ties": 0} for n in spiking}
+    stats = {n: {"agree": 0, "total": 0, "ties": 0, "after_tie": 0} for n in spiking}
+    after = downstream(graph)
     worst = {e.input: 0.0 for e in layout} | {fmt.OUTPUT: 0.0}
     bad_steps: dict[str, int] = {}
     for t in range(xs.shape[0]):
         feeds = {fmt.INPUT: xs[t].reshape(batch, -1)}
         feeds.update(start if t == 0 else {k: ref.states[k][t - 1] for k in start})
         got = dict(zip(names, sess.run(names, feeds)))
-        tied: dict[str, np.ndarray] = {}
+        tied, diffs = _spike_ties(graph, ref, got, spiking, order, t, batch)
+        excused = _after_ties(after, tied, batch)                     # node → (B,) rows after a tie
         for n in spiking:
-            want = ref.spikes[n][t].reshape(batch, -1)
-            have = got[fmt.spikes(order[n])]
-            node = graph.nodes[n]
-            theta = np.broadcast_to(node.params.get("v_threshold", node.params.get("threshold")), node.out_shape)
-            tie = np.abs(ref.margins[n][t].reshape(batch, -1)) <= ATOL + RTOL * np.abs(theta.reshape(1, -1))
-            diff = have != want
-            tied[n] = diff & tie
-            stats[n]["total"] += want.size
+            diff, tie, rows = diffs[n], tied[n], excused[n][:, None]
+            stats[n]["total"] += diff.size
             stats[n]["agree"] += int((~diff).sum())
-            stats[n]["ties"] += int(tied[n].sum())
-            if (diff & ~tie).any():
+            stats[n]["ties"] += int(tie.sum())
+            stats[n]["after_tie"] += int((diff & ~tie & rows).sum())
+            if (diff & ~tie & ~rows).any():
                 bad_steps[f"spikes of {n}"] = bad_steps.get(f"spikes of {n}", 0) + 1
         for e in layout:
             want, have = ref.states[e.input][t], got[e.output]
-            ok = _close(have, want) | (tied[e.node] if e.node in tied and e.var == "v" else False)
+            own = e.node in tied and (e.var == "v" or e.var == "edge")     # the tied element itself, or its value
+            ok = _close(have, want) | (tied[e.node] if own else False) | excused[e.node][:, None]
             worst[e.input] = max(worst[e.input], float(np.abs(have - want)[~ok].max(initial=0.0)))
             if not ok.all():
                 bad_steps[e.output] = bad_steps.get(e.output, 0) + 1
@@ -108,9 +141,25 @@ def _run(graph: NirGraph, sess: Any, xs: np.ndarray, dt: float, start: dict, lab
         failures.append(f"{label}: {what} outside tolerance in {count} of {xs.shape[0]} steps")
     report = {"start": label, "steps": int(xs.shape[0]), "batch": int(batch),
               "spikes": {n: {"agreement": s["agree"] / max(s["total"], 1), "ties": s["ties"],
-                             "spike_rate": float(ref.spikes[n].mean())} for n, s in stats.items()},
+                             "after_tie": s["after_tie"], "spike_rate": float(ref.spikes[n].mean())}
+                         for n, s in stats.items()},
               "max_abs_error_outside_tolerance": worst, "passed": not bad_steps}
     return report, failures
+
+
+def _spike_ties(graph: NirGraph, ref: Any, got: dict, spiking: list[str], order: dict, t: int,
+                batch: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """At step t, per spiking node: (elements (B, n) that differ on a tie, elements (B, n) that differ)."""
+    tied, diffs = {}, {}
+    for n in spiking:
+        want = ref.spikes[n][t].reshape(batch, -1)
+        have = got[fmt.spikes(order[n])]
+        node = graph.nodes[n]
+        theta = np.broadcast_to(node.params.get("v_threshold", node.params.get("threshold")), node.out_shape)
+        tie = np.abs(ref.margins[n][t].reshape(batch, -1)) <= ATOL + RTOL * np.abs(theta.reshape(1, -1))
+        diffs[n] = have != want
+        tied[n] = diffs[n] & tie
+    return tied, diffs
 
 
 def verify_step_graph(graph: NirGraph, model: onnx.ModelProto, dt: float, steps: int = 100,
