@@ -246,11 +246,10 @@ _P = [
         # supporting VNNI", ORT guide). Still U8S8: that is the x86 kernel's native form.
         int8=Int8Recipe(format="QDQ", activation_type="u8", weight_type="s8", per_channel=True, reduce_range=False),
         int8_pays=True,
-        int8_evidence="measured (benchmarks/runtime_bench.py, few-shot 784-128-784, 1 thread, Model.run): "
-                      "2-core Intel Xeon with AVX-512 VNNI and AMX-int8, integer gate: 1.98-2.08x float32 "
-                      "speed at batch 64, 1.02-1.11x at batch 1; earlier, 2-core AMD EPYC with AVX-512 "
-                      "VNNI, QDQ u8/s8 and gate c·float(c>θ): 1.79x at batch 64, 0.97x at batch 1 "
-                      "(docs/notes/int8-vnni.md)",
+        int8_evidence="measured (benchmarks/runtime_bench.py, few-shot 784-128-784, 1 thread, Model.run): 2-core "
+                      "Intel Xeon with AVX-512 VNNI and AMX-int8, integer gate: 1.98-2.08x float32 at batch 64, "
+                      "1.02-1.11x at batch 1; earlier, 2-core AMD EPYC with AVX-512 VNNI, QDQ u8/s8: 1.79x at "
+                      "batch 64, 0.97x at batch 1 (docs/notes/int8-vnni.md)",
         # Break-even measured by benchmarks/sparse_inference.py (width_break_even, layer_sweep) on a 2-core Intel
         # Xeon with AVX-512 VNNI and AMX (2 MiB L2 per core), 1 thread, batch 1, with this profile's row groups
         # (below), mean of four runs on a shared machine (docs/notes/sparse-avx512.md): float32 0.08 at 256x256,
