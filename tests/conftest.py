@@ -37,3 +37,25 @@ def bench_folder(tmp_path_factory):
     net.save(folder / "m.zor")
     np.save(folder / "x.npy", np.random.default_rng(0).random((32, 128), dtype=np.float32))
     return folder
+
+
+@pytest.fixture
+def no_host_reads():
+    """A context manager under which every way of reading a tensor back to the host (item, bool, float,
+    int, index, tolist) raises AssertionError naming ``what``: on CUDA each would stall the stream."""
+    import contextlib
+    from unittest import mock
+
+    import torch
+
+    @contextlib.contextmanager
+    def guard(what: str = "the training step"):
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"{what} read a tensor back to the host")
+
+        with contextlib.ExitStack() as stack:
+            for name in ("__bool__", "__float__", "__int__", "__index__", "item", "tolist"):
+                stack.enter_context(mock.patch.object(torch.Tensor, name, refuse))
+            yield
+
+    return guard
