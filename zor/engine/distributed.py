@@ -86,6 +86,7 @@ class Reducer:
     sharded = False           # learning.learn hands the step to learn() (zor.engine.sharded)
     stale = False             # some optimiser / novelty rows are out of date on this rank
     exchange = "none"         # what the ranks exchange: "none", "all-reduce", "activations" or "columns"
+    owns_forward = False      # Zor._forward_train hands the training forward to forward_train() (columns)
     reason = "one process"    # why this path
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
@@ -159,7 +160,12 @@ class Columns(AllReduce):
     def __init__(self, net: "Zor", rank: int, world: int) -> None:
         super().__init__(world, "dense stateless connections whose units split over the ranks")
         self.update = tensorparallel.ColumnsUpdate(net, rank, world)
-        self.update.install(net)   # the network's training forward runs on the own columns while this is its reducer
+
+    owns_forward = True
+
+    def forward_train(self, net: "Zor", x: torch.Tensor) -> tuple:
+        """The training forward on the global batch through this rank's own columns (Zor._forward_train's)."""
+        return self.update.forward_train(net, x)
 
     @property
     def stale(self) -> bool:  # type: ignore[override]

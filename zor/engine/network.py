@@ -68,7 +68,6 @@ __all__ = ["Zor", "ZorConfig", "History"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
-
 _HIDDEN_ETA = 1e-3   # default homeostasis speed of hidden layers (benchmarks/rule_variants.py)
 
 
@@ -145,8 +144,7 @@ class Zor(nn.Module):
         return self.reducer.active
 
     def set_distributed(self, flag: bool) -> None:
-        """Switch exact data parallelism on (needs an initialised default torch.distributed process group and
-        the same network on every rank, else ConfigError) or off."""
+        """Exact data parallelism on (needs a default process group, the same net on every rank) or off."""
         self.reducer = distributed_.start(self) if flag else distributed_.OFF
         self._spike_sums = None
 
@@ -277,6 +275,8 @@ class Zor(nn.Module):
 
     def _forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, list[rules.Trace]]:
         """Forward pass on a checked input, moving the firing-rate averages; returns (output, traces)."""
+        if self.reducer.owns_forward:                       # the columns exchange: the forward on own columns
+            return self.reducer.forward_train(self, x)
         out, traces = self._forward(x)
         learning.update_rates(self, traces)
         return out, traces

@@ -44,7 +44,7 @@ stale on every rank (``stale``): :meth:`ColumnsUpdate.gather_state`, a collectiv
 calls, writes them whole (``fit`` does before checkpoints and at its end), so checkpoints and
 resume are unchanged. A tensor written from outside (a resume, a load) is read again into the
 own blocks before the next step. The training forward is this module's while the network's
-reducer holds it (:meth:`ColumnsUpdate.install`); ``forward(train=False)``, ``predict`` and
+reducer holds it (`Columns.owns_forward`); ``forward(train=False)``, ``predict`` and
 ``evaluate`` use the full tensors, so gather first.
 
 Which networks (:func:`why_not`): those of :func:`zor.engine.sharded.why_not` (dense, the four
@@ -129,16 +129,6 @@ class ColumnsUpdate:
 
     def _own(self, j: int) -> tuple[int, int]:
         return self.blocks[j][self.rank]
-
-    def install(self, net: "Zor") -> None:
-        """Route the network's training forward pass (``net._forward_train``) through :meth:`forward_train` while
-        this update belongs to ``net.reducer``; once it does not (set_distributed), the hook removes itself."""
-        def forward_train(x: torch.Tensor):
-            if getattr(net.reducer, "update", None) is not self:
-                del net._forward_train                     # the class's own forward again
-                return net._forward_train(x)
-            return self.forward_train(net, x)
-        net._forward_train = forward_train
 
     # ------------------------------------------------------------------ own blocks and the network's tensors
     def _sync(self, net: "Zor") -> None:
