@@ -15,8 +15,11 @@ exchange (``ZOR_DP_EXCHANGE``, :mod:`zor.engine.distributed`):
   of units and runs the whole global batch on them, exchanging activations and signals,
   never weights (:mod:`zor.engine.tensorparallel`).
 
-Samples/s is B · steps / seconds of the training loop as rank 0 measures it (process
-start-up and data loading left out). The runs take turns round by round and each
+Two figures per run, both from rank 0's training loop (process start-up and data loading
+left out): **whole run** samples/s is B · steps / seconds of the whole loop (the first
+step and the end, the gather of the sharded state onto every rank, included), and
+**steady** samples/s is B · (steps − 1) / the seconds from the first step's end to the
+last step's (``zor.train``'s ``steady_samples_per_s``): the rate of a long run. The runs take turns round by round and each
 speed-up is the median of the per-round ratios (:func:`benchmarks.common.paired_ratio`),
 so load from other processes falls on all alike. The timed runs write no checkpoint (the
 final write, and the activations exchange's gather of the optimiser state before it, would
@@ -120,18 +123,26 @@ def main(layers, batch, steps, rounds, world, exchange, timeout, json_path):
                  for ex in exchanges}
     load_after = os.getloadavg()
     sps = {name: [r["samples_per_s"] for r in runs[name]] for name in runs}
+    steady = {name: [r["steady_samples_per_s"] for r in runs[name]] for name in runs}
     rows = [{"processes": 1, "exchange": "-", "samples_per_s": common.median(sps["1"]), "speedup": 1.0,
-             "max_weight_diff": 0.0}]
+             "steady_samples_per_s": common.median(steady["1"]), "steady_speedup": 1.0, "max_weight_diff": 0.0}]
     rows += [{"processes": world, "exchange": ex, "samples_per_s": common.median(sps[ex]),
-              "speedup": common.paired_ratio(sps[ex], sps["1"]), "max_weight_diff": diffs[ex]} for ex in exchanges]
+              "speedup": common.paired_ratio(sps[ex], sps["1"]), "steady_samples_per_s": common.median(steady[ex]),
+              "steady_speedup": common.paired_ratio(steady[ex], steady["1"]), "max_weight_diff": diffs[ex]}
+             for ex in exchanges]
     env = common.environment(1)
     click.echo(f"{env['cpu']}, {env['cpu_count']} CPUs, 1 torch thread per process; torch {env['torch']}; "
                f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     click.echo(f"\nData-parallel training, {layers}, global batch {batch}, {steps} steps per run, "
                f"median of {rounds} rounds:")
-    click.echo(common.format_table(rows, ["processes", "exchange", "samples_per_s", "speedup", "max_weight_diff"],
-                                   ["processes", "exchange", "samples/s", "speed-up vs 1", "max |ΔW| vs 1"],
-                                   digits={"samples_per_s": 1, "speedup": 2, "max_weight_diff": ".1e"}))
+    click.echo(common.format_table(rows, ["processes", "exchange", "samples_per_s", "speedup", "steady_samples_per_s",
+                                          "steady_speedup", "max_weight_diff"],
+                                   ["processes", "exchange", "whole run samples/s", "speed-up vs 1",
+                                    "steady samples/s", "steady speed-up vs 1", "max |ΔW| vs 1"],
+                                   digits={"samples_per_s": 1, "speedup": 2, "steady_samples_per_s": 1,
+                                           "steady_speedup": 2, "max_weight_diff": ".1e"}))
+    click.echo("whole run: every step, the start of the loop to its end (the end gather of the state included); "
+               "steady: the steps after the first, from the first step's end to the last step's")
     if json_path:
         common.write_json(json_path, {"benchmark": "scaling", "config": {"layers": layers, "batch": batch,
                                       "steps": steps, "rounds": rounds, "world": world, "exchanges": exchanges},

@@ -101,9 +101,12 @@ def _fit(net: Any, x: np.ndarray, opts: dict[str, Any], distributed: bool) -> An
 
 
 def _summary(hist: Any, net: Any, opts: dict[str, Any], world: int) -> dict[str, Any]:
-    done = hist.steps - hist.start_step
+    done, ends = hist.steps - hist.start_step, hist.step_ends
     return {"steps": hist.steps, "start_step": hist.start_step, "seconds": hist.seconds,
             "samples_per_s": done * opts["batch_size"] / hist.seconds if hist.seconds > 0 else None,
+            # the steps after the first, without the start-up and the end (final gather, checkpoint)
+            "steady_samples_per_s": (len(ends) - 1) * opts["batch_size"] / (ends[-1] - ends[0])
+            if len(ends) > 1 and ends[-1] > ends[0] else None,
             "train_accuracy": hist.train_accuracy[-1] if hist.train_accuracy else None,
             "world_size": world, "device": str(net.device), "sizes": net.sizes, "threads": hist.threads,
             "batch_size": opts["batch_size"], "checkpoint": opts["checkpoint"]}

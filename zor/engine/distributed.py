@@ -87,6 +87,7 @@ class Reducer:
     stale = False             # some optimiser / novelty rows are out of date on this rank
     exchange = "none"         # what the ranks exchange: "none", "all-reduce", "activations" or "columns"
     owns_forward = False      # Zor._forward_train hands the training forward to forward_train() (columns)
+    whole_batch = False       # fit hands train_whole() the whole global batch instead of a shard (columns)
     reason = "one process"    # why this path
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
@@ -162,10 +163,16 @@ class Columns(AllReduce):
         self.update = tensorparallel.ColumnsUpdate(net, rank, world)
 
     owns_forward = True
+    whole_batch = True
 
     def forward_train(self, net: "Zor", x: torch.Tensor) -> tuple:
         """The training forward on the global batch through this rank's own columns (Zor._forward_train's)."""
         return self.update.forward_train(net, x)
+
+    def train_whole(self, net: "Zor", x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One step on the whole global batch (B, n_0), held by every rank (fit's): no rows move; the per-sample
+        mean |error| of the whole batch (B,), the same on every rank."""
+        return self.update.train_whole(net, x, y)
 
     @property
     def stale(self) -> bool:  # type: ignore[override]

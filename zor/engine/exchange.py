@@ -23,11 +23,11 @@ A rank receives (N−1)/N of the result in ``rows``, ``columns`` and ``all_gathe
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["PointToPoint", "Blocks", "TAG_BASE", "TAGS"]
+__all__ = ["PointToPoint", "Blocks", "Pending", "TAG_BASE", "TAGS"]
 
 # point-to-point tags TAG_BASE + (count mod TAGS): gloo uses such a tag as its slot, and its collectives number
 # their slots from 0 up
@@ -46,6 +46,12 @@ class PointToPoint:
     def swap(self, send: Sequence[Optional[torch.Tensor]], recv: Sequence[Optional[torch.Tensor]]) -> None:
         """``send[q]`` to rank q and rank q's tensor into ``recv[q]``, for every q other than this rank (contiguous
         tensors; None or empty ones are neither sent nor received: the peer's side must be empty too)."""
+        for work in self.post(send, recv):
+            work.wait()
+
+    def post(self, send: Sequence[Optional[torch.Tensor]], recv: Sequence[Optional[torch.Tensor]]) -> list:
+        """:meth:`swap` without the wait: the posted works (``wait()`` each before reading ``recv`` or writing
+        ``send``). Every rank posts in the same order; other swaps may run while these are pending."""
         import torch.distributed as dist
 
         self.tag = (self.tag + 1) % TAGS
@@ -57,12 +63,23 @@ class PointToPoint:
                 ops.append(dist.P2POp(dist.isend, send[q], q, tag=TAG_BASE + self.tag))
             if recv[q] is not None and recv[q].numel():
                 ops.append(dist.P2POp(dist.irecv, recv[q], q, tag=TAG_BASE + self.tag))
-        for work in dist.batch_isend_irecv(ops) if ops else []:
-            work.wait()
+        return dist.batch_isend_irecv(ops) if ops else []
 
     def all_gather(self, parts: Sequence[torch.Tensor]) -> None:
         """Send ``parts[rank]`` to every other rank and receive rank q's part into ``parts[q]``."""
         self.swap([parts[self.rank]] * self.world, parts)
+
+
+class Pending:
+    """Posted swaps and what to do once they arrived: ``wait()`` waits for every work and returns ``finish()``."""
+
+    def __init__(self, works: list, finish: Callable[[], Any]) -> None:
+        self.works, self.finish = works, finish
+
+    def wait(self) -> Any:
+        for work in self.works:
+            work.wait()
+        return self.finish()
 
 
 class Blocks(PointToPoint):
@@ -90,10 +107,15 @@ class Blocks(PointToPoint):
 
     def columns(self, t: torch.Tensor, blocks: Sequence[Block], name: str) -> torch.Tensor:
         """This rank's units (B, k_r) → every unit (B, n), the ranks' blocks side by side (a kept buffer)."""
+        return self.columns_posted(t, blocks, name).wait()
+
+    def columns_posted(self, t: torch.Tensor, blocks: Sequence[Block], name: str) -> "Pending":
+        """:meth:`columns` posted: its ``wait()`` gives the (B, n) tensor (``t`` must not change before)."""
         parts = [t if q == self.rank else self.buffer((name, q), (t.shape[0], hi - lo), t)
                  for q, (lo, hi) in enumerate(blocks)]
-        self.all_gather(parts)
-        return torch.cat(parts, dim=1, out=self.buffer((name,), (t.shape[0], blocks[-1][1]), t))
+        out = self.buffer((name,), (t.shape[0], blocks[-1][1]), t)
+        return Pending(self.post([parts[self.rank]] * self.world, parts),
+                       lambda: torch.cat(parts, dim=1, out=out))
 
     def columns_into(self, full: torch.Tensor, own: torch.Tensor, blocks: Sequence[Block]) -> None:
         """The ranks' column blocks (n, k_q) of a (n, Σk) tensor written into ``full``."""

@@ -54,7 +54,7 @@ in every layer above the input.
 
 from __future__ import annotations
 
-import math
+import functools
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -63,8 +63,9 @@ from zor.common.errors import ShapeError, StateError
 
 from . import events, learning, neuron, rules
 from . import sharded as sharded_
+from . import tensorparallel_update as tp_update
 from .connections import Dense
-from .exchange import Blocks
+from .exchange import Blocks, Pending
 
 if TYPE_CHECKING:
     from .network import Zor
@@ -121,6 +122,7 @@ class ColumnsUpdate:
         self.always: list[bool] = []           # per layer: every θ_j = −inf (s ≡ 1)
         self.theta_keys: list[tuple] = []
         self.stale = False                     # the network's full tensors are out of date on this rank
+        self.moving_rows: list[Pending] = []   # the rows' swap posted by the last step (waited for at first use)
         self._sync(net)
 
     def _split(self, n: int) -> list[tuple[int, int]]:
@@ -138,6 +140,7 @@ class ColumnsUpdate:
             key = self._state_key(net, i, st)
             if i < len(self.keys) and self.keys[i] == key:
                 continue
+            self._rows_ready()                                          # a posted swap must not land after this
             lo, hi = self._own(i + 1)
             own = _copy(w.detach()[:, lo:hi])
             rows = _copy(w.detach()[slice(*self._own(i)) if i else slice(0, 0)])
@@ -162,6 +165,7 @@ class ColumnsUpdate:
         """Write every full tensor whole from the ranks' blocks (a collective: every rank calls it)."""
         if not self.stale:
             return
+        self._rows_ready()
         with torch.no_grad():
             for i, w in enumerate(net.weights):
                 pairs = [(w.detach(), self.w[i])]
@@ -181,28 +185,43 @@ class ColumnsUpdate:
 
     # ------------------------------------------------------------------ the step
     def forward_train(self, net: "Zor", x: torch.Tensor) -> tuple[torch.Tensor, _Pass]:
-        """The module docstring's forward on the global batch; (this rank's rows of the output (B_r, n_L), traces)."""
+        """The module docstring's forward on the global batch from the ranks' rows x (B_r, n_0); (this rank's rows of
+        the output (B_r, n_L), traces)."""
         self._sync(net)
         self._check_rows(x.shape[0])
-        x = self.p2p.rows(x, "x")                                         # (B, n_0)
-        last, acts = len(net.layers) - 1, net._acts
-        traces, pre, own = _Pass(), [], []
+        pre, own, out = self._forward(net, self.p2p.rows(x, "x"))         # x: (B, n_0) in rank order
+        rows = self.p2p.to_rows(out.contiguous(), self.blocks[-1], "out")  # (B_r, n_L)
+        traces = _Pass([pre[0], *own[:-1], rules.Trace(c=rows, s=rows[:, :0], a=rows)])
+        traces.pre, traces.own = pre, own
+        return rows, traces
+
+    def train_whole(self, net: "Zor", x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One step on the WHOLE global batch, which every rank holds (fit's step): x (B, n_0), target y (B, n_L).
+        No rows move and the error is formed on the own output units, δ_L[:, κ] = y[:, κ] − f(c_L[:, κ]); returns
+        e_b = mean_j |δ_L|_bj of the whole batch (B,), the same on every rank (its row sums ride the all-reduce)."""
+        self._sync(net)
+        pre, own, out = self._forward(net, x)                             # out: (B, k_L)
+        lo, hi = self._own(len(net.layers) - 1)
+        d = torch.sub(y[:, lo:hi], out)                                   # (B, k_L)
+        _, sums = self._learn(net, pre, own, d, x.shape[0], False, True)
+        return sums.div_(net.layers[-1].size)
+
+    def _forward(self, net: "Zor", x: torch.Tensor) -> tuple[list, list, torch.Tensor]:
+        """The forward on the global batch x (B, n_0): (pre, own, f(c_L) on the own output units (B, k_L))."""
+        last = len(net.layers) - 1
         pre_field = sharded_.FACTORS[net.rule.name][0]
         c, s, a, _ = self._layer(net, 0, x)                             # (B, n_0), whole on every rank
-        pre.append(rules.Trace(c=a[:0], s=s, a=a))
-        traces.append(pre[0])
+        pre, own = [rules.Trace(c=a[:0], s=s, a=a)], []
         for j in range(1, last + 1):
             c, s, a, mean = self._layer(net, j, pre[j - 1].a @ self.w[j - 1])   # (B, k_j): the own units
             own.append(rules.Trace(c=c, s=s, a=a, always=self.always[j], mean=mean))
-            if j < last:
-                whole_s = self.p2p.columns(s.contiguous(), self.blocks[j], f"s{j}") if pre_field == "s" else a[:0]
-                pre.append(rules.Trace(c=a[:0], s=whole_s, a=self.p2p.columns(a, self.blocks[j], f"a{j}")))  # (B, n_j)
-                traces.append(own[-1])
-        out = own[-1].a if self.always[last] else acts[last](own[-1].c)  # (B, k_L) f(output charges)
-        rows = self.p2p.to_rows(out.contiguous(), self.blocks[last], "out")                    # (B_r, n_L)
-        traces.append(rules.Trace(c=rows, s=rows[:, :0], a=rows))
-        traces.pre, traces.own = pre, own
-        return rows, traces
+            if j < last:                                                # both posted, then both waited for
+                moving = [self.p2p.columns_posted(a, self.blocks[j], f"a{j}")]
+                if pre_field == "s":
+                    moving.append(self.p2p.columns_posted(s.contiguous(), self.blocks[j], f"s{j}"))
+                whole = [m.wait() for m in moving]                      # (B, n_j) each
+                pre.append(rules.Trace(c=a[:0], s=whole[1] if pre_field == "s" else a[:0], a=whole[0]))
+        return pre, own, own[-1].a if self.always[last] else net._acts[last](own[-1].c)
 
     def _check_rows(self, b: int) -> None:
         """ShapeError unless every rank holds the same number of rows (Σ b_r² = B²/N iff every b_r = B/N)."""
@@ -235,25 +254,36 @@ class ColumnsUpdate:
         if not isinstance(traces, _Pass):
             raise StateError("the columns exchange learns from its own forward pass: expected forward(x, train=True) "
                              "or train_batch after set_distributed(True)")
+        d = self.p2p.to_columns(delta, self.blocks[-1], "error")        # (B, k_L)
+        signal, _ = self._learn(net, traces.pre, traces.own, d, delta.shape[0] * self.world, return_signal, False)
+        return signal
+
+    def _learn(self, net: "Zor", pre: list[rules.Trace], own: list[rules.Trace], d: torch.Tensor, batch: int,
+               return_signal: bool, per_sample: bool) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """The signal and update from the own error columns d (B, k_L) of the whole batch of ``batch`` rows;
+        (the signal that reached the input (B_r, n_0) or None, Σ_j |δ_L|_bj per sample (B,) or None). Each signal's
+        columns travel while the rank forms the direction that does not need them."""
         rule, top = net.rule, len(net.weights) - 1
-        d = self.p2p.to_columns(delta, self.blocks[top + 1], "error")                            # (B, k_L)
-        err = d.abs().sum().reshape(1)                                  # Σ|error| over the own units
+        absolute = d.abs()
+        stats = [absolute.sum().reshape(1)] + ([absolute.sum(dim=1)] if per_sample else [])   # Σ|error|, (B,)
         us: list[torch.Tensor] = []
+        signal = None
         for i in range(top, -1, -1):
-            post = traces.own[i]                                        # layer i+1's own units
-            dh = rule.signal(d, post, i == top)                         # δ̂ (B, k_{i+1}): the whole batch is here
-            if i > 0:                                                   # whole sums, as one process: no reordering
-                d = self.p2p.columns(dh.contiguous(), self.blocks[i + 1], f"d{i}") @ self.rows[i].T   # (B, n_{i+1}) → (B, k_i)
+            dh = rule.signal(d, own[i], i == top)                       # δ̂ (B, k_{i+1}): the whole batch is here
+            moving = self.p2p.columns_posted(dh.contiguous(), self.blocks[i + 1], f"d{i}") if i > 0 else None
+            us.append(self._direction(net, i, pre[i], own[i], dh))
+            if moving is not None:                                      # whole sums, as one process: no reordering
+                self._rows_ready()
+                d = moving.wait() @ self.rows[i].T                      # (B, n_{i+1}) → (B, k_i)
             elif return_signal:
-                d = self.p2p.reduce(list((dh @ self.w[0].T).split(delta.shape[0])), "signal")   # (B_r, n_0)
-            us.append(self._direction(net, i, traces.pre[i], post, dh))
+                signal = self.p2p.reduce(list((dh @ self.w[0].T).split(batch // self.world)), "signal")  # (B_r, n_0)
         us.reverse()
-        scale, norms = self._statistics(net, err, us, delta.shape[0])
+        scale, norms, sums = tp_update.statistics(net, stats, us, batch)
         self._optimizer_step(net, us, scale, norms)
-        self._share_rows()
+        self._post_rows()
         self._homeostasis(net)
         self.stale = True
-        return d if return_signal else None
+        return signal, sums
 
     def _direction(self, net: "Zor", i: int, pre: rules.Trace, post: rules.Trace, d: torch.Tensor) -> torch.Tensor:
         """U_i[:, κ] = G ⊙ E′ (n_i, k_{i+1}), formed as learning.learn forms the whole U_i: through the rule's
@@ -283,58 +313,32 @@ class ColumnsUpdate:
         cols = torch.nonzero(post.mean).squeeze(1)                      # (K,)
         return cols if cols.shape[0] <= learning.MASKED_BELOW * post.mean.shape[0] else None
 
-    def _statistics(self, net: "Zor", err: torch.Tensor, us: list[torch.Tensor],
-                    b_local: int) -> tuple[object, list[torch.Tensor]]:
-        """One all-reduce of Σ|error| and every U_i's partial row sums of squares; (ε̄, [‖U_i‖])."""
-        import torch.distributed as dist
-
-        summed = torch.cat([err] + [rules.row_norms(u).square_() for u in us])
-        dist.all_reduce(summed)
-        norms, at = [], 1
-        for u in us:
-            norms.append(rules.update_norm(u, summed[at:at + u.shape[0]].sqrt()))   # ‖(‖U_i[j]‖)_j‖
-            at += u.shape[0]
-        if not net.config.error_scaling:
-            return 1.0, norms
-        b = b_local * self.world
-        return (summed[0] / (b * net.layers[-1].size)).clamp_min(net.config.min_error_scale).reshape(()), norms
-
     def _optimizer_step(self, net: "Zor", us: list[torch.Tensor], scale, norms: list[torch.Tensor]) -> None:
-        """U_i ← −ε̄ U_i min(1, c/‖U_i‖), then the fused Adam/AdamW kernel on the own columns of every W_i and of
-        its moments (denormals flushed on a CPU, as learning does), then the clamp."""
-        opt = net.optimizer
-        g = opt.param_groups[0]
-        steps = []
-        for i, (u, norm) in enumerate(zip(us, norms)):
-            limit = net.layers[i].max_update_norm
-            rules.clip_norms([u], math.inf if limit is None else limit, -scale, norms=norm.reshape(1))
-            steps.append(self._state(net, i)["step"])
-        torch._foreach_add_(steps, 1)
-        kernel = torch._fused_adamw_ if type(opt) is torch.optim.AdamW or g.get("decoupled_weight_decay") \
-            else torch._fused_adam_
-        flush = us[0].device.type == "cpu" and 1e-310 * _ONE != 0.0 and torch.set_flush_denormal(True)
-        try:
-            kernel(self.w, us, [m for m, _ in self.moments], [v for _, v in self.moments], [], steps,
-                   amsgrad=False, lr=g["lr"], beta1=g["betas"][0], beta2=g["betas"][1], weight_decay=g["weight_decay"],
-                   eps=g["eps"], maximize=False, grad_scale=None, found_inf=None)
-        finally:
-            if flush:
-                torch.set_flush_denormal(False)
-        for layer, w in zip(net.layers, self.w):
-            if layer.max_weight is not None:
-                w.clamp_(-layer.max_weight, layer.max_weight)
+        """The clipped, scaled fused Adam/AdamW step on the own columns of every W_i and of its moments."""
+        steps = [self._state(net, i)["step"] for i in range(len(us))]
+        tp_update.adam_step(net, self.w, us, self.moments, steps, scale, norms)
 
-    def _share_rows(self) -> None:
-        """W_i[κ_i, :] made current for the next signal: the block W_i[κ_i, κ_{i+1}^q] from every rank q (each rank
-        sends the rows κ_i^q of its columns to rank q)."""
+    def _post_rows(self) -> None:
+        """Post the swap that makes W_i[κ_i, :] current for the next signal (:meth:`_rows_ready` waits for it): the
+        block W_i[κ_i, κ_{i+1}^q] from every rank q (each rank sends the rows κ_i^q of its columns to rank q). It
+        travels during the next forward; ``self.w`` is not written before the wait."""
+        self._rows_ready()
         for i in range(1, len(self.w)):
             send = [self.w[i][lo:hi] for lo, hi in self.blocks[i]]      # (k_i^q, k_{i+1}): row blocks, contiguous
             recv = [self.p2p.buffer(("block", i, q), (self.rows[i].shape[0], hi - lo), self.w[i])
                     for q, (lo, hi) in enumerate(self.blocks[i + 1])]
             recv[self.rank] = send[self.rank]
-            self.p2p.swap(send, recv)
-            for (lo, hi), block in zip(self.blocks[i + 1], recv):
-                self.rows[i][:, lo:hi].copy_(block)
+            self.moving_rows.append(Pending(self.p2p.post(send, recv), functools.partial(self._place_rows, i, recv)))
+
+    def _place_rows(self, i: int, recv: list[torch.Tensor]) -> None:
+        for (lo, hi), block in zip(self.blocks[i + 1], recv):
+            self.rows[i][:, lo:hi].copy_(block)
+
+    def _rows_ready(self) -> None:
+        """Wait for the rows posted by :meth:`_post_rows` and place them."""
+        moving, self.moving_rows = self.moving_rows, []
+        for pending in moving:
+            pending.wait()
 
     def _state(self, net: "Zor", i: int) -> dict:
         """The optimizer state of W_i, made as torch.optim.Adam's first (fused) step makes it, with own moments."""
@@ -360,5 +364,3 @@ class ColumnsUpdate:
             self.always[j] = self.always[j] and (bounds is None or bounds[0] is None)
             self.theta_keys[j] = _key(net.threshold(j))
 
-
-_ONE = 1.0   # 1e-310 * _ONE is 0 where the CPU already flushes denormals (then the flush is left as it is)

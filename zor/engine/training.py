@@ -17,7 +17,10 @@ the draws of the steps in between use errors up to ``sync_every`` steps old.
 Data parallel (``distributed=True``, a torch.distributed process group of world size
 N): every rank draws the same global batch (same sampler state everywhere), trains on
 its shard of B/N rows with the engine's all-reducing step, and all-gathers the
-per-sample errors so the sampler sees the whole global batch. Checkpoints
+per-sample errors so the sampler sees the whole global batch. Under the columns
+exchange (``reducer.whole_batch``) every rank hands the engine the whole global batch
+instead: it holds the whole data set anyway, so no rows move, and the per-sample
+errors come back summed over the ranks from the step's own all-reduce. Checkpoints
 (:mod:`zor.engine.checkpoint_file`, with the training state) are written by rank 0.
 With ``config.weight_average`` = β > 0 the weights are averaged over the run and the
 run ends with the average (:mod:`zor.engine.averaging`).
@@ -61,6 +64,7 @@ class History:
     val: list = field(default_factory=list)                # (step, metrics dict) pairs
     start_step: int = 0                                    # > 0 when the run resumed from a checkpoint
     threads: Optional[int] = None                          # torch threads per step (CPU; zor.engine.threads)
+    step_ends: list = field(default_factory=list)          # seconds from the start to each step's end (host clock)
 
 
 @dataclass
@@ -136,6 +140,7 @@ def fit(net: "Zor", x: "ArrayLike", y: Optional["ArrayLike"], steps: int, batch_
             if bar is not None:
                 bar.update(step + 1 - bar.n)
                 bar.set_postfix(acc=f"{acc:.1f}%")
+        hist.step_ends.append(time.perf_counter() - start)        # on a GPU: queued, unless read back here
         if save_now and not last:
             group.save(net, run.checkpoint, state)
         if validation is not None and eval_every and (step + 1) % eval_every == 0:
@@ -204,6 +209,11 @@ class _Group:
         idx_t = torch.from_numpy(idx)
         if net.device.type == "cuda":
             idx_t = idx_t.pin_memory().to(net.device, non_blocking=True)
+        if self.world > 1 and net.reducer.whole_batch and not x.is_sparse:   # the columns exchange: no shard
+            xb = x.index_select(0, idx_t)                          # (B, n_0): every rank draws the same batch
+            yb = xb if y is x else y.index_select(0, idx_t)
+            threads.for_step(net, len(idx) // self.world, xb.device)
+            return net.reducer.train_whole(net, xb, yb)            # (B,), summed over the ranks in its all-reduce
         if self.world > 1:
             shard = len(idx) // self.world
             idx_t = idx_t[self.rank * shard:(self.rank + 1) * shard]
