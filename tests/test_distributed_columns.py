@@ -12,6 +12,7 @@ Also: a checkpoint of a stale rank is refused, and the gathered rank-0 checkpoin
 one-process checkpoint's format; a run stopped and resumed equals the uninterrupted one
 (``zor.train`` under torchrun); networks the exchange cannot split are refused by name;
 ``auto`` takes the exchange from 1024 units up, and fit's validation then sees whole weights;
+fit's step on the whole global batch gives the bits of the step on shards;
 ``benchmarks/scaling_cpu.py`` reports every rank.
 """
 
@@ -206,3 +207,59 @@ def test_scaling_cpu_benchmark_reports_every_rank(tmp_path):
     total = rows[1]["cpu_s"] + rows[2]["cpu_s"]
     assert rows[1]["bound"] == pytest.approx(2 * rows[0]["cpu_s"] / total, rel=1e-9)
     assert "CPU time per training step" in r.stdout
+
+
+WHOLE_WORKER = '''
+import sys
+import numpy as np, torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[5])
+from test_distributed_step import make_net, data, state_of
+
+rank, init, out, rule = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+whole, shards = make_net(rule, distributed=True), make_net(rule, distributed=True)
+assert whole.reducer.whole_batch and shards.reducer.exchange == "columns"
+xs = data()[:12]                                                   # (steps, 48, 36): the global batches
+errors = []
+for x in xs:
+    e = whole.reducer.train_whole(whole, x, x)                      # (48,): the whole batch's, on every rank
+    rows = shards.train_batch(x[rank * 24:(rank + 1) * 24], x[rank * 24:(rank + 1) * 24])   # (24, 36)
+    errors.append((e.numpy().copy(), rows.abs().mean(dim=1).numpy()))
+for net in (whole, shards):
+    net.reducer.gather_state(net)
+np.savez(out + ".whole.npz", **state_of(whole))
+np.savez(out + ".shards.npz", **state_of(shards))
+np.savez(out + ".errors.npz", whole=np.stack([w for w, _ in errors]), rows=np.stack([r for _, r in errors]))
+dist.destroy_process_group()
+'''
+
+
+@pytest.mark.parametrize("rule", ["gated", "normalized", "uneven"])
+def test_fit_whole_batch_step_equals_the_shard_step_bit_for_bit(tmp_path, rule):
+    """fit's columns step (every rank handed the whole global batch: no rows, output or error move; the per-sample
+    errors come from the step's own all-reduce) gives the bits of the train_batch step on shards (which moves the
+    input rows, the output and the error): weights, θ, rates, novelty traces and moments equal, on both ranks.
+    Its per-sample errors e_b = mean_j |error_bj| of the whole batch equal the shards' rows within float rounding
+    (partial sums over each rank's units, added: 1e-6 relative), and both ranks hold the same ones."""
+    script = tmp_path / "whole.py"
+    script.write_text(WHOLE_WORKER)
+    init, here = f"file://{tmp_path / 'rendezvous'}", str(Path(__file__).parent)
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), init, str(tmp_path / f"rank{r}"), rule, here],
+                              env=_columns_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(WORLD)]
+    for p in procs:
+        log = p.communicate(timeout=180)[0]
+        assert p.returncode == 0, log
+    every = [np.load(tmp_path / f"rank{r}.errors.npz") for r in range(WORLD)]
+    assert np.array_equal(every[0]["whole"], every[1]["whole"])
+    by_rows = np.concatenate([e["rows"] for e in every], axis=1)    # (steps, 48): rank 0's rows, then rank 1's
+    assert every[0]["whole"].shape == by_rows.shape == (12, 48)
+    assert np.allclose(every[0]["whole"], by_rows, rtol=1e-6, atol=0)
+    for r in range(WORLD):
+        whole, shards = np.load(tmp_path / f"rank{r}.whole.npz"), np.load(tmp_path / f"rank{r}.shards.npz")
+        assert sorted(whole.files) == sorted(shards.files)
+        for name in whole.files:
+            assert np.array_equal(whole[name], shards[name]), (r, name)
+        moved = np.abs(whole["weights_0"] - make_net(rule).weights[0].detach().numpy()).max()
+        assert moved > 1e-4, "the weights did not move: the comparison would prove nothing"
