@@ -12,7 +12,7 @@ when they agree writes the file (atomically):
     spike agreement = 100 %, units with |c − θ| ≤ 1e-5 · max(1, |θ|) (exact ties) left out
 
 File: the step graph; the start state as initializers named like the state inputs (a
-graph input with an initializer is an input with a default); metadata ``zor.format`` =
+graph input with an initializer is an input with a default; the tensors of ``transposed`` as W_iᵀ); metadata ``zor.format`` =
 ``zor-learnable``, ``zor.learnable`` (JSON: the hyper-parameters, sizes, state names,
 :func:`~zor.export.learnable_graph.spec_of`), ``zor.verification`` (JSON report).
 Failures are collected and raised together as a VerificationError carrying the report.
@@ -189,9 +189,10 @@ def export_learnable(source: Union[Zor, str, os.PathLike], output: Union[str, os
     report = verify_learnable(net, batches, batch_size, seed)
     if not report["passed"]:
         raise VerificationError("learnable graph differs from the engine: " + "; ".join(report["failures"]), report)
-    for name, value in initial_state(net).items():
-        proto.graph.initializer.append(numpy_helper.from_array(value, name))
     spec = dict(spec_of(net), state=state_names(spec_of(net)), task=net.task)
+    for name, value in initial_state(net).items():      # in the graph's layout (W_iᵀ where spec["transposed"])
+        value = np.ascontiguousarray(value.T) if name in spec["transposed"] else value
+        proto.graph.initializer.append(numpy_helper.from_array(value, name))
     meta = {"zor.format": LEARNABLE_FORMAT, "zor.format_version": "1", "zor.learnable": dumps(spec),
             "zor.verification": dumps(report), TEMPLATE_KEY: _inference_template(net)}
     helper.set_model_props(proto, meta)

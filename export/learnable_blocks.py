@@ -15,27 +15,55 @@ needs no naming rule; the runtime binds row views of one C-contiguous buffer to 
 range of such a buffer is contiguous: no copy). Measured on a 2-core Xeon: the chain of 16
 element-wise passes over a 784 × 256 weight 838 µs whole, 559 µs in 4 blocks, 594 µs in 8.
 
+Transposed, masked connections (:mod:`zor.export.learnable_masked`): a row-blocked W_i whose update
+vanishes on every post unit that spiked for no row (rule post_spikes or gated, post layer not always
+spiking, no novelty gating) is held as W_iᵀ (n_{i+1}, n_i) in the graph, with its moments: listed in
+``spec["transposed"]``; its row blocks are ranges of post units. The start state initializers hold
+those tensors transposed; every reader outside the graph (verification, the Learner's ``state``,
+state files, ``save``) sees W_i (n_i, n_{i+1}) as before (:func:`graph_feeds`, :func:`join_outputs`).
+
 Example:
     >>> [b["rows"] for b in row_blocks([784, 256, 10], "adamw", [0.0, 0.0, 0.0]) if b["state"] == "weight_0"]
     [[0, 196], [196, 392], [392, 588], [588, 784]]
+    >>> [b["rows"] for b in row_blocks([784, 256, 10], "adamw", [0.0] * 3, [0]) if b["state"] == "weight_0"]
+    [[0, 64], [64, 128], [128, 192], [192, 256]]
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BLOCK_ELEMENTS", "row_blocks", "parts", "graph_io", "graph_feeds", "state_outputs", "join_outputs"]
+__all__ = ["BLOCK_ELEMENTS", "MASKED_RULES", "row_blocks", "masked_connections", "transposed_names", "parts", "graph_io",
+           "graph_feeds", "state_outputs", "join_outputs"]
 
 BLOCK_ELEMENTS = 65536    # a W_i of more elements is updated in row blocks of at most this many (256 KB of float32)
+MASKED_RULES = ("post_spikes", "gated")   # rules whose E (so U) is 0 on a post unit that spiked for no row
 
 
-def row_blocks(sizes: list, optimizer: str, novelty: list) -> list[dict]:
+def masked_connections(sizes: list, rule: str, always: list, novelty: list) -> list[int]:
+    """The connections i updated on their active post units only (zor.export.learnable_masked): W_i larger
+    than BLOCK_ELEMENTS (row-blocked), a rule of MASKED_RULES, a post layer that does not spike for good,
+    no novelty gating (its trace moves on silent units too)."""
+    return [i for i in range(len(sizes) - 1) if rule in MASKED_RULES and not always[i + 1]
+            and novelty[i] == 0.0 and int(sizes[i]) * int(sizes[i + 1]) > BLOCK_ELEMENTS]
+
+
+def transposed_names(masked: list, optimizer: str) -> list[str]:
+    """The state tensors held transposed in the graph: W_i and its moments for every masked connection i."""
+    kinds = ["weight"] + (["momentum"] if optimizer == "sgd" else ["adam_m", "adam_v"])
+    return [f"{k}_{i}" for i in masked for k in kinds]
+
+
+def row_blocks(sizes: list, optimizer: str, novelty: list, transposed: tuple = ()) -> list[dict]:
     """The row blocks of every weight-shaped state tensor of a W_i larger than BLOCK_ELEMENTS: each block is
     a graph input ``NAME.k`` and output ``NAME_out.k`` of rows [lo, hi) (W_i itself stays an input too,
-    for the products). The runtime binds row views of one buffer to them: no copy."""
+    for the products). The runtime binds row views of one buffer to them: no copy. For a connection in
+    ``transposed`` the rows are those of W_iᵀ (post units)."""
     out = []
     for i in range(len(sizes) - 1):
         n, width = int(sizes[i]), int(sizes[i + 1])
+        if i in transposed:
+            n, width = width, n
         count = min(n, -(-n * width // BLOCK_ELEMENTS))
         if count < 2:
             continue
@@ -56,13 +84,15 @@ def parts(spec: dict, i: int) -> list[tuple[str, int, int]]:
 
 
 def _state_shape(name: str, spec: dict) -> list:
+    """The graph's shape of a state tensor (W_iᵀ's for one in spec["transposed"])."""
     if name == "step":
         return []
     kind, i = name.rsplit("_", 1)
     sizes = spec["sizes"]
     if kind in ("threshold", "rate"):
         return [sizes[int(i)]]
-    return [sizes[int(i)], sizes[int(i) + 1]]
+    shape = [sizes[int(i)], sizes[int(i) + 1]]
+    return shape[::-1] if name in spec.get("transposed", ()) else shape
 
 
 def graph_io(spec: dict, names: list[str]) -> tuple[list[tuple[str, list]], list[tuple[str, list]]]:
@@ -83,7 +113,10 @@ def graph_io(spec: dict, names: list[str]) -> tuple[list[tuple[str, list]], list
 
 
 def graph_feeds(spec: dict, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The state as the graph's inputs: row blocks as views of the whole tensors (no copy)."""
+    """The state (W_i as (n_i, n_{i+1})) as the graph's inputs: the tensors of spec["transposed"] transposed,
+    row blocks as views of the whole tensors (no further copy)."""
+    turned = set(spec.get("transposed", ()))
+    state = {n: np.ascontiguousarray(v.T) if n in turned else v for n, v in state.items()}
     split = {b["state"] for b in spec.get("blocks", [])}
     feeds = {n: v for n, v in state.items() if n not in split or n.startswith("weight_")}
     feeds.update({b["input"]: state[b["state"]][b["rows"][0]:b["rows"][1]] for b in spec.get("blocks", [])})
@@ -96,9 +129,12 @@ def state_outputs(spec: dict, names: list[str]) -> list[str]:
 
 
 def join_outputs(spec: dict, names: list[str], got: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """name → new value of every state tensor in ``names`` from the graph's outputs (row blocks joined)."""
-    new = {}
+    """name → new value of every state tensor in ``names`` from the graph's outputs (row blocks joined, the
+    tensors of spec["transposed"] turned back to (n_i, n_{i+1}))."""
+    new, turned = {}, set(spec.get("transposed", ()))
     for n in names:
         pieces = [got[b["output"]] for b in spec.get("blocks", []) if b["state"] == n]
         new[n] = np.concatenate(pieces) if pieces else got[f"{n}_out"]
+        if n in turned:
+            new[n] = np.ascontiguousarray(new[n].T)
     return new

@@ -53,6 +53,7 @@ from onnx import TensorProto, helper, numpy_helper
 from zor.common.errors import UnsupportedLearnableError
 
 from .learnable_blocks import graph_io, parts, row_blocks
+from .learnable_masked import masked_layout, masked_update
 
 __all__ = ["OPSET", "SUPPORTED", "spec_of", "state_names", "build_step_graph", "check_supported"]
 
@@ -79,14 +80,15 @@ def check_supported(net: Any) -> None:
 def spec_of(net: Any) -> dict:
     """The learning hyper-parameters baked into the graph, as plain JSON data."""
     c = net.config
+    always = [bool(np.isneginf(net.threshold(i).cpu().numpy()).all()) and
+              (layer.threshold_range is None or layer.threshold_range[0] is None) for i, layer in enumerate(net.layers)]
+    novelty = [layer.novelty_factor for layer in net.layers]
+    masked, transposed = masked_layout(net.sizes, c.rule, always, novelty, c.optimizer)
     return {
         "rule": c.rule, "optimizer": c.optimizer, "lr": c.lr, "betas": list(c.betas), "eps": 1e-8,
         "weight_decay": c.weight_decay, "momentum": c.momentum, "error_scaling": c.error_scaling,
         "min_error_scale": c.min_error_scale, "sizes": list(net.sizes),
-        # layers whose every unit spikes for good (θ = −inf, no lower clamp): s ≡ 1 there
-        "always": [bool(np.isneginf(net.threshold(i).cpu().numpy()).all()) and
-                   (layer.threshold_range is None or layer.threshold_range[0] is None)
-                   for i, layer in enumerate(net.layers)],
+        "always": always,     # layers whose every unit spikes for good (θ = −inf, no lower clamp): s ≡ 1 there
         "layers": [{
             "activation": layer.activation, "homeostasis_rate": net._eta[i],
             "target_activation": layer.target_activation, "rate_momentum": layer.rate_momentum,
@@ -94,7 +96,8 @@ def spec_of(net: Any) -> dict:
             "max_update_norm": layer.max_update_norm, "max_weight": layer.max_weight,
             "novelty_factor": layer.novelty_factor, "novelty_momentum": layer.novelty_momentum,
         } for i, layer in enumerate(net.layers)],
-        "blocks": row_blocks(net.sizes, c.optimizer, [layer.novelty_factor for layer in net.layers]),
+        "blocks": row_blocks(net.sizes, c.optimizer, novelty, tuple(masked)),
+        "transposed": transposed,     # state held as W_iᵀ (n_{i+1}, n_i): zor.export.learnable_masked
     }
 
 
@@ -143,7 +146,7 @@ class _G:
 
 
 def _forward(g: _G, spec: dict, spikes: bool) -> tuple[str, list[tuple[Optional[str], str]]]:
-    """Output name and the (s_i, a_i) of every layer; appends the rate updates' outputs. A layer that spikes
+    """Output name and the (s_i, a_i, mean_b s_i) of every layer; appends the rate updates' outputs. A layer that spikes
     for good (spec["always"]: θ = −inf) has s ≡ 1: no gate pass, s_i None, r ← m r + (1 − m) (the normalized
     rule keeps s_i, its E reads it); ``spikes`` outputs spikes_i of every layer all the same (verification).
     The output f_L(c_L) is written as ``output`` by its own op (no Identity copy)."""
@@ -158,6 +161,7 @@ def _forward(g: _G, spec: dict, spikes: bool) -> tuple[str, list[tuple[Optional[
             if spikes:
                 g.op("Cast", g.op("Greater", h, f"threshold_{i}"), to=TensorProto.FLOAT, out=f"spikes_{i}")
             g.op("Add", g.op("Mul", f"rate_{i}", g.const(m)), g.const(1.0 - m), out=f"rate_{i}_out")
+            mean_s = None
         else:
             s = g.op("Cast", g.op("Greater", h, f"threshold_{i}"), to=TensorProto.FLOAT, out=f"spikes_{i}")
             a = g.act(lay["activation"], g.op("Mul", h, s))                   # (B, n_i)
@@ -166,9 +170,11 @@ def _forward(g: _G, spec: dict, spikes: bool) -> tuple[str, list[tuple[Optional[
                  out=f"rate_{i}_out")
             if i == last and act_out:
                 g.op(_ACT_OPS[lay["activation"]], h, out="output")           # ungated: y = f_L(c_L)
-        traces.append((s, a))
-        if i < last:                                                          # (B, n_{i+1})
-            h = g.op("MatMul", a, f"weight_{i}", out="output" if i + 1 == last and not act_out else None)
+        traces.append((s, a, mean_s))
+        if i < last:                                                          # (B, n_{i+1}); W_iᵀ: transB
+            out = "output" if i + 1 == last and not act_out else None
+            h = g.op("Gemm", a, f"weight_{i}", transB=1, out=out) if _turned(spec, i) else \
+                g.op("MatMul", a, f"weight_{i}", out=out)
     return "output", traces
 
 
@@ -182,12 +188,18 @@ def _signal(g: _G, spec: dict, delta: str, s_post: str, top: bool) -> str:
     return delta
 
 
+def _turned(spec: dict, i: int) -> bool:
+    """W_i held as W_iᵀ and updated on its active post units (zor.export.learnable_masked)."""
+    return f"weight_{i}" in spec.get("transposed", ())
+
+
 def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: str,
             neg_scale: str) -> tuple[list[str], str, Optional[str]]:
     """([u per row block], factor, ‖u‖² or None): the 'gradient' of W_i is u · factor = −ε·clip(G ⊙ E′);
-    writes novelty_i_out (novelty on); ‖u‖² when the layer has a norm clip (it is computed for the clip anyway)."""
+    writes novelty_i_out (novelty on); ‖u‖² when the layer has a norm clip (it is computed for the clip anyway).
+    A transposed W_i gets uᵀ per block of post units, formed on the active ones (zor.export.learnable_masked)."""
     lay = spec["layers"][i]
-    (s_i, a_i), (s_p, a_p) = pre, post
+    a_i, (s_p, a_p, mean_p) = pre[1], post
     rule = spec["rule"]
     column = rule not in ("coactivity", "normalized") and spec["always"][i + 1]   # s_{i+1} ≡ 1: E is a column
     fold = column and lay["novelty_factor"] == 0.0          # E′ = clip(mean_b a_i, 0, 1) per pre unit j, so
@@ -197,6 +209,24 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
     else:
         d_b = g.op("Mul", d, inv_b)                                            # δ̂ / B (B, n_{i+1}): the small side
     post_b = None if rule == "normalized" or column else g.op("Mul", a_p if rule == "coactivity" else s_p, inv_b)
+    if _turned(spec, i):
+        us, ssq = masked_update(g, spec, i, a_i, mean_p, d_b, post_b, parts(spec, i))
+    else:
+        us, ssq = _full_update(g, spec, i, (pre[0], a_i), (a_p, post_b), d_b, column, fold)
+    factor = neg_scale
+    if ssq is not None:
+        norm = g.op("Max", g.op("Sqrt", ssq), g.const(1e-12))
+        clip = g.op("Min", g.op("Div", g.const(float(lay["max_update_norm"])), norm), g.const(1.0))
+        factor = g.op("Mul", clip, neg_scale)
+    return us, factor, ssq                                 # grad = u · factor (factor a scalar); ‖u‖² or None
+
+
+def _full_update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d_b: str, column: bool,
+                 fold: bool) -> tuple[list[str], Optional[str]]:
+    """([u per row block of W_i], ‖u‖² or None) from every product: ``pre`` = (s_i, a_i), ``post`` =
+    (a_{i+1}, the rule's post factor / B), ``d_b`` = δ̂ / B (E′ and 1/B folded in a_i where ``fold``)."""
+    lay, rule = spec["layers"][i], spec["rule"]
+    (s_i, a_i), (a_p, post_b) = pre, post
     blocks, us, ssq = parts(spec, i), [], None
     if len(blocks) > 1:                                     # a block's rows of a_iᵀ: contiguous rows, a cheap Gather
         a_t = g.op("Transpose", a_i, perm=[1, 0])                              # (n_i, B)
@@ -226,12 +256,7 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
         if lay["max_update_norm"] is not None:
             part = g.op("ReduceSumSquare", us[-1], keepdims=0)
             ssq = part if ssq is None else g.op("Add", ssq, part)
-    factor = neg_scale
-    if ssq is not None:
-        norm = g.op("Max", g.op("Sqrt", ssq), g.const(1e-12))
-        clip = g.op("Min", g.op("Div", g.const(float(lay["max_update_norm"])), norm), g.const(1.0))
-        factor = g.op("Mul", clip, neg_scale)
-    return us, factor, ssq                                 # grad = u · factor (factor a scalar); ‖u‖² or None
+    return us, ssq
 
 
 def _adam_scalars(g: _G, spec: dict, t: str) -> dict[str, str]:
@@ -281,7 +306,8 @@ def _optimise(g: _G, spec: dict, i: int, u: str, factor: str, sc: Optional[dict]
         v = g.op("Add", g.op("Mul", f"adam_v_{i}{sfx}", g.const(b2)), g.op("Mul", v_in, k2),
                  out=f"adam_v_{i}_out{sfx}")
         if lr > 0.0:                    # k·m/(√v + eps') = m / (√v/k + eps'/k): one pass fewer
-            step = g.op("Div", m, _affine(g, g.op("Sqrt", v), sc["1/k"], sc["eps/k"], spec["sizes"][i + 1]))
+            width = spec["sizes"][i] if _turned(spec, i) else spec["sizes"][i + 1]     # a block's columns
+            step = g.op("Div", m, _affine(g, g.op("Sqrt", v), sc["1/k"], sc["eps/k"], width))
         else:
             step = g.op("Mul", g.op("Div", m, g.op("Add", g.op("Sqrt", v), sc["eps"])), sc["k"])
         new = g.op("Sub", w, step, out=out)
@@ -333,8 +359,8 @@ def _body(g: _G, spec: dict, spikes: bool) -> None:
     sc = None if spec["optimizer"] == "sgd" else _adam_scalars(g, spec, t)
     for i in reversed(range(top + 1)):
         d = _signal(g, spec, delta, traces[i + 1][0], i == top)
-        if i > 0:
-            delta = g.op("Gemm", d, f"weight_{i}", transB=1)                # δ̂ W_iᵀ (B, n_i), old W_i
+        if i > 0:                                                           # δ̂ W_iᵀ (B, n_i), old W_i
+            delta = g.op("MatMul", d, f"weight_{i}") if _turned(spec, i) else g.op("Gemm", d, f"weight_{i}", transB=1)
         us, factor, ssq = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
         if ssq is not None:                                                 # ‖grad‖² = ‖u‖²·factor²
             health = g.op("Add", health, g.op("Mul", ssq, _square(g, factor)))

@@ -143,6 +143,21 @@ def _check_blocks(blocks: Any, start: dict[str, np.ndarray], path: PathLike) -> 
                              f"weight-shaped tensors, got {str(exc) or type(exc).__name__}") from exc
 
 
+def _check_turned(names: Any, start: dict[str, np.ndarray], sizes: list[int], path: PathLike) -> frozenset:
+    """The state tensors the graph holds transposed (spec["transposed"]): each must be a weight-shaped state
+    W_i, its moments, held as (n_{i+1}, n_i) in the file, else ModelFileError."""
+    try:
+        for n in names:
+            i = int(n.rsplit("_", 1)[1])
+            if not n.startswith(("weight_", "adam_m_", "adam_v_", "momentum_")) or n not in start \
+                    or start[n].shape != (sizes[i + 1], sizes[i]):
+                raise ValueError(n)
+        return frozenset(names)
+    except (TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: zor.learnable transposed: expected weight-shaped state tensors held as "
+                             f"(n_(i+1), n_i), got {exc}") from exc
+
+
 def _ready(a: Any, width: int) -> bool:
     """The common call: already a finite C-contiguous float32 (B ≥ 1, width) array, nothing to convert."""
     return (type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 2 and a.shape[1] == width
@@ -169,6 +184,7 @@ class Learner:
         start = _start_state(self.path, data, self.names)
         _check_finite(start, f"{path}: start state", ModelFileError)
         _check_blocks(self.spec.get("blocks", []), start, path)
+        self._turned = _check_turned(self.spec.get("transposed", []), start, self.sizes, path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3          # the state inputs carry defaults on purpose: no warning for them
         if threads:
@@ -191,13 +207,15 @@ class Learner:
 
     @property
     def state(self) -> dict[str, np.ndarray]:
-        """Every state tensor as it is now (copies: the session's own buffers are rewritten each step)."""
-        return {n: v.copy() for n, v in self._bound.live.items()}
+        """Every state tensor as it is now (copies: the session's own buffers are rewritten each step); W_i and
+        its moments as (n_i, n_{i+1}) also where the graph holds them transposed (spec["transposed"])."""
+        return {n: np.ascontiguousarray(v.T) if n in self._turned else v.copy() for n, v in self._bound.live.items()}
 
     @property
     def weights(self) -> list[np.ndarray]:
         """W_i (n_i, n_{i+1}) as they are now (copies)."""
-        return [self._bound.live[f"weight_{i}"].copy() for i in range(len(self.sizes) - 1)]
+        state = self.state
+        return [state[f"weight_{i}"] for i in range(len(self.sizes) - 1)]
 
     def _checked(self, x: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
         if not _ready(x, self.sizes[0]):
@@ -314,7 +332,8 @@ class Learner:
         sampler = None
         if self._sampler is not None:
             sampler = dict(self._sampler.get_state(), data=self._sampler_data)
-        return learner_state.Session(self._bound.live, self.steps_done, self.rng.bit_generator.state, sampler)
+        live = self._bound.live if not self._turned else self.state      # the file holds W_i (n_i, n_{i+1})
+        return learner_state.Session(live, self.steps_done, self.rng.bit_generator.state, sampler)
 
     def save_state(self, path: PathLike) -> None:
         """Write the session atomically: every state tensor, the step count, the rng and the curriculum
@@ -329,7 +348,8 @@ class Learner:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise StateError(f"learner state {path}: cannot read it ({exc})") from exc
-        expected = {n: (v.shape, v.dtype) for n, v in self._bound.live.items()}
+        expected = {n: (v.shape[::-1] if n in self._turned else v.shape, v.dtype)     # W_i as (n_i, n_{i+1})
+                    for n, v in self._bound.live.items()}
         s = learner_state.parse_state(data, self.model_hash, expected)
         rng, sampler = self.rng, None
         try:
@@ -345,7 +365,7 @@ class Learner:
         except (ValueError, TypeError, KeyError) as exc:
             raise StateError(f"learner state {path}: the rng or curriculum state does not fit ({exc})") from exc
         _check_finite(s.state, f"learner state {path}", StateError)
-        self._bound.load(s.state)
+        self._bound.load({n: v.T if n in self._turned else v for n, v in s.state.items()})
         self.rng, self.steps_done = rng, s.steps_done
         self._sampler, self._sampler_data = sampler, (s.sampler or {}).get("data")
 
