@@ -1,15 +1,17 @@
 """CPU time of a data-parallel training step: 1 process against each rank of N, per exchange.
 
 Wall-clock speed-ups on a shared machine move with whatever else runs; CPU time barely does.
-This measures, per ``train_batch`` step (one torch thread per process, random rows, the same
-network and global batch B everywhere):
+This measures, per step of :meth:`Zor.fit` (``zor.engine.training``'s step on one global batch:
+1 process trains on all B rows; under the columns exchange every rank takes all B rows, under
+the others its B/N rows plus fit's all-gather of the per-sample errors; one torch thread per
+process, random rows, the same network and global batch everywhere):
 
     cpu      time.process_time  over the step: the main thread plus gloo's threads
     main     time.thread_time   over the step: the main thread alone
     wall     time.perf_counter  over the step
 
-for 1 process on the whole batch and for every rank of N processes (``torchrun``) on its B/N
-rows, under each exchange (``ZOR_DP_EXCHANGE``). Each figure is the median over the timed
+for 1 process and for every rank of N processes (``torchrun``), under each exchange
+(``ZOR_DP_EXCHANGE``). Each figure is the median over the timed
 steps (after warm-up steps). With both cores fully used, N ranks can at best reach
 
     bound = N · cpu(1 process) / Σ_r cpu(rank r)
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from benchmarks import common
 from benchmarks.scaling import EXCHANGES, ROOT, _port
@@ -46,6 +49,7 @@ def worker(layers: str, batch: int, steps: int, warmup: int, out: str) -> None:
     import torch
 
     from zor import Layer, Zor
+    from zor.engine import training
 
     common.set_threads(1)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -56,11 +60,11 @@ def worker(layers: str, batch: int, steps: int, warmup: int, out: str) -> None:
     sizes = [int(n) for n in layers.split(",")]
     net = Zor([Layer(n) for n in sizes], seed=0, device="cpu", threads=1, distributed=world > 1)
     x = torch.rand(batch, sizes[0], generator=torch.Generator().manual_seed(1))   # (B, n_0), the global batch
-    shard = x[rank * batch // world:(rank + 1) * batch // world]                  # (B/N, n_0)
+    group, idx = training._Group(rank, world), np.arange(batch)                  # fit's step on that batch
     times: dict[str, list[float]] = {"cpu": [], "main": [], "wall": []}
     for step in range(warmup + steps):
         t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
-        net.train_batch(shard, shard)
+        group.step(net, x, x, idx)
         if step >= warmup:
             times["wall"].append(time.perf_counter() - t0)
             times["cpu"].append(time.process_time() - c0)

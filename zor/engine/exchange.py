@@ -2,10 +2,14 @@
 
 Every move is a swap (torch.distributed.batch_isend_irecv): rank r sends send[q] to rank q and
 receives rank q's tensor into recv[q], for every q ≠ r, and waits for all of it before it
-returns. On loopback gloo a swap is about 4× faster than ``all_gather``, which copies through
-a flat buffer; gloo's collectives, and further swaps, hung beside pending ones, so one swap
-runs at a time. Tags are TAG_BASE + (count mod TAGS): every rank counts its swaps, and all
-ranks swap in the same order.
+returns; ``post`` (and ``columns_posted``, ``columns_into``) returns without waiting, and the
+caller waits (:class:`Pending`) where it needs the data. On loopback gloo a swap is about 4×
+faster than ``all_gather``, which copies through a flat buffer. Tags are TAG_BASE + (count mod
+TAGS): every rank counts its swaps, and all ranks post in the same order. Swaps and gloo's
+collectives (which number their slots from 0 up) run beside pending swaps on torch 2.13's gloo:
+the columns exchange's ``train_batch`` step all-reduces and swaps while the last step's rows
+are still travelling (tests/test_distributed_columns.py). An earlier note here said they hung
+there; the cause was not recorded.
 
 On top of it, for a tensor split over N ranks by rows (a shard of a batch) or by columns (a
 block of units, ``blocks[q] = (lo, hi)`` of rank q):
@@ -117,13 +121,15 @@ class Blocks(PointToPoint):
         return Pending(self.post([parts[self.rank]] * self.world, parts),
                        lambda: torch.cat(parts, dim=1, out=out))
 
-    def columns_into(self, full: torch.Tensor, own: torch.Tensor, blocks: Sequence[Block]) -> None:
-        """The ranks' column blocks (n, k_q) of a (n, Σk) tensor written into ``full``."""
+    def columns_into(self, full: torch.Tensor, own: torch.Tensor, blocks: Sequence[Block]) -> Pending:
+        """The ranks' column blocks (n, k_q) of a (n, Σk) tensor, posted; ``wait()`` writes them into ``full``."""
         parts = [own if q == self.rank else torch.empty(own.shape[0], hi - lo, dtype=own.dtype, device=own.device)
                  for q, (lo, hi) in enumerate(blocks)]
-        self.all_gather(parts)
-        for (lo, hi), part in zip(blocks, parts):
-            full[:, lo:hi].copy_(part)
+
+        def place() -> None:
+            for (lo, hi), part in zip(blocks, parts):
+                full[:, lo:hi].copy_(part)
+        return Pending(self.post([own] * self.world, parts), place)
 
     def to_rows(self, t: torch.Tensor, blocks: Sequence[Block], name: str) -> torch.Tensor:
         """This rank's units of every row (B, k_r) → every unit of this rank's rows (B_r, n) (a new tensor)."""

@@ -1,32 +1,40 @@
 """Tensor parallelism by output units: the ``columns`` exchange of :mod:`zor.engine.distributed`.
 
-N ranks hold the same network; rank r is handed its shard of B_r = B/N rows of every global
-batch (as under the other exchanges) and owns the block of units
+N ranks hold the same network; each owns the block of units
 
     κ_j = [r·k_j, (r+1)·k_j) ∩ [0, n_j),   k_j = ⌈n_j / N⌉          of every layer j ≥ 1
 
 with their θ_j[κ_j] and r_j[κ_j], and the columns W_i[:, κ_{i+1}] of every connection with
 their Adam moments and novelty traces, kept contiguous here, plus a copy of the rows
 W_i[κ_i, :] of every connection above the input for the signal. Layer 0 is whole on every
-rank. One step, on the WHOLE global batch (moves: :mod:`zor.engine.exchange`):
+rank. Every rank runs the WHOLE global batch. ``fit`` hands each rank all of it
+(:meth:`ColumnsUpdate.train_whole`: every rank holds the whole data set and draws the same
+batch); ``train_batch`` on a rank's shard of B_r = B/N rows (as under the other exchanges)
+gathers the rows first and hands the output back by rows. One step (moves:
+:mod:`zor.engine.exchange`):
 
-    x                  ← rows: the ranks' shards, in rank order                (B, n_0)
+    x                  ← rows: the ranks' shards, in rank order  (train_batch only)   (B, n_0)
     h_{i+1}[:, κ]      = a_i W_i[:, κ]                      whole sums over n_i, as one process
     s, a on κ          = [c > θ[κ]], f(c ⊙ s);  r[κ] ← m r[κ] + (1 − m) mean_b s
     a_{i+1}            ← columns (below the output; s too for the normalized rule)   (B, n_{i+1})
-    output             ← to_rows: rank r hands out its rows of f(c_L)           (B_r, n_L)
-    δ_L[:, κ]          ← to_columns of the error rows                            (B, k_L)
+    δ_L[:, κ]          = y[:, κ] − f(c_L[:, κ])             (fit: the own columns of the error)
+       train_batch:      output → to_rows (B_r, n_L); the error rows → to_columns (B, k_L)
     δ̂[:, κ]            = rule.signal(δ[:, κ])              per unit over the whole batch: local
     δ_i[:, κ_i]        = columns(δ̂) W_i[κ_i, :]ᵀ           whole sums over n_{i+1}, as one process
     U_i[:, κ]          = G ⊙ clip(E − ν R, 0, 1)         from the whole a_i and the own post factors
-    Σ|error|, ‖U_i[j, κ]‖² for every row j              one all-reduce → ε̄, ‖U_i‖ = ‖(‖U_i[j]‖)_j‖
+    Σ|error| (fit: per sample too), ‖U_i[j, κ]‖² per row j    one all-reduce → ε̄, ‖U_i‖, e_b
     W_i[:, κ]          ← fused AdamW(−ε̄ U_i min(1, c/‖U_i‖)), clamp;  θ[κ] ← θ[κ] − η (target − r[κ])
     W_i[κ_i, κ_q]      ← from rank q, every connection above the input: the rows current again
 
-Per step a rank receives (N−1)/N of B·n_0 (inputs), of B·n_j for each hidden layer j twice
-(activations and signal), (N−1)/N² of 2·B·n_L (output and error) and of |W_i| for each
-connection above the input (its rows); it does 1/N of every product, of the update and of the
-optimiser step.
+(the update: :mod:`zor.engine.tensorparallel_update`). Two moves travel while the rank
+computes: the columns of δ̂ while it forms U_i (which does not need them), and the rows of
+W_i from the end of one step into the next forward (waited for just before the next signal
+product, the first reader). The results are those of the blocking moves, bit for bit.
+
+Per step a rank receives (N−1)/N of B·n_j for each hidden layer j twice (activations and
+signal) and (N−1)/N² of |W_i| for each connection above the input (its rows); through
+``train_batch`` also (N−1)/N of B·n_0 (inputs) and (N−1)/N² of 2·B·n_L (output and error). It
+does 1/N of every product, of the update and of the optimiser step.
 
 Exactness against one process on the whole batch: every product keeps its sums whole, and
 a rank's products are column blocks of one process's (bit-identical on the CPUs tried), so
@@ -166,6 +174,7 @@ class ColumnsUpdate:
         if not self.stale:
             return
         self._rows_ready()
+        moving = []                                 # every swap posted at once; each block placed as it arrives
         with torch.no_grad():
             for i, w in enumerate(net.weights):
                 pairs = [(w.detach(), self.w[i])]
@@ -174,11 +183,13 @@ class ColumnsUpdate:
                 st = net.optimizer.state.get(w)
                 if st and self.moments[i] is not None:
                     pairs += [(st["exp_avg"], self.moments[i][0]), (st["exp_avg_sq"], self.moments[i][1])]
-                for full, own in pairs:
-                    self.p2p.columns_into(full, own, self.blocks[i + 1])
+                moving += [self.p2p.columns_into(full, own, self.blocks[i + 1]) for full, own in pairs]
             for j in range(1, len(net.layers)):
                 for t in (net.threshold(j), net.rate(j)):
-                    self.p2p.all_gather([t[lo:hi] for lo, hi in self.blocks[j]])
+                    parts = [t[lo:hi] for lo, hi in self.blocks[j]]
+                    moving.append(Pending(self.p2p.post([parts[self.rank]] * self.world, parts), lambda: None))
+            for pending in moving:
+                pending.wait()
         self.keys = [self._state_key(net, i, net.optimizer.state.get(w) or {}) for i, w in enumerate(net.weights)]
         self.theta_keys = [_key(net.threshold(j)) for j in range(len(net.layers))]
         self.stale = False
