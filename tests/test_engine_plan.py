@@ -6,7 +6,8 @@ every weight, threshold, firing rate and optimizer moment with ``torch.equal``: 
 tensor operations in the same order, so nothing may differ. Cases: the four rules, activations, error
 scaling off, other update bounds, no weight clamp, threshold bounds, a finite output threshold, the
 masked co-activity (few hidden units spike), an optimizer without a fused kernel (the learning step's
-own fallback), a change of batch size, and thresholds set between steps.
+own fallback), a change of batch size, thresholds set between steps, and the optimizer's learning rate,
+weight decay and a step hook changed between steps (the plan's kept optimizer arguments looked up again).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _net(case: str) -> Zor:
 
 
 CASES = ["gated", "coactivity", "normalized", "post_spikes", "relu", "no_scaling", "bound", "no_clip", "no_clamp",
-         "bounds", "finite_output", "masked", "sgd", "adam", "batch_change", "set_threshold"]
+         "bounds", "finite_output", "masked", "sgd", "adam", "batch_change", "set_threshold", "optimizer_change"]
 
 
 def _batches(case: str) -> list[torch.Tensor]:
@@ -52,6 +53,13 @@ def _train(net: Zor, case: str, batches: list[torch.Tensor]) -> None:
         if case == "set_threshold" and k == 6:
             net.set_threshold(3, 0.2)                       # the output stops always spiking
             net.set_threshold(1, float("-inf"))             # a hidden layer starts
+        group = net.optimizer.param_groups[0]
+        if case == "optimizer_change" and k == 4:
+            group["lr"] = group["lr"] * 0.5                 # as a scheduler would: a new value
+        if case == "optimizer_change" and k == 6:
+            group["weight_decay"] = 0.05
+        if case == "optimizer_change" and k == 8:           # a step hook: the optimizer's own step from here
+            net._hook = net.optimizer.register_step_post_hook(lambda opt, args, kwargs: None)
         net.train_batch(x, x)
 
 

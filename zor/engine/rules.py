@@ -259,10 +259,12 @@ def clip_norm(u: torch.Tensor, max_norm: Optional[float], scale: Union[float, to
     (the default) as 1 / max(‖U‖, 1), the same number in two ops fewer."""
     if max_norm is None:
         return u.mul_(scale) if isinstance(scale, torch.Tensor) or scale != 1.0 else u
+    # ‖U‖ as update_norm(u) forms it, written out for a matrix (two calls fewer on the training step's path)
+    norm = torch.linalg.vector_norm(torch.linalg.vector_norm(u, dim=1)) if u.dim() == 2 else update_norm(u)
     if max_norm == 1.0:
-        f = update_norm(u).clamp_min_(1.0).reciprocal_()
+        f = norm.clamp_min_(1.0).reciprocal_()
     else:
-        f = update_norm(u).clamp_min_(1e-12).reciprocal_().mul_(max_norm).clamp_(max=1.0)
+        f = norm.clamp_min_(1e-12).reciprocal_().mul_(max_norm).clamp_(max=1.0)
     return u.mul_(f.mul_(scale))
 
 
