@@ -53,7 +53,8 @@ from onnx import TensorProto, helper, numpy_helper
 from zor.common.errors import UnsupportedLearnableError
 
 from .learnable_blocks import graph_io, parts, row_blocks
-from .learnable_masked import masked_layout, masked_update
+from .learnable_masked import masked_layout, masked_update, turned
+from .learnable_optim import adam_scalars, optimise, square
 
 __all__ = ["OPSET", "SUPPORTED", "spec_of", "state_names", "build_step_graph", "check_supported"]
 
@@ -173,7 +174,7 @@ def _forward(g: _G, spec: dict, spikes: bool) -> tuple[str, list[tuple[Optional[
         traces.append((s, a, mean_s))
         if i < last:                                                          # (B, n_{i+1}); W_iᵀ: transB
             out = "output" if i + 1 == last and not act_out else None
-            h = g.op("Gemm", a, f"weight_{i}", transB=1, out=out) if _turned(spec, i) else \
+            h = g.op("Gemm", a, f"weight_{i}", transB=1, out=out) if turned(spec, i) else \
                 g.op("MatMul", a, f"weight_{i}", out=out)
     return "output", traces
 
@@ -186,11 +187,6 @@ def _signal(g: _G, spec: dict, delta: str, s_post: str, top: bool) -> str:
     if rule == "gated" and not top and s_post is not None:             # None: the layer spikes for good
         return g.op("Mul", delta, s_post)
     return delta
-
-
-def _turned(spec: dict, i: int) -> bool:
-    """W_i held as W_iᵀ and updated on its active post units (zor.export.learnable_masked)."""
-    return f"weight_{i}" in spec.get("transposed", ())
 
 
 def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: str,
@@ -209,7 +205,7 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
     else:
         d_b = g.op("Mul", d, inv_b)                                            # δ̂ / B (B, n_{i+1}): the small side
     post_b = None if rule == "normalized" or column else g.op("Mul", a_p if rule == "coactivity" else s_p, inv_b)
-    if _turned(spec, i):
+    if turned(spec, i):
         us, ssq = masked_update(g, spec, i, a_i, mean_p, d_b, post_b, parts(spec, i))
     else:
         us, ssq = _full_update(g, spec, i, (pre[0], a_i), (a_p, post_b), d_b, column, fold)
@@ -259,75 +255,6 @@ def _full_update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d_b: str, c
     return us, ssq
 
 
-def _adam_scalars(g: _G, spec: dict, t: str) -> dict[str, str]:
-    """The step's scalars of Adam: k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) and eps' = eps·√(1 − β₂ᵗ) (see _optimise)."""
-    b1, b2 = spec["betas"]
-    bc1 = g.op("Sub", g.const(1.0), g.op("Pow", g.const(b1), t))
-    sb2 = g.op("Sqrt", g.op("Sub", g.const(1.0), g.op("Pow", g.const(b2), t)))
-    k = g.op("Div", g.op("Mul", g.const(spec["lr"]), sb2), bc1)
-    eps = g.op("Mul", g.const(spec["eps"]), sb2)
-    if spec["lr"] == 0.0:
-        return {"k": k, "eps": eps}
-    return {"k": k, "eps": eps, "1/k": g.op("Reciprocal", k), "eps/k": g.op("Div", eps, k)}
-
-
-def _optimise(g: _G, spec: dict, i: int, u: str, factor: str, sc: Optional[dict], part: tuple) -> None:
-    """One optimiser step of the rows ``part`` = (suffix, lo, hi) of W_i from grad = u · factor; writes
-    weight_i_out and the moments' outputs (of that block).
-
-    Adam's W ← W − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps) is computed as
-    W − m / (√v/k + eps·√(1 − β₂ᵗ)/k), k = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ), the affine map of √v in one
-    BatchNormalization pass (lr = 0: W − k·m/(√v + eps·√(1 − β₂ᵗ))): the same value, fewer passes;
-    the scalar factors (1 − β₁)·factor and (1 − β₂)·factor² fold into the moments' updates."""
-    sfx = part[0]
-    w, lr, wd = f"weight_{i}{sfx}", spec["lr"], spec["weight_decay"]
-    mw = spec["layers"][i]["max_weight"]
-    out = None if mw is not None else f"weight_{i}_out{sfx}"
-    if spec["optimizer"] == "sgd":
-        grad = g.op("Mul", u, factor)
-        if wd != 0.0:
-            grad = g.op("Add", grad, g.op("Mul", w, g.const(wd)))
-        buf = g.op("Add", g.op("Mul", f"momentum_{i}{sfx}", g.const(spec["momentum"])), grad,
-                   out=f"momentum_{i}_out{sfx}")
-        new = g.op("Sub", w, g.op("Mul", buf, g.const(lr)), out=out)
-    else:
-        b1, b2 = spec["betas"]
-        if spec["optimizer"] == "adam" and wd != 0.0:      # L2 in the gradient: no folding
-            grad = g.op("Add", g.op("Mul", u, factor), g.op("Mul", w, g.const(wd)))
-            m_in, k1, v_in, k2 = grad, g.const(1.0 - b1), g.op("Mul", grad, grad), g.const(1.0 - b2)
-        else:
-            m_in, k1 = u, g.once(("k1", factor), lambda: g.op("Mul", factor, g.const(1.0 - b1)))
-            v_in = g.op("Mul", u, u)
-            k2 = g.once(("k2", factor), lambda: g.op("Mul", _square(g, factor), g.const(1.0 - b2)))
-        if spec["optimizer"] == "adamw":
-            w = g.op("Mul", w, g.const(1.0 - lr * wd))
-        m = g.op("Add", g.op("Mul", f"adam_m_{i}{sfx}", g.const(b1)), g.op("Mul", m_in, k1),
-                 out=f"adam_m_{i}_out{sfx}")
-        v = g.op("Add", g.op("Mul", f"adam_v_{i}{sfx}", g.const(b2)), g.op("Mul", v_in, k2),
-                 out=f"adam_v_{i}_out{sfx}")
-        if lr > 0.0:                    # k·m/(√v + eps') = m / (√v/k + eps'/k): one pass fewer
-            width = spec["sizes"][i] if _turned(spec, i) else spec["sizes"][i + 1]     # a block's columns
-            step = g.op("Div", m, _affine(g, g.op("Sqrt", v), sc["1/k"], sc["eps/k"], width))
-        else:
-            step = g.op("Mul", g.op("Div", m, g.op("Add", g.op("Sqrt", v), sc["eps"])), sc["k"])
-        new = g.op("Sub", w, step, out=out)
-    if mw is not None:
-        g.op("Clip", new, g.const(-float(mw)), g.const(float(mw)), out=f"weight_{i}_out{sfx}")
-
-
-def _affine(g: _G, x: str, scale: str, shift: str, width: int) -> str:
-    """x·scale + shift (x (n, width), scale and shift scalars) in one pass: BatchNormalization with
-    mean 0, variance 1 and epsilon 0 is exactly that affine map per column (Mul then Add are two passes)."""
-    ones = g.once(("ones", width), lambda: g.const(np.ones(width, np.float32)))
-    return g.op("BatchNormalization", x, g.once(("scale", scale, width), lambda: g.op("Mul", ones, scale)),
-                g.once(("shift", shift, width), lambda: g.op("Mul", ones, shift)),
-                g.once(("zeros", width), lambda: g.const(np.zeros(width, np.float32))), ones, epsilon=0.0)
-
-
-def _square(g: _G, x: str) -> str:
-    return g.once(("square", x), lambda: g.op("Mul", x, x))
-
-
 def _homeostasis(g: _G, spec: dict) -> None:
     for i, lay in enumerate(spec["layers"]):
         th = f"threshold_{i}"
@@ -356,16 +283,16 @@ def _body(g: _G, spec: dict, spikes: bool) -> None:
     t = g.op("Add", "step", g.const(1.0), out="step_out")
     top = len(spec["sizes"]) - 2
     health = mean_abs if spec["error_scaling"] else g.op("ReduceMean", g.op("Abs", delta), keepdims=0)
-    sc = None if spec["optimizer"] == "sgd" else _adam_scalars(g, spec, t)
+    sc = None if spec["optimizer"] == "sgd" else adam_scalars(g, spec, t)
     for i in reversed(range(top + 1)):
         d = _signal(g, spec, delta, traces[i + 1][0], i == top)
         if i > 0:                                                           # δ̂ W_iᵀ (B, n_i), old W_i
-            delta = g.op("MatMul", d, f"weight_{i}") if _turned(spec, i) else g.op("Gemm", d, f"weight_{i}", transB=1)
+            delta = g.op("MatMul", d, f"weight_{i}") if turned(spec, i) else g.op("Gemm", d, f"weight_{i}", transB=1)
         us, factor, ssq = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
         if ssq is not None:                                                 # ‖grad‖² = ‖u‖²·factor²
-            health = g.op("Add", health, g.op("Mul", ssq, _square(g, factor)))
+            health = g.op("Add", health, g.op("Mul", ssq, square(g, factor)))
         for u, part in zip(us, parts(spec, i)):                            # block by block: in L2
-            _optimise(g, spec, i, u, factor, sc, part)
+            optimise(g, spec, i, u, factor, sc, part)
     g.op("Identity", health, out="health")
     _homeostasis(g, spec)
 

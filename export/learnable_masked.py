@@ -38,7 +38,12 @@ from onnx import TensorProto
 
 from .learnable_blocks import masked_connections, transposed_names
 
-__all__ = ["masked_ops", "masked_layout", "masked_update"]
+__all__ = ["masked_ops", "masked_layout", "masked_update", "turned"]
+
+
+def turned(spec: dict, i: int) -> bool:
+    """W_i held as W_iᵀ and updated on its active post units."""
+    return f"weight_{i}" in spec.get("transposed", ())
 
 
 def masked_layout(sizes: list, rule: str, always: list, novelty: list, optimizer: str) -> tuple[list[int], list[str]]:
@@ -54,8 +59,8 @@ def masked_ops() -> tuple[str, ...]:
 
 
 def masked_update(g: Any, spec: dict, i: int, a_i: str, mean_p: str, d_b: str, post_b: str,
-                  blocks: list[tuple[str, int, int]]) -> tuple[list[str], Optional[str]]:
-    """([Uᵀ of each block of post units (hi − lo, n_i)], ‖U‖² or None) of connection i (see the module
+                  blocks: list[tuple[str, int, int]]) -> tuple[list[tuple[str, str]], Optional[str]]:
+    """([(Uᵀ_K, its rows of each block of post units)], ‖U‖² or None) of connection i (see the module
     docstring); ``g`` the graph builder of zor.export.learnable_graph, ``a_i`` (B, n_i), ``mean_p`` the post
     layer's mean_b s (n_{i+1},), ``d_b`` = δ̂ / B and ``post_b`` = s_{i+1} / B (B, n_{i+1})."""
     n_p = int(spec["sizes"][i + 1])
@@ -74,7 +79,7 @@ def masked_update(g: Any, spec: dict, i: int, a_i: str, mean_p: str, d_b: str, p
     on_i = g.op("Cast", on, to=TensorProto.INT64)
     rows = g.op("Sub", g.op("Mul", g.op("CumSum", on_i, g.const(0, np.int64)), on_i), g.const(1, np.int64))
     us = []
-    for _, lo, hi in blocks:                                                      # a copy of whole rows each
+    for _, lo, hi in blocks:            # Uᵀ[lo:hi] = Uᵀ_K[rows[lo:hi]], gathered by zor.export.learnable_optim
         part = rows if len(blocks) == 1 else g.op("Slice", rows, g.const([lo], np.int64), g.const([hi], np.int64))
-        us.append(g.op("Gather", u, part, axis=0))                                # Uᵀ[lo:hi] (hi − lo, n_i)
+        us.append((u, part))
     return us, ssq
