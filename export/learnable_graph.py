@@ -146,8 +146,8 @@ class _G:
         return self.op(_ACT_OPS[name], x) if name in _ACT_OPS else x
 
 
-def _forward(g: _G, spec: dict, spikes: bool, inv_b: str) -> tuple[str, list[tuple[Optional[str], str]]]:
-    """Output name and the (s_i, a_i, Σ_b s_i) of every layer; appends the rate updates' outputs. A layer that spikes
+def _forward(g: _G, spec: dict, spikes: bool) -> tuple[str, list[tuple[Optional[str], str]]]:
+    """Output name and the (s_i, a_i, mean_b s_i) of every layer; appends the rate updates' outputs. A layer that spikes
     for good (spec["always"]: θ = −inf) has s ≡ 1: no gate pass, s_i None, r ← m r + (1 − m) (the normalized
     rule keeps s_i, its E reads it); ``spikes`` outputs spikes_i of every layer all the same (verification).
     The output f_L(c_L) is written as ``output`` by its own op (no Identity copy)."""
@@ -166,9 +166,9 @@ def _forward(g: _G, spec: dict, spikes: bool, inv_b: str) -> tuple[str, list[tup
         else:
             s = g.op("Cast", g.op("Greater", h, f"threshold_{i}"), to=TensorProto.FLOAT, out=f"spikes_{i}")
             a = g.act(lay["activation"], g.op("Mul", h, s))                   # (B, n_i)
-            mean_s = g.op("ReduceSum", s, g.const([0], np.int64), keepdims=0)  # Σ_b s_i (n_i,): cheaper than a mean
-            k = g.once(("rate", m), lambda: g.op("Mul", inv_b, g.const(1.0 - m)))   # (1 − m)/B
-            g.op("Add", g.op("Mul", f"rate_{i}", g.const(m)), g.op("Mul", mean_s, k), out=f"rate_{i}_out")
+            mean_s = g.op("ReduceMean", s, axes=[0], keepdims=0)              # (n_i,)
+            g.op("Add", g.op("Mul", f"rate_{i}", g.const(m)), g.op("Mul", mean_s, g.const(1.0 - m)),
+                 out=f"rate_{i}_out")
             if i == last and act_out:
                 g.op(_ACT_OPS[lay["activation"]], h, out="output")           # ungated: y = f_L(c_L)
         traces.append((s, a, mean_s))
@@ -200,8 +200,7 @@ def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: s
     column = rule not in ("coactivity", "normalized") and spec["always"][i + 1]   # s_{i+1} ≡ 1: E is a column
     fold = column and lay["novelty_factor"] == 0.0          # E′ = clip(mean_b a_i, 0, 1) per pre unit j, so
     if fold:                                                # U = (a_i ⊙ E′ᵀ / B)ᵀ δ̂: E′ and 1/B on the small side
-        mean = g.op("Mul", g.op("ReduceSum", a_i, g.const([0], np.int64), keepdims=1), inv_b)   # (1, n_i)
-        e_row = g.op("Clip", mean, g.const(0.0), g.const(1.0))
+        e_row = g.op("Clip", g.op("ReduceMean", a_i, axes=[0], keepdims=1), g.const(0.0), g.const(1.0))
         a_i, d_b = g.op("Mul", a_i, g.op("Mul", e_row, inv_b)), d              # (B, n_i), (B, n_{i+1})
     else:
         d_b = g.op("Mul", d, inv_b)                                            # δ̂ / B (B, n_{i+1}): the small side
@@ -271,9 +270,7 @@ def _homeostasis(g: _G, spec: dict) -> None:
 
 
 def _body(g: _G, spec: dict, spikes: bool) -> None:
-    batch = g.op("Cast", g.op("Gather", g.op("Shape", "x"), g.const(0, np.int64), axis=0), to=TensorProto.FLOAT)
-    inv_b = g.op("Reciprocal", batch)
-    out, traces = _forward(g, spec, spikes, inv_b)
+    out, traces = _forward(g, spec, spikes)
     delta = g.op("Sub", "target", out, out="error")                             # (B, n_L)
     if spec["error_scaling"]:
         mean_abs = g.op("ReduceMean", g.op("Abs", delta), keepdims=0)
@@ -281,6 +278,8 @@ def _body(g: _G, spec: dict, spikes: bool) -> None:
     else:
         scale = g.const(1.0)
     neg_scale = g.op("Neg", scale)
+    batch = g.op("Cast", g.op("Gather", g.op("Shape", "x"), g.const(0, np.int64), axis=0), to=TensorProto.FLOAT)
+    inv_b = g.op("Reciprocal", batch)
     t = g.op("Add", "step", g.const(1.0), out="step_out")
     top = len(spec["sizes"]) - 2
     health = mean_abs if spec["error_scaling"] else g.op("ReduceMean", g.op("Abs", delta), keepdims=0)

@@ -248,7 +248,6 @@ LEARNABLE_OPERATORS = frozenset({
     "Relu", "Sigmoid", "Tanh",
     "BatchNormalization",   # inference mode (mean 0, variance 1, epsilon 0): one-pass affine map in Adam's step
     "NonZero", "Reshape", "Concat", "Pad", "CumSum", "Split",   # co-activity on the active post units only
-    "ReduceSum",
 })
 # the operators that may run on constants alone (onnxruntime folds those at load): each one's output
 # holds as many elements as its first input, so a small file cannot ask for a large tensor
