@@ -121,17 +121,17 @@ def _spike_check(net: Zor, traces: list, spikes: list, report: dict) -> None:
         report["spike_mismatches"] += int(((mine != theirs) & ~tie).sum())
 
 
-def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: int = 0) -> dict:
+def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: int = 0, masked: bool = True) -> dict:
     """Same start, same batches: graph (onnxruntime) vs engine, each step from the engine's state before it;
     the report, failures collected."""
-    proto = build_step_graph(net, spikes=True)
+    proto = build_step_graph(net, spikes=True, masked=masked)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
     sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     engine = copy.deepcopy(net)
     state = initial_state(net)
-    names, spec = list(state), spec_of(net)
+    names, spec = list(state), spec_of(net, masked)
     outs = ["output"] + state_outputs(spec, names) + [f"spikes_{i}" for i in range(len(net.layers))]
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
@@ -177,19 +177,21 @@ def _inference_template(net: Zor) -> str:
 
 
 def export_learnable(source: Union[Zor, str, os.PathLike], output: Union[str, os.PathLike],
-                     batches: int = 100, batch_size: int = 16, seed: int = 0) -> dict[str, Any]:
+                     batches: int = 100, batch_size: int = 16, seed: int = 0, masked: bool = True) -> dict[str, Any]:
     """Write the verified learning-step file of ``source`` (a Zor or a checkpoint path) to ``output``.
 
     Returns the verification report; VerificationError (with it) when graph and engine differ,
-    UnsupportedLayerError (exit 2) for a layer the step graph cannot express."""
+    UnsupportedLayerError (exit 2) for a layer the step graph cannot express. ``masked=False``: no connection
+    forms its co-activity on the active post units only (zor.export.learnable_masked), every product instead
+    (cheaper for a network whose hidden units nearly all spike for every batch)."""
     inputs = [] if isinstance(source, Zor) else [source]
     check_output_file(output, inputs)
     net = source if isinstance(source, Zor) else Zor.load(source, device="cpu")
-    proto = build_step_graph(net)                      # raises UnsupportedLayerError first
-    report = verify_learnable(net, batches, batch_size, seed)
+    proto = build_step_graph(net, masked=masked)       # raises UnsupportedLayerError first
+    report = verify_learnable(net, batches, batch_size, seed, masked)
     if not report["passed"]:
         raise VerificationError("learnable graph differs from the engine: " + "; ".join(report["failures"]), report)
-    spec = dict(spec_of(net), state=state_names(spec_of(net)), task=net.task)
+    spec = dict(spec_of(net, masked), state=state_names(spec_of(net)), task=net.task)
     for name, value in initial_state(net).items():      # in the graph's layout (W_iᵀ where spec["transposed"])
         value = np.ascontiguousarray(value.T) if name in spec["transposed"] else value
         proto.graph.initializer.append(numpy_helper.from_array(value, name))

@@ -78,13 +78,14 @@ def check_supported(net: Any) -> None:
         raise UnsupportedLearnableError(f"--learnable: optimizer {net.config.optimizer!r}; supported: {SUPPORTED}")
 
 
-def spec_of(net: Any) -> dict:
-    """The learning hyper-parameters baked into the graph, as plain JSON data."""
+def spec_of(net: Any, masked: bool = True) -> dict:
+    """The learning hyper-parameters baked into the graph, as plain JSON data; ``masked``: the connections that
+    allow it form their co-activity on the active post units (zor.export.learnable_masked)."""
     c = net.config
     always = [bool(np.isneginf(net.threshold(i).cpu().numpy()).all()) and
               (layer.threshold_range is None or layer.threshold_range[0] is None) for i, layer in enumerate(net.layers)]
     novelty = [layer.novelty_factor for layer in net.layers]
-    masked, transposed = masked_layout(net.sizes, c.rule, always, novelty, c.optimizer)
+    masked, transposed = masked_layout(net.sizes, c.rule, always, novelty, c.optimizer) if masked else ([], [])
     return {
         "rule": c.rule, "optimizer": c.optimizer, "lr": c.lr, "betas": list(c.betas), "eps": 1e-8,
         "weight_decay": c.weight_decay, "momentum": c.momentum, "error_scaling": c.error_scaling,
@@ -297,12 +298,13 @@ def _body(g: _G, spec: dict, spikes: bool) -> None:
     _homeostasis(g, spec)
 
 
-def build_step_graph(net: Any, spikes: bool = False) -> onnx.ModelProto:
+def build_step_graph(net: Any, spikes: bool = False, masked: bool = True) -> onnx.ModelProto:
     """The learning-step graph of ``net`` (no initial state inside; see zor.export.learnable).
 
-    ``spikes=True`` also outputs ``spikes_i`` (B, n_i) of every layer (for verification)."""
+    ``spikes=True`` also outputs ``spikes_i`` (B, n_i) of every layer (for verification); ``masked=False``: every
+    connection forms its co-activity from every product (see spec_of)."""
     check_supported(net)
-    spec = spec_of(net)
+    spec = spec_of(net, masked)
     g = _G()
     _body(g, spec, spikes)
     f = TensorProto.FLOAT

@@ -5,6 +5,7 @@ transposed inside, (n_i, n_{i+1}) outside)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -67,10 +68,9 @@ def test_masked_graph_computes_the_full_step(monkeypatch, theta, kw) -> None:
     spec = spec_of(net)
     assert spec["transposed"][0] == "weight_0" and {b["rows"][1] for b in spec["blocks"]} >= {7}
     masked = build_step_graph(net)
-    monkeypatch.setattr(lb, "MASKED_RULES", ())
-    spec_full = spec_of(net)
-    assert spec_full["transposed"] == []
-    full = build_step_graph(net)
+    spec_full = spec_of(net, masked=False)
+    assert spec_full["transposed"] == [] and spec_full["blocks"][0]["rows"] == [0, 2]      # rows of W_0 (9, 7)
+    full = build_step_graph(net, masked=False)
     rng = np.random.default_rng(0)
     x, target = rng.random((5, 9), dtype=np.float32), rng.random((5, 4), dtype=np.float32)
     state = initial_state(net)
@@ -106,6 +106,24 @@ def test_masked_graph_passes_the_check_against_the_engine(monkeypatch, theta) ->
     rep = verify_learnable(_net(theta), batches=15, batch_size=6)
     assert rep["passed"], rep["failures"]
     assert rep["worst"]["weight_0"] <= 1e-4 and rep["spike_mismatches"] == 0
+
+
+def test_export_without_the_masked_form(monkeypatch, tmp_path) -> None:
+    """export_learnable(masked=False): W_0 stays (9, 7) in the file, in row blocks of W_0's rows, no masking
+    operator in the graph; its learner ends 5 steps where the masked file's does (to 1e-5 relative)."""
+    monkeypatch.setattr(lb, "BLOCK_ELEMENTS", 20)
+    net = _net()
+    export_learnable(net, tmp_path / "full.onnx", batches=5, masked=False)
+    export_learnable(net, tmp_path / "masked.onnx", batches=5)
+    full, masked = Learner(tmp_path / "full.onnx"), Learner(tmp_path / "masked.onnx")
+    assert full.spec["transposed"] == [] and full._bound.live["weight_0"].shape == (9, 7)
+    assert "NonZero" not in {n.op_type for n in onnx.load(tmp_path / "full.onnx").graph.node}
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        x, t = rng.random((6, 9), dtype=np.float32), rng.random((6, 4), dtype=np.float32)
+        np.testing.assert_allclose(masked.step(x, t), full.step(x, t), rtol=1e-5, atol=1e-6)
+    for name, want in full.state.items():
+        np.testing.assert_allclose(masked.state[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_learner_keeps_w_as_n_i_by_n_next_outside(monkeypatch, tmp_path) -> None:
