@@ -8,6 +8,7 @@ process, random rows, the same network and global batch everywhere):
 
     cpu      time.process_time  over the step: the main thread plus gloo's threads
     main     time.thread_time   over the step: the main thread alone
+    sys      os.times().system  over the step: the kernel's share of cpu (all threads)
     wall     time.perf_counter  over the step
 
 for 1 process and for every rank of N processes (``torchrun``), under each exchange
@@ -61,14 +62,15 @@ def worker(layers: str, batch: int, steps: int, warmup: int, out: str) -> None:
     net = Zor([Layer(n) for n in sizes], seed=0, device="cpu", threads=1, distributed=world > 1)
     x = torch.rand(batch, sizes[0], generator=torch.Generator().manual_seed(1))   # (B, n_0), the global batch
     group, idx = training._Group(rank, world), np.arange(batch)                  # fit's step on that batch
-    times: dict[str, list[float]] = {"cpu": [], "main": [], "wall": []}
+    times: dict[str, list[float]] = {"cpu": [], "main": [], "sys": [], "wall": []}
     for step in range(warmup + steps):
-        t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
+        t0, c0, m0, s0 = time.perf_counter(), time.process_time(), time.thread_time(), os.times().system
         group.step(net, x, x, idx)
         if step >= warmup:
             times["wall"].append(time.perf_counter() - t0)
             times["cpu"].append(time.process_time() - c0)
             times["main"].append(time.thread_time() - m0)
+            times["sys"].append(os.times().system - s0)
     result = {"rank": rank, "world": world, "exchange": net.reducer.exchange, **times}
     Path(f"{out}.{rank}").write_text(json.dumps(result))
     if world > 1:
@@ -122,6 +124,7 @@ def main(layers, batch, steps, warmup, world, exchange, timeout, json_path, as_w
         for r in ranks:
             rows.append({"processes": r["world"], "exchange": name, "rank": r["rank"],
                          "cpu_s": common.median(r["cpu"]), "main_s": common.median(r["main"]),
+                         "sys_s": common.median(r["sys"]),
                          "wall_s": common.median(r["wall"]), "cpu_all_ranks_s": total,
                          "bound": r["world"] * one / total})
     env = common.environment(1)
@@ -129,11 +132,11 @@ def main(layers, batch, steps, warmup, world, exchange, timeout, json_path, as_w
                f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     click.echo(f"\nCPU time per training step, {layers}, global batch {batch}, median of {steps} steps "
                f"after {warmup}:")
-    click.echo(common.format_table(rows, ["processes", "exchange", "rank", "cpu_s", "main_s", "wall_s",
+    click.echo(common.format_table(rows, ["processes", "exchange", "rank", "cpu_s", "main_s", "sys_s", "wall_s",
                                           "cpu_all_ranks_s", "bound"],
-                                   ["processes", "exchange", "rank", "CPU s", "main thread s", "wall s",
+                                   ["processes", "exchange", "rank", "CPU s", "main thread s", "system s", "wall s",
                                     "CPU s, all ranks", "bound vs 1"],
-                                   digits={"cpu_s": 3, "main_s": 3, "wall_s": 3, "cpu_all_ranks_s": 3, "bound": 2}))
+                                   digits={"cpu_s": 3, "main_s": 3, "sys_s": 3, "wall_s": 3, "cpu_all_ranks_s": 3, "bound": 2}))
     if json_path:
         common.write_json(json_path, {"benchmark": "scaling_cpu", "config": {"layers": layers, "batch": batch,
                                       "steps": steps, "warmup": warmup, "world": world, "exchanges": exchanges},
