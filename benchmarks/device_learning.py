@@ -18,11 +18,15 @@ Measured (torch.set_num_threads(1), onnxruntime intra-op 1):
 4. **The 10th class** (examples/learn_new_class.py's setting): the runtime's adaptation,
    the engine's on the same batches, and a closed-form ridge read-out refit in numpy
    (W_out = (HᵀH + λI)⁻¹(HᵀY + λW_out_old) on the device images' hidden activations).
+5. **The masked co-activity by activity** (zor.export.learnable_masked): 784-256-10 with K of
+   the 256 hidden units spiking for every row and the others for none (θ_1 = ∓1e9), the
+   runtime step of the masked file against the file exported with ``masked=False``, one
+   repeated batch; ratio masked / full (< 1: the masked form is faster).
 
 Usage:
-    python -m benchmarks.device_learning --json out.json [--rounds 7] [--quick] [--only steps]
+    python -m benchmarks.device_learning --json out.json [--rounds 7] [--quick] [--only steps|masked]
 
-``--only steps`` measures the step-time rows (2.) alone.
+``--only steps`` measures the step-time rows (2.) alone, ``--only masked`` the rows of 5.
 """
 
 from __future__ import annotations
@@ -133,6 +137,42 @@ def step_ratio(folder: Path, sizes: list, rounds: int, pool: int = 1, steps: int
             "hidden_active": active}
 
 
+def masked_cost(folder: Path, rounds: int, shares: tuple = (0.18, 0.27, 0.5, 0.75, 1.0),
+                steps: int = 20) -> list[dict[str, Any]]:
+    """Runtime step of 784-256-10 with the masked co-activity against the full form, K = share · 256 hidden units
+    spiking for every row and the rest for none (θ_1 = −1e9 / 1e9), one repeated batch of 48."""
+    import torch
+    from zor.export import export_learnable
+    from zor.runtime import Learner
+
+    from zor import Layer, Zor
+    rng = np.random.default_rng(0)
+    x, t = rng.random((48, 784), dtype=np.float32), rng.random((48, 10), dtype=np.float32)
+    rows = []
+    for share in shares:
+        net, k = Zor([Layer(784), Layer(256), Layer(10)], seed=0), int(round(share * 256))
+        with torch.no_grad():
+            net.threshold(1)[:k], net.threshold(1)[k:] = -1e9, 1e9
+        learners = {}
+        for form in ("masked", "full"):
+            export_learnable(net, folder / f"share-{form}.onnx", batches=2, masked=form == "masked")
+            learners[form] = Learner(folder / f"share-{form}.onnx", threads=1)
+
+        def timed(lr):
+            def go() -> float:
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    lr.step(x, t)
+                return (time.perf_counter() - t0) / steps
+            return go
+        for lr in learners.values():
+            timed(lr)()                                            # warm-up
+        r = interleave({form: timed(lr) for form, lr in learners.items()}, rounds)
+        rows.append({"hidden_active": k / 256, "masked_ms": 1e3 * float(np.median(r["masked"])),
+                     "full_ms": 1e3 * float(np.median(r["full"])), "ratio": paired_ratio(r["masked"], r["full"])})
+    return rows
+
+
 def peak_rss(folder: Path, few: np.ndarray) -> dict[str, Any]:
     np.save(folder / "few.npy", few)
     r = subprocess.run([sys.executable, "-c", _RSS, str(folder / "qs.onnx"), str(folder / "few.npy")],
@@ -192,13 +232,19 @@ def _logit(y: np.ndarray) -> np.ndarray:
 @click.option("--rounds", type=click.IntRange(1), default=7)
 @click.option("--quick", is_flag=True, help="fewer rounds and a smaller 9-class training run")
 @click.option("--new-class-steps", type=click.IntRange(1), default=40)
-@click.option("--only", type=click.Choice(["all", "steps"]), default="all",
-              help="steps: the step-time rows alone")
+@click.option("--only", type=click.Choice(["all", "steps", "masked"]), default="all",
+              help="steps: the step-time rows alone; masked: the masked co-activity by activity alone")
 def main(json_path: Optional[Path], rounds: int, quick: bool, new_class_steps: int, only: str) -> None:
     """Learning on the device vs the torch engine (see the module docstring)."""
     set_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        masked = masked_cost(folder, 3 if quick else rounds) if only in ("all", "masked") else []
+        if only == "masked":
+            print(format_table(masked, ["hidden_active", "masked_ms", "full_ms", "ratio"]))
+            if json_path is not None:
+                write_json(json_path, {"environment": environment(1), "masked": masked})
+            return
         steps = [step_ratio(folder, s, 3 if quick else rounds, pool)
                  for s in ([784, 64, 784], [784, 256, 10]) for pool in (1, 50)]
         if only == "steps":
@@ -220,9 +266,11 @@ def main(json_path: Optional[Path], rounds: int, quick: bool, new_class_steps: i
     print(format_table(steps, ["network", "batches", "engine_ms", "runtime_ms", "ratio", "hidden_active"]))
     print()
     print(format_table(nc["rows"], ["method", "new", "old"]))
+    print()
+    print(format_table(masked, ["hidden_active", "masked_ms", "full_ms", "ratio"]))
     if json_path is not None:
         write_json(json_path, {"environment": environment(1), "quick_start": qs, "peak_rss": rss,
-                               "step_time": steps, "new_class": nc})
+                               "step_time": steps, "new_class": nc, "masked": masked})
 
 
 if __name__ == "__main__":
