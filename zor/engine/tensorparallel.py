@@ -213,7 +213,7 @@ class ColumnsUpdate:
         self._sync(net)
         pre, own, out = self._forward(net, x)                             # out: (B, k_L)
         lo, hi = self._own(len(net.layers) - 1)
-        d = torch.sub(y[:, lo:hi], out)                                   # (B, k_L)
+        d = torch.sub(y[:, lo:hi], out, out=self.p2p.buffer(("own error",), tuple(out.shape), out))   # (B, k_L)
         _, sums = self._learn(net, pre, own, d, x.shape[0], False, True)
         return sums.div_(net.layers[-1].size)
 
@@ -224,7 +224,8 @@ class ColumnsUpdate:
         c, s, a, _ = self._layer(net, 0, x)                             # (B, n_0), whole on every rank
         pre, own = [rules.Trace(c=a[:0], s=s, a=a)], []
         for j in range(1, last + 1):
-            c, s, a, mean = self._layer(net, j, pre[j - 1].a @ self.w[j - 1])   # (B, k_j): the own units
+            h = self.p2p.buffer(("charge", j), (x.shape[0], self.w[j - 1].shape[1]), x)
+            c, s, a, mean = self._layer(net, j, torch.matmul(pre[j - 1].a, self.w[j - 1], out=h))   # (B, k_j): own
             own.append(rules.Trace(c=c, s=s, a=a, always=self.always[j], mean=mean))
             if j < last:                                                # both posted, then both waited for
                 moving = [self.p2p.columns_posted(a, self.blocks[j], f"a{j}")]
@@ -249,12 +250,14 @@ class ColumnsUpdate:
         layer, (lo, hi) = net.layers[j], self._own(j)
         c = neuron.charge(h, None, layer.decay)
         rate, m = net.rate(j)[lo:hi], layer.rate_momentum
+        kept = self.p2p.buffer                                          # kept between steps: no fresh pages
         if self.always[j]:                                              # θ = −inf: s ≡ 1, a = f(c), r moves to 1
             s, a, mean = c.new_ones(()).expand_as(c), net._acts[j](c), None
             rate.lerp_(c.new_ones(()), 1.0 - m)
         else:
-            s = neuron.fire(c, net.threshold(j)[lo:hi])
-            a, mean = net._acts[j](neuron.gate(c, s)), events.batch_mean(s)   # mean_b s (k_j,)
+            s = torch.gt(c, net.threshold(j)[lo:hi], out=kept(("spikes", j), tuple(c.shape), c))   # neuron.fire
+            g = torch.mul(c, s, out=kept(("gated", j), tuple(c.shape), c))                      # neuron.gate
+            a, mean = net._acts[j](g), events.batch_mean(s)             # mean_b s (k_j,)
             rate.lerp_(mean, 1.0 - m)                                   # r ← m r + (1 − m) mean_b s, as one lerp
         return c, s, a, mean
 
@@ -275,7 +278,7 @@ class ColumnsUpdate:
         (the signal that reached the input (B_r, n_0) or None, Σ_j |δ_L|_bj per sample (B,) or None). Each signal's
         columns travel while the rank forms the direction that does not need them."""
         rule, top = net.rule, len(net.weights) - 1
-        absolute = d.abs()
+        absolute = torch.abs(d, out=self.p2p.buffer(("absolute",), tuple(d.shape), d))
         stats = [absolute.sum().reshape(1)] + ([absolute.sum(dim=1)] if per_sample else [])   # Σ|error|, (B,)
         us: list[torch.Tensor] = []
         signal = None
@@ -285,7 +288,8 @@ class ColumnsUpdate:
             us.append(self._direction(net, i, pre[i], own[i], dh))
             if moving is not None:                                      # whole sums, as one process: no reordering
                 self._rows_ready()
-                d = moving.wait() @ self.rows[i].T                      # (B, n_{i+1}) → (B, k_i)
+                d = torch.matmul(moving.wait(), self.rows[i].T,          # (B, n_{i+1}) → (B, k_i)
+                                 out=self.p2p.buffer(("signal", i), (d.shape[0], self.rows[i].shape[0]), d))
             elif return_signal:
                 signal = self.p2p.reduce(list((dh @ self.w[0].T).split(batch // self.world)), "signal")  # (B_r, n_0)
         us.reverse()

@@ -168,6 +168,7 @@ class _Group:
     def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")) -> None:
         self.rank, self.world = rank, world
         self.device = device            # where the collectives' small tensors live (the GPU under NCCL)
+        self.rows: Optional[torch.Tensor] = None   # the global batch's input rows, kept between steps (columns)
 
     @classmethod
     def start(cls, net: "Zor", batch_size: int, timeout: Optional[float]) -> "_Group":
@@ -210,7 +211,9 @@ class _Group:
         if net.device.type == "cuda":
             idx_t = idx_t.pin_memory().to(net.device, non_blocking=True)
         if self.world > 1 and net.reducer.whole_batch and not x.is_sparse:   # the columns exchange: no shard
-            xb = x.index_select(0, idx_t)                          # (B, n_0): every rank draws the same batch
+            if self.rows is None or self.rows.shape != (len(idx),) + x.shape[1:]:   # kept: no fresh pages a step
+                self.rows = x.new_empty((len(idx),) + x.shape[1:])
+            xb = torch.index_select(x, 0, idx_t, out=self.rows)    # (B, n_0): every rank draws the same batch
             yb = xb if y is x else y.index_select(0, idx_t)
             threads.for_step(net, len(idx) // self.world, xb.device)
             return net.reducer.train_whole(net, xb, yb)            # (B,), summed over the ranks in its all-reduce
