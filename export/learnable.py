@@ -52,6 +52,7 @@ __all__ = ["export_learnable", "verify_learnable", "initial_state", "LEARNABLE_F
 
 LEARNABLE_FORMAT = "zor-learnable"
 TEMPLATE_KEY = "zor.inference_template"   # base64 of the inference file (float32, dense) Learner.save writes
+EVERY_UNIT_KEY = "zor.learnable_every_unit"   # base64 of the masked file's second step graph (every product)
 TOLERANCE = 1e-4          # relative bound on the output, weights, thresholds and rates after every step
 MOMENT_TOLERANCE = 1e-3   # relative bound on optimiser moments and novelty traces (sums of many float32
                           #   products whose accumulation order differs between onnxruntime and torch)
@@ -121,10 +122,11 @@ def _spike_check(net: Zor, traces: list, spikes: list, report: dict) -> None:
         report["spike_mismatches"] += int(((mine != theirs) & ~tie).sum())
 
 
-def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: int = 0, masked: bool = True) -> dict:
+def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: int = 0, masked: bool = True,
+                     every_unit: bool = False) -> dict:
     """Same start, same batches: graph (onnxruntime) vs engine, each step from the engine's state before it;
-    the report, failures collected."""
-    proto = build_step_graph(net, spikes=True, masked=masked)
+    the report, failures collected. ``every_unit``: the second step graph of a masked file (see build_step_graph)."""
+    proto = build_step_graph(net, spikes=True, masked=masked, every_unit=every_unit)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
@@ -189,6 +191,13 @@ def export_learnable(source: Union[Zor, str, os.PathLike], output: Union[str, os
     net = source if isinstance(source, Zor) else Zor.load(source, device="cpu")
     proto = build_step_graph(net, masked=masked)       # raises UnsupportedLayerError first
     report = verify_learnable(net, batches, batch_size, seed, masked)
+    second = None
+    if spec_of(net, masked)["transposed"]:          # the masked form's twin for batches where most units spike
+        second = build_step_graph(net, masked=masked, every_unit=True)
+        twin = verify_learnable(net, batches, batch_size, seed, masked, every_unit=True)
+        report["every_unit"] = {k: twin[k] for k in ("worst", "spike_mismatches", "failures", "passed")}
+        report["failures"] = report["failures"] + [f"every-unit graph: {f}" for f in twin["failures"]]
+        report["passed"] = report["passed"] and twin["passed"]
     if not report["passed"]:
         raise VerificationError("learnable graph differs from the engine: " + "; ".join(report["failures"]), report)
     spec = dict(spec_of(net, masked), state=state_names(spec_of(net)), task=net.task)
@@ -197,6 +206,8 @@ def export_learnable(source: Union[Zor, str, os.PathLike], output: Union[str, os
         proto.graph.initializer.append(numpy_helper.from_array(value, name))
     meta = {"zor.format": LEARNABLE_FORMAT, "zor.format_version": "1", "zor.learnable": dumps(spec),
             "zor.verification": dumps(report), TEMPLATE_KEY: _inference_template(net)}
+    if second is not None:                             # same inputs and outputs; no initializers (the Learner binds)
+        meta[EVERY_UNIT_KEY] = base64.b64encode(second.SerializeToString()).decode("ascii")
     helper.set_model_props(proto, meta)
     set_integrity(proto)                               # zor.integrity: what Learner checks on every load
     onnx.checker.check_model(proto, full_check=True)

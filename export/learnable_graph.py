@@ -124,6 +124,7 @@ class _G:
         self.inits: list = []
         self._n = 0
         self._once: dict = {}
+        self.every_unit = False   # the masked connections' update from every product (the second step graph)
 
     def once(self, key: Any, make: Any) -> str:
         """make()'s output, built the first time ``key`` is asked for (a scalar or vector shared by blocks)."""
@@ -298,14 +299,18 @@ def _body(g: _G, spec: dict, spikes: bool) -> None:
     _homeostasis(g, spec)
 
 
-def build_step_graph(net: Any, spikes: bool = False, masked: bool = True) -> onnx.ModelProto:
+def build_step_graph(net: Any, spikes: bool = False, masked: bool = True,
+                     every_unit: bool = False) -> onnx.ModelProto:
     """The learning-step graph of ``net`` (no initial state inside; see zor.export.learnable).
 
     ``spikes=True`` also outputs ``spikes_i`` (B, n_i) of every layer (for verification); ``masked=False``: every
-    connection forms its co-activity from every product (see spec_of)."""
+    connection forms its co-activity from every product (see spec_of); ``every_unit=True``: the same layout
+    (W_iᵀ where masked) but every product, block by block: the graph the Learner runs for batches where
+    nearly every post unit spikes (zor.export.learnable_masked)."""
     check_supported(net)
     spec = spec_of(net, masked)
     g = _G()
+    g.every_unit = every_unit
     _body(g, spec, spikes)
     f = TensorProto.FLOAT
     state_in, state_out = graph_io(spec, state_names(spec))

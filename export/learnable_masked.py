@@ -38,7 +38,7 @@ from onnx import TensorProto, helper
 
 from .learnable_blocks import masked_connections, transposed_names
 
-__all__ = ["masked_ops", "masked_layout", "masked_update", "turned"]
+__all__ = ["masked_ops", "masked_layout", "masked_update", "every_unit_update", "turned"]
 
 
 def turned(spec: dict, i: int) -> bool:
@@ -58,11 +58,31 @@ def masked_ops() -> tuple[str, ...]:
             "CumSum", "Sub", "Split")
 
 
+def every_unit_update(g: Any, spec: dict, i: int, a_i: str, d_b: str, post_b: str,
+                      blocks: list[tuple[str, int, int]]) -> tuple[list[str], Optional[str]]:
+    """([Uᵀ of each block of post units], ‖U‖² or None): the same update from every product, block by block
+    (the step graph for batches where nearly every post unit spikes; the same layout, W_iᵀ)."""
+    d_t = g.op("Transpose", d_b, perm=[1, 0])                                    # (n_{i+1}, B)
+    s_t = g.op("Transpose", post_b, perm=[1, 0])
+    us, ssq = [], None
+    for _, lo, hi in blocks:
+        rows = g.const(np.arange(lo, hi), np.int64)
+        gm = g.op("Gemm", g.op("Gather", d_t, rows, axis=0), a_i)                # Gᵀ[lo:hi] (hi − lo, n_i)
+        e = g.op("Gemm", g.op("Gather", s_t, rows, axis=0), a_i)
+        us.append(g.op("Mul", gm, g.op("Clip", e, g.const(0.0), g.const(1.0))))
+        if spec["layers"][i]["max_update_norm"] is not None:
+            part = g.op("ReduceSumSquare", us[-1], keepdims=0)
+            ssq = part if ssq is None else g.op("Add", ssq, part)
+    return us, ssq
+
+
 def masked_update(g: Any, spec: dict, i: int, a_i: str, mean_p: str, d_b: str, post_b: str,
                   blocks: list[tuple[str, int, int]]) -> tuple[list[tuple[str, str]], Optional[str]]:
     """([(Uᵀ_K, its rows of each block of post units)], ‖U‖² or None) of connection i (see the module
     docstring); ``g`` the graph builder of zor.export.learnable_graph, ``a_i`` (B, n_i), ``mean_p`` the post
     layer's mean_b s (n_{i+1},), ``d_b`` = δ̂ / B and ``post_b`` = s_{i+1} / B (B, n_{i+1})."""
+    if getattr(g, "every_unit", False):
+        return every_unit_update(g, spec, i, a_i, d_b, post_b, blocks)
     n_p = int(spec["sizes"][i + 1])
     on = g.op("Greater", mean_p, g.const(0.0))                                    # (n_{i+1},) bool
     cols = g.op("Reshape", g.op("NonZero", on), g.const([-1], np.int64))          # (K,)

@@ -44,7 +44,7 @@ from zor.common.errors import (
 )
 from zor.common.fileio import atomic_path, check_not_an_input, write_bytes_atomic
 
-from . import learner_state, onnxmeta, saved_model
+from . import learner_forms, learner_state, onnxmeta, saved_model
 from .checks import check_array
 from .loaders import check_integrity
 
@@ -195,6 +195,7 @@ class Learner:
             self._bound = learner_state.BoundState(self._session, start, self.spec.get("blocks", []))
         except Exception as exc:    # onnxruntime raises its own classes for a bad graph
             raise ModelFileError(f"{path}: onnxruntime refused the step graph ({exc})") from exc
+        self._forms = learner_forms.Forms(self.meta, self.spec, opts, self._bound, path)   # masked file: 2 graphs
         # the new weights checked by a pass over them: all without the graph's health output, else
         # those of layers without a norm clip (health covers the others: see _run)
         self._weights = [n for n in self.names if n.startswith("weight_") and (
@@ -230,7 +231,7 @@ class Learner:
         """One step; the new state is taken only when finite. health = mean|δ| + Σ‖grad_i‖² (layers with a
         norm clip) is finite iff the error and those gradients are; from a finite state (checked at load)
         a finite gradient gives finite moments and weights, so no pass over those weights is needed."""
-        out, err, new = self._bound.run(self._session, x, target, fresh)
+        out, err, new = self._bound.run(self._session, x, target, fresh, self._forms.form)
         h = self._bound.health
         bad = [n for n in self._weights if not _finite(new[n])]        # θ may be −inf: weights decide
         if h is None or not math.isfinite(float(h)):      # a finite health holds a finite mean|δ|: δ is finite
@@ -241,6 +242,7 @@ class Learner:
                 f"the step was refused and the last good state ({self.steps_done} steps) kept")
         self._bound.switch()
         self.steps_done += 1
+        self._forms.choose(self._bound, self.steps_done)
         if self.steps_done % FLUSH_EVERY == 0:
             self._flush()
         return out, err

@@ -69,7 +69,9 @@ class BoundState:
     """The state in two sets of buffers bound to the session (onnxruntime IO binding): a step reads
     set k and writes set 1 − k, which becomes the state only when it is finite. No state tensor is
     copied or allocated per step; only x, target, output and error are bound anew. A tensor the graph
-    takes in row blocks (``blocks``: the learnable spec's list) is bound as row views of its buffer."""
+    takes in row blocks (``blocks``: the learnable spec's list) is bound as row views of its buffer.
+    A second session of the same inputs and outputs (a masked file's every-unit graph) binds the same
+    buffers (:meth:`add`); ``run(..., form=1)`` steps through it."""
 
     def __init__(self, session: ort.InferenceSession, start: dict[str, np.ndarray], blocks: list = ()) -> None:
         self.sets = [{n: np.array(v, np.float32, order="C") for n, v in start.items()},
@@ -77,7 +79,13 @@ class BoundState:
         outputs = {o.name for o in session.get_outputs()}
         self.blocks = list(blocks)
         self.health = np.zeros((), np.float32) if "health" in outputs else None   # older files lack it
-        self.bindings = []
+        self.forms: list[dict] = []
+        self.add(session)
+        self.cur = 0
+
+    def add(self, session: ort.InferenceSession) -> int:
+        """Bind ``session`` (the same inputs and outputs) to the same two sets; returns its form number."""
+        bindings = []
         for src, dst in ((0, 1), (1, 0)):
             b = session.io_binding()
             for n, v in feeds(self.blocks, self.sets[src]).items():
@@ -86,32 +94,35 @@ class BoundState:
                 b.bind_ortvalue_output(n, ort.OrtValue.ortvalue_from_numpy(v))
             if self.health is not None:
                 b.bind_ortvalue_output("health", ort.OrtValue.ortvalue_from_numpy(self.health))
-            self.bindings.append(b)
-        self.io: list[Optional[tuple]] = [None, None]      # per binding: (output, error) buffers (B, n_L)
-        self.lent = [True, True]            # per binding: its error output is not bound to io's own buffer
-        self.cur = 0
+            bindings.append(b)
+        # per binding: (output, error) buffers (B, n_L) or None, and whether its error output is bound to an
+        # array lent to a caller (not to io's own buffer)
+        self.forms.append({"session": session, "bindings": bindings, "io": [None, None], "lent": [True, True]})
+        return len(self.forms) - 1
 
-    def run(self, session: ort.InferenceSession, x: np.ndarray, target: np.ndarray, fresh: bool = False) -> tuple:
+    def run(self, session: ort.InferenceSession, x: np.ndarray, target: np.ndarray, fresh: bool = False,
+            form: int = 0) -> tuple:
         """Run one step into the other set; returns (output, error, new state) without switching.
-        ``fresh``: the error goes into a new array the caller may keep (else a buffer reused two steps on)."""
-        k = self.cur
-        b = self.bindings[k]
-        io = self.io[k]
+        ``fresh``: the error goes into a new array the caller may keep (else a buffer reused two steps on).
+        ``form``: the bound session to run (0: ``session``, the one given first)."""
+        k, f = self.cur, self.forms[form]
+        b = f["bindings"][k]
+        io = f["io"][k]
         if io is None or io[0].shape != target.shape:
-            io = self.io[k] = (np.empty_like(target), np.empty_like(target))
+            io = f["io"][k] = (np.empty_like(target), np.empty_like(target))
             b.bind_ortvalue_output("output", ort.OrtValue.ortvalue_from_numpy(io[0]))
-            self.lent[k] = True                      # bind io[1] below
+            f["lent"][k] = True                      # bind io[1] below
         if fresh:                                    # binding a new array: cheaper than copying a wide error
             err = np.empty_like(target)
             b.bind_ortvalue_output("error", ort.OrtValue.ortvalue_from_numpy(err))
-            self.lent[k] = True                      # the binding writes into an array the caller keeps
+            f["lent"][k] = True                      # the binding writes into an array the caller keeps
             io = (io[0], err)
-        elif self.lent[k]:
+        elif f["lent"][k]:
             b.bind_ortvalue_output("error", ort.OrtValue.ortvalue_from_numpy(io[1]))
-            self.lent[k] = False
+            f["lent"][k] = False
         b.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x))
         b.bind_ortvalue_input("target", ort.OrtValue.ortvalue_from_numpy(target))
-        session.run_with_iobinding(b)
+        (session if form == 0 else f["session"]).run_with_iobinding(b)
         return io[0], io[1], self.sets[1 - k]
 
     def switch(self) -> None:

@@ -166,3 +166,43 @@ def test_learner_refuses_a_transposed_list_that_does_not_fit(names) -> None:
         _check_turned(names, start, [9, 7, 4], "m.onnx")
     assert exc.value.exit_code == 2
     assert _check_turned(["weight_0"], start, [9, 7, 4], "m.onnx") == {"weight_0"}
+
+
+@pytest.mark.parametrize("theta, form", [(-1e9, 1), (1e9, 0)])
+def test_learner_runs_the_every_unit_graph_when_most_units_spike(monkeypatch, tmp_path, theta, form) -> None:
+    """A masked file carries the every-unit graph (checked against the engine too); the Learner runs it once more
+    than EVERY_UNIT_ABOVE = 60 % of the hidden units spiked (−1e9: 7 of 7; 1e9: 3 of 7 = 43 %: the masked one),
+    and either way learns what a masked=False file learns (to 1e-5 relative)."""
+    from zor.runtime.learner_forms import CHOOSE_EVERY, EVERY_UNIT_KEY
+    monkeypatch.setattr(lb, "BLOCK_ELEMENTS", 20)
+    net = _net(theta)
+    rep = export_learnable(net, tmp_path / "m.onnx", batches=5)
+    assert rep["every_unit"]["passed"] and rep["every_unit"]["spike_mismatches"] == 0
+    export_learnable(net, tmp_path / "full.onnx", batches=5, masked=False)
+    lr, full = Learner(tmp_path / "m.onnx"), Learner(tmp_path / "full.onnx")
+    assert EVERY_UNIT_KEY in lr.meta and EVERY_UNIT_KEY not in full.meta and full._forms.twin is None
+    rng = np.random.default_rng(5)
+    for _ in range(3 * CHOOSE_EVERY):
+        x, t = rng.random((6, 9), dtype=np.float32), rng.random((6, 4), dtype=np.float32)
+        np.testing.assert_allclose(lr.step(x, t), full.step(x, t), rtol=1e-5, atol=1e-6)
+    assert lr._forms.form == form and lr._forms.counts[form] >= 2 * CHOOSE_EVERY
+    for name, want in full.state.items():
+        np.testing.assert_allclose(lr.state[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_twin_graph_that_is_not_one_is_refused(monkeypatch, tmp_path) -> None:
+    """The every-unit graph is checked like the file's own: not base64, not ONNX, or holding an operator a
+    learnable export never emits → ModelFileError (exit 2)."""
+    import base64
+
+    from onnx import helper
+    from zor.runtime.learner_forms import EVERY_UNIT_KEY, _twin
+    odd = helper.make_model(helper.make_graph([helper.make_node("Einsum", ["a", "a"], ["b"], equation="i,i->i")], "g",
+                                              [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [2])],
+                                              [helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [2])]))
+    for text, match in (("not base64 !", "expected a base64"), (base64.b64encode(b"\x08\x07junk").decode(), "base64"),
+                        (base64.b64encode(odd.SerializeToString()).decode(), "Einsum")):
+        with pytest.raises(ModelFileError, match=match) as exc:
+            _twin({EVERY_UNIT_KEY: text}, ort.SessionOptions(), "m.onnx")
+        assert exc.value.exit_code == 2
+    assert _twin({}, ort.SessionOptions(), "m.onnx") is None
