@@ -14,7 +14,10 @@ when they agree writes the file (atomically):
 File: the step graph; the start state as initializers named like the state inputs (a
 graph input with an initializer is an input with a default; the tensors of ``transposed`` as W_iᵀ); metadata ``zor.format`` =
 ``zor-learnable``, ``zor.learnable`` (JSON: the hyper-parameters, sizes, state names,
-:func:`~zor.export.learnable_graph.spec_of`), ``zor.verification`` (JSON report).
+:func:`~zor.export.learnable_graph.spec_of`), ``zor.verification`` (JSON report); a file with
+masked connections (zor.export.learnable_masked) also ``zor.learnable_every_unit``: base64 of its
+second step graph (same inputs and outputs, every product), checked against the engine in the same
+way (its report under ``every_unit``).
 Failures are collected and raised together as a VerificationError carrying the report.
 
 Example:

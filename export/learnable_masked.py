@@ -20,9 +20,14 @@ forward product reads W_i as c_{i+1} = a_i (W_iᵀ)ᵀ (Gemm, transB) and the si
 δ̂ W_iᵀ = MatMul(δ̂, W_iᵀ). The result is the full form's: every sum is the same sum (the row gather
 copies; silent rows are exact zeros).
 
-Measured on the 2-core Xeon, one thread, batch 48, 784 × 256 (the products, U, its norm, per step):
-full form 385–402 µs; masked 166 µs at 18 % of the post units active, 200 µs at 27 %, 334 µs at 50 %,
-476 µs at 75 %; with every unit active it costs more than the full form (the unblocked U of all rows).
+Measured on the 2-core Xeon (one thread, batch 48, 784 × 256, the products, U and its norm alone,
+shared machine at load ≈ 2): full form 385–402 µs; masked 166 µs with 18 % of the post units active,
+200 µs at 27 %, 334 µs at 50 %, 476 µs at 75 %. With most units active the masked form costs more
+(its U is formed unblocked, then gathered), so a masked file also carries a second step graph,
+built with ``every_unit`` (:func:`every_unit_update`: the same layout, every product, block by
+block), which the Learner runs when more than 60 % of the post units spiked
+(zor.runtime.learner_forms). A trained layer under homeostasis spikes for some row in nearly
+every unit (the 10th-class example's hidden layer: 94–96 % of 256 in a batch of 20–48).
 
 Example:
     >>> masked_ops()
