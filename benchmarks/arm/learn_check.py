@@ -8,7 +8,9 @@ Three parts:
   784-128-10 classifier (target: the batch's first 10 columns), whose W_0 (100,352 elements)
   is updated in row blocks and held transposed, its co-activity formed on the hidden units
   that spiked (zor.export.learnable_masked; 84 % of them at the first batch, 18 % at the
-  last, median 23 %): its tensors are compared as ``sparse.NAME``;
+  last, median 23 %), its 50 steps alternating five by five between the file's two step
+  graphs (the masked one and the every-unit one, zor.runtime.learner_forms): its tensors are
+  compared as ``sparse.NAME``;
 - ``run WORK OUT`` (any machine, runtime only: refuses to run where torch or onnx got
   imported): the 50 steps, then every state tensor and the last output compared with
   the host's, ‖a − b‖₂ / ‖b‖₂ ≤ 1e-4 (output, weights, θ, r) and ≤ 1e-3 (Adam moments),
@@ -59,7 +61,9 @@ def _steps(work: Path, seconds: Optional[dict] = None) -> dict:
         t = time.perf_counter()
         lr = Learner(work / file, threads=1)
         width = lr.sizes[-1]
-        for x in xs:
+        for k, x in enumerate(xs):
+            if prefix and lr._forms.twin is not None:   # both step graphs of the masked file, 5 steps each in turn
+                lr._forms.form = lr._forms.twin if (k // 5) % 2 else 0
             lr.step(x, x[:, :width])
         got.update({prefix + k: v for k, v in dict(lr.state, output=lr.predict(xs[-1])).items()})
         if seconds is not None:
