@@ -209,6 +209,25 @@ def test_scaling_cpu_benchmark_reports_every_rank(tmp_path):
     assert "CPU time per training step" in r.stdout
 
 
+def test_scaling_benchmark_reports_whole_run_and_steady_rates(tmp_path):
+    """benchmarks/scaling.py end to end on a tiny network, columns against 1 process: each run's whole-run and
+    steady samples/s (zor.train's), the speed-ups as their ratios (one round: the ratio itself), the weights within
+    1e-6."""
+    out = tmp_path / "scaling.json"
+    r = _run([sys.executable, "-m", "benchmarks.scaling", "--layers", "16,8,16", "--batch", "8", "--steps", "4",
+              "--rounds", "1", "--exchange", "columns", "--json", str(out)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows, runs = result["rows"], result["runs"]
+    assert [(row["processes"], row["exchange"]) for row in rows] == [(1, "-"), (2, "columns")]
+    for key in ("samples_per_s", "steady_samples_per_s"):
+        one, two = runs["1"][0][key], runs["columns"][0][key]
+        assert one > 0 and two > 0 and rows[1][key] == two
+        assert rows[1]["speedup" if key == "samples_per_s" else "steady_speedup"] == pytest.approx(two / one, rel=1e-9)
+    assert rows[1]["max_weight_diff"] <= TOL
+    assert "whole run samples/s" in r.stdout and "steady samples/s" in r.stdout
+
+
 WHOLE_WORKER = '''
 import sys
 import numpy as np, torch, torch.distributed as dist

@@ -319,3 +319,21 @@ def test_cuda_fit_with_lagged_read_backs_trains():
     net = Zor([Layer(784), Layer(64), Layer(784)], seed=0, device="cuda")
     h = net.fit(x, steps=200, batch_size=32, progress=False)                    # sync_every = 25
     assert len(h.train_accuracy) == 200 and h.train_accuracy[-1] > h.train_accuracy[0]
+
+
+def test_fit_records_every_step_end_and_zor_train_reports_the_steady_rate():
+    """History.step_ends: one host-clock time per step, increasing, the last within the run's seconds; zor.train's
+    summary reports B·steps / seconds (whole run) and B·(steps − 1) / (last end − first end) (steady)."""
+    from zor.train import _summary
+
+    net = Zor([Layer(16), Layer(8), Layer(16)], seed=0, device="cpu")
+    x = torch.rand(32, 16, generator=torch.Generator().manual_seed(0))
+    h = net.fit(x, steps=5, batch_size=8, progress=False)
+    ends = h.step_ends
+    assert len(ends) == 5 and 0 < ends[0] and all(a < b for a, b in zip(ends, ends[1:])) and ends[-1] <= h.seconds
+    s = _summary(h, net, {"batch_size": 8, "checkpoint": None}, 1)
+    assert s["samples_per_s"] == pytest.approx(5 * 8 / h.seconds, rel=1e-12)
+    assert s["steady_samples_per_s"] == pytest.approx(4 * 8 / (ends[4] - ends[0]), rel=1e-12)
+    one = net.fit(x, steps=1, batch_size=8, progress=False)
+    assert len(one.step_ends) == 1 and _summary(one, net, {"batch_size": 8, "checkpoint": None}, 1)[
+        "steady_samples_per_s"] is None                            # one step: no steady rate to report
