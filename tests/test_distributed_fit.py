@@ -138,13 +138,14 @@ def test_two_node_rendezvous_on_localhost_equals_one_process(one_process, tmp_pa
     assert _max_diff(_weights(path), one_process) <= TOL
 
 
-def test_a_dead_rank_makes_the_other_exit_naming_the_timeout(tmp_path):
+@pytest.mark.parametrize("exchange", ["auto", "columns"])   # columns: swaps still travelling when the rank dies
+def test_a_dead_rank_makes_the_other_exit_naming_the_timeout(tmp_path, exchange):
     port, path = _port(), tmp_path / "run.zor"
     args = [sys.executable, "-m", "zor.train", "--data", "bundled", "--layers", "784,32,784", "--steps", "1000000",
             "--batch-size", "48", "--threads", "1", "--no-progress", "--timeout", "5", "--checkpoint", str(path),
             "--checkpoint-every", "5"]
     ranks = [subprocess.Popen(args, cwd=ROOT, env=_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r),
-                                                        WORLD_SIZE="2", LOCAL_RANK="0"),
+                                                        WORLD_SIZE="2", LOCAL_RANK="0", ZOR_DP_EXCHANGE=exchange),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
     try:
         deadline = time.monotonic() + LIMIT
