@@ -75,7 +75,8 @@ __all__ = ["Reducer", "AllReduce", "Sharded", "Columns", "OFF", "start", "check_
 EXCHANGES = ("auto", "all-reduce", "activations", "columns")   # values of ZOR_DP_EXCHANGE
 # auto takes the columns exchange where every layer above the input has at least this many units (docs/scale.md:
 # 2 ranks on 2 cores, CPU per step: equal to or cheaper than activations at 1024-wide, batch 32 and 256, and
-# 1.74x against 1.26x at 4096-wide; 4x dearer at the quick start's 784-64-784, batch 48)
+# 1.74x against 1.26x at 4096-wide; 4x dearer at the quick start's 784-64-784, batch 48: train_batch's step on
+# shards. fit's whole-batch step is cheaper than activations at every size measured, but start() serves both callers)
 COLUMNS_FROM = 1024
 
 
