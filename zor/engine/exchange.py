@@ -121,10 +121,19 @@ class Blocks(PointToPoint):
         return Pending(self.post([parts[self.rank]] * self.world, parts),
                        lambda: torch.cat(parts, dim=1, out=out))
 
-    def columns_into(self, full: torch.Tensor, own: torch.Tensor, blocks: Sequence[Block]) -> Pending:
-        """The ranks' column blocks (n, k_q) of a (n, Σk) tensor, posted; ``wait()`` writes them into ``full``."""
-        parts = [own if q == self.rank else torch.empty(own.shape[0], hi - lo, dtype=own.dtype, device=own.device)
-                 for q, (lo, hi) in enumerate(blocks)]
+    def columns_into(self, full: torch.Tensor, own: torch.Tensor, blocks: Sequence[Block],
+                     spare: Optional[list[torch.Tensor]] = None) -> Pending:
+        """The ranks' column blocks (n, k_q) of a (n, Σk) tensor, posted; ``wait()`` writes them into ``full``.
+        ``spare``: flat scratch tensors free until then, which the receive buffers take (each at most once) before
+        fresh memory (whose pages the receive would fault in)."""
+        def recv_buffer(k: int) -> torch.Tensor:
+            n = own.shape[0] * k
+            for at, t in enumerate(spare or []):
+                if t.numel() >= n and t.dtype == own.dtype and t.device == own.device:
+                    return spare.pop(at)[:n].view(own.shape[0], k)
+            return torch.empty(own.shape[0], k, dtype=own.dtype, device=own.device)
+
+        parts = [own if q == self.rank else recv_buffer(hi - lo) for q, (lo, hi) in enumerate(blocks)]
 
         def place() -> None:
             for (lo, hi), part in zip(blocks, parts):

@@ -175,6 +175,7 @@ class ColumnsUpdate:
             return
         self._rows_ready()
         moving = []                                 # every swap posted at once; each block placed as it arrives
+        spare = [t.view(-1) for name, t in self.p2p.buffers.items() if name[0] in ("u", "work")]   # free: U_i's
         with torch.no_grad():
             for i, w in enumerate(net.weights):
                 pairs = [(w.detach(), self.w[i])]
@@ -183,7 +184,7 @@ class ColumnsUpdate:
                 st = net.optimizer.state.get(w)
                 if st and self.moments[i] is not None:
                     pairs += [(st["exp_avg"], self.moments[i][0]), (st["exp_avg_sq"], self.moments[i][1])]
-                moving += [self.p2p.columns_into(full, own, self.blocks[i + 1]) for full, own in pairs]
+                moving += [self.p2p.columns_into(full, own, self.blocks[i + 1], spare) for full, own in pairs]
             for j in range(1, len(net.layers)):
                 for t in (net.threshold(j), net.rate(j)):
                     parts = [t[lo:hi] for lo, hi in self.blocks[j]]
