@@ -282,3 +282,38 @@ def test_fit_whole_batch_step_equals_the_shard_step_bit_for_bit(tmp_path, rule):
             assert np.array_equal(whole[name], shards[name]), (r, name)
         moved = np.abs(whole["weights_0"] - make_net(rule).weights[0].detach().numpy()).max()
         assert moved > 1e-4, "the weights did not move: the comparison would prove nothing"
+
+
+PROFILED_WORKER = '''
+import sys
+import numpy as np, torch, torch.distributed as dist
+from torch.profiler import profile, ProfilerActivity
+from zor import Layer, Zor
+
+rank, init = int(sys.argv[1]), sys.argv[2]
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+net = Zor([Layer(32), Layer(24), Layer(16), Layer(32)], seed=0, device="cpu", distributed=True)
+x = torch.rand(16, 32, generator=torch.Generator().manual_seed(0))[rank * 8:(rank + 1) * 8]
+for step in range(4):
+    with profile(activities=[ProfilerActivity.CPU]) as prof:   # one profiler per step, as a user might
+        net.train_batch(x, x)
+    assert any(e.key == "aten::mm" for e in prof.key_averages())
+net.reducer.gather_state(net)
+print("rank", rank, "trained under the profiler", flush=True)
+dist.destroy_process_group()
+'''
+
+
+def test_steps_profiled_one_by_one_do_not_crash(tmp_path):
+    """The rows' swap travels from one step into the next; under torch.profiler a work that outlives the profiler
+    that recorded it crashed the process (SIGSEGV), so while a profiler records the step waits for it."""
+    script = tmp_path / "profiled.py"
+    script.write_text(PROFILED_WORKER)
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), init], env=_columns_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(WORLD)]
+    for r, p in enumerate(procs):
+        log = p.communicate(timeout=180)[0]
+        assert p.returncode == 0, log[-3000:]
+        assert f"rank {r} trained under the profiler" in log

@@ -29,7 +29,9 @@ gathers the rows first and hands the output back by rows. One step (moves:
 (the update: :mod:`zor.engine.tensorparallel_update`). Two moves travel while the rank
 computes: the columns of δ̂ while it forms U_i (which does not need them), and the rows of
 W_i from the end of one step into the next forward (waited for just before the next signal
-product, the first reader). The results are those of the blocking moves, bit for bit.
+product, the first reader; within the step while torch.profiler records, because a work that
+outlives the profiler which recorded it crashes the process). The results are those of the
+blocking moves, bit for bit.
 
 Per step a rank receives (N−1)/N of B·n_j for each hidden layer j twice (activations and
 signal) and (N−1)/N² of |W_i| for each connection above the input (its rows); through
@@ -298,6 +300,8 @@ class ColumnsUpdate:
         self._optimizer_step(net, us, scale, norms)
         self._post_rows()
         self._homeostasis(net)
+        if torch.autograd._profiler_enabled():     # a work must not outlive the profiler that recorded it (a crash)
+            self._rows_ready()
         self.stale = True
         return signal, sums
 
