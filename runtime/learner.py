@@ -227,11 +227,11 @@ class Learner:
             raise ShapeError(f"target: expected shape ({x.shape[0]}, {self.sizes[-1]}), got {target.shape}")
         return x, target
 
-    def _run(self, x: np.ndarray, target: np.ndarray, fresh: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One step; the new state is taken only when finite. health = mean|δ| + Σ‖grad_i‖² (layers with a
         norm clip) is finite iff the error and those gradients are; from a finite state (checked at load)
         a finite gradient gives finite moments and weights, so no pass over those weights is needed."""
-        out, err, new = self._bound.run(self._session, x, target, fresh, self._forms.form)
+        out, err, new = self._bound.run(self._session, x, target, self._forms.form)
         h = self._bound.health
         bad = [n for n in self._weights if not _finite(new[n])]        # θ may be −inf: weights decide
         if h is None or not math.isfinite(float(h)):      # a finite health holds a finite mean|δ|: δ is finite
@@ -267,7 +267,7 @@ class Learner:
     def step(self, x: Any, target: Any) -> np.ndarray:
         """One learning step on the batch (B, n_0) with its target (B, n_L); returns the error (B, n_L)."""
         x, target = self._checked(x, target)
-        return self._run(x, target, fresh=True)[1]
+        return self._run(x, target)[1].copy()                      # the bound buffer is rewritten two steps on
 
     def predict(self, x: Any, batch_size: int = 1024) -> np.ndarray:
         """The output (B, n_L) for x with the current weights; learns nothing (the new state is dropped)."""

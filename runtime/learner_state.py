@@ -95,31 +95,21 @@ class BoundState:
             if self.health is not None:
                 b.bind_ortvalue_output("health", ort.OrtValue.ortvalue_from_numpy(self.health))
             bindings.append(b)
-        # per binding: (output, error) buffers (B, n_L) or None, and whether its error output is bound to an
-        # array lent to a caller (not to io's own buffer)
-        self.forms.append({"session": session, "bindings": bindings, "io": [None, None], "lent": [True, True]})
+        # per binding: its (output, error) buffers (B, n_L), or None before the first step of that batch size
+        self.forms.append({"session": session, "bindings": bindings, "io": [None, None]})
         return len(self.forms) - 1
 
-    def run(self, session: ort.InferenceSession, x: np.ndarray, target: np.ndarray, fresh: bool = False,
-            form: int = 0) -> tuple:
-        """Run one step into the other set; returns (output, error, new state) without switching.
-        ``fresh``: the error goes into a new array the caller may keep (else a buffer reused two steps on).
-        ``form``: the bound session to run (0: ``session``, the one given first)."""
+    def run(self, session: ort.InferenceSession, x: np.ndarray, target: np.ndarray, form: int = 0) -> tuple:
+        """Run one step into the other set; returns (output, error, new state) without switching. The output
+        and error are buffers reused two steps on (a caller that keeps the error copies it; binding a new array
+        each step measured no faster). ``form``: the bound session to run (0: ``session``, the one given first)."""
         k, f = self.cur, self.forms[form]
         b = f["bindings"][k]
         io = f["io"][k]
         if io is None or io[0].shape != target.shape:
             io = f["io"][k] = (np.empty_like(target), np.empty_like(target))
             b.bind_ortvalue_output("output", ort.OrtValue.ortvalue_from_numpy(io[0]))
-            f["lent"][k] = True                      # bind io[1] below
-        if fresh:                                    # binding a new array: cheaper than copying a wide error
-            err = np.empty_like(target)
-            b.bind_ortvalue_output("error", ort.OrtValue.ortvalue_from_numpy(err))
-            f["lent"][k] = True                      # the binding writes into an array the caller keeps
-            io = (io[0], err)
-        elif f["lent"][k]:
             b.bind_ortvalue_output("error", ort.OrtValue.ortvalue_from_numpy(io[1]))
-            f["lent"][k] = False
         b.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x))
         b.bind_ortvalue_input("target", ort.OrtValue.ortvalue_from_numpy(target))
         (session if form == 0 else f["session"]).run_with_iobinding(b)
