@@ -46,7 +46,7 @@ from zor.common.fileio import check_output_file, write_bytes_atomic
 from zor.engine.network import Zor
 
 from .jsonsafe import dumps
-from .learnable_blocks import graph_feeds, join_outputs, state_outputs
+from .learnable_blocks import run_step
 from .learnable_graph import build_step_graph, spec_of, state_names
 from .metadata import set_integrity
 
@@ -137,7 +137,7 @@ def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: i
     engine = copy.deepcopy(net)
     state = initial_state(net)
     names, spec = list(state), spec_of(net, masked)
-    outs = ["output"] + state_outputs(spec, names) + [f"spikes_{i}" for i in range(len(net.layers))]
+    outs = ["output"] + [f"spikes_{i}" for i in range(len(net.layers))]
     rng = np.random.default_rng(seed)
     worst: dict[str, float] = {}
     elementwise: dict[str, float] = {}
@@ -147,8 +147,7 @@ def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: i
     for _ in range(batches):
         x = rng.random((batch_size, net.sizes[0]), dtype=np.float32)
         target = rng.random((batch_size, net.sizes[-1]), dtype=np.float32)
-        got = dict(zip(outs, sess.run(outs, {"x": x, "target": target, **graph_feeds(spec, state)})))
-        new = join_outputs(spec, names, got)
+        got, new = run_step(sess, spec, names, state, x, target, outs)
         _, traces = engine.run(x)                          # spikes with θ before the step
         _spike_check(engine, traces, [got[f"spikes_{i}"] for i in range(len(net.layers))], report)
         errors = engine.train_batch(x, target).cpu().numpy()

@@ -31,10 +31,12 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
 __all__ = ["BLOCK_ELEMENTS", "MASKED_RULES", "row_blocks", "masked_connections", "transposed_names", "parts", "graph_io",
-           "graph_feeds", "state_outputs", "join_outputs"]
+           "graph_feeds", "state_outputs", "join_outputs", "run_step"]
 
 BLOCK_ELEMENTS = 65536    # a W_i of more elements is updated in row blocks of at most this many (256 KB of float32)
 MASKED_RULES = ("post_spikes", "gated")   # rules whose E (so U) is 0 on a post unit that spiked for no row
@@ -139,3 +141,12 @@ def join_outputs(spec: dict, names: list[str], got: dict[str, np.ndarray]) -> di
         if n in turned:
             new[n] = np.ascontiguousarray(new[n].T)
     return new
+
+
+def run_step(sess: Any, spec: dict, names: list[str], state: dict[str, np.ndarray], x: np.ndarray,
+             target: np.ndarray, extra: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One step of the step graph in the onnxruntime session ``sess`` from ``state`` on (x, target): (the outputs
+    named in ``extra`` and the state's graph outputs by name, the new state joined as by :func:`join_outputs`)."""
+    outs = list(extra) + state_outputs(spec, names)
+    got = dict(zip(outs, sess.run(outs, {"x": x, "target": target, **graph_feeds(spec, state)})))
+    return got, join_outputs(spec, names, got)

@@ -43,10 +43,8 @@ def _net(**kw) -> Zor:
 
 def _run(proto, spec: dict, state: dict, x: np.ndarray, target: np.ndarray) -> dict:
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = state_names(spec)
-    outs = ["output", "health"] + lb.state_outputs(spec, names)
-    got = dict(zip(outs, sess.run(outs, {"x": x, "target": target, **lb.graph_feeds(spec, state)})))
-    return dict(lb.join_outputs(spec, names, got), output=got["output"], health=got["health"])
+    got, new = lb.run_step(sess, spec, state_names(spec), state, x, target, ("output", "health"))
+    return dict(new, output=got["output"], health=got["health"])
 
 
 @pytest.mark.parametrize("kw", [{}, {"optimizer": "sgd", "novelty": 0.2}, {"optimizer": "adam", "rule": "normalized"},
