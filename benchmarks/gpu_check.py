@@ -17,6 +17,9 @@ exits 0 having measured nothing. Parts, each recorded in ``gpu_check.json`` in t
    thread at that size (target ≥ 20×); the README quick start's 500 steps on CUDA and
    on the CPU (target: CUDA no slower);
 5. ``profile``: :mod:`benchmarks.step_profile` at 4096-wide on CUDA.
+
+``--smoke`` runs parts 2-5 on the CPU at 256-wide (no GPU needed; tests/test_gpu_check.py), so a change
+that breaks the check is found before a GPU is lent, not with its minutes.
 """
 
 from __future__ import annotations
@@ -110,15 +113,15 @@ def _sync(device: str) -> Callable[[], None]:
     return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
 
-def _throughput(batch: int, rounds: int, cpu_steps: int, gpu: str = "cuda") -> dict[str, Any]:
+def _throughput(batch: int, rounds: int, cpu_steps: int, gpu: str = "cuda", sizes: Any = None) -> dict[str, Any]:
     import torch
 
-    steps = _wide_steps(gpu, batch)
+    steps = _wide_steps(gpu, batch, sizes)
     for fn in steps.values():
         fn()
     runs = common.interleave({k: _timed(fn, _sync(gpu), 20) for k, fn in steps.items()}, rounds)
     torch.set_num_threads(1)
-    cpu = _wide_steps("cpu", batch)["zor"]
+    cpu = _wide_steps("cpu", batch, sizes)["zor"]
     cpu()
     cpu_s = [_timed(cpu, lambda: None, cpu_steps)() for _ in range(2)]
     out = {"zor_cuda_samples_per_s": batch / common.median(runs["zor"]),
@@ -167,9 +170,15 @@ def _quickstart(rounds: int, gpu: str = "cuda") -> dict[str, Any]:
 @click.option("--batch", type=click.IntRange(min=1), default=1024, help="Batch of the throughput table.")
 @click.option("--rounds", type=click.IntRange(min=1), default=5, help="Rounds of each timing (medians).")
 @click.option("--cpu-steps", type=click.IntRange(min=1), default=2, help="Timed CPU steps at 4096-wide.")
-def main(out, batch, rounds, cpu_steps):
+@click.option("--smoke", is_flag=True,
+              help="Run every part but the CUDA tests on the CPU at 256-wide, batch 64, one round: checks that this "
+                   "script works before a GPU is lent (its figures mean nothing).")
+def main(out, batch, rounds, cpu_steps, smoke):
     """CUDA tests, CPU↔CUDA parity, export of a CUDA-trained model, and the throughput table."""
     import torch
+
+    if smoke:
+        return _smoke(Path(out or os.environ.get("OUT") or ROOT / "benchmarks" / "results" / "gpu_check"))
 
     folder = Path(out or os.environ.get("OUT") or ROOT / "benchmarks" / "results" / "gpu_check")
     folder.mkdir(parents=True, exist_ok=True)
@@ -207,6 +216,29 @@ def main(out, batch, rounds, cpu_steps):
                  "target": "≥ 1"}]
         click.echo(common.format_table(rows, ["figure", "value", "target"], digits=2))
     click.echo(f"wrote {folder / 'gpu_check.json'}")
+
+
+def _smoke(folder: Path) -> None:
+    """Every part but the CUDA tests, with the CPU standing in for the GPU at small sizes; writes
+    gpu_check_smoke.json and exits 1 when a part failed (so a broken check is found without a GPU)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    small = [256, 256, 256]
+    result: dict[str, Any] = {"benchmark": "gpu_check --smoke", "environment": common.environment(1), "gpu": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, part in (("parity", lambda: _parity("cpu")), ("export", lambda: _export(Path(tmp), "cpu")),
+                           ("throughput", lambda: _throughput(64, 1, 1, "cpu", small)),
+                           ("profile", lambda: step_profile.profile("cpu", small, 64, 2, 1))):
+            try:
+                result[name] = part()
+            except Exception as exc:
+                result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            click.echo(f"-- {name}: {result[name]}")
+    common.write_json(folder / "gpu_check_smoke.json", result)
+    failed = [n for n in ("parity", "export", "throughput", "profile")
+              if "error" in result[n] or result[n].get("passed") is False]
+    if failed:
+        raise click.ClickException(f"gpu_check --smoke: these parts failed on the CPU: {failed}")
+    click.echo(f"every part ran on the CPU; wrote {folder / 'gpu_check_smoke.json'}")
 
 
 if __name__ == "__main__":
