@@ -52,7 +52,7 @@ from . import buffers, events, rules
 if TYPE_CHECKING:
     from .network import Zor
 
-__all__ = ["learn", "always_spikes", "update_rates", "MASKED_BELOW"]
+__all__ = ["learn", "always_spikes", "update_rates", "fused_kernel", "MASKED_BELOW"]
 
 Scale = Union[torch.Tensor, float]
 
@@ -228,11 +228,18 @@ def _fused_plan(opt: torch.optim.Optimizer, weights: list[torch.Tensor]) -> Opti
             return None
         plan = _FUSED[opt] = (opt.state, params, [st["exp_avg"] for st in state],
                               [st["exp_avg_sq"] for st in state], [st["step"] for st in state])
+    return (*fused_kernel(opt), plan[2:])
+
+
+def fused_kernel(opt: torch.optim.Optimizer) -> tuple:
+    """(kernel, keyword arguments) of the fused Adam/AdamW step of ``opt``'s one parameter group: what its
+    step() would call (the caller has checked that the group takes the fused path, :func:`_fused_plan`)."""
+    g = opt.param_groups[0]
     kernel = torch._fused_adamw_ if type(opt) is torch.optim.AdamW or g.get("decoupled_weight_decay") \
         else torch._fused_adam_
     return kernel, dict(amsgrad=False, lr=g["lr"], beta1=g["betas"][0], beta2=g["betas"][1],
                         weight_decay=g["weight_decay"], eps=g["eps"], maximize=False, grad_scale=None,
-                        found_inf=None), plan[2:]
+                        found_inf=None)
 
 
 def _adam_step(fused: tuple, i: int, w: torch.Tensor, grad: torch.Tensor, max_weight: Optional[float]) -> None:

@@ -24,14 +24,12 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from . import rules
+from . import learning, rules
 
 if TYPE_CHECKING:
     from .network import Zor
 
 __all__ = ["statistics", "adam_step"]
-
-_ONE = 1.0   # 1e-310 * _ONE is 0 where the CPU already flushes denormals (then the flush is left as it is)
 
 
 def statistics(net: "Zor", stats: list[torch.Tensor], us: list[torch.Tensor],
@@ -59,19 +57,14 @@ def adam_step(net: "Zor", w: list[torch.Tensor], us: list[torch.Tensor],
               norms: list[torch.Tensor]) -> None:
     """U_i ← −ε̄ U_i min(1, c/‖U_i‖), then the fused Adam/AdamW kernel on the own columns ``w`` (n_i, k) and their
     ``moments`` (denormals flushed on a CPU, as learning does; ``steps``: each W_i's step count), then the clamp."""
-    opt = net.optimizer
-    g = opt.param_groups[0]
     for i, (u, norm) in enumerate(zip(us, norms)):
         limit = net.layers[i].max_update_norm
         rules.clip_norms([u], math.inf if limit is None else limit, -scale, norms=norm.reshape(1))
     torch._foreach_add_(steps, 1)
-    kernel = torch._fused_adamw_ if type(opt) is torch.optim.AdamW or g.get("decoupled_weight_decay") \
-        else torch._fused_adam_
-    flush = us[0].device.type == "cpu" and 1e-310 * _ONE != 0.0 and torch.set_flush_denormal(True)
+    kernel, kwargs = learning.fused_kernel(net.optimizer)
+    flush = us[0].device.type == "cpu" and learning._TINY * learning._ONE != 0.0 and torch.set_flush_denormal(True)
     try:
-        kernel(w, us, [m for m, _ in moments], [v for _, v in moments], [], steps,
-               amsgrad=False, lr=g["lr"], beta1=g["betas"][0], beta2=g["betas"][1], weight_decay=g["weight_decay"],
-               eps=g["eps"], maximize=False, grad_scale=None, found_inf=None)
+        kernel(w, us, [m for m, _ in moments], [v for _, v in moments], [], steps, **kwargs)
     finally:
         if flush:
             torch.set_flush_denormal(False)
