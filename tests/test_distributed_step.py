@@ -49,6 +49,7 @@ WORKER = textwrap.dedent('''
         net = make_net(rule, seed, distributed=True)
     except ConfigError as exc:
         open(out + ".err", "w").write(str(exc))
+        dist.destroy_process_group()    # leaving with the group alive can abort in gloo's teardown (SIGABRT)
         sys.exit(0)
     xs = data()
     shard = xs.shape[1] // 2
