@@ -43,6 +43,8 @@ from onnx import helper, numpy_helper
 
 from zor.common.errors import VerificationError
 from zor.common.fileio import check_output_file, write_bytes_atomic
+from zor.common.moments import EVERY
+from zor.common.moments import STATE as MOMENT_STATE
 from zor.engine.network import Zor
 
 from .jsonsafe import dumps
@@ -86,6 +88,7 @@ def initial_state(net: Zor) -> dict[str, np.ndarray]:
         state[f"threshold_{i}"] = net.threshold(i).cpu().numpy().astype(np.float32)
         state[f"rate_{i}"] = net.rate(i).cpu().numpy().astype(np.float32)
     state["step"] = np.asarray(step, np.float32)
+    state[MOMENT_STATE] = np.zeros((), np.float32)           # moments at scale 1 (zor.common.moments)
     return {n: state[n] for n in state_names(spec)}
 
 
@@ -144,10 +147,11 @@ def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: i
     report = {"batches": batches, "batch_size": batch_size, "tolerance": TOLERANCE,
               "moment_tolerance": MOMENT_TOLERANCE, "spikes": 0,
               "spike_mismatches": 0}
-    for _ in range(batches):
+    for j in range(batches):
         x = rng.random((batch_size, net.sizes[0]), dtype=np.float32)
         target = rng.random((batch_size, net.sizes[-1]), dtype=np.float32)
-        got, new = run_step(sess, spec, names, state, x, target, outs)
+        tau = (j * 37) % (2 * EVERY)       # scaled moments fed at τ = 0..2·EVERY − 1 (as far as a Learner lets τ go)
+        got, new = run_step(sess, spec, names, state, x, target, outs, tau)
         _, traces = engine.run(x)                          # spikes with θ before the step
         _spike_check(engine, traces, [got[f"spikes_{i}"] for i in range(len(net.layers))], report)
         errors = engine.train_batch(x, target).cpu().numpy()
@@ -155,8 +159,8 @@ def verify_learnable(net: Zor, batches: int = 100, batch_size: int = 16, seed: i
         worst["output"] = max(worst.get("output", 0.0), _rel(got["output"], target - errors))
         elementwise["output"] = max(elementwise.get("output", 0.0), _rel_max(got["output"], target - errors))
         for n in names:
-            if n == "step" and net.config.optimizer == "sgd":
-                continue                                   # torch's SGD keeps no step count
+            if n == "step" and net.config.optimizer == "sgd" or n == MOMENT_STATE:
+                continue                                   # torch's SGD keeps no step count; τ is 0 on both
             worst[n] = max(worst.get(n, 0.0), _rel(new[n], want[n]))
             elementwise[n] = max(elementwise.get(n, 0.0), _rel_max(new[n], want[n]))
         state = want                # the next step starts both from the engine's state: each step is

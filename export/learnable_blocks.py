@@ -35,6 +35,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from zor.common import moments
+
 __all__ = ["BLOCK_ELEMENTS", "MASKED_RULES", "row_blocks", "masked_connections", "transposed_names", "parts", "graph_io",
            "graph_feeds", "state_outputs", "join_outputs", "run_step"]
 
@@ -88,7 +90,7 @@ def parts(spec: dict, i: int) -> list[tuple[str, int, int]]:
 
 def _state_shape(name: str, spec: dict) -> list:
     """The graph's shape of a state tensor (W_iᵀ's for one in spec["transposed"])."""
-    if name == "step":
+    if name in ("step", "moment_steps"):
         return []
     kind, i = name.rsplit("_", 1)
     sizes = spec["sizes"]
@@ -144,9 +146,14 @@ def join_outputs(spec: dict, names: list[str], got: dict[str, np.ndarray]) -> di
 
 
 def run_step(sess: Any, spec: dict, names: list[str], state: dict[str, np.ndarray], x: np.ndarray,
-             target: np.ndarray, extra: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+             target: np.ndarray, extra: Sequence[str] = (), tau: int = 0) -> tuple[dict[str, np.ndarray],
+                                                                                  dict[str, np.ndarray]]:
     """One step of the step graph in the onnxruntime session ``sess`` from ``state`` on (x, target): (the outputs
-    named in ``extra`` and the state's graph outputs by name, the new state joined as by :func:`join_outputs`)."""
+    named in ``extra`` and the state's graph outputs by name, the new state joined as by :func:`join_outputs`).
+    ``state`` and the new state hold Adam's moments at scale 1; a graph with scaled moments (zor.common.moments)
+    is fed them at τ = ``tau``."""
     outs = list(extra) + state_outputs(spec, names)
-    got = dict(zip(outs, sess.run(outs, {"x": x, "target": target, **graph_feeds(spec, state)})))
-    return got, join_outputs(spec, names, got)
+    scaling = spec.get("moment_scaling")
+    feeds = graph_feeds(spec, moments.to_graph(state, scaling, tau))
+    got = dict(zip(outs, sess.run(outs, {"x": x, "target": target, **feeds})))
+    return got, moments.from_graph(join_outputs(spec, names, got), scaling)

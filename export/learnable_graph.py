@@ -51,6 +51,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from zor.common.errors import UnsupportedLearnableError
+from zor.common.moments import STATE, scaling_of
 
 from .learnable_blocks import graph_io, parts, row_blocks
 from .learnable_masked import masked_layout, masked_update, turned
@@ -100,12 +101,16 @@ def spec_of(net: Any, masked: bool = True) -> dict:
         } for i, layer in enumerate(net.layers)],
         "blocks": row_blocks(net.sizes, c.optimizer, novelty, tuple(masked)),
         "transposed": transposed,     # state held as W_iᵀ (n_{i+1}, n_i): zor.export.learnable_masked
+        # Adam's moments held as m·β₁^−τ, v·β₂^−τ (zor.common.moments), or None: plain moments
+        "moment_scaling": scaling_of({"optimizer": c.optimizer, "lr": c.lr, "betas": list(c.betas),
+                                      "weight_decay": c.weight_decay}),
+        "health_covers_x": True,      # health is not finite when x is not (0·Σx joins it): no check of x before
     }
 
 
 def state_names(spec: dict) -> list[str]:
-    """The state tensors in graph order: step, then per weight W, moments, novelty; per layer θ, r."""
-    names = ["step"]
+    """The state tensors in graph order: step (and moment_steps τ with scaled moments), then per weight W, moments, novelty; per layer θ, r."""
+    names = ["step"] + ([STATE] if spec.get("moment_scaling") else [])
     for i in range(len(spec["sizes"]) - 1):
         names.append(f"weight_{i}")
         names += [f"momentum_{i}"] if spec["optimizer"] == "sgd" else [f"adam_m_{i}", f"adam_v_{i}"]
@@ -148,7 +153,24 @@ class _G:
         return self.op(_ACT_OPS[name], x) if name in _ACT_OPS else x
 
 
-def _forward(g: _G, spec: dict, spikes: bool) -> tuple[str, list[tuple[Optional[str], str]]]:
+def _product(g: _G, spec: dict, i: int, a: str, down: bool, w_scale: Optional[str], out: Optional[str] = None) -> str:
+    """a W_i (forward; a (B, n_i)) or a W_iᵀ (``down``; a (B, n_{i+1})) from the held W_i (or W_iᵀ where turned);
+    with AdamW's held W̃ = W decay^−τ (zor.common.moments) the scalar ``w_scale`` = decay^τ goes on the
+    narrower of the product's two small sides."""
+    t = turned(spec, i)
+    if w_scale is not None and spec["sizes"][i + int(not down)] >= spec["sizes"][i + int(down)]:
+        a, w_scale = g.op("Mul", a, w_scale), None                           # the input is the narrower side
+    if down:
+        h = g.op("MatMul", a, f"weight_{i}", out=None if w_scale else out) if t else \
+            g.op("Gemm", a, f"weight_{i}", transB=1, out=None if w_scale else out)
+    else:
+        h = g.op("Gemm", a, f"weight_{i}", transB=1, out=None if w_scale else out) if t else \
+            g.op("MatMul", a, f"weight_{i}", out=None if w_scale else out)
+    return h if w_scale is None else g.op("Mul", h, w_scale, out=out)
+
+
+def _forward(g: _G, spec: dict, spikes: bool, mean_b: str,
+             w_scale: Optional[str] = None) -> tuple[str, list[tuple[Optional[str], str]]]:
     """Output name and the (s_i, a_i, mean_b s_i) of every layer; appends the rate updates' outputs. A layer that spikes
     for good (spec["always"]: θ = −inf) has s ≡ 1: no gate pass, s_i None, r ← m r + (1 − m) (the normalized
     rule keeps s_i, its E reads it); ``spikes`` outputs spikes_i of every layer all the same (verification).
@@ -168,16 +190,14 @@ def _forward(g: _G, spec: dict, spikes: bool) -> tuple[str, list[tuple[Optional[
         else:
             s = g.op("Cast", g.op("Greater", h, f"threshold_{i}"), to=TensorProto.FLOAT, out=f"spikes_{i}")
             a = g.act(lay["activation"], g.op("Mul", h, s))                   # (B, n_i)
-            mean_s = g.op("ReduceMean", s, axes=[0], keepdims=0)              # (n_i,)
+            mean_s = g.op("MatMul", mean_b, s)                                # (n_i,) = mean_b s
             g.op("Add", g.op("Mul", f"rate_{i}", g.const(m)), g.op("Mul", mean_s, g.const(1.0 - m)),
                  out=f"rate_{i}_out")
             if i == last and act_out:
                 g.op(_ACT_OPS[lay["activation"]], h, out="output")           # ungated: y = f_L(c_L)
         traces.append((s, a, mean_s))
         if i < last:                                                          # (B, n_{i+1}); W_iᵀ: transB
-            out = "output" if i + 1 == last and not act_out else None
-            h = g.op("Gemm", a, f"weight_{i}", transB=1, out=out) if turned(spec, i) else \
-                g.op("MatMul", a, f"weight_{i}", out=out)
+            h = _product(g, spec, i, a, False, w_scale, "output" if i + 1 == last and not act_out else None)
     return "output", traces
 
 
@@ -191,18 +211,19 @@ def _signal(g: _G, spec: dict, delta: str, s_post: str, top: bool) -> str:
     return delta
 
 
-def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: str,
+def _update(g: _G, spec: dict, i: int, pre: tuple, post: tuple, d: str, inv_b: tuple[str, str],
             neg_scale: str) -> tuple[list[str], str, Optional[str]]:
     """([u per row block], factor, ‖u‖² or None): the 'gradient' of W_i is u · factor = −ε·clip(G ⊙ E′);
     writes novelty_i_out (novelty on); ‖u‖² when the layer has a norm clip (it is computed for the clip anyway).
     A transposed W_i gets uᵀ per block of post units, formed on the active ones (zor.export.learnable_masked)."""
     lay = spec["layers"][i]
     a_i, (s_p, a_p, mean_p) = pre[1], post
+    inv_b, mean_b = inv_b
     rule = spec["rule"]
     column = rule not in ("coactivity", "normalized") and spec["always"][i + 1]   # s_{i+1} ≡ 1: E is a column
     fold = column and lay["novelty_factor"] == 0.0          # E′ = clip(mean_b a_i, 0, 1) per pre unit j, so
     if fold:                                                # U = (a_i ⊙ E′ᵀ / B)ᵀ δ̂: E′ and 1/B on the small side
-        e_row = g.op("Clip", g.op("ReduceMean", a_i, axes=[0], keepdims=1), g.const(0.0), g.const(1.0))
+        e_row = g.op("Clip", g.op("MatMul", mean_b, a_i), g.const(0.0), g.const(1.0))          # (n_i,)
         a_i, d_b = g.op("Mul", a_i, g.op("Mul", e_row, inv_b)), d              # (B, n_i), (B, n_{i+1})
     else:
         d_b = g.op("Mul", d, inv_b)                                            # δ̂ / B (B, n_{i+1}): the small side
@@ -272,7 +293,15 @@ def _homeostasis(g: _G, spec: dict) -> None:
 
 
 def _body(g: _G, spec: dict, spikes: bool) -> None:
-    out, traces = _forward(g, spec, spikes)
+    scaling = spec.get("moment_scaling")
+    w_scale = None                                                 # decay^τ of AdamW's held W̃ (zor.common.moments)
+    if scaling and scaling.get("decay") is not None:
+        w_scale = g.op("Pow", g.const(scaling["decay"]), STATE)
+    batch = g.op("Cast", g.op("Gather", g.op("Shape", "x"), g.const(0, np.int64), axis=0), to=TensorProto.FLOAT)
+    inv_b = g.op("Reciprocal", batch)
+    # (B,) of 1/B: mean_b X is the batch mean of X (B, n), a small product (ReduceMean over axis 0 is slower)
+    mean_b = g.op("Expand", inv_b, g.op("Gather", g.op("Shape", "x"), g.const([0], np.int64), axis=0))
+    out, traces = _forward(g, spec, spikes, mean_b, w_scale)
     delta = g.op("Sub", "target", out, out="error")                             # (B, n_L)
     if spec["error_scaling"]:
         mean_abs = g.op("ReduceMean", g.op("Abs", delta), keepdims=0)
@@ -280,17 +309,18 @@ def _body(g: _G, spec: dict, spikes: bool) -> None:
     else:
         scale = g.const(1.0)
     neg_scale = g.op("Neg", scale)
-    batch = g.op("Cast", g.op("Gather", g.op("Shape", "x"), g.const(0, np.int64), axis=0), to=TensorProto.FLOAT)
-    inv_b = g.op("Reciprocal", batch)
     t = g.op("Add", "step", g.const(1.0), out="step_out")
+    tau = g.op("Add", STATE, g.const(1.0), out=f"{STATE}_out") if scaling else None
     top = len(spec["sizes"]) - 2
     health = mean_abs if spec["error_scaling"] else g.op("ReduceMean", g.op("Abs", delta), keepdims=0)
-    sc = None if spec["optimizer"] == "sgd" else adam_scalars(g, spec, t)
+    if spec.get("health_covers_x"):            # 0·Σx: NaN when x holds a NaN or an inf, else 0
+        health = g.op("Add", health, g.op("Mul", g.op("ReduceSum", "x", keepdims=0), g.const(0.0)))
+    sc = None if spec["optimizer"] == "sgd" else adam_scalars(g, spec, t, tau, w_scale)
     for i in reversed(range(top + 1)):
         d = _signal(g, spec, delta, traces[i + 1][0], i == top)
         if i > 0:                                                           # δ̂ W_iᵀ (B, n_i), old W_i
-            delta = g.op("MatMul", d, f"weight_{i}") if turned(spec, i) else g.op("Gemm", d, f"weight_{i}", transB=1)
-        us, factor, ssq = _update(g, spec, i, traces[i], traces[i + 1], d, inv_b, neg_scale)
+            delta = _product(g, spec, i, d, True, w_scale)
+        us, factor, ssq = _update(g, spec, i, traces[i], traces[i + 1], d, (inv_b, mean_b), neg_scale)
         if ssq is not None:                                                 # ‖grad‖² = ‖u‖²·factor²
             health = g.op("Add", health, g.op("Mul", ssq, square(g, factor)))
         for u, part in zip(us, parts(spec, i)):                            # block by block: in L2

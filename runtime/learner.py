@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import sys
@@ -34,7 +33,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import onnxruntime as ort
 
-from zor.common import format as fmt
+from zor.common import moments
 from zor.common.curriculum import CurriculumSampler
 from zor.common.errors import (
     LearningDivergedError,
@@ -44,69 +43,16 @@ from zor.common.errors import (
 )
 from zor.common.fileio import atomic_path, check_not_an_input, write_bytes_atomic
 
-from . import learner_forms, learner_state, onnxmeta, saved_model
+from . import learner_file, learner_forms, learner_state, saved_model
 from .checks import check_array
-from .loaders import check_integrity
+from .learner_file import LEARNABLE_FORMAT
 
 __all__ = ["Learner", "LEARNABLE_FORMAT"]
 
-LEARNABLE_FORMAT = "zor-learnable"
 FLUSH_EVERY = 64    # steps between two flushes of tiny moments (Learner._flush; 270 µs at 784-256-10, 4 µs a step)
 TINY = 1e-34        # |a| below this in a moment or trace is set to 0: 0.9⁶⁴·TINY stays above float32's
                     #   subnormals (1.18e-38)
 PathLike = Union[str, os.PathLike]
-
-
-def _check_file(data: bytes, meta: dict, path: PathLike) -> None:
-    """The load checks of a learnable file: zor.integrity (every initializer, the graph, the metadata) and
-    every operator one the step graph emits (fmt.LEARNABLE_OPERATORS), nothing foreign."""
-    if meta.get("zor.format") != LEARNABLE_FORMAT:
-        return                                   # named by the caller
-    try:
-        scan = onnxmeta.scan_model(data, digests=True)
-    except onnxmeta.ScanError as exc:
-        raise ModelFileError(f"{path}: not a well-formed ONNX file ({exc})") from exc
-    if fmt.KEYS.INTEGRITY not in dict(scan.metadata):
-        raise ModelFileError(f"{path}: {fmt.KEYS.INTEGRITY} missing: expected a file from zor-export --learnable")
-    check_integrity(scan, str(path))
-    odd = sorted({n.op_type for n in scan.nodes if n.domain not in ("", "ai.onnx")
-                  or n.op_type not in fmt.LEARNABLE_OPERATORS or n.subgraphs})
-    if odd or scan.foreign:
-        raise ModelFileError(f"{path}: operators {odd or scan.foreign} are not ones a learnable export emits; refused")
-
-
-def _start_state(path: str, data: bytes, names: list[str]) -> dict[str, np.ndarray]:
-    """The start state: the initializers named like the state inputs (checked to lie inside the file)."""
-    raw = onnxmeta.find_initializers(path, names)
-    missing = [n for n in names if n not in raw]
-    if missing:
-        raise ModelFileError(f"{path}: start state {missing} missing from the file (truncated or tampered?)")
-    state = {}
-    for n in names:
-        t = raw[n]
-        if t.offset + t.nbytes > len(data):
-            raise ModelFileError(f"{path}: tensor {n} declares bytes past the file's end (truncated?)")
-        state[n] = np.frombuffer(data, t.dtype, int(np.prod(t.shape)), t.offset).reshape(t.shape).copy()
-    return state
-
-
-def _read(path: PathLike) -> tuple[bytes, dict, dict]:
-    try:
-        data = Path(path).read_bytes()
-        meta = onnxmeta.read_metadata_props(path)
-    except FileNotFoundError as exc:
-        raise ModelFileError(f"{path}: no such file (expected a learnable .onnx from zor-export --learnable)") from exc
-    except (onnxmeta.ScanError, OSError) as exc:
-        raise ModelFileError(f"{path}: expected a learnable ONNX file, could not read it ({exc})") from exc
-    _check_file(data, meta, path)
-    if meta.get("zor.format") != LEARNABLE_FORMAT:
-        raise ModelFileError(f"{path}: expected zor.format {LEARNABLE_FORMAT!r} (zor-export --learnable), "
-                             f"got {meta.get('zor.format')!r}")
-    try:
-        spec = json.loads(meta["zor.learnable"])
-    except (KeyError, ValueError) as exc:
-        raise ModelFileError(f"{path}: zor.learnable metadata missing or not JSON") from exc
-    return data, meta, spec
 
 
 def _finite(a: np.ndarray) -> bool:
@@ -116,52 +62,11 @@ def _finite(a: np.ndarray) -> bool:
     return a.size == 0 or (math.isfinite(a.max()) and math.isfinite(a.min()))
 
 
-def _check_finite(state: dict[str, np.ndarray], where: str, error: type) -> None:
-    """Every state tensor finite (θ may be −inf: a layer that always spikes), else ``error``."""
-    bad = [n for n, v in state.items() if not (np.isfinite(v) | (n.startswith("threshold_") & np.isneginf(v))).all()]
-    if bad:
-        raise error(f"{where}: expected finite values, got NaN or inf in {bad}")
-
-
-def _check_blocks(blocks: Any, start: dict[str, np.ndarray], path: PathLike) -> None:
-    """The row blocks a file lists (spec["blocks"]) split each named state tensor into consecutive row
-    ranges lo < hi covering all of its rows, else ModelFileError (the Learner binds views of them)."""
-    ranges: dict[str, list] = {}
-    try:
-        for b in blocks:
-            lo, hi = (int(r) for r in b["rows"])
-            ranges.setdefault(b["state"], []).append((lo, hi))
-            if not (isinstance(b["input"], str) and isinstance(b["output"], str)):
-                raise TypeError("input and output must be names")
-        for name, rows in ranges.items():
-            n = start[name].shape[0] if start[name].ndim == 2 else -1
-            ends = [0] + [hi for _, hi in rows]
-            if n < 1 or any(lo != prev or hi <= lo for (lo, hi), prev in zip(rows, ends)) or ends[-1] != n:
-                raise ValueError(f"rows {rows} of {name} do not split its {n} rows in order")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: zor.learnable blocks: expected consecutive row ranges of the state's "
-                             f"weight-shaped tensors, got {str(exc) or type(exc).__name__}") from exc
-
-
-def _check_turned(names: Any, start: dict[str, np.ndarray], sizes: list[int], path: PathLike) -> frozenset:
-    """The state tensors the graph holds transposed (spec["transposed"]): each must be a weight-shaped state
-    W_i, its moments, held as (n_{i+1}, n_i) in the file, else ModelFileError."""
-    try:
-        for n in names:
-            i = int(n.rsplit("_", 1)[1])
-            if not n.startswith(("weight_", "adam_m_", "adam_v_", "momentum_")) or n not in start \
-                    or start[n].shape != (sizes[i + 1], sizes[i]):
-                raise ValueError(n)
-        return frozenset(names)
-    except (TypeError, ValueError, IndexError, AttributeError) as exc:
-        raise ModelFileError(f"{path}: zor.learnable transposed: expected weight-shaped state tensors held as "
-                             f"(n_(i+1), n_i), got {exc}") from exc
-
-
-def _ready(a: Any, width: int) -> bool:
-    """The common call: already a finite C-contiguous float32 (B ≥ 1, width) array, nothing to convert."""
+def _ready(a: Any, width: int, finite: bool = True) -> bool:
+    """The common call: already a C-contiguous float32 (B ≥ 1, width) array, nothing to convert; and finite,
+    unless ``finite`` is False (the step's health covers it: see Learner._run)."""
     return (type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 2 and a.shape[1] == width
-            and a.shape[0] > 0 and a.flags.c_contiguous and _finite(a))
+            and a.shape[0] > 0 and a.flags.c_contiguous and (not finite or _finite(a)))
 
 
 def _data_key(x: np.ndarray, y: np.ndarray) -> str:
@@ -177,14 +82,15 @@ class Learner:
 
     def __init__(self, path: PathLike, threads: Optional[int] = 1, seed: Optional[int] = 0) -> None:
         self.path = os.fspath(path)
-        data, self.meta, self.spec = _read(path)
+        data, self.meta, self.spec = learner_file.read(path)
         self.model_hash = hashlib.sha256(data).hexdigest()
         self.names: list[str] = list(self.spec["state"])
         self.sizes: list[int] = [int(n) for n in self.spec["sizes"]]
-        start = _start_state(self.path, data, self.names)
-        _check_finite(start, f"{path}: start state", ModelFileError)
-        _check_blocks(self.spec.get("blocks", []), start, path)
-        self._turned = _check_turned(self.spec.get("transposed", []), start, self.sizes, path)
+        start = learner_file.start_state(self.path, data, self.names)
+        learner_file.check_finite(start, f"{path}: start state", ModelFileError)
+        learner_file.check_blocks(self.spec.get("blocks", []), start, path)
+        self._turned = learner_file.check_turned(self.spec.get("transposed", []), start, self.sizes, path)
+        self._scaling = learner_file.check_scaling(self.spec.get("moment_scaling"), self.spec, self.names, path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3          # the state inputs carry defaults on purpose: no warning for them
         if threads:
@@ -201,6 +107,10 @@ class Learner:
         self._weights = [n for n in self.names if n.startswith("weight_") and (
             self._bound.health is None or self.spec["layers"][int(n.rsplit("_", 1)[1])]["max_update_norm"] is None)]
         self._decaying = [n for n in self.names if n.startswith(("adam_m_", "adam_v_", "momentum_", "novelty_", "rate_"))]
+        # x's NaN and inf make the step's health not finite (0·Σx in it): then x is checked, not before
+        self._x_in_health = bool(self.spec.get("health_covers_x")) and self._bound.health is not None
+        self._flush_every = min(FLUSH_EVERY, self._scaling["every"]) if self._scaling else FLUSH_EVERY
+        self._scratch: Optional[tuple[np.ndarray, np.ndarray]] = None     # _flush's |a| and |a| < TINY
         self.rng = np.random.default_rng(seed)
         self.steps_done = 0
         self._sampler: Optional[CurriculumSampler] = None
@@ -209,7 +119,12 @@ class Learner:
     @property
     def state(self) -> dict[str, np.ndarray]:
         """Every state tensor as it is now (copies: the session's own buffers are rewritten each step); W_i and
-        its moments as (n_i, n_{i+1}) also where the graph holds them transposed (spec["transposed"])."""
+        its moments as (n_i, n_{i+1}) also where the graph holds them transposed (spec["transposed"]); Adam's
+        moments at scale 1 (moment_steps 0) where the graph holds them scaled (zor.common.moments)."""
+        return moments.from_graph(self._file_state(), self._scaling)
+
+    def _file_state(self) -> dict[str, np.ndarray]:
+        """The state as the graph holds it (scaled moments as they are) in the file's layout, W_i (n_i, n_{i+1})."""
         return {n: np.ascontiguousarray(v.T) if n in self._turned else v.copy() for n, v in self._bound.live.items()}
 
     @property
@@ -219,9 +134,12 @@ class Learner:
         return [state[f"weight_{i}"] for i in range(len(self.sizes) - 1)]
 
     def _checked(self, x: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
-        if not _ready(x, self.sizes[0]):
+        """(x, target) as the step takes them, or the error naming what was expected; NaN and inf are found by
+        the step itself where its health covers them (see _run), else here."""
+        finite = not self._x_in_health
+        if not _ready(x, self.sizes[0], finite):
             x = check_array("x", x, self.sizes[0])                # converts, or says what was expected
-        if not _ready(target, self.sizes[-1]):
+        if not _ready(target, self.sizes[-1], finite):
             target = check_array("target", target, self.sizes[-1])
         if target.shape[0] != x.shape[0]:
             raise ShapeError(f"target: expected shape ({x.shape[0]}, {self.sizes[-1]}), got {target.shape}")
@@ -235,6 +153,9 @@ class Learner:
         h = self._bound.health
         bad = [n for n in self._weights if not _finite(new[n])]        # θ may be −inf: weights decide
         if h is None or not math.isfinite(float(h)):      # a finite health holds a finite mean|δ|: δ is finite
+            if self._x_in_health:                         # 0·Σx and mean|target − y| are in it: name a bad input
+                check_array("x", x, self.sizes[0])
+                check_array("target", target, self.sizes[-1])
             bad = bad or (["error"] if not _finite(err) else [] if h is None else ["gradients"])
         if bad:
             raise LearningDivergedError(
@@ -243,7 +164,7 @@ class Learner:
         self._bound.switch()
         self.steps_done += 1
         self._forms.choose(self._bound, self.steps_done)
-        if self.steps_done % FLUSH_EVERY == 0:
+        if self.steps_done % self._flush_every == 0:
             self._flush()
         return out, err
 
@@ -258,11 +179,21 @@ class Learner:
         subnormal in between. It changes nothing that counts: Adam's step m/(√v/k + eps'/k) for a zeroed
         |m| < 1e-34 moves W by < 1e-34·lr/(eps·(1 − β₁)) = lr·1e-25; a zeroed v changes √v by < 1e-17,
         far below the denominator's floor eps' = eps·√(1 − β₂ᵗ) ≥ 3e-10 (β₂ = 0.999); a momentum buffer
-        or novelty trace or a silent unit's rate changes by < 1e-34 (torch keeps the subnormals; no more)."""
+        or novelty trace or a silent unit's rate changes by < 1e-34 (torch keeps the subnormals; no more).
+
+        Scaled moments (zor.common.moments) are put back to scale 1 first: in the graph a silent unit's m̃
+        stays as it is, so it is here, at most every EVERY steps, that its m = m̃ β₁^τ falls, by ≥ 0.9⁶⁴."""
         live = self._bound.live
+        if self._scaling is not None:
+            moments.rescale(live, self._scaling)
+        if self._scratch is None:                   # kept: new temporaries of this size cost page faults
+            size = max(live[n].size for n in self._decaying)
+            self._scratch = (np.empty(size, np.float32), np.empty(size, bool))
         for n in self._decaying:
-            a = live[n]
-            np.copyto(a, 0.0, where=np.abs(a) < TINY)
+            a = live[n].reshape(-1)
+            mag, tiny = self._scratch[0][:a.size], self._scratch[1][:a.size]
+            np.less(np.abs(a, out=mag), TINY, out=tiny)
+            np.copyto(a, 0.0, where=tiny)
 
     def step(self, x: Any, target: Any) -> np.ndarray:
         """One learning step on the batch (B, n_0) with its target (B, n_L); returns the error (B, n_L)."""
@@ -303,12 +234,17 @@ class Learner:
         if y.shape[0] != x.shape[0]:
             raise ShapeError(f"y: expected {x.shape[0]} rows (one per row of x), got {y.shape[0]}")
         sampler, continued = self._curriculum(x, y, curriculum)
+        xb = np.empty((batch_size, self.sizes[0]), np.float32)        # (B, n_0): the batch, gathered in place
+        yb = xb if y is x else np.empty((batch_size, self.sizes[-1]), np.float32)
         bar = _Progress(steps) if progress else None
         acc: list[float] = []
         start = time.perf_counter()
         for _ in range(steps):
             idx = sampler.sample(batch_size)
-            err = self._run(x[idx], y[idx])[1]
+            np.take(x, idx, axis=0, out=xb)                             # into buffers bound once (BoundState.run)
+            if yb is not xb:
+                np.take(y, idx, axis=0, out=yb)
+            err = self._run(xb, yb)[1]
             per = np.abs(err).mean(axis=1)                              # (B,)
             sampler.update(idx, per)
             acc.append(100.0 * (1.0 - float(per.mean())))
@@ -334,7 +270,8 @@ class Learner:
         sampler = None
         if self._sampler is not None:
             sampler = dict(self._sampler.get_state(), data=self._sampler_data)
-        live = self._bound.live if not self._turned else self.state      # the file holds W_i (n_i, n_{i+1})
+        # the file holds W_i as (n_i, n_{i+1}) and the moments as the graph does (scaled: zor.common.moments)
+        live = self._bound.live if not self._turned else self._file_state()
         return learner_state.Session(live, self.steps_done, self.rng.bit_generator.state, sampler)
 
     def save_state(self, path: PathLike) -> None:
@@ -366,7 +303,12 @@ class Learner:
                 sampler.set_state(s.sampler)
         except (ValueError, TypeError, KeyError) as exc:
             raise StateError(f"learner state {path}: the rng or curriculum state does not fit ({exc})") from exc
-        _check_finite(s.state, f"learner state {path}", StateError)
+        learner_file.check_finite(s.state, f"learner state {path}", StateError)
+        if self._scaling is not None:             # τ as a Learner leaves it: a count of steps, at most `every`
+            tau = float(s.state[moments.STATE])
+            if not (0.0 <= tau <= self._scaling["every"] and tau == int(tau)):
+                raise StateError(f"learner state {path}: {moments.STATE}: expected a whole number of steps in "
+                                 f"[0, {self._scaling['every']}], got {tau:g}")
         self._bound.load({n: v.T if n in self._turned else v for n, v in s.state.items()})
         self.rng, self.steps_done = rng, s.steps_done
         self._sampler, self._sampler_data = sampler, (s.sampler or {}).get("data")

@@ -40,7 +40,7 @@ __all__ = ["EVERY_UNIT_KEY", "EVERY_UNIT_ABOVE", "CHOOSE_EVERY", "Forms", "activ
 
 EVERY_UNIT_KEY = "zor.learnable_every_unit"   # metadata: base64 of the second step graph
 EVERY_UNIT_ABOVE = 0.6    # share of active post units above which the every-unit graph runs (level at ~0.7)
-CHOOSE_EVERY = 4          # steps between two choices (two (n,) comparisons each)
+CHOOSE_EVERY = 8          # steps between two choices (two (n,) comparisons each, ~20 µs after a step)
 
 
 def active_share(new: list[np.ndarray], old: list[np.ndarray], momentum: list[np.float32]) -> float:

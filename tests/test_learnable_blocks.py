@@ -110,7 +110,7 @@ def test_learner_on_a_blocked_file_matches_the_whole_one(monkeypatch, tmp_path) 
 def test_learner_refuses_blocks_that_do_not_split_the_rows(rows) -> None:
     """A file's listed row blocks must split the state tensor's 9 rows into consecutive ranges lo < hi from 0
     to 9, else ModelFileError (exit 2) before anything is bound; any such split is taken."""
-    from zor.runtime.learner import _check_blocks
+    from zor.runtime.learner_file import check_blocks as _check_blocks
 
     from zor.common.errors import ModelFileError
     start = {"weight_0": np.zeros((9, 7), np.float32), "step": np.zeros((), np.float32)}
@@ -131,7 +131,7 @@ def test_learner_refuses_blocks_that_do_not_split_the_rows(rows) -> None:
                                     [{"rows": [0, 9]}], ["weight_0"], [{"state": "weight_0", "rows": [0],
                                                                         "input": "a", "output": "b"}]])
 def test_learner_refuses_malformed_blocks(blocks) -> None:
-    from zor.runtime.learner import _check_blocks
+    from zor.runtime.learner_file import check_blocks as _check_blocks
 
     from zor.common.errors import ModelFileError
     start = {"weight_0": np.zeros((9, 7), np.float32), "step": np.zeros((), np.float32)}

@@ -88,8 +88,10 @@ def test_export_writes_file_with_state_and_metadata(tmp_path) -> None:
     assert meta["zor.format"] == "zor-learnable"
     spec = json.loads(meta["zor.learnable"])
     assert spec["rule"] == "gated" and spec["optimizer"] == "adamw" and spec["sizes"] == [6, 5, 6]
-    assert spec["state"][:4] == ["step", "weight_0", "adam_m_0", "adam_v_0"]
+    assert spec["state"][:5] == ["step", "moment_steps", "weight_0", "adam_m_0", "adam_v_0"]
+    assert spec["moment_scaling"] == {"every": 64, "betas": [0.9, 0.999], "decay": 1.0 - 1e-3 * 0.01}
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    assert float(inits["moment_steps"]) == 0.0                   # the start state at scale 1
     np.testing.assert_array_equal(inits["weight_0"], net.weights[0].detach().numpy())
     assert json.loads(meta["zor.verification"])["batches"] == 10
 
@@ -124,7 +126,11 @@ def test_one_adamw_step_by_hand(lr: float, wd: float, want_w: float) -> None:
     """[1] → [1] as in test_one_step_by_hand (U = 0.64, grad g = −0.64), AdamW at t = 1:
     m = (1 − β₁)·g = −0.064, v = (1 − β₂)·g² = 4.096e-4, m̂ = −0.64, v̂ = 0.4096,
     W ← W·(1 − lr·wd) − lr·m̂/(√v̂ + 1e-8) = 0.1·(1 − lr·wd) + lr (to 1e-8): 0.2, 0.195, and 0.1 at lr 0
-    (the lr = 0 graph takes the path without the BatchNormalization affine); health = |δ| + g² = 1.2096."""
+    (the lr = 0 graph takes the path without the BatchNormalization affine); health = |δ| + g² = 1.2096.
+
+    With lr > 0 the graph holds the moments scaled (zor.common.moments): after the step, τ = 1, m̃ = m/β₁,
+    ṽ = v/β₂, and with a weight decay W̃ = W/(1 − lr·wd); from τ = 10 (m̃ = ṽ = 0, W̃ = 0.1/(1 − lr·wd)¹⁰) the
+    same step ends in W̃ = W/(1 − lr·wd)¹¹, m̃ = m/β₁¹¹, ṽ = v/β₂¹¹."""
     net = Zor([Layer(1), Layer(1)], seed=0, rule="coactivity", optimizer="adamw", lr=lr, weight_decay=wd,
               error_scaling=False)
     net.weights[0].data.fill_(0.1)
@@ -132,13 +138,19 @@ def test_one_adamw_step_by_hand(lr: float, wd: float, want_w: float) -> None:
     assert ("BatchNormalization" in {n.op_type for n in proto.graph.node}) == (lr > 0)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     names = ["weight_0_out", "adam_m_0_out", "adam_v_0_out", "step_out", "health"]
-    got = dict(zip(names, sess.run(names, {"x": np.array([[2.0]], np.float32),
-                                           "target": np.array([[1.0]], np.float32), **initial_state(net)})))
-    assert got["weight_0_out"][0, 0] == pytest.approx(want_w, abs=1e-6)
-    assert got["adam_m_0_out"][0, 0] == pytest.approx(-0.064, abs=1e-7)
-    assert got["adam_v_0_out"][0, 0] == pytest.approx(4.096e-4, rel=1e-5)
-    assert float(got["step_out"]) == 1.0
-    assert float(got["health"]) == pytest.approx(0.8 + 0.64 ** 2, rel=1e-6)   # mean|δ| + ‖grad‖² (no clip)
+    scaled, decayed = lr > 0, lr > 0 and wd > 0
+    assert ("moment_steps" in initial_state(net)) == scaled
+    for tau in (0, 10) if scaled else (0,):
+        state = dict(initial_state(net), moment_steps=np.asarray(tau, np.float32)) if scaled else initial_state(net)
+        state["weight_0"] = state["weight_0"] / np.float32((1 - lr * wd) ** tau if decayed else 1.0)
+        got = dict(zip(names, sess.run(names, {"x": np.array([[2.0]], np.float32),
+                                               "target": np.array([[1.0]], np.float32), **state})))
+        k = tau + 1 if scaled else 0
+        assert got["weight_0_out"][0, 0] == pytest.approx(want_w / (1 - lr * wd) ** (k if decayed else 0), rel=1e-5)
+        assert got["adam_m_0_out"][0, 0] == pytest.approx(-0.064 / 0.9 ** k, rel=1e-6)
+        assert got["adam_v_0_out"][0, 0] == pytest.approx(4.096e-4 / 0.999 ** k, rel=1e-5)
+        assert float(got["step_out"]) == 1.0
+        assert float(got["health"]) == pytest.approx(0.8 + 0.64 ** 2, rel=1e-6)   # mean|δ| + ‖grad‖² (no clip)
 
 
 def test_folded_column_step_by_hand() -> None:

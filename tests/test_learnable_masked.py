@@ -157,7 +157,7 @@ def test_learner_keeps_w_as_n_i_by_n_next_outside(monkeypatch, tmp_path) -> None
 def test_learner_refuses_a_transposed_list_that_does_not_fit(names) -> None:
     """spec["transposed"] must name weight-shaped state tensors held as (n_{i+1}, n_i) (W_0ᵀ (7, 9) here): another
     tensor, one held the other way (W_1 (7, 4)), an unknown one or a non-list is refused (exit 2)."""
-    from zor.runtime.learner import _check_turned
+    from zor.runtime.learner_file import check_turned as _check_turned
     start = {"weight_0": np.zeros((7, 9), np.float32), "weight_1": np.zeros((7, 4), np.float32),
              "threshold_0": np.zeros(9, np.float32)}
     with pytest.raises(ModelFileError, match="transposed: expected weight-shaped") as exc:

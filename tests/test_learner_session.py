@@ -214,27 +214,48 @@ def test_step_input_checks(files, rows, width, t_rows, t_width, poison, where, d
         (x if where == "x" else t)[0, 0] = poison
     if dtype != "int32" or poison is None:
         x = x.astype(dtype)
-    # checked in this order: x (dtype, shape, finite), then target (shape, finite), then the rows agree
+    # checked in this order: x (dtype, shape), target (shape), the rows agree; then NaN and inf, found by the
+    # step's health (the step is refused, then x and target are named); an x converted from float64 is
+    # checked for them while it is converted, first
     if x.dtype == np.int32:
         want = DTypeError
     elif width != 16:
         want = ShapeError
-    elif poison is not None and where == "x":
+    elif poison is not None and where == "x" and dtype == "float64":
         want = NonFiniteError
-    elif t_width != 3:
+    elif t_width != 3 or t_rows != rows:
         want = ShapeError
     elif poison is not None:
         want = NonFiniteError
-    elif t_rows != rows:
-        want = ShapeError
     else:
         want = None
+    before = learner.state
     if want is None:
         assert learner.step(x, t).shape == (rows, 3)
     else:
-        with pytest.raises(want, match="expected"):
+        with pytest.raises(want, match=f"{where}: expected finite" if want is NonFiniteError else "expected"):
             learner.step(x, t)
+        for k, v in before.items():                       # a refused step changes nothing
+            np.testing.assert_array_equal(learner.state[k], v)
     assert learner.steps_done == (0 if want else 1)
+
+
+@pytest.mark.parametrize("where, poison", [("x", np.nan), ("x", np.inf), ("x", -np.inf), ("target", np.nan),
+                                           ("target", -np.inf)])
+def test_non_finite_input_found_by_the_step_and_named(files, where, poison) -> None:
+    """The step's health holds 0·Σx and mean|target − y|: a NaN or inf in x or the target makes it not finite,
+    the step is refused and the input named (no check of x before the step where the file has that health)."""
+    learner = Learner(files / "clf.onnx")
+    assert learner._x_in_health
+    x, t = _x(4), np.zeros((4, 3), np.float32)
+    learner.step(x, t)
+    before = learner.state
+    (x if where == "x" else t)[2, 1] = poison
+    with pytest.raises(NonFiniteError, match=f"{where}: expected finite values.*first at \\(2, 1\\)"):
+        learner.step(x, t)
+    assert learner.steps_done == 1
+    for k, v in before.items():
+        np.testing.assert_array_equal(learner.state[k], v)
 
 
 def test_fit_stops_on_divergence_and_keeps_last_good_state(files) -> None:

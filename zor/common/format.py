@@ -246,6 +246,8 @@ LEARNABLE_OPERATORS = frozenset({
     "Identity", "Cast", "Greater", "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Clip", "Sqrt", "Pow",
     "Reciprocal", "MatMul", "Gemm", "Transpose", "ReduceMean", "ReduceL2", "ReduceSumSquare", "Shape", "Gather",
     "Relu", "Sigmoid", "Tanh",
+    "ReduceSum",            # 0·Σx in the step's health: a NaN or inf in x makes the step refused
+    "Expand",               # the (B,) vector of 1/B: batch means as small products
     "BatchNormalization",   # inference mode (mean 0, variance 1, epsilon 0): one-pass affine map in Adam's step
     "NonZero", "Reshape", "Concat", "Pad", "CumSum", "Split",   # co-activity on the active post units only
 })
